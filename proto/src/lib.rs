@@ -1,0 +1,10 @@
+//! `gkm-proto`: GKM's sans-IO protocol engines and policy math.
+//!
+//! Owns (DESIGN.md): IKEv1 phase 1 main mode, GROUPKEY-PULL, GROUPKEY-PUSH,
+//! RFC 8263 and GKM unicast ACKs, COOP, the key schedule, and the policy
+//! math of the seed (ATD, D3P window, rekey timing, ACK matrices). Engines
+//! take `now` and injected randomness on every call and never see sockets,
+//! tokio or a database. The engines land with the registration and rekeying
+//! issues; the policy math every crate shares is here already.
+
+pub mod policy;

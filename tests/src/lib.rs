@@ -1,0 +1,5 @@
+//! `gkm-tests`: cross-crate scenarios and the helpers they share: pcap
+//! writing and tshark as an independent decoder.
+
+pub mod pcap;
+pub mod tshark;
