@@ -115,11 +115,32 @@ mod tests {
 
     #[test]
     fn d3p_window_ranges_are_the_seeds() {
-        assert_eq!("sec 1".parse::<D3pWindow>().map(D3pWindow::as_msec), Ok(1000));
-        assert_eq!("sec 100".parse::<D3pWindow>().map(D3pWindow::as_msec), Ok(100_000));
-        assert_eq!("msec 100".parse::<D3pWindow>().map(D3pWindow::as_msec), Ok(100));
-        assert_eq!("msec 10000".parse::<D3pWindow>().map(D3pWindow::as_msec), Ok(10_000));
-        for bad in ["sec 0", "sec 101", "msec 99", "msec 10001", "msec 70000", "sec", "min 5", "sec 5 x"] {
+        assert_eq!(
+            "sec 1".parse::<D3pWindow>().map(D3pWindow::as_msec),
+            Ok(1000)
+        );
+        assert_eq!(
+            "sec 100".parse::<D3pWindow>().map(D3pWindow::as_msec),
+            Ok(100_000)
+        );
+        assert_eq!(
+            "msec 100".parse::<D3pWindow>().map(D3pWindow::as_msec),
+            Ok(100)
+        );
+        assert_eq!(
+            "msec 10000".parse::<D3pWindow>().map(D3pWindow::as_msec),
+            Ok(10_000)
+        );
+        for bad in [
+            "sec 0",
+            "sec 101",
+            "msec 99",
+            "msec 10001",
+            "msec 70000",
+            "sec",
+            "min 5",
+            "sec 5 x",
+        ] {
             let e = bad.parse::<D3pWindow>().unwrap_err().to_string();
             assert!(e.contains("1-100") || e.contains("100-10000"), "{bad}: {e}");
         }

@@ -17,7 +17,11 @@ use tracing::{info, warn};
 
 /// Command-line options.
 #[derive(Debug, Parser)]
-#[command(name = "gkm-server", version, about = "GKM group key server (GDOI, RFC 6407)")]
+#[command(
+    name = "gkm-server",
+    version,
+    about = "GKM group key server (GDOI, RFC 6407)"
+)]
 struct Args {
     /// Address and port for GDOI (UDP). 848 is the registered GDOI port.
     #[arg(long, default_value = "0.0.0.0:848", env = "GKM_LISTEN")]
@@ -88,7 +92,9 @@ fn main() -> Result<()> {
     let mut buf = vec![0u8; 65_536];
     let (mut ok, mut bad) = (0u64, 0u64);
     loop {
-        let (n, from) = socket.recv_from(&mut buf).context("receiving on the GDOI socket")?;
+        let (n, from) = socket
+            .recv_from(&mut buf)
+            .context("receiving on the GDOI socket")?;
         let datagram = buf.get(..n).unwrap_or_default();
         match Message::parse(datagram) {
             Ok(msg) => {

@@ -52,9 +52,18 @@ mod tests {
     #[test]
     fn scheme_selects_backend() {
         assert_eq!(BackendKind::from_url("gkm.db"), Ok(BackendKind::Sqlite));
-        assert_eq!(BackendKind::from_url("sqlite:///var/lib/gkm/gkm.db"), Ok(BackendKind::Sqlite));
-        assert_eq!(BackendKind::from_url("postgres://gkm@localhost/gkm"), Ok(BackendKind::Postgres));
-        assert_eq!(BackendKind::from_url("postgresql://h/db"), Ok(BackendKind::Postgres));
+        assert_eq!(
+            BackendKind::from_url("sqlite:///var/lib/gkm/gkm.db"),
+            Ok(BackendKind::Sqlite)
+        );
+        assert_eq!(
+            BackendKind::from_url("postgres://gkm@localhost/gkm"),
+            Ok(BackendKind::Postgres)
+        );
+        assert_eq!(
+            BackendKind::from_url("postgresql://h/db"),
+            Ok(BackendKind::Postgres)
+        );
         let e = BackendKind::from_url("mysql://x").unwrap_err();
         assert!(e.to_string().contains("mysql"));
     }

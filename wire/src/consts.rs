@@ -2,7 +2,7 @@
 //!
 //! Each number is a newtype over its wire width with named constants; each
 //! constant cites the RFC section (or GKM decision) it comes from. Numbers
-//! that `spec/gdoi-wire.md` tags as doubtful carry **DOUBTFUL** in their doc
+//! that `spec/gdoi-wire.md` tags as doubtful carry a DOUBTFUL marker in their doc
 //! comment with what is in doubt; `doubtful_numbers()` lists them so a test
 //! and the docs can keep the list visible.
 
@@ -181,7 +181,6 @@ wire_number! {
 pub const SIT_IDENTITY_ONLY: u32 = 1;
 /// GDOI situation: none is defined, so 0 (RFC 6407 section 5.2).
 pub const GDOI_SITUATION_NONE: u32 = 0;
-
 
 /// ISAKMP header flags (RFC 2408 section 3.1).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
@@ -748,8 +747,12 @@ pub const fn doubtful_numbers() -> &'static [(&'static str, &'static str)] {
             "RFC 6407 section 5.5.1 says 1 octet; Wireshark and trustcore read 2; DESIGN.md chose 2",
         ),
         (
-            "GapAttribute::GKM_D3P_TYPE / GKM_D3P_WINDOW_MSEC",
-            "GKM private numbers: the vendor's D3P attributes are unpublished",
+            "GapAttribute::GKM_D3P_TYPE = 16384",
+            "GKM private number: the vendor's D3P attributes are unpublished",
+        ),
+        (
+            "GapAttribute::GKM_D3P_WINDOW_MSEC = 16385",
+            "GKM private number: the vendor's D3P attributes are unpublished",
         ),
         (
             "IpProtocol::GKM_D3P = 253",

@@ -151,7 +151,12 @@ pub fn emit_header(out: &mut Vec<u8>, spi: u32, seq: u32, iv: &[u8]) -> Result<(
 
 /// Appends the default padding (1, 2, 3, ..., RFC 4303 section 2.4), the
 /// pad length and the next header after a payload of `payload_len` octets.
-pub fn emit_trailer(out: &mut Vec<u8>, payload_len: usize, framing: EspFraming, next_header: IpProtocol) {
+pub fn emit_trailer(
+    out: &mut Vec<u8>,
+    payload_len: usize,
+    framing: EspFraming,
+    next_header: IpProtocol,
+) {
     let pad = framing.padding_for(payload_len);
     // pad < align <= 16, so the casts below cannot truncate.
     out.extend((1..=pad).map(|i| (i & 0xff) as u8));

@@ -84,7 +84,8 @@ impl<'a> Message<'a> {
         if len > MAX_MESSAGE_LEN {
             return Err(err(ErrorKind::TooLarge, "isakmp.length"));
         }
-        header.length = u32::try_from(len).map_err(|_| err(ErrorKind::TooLarge, "isakmp.length"))?;
+        header.length =
+            u32::try_from(len).map_err(|_| err(ErrorKind::TooLarge, "isakmp.length"))?;
         let mut fixed = Vec::with_capacity(ISAKMP_HEADER_LEN);
         header.emit(&mut fixed);
         let slot = out

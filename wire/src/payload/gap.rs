@@ -41,9 +41,7 @@ impl<'a> Gap<'a> {
                 GapAttribute::SENDER_ID_REQUEST => {
                     set_once(&mut gap.sender_id_request, a.int16(f)?, f)
                 }
-                GapAttribute::GKM_D3P_TYPE => {
-                    set_once(&mut gap.d3p_type, D3pType(a.int16(f)?), f)
-                }
+                GapAttribute::GKM_D3P_TYPE => set_once(&mut gap.d3p_type, D3pType(a.int16(f)?), f),
                 GapAttribute::GKM_D3P_WINDOW_MSEC => {
                     set_once(&mut gap.d3p_window_msec, a.int32(f)?, f)
                 }

@@ -93,8 +93,12 @@ impl<'a> KeyPacket<'a> {
                     ..TekKeyPacket::default()
                 };
                 attr::for_each(attrs, f, |a| match TekKeyAttribute(a.attr_type) {
-                    TekKeyAttribute::ALGORITHM_KEY => set_once(&mut p.algorithm_key, a.bytes(f)?, f),
-                    TekKeyAttribute::INTEGRITY_KEY => set_once(&mut p.integrity_key, a.bytes(f)?, f),
+                    TekKeyAttribute::ALGORITHM_KEY => {
+                        set_once(&mut p.algorithm_key, a.bytes(f)?, f)
+                    }
+                    TekKeyAttribute::INTEGRITY_KEY => {
+                        set_once(&mut p.integrity_key, a.bytes(f)?, f)
+                    }
                     TekKeyAttribute::SOURCE_AUTH_KEY => {
                         set_once(&mut p.source_auth_key, a.bytes(f)?, f)
                     }
@@ -114,7 +118,9 @@ impl<'a> KeyPacket<'a> {
                     ..KekKeyPacket::default()
                 };
                 attr::for_each(attrs, f, |a| match KekKeyAttribute(a.attr_type) {
-                    KekKeyAttribute::ALGORITHM_KEY => set_once(&mut p.algorithm_key, a.bytes(f)?, f),
+                    KekKeyAttribute::ALGORITHM_KEY => {
+                        set_once(&mut p.algorithm_key, a.bytes(f)?, f)
+                    }
                     KekKeyAttribute::SIG_ALGORITHM_KEY => {
                         set_once(&mut p.sig_algorithm_key, a.bytes(f)?, f)
                     }

@@ -44,7 +44,12 @@ impl<'a> TrafficSelector<'a> {
         })
     }
 
-    pub(crate) fn emit(&self, out: &mut Vec<u8>, at: SelectorIn, field: &'static str) -> Result<()> {
+    pub(crate) fn emit(
+        &self,
+        out: &mut Vec<u8>,
+        at: SelectorIn,
+        field: &'static str,
+    ) -> Result<()> {
         put_u8(out, self.identity.id_type().0);
         put_u16(out, self.port);
         let len = self.identity.data_len();

@@ -315,13 +315,9 @@ pub fn emit_chain(payloads: &[Payload<'_>], out: &mut Vec<u8>) -> Result<Payload
         return Err(err(ErrorKind::TooMany, "payload_chain"));
     }
     let mut iter = payloads.iter().peekable();
-    let first = iter
-        .peek()
-        .map_or(PayloadType::NONE, |p| p.payload_type());
+    let first = iter.peek().map_or(PayloadType::NONE, |p| p.payload_type());
     while let Some(p) = iter.next() {
-        let next = iter
-            .peek()
-            .map_or(PayloadType::NONE, |n| n.payload_type());
+        let next = iter.peek().map_or(PayloadType::NONE, |n| n.payload_type());
         emit_framed(out, next, |o| p.emit_body(o))?;
     }
     Ok(first)

@@ -112,7 +112,10 @@ impl<'a> Delete<'a> {
         put_u32(out, self.doi.0);
         put_u8(out, self.protocol_id);
         put_u8(out, self.spi_size);
-        put_u16(out, u16::try_from(count).map_err(|_| err(ErrorKind::TooMany, "delete.spi_count"))?);
+        put_u16(
+            out,
+            u16::try_from(count).map_err(|_| err(ErrorKind::TooMany, "delete.spi_count"))?,
+        );
         out.extend_from_slice(self.spis);
         Ok(())
     }

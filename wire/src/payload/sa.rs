@@ -70,7 +70,9 @@ impl<'a> OakleyAttributes<'a> {
                     set_once(&mut s.encryption, OakleyEncryption(a.int16(f)?), f)?
                 }
                 OakleyAttribute::KEY_LENGTH => set_once(&mut s.key_length_bits, a.int16(f)?, f)?,
-                OakleyAttribute::HASH_ALGORITHM => set_once(&mut s.hash, OakleyHash(a.int16(f)?), f)?,
+                OakleyAttribute::HASH_ALGORITHM => {
+                    set_once(&mut s.hash, OakleyHash(a.int16(f)?), f)?
+                }
                 OakleyAttribute::AUTHENTICATION_METHOD => {
                     set_once(&mut s.auth_method, AuthMethod(a.int16(f)?), f)?
                 }
@@ -217,7 +219,11 @@ impl<'a> Sa<'a> {
                 let _reserved = r.u16("sa.reserved")?;
                 let first = u8::try_from(next)
                     .map_err(|_| err(ErrorKind::BadValue, "sa.next_attribute_payload"))?;
-                Ok(Self::Gdoi(parse_gdoi(situation, PayloadType(first), r.rest())?))
+                Ok(Self::Gdoi(parse_gdoi(
+                    situation,
+                    PayloadType(first),
+                    r.rest(),
+                )?))
             }
             _ => Err(err(ErrorKind::Unsupported, "sa.doi")),
         }

@@ -199,7 +199,9 @@ impl<'a> SaTek<'a> {
         put_u8(out, self.protocol_id.0);
         match (&self.body, self.protocol_id) {
             (TekBody::Ipsec(t), GdoiProtocol::IPSEC_ESP | GdoiProtocol::IPSEC_AH) => t.emit(out),
-            (TekBody::Other(b), p) if p != GdoiProtocol::IPSEC_ESP && p != GdoiProtocol::IPSEC_AH => {
+            (TekBody::Other(b), p)
+                if p != GdoiProtocol::IPSEC_ESP && p != GdoiProtocol::IPSEC_AH =>
+            {
                 out.extend_from_slice(b);
                 Ok(())
             }
