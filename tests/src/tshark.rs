@@ -1,27 +1,46 @@
-//! tshark as an independent decoder. A missing tshark is a test failure
-//! with instructions, never a silent skip.
+//! tshark as an independent decoder. A missing tshark fails the test with
+//! instructions; it is never a silent skip.
 
 use std::path::Path;
 use std::process::Command;
 
-/// Runs tshark on a capture with UDP 848 decoded as ISAKMP and returns the
-/// `-T json` output parsed. Panics (fails the test) with a clear message if
-/// tshark is absent or fails.
-pub fn json(capture: &Path, extra: &[&str]) -> serde_json::Value {
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(capture)
-        .args(["-d", "udp.port==848,isakmp", "-T", "json"])
-        .args(extra)
-        .env("WIRESHARK_CONFIG_DIR", capture.parent().unwrap_or(Path::new(".")))
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("tshark could not be run ({e}); install it: apt-get install tshark (scripts/test and .ci/run do)")
-        });
+/// Runs tshark on `capture` with UDP 848 decoded as ISAKMP and returns one
+/// row per frame, one column per field; repeated occurrences of a field are
+/// joined with commas. `config_dir` (for key tables such as
+/// `ikev1_decryption_table`) becomes `WIRESHARK_CONFIG_DIR` when given.
+pub fn fields(capture: &Path, fields: &[&str], config_dir: Option<&Path>) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-n", "-r"]).arg(capture).args([
+        "-d",
+        "udp.port==848,isakmp",
+        "-T",
+        "fields",
+        "-E",
+        "separator=\t",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    if let Some(dir) = config_dir {
+        cmd.env("WIRESHARK_CONFIG_DIR", dir);
+    }
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "tshark could not be run ({e}); install it: \
+             DEBIAN_FRONTEND=noninteractive apt-get install -y tshark (.ci/run does)"
+        )
+    });
     assert!(
         out.status.success(),
         "tshark failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("tshark -T json output is JSON")
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
 }
