@@ -1,6 +1,6 @@
 //! The ISAKMP header (RFC 2408 section 3.1).
 
-use crate::codec::{put_u32, put_u8, Reader};
+use crate::codec::Reader;
 use crate::consts::{
     limits::MAX_MESSAGE_LEN, ExchangeType, Flags, PayloadType, ISAKMP_HEADER_LEN, ISAKMP_VERSION,
 };
@@ -70,14 +70,26 @@ impl IsakmpHeader {
 
     /// Appends the header as it stands, length included.
     pub fn emit(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.initiator_cookie);
-        out.extend_from_slice(&self.responder_cookie);
-        put_u8(out, self.next_payload.0);
-        put_u8(out, ISAKMP_VERSION);
-        put_u8(out, self.exchange_type.0);
-        put_u8(out, self.flags.0);
-        put_u32(out, self.message_id);
-        put_u32(out, self.length);
+        out.extend_from_slice(&self.to_bytes());
+    }
+
+    /// The header's 28 octets as they stand, length included.
+    pub fn to_bytes(&self) -> [u8; ISAKMP_HEADER_LEN] {
+        let mut b = [0u8; ISAKMP_HEADER_LEN];
+        let (cookies, rest) = b.split_at_mut(16);
+        cookies.copy_from_slice(&self.kek_spi());
+        let fixed = [
+            self.next_payload.0,
+            ISAKMP_VERSION,
+            self.exchange_type.0,
+            self.flags.0,
+        ];
+        let (f, rest) = rest.split_at_mut(4);
+        f.copy_from_slice(&fixed);
+        let (mid, len) = rest.split_at_mut(4);
+        mid.copy_from_slice(&self.message_id.to_be_bytes());
+        len.copy_from_slice(&self.length.to_be_bytes());
+        b
     }
 
     /// Both cookies: the KEK SPI of a GROUPKEY-PUSH or ACK.

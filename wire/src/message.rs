@@ -86,12 +86,10 @@ impl<'a> Message<'a> {
         }
         header.length =
             u32::try_from(len).map_err(|_| err(ErrorKind::TooLarge, "isakmp.length"))?;
-        let mut fixed = Vec::with_capacity(ISAKMP_HEADER_LEN);
-        header.emit(&mut fixed);
         let slot = out
             .get_mut(start..start.saturating_add(ISAKMP_HEADER_LEN))
             .ok_or(err(ErrorKind::BadLength, "isakmp.length"))?;
-        slot.copy_from_slice(&fixed);
+        slot.copy_from_slice(&header.to_bytes());
         Ok(())
     }
 

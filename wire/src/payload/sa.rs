@@ -402,17 +402,15 @@ fn emit_gdoi(sa: &GdoiSa<'_>, out: &mut Vec<u8>) -> Result<()> {
     if sa.kek.is_none() && sa.teks.is_empty() {
         return Err(err(ErrorKind::Missing, "sa.sa_tek"));
     }
-    // The nested chain in emission order, as (type, emitter) pairs.
-    let mut kinds: Vec<PayloadType> = Vec::with_capacity(2 + sa.teks.len() + sa.unknown.len());
-    if sa.kek.is_some() {
-        kinds.push(PayloadType::SA_KEK);
-    }
-    if sa.gap.is_some() {
-        kinds.push(PayloadType::GAP);
-    }
-    kinds.extend(sa.teks.iter().map(|_| PayloadType::SA_TEK));
-    kinds.extend(sa.unknown.iter().map(|u| u.payload_type));
-    if kinds.len() > crate::consts::limits::MAX_PAYLOADS {
+    // The nested chain's payload types in emission order; cloned to look one ahead.
+    let kinds = sa
+        .kek
+        .iter()
+        .map(|_| PayloadType::SA_KEK)
+        .chain(sa.gap.iter().map(|_| PayloadType::GAP))
+        .chain(sa.teks.iter().map(|_| PayloadType::SA_TEK))
+        .chain(sa.unknown.iter().map(|u| u.payload_type));
+    if kinds.clone().count() > crate::consts::limits::MAX_PAYLOADS {
         return Err(err(ErrorKind::TooMany, "sa.nested"));
     }
     for u in &sa.unknown {
@@ -426,10 +424,10 @@ fn emit_gdoi(sa: &GdoiSa<'_>, out: &mut Vec<u8>) -> Result<()> {
 
     put_u32(out, Doi::GDOI.0);
     put_u32(out, sa.situation);
-    put_u16(out, u16::from(kinds.first().map_or(0, |k| k.0)));
+    put_u16(out, u16::from(kinds.clone().next().map_or(0, |k| k.0)));
     put_u16(out, 0);
 
-    let mut next_of = kinds.iter().skip(1).copied();
+    let mut next_of = kinds.skip(1);
     let mut next = || next_of.next().unwrap_or(PayloadType::NONE);
     if let Some(kek) = &sa.kek {
         emit_framed(out, next(), |o| kek.emit(o))?;
