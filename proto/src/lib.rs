@@ -7,4 +7,5 @@
 //! tokio or a database. The engines land with the registration and rekeying
 //! issues; the policy math every crate shares is here already.
 
+pub mod crypto;
 pub mod policy;

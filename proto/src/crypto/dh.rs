@@ -1,0 +1,171 @@
+//! Diffie-Hellman for phase 1: group 14 (2048-bit MODP, RFC 3526 section 3)
+//! with constant-time modular exponentiation from `crypto-bigint`, and
+//! group 19 (256-bit random ECP, RFC 5903) with the `p256` crate.
+
+use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
+use crypto_bigint::{Encoding, U2048};
+use gkm_wire::consts::OakleyGroup;
+use p256::elliptic_curve::sec1::{EncodedPoint, ToEncodedPoint};
+use p256::elliptic_curve::sec1::FromEncodedPoint;
+use zeroize::Zeroizing;
+
+use super::rng::{Adapter, EngineRng};
+
+/// RFC 3526 section 3, the 2048-bit MODP prime; generator 2.
+const MODP_2048_P: U2048 = U2048::from_be_hex(concat!(
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74",
+    "020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F1437",
+    "4FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED",
+    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF05",
+    "98DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB",
+    "9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B",
+    "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF695581718",
+    "3995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF",
+));
+
+/// Private exponent size for group 14: twice the group's ~112-bit security
+/// strength, rounded up (NIST SP 800-56A), and 320 bits so that the
+/// bounded exponentiation stays fast.
+const MODP_EXPONENT_BITS: usize = 320;
+
+/// A Diffie-Hellman group GKM offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DhGroup {
+    /// Group 14, 2048-bit MODP.
+    Modp2048,
+    /// Group 19, 256-bit random ECP.
+    Ecp256,
+}
+
+/// A peer's public value is not a valid group element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid Diffie-Hellman public value")]
+pub struct DhError;
+
+impl DhGroup {
+    /// The group for an Oakley group number, if offered.
+    pub fn from_oakley(g: OakleyGroup) -> Option<Self> {
+        match g {
+            OakleyGroup::MODP_2048 => Some(Self::Modp2048),
+            OakleyGroup::ECP_256 => Some(Self::Ecp256),
+            _ => None,
+        }
+    }
+
+    /// The Oakley group number.
+    pub fn oakley(self) -> OakleyGroup {
+        match self {
+            Self::Modp2048 => OakleyGroup::MODP_2048,
+            Self::Ecp256 => OakleyGroup::ECP_256,
+        }
+    }
+
+    /// Length of a public value in the KE payload.
+    pub fn public_len(self) -> usize {
+        match self {
+            Self::Modp2048 => 256,
+            Self::Ecp256 => 64,
+        }
+    }
+
+    /// Generates a key pair; returns the private half and the KE payload bytes.
+    pub fn generate(self, rng: &mut dyn EngineRng) -> (DhPrivate, Vec<u8>) {
+        match self {
+            Self::Modp2048 => {
+                let mut x = Zeroizing::new([0u8; 256]);
+                let n = MODP_EXPONENT_BITS / 8;
+                if let Some(tail) = x.get_mut(256 - n..) {
+                    rng.fill_bytes(tail);
+                }
+                let x = U2048::from_be_slice(x.as_ref());
+                let params = DynResidueParams::new(&MODP_2048_P);
+                let g = DynResidue::new(&U2048::from_u8(2), params);
+                let public = g.pow_bounded_exp(&x, MODP_EXPONENT_BITS).retrieve();
+                (DhPrivate::Modp(Box::new(x)), public.to_be_bytes().to_vec())
+            }
+            Self::Ecp256 => {
+                let secret = p256::ecdh::EphemeralSecret::random(&mut Adapter(rng));
+                let point = secret.public_key().to_encoded_point(false);
+                // RFC 5903 section 7: x ‖ y, without the SEC1 0x04 prefix.
+                let public = point.as_bytes().get(1..).unwrap_or_default().to_vec();
+                (DhPrivate::Ecp(Box::new(secret)), public)
+            }
+        }
+    }
+}
+
+/// The private half of a DH exchange; consumed to compute the shared secret.
+pub enum DhPrivate {
+    /// Group 14 exponent.
+    Modp(Box<U2048>),
+    /// Group 19 scalar.
+    Ecp(Box<p256::ecdh::EphemeralSecret>),
+}
+
+impl core::fmt::Debug for DhPrivate {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("DhPrivate(..)")
+    }
+}
+
+impl DhPrivate {
+    /// g^xy from the peer's KE payload: for MODP the full 256 octets
+    /// (leading zeros kept), for ECP the x coordinate (RFC 5903 section 9).
+    pub fn shared(&self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, DhError> {
+        match self {
+            Self::Modp(x) => {
+                if peer.len() != 256 {
+                    return Err(DhError);
+                }
+                let y = U2048::from_be_slice(peer);
+                let one = U2048::ONE;
+                let p_minus_1 = MODP_2048_P.wrapping_sub(&one);
+                // 1 < y < p - 1 (RFC 2785 section 3.1 / SP 800-56A 5.6.2.3.1)
+                if y <= one || y >= p_minus_1 {
+                    return Err(DhError);
+                }
+                let params = DynResidueParams::new(&MODP_2048_P);
+                let s = DynResidue::new(&y, params).pow_bounded_exp(x, MODP_EXPONENT_BITS).retrieve();
+                Ok(Zeroizing::new(s.to_be_bytes().to_vec()))
+            }
+            Self::Ecp(secret) => {
+                if peer.len() != 64 {
+                    return Err(DhError);
+                }
+                let mut sec1 = Vec::with_capacity(65);
+                sec1.push(0x04);
+                sec1.extend_from_slice(peer);
+                let point = EncodedPoint::<p256::NistP256>::from_bytes(&sec1).map_err(|_| DhError)?;
+                let pk = Option::<p256::PublicKey>::from(p256::PublicKey::from_encoded_point(&point))
+                    .ok_or(DhError)?;
+                let shared = secret.diffie_hellman(&pk);
+                Ok(Zeroizing::new(shared.raw_secret_bytes().to_vec()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::rand_core::SeedableRng;
+
+    #[test]
+    fn both_groups_agree_and_reject_bad_points() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        for g in [DhGroup::Ecp256, DhGroup::Modp2048] {
+            let (a, pa) = g.generate(&mut rng);
+            let (b, pb) = g.generate(&mut rng);
+            assert_eq!(pa.len(), g.public_len());
+            let s1 = a.shared(&pb).unwrap();
+            let s2 = b.shared(&pa).unwrap();
+            assert_eq!(*s1, *s2);
+            assert!(a.shared(&pb[1..]).is_err());
+            assert!(a.shared(&vec![0u8; g.public_len()]).is_err());
+        }
+        let (a, _) = DhGroup::Modp2048.generate(&mut rng);
+        let mut one = vec![0u8; 256];
+        one[255] = 1;
+        assert!(a.shared(&one).is_err());
+    }
+}

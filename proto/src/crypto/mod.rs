@@ -1,0 +1,16 @@
+//! The cryptography the engines need, behind small typed wrappers: PRFs and
+//! hashes (ring), AES-CBC (RustCrypto `aes`/`cbc`), Diffie-Hellman groups
+//! 14 and 19, RSA signatures in the IKEv1 style, and certificate checks.
+//! No cipher or bignum arithmetic is written here.
+
+mod cbc_cipher;
+mod dh;
+mod prf;
+pub mod rng;
+mod sig;
+
+pub use cbc_cipher::{CbcCipher, CipherError};
+pub use dh::{DhError, DhGroup, DhPrivate};
+pub use prf::Prf;
+pub use rng::EngineRng;
+pub use sig::{CertError, CertificateAuthority, RsaSigner, RsaVerifier, SigError, VerifiedCert};

@@ -1,0 +1,120 @@
+//! The negotiated phase 1 hash and its HMAC PRF (RFC 2409 section 5,
+//! RFC 4868 section 2 for SHA-2).
+
+use gkm_wire::consts::OakleyHash;
+use ring::{digest, hmac};
+
+/// A phase 1 PRF: HMAC with the negotiated hash; `hash` is the plain hash
+/// used for the phase 1 and phase 2 IVs (RFC 2409 appendix B).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Prf {
+    /// HMAC-SHA-256.
+    HmacSha256,
+    /// HMAC-SHA-384.
+    HmacSha384,
+}
+
+impl Prf {
+    /// The PRF for a negotiated hash algorithm, if GKM offers it.
+    pub fn from_oakley(h: OakleyHash) -> Option<Self> {
+        match h {
+            OakleyHash::SHA2_256 => Some(Self::HmacSha256),
+            OakleyHash::SHA2_384 => Some(Self::HmacSha384),
+            _ => None,
+        }
+    }
+
+    /// The Oakley hash value for this PRF.
+    pub fn oakley(self) -> OakleyHash {
+        match self {
+            Self::HmacSha256 => OakleyHash::SHA2_256,
+            Self::HmacSha384 => OakleyHash::SHA2_384,
+        }
+    }
+
+    /// Output length in octets.
+    pub fn output_len(self) -> usize {
+        match self {
+            Self::HmacSha256 => 32,
+            Self::HmacSha384 => 48,
+        }
+    }
+
+    fn hmac_alg(self) -> hmac::Algorithm {
+        match self {
+            Self::HmacSha256 => hmac::HMAC_SHA256,
+            Self::HmacSha384 => hmac::HMAC_SHA384,
+        }
+    }
+
+    fn digest_alg(self) -> &'static digest::Algorithm {
+        match self {
+            Self::HmacSha256 => &digest::SHA256,
+            Self::HmacSha384 => &digest::SHA384,
+        }
+    }
+
+    /// prf(key, parts[0] | parts[1] | ...).
+    pub fn prf(self, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        let k = hmac::Key::new(self.hmac_alg(), key);
+        let mut ctx = hmac::Context::with_key(&k);
+        for p in parts {
+            ctx.update(p);
+        }
+        ctx.sign().as_ref().to_vec()
+    }
+
+    /// Constant-time check of a received prf output.
+    pub fn verify(self, key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
+        let k = hmac::Key::new(self.hmac_alg(), key);
+        hmac::verify(&k, &parts.concat(), tag).is_ok()
+    }
+
+    /// hash(parts[0] | parts[1] | ...).
+    pub fn hash(self, parts: &[&[u8]]) -> Vec<u8> {
+        let mut ctx = digest::Context::new(self.digest_alg());
+        for p in parts {
+            ctx.update(p);
+        }
+        ctx.finish().as_ref().to_vec()
+    }
+
+    /// Expands SKEYID_e to a cipher key of `len` octets (RFC 2409 appendix B):
+    /// K1 = prf(SKEYID_e, 0), K2 = prf(SKEYID_e, K1), ... truncated.
+    pub fn expand_key(self, skeyid_e: &[u8], len: usize) -> Vec<u8> {
+        if skeyid_e.len() >= len {
+            return skeyid_e.get(..len).unwrap_or(skeyid_e).to_vec();
+        }
+        let mut out = Vec::with_capacity(len + self.output_len());
+        let mut k = self.prf(skeyid_e, &[&[0u8]]);
+        while out.len() < len {
+            out.extend_from_slice(&k);
+            k = self.prf(skeyid_e, &[&k]);
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_sha256_rfc4231_case2() {
+        let tag = Prf::HmacSha256.prf(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+        let want = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        let got: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(got, want);
+        assert!(Prf::HmacSha256.verify(b"Jefe", &[b"what do ya want for nothing?"], &tag));
+    }
+
+    #[test]
+    fn key_expansion_is_prefix_stable() {
+        let k = Prf::HmacSha256.expand_key(&[7; 32], 32);
+        assert_eq!(k, vec![7; 32]);
+        let long = Prf::HmacSha256.expand_key(&[7; 16], 40);
+        assert_eq!(long.len(), 40);
+        assert_eq!(long[..32], Prf::HmacSha256.prf(&[7; 16], &[&[0]])[..]);
+    }
+}
