@@ -8,4 +8,9 @@
 //! issues; the policy math every crate shares is here already.
 
 pub mod crypto;
+pub mod engine;
+pub mod gm;
+pub mod group;
+pub mod ike;
+pub mod ks;
 pub mod policy;

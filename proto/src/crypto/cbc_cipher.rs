@@ -92,7 +92,10 @@ mod tests {
     #[test]
     fn sp800_38a_vector() {
         let h = |s: &str| -> Vec<u8> {
-            (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
         };
         let key = h("2b7e151628aed2a6abf7158809cf4f3c");
         let iv = h("000102030405060708090a0b0c0d0e0f");
@@ -100,6 +103,9 @@ mod tests {
         let ct = CbcCipher::Aes128.encrypt(&key, &iv, &pt).unwrap();
         assert_eq!(ct, h("7649abac8119b246cee98e9b12e9197d"));
         assert_eq!(CbcCipher::Aes128.decrypt(&key, &iv, &ct).unwrap(), pt);
-        assert_eq!(CbcCipher::Aes128.decrypt(&key, &iv, &ct[..15]), Err(CipherError::NotBlockAligned));
+        assert_eq!(
+            CbcCipher::Aes128.decrypt(&key, &iv, &ct[..15]),
+            Err(CipherError::NotBlockAligned)
+        );
     }
 }

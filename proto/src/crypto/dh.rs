@@ -5,8 +5,8 @@
 use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
 use crypto_bigint::{Encoding, U2048};
 use gkm_wire::consts::OakleyGroup;
-use p256::elliptic_curve::sec1::{EncodedPoint, ToEncodedPoint};
 use p256::elliptic_curve::sec1::FromEncodedPoint;
+use p256::elliptic_curve::sec1::{EncodedPoint, ToEncodedPoint};
 use zeroize::Zeroizing;
 
 use super::rng::{Adapter, EngineRng};
@@ -125,7 +125,9 @@ impl DhPrivate {
                     return Err(DhError);
                 }
                 let params = DynResidueParams::new(&MODP_2048_P);
-                let s = DynResidue::new(&y, params).pow_bounded_exp(x, MODP_EXPONENT_BITS).retrieve();
+                let s = DynResidue::new(&y, params)
+                    .pow_bounded_exp(x, MODP_EXPONENT_BITS)
+                    .retrieve();
                 Ok(Zeroizing::new(s.to_be_bytes().to_vec()))
             }
             Self::Ecp(secret) => {
@@ -135,9 +137,11 @@ impl DhPrivate {
                 let mut sec1 = Vec::with_capacity(65);
                 sec1.push(0x04);
                 sec1.extend_from_slice(peer);
-                let point = EncodedPoint::<p256::NistP256>::from_bytes(&sec1).map_err(|_| DhError)?;
-                let pk = Option::<p256::PublicKey>::from(p256::PublicKey::from_encoded_point(&point))
-                    .ok_or(DhError)?;
+                let point =
+                    EncodedPoint::<p256::NistP256>::from_bytes(&sec1).map_err(|_| DhError)?;
+                let pk =
+                    Option::<p256::PublicKey>::from(p256::PublicKey::from_encoded_point(&point))
+                        .ok_or(DhError)?;
                 let shared = secret.diffie_hellman(&pk);
                 Ok(Zeroizing::new(shared.raw_secret_bytes().to_vec()))
             }

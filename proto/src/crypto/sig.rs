@@ -41,17 +41,23 @@ impl core::fmt::Debug for RsaSigner {
 impl RsaSigner {
     /// From a PKCS#8 PEM document.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, SigError> {
-        RsaPrivateKey::from_pkcs8_pem(pem).map(|key| Self { key }).map_err(|_| SigError::BadKey)
+        RsaPrivateKey::from_pkcs8_pem(pem)
+            .map(|key| Self { key })
+            .map_err(|_| SigError::BadKey)
     }
 
     /// From PKCS#8 DER.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, SigError> {
-        RsaPrivateKey::from_pkcs8_der(der).map(|key| Self { key }).map_err(|_| SigError::BadKey)
+        RsaPrivateKey::from_pkcs8_der(der)
+            .map(|key| Self { key })
+            .map_err(|_| SigError::BadKey)
     }
 
     /// A fresh key of `bits` (tests and first-run generation).
     pub fn generate(rng: &mut dyn EngineRng, bits: usize) -> Result<Self, SigError> {
-        RsaPrivateKey::new(&mut Adapter(rng), bits).map(|key| Self { key }).map_err(|_| SigError::BadKey)
+        RsaPrivateKey::new(&mut Adapter(rng), bits)
+            .map(|key| Self { key })
+            .map_err(|_| SigError::BadKey)
     }
 
     /// Signs `hash` with PKCS#1 v1.5 padding and no DigestInfo (blinded).
@@ -84,12 +90,16 @@ pub struct RsaVerifier {
 impl RsaVerifier {
     /// From DER SubjectPublicKeyInfo.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, SigError> {
-        RsaPublicKey::from_public_key_der(der).map(|key| Self { key }).map_err(|_| SigError::BadKey)
+        RsaPublicKey::from_public_key_der(der)
+            .map(|key| Self { key })
+            .map_err(|_| SigError::BadKey)
     }
 
     /// Checks a PKCS#1 v1.5 (no DigestInfo) signature over `hash`.
     pub fn verify(&self, hash: &[u8], sig: &[u8]) -> Result<(), SigError> {
-        self.key.verify(Pkcs1v15Sign::new_unprefixed(), hash, sig).map_err(|_| SigError::Invalid)
+        self.key
+            .verify(Pkcs1v15Sign::new_unprefixed(), hash, sig)
+            .map_err(|_| SigError::Invalid)
     }
 
     /// Modulus size in bits.
@@ -160,8 +170,10 @@ impl CertificateAuthority {
             None,
         )
         .map_err(|e| CertError::Untrusted(format!("{e:?}")))?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|_| CertError::Malformed)?;
-        let key = RsaVerifier::from_spki_der(parsed.public_key().raw).map_err(|_| CertError::NotRsa)?;
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(cert).map_err(|_| CertError::Malformed)?;
+        let key =
+            RsaVerifier::from_spki_der(parsed.public_key().raw).map_err(|_| CertError::NotRsa)?;
         Ok(VerifiedCert {
             key,
             subject_der: parsed.subject().as_raw().to_vec(),

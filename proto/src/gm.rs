@@ -1,0 +1,854 @@
+//! The group member engine (initiator): main mode to a key server, then
+//! GROUPKEY-PULL for one group; retransmission with backoff, fail-over to
+//! the next key server, and re-registration before the TEKs expire.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use gkm_wire::consts::{
+    CertEncoding, Doi, ExchangeType, Flags, NotifyType, PayloadType, ProtocolId, SIT_IDENTITY_ONLY,
+};
+use gkm_wire::payload::{
+    Cert, Gap, IdPayload, KeyExchange, Nonce, Notification, Phase1Sa, Proposal, Sa, SaLayout,
+    Signature, VendorId,
+};
+use gkm_wire::{Body, Identity, IsakmpHeader, Message, Payload};
+use zeroize::Zeroizing;
+
+use crate::crypto::{rng, CertificateAuthority, DhPrivate, EngineRng, RsaSigner};
+use crate::engine::{own_vendor_id, Millis, Transmit};
+use crate::group::GroupKeys;
+use crate::ike::{
+    decrypt_message, encrypt_body, hashed_chain, phase1_iv, phase2_iv, verify_hashed_chain,
+    AuthKind, Phase1Keys, Suite, Transcript,
+};
+
+/// How the GM authenticates in phase 1.
+pub enum GmAuth {
+    /// Pre-shared key.
+    Psk(Zeroizing<Vec<u8>>),
+    /// Certificate authentication.
+    Certificate(Box<CertAuth>),
+}
+
+/// A GM's certificate (DER), its key, and the CAs that may sign the KS's certificate.
+pub struct CertAuth {
+    /// The GM's certificate.
+    pub cert: Vec<u8>,
+    /// Its private key.
+    pub key: RsaSigner,
+    /// Trusted CAs.
+    pub ca: CertificateAuthority,
+}
+
+/// The GM's phase 1 identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GmIdentity {
+    /// ID_IPV4_ADDR.
+    Ipv4(Ipv4Addr),
+    /// ID_DER_ASN1_DN (a certificate subject).
+    Dn(Vec<u8>),
+}
+
+/// Group member configuration.
+pub struct GmConfig {
+    /// Key servers in order of preference.
+    pub key_servers: Vec<SocketAddr>,
+    /// Group identity number.
+    pub group_id: u32,
+    /// Phase 1 identity.
+    pub identity: GmIdentity,
+    /// Phase 1 authentication.
+    pub auth: GmAuth,
+    /// Phase 1 lifetime offered.
+    pub phase1_life_secs: u32,
+    /// Sender IDs to request (0: none).
+    pub sender_ids: u16,
+    /// Re-register this long before the earliest TEK expires, if no rekey came.
+    pub reregister_before_ms: u64,
+    /// First retransmission after this long; doubles each time.
+    pub retransmit_initial_ms: u64,
+    /// Transmissions of one message before trying the next key server.
+    pub max_transmissions: u32,
+}
+
+/// Why a registration attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GmFailure {
+    /// The KS answered with a notification.
+    Notified(NotifyType),
+    /// No answer after all retransmissions.
+    Timeout,
+    /// The KS's answer did not authenticate or parse.
+    BadResponse(&'static str),
+}
+
+/// Something the caller should act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GmEvent {
+    /// Registered: install these keys.
+    Registered {
+        /// The key server.
+        ks: SocketAddr,
+        /// Keys and policy.
+        keys: GroupKeys,
+        /// Sender IDs granted.
+        sids: Vec<u32>,
+    },
+    /// An attempt at `ks` failed; the engine moves on by itself.
+    Failed {
+        /// The key server.
+        ks: SocketAddr,
+        /// Why.
+        reason: GmFailure,
+    },
+}
+
+enum State {
+    Idle {
+        at: Millis,
+    },
+    Mm1 {
+        sai_b: Vec<u8>,
+    },
+    Mm3 {
+        sai_b: Vec<u8>,
+        suite: Suite,
+        dh: DhPrivate,
+        gxi: Vec<u8>,
+        ni: Vec<u8>,
+        rcky: [u8; 8],
+    },
+    Mm5 {
+        suite: Suite,
+        keys: Phase1Keys,
+        iv: [u8; 16],
+        sai_b: Vec<u8>,
+        gxi: Vec<u8>,
+        gxr: Vec<u8>,
+        rcky: [u8; 8],
+    },
+    Pull1 {
+        p1: P1,
+        mid: u32,
+        ni: Vec<u8>,
+        iv: [u8; 16],
+    },
+    Pull3 {
+        p1: P1,
+        mid: u32,
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+        sa_plain: Vec<u8>,
+        iv: [u8; 16],
+    },
+    Registered {
+        renew_at: Millis,
+    },
+}
+
+struct P1 {
+    suite: Suite,
+    keys: Phase1Keys,
+    rcky: [u8; 8],
+    last_block: [u8; 16],
+}
+
+/// The group member engine.
+pub struct GroupMember {
+    cfg: GmConfig,
+    rng: Box<dyn EngineRng>,
+    ks_index: usize,
+    icky: [u8; 8],
+    state: State,
+    last_out: Option<(Vec<u8>, Millis, u32)>,
+    contacted: bool,
+    transmits: Vec<Transmit>,
+    events: Vec<GmEvent>,
+}
+
+impl GroupMember {
+    /// A GM that starts registering at the first `handle_timeout`.
+    pub fn new(cfg: GmConfig, rng: Box<dyn EngineRng>) -> Self {
+        Self {
+            cfg,
+            rng,
+            ks_index: 0,
+            icky: [0; 8],
+            state: State::Idle { at: 0 },
+            last_out: None,
+            contacted: false,
+            transmits: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// The key server currently in use.
+    pub fn key_server(&self) -> Option<SocketAddr> {
+        self.cfg.key_servers.get(self.ks_index).copied()
+    }
+
+    /// Whether the GM holds keys now.
+    pub fn is_registered(&self) -> bool {
+        matches!(self.state, State::Registered { .. })
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.transmits.is_empty() {
+            None
+        } else {
+            Some(self.transmits.remove(0))
+        }
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<GmEvent> {
+        if self.events.is_empty() {
+            None
+        } else {
+            Some(self.events.remove(0))
+        }
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        match &self.state {
+            State::Idle { at } => Some(*at),
+            State::Registered { renew_at } => Some(*renew_at),
+            _ => self.last_out.as_ref().map(|(_, at, _)| *at),
+        }
+    }
+
+    fn send(&mut self, now: Millis, payload: Vec<u8>) {
+        let Some(to) = self.key_server() else { return };
+        self.last_out = Some((payload.clone(), now + self.cfg.retransmit_initial_ms, 1));
+        self.transmits.push(Transmit { to, payload });
+    }
+
+    fn fail(&mut self, now: Millis, reason: GmFailure) {
+        if let Some(ks) = self.key_server() {
+            self.events.push(GmEvent::Failed { ks, reason });
+        }
+        self.ks_index = (self.ks_index + 1) % self.cfg.key_servers.len().max(1);
+        self.last_out = None;
+        self.state = State::Idle {
+            at: now + self.cfg.retransmit_initial_ms,
+        };
+    }
+
+    /// Drives retransmissions, fail-over and re-registration.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        match self.state {
+            State::Idle { at } | State::Registered { renew_at: at } if now >= at => {
+                return self.start(now)
+            }
+            State::Idle { .. } | State::Registered { .. } => return,
+            _ => {}
+        }
+        let Some((payload, at, n)) = self.last_out.clone() else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        if n >= self.cfg.max_transmissions {
+            return self.fail(now, GmFailure::Timeout);
+        }
+        let backoff = self.cfg.retransmit_initial_ms << n.min(6);
+        self.last_out = Some((payload.clone(), now + backoff, n + 1));
+        if let Some(to) = self.key_server() {
+            self.transmits.push(Transmit { to, payload });
+        }
+    }
+
+    fn start(&mut self, now: Millis) {
+        self.icky = loop {
+            let c = rng::array(self.rng.as_mut());
+            if c != [0; 8] {
+                break c;
+            }
+        };
+        let auth = match self.cfg.auth {
+            GmAuth::Psk(_) => AuthKind::Psk,
+            GmAuth::Certificate(_) => AuthKind::RsaSig,
+        };
+        let offers = Suite::offers(auth, self.cfg.phase1_life_secs);
+        let transforms = offers
+            .iter()
+            .zip(1u8..)
+            .map(|(s, n)| s.transform(n))
+            .collect();
+        let sa = Phase1Sa {
+            doi: Doi::IPSEC,
+            situation: SIT_IDENTITY_ONLY,
+            proposals: vec![Proposal {
+                number: 1,
+                protocol_id: ProtocolId::ISAKMP,
+                spi: &[],
+                transforms,
+            }],
+        };
+        let mut sai_b = Vec::new();
+        if Sa::Phase1(sa.clone()).emit(&mut sai_b).is_err() {
+            return;
+        }
+        let vid = own_vendor_id().to_bytes();
+        let header = self.header(ExchangeType::IDENTITY_PROTECTION, [0; 8], 0);
+        let Ok(out) = (Message {
+            header,
+            body: Body::Payloads(vec![
+                Payload::Sa(Sa::Phase1(sa)),
+                Payload::VendorId(VendorId(&vid)),
+            ]),
+        })
+        .to_vec() else {
+            return;
+        };
+        self.state = State::Mm1 { sai_b };
+        self.send(now, out);
+    }
+
+    fn header(&self, exchange: ExchangeType, rcky: [u8; 8], message_id: u32) -> IsakmpHeader {
+        IsakmpHeader {
+            initiator_cookie: self.icky,
+            responder_cookie: rcky,
+            next_payload: PayloadType::NONE,
+            exchange_type: exchange,
+            flags: Flags::default(),
+            message_id,
+            length: 0,
+        }
+    }
+
+    /// Feeds one received datagram.
+    pub fn handle_datagram(&mut self, now: Millis, from: SocketAddr, data: &[u8]) {
+        if Some(from) != self.key_server() {
+            return;
+        }
+        let Ok(header) = IsakmpHeader::parse(data) else {
+            return;
+        };
+        if header.initiator_cookie != self.icky {
+            return;
+        }
+        if header.exchange_type == ExchangeType::INFORMATIONAL {
+            return self.informational(now, &header, data);
+        }
+        let state = std::mem::replace(&mut self.state, State::Idle { at: now });
+        self.state = match state {
+            State::Mm1 { sai_b } if header.exchange_type == ExchangeType::IDENTITY_PROTECTION => {
+                self.on_mm2(now, &header, data, sai_b)
+            }
+            State::Mm3 {
+                sai_b,
+                suite,
+                dh,
+                gxi,
+                ni,
+                rcky,
+            } if header.exchange_type == ExchangeType::IDENTITY_PROTECTION => {
+                self.on_mm4(now, data, sai_b, suite, dh, gxi, ni, rcky)
+            }
+            State::Mm5 {
+                suite,
+                keys,
+                iv,
+                sai_b,
+                gxi,
+                gxr,
+                rcky,
+            } if header.exchange_type == ExchangeType::IDENTITY_PROTECTION => {
+                self.on_mm6(now, data, suite, keys, iv, sai_b, gxi, gxr, rcky)
+            }
+            State::Pull1 { p1, mid, ni, iv }
+                if header.exchange_type == ExchangeType::GROUPKEY_PULL
+                    && header.message_id == mid =>
+            {
+                self.on_pull2(now, data, p1, mid, ni, iv)
+            }
+            State::Pull3 {
+                p1,
+                mid,
+                ni,
+                nr,
+                sa_plain,
+                iv,
+            } if header.exchange_type == ExchangeType::GROUPKEY_PULL
+                && header.message_id == mid =>
+            {
+                self.on_pull4(now, from, data, p1, mid, ni, nr, sa_plain, iv)
+            }
+            other => other,
+        };
+    }
+
+    fn informational(&mut self, now: Millis, header: &IsakmpHeader, data: &[u8]) {
+        let notify = if header.flags.contains(Flags::ENCRYPTION) {
+            let p1 = match &self.state {
+                State::Pull1 { p1, .. } | State::Pull3 { p1, .. } => p1,
+                _ => return,
+            };
+            let iv = phase2_iv(p1.suite.prf, &p1.last_block, header.message_id);
+            let Ok(dec) = decrypt_message(data, p1.suite.cipher, &p1.keys.enc_key, &iv) else {
+                return;
+            };
+            let Ok(raws) = verify_hashed_chain(
+                p1.suite.prf,
+                &p1.keys.skeyid_a,
+                &dec.header,
+                &dec.plaintext,
+                &[],
+            ) else {
+                return;
+            };
+            raws.iter().find_map(
+                |r| match Payload::parse(r.payload_type, r.body, SaLayout::Gdoi) {
+                    Ok(Payload::Notification(n)) => Some(n.notify_type),
+                    _ => None,
+                },
+            )
+        } else {
+            // Unprotected notifications are believed only before phase 1 completes.
+            if !matches!(
+                self.state,
+                State::Mm1 { .. } | State::Mm3 { .. } | State::Mm5 { .. }
+            ) {
+                return;
+            }
+            Message::parse(data).ok().and_then(|m| {
+                m.payloads()?.iter().find_map(|p| match p {
+                    Payload::Notification(n) => Some(n.notify_type),
+                    _ => None,
+                })
+            })
+        };
+        if let Some(t) = notify.filter(|t| t.0 < 16384) {
+            self.fail(now, GmFailure::Notified(t));
+        }
+    }
+
+    fn on_mm2(&mut self, now: Millis, header: &IsakmpHeader, data: &[u8], sai_b: Vec<u8>) -> State {
+        let auth = match self.cfg.auth {
+            GmAuth::Psk(_) => AuthKind::Psk,
+            GmAuth::Certificate(_) => AuthKind::RsaSig,
+        };
+        let chosen = Message::parse(data).ok().and_then(|m| {
+            m.payloads()?.iter().find_map(|p| match p {
+                Payload::Sa(Sa::Phase1(s)) => s
+                    .proposals
+                    .first()?
+                    .transforms
+                    .first()
+                    .and_then(|t| Suite::from_transform(t, &[auth])),
+                _ => None,
+            })
+        });
+        let Some(mut suite) = chosen.filter(|s| {
+            Suite::offers(auth, s.life_secs)
+                .iter()
+                .any(|o| o.cipher == s.cipher && o.prf == s.prf && o.group == s.group)
+        }) else {
+            self.fail(
+                now,
+                GmFailure::BadResponse("main mode 2: no acceptable transform"),
+            );
+            return std::mem::replace(&mut self.state, State::Idle { at: now });
+        };
+        suite.life_secs = suite.life_secs.min(self.cfg.phase1_life_secs);
+        let rcky = header.responder_cookie;
+        let (dh, gxi) = suite.group.generate(self.rng.as_mut());
+        let ni = rng::bytes(self.rng.as_mut(), 32);
+        let h = self.header(ExchangeType::IDENTITY_PROTECTION, rcky, 0);
+        let Ok(out) = (Message {
+            header: h,
+            body: Body::Payloads(vec![
+                Payload::KeyExchange(KeyExchange(&gxi)),
+                Payload::Nonce(Nonce(&ni)),
+            ]),
+        })
+        .to_vec() else {
+            return State::Idle { at: now };
+        };
+        self.send(now, out);
+        State::Mm3 {
+            sai_b,
+            suite,
+            dh,
+            gxi,
+            ni,
+            rcky,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_mm4(
+        &mut self,
+        now: Millis,
+        data: &[u8],
+        sai_b: Vec<u8>,
+        suite: Suite,
+        dh: DhPrivate,
+        gxi: Vec<u8>,
+        ni: Vec<u8>,
+        rcky: [u8; 8],
+    ) -> State {
+        let (mut gxr, mut nr) = (None, None);
+        if let Ok(m) = Message::parse(data) {
+            for p in m.payloads().unwrap_or_default() {
+                match p {
+                    Payload::KeyExchange(k) => gxr = Some(k.0.to_vec()),
+                    Payload::Nonce(n) => nr = Some(n.0.to_vec()),
+                    _ => {}
+                }
+            }
+        }
+        let (Some(gxr), Some(nr)) = (gxr, nr) else {
+            self.fail(
+                now,
+                GmFailure::BadResponse("main mode 4: KE or nonce missing"),
+            );
+            return std::mem::replace(&mut self.state, State::Idle { at: now });
+        };
+        let Ok(gxy) = dh.shared(&gxr) else {
+            self.fail(now, GmFailure::BadResponse("main mode 4: bad KE"));
+            return std::mem::replace(&mut self.state, State::Idle { at: now });
+        };
+        let psk = match &self.cfg.auth {
+            GmAuth::Psk(k) => Some(k.as_slice()),
+            GmAuth::Certificate(_) => None,
+        };
+        let keys = Phase1Keys::derive(&suite, psk, &ni, &nr, &gxy, &self.icky, &rcky);
+        let iv = phase1_iv(&suite, &gxi, &gxr);
+        let identity = match &self.cfg.identity {
+            GmIdentity::Ipv4(a) => Identity::Ipv4Addr(*a),
+            GmIdentity::Dn(d) => Identity::DerAsn1Dn(d),
+        };
+        let idii = IdPayload {
+            protocol: 17,
+            port: gkm_wire::consts::GDOI_PORT,
+            identity,
+        };
+        let mut idii_b = Vec::new();
+        if idii.emit(&mut idii_b).is_err() {
+            return State::Idle { at: now };
+        }
+        let transcript = Transcript {
+            gxi: &gxi,
+            gxr: &gxr,
+            cky_i: &self.icky,
+            cky_r: &rcky,
+            sai_b: &sai_b,
+        };
+        let hash_i = keys.hash_i(suite.prf, &transcript, &idii_b);
+        let sig;
+        let mut payloads = vec![Payload::Id(idii)];
+        match &self.cfg.auth {
+            GmAuth::Psk(_) => payloads.push(Payload::Hash(gkm_wire::payload::Hash(&hash_i))),
+            GmAuth::Certificate(c) => {
+                let CertAuth { cert, key, .. } = c.as_ref();
+                sig = match key.sign(self.rng.as_mut(), &hash_i) {
+                    Ok(s) => s,
+                    Err(_) => return State::Idle { at: now },
+                };
+                payloads.push(Payload::Cert(Cert {
+                    encoding: CertEncoding::X509_SIGNATURE,
+                    data: cert,
+                }));
+                payloads.push(Payload::Signature(Signature(&sig)));
+            }
+        }
+        let spi: Vec<u8> = self.icky.iter().chain(rcky.iter()).copied().collect();
+        if !self.contacted {
+            payloads.push(Payload::Notification(Notification {
+                doi: Doi::IPSEC,
+                protocol_id: ProtocolId::ISAKMP.0,
+                notify_type: NotifyType::INITIAL_CONTACT,
+                spi: &spi,
+                data: &[],
+            }));
+        }
+        let mut body = Vec::new();
+        let Ok(first) = gkm_wire::payload::emit_chain(&payloads, &mut body) else {
+            return State::Idle { at: now };
+        };
+        let h = IsakmpHeader {
+            next_payload: first,
+            ..self.header(ExchangeType::IDENTITY_PROTECTION, rcky, 0)
+        };
+        let Ok((out, next_iv)) = encrypt_body(h, body, suite.cipher, &keys.enc_key, &iv) else {
+            return State::Idle { at: now };
+        };
+        self.send(now, out);
+        State::Mm5 {
+            suite,
+            keys,
+            iv: next_iv,
+            sai_b,
+            gxi,
+            gxr,
+            rcky,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_mm6(
+        &mut self,
+        now: Millis,
+        data: &[u8],
+        suite: Suite,
+        keys: Phase1Keys,
+        iv: [u8; 16],
+        sai_b: Vec<u8>,
+        gxi: Vec<u8>,
+        gxr: Vec<u8>,
+        rcky: [u8; 8],
+    ) -> State {
+        let Ok(dec) = decrypt_message(data, suite.cipher, &keys.enc_key, &iv) else {
+            self.fail(now, GmFailure::BadResponse("main mode 6 does not decrypt"));
+            return std::mem::replace(&mut self.state, State::Idle { at: now });
+        };
+        let raws: Vec<_> =
+            gkm_wire::payload::PayloadIter::new(dec.header.next_payload, &dec.plaintext)
+                .filter_map(Result::ok)
+                .collect();
+        let (mut idir_b, mut hash, mut cert, mut sig) = (None, None, None, None);
+        for r in &raws {
+            match Payload::parse(r.payload_type, r.body, SaLayout::Phase1) {
+                Ok(Payload::Id(_)) => idir_b = Some(r.body),
+                Ok(Payload::Hash(h)) => hash = Some(h.0),
+                Ok(Payload::Cert(c)) => cert = Some(c.data),
+                Ok(Payload::Signature(s)) => sig = Some(s.0),
+                _ => {}
+            }
+        }
+        let Some(idir_b) = idir_b else {
+            self.fail(now, GmFailure::BadResponse("main mode 6: no ID"));
+            return std::mem::replace(&mut self.state, State::Idle { at: now });
+        };
+        let transcript = Transcript {
+            gxi: &gxi,
+            gxr: &gxr,
+            cky_i: &self.icky,
+            cky_r: &rcky,
+            sai_b: &sai_b,
+        };
+        let ok = match &self.cfg.auth {
+            GmAuth::Psk(_) => hash.is_some_and(|h| {
+                suite.prf.verify(
+                    &keys.skeyid,
+                    &[&gxr, &gxi, &rcky, &self.icky, &sai_b, idir_b],
+                    h,
+                )
+            }),
+            GmAuth::Certificate(c) => {
+                let ca = &c.ca;
+                let hash_r = keys.hash_r(suite.prf, &transcript, idir_b);
+                match (cert, sig) {
+                    (Some(c), Some(s)) => ca
+                        .verify(c, now / 1000)
+                        .is_ok_and(|v| v.key.verify(&hash_r, s).is_ok()),
+                    _ => false,
+                }
+            }
+        };
+        if !ok {
+            self.fail(
+                now,
+                GmFailure::BadResponse("main mode 6 does not authenticate the key server"),
+            );
+            return std::mem::replace(&mut self.state, State::Idle { at: now });
+        }
+        self.contacted = true;
+        let p1 = P1 {
+            suite,
+            keys,
+            rcky,
+            last_block: dec.next_iv,
+        };
+        // GROUPKEY-PULL message 1: HASH(1), Ni, ID(group).
+        let mid = self.rng.next_u32() | 1;
+        let ni = rng::bytes(self.rng.as_mut(), 32);
+        let gid = self.cfg.group_id.to_be_bytes();
+        let rest = [
+            Payload::Nonce(Nonce(&ni)),
+            Payload::Id(IdPayload {
+                protocol: 0,
+                port: 0,
+                identity: Identity::KeyId(&gid),
+            }),
+        ];
+        let iv = phase2_iv(p1.suite.prf, &p1.last_block, mid);
+        let Ok((first, body)) = hashed_chain(p1.suite.prf, &p1.keys.skeyid_a, mid, &[], &rest)
+        else {
+            return State::Idle { at: now };
+        };
+        let h = IsakmpHeader {
+            next_payload: first,
+            ..self.header(ExchangeType::GROUPKEY_PULL, rcky, mid)
+        };
+        let Ok((out, next_iv)) = encrypt_body(h, body, p1.suite.cipher, &p1.keys.enc_key, &iv)
+        else {
+            return State::Idle { at: now };
+        };
+        self.send(now, out);
+        State::Pull1 {
+            p1,
+            mid,
+            ni,
+            iv: next_iv,
+        }
+    }
+
+    fn on_pull2(
+        &mut self,
+        now: Millis,
+        data: &[u8],
+        p1: P1,
+        mid: u32,
+        ni: Vec<u8>,
+        iv: [u8; 16],
+    ) -> State {
+        let Ok(dec) = decrypt_message(data, p1.suite.cipher, &p1.keys.enc_key, &iv) else {
+            return State::Pull1 { p1, mid, ni, iv };
+        };
+        let Ok(raws) = verify_hashed_chain(
+            p1.suite.prf,
+            &p1.keys.skeyid_a,
+            &dec.header,
+            &dec.plaintext,
+            &[&ni],
+        ) else {
+            self.fail(
+                now,
+                GmFailure::BadResponse("GROUPKEY-PULL message 2: HASH(2) does not verify"),
+            );
+            return std::mem::replace(&mut self.state, State::Idle { at: now });
+        };
+        let nr = raws
+            .iter()
+            .find_map(|r| (r.payload_type == PayloadType::NONCE).then(|| r.body.to_vec()));
+        let has_sa = raws.iter().any(|r| r.payload_type == PayloadType::SA);
+        let Some(nr) = nr.filter(|_| has_sa) else {
+            self.fail(
+                now,
+                GmFailure::BadResponse("GROUPKEY-PULL message 2: nonce or SA missing"),
+            );
+            return std::mem::replace(&mut self.state, State::Idle { at: now });
+        };
+        let gap;
+        let mut rest = Vec::new();
+        if self.cfg.sender_ids > 0 {
+            gap = Gap {
+                sender_id_request: Some(self.cfg.sender_ids),
+                ..Gap::default()
+            };
+            rest.push(Payload::Gap(gap));
+        }
+        let Ok((first, body)) =
+            hashed_chain(p1.suite.prf, &p1.keys.skeyid_a, mid, &[&ni, &nr], &rest)
+        else {
+            return State::Idle { at: now };
+        };
+        let h = IsakmpHeader {
+            next_payload: first,
+            ..self.header(ExchangeType::GROUPKEY_PULL, p1.rcky, mid)
+        };
+        let Ok((out, next_iv)) =
+            encrypt_body(h, body, p1.suite.cipher, &p1.keys.enc_key, &dec.next_iv)
+        else {
+            return State::Idle { at: now };
+        };
+        self.send(now, out);
+        State::Pull3 {
+            p1,
+            mid,
+            ni,
+            nr,
+            sa_plain: dec.plaintext,
+            iv: next_iv,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_pull4(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        data: &[u8],
+        p1: P1,
+        mid: u32,
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+        sa_plain: Vec<u8>,
+        iv: [u8; 16],
+    ) -> State {
+        let Ok(dec) = decrypt_message(data, p1.suite.cipher, &p1.keys.enc_key, &iv) else {
+            return State::Pull3 {
+                p1,
+                mid,
+                ni,
+                nr,
+                sa_plain,
+                iv,
+            };
+        };
+        let Ok(raws) = verify_hashed_chain(
+            p1.suite.prf,
+            &p1.keys.skeyid_a,
+            &dec.header,
+            &dec.plaintext,
+            &[&ni, &nr],
+        ) else {
+            self.fail(
+                now,
+                GmFailure::BadResponse("GROUPKEY-PULL message 4: HASH(4) does not verify"),
+            );
+            return std::mem::replace(&mut self.state, State::Idle { at: now });
+        };
+        let (mut seq, mut kd) = (0, None);
+        for r in &raws {
+            match Payload::parse(r.payload_type, r.body, SaLayout::Gdoi) {
+                Ok(Payload::Seq(s)) => seq = s.0,
+                Ok(Payload::KeyDownload(k)) => kd = Some(k),
+                _ => {}
+            }
+        }
+        let sa = gkm_wire::payload::PayloadIter::new(PayloadType::HASH, &sa_plain)
+            .filter_map(Result::ok)
+            .find(|r| r.payload_type == PayloadType::SA)
+            .and_then(|r| match Sa::parse(r.body, SaLayout::Gdoi) {
+                Ok(Sa::Gdoi(g)) => Some(g),
+                _ => None,
+            });
+        let result = match (sa, kd) {
+            (Some(sa), Some(kd)) => GroupKeys::from_pull(self.cfg.group_id, &sa, &kd, seq)
+                .map_err(|_| "inconsistent policy"),
+            _ => Err("SA or KD missing"),
+        };
+        match result {
+            Ok((keys, sids)) => {
+                let earliest = keys
+                    .teks
+                    .iter()
+                    .map(|t| u64::from(t.lifetime_secs) * 1000)
+                    .min()
+                    .unwrap_or(3_600_000);
+                let renew_at = now
+                    + earliest
+                        .saturating_sub(self.cfg.reregister_before_ms)
+                        .max(1000);
+                self.last_out = None;
+                self.events.push(GmEvent::Registered {
+                    ks: from,
+                    keys,
+                    sids,
+                });
+                State::Registered { renew_at }
+            }
+            Err(why) => {
+                self.fail(now, GmFailure::BadResponse(why));
+                std::mem::replace(&mut self.state, State::Idle { at: now })
+            }
+        }
+    }
+}

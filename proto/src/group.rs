@@ -1,0 +1,427 @@
+//! A group's keys and policy as both ends hold them, and their mapping to
+//! the GDOI SA and KD payloads (RFC 6407 sections 5.2-5.6).
+
+use std::net::Ipv4Addr;
+
+use gkm_wire::consts::{
+    AddressPreservation, EncapsulationMode, EspTransformId, GdoiProtocol, IpProtocol, KekAlgorithm,
+    SaDirection, SigAlgorithm, SigHashAlgorithm, GDOI_PORT,
+};
+use gkm_wire::payload::{
+    GdoiSa, IpsecSaAttributes, IpsecTek, KekKeyPacket, KekPolicy, KeyDownload, KeyPacket, SaKek,
+    SaTek, SidKeyPacket, TekBody, TekKeyPacket, TrafficSelector,
+};
+use gkm_wire::Identity;
+use zeroize::Zeroizing;
+
+use crate::crypto::{rng, CbcCipher, EngineRng};
+
+/// An IPv4 prefix, as a TEK selector or an authorization range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Prefix {
+    /// Network address.
+    pub addr: Ipv4Addr,
+    /// Prefix length 0-32.
+    pub len: u8,
+}
+
+impl Ipv4Prefix {
+    /// The netmask.
+    pub fn mask(&self) -> Ipv4Addr {
+        let len = u32::from(self.len.min(32));
+        Ipv4Addr::from(if len == 0 { 0 } else { u32::MAX << (32 - len) })
+    }
+
+    /// Whether `a` lies in the prefix.
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        let m = u32::from(self.mask());
+        u32::from(a) & m == u32::from(self.addr) & m
+    }
+
+    fn identity(&self) -> Identity<'static> {
+        Identity::Ipv4Subnet(self.addr, self.mask())
+    }
+
+    fn from_identity(id: &Identity<'_>) -> Option<Self> {
+        match *id {
+            Identity::Ipv4Subnet(addr, mask) => {
+                let m = u32::from(mask);
+                let len = m.leading_ones();
+                (m.checked_shl(len).unwrap_or(0) == 0).then_some(Self {
+                    addr,
+                    len: len as u8,
+                })
+            }
+            Identity::Ipv4Addr(addr) => Some(Self { addr, len: 32 }),
+            _ => None,
+        }
+    }
+}
+
+impl core::str::FromStr for Ipv4Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = s.split_once('/').unwrap_or((s, "32"));
+        let addr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IPv4 prefix (a.b.c.d/len)"))?;
+        let len: u8 = l
+            .parse()
+            .map_err(|_| format!("{s:?}: prefix length must be 0-32"))?;
+        if len > 32 {
+            return Err(format!("{s:?}: prefix length must be 0-32"));
+        }
+        Ok(Self { addr, len })
+    }
+}
+
+impl core::fmt::Display for Ipv4Prefix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// The key encryption key and how rekeys are sent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Kek {
+    /// KEK SPI = cookie pair of every PUSH under it.
+    pub spi: [u8; 16],
+    /// AES-CBC cipher of the KEK.
+    pub cipher: CbcCipher,
+    /// The CBC IV delivered with the key (RFC 6407 section 5.6.2.1).
+    pub iv: [u8; 16],
+    /// The key.
+    pub key: Zeroizing<Vec<u8>>,
+    /// Lifetime in seconds.
+    pub lifetime_secs: u32,
+    /// Rekey source (the KS) and destination (multicast group, or 0.0.0.0 for unicast).
+    pub rekey_src: Ipv4Addr,
+    /// See `rekey_src`.
+    pub rekey_dst: Ipv4Addr,
+    /// The KS's rekey-signing key, DER SubjectPublicKeyInfo.
+    pub sig_key_spki: Vec<u8>,
+    /// Its modulus size in bits.
+    pub sig_key_bits: u16,
+}
+
+impl core::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Kek")
+            .field("spi", &self.spi)
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One traffic encryption key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Tek {
+    /// SPI.
+    pub spi: u32,
+    /// ESP transform (AES-GCM-16 by default).
+    pub transform: EspTransformId,
+    /// Cipher key ‖ 4-octet salt for AES-GCM.
+    pub key: Zeroizing<Vec<u8>>,
+    /// Protected traffic, source side.
+    pub src: Ipv4Prefix,
+    /// Protected traffic, destination side.
+    pub dst: Ipv4Prefix,
+    /// Lifetime in seconds.
+    pub lifetime_secs: u32,
+}
+
+impl core::fmt::Debug for Tek {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Tek")
+            .field("spi", &format_args!("{:#010x}", self.spi))
+            .field("transform", &self.transform)
+            .field("src", &self.src)
+            .field("dst", &self.dst)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a registered GM holds for a group, and what the KS hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupKeys {
+    /// Group identity number.
+    pub group_id: u32,
+    /// The KEK, when the group rekeys.
+    pub kek: Option<Kek>,
+    /// The TEKs.
+    pub teks: Vec<Tek>,
+    /// SEQ of the rekey SA at registration.
+    pub seq: u32,
+}
+
+/// Key length in octets for an AES-GCM TEK, salt included (RFC 4106 section 8.1).
+pub fn tek_key_len(t: EspTransformId, key_bits: u16) -> Option<usize> {
+    match t {
+        EspTransformId::AES_GCM_8 | EspTransformId::AES_GCM_12 | EspTransformId::AES_GCM_16 => {
+            matches!(key_bits, 128 | 256).then_some(usize::from(key_bits) / 8 + 4)
+        }
+        _ => None,
+    }
+}
+
+/// A GROUPKEY-PULL answer the GM cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// Policy and keys disagree or are incomplete.
+    #[error("inconsistent group policy: {0}")]
+    Inconsistent(&'static str),
+}
+
+impl GroupKeys {
+    /// Fresh keys for a group: new KEK (when `rekey` is set) and one TEK per selector pair.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate(
+        rng: &mut dyn EngineRng,
+        group_id: u32,
+        selectors: &[(Ipv4Prefix, Ipv4Prefix)],
+        tek_lifetime_secs: u32,
+        rekey: Option<(Ipv4Addr, Ipv4Addr, u32, Vec<u8>, u16)>,
+    ) -> Self {
+        let kek = rekey.map(|(src, dst, lifetime_secs, spki, bits)| Kek {
+            spi: rng::array(rng),
+            cipher: CbcCipher::Aes128,
+            iv: rng::array(rng),
+            key: Zeroizing::new(rng::bytes(rng, 16)),
+            lifetime_secs,
+            rekey_src: src,
+            rekey_dst: dst,
+            sig_key_spki: spki,
+            sig_key_bits: bits,
+        });
+        let teks = selectors
+            .iter()
+            .map(|(src, dst)| Tek {
+                spi: loop {
+                    let s = rng.next_u32();
+                    if s > 255 {
+                        break s;
+                    }
+                },
+                transform: EspTransformId::AES_GCM_16,
+                key: Zeroizing::new(rng::bytes(rng, 36)),
+                src: *src,
+                dst: *dst,
+                lifetime_secs: tek_lifetime_secs,
+            })
+            .collect();
+        Self {
+            group_id,
+            kek,
+            teks,
+            seq: 0,
+        }
+    }
+
+    /// The SA payload (SAK, SATs) of PULL message 2.
+    pub fn to_sa(&self) -> GdoiSa<'_> {
+        GdoiSa {
+            situation: 0,
+            kek: self.kek.as_ref().map(|k| SaKek {
+                protocol: IpProtocol::UDP.0,
+                src: TrafficSelector {
+                    identity: Identity::Ipv4Addr(k.rekey_src),
+                    port: GDOI_PORT,
+                },
+                dst: TrafficSelector {
+                    identity: Identity::Ipv4Addr(k.rekey_dst),
+                    port: GDOI_PORT,
+                },
+                spi: k.spi,
+                policy: KekPolicy {
+                    algorithm: Some(KekAlgorithm::AES),
+                    key_length_bits: Some(k.cipher.key_bits()),
+                    key_lifetime_secs: Some(k.lifetime_secs),
+                    sig_hash_algorithm: Some(SigHashAlgorithm::SHA256),
+                    sig_algorithm: Some(SigAlgorithm::RSA),
+                    sig_key_length_bits: Some(k.sig_key_bits),
+                    ..KekPolicy::default()
+                },
+            }),
+            gap: None,
+            teks: self
+                .teks
+                .iter()
+                .map(|t| SaTek {
+                    protocol_id: GdoiProtocol::IPSEC_ESP,
+                    body: TekBody::Ipsec(IpsecTek {
+                        protocol: 0,
+                        src: TrafficSelector {
+                            identity: t.src.identity(),
+                            port: 0,
+                        },
+                        dst: TrafficSelector {
+                            identity: t.dst.identity(),
+                            port: 0,
+                        },
+                        transform_id: t.transform,
+                        spi: t.spi,
+                        attributes: IpsecSaAttributes {
+                            life_seconds: Some(t.lifetime_secs),
+                            encapsulation_mode: Some(EncapsulationMode::TUNNEL),
+                            key_length_bits: Some(((t.key.len().saturating_sub(4)) * 8) as u16),
+                            address_preservation: Some(AddressPreservation::SOURCE_AND_DESTINATION),
+                            sa_direction: Some(SaDirection::SYMMETRIC),
+                            ..IpsecSaAttributes::default()
+                        },
+                    }),
+                })
+                .collect(),
+            unknown: vec![],
+        }
+    }
+
+    /// The KD payload of PULL message 4: one TEK packet per SAT, the KEK
+    /// (IV ‖ key, signing key), and the sender IDs granted, if any.
+    pub fn to_kd<'a>(
+        &'a self,
+        kek_material: &'a [u8],
+        sids: Option<(u16, Vec<u32>)>,
+    ) -> KeyDownload<'a> {
+        let mut packets: Vec<KeyPacket<'a>> = self
+            .teks
+            .iter()
+            .map(|t| {
+                KeyPacket::Tek(TekKeyPacket {
+                    spi: t.spi,
+                    algorithm_key: Some(&t.key),
+                    ..TekKeyPacket::default()
+                })
+            })
+            .collect();
+        if let Some(k) = &self.kek {
+            packets.push(KeyPacket::Kek(KekKeyPacket {
+                spi: k.spi,
+                algorithm_key: Some(kek_material),
+                sig_algorithm_key: Some(&k.sig_key_spki),
+                ..KekKeyPacket::default()
+            }));
+        }
+        if let Some((bits, values)) = sids {
+            packets.push(KeyPacket::Sid(SidKeyPacket {
+                number_of_sid_bits: Some(bits),
+                sid_values: values,
+                ..SidKeyPacket::default()
+            }));
+        }
+        KeyDownload { packets }
+    }
+
+    /// KEK_ALGORITHM_KEY contents: IV ‖ key.
+    pub fn kek_material(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(
+            self.kek
+                .as_ref()
+                .map(|k| [&k.iv[..], &k.key[..]].concat())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Rebuilds the keys from a PULL's SA and KD, checking that they agree.
+    pub fn from_pull(
+        group_id: u32,
+        sa: &GdoiSa<'_>,
+        kd: &KeyDownload<'_>,
+        seq: u32,
+    ) -> Result<(Self, Vec<u32>), GroupError> {
+        let mut teks = Vec::with_capacity(sa.teks.len());
+        for sat in &sa.teks {
+            let t = sat
+                .ipsec()
+                .ok_or(GroupError::Inconsistent("SA TEK is not ESP"))?;
+            if sat.protocol_id != GdoiProtocol::IPSEC_ESP {
+                return Err(GroupError::Inconsistent("SA TEK is not ESP"));
+            }
+            let key = kd
+                .packets
+                .iter()
+                .find_map(|p| match p {
+                    KeyPacket::Tek(k) if k.spi == t.spi => k.algorithm_key,
+                    _ => None,
+                })
+                .ok_or(GroupError::Inconsistent("no TEK key packet for an SA TEK"))?;
+            let bits = t.attributes.key_length_bits.unwrap_or(128);
+            if tek_key_len(t.transform_id, bits) != Some(key.len()) {
+                return Err(GroupError::Inconsistent(
+                    "TEK key length does not match its transform",
+                ));
+            }
+            teks.push(Tek {
+                spi: t.spi,
+                transform: t.transform_id,
+                key: Zeroizing::new(key.to_vec()),
+                src: Ipv4Prefix::from_identity(&t.src.identity)
+                    .ok_or(GroupError::Inconsistent("TEK source selector"))?,
+                dst: Ipv4Prefix::from_identity(&t.dst.identity)
+                    .ok_or(GroupError::Inconsistent("TEK destination selector"))?,
+                lifetime_secs: t.attributes.life_seconds.unwrap_or(3600),
+            });
+        }
+        let kek = match &sa.kek {
+            None => None,
+            Some(sak) => {
+                let cipher = match (sak.policy.algorithm, sak.policy.key_length_bits) {
+                    (Some(KekAlgorithm::AES), Some(128)) => CbcCipher::Aes128,
+                    (Some(KekAlgorithm::AES), Some(256)) => CbcCipher::Aes256,
+                    _ => return Err(GroupError::Inconsistent("KEK algorithm")),
+                };
+                let p = kd
+                    .packets
+                    .iter()
+                    .find_map(|p| match p {
+                        KeyPacket::Kek(k) if k.spi == sak.spi => Some(k),
+                        _ => None,
+                    })
+                    .ok_or(GroupError::Inconsistent("no KEK key packet for the SA KEK"))?;
+                let material = p
+                    .algorithm_key
+                    .ok_or(GroupError::Inconsistent("KEK key missing"))?;
+                if material.len() != 16 + cipher.key_len() {
+                    return Err(GroupError::Inconsistent("KEK key length"));
+                }
+                let (iv, key) = material.split_at(16);
+                let mut ivb = [0u8; 16];
+                ivb.copy_from_slice(iv);
+                let addr = |s: &TrafficSelector<'_>| match s.identity {
+                    Identity::Ipv4Addr(a) => Some(a),
+                    _ => None,
+                };
+                Some(Kek {
+                    spi: sak.spi,
+                    cipher,
+                    iv: ivb,
+                    key: Zeroizing::new(key.to_vec()),
+                    lifetime_secs: sak.policy.key_lifetime_secs.unwrap_or(86_400),
+                    rekey_src: addr(&sak.src).ok_or(GroupError::Inconsistent("KEK source"))?,
+                    rekey_dst: addr(&sak.dst).ok_or(GroupError::Inconsistent("KEK destination"))?,
+                    sig_key_spki: p
+                        .sig_algorithm_key
+                        .ok_or(GroupError::Inconsistent("rekey signing key missing"))?
+                        .to_vec(),
+                    sig_key_bits: sak.policy.sig_key_length_bits.unwrap_or(0),
+                })
+            }
+        };
+        let sids = kd
+            .packets
+            .iter()
+            .find_map(|p| match p {
+                KeyPacket::Sid(s) => Some(s.sid_values.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Ok((
+            Self {
+                group_id,
+                kek,
+                teks,
+                seq,
+            },
+            sids,
+        ))
+    }
+}

@@ -1,0 +1,1213 @@
+//! The key server engine (responder): IKEv1 main mode (RFC 2409) followed
+//! by GROUPKEY-PULL (RFC 6407 section 3). Sans-IO: the caller feeds
+//! datagrams and time, then drains transmits and events.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use gkm_wire::consts::{
+    Doi, ExchangeType, Flags, IdType, NotifyType, PayloadType, ProtocolId, SIT_IDENTITY_ONLY,
+};
+use gkm_wire::gkm_vid::{FeatureBits, GdoiVersion};
+use gkm_wire::payload::{
+    Cert, CertReq, Gap, IdPayload, KeyExchange, Nonce, Notification, Phase1Sa, Proposal,
+    RawPayload, Sa, SaLayout, Seq, Signature, VendorId,
+};
+use gkm_wire::{Body, Identity, IsakmpHeader, Message, Payload};
+use zeroize::Zeroizing;
+
+use crate::crypto::{rng, CertificateAuthority, DhPrivate, EngineRng, RsaSigner};
+use crate::engine::{own_vendor_id, GmClass, Millis, PeerVendor, Transmit};
+use crate::group::{GroupKeys, Ipv4Prefix};
+use crate::ike::{
+    decrypt_message, encrypt_body, hashed_chain, phase1_iv, phase2_iv, verify_hashed_chain,
+    AuthKind, CryptError, Phase1Keys, Suite, Transcript,
+};
+
+/// Bounds on responder state (the half-open flood defence).
+#[derive(Debug, Clone, Copy)]
+pub struct KsLimits {
+    /// Most phase 1 exchanges not yet authenticated, all peers together.
+    pub max_half_open: usize,
+    /// Most half-open exchanges from one source address.
+    pub max_half_open_per_source: usize,
+    /// A half-open exchange is forgotten after this long.
+    pub half_open_timeout_ms: u64,
+    /// A GROUPKEY-PULL not finished after this long is forgotten.
+    pub pull_timeout_ms: u64,
+}
+
+impl Default for KsLimits {
+    fn default() -> Self {
+        Self {
+            max_half_open: 20_000,
+            max_half_open_per_source: 64,
+            half_open_timeout_ms: 30_000,
+            pull_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Who may register to a group. Both lists empty: any authenticated GM.
+#[derive(Debug, Clone, Default)]
+pub struct Authorization {
+    /// Source address ranges.
+    pub addresses: Vec<Ipv4Prefix>,
+    /// Phase 1 identities (as [`identity_string`] renders them).
+    pub identities: Vec<String>,
+}
+
+impl Authorization {
+    fn allows(&self, addr: IpAddr, identity: &str) -> bool {
+        if self.addresses.is_empty() && self.identities.is_empty() {
+            return true;
+        }
+        let by_addr = match addr {
+            IpAddr::V4(a) => self.addresses.iter().any(|p| p.contains(a)),
+            IpAddr::V6(_) => false,
+        };
+        by_addr || self.identities.iter().any(|i| i == identity)
+    }
+}
+
+/// One group the key server serves.
+#[derive(Debug, Clone)]
+pub struct KsGroup {
+    /// Group name.
+    pub name: String,
+    /// Current keys and policy.
+    pub keys: GroupKeys,
+    /// Who may register.
+    pub authorization: Authorization,
+}
+
+/// Key server configuration.
+pub struct KsConfig {
+    /// The KS's own phase 1 identity.
+    pub identity: Ipv4Addr,
+    /// Groups by identity number.
+    pub groups: Vec<KsGroup>,
+    /// Pre-shared keys by GM source range; the most specific match wins.
+    pub psks: Vec<(Ipv4Prefix, Zeroizing<Vec<u8>>)>,
+    /// CAs for certificate authentication (None: certificates refused).
+    pub ca: Option<CertificateAuthority>,
+    /// The KS's certificate (DER) and key for certificate authentication.
+    pub certificate: Option<(Vec<u8>, RsaSigner)>,
+    /// Operator tags marking ASR 9000 GMs by address.
+    pub asr9000: Vec<Ipv4Prefix>,
+    /// Limits.
+    pub limits: KsLimits,
+    /// Phase 1 lifetime the KS accepts at most; longer offers are answered with this.
+    pub max_phase1_life_secs: u32,
+}
+
+/// What a registration told the KS about a GM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GmRecord {
+    /// Phase 1 identity.
+    pub identity: String,
+    /// Source address and port.
+    pub addr: SocketAddr,
+    /// Group identity number.
+    pub group_id: u32,
+    /// Class.
+    pub class: GmClass,
+    /// Reported version (GKM VID), if any.
+    pub version: Option<GdoiVersion>,
+    /// Reported features.
+    pub features: FeatureBits,
+    /// Sender IDs granted.
+    pub sids: Vec<u32>,
+    /// Registration time.
+    pub registered_at: Millis,
+}
+
+/// Why the KS refused or dropped something; each has a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// Not a well-formed ISAKMP message.
+    Malformed,
+    /// No acceptable proposal.
+    NoProposal,
+    /// Aggressive mode or another exchange GKM does not serve.
+    UnsupportedExchange,
+    /// No PSK for the peer, wrong PSK, bad signature.
+    AuthenticationFailed,
+    /// Untrusted, expired or mismatching certificate.
+    InvalidCertificate,
+    /// A HASH payload of a protected exchange does not verify.
+    InvalidHash,
+    /// The group does not exist.
+    UnknownGroup,
+    /// The GM is not authorised for the group.
+    Unauthorized,
+    /// A message for an exchange the KS does not know or has finished.
+    UnknownExchange,
+    /// A repeated message; the cached answer was resent.
+    Retransmit,
+    /// Dropped by the half-open caps.
+    HalfOpenLimit,
+}
+
+/// Something the caller should record or log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KsEvent {
+    /// Phase 1 completed.
+    Phase1Established {
+        /// Peer.
+        peer: SocketAddr,
+        /// Its identity.
+        identity: String,
+    },
+    /// A GM registered (PULL message 4 sent).
+    Registered(GmRecord),
+    /// A message was refused; `notify` says what was answered, if anything.
+    Rejected {
+        /// Peer.
+        peer: SocketAddr,
+        /// Why.
+        reason: Reject,
+        /// Notification sent back.
+        notify: Option<NotifyType>,
+    },
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KsCounters {
+    /// Datagrams handled.
+    pub datagrams: u64,
+    /// Phase 1 SAs established.
+    pub phase1_established: u64,
+    /// Registrations completed.
+    pub registrations: u64,
+    /// Refusals by reason.
+    pub rejects: HashMap<Reject, u64>,
+}
+
+impl KsCounters {
+    /// The count for one reason.
+    pub fn rejected(&self, r: Reject) -> u64 {
+        self.rejects.get(&r).copied().unwrap_or(0)
+    }
+}
+
+enum P1State {
+    /// MM2 sent; waiting for MM3.
+    SentSa,
+    /// MM4 sent; waiting for MM5.
+    SentKe {
+        keys: Phase1Keys,
+        gxi: Vec<u8>,
+        gxr: Vec<u8>,
+        iv: [u8; 16],
+    },
+    /// MM6 sent.
+    Established {
+        keys: Phase1Keys,
+        last_block: [u8; 16],
+        identity: String,
+        expires: Millis,
+    },
+}
+
+struct P1Sa {
+    peer: SocketAddr,
+    icky: [u8; 8],
+    rcky: [u8; 8],
+    suite: Suite,
+    doi: Doi,
+    sai_b: Vec<u8>,
+    vendor: PeerVendor,
+    state: P1State,
+    created: Millis,
+    /// The last peer datagram and our answer, for retransmissions.
+    last_in: Vec<u8>,
+    last_out: Vec<u8>,
+    dh: Option<DhPrivate>,
+    ni_b: Vec<u8>,
+    nr_b: Vec<u8>,
+    pulls: HashMap<u32, Pull>,
+}
+
+enum PullState {
+    SentMsg2 { group_idx: usize },
+    Done,
+}
+
+struct Pull {
+    ni_b: Vec<u8>,
+    nr_b: Vec<u8>,
+    iv: [u8; 16],
+    state: PullState,
+    started: Millis,
+    last_in: Vec<u8>,
+    last_out: Vec<u8>,
+}
+
+/// The key server engine.
+pub struct KeyServer {
+    cfg: KsConfig,
+    rng: Box<dyn EngineRng>,
+    sas: HashMap<[u8; 16], P1Sa>,
+    /// (peer, initiator cookie) → responder cookie, for MM1 retransmissions.
+    by_icky: HashMap<(SocketAddr, [u8; 8]), [u8; 8]>,
+    half_open: usize,
+    half_open_by_source: HashMap<IpAddr, usize>,
+    next_sid: HashMap<u32, u32>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<KsEvent>,
+    counters: KsCounters,
+}
+
+fn cookies(i: &[u8; 8], r: &[u8; 8]) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[..8].copy_from_slice(i);
+    c[8..].copy_from_slice(r);
+    c
+}
+
+/// How an identity is shown and matched in authorization lists.
+pub fn identity_string(id: &Identity<'_>) -> String {
+    match id {
+        Identity::Ipv4Addr(a) => a.to_string(),
+        Identity::Ipv6Addr(a) => a.to_string(),
+        Identity::Fqdn(b) | Identity::UserFqdn(b) => String::from_utf8_lossy(b).into_owned(),
+        other => {
+            let mut v = Vec::new();
+            other.emit_data(&mut v);
+            format!(
+                "{}:{}",
+                other.id_type(),
+                v.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        }
+    }
+}
+
+impl KeyServer {
+    /// A key server with its configuration and randomness.
+    pub fn new(cfg: KsConfig, rng: Box<dyn EngineRng>) -> Self {
+        Self {
+            cfg,
+            rng,
+            sas: HashMap::new(),
+            by_icky: HashMap::new(),
+            half_open: 0,
+            half_open_by_source: HashMap::new(),
+            next_sid: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: KsCounters::default(),
+        }
+    }
+
+    /// The groups served.
+    pub fn groups(&self) -> &[KsGroup] {
+        &self.cfg.groups
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &KsCounters {
+        &self.counters
+    }
+
+    /// Phase 1 exchanges in progress or established (state size, for tests and metrics).
+    pub fn phase1_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// Half-open phase 1 exchanges.
+    pub fn half_open_count(&self) -> usize {
+        self.half_open
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<KsEvent> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.sas
+            .values()
+            .map(|sa| match &sa.state {
+                P1State::Established { expires, .. } => *expires,
+                _ => sa.created + self.cfg.limits.half_open_timeout_ms,
+            })
+            .min()
+    }
+
+    /// Expires half-open exchanges, finished PULLs and phase 1 SAs past their lifetime.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let limits = self.cfg.limits;
+        let mut gone = Vec::new();
+        for (k, sa) in &mut self.sas {
+            match &sa.state {
+                P1State::Established { expires, .. } => {
+                    if now >= *expires {
+                        gone.push(*k);
+                    }
+                    sa.pulls
+                        .retain(|_, p| now < p.started + limits.pull_timeout_ms);
+                }
+                _ => {
+                    if now >= sa.created + limits.half_open_timeout_ms {
+                        gone.push(*k);
+                    }
+                }
+            }
+        }
+        for k in gone {
+            self.remove_sa(&k);
+        }
+    }
+
+    fn remove_sa(&mut self, k: &[u8; 16]) {
+        if let Some(sa) = self.sas.remove(k) {
+            self.by_icky.remove(&(sa.peer, sa.icky));
+            if !matches!(sa.state, P1State::Established { .. }) {
+                self.half_open = self.half_open.saturating_sub(1);
+                if let Some(n) = self.half_open_by_source.get_mut(&sa.peer.ip()) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.half_open_by_source.remove(&sa.peer.ip());
+                    }
+                }
+            }
+        }
+    }
+
+    fn reject(&mut self, peer: SocketAddr, reason: Reject, notify: Option<NotifyType>) {
+        *self.counters.rejects.entry(reason).or_insert(0) += 1;
+        self.events.push_back(KsEvent::Rejected {
+            peer,
+            reason,
+            notify,
+        });
+    }
+
+    fn send(&mut self, to: SocketAddr, payload: Vec<u8>) {
+        self.transmits.push_back(Transmit { to, payload });
+    }
+
+    /// An unprotected Informational notification (phase 1 not usable).
+    fn notify_clear(
+        &mut self,
+        to: SocketAddr,
+        icky: [u8; 8],
+        rcky: [u8; 8],
+        doi: Doi,
+        t: NotifyType,
+    ) {
+        let header = IsakmpHeader {
+            initiator_cookie: icky,
+            responder_cookie: rcky,
+            next_payload: PayloadType::NOTIFICATION,
+            exchange_type: ExchangeType::INFORMATIONAL,
+            flags: Flags::default(),
+            message_id: 0,
+            length: 0,
+        };
+        let n = Notification {
+            doi,
+            protocol_id: ProtocolId::ISAKMP.0,
+            notify_type: t,
+            spi: &[],
+            data: &[],
+        };
+        if let Ok(b) = (Message {
+            header,
+            body: Body::Payloads(vec![Payload::Notification(n)]),
+        })
+        .to_vec()
+        {
+            self.send(to, b);
+        }
+    }
+
+    /// A protected Informational notification: HDR*, HASH(1), N.
+    fn notify_protected(&mut self, key: [u8; 16], t: NotifyType) {
+        let Some(sa) = self.sas.get(&key) else { return };
+        let P1State::Established {
+            keys, last_block, ..
+        } = &sa.state
+        else {
+            return;
+        };
+        let mid = self.rng.next_u32() | 1;
+        let spi = key;
+        let n = Notification {
+            doi: Doi::GDOI,
+            protocol_id: ProtocolId::ISAKMP.0,
+            notify_type: t,
+            spi: &spi,
+            data: &[],
+        };
+        let Ok((_, body)) = hashed_chain(
+            sa.suite.prf,
+            &keys.skeyid_a,
+            mid,
+            &[],
+            &[Payload::Notification(n)],
+        ) else {
+            return;
+        };
+        let header = IsakmpHeader {
+            initiator_cookie: sa.icky,
+            responder_cookie: sa.rcky,
+            next_payload: PayloadType::HASH,
+            exchange_type: ExchangeType::INFORMATIONAL,
+            flags: Flags::default(),
+            message_id: mid,
+            length: 0,
+        };
+        let iv = phase2_iv(sa.suite.prf, last_block, mid);
+        if let Ok((bytes, _)) = encrypt_body(header, body, sa.suite.cipher, &keys.enc_key, &iv) {
+            let to = sa.peer;
+            self.send(to, bytes);
+        }
+    }
+
+    /// Feeds one received datagram.
+    pub fn handle_datagram(&mut self, now: Millis, from: SocketAddr, data: &[u8]) {
+        self.counters.datagrams += 1;
+        let header = match IsakmpHeader::parse(data) {
+            Ok(h) => h,
+            Err(_) => return self.reject(from, Reject::Malformed, None),
+        };
+        match header.exchange_type {
+            ExchangeType::IDENTITY_PROTECTION => self.main_mode(now, from, &header, data),
+            ExchangeType::GROUPKEY_PULL => self.pull(now, from, &header, data),
+            ExchangeType::INFORMATIONAL => {}
+            ExchangeType::AGGRESSIVE => {
+                self.notify_clear(
+                    from,
+                    header.initiator_cookie,
+                    header.responder_cookie,
+                    Doi::IPSEC,
+                    NotifyType::UNSUPPORTED_EXCHANGE_TYPE,
+                );
+                self.reject(
+                    from,
+                    Reject::UnsupportedExchange,
+                    Some(NotifyType::UNSUPPORTED_EXCHANGE_TYPE),
+                );
+            }
+            _ => self.reject(from, Reject::UnsupportedExchange, None),
+        }
+    }
+
+    fn main_mode(&mut self, now: Millis, from: SocketAddr, header: &IsakmpHeader, data: &[u8]) {
+        if header.responder_cookie == [0; 8] {
+            return self.mm1(now, from, header, data);
+        }
+        let key = cookies(&header.initiator_cookie, &header.responder_cookie);
+        let Some(sa) = self.sas.get(&key) else {
+            return self.reject(from, Reject::UnknownExchange, None);
+        };
+        if sa.peer != from {
+            return self.reject(from, Reject::UnknownExchange, None);
+        }
+        if sa.last_in == data {
+            let out = sa.last_out.clone();
+            self.send(from, out);
+            return self.reject(from, Reject::Retransmit, None);
+        }
+        match sa.state {
+            P1State::SentSa => self.mm3(now, from, key, data),
+            P1State::SentKe { .. } => self.mm5(now, from, key, data),
+            P1State::Established { .. } => self.reject(from, Reject::UnknownExchange, None),
+        }
+    }
+
+    fn mm1(&mut self, now: Millis, from: SocketAddr, header: &IsakmpHeader, data: &[u8]) {
+        if let Some(rcky) = self.by_icky.get(&(from, header.initiator_cookie)).copied() {
+            let key = cookies(&header.initiator_cookie, &rcky);
+            if let Some(sa) = self.sas.get(&key) {
+                if sa.last_in == data {
+                    let out = sa.last_out.clone();
+                    self.send(from, out);
+                    return self.reject(from, Reject::Retransmit, None);
+                }
+            }
+            return self.reject(from, Reject::UnknownExchange, None);
+        }
+        let src_count = self
+            .half_open_by_source
+            .get(&from.ip())
+            .copied()
+            .unwrap_or(0);
+        if self.half_open >= self.cfg.limits.max_half_open
+            || src_count >= self.cfg.limits.max_half_open_per_source
+        {
+            return self.reject(from, Reject::HalfOpenLimit, None);
+        }
+        let Ok(msg) = Message::parse(data) else {
+            return self.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
+        };
+        let Some(payloads) = msg.payloads() else {
+            return self.reject(from, Reject::Malformed, None);
+        };
+        let mut vendor = PeerVendor::default();
+        let mut sa_payload = None;
+        for p in payloads {
+            match p {
+                Payload::Sa(Sa::Phase1(s)) => sa_payload = Some(s),
+                Payload::VendorId(v) => vendor.observe(v.0),
+                _ => {}
+            }
+        }
+        let Some(offer) = sa_payload else {
+            self.notify_clear(
+                from,
+                header.initiator_cookie,
+                [0; 8],
+                Doi::IPSEC,
+                NotifyType::PAYLOAD_MALFORMED,
+            );
+            return self.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
+        };
+        let mut allowed = vec![AuthKind::Psk];
+        if self.cfg.ca.is_some() && self.cfg.certificate.is_some() {
+            allowed.push(AuthKind::RsaSig);
+        }
+        let chosen = offer.proposals.first().and_then(|prop| {
+            prop.transforms.iter().find_map(|t| {
+                Suite::from_transform(t, &allowed).map(|s| (prop.number, t.number, s))
+            })
+        });
+        let Some((prop_no, tr_no, mut suite)) = chosen.filter(|_| offer.proposals.len() == 1)
+        else {
+            self.notify_clear(
+                from,
+                header.initiator_cookie,
+                [0; 8],
+                offer.doi,
+                NotifyType::NO_PROPOSAL_CHOSEN,
+            );
+            return self.reject(
+                from,
+                Reject::NoProposal,
+                Some(NotifyType::NO_PROPOSAL_CHOSEN),
+            );
+        };
+        suite.life_secs = suite.life_secs.min(self.cfg.max_phase1_life_secs);
+        // SAi_b: the whole body of the initiator's SA payload, as sent.
+        let sai_b = gkm_wire::payload::PayloadIter::new(
+            msg.header.next_payload,
+            data.get(28..).unwrap_or_default(),
+        )
+        .filter_map(Result::ok)
+        .find(|r| r.payload_type == PayloadType::SA)
+        .map(|r| r.body.to_vec())
+        .unwrap_or_default();
+        let rcky: [u8; 8] = loop {
+            let c = rng::array(self.rng.as_mut());
+            if c != [0; 8] {
+                break c;
+            }
+        };
+        let answer = Payload::Sa(Sa::Phase1(Phase1Sa {
+            doi: offer.doi,
+            situation: SIT_IDENTITY_ONLY,
+            proposals: vec![Proposal {
+                number: prop_no,
+                protocol_id: ProtocolId::ISAKMP,
+                spi: &[],
+                transforms: vec![suite.transform(tr_no)],
+            }],
+        }));
+        let vid = own_vendor_id().to_bytes();
+        let h = IsakmpHeader {
+            responder_cookie: rcky,
+            flags: Flags::default(),
+            message_id: 0,
+            ..*header
+        };
+        let Ok(out) = (Message {
+            header: h,
+            body: Body::Payloads(vec![answer, Payload::VendorId(VendorId(&vid))]),
+        })
+        .to_vec() else {
+            return;
+        };
+        let key = cookies(&header.initiator_cookie, &rcky);
+        self.sas.insert(
+            key,
+            P1Sa {
+                peer: from,
+                icky: header.initiator_cookie,
+                rcky,
+                suite,
+                doi: offer.doi,
+                sai_b,
+                vendor,
+                state: P1State::SentSa,
+                created: now,
+                last_in: data.to_vec(),
+                last_out: out.clone(),
+                dh: None,
+                ni_b: Vec::new(),
+                nr_b: Vec::new(),
+                pulls: HashMap::new(),
+            },
+        );
+        self.by_icky.insert((from, header.initiator_cookie), rcky);
+        self.half_open += 1;
+        *self.half_open_by_source.entry(from.ip()).or_insert(0) += 1;
+        self.send(from, out);
+    }
+
+    fn psk_for(&self, addr: IpAddr) -> Option<Zeroizing<Vec<u8>>> {
+        let IpAddr::V4(a) = addr else { return None };
+        self.cfg
+            .psks
+            .iter()
+            .filter(|(p, _)| p.contains(a))
+            .max_by_key(|(p, _)| p.len)
+            .map(|(_, k)| k.clone())
+    }
+
+    fn mm3(&mut self, _now: Millis, from: SocketAddr, key: [u8; 16], data: &[u8]) {
+        let Ok(msg) = Message::parse(data) else {
+            return self.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
+        };
+        let (mut ke, mut ni) = (None, None);
+        for p in msg.payloads().unwrap_or_default() {
+            match p {
+                Payload::KeyExchange(k) => ke = Some(k.0),
+                Payload::Nonce(n) => ni = Some(n.0),
+                _ => {}
+            }
+        }
+        let Some(sa) = self.sas.get(&key) else { return };
+        let suite = sa.suite;
+        let (icky, rcky, doi) = (sa.icky, sa.rcky, sa.doi);
+        let (Some(gxi), Some(ni)) = (ke, ni) else {
+            self.notify_clear(from, icky, rcky, doi, NotifyType::PAYLOAD_MALFORMED);
+            return self.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
+        };
+        if gxi.len() != suite.group.public_len() || !(8..=256).contains(&ni.len()) {
+            self.notify_clear(from, icky, rcky, doi, NotifyType::INVALID_KEY_INFORMATION);
+            return self.reject(
+                from,
+                Reject::Malformed,
+                Some(NotifyType::INVALID_KEY_INFORMATION),
+            );
+        }
+        let psk = match suite.auth {
+            AuthKind::Psk => match self.psk_for(from.ip()) {
+                Some(k) => Some(k),
+                None => {
+                    self.notify_clear(from, icky, rcky, doi, NotifyType::AUTHENTICATION_FAILED);
+                    self.remove_sa(&key);
+                    return self.reject(
+                        from,
+                        Reject::AuthenticationFailed,
+                        Some(NotifyType::AUTHENTICATION_FAILED),
+                    );
+                }
+            },
+            AuthKind::RsaSig => None,
+        };
+        let (dh, gxr) = suite.group.generate(self.rng.as_mut());
+        let Ok(gxy) = dh.shared(gxi) else {
+            self.notify_clear(from, icky, rcky, doi, NotifyType::INVALID_KEY_INFORMATION);
+            self.remove_sa(&key);
+            return self.reject(
+                from,
+                Reject::Malformed,
+                Some(NotifyType::INVALID_KEY_INFORMATION),
+            );
+        };
+        let nr = rng::bytes(self.rng.as_mut(), 32);
+        let keys = Phase1Keys::derive(
+            &suite,
+            psk.as_deref().map(|k| k.as_slice()),
+            ni,
+            &nr,
+            &gxy,
+            &icky,
+            &rcky,
+        );
+        let iv = phase1_iv(&suite, gxi, &gxr);
+        let mut payloads = vec![
+            Payload::KeyExchange(KeyExchange(&gxr)),
+            Payload::Nonce(Nonce(&nr)),
+        ];
+        if suite.auth == AuthKind::RsaSig {
+            payloads.push(Payload::CertReq(CertReq {
+                encoding: gkm_wire::consts::CertEncoding::X509_SIGNATURE,
+                authority: &[],
+            }));
+        }
+        let h = IsakmpHeader {
+            flags: Flags::default(),
+            message_id: 0,
+            ..msg.header
+        };
+        let Ok(out) = (Message {
+            header: h,
+            body: Body::Payloads(payloads),
+        })
+        .to_vec() else {
+            return;
+        };
+        let Some(sa) = self.sas.get_mut(&key) else {
+            return;
+        };
+        sa.ni_b = ni.to_vec();
+        sa.nr_b = nr;
+        sa.state = P1State::SentKe {
+            keys,
+            gxi: gxi.to_vec(),
+            gxr,
+            iv,
+        };
+        sa.dh = Some(dh);
+        sa.last_in = data.to_vec();
+        sa.last_out = out.clone();
+        self.send(from, out);
+    }
+
+    fn mm5(&mut self, now: Millis, from: SocketAddr, key: [u8; 16], data: &[u8]) {
+        let Some(sa) = self.sas.get(&key) else { return };
+        let P1State::SentKe { keys, gxi, gxr, iv } = &sa.state else {
+            return;
+        };
+        let (icky, rcky, doi, suite) = (sa.icky, sa.rcky, sa.doi, sa.suite);
+        // A wrong PSK shows up here: the message does not decrypt to a chain.
+        let dec = match decrypt_message(data, suite.cipher, &keys.enc_key, iv) {
+            Ok(d) => d,
+            Err(_) => {
+                self.notify_clear(from, icky, rcky, doi, NotifyType::AUTHENTICATION_FAILED);
+                self.remove_sa(&key);
+                return self.reject(
+                    from,
+                    Reject::AuthenticationFailed,
+                    Some(NotifyType::AUTHENTICATION_FAILED),
+                );
+            }
+        };
+        let raws: Vec<RawPayload<'_>> =
+            gkm_wire::payload::PayloadIter::new(dec.header.next_payload, &dec.plaintext)
+                .filter_map(Result::ok)
+                .collect();
+        let mut id: Option<(&[u8], IdPayload<'_>)> = None;
+        let (mut hash, mut sig, mut cert, mut initial_contact) = (None, None, None, false);
+        let mut vendor = sa.vendor;
+        for r in &raws {
+            match Payload::parse(r.payload_type, r.body, SaLayout::Phase1) {
+                Ok(Payload::Id(i)) => id = Some((r.body, i)),
+                Ok(Payload::Hash(h)) => hash = Some(h.0),
+                Ok(Payload::Signature(s)) => sig = Some(s.0),
+                Ok(Payload::Cert(c)) => cert = Some(c.data),
+                Ok(Payload::Notification(n)) => {
+                    initial_contact |= n.notify_type == NotifyType::INITIAL_CONTACT
+                }
+                Ok(Payload::VendorId(v)) => vendor.observe(v.0),
+                _ => {}
+            }
+        }
+        let Some((idii_b, idii)) = id else {
+            self.notify_clear(from, icky, rcky, doi, NotifyType::INVALID_ID_INFORMATION);
+            self.remove_sa(&key);
+            return self.reject(
+                from,
+                Reject::AuthenticationFailed,
+                Some(NotifyType::INVALID_ID_INFORMATION),
+            );
+        };
+        let transcript = Transcript {
+            gxi,
+            gxr,
+            cky_i: &icky,
+            cky_r: &rcky,
+            sai_b: &sa.sai_b,
+        };
+        let authentic = match suite.auth {
+            AuthKind::Psk => hash.is_some_and(|h| {
+                suite.prf.verify(
+                    &keys.skeyid,
+                    &[gxi, gxr, &icky, &rcky, &sa.sai_b, idii_b],
+                    h,
+                )
+            }),
+            AuthKind::RsaSig => {
+                let (Some(ca), Some(cert), Some(sig)) = (self.cfg.ca.as_ref(), cert, sig) else {
+                    self.notify_clear(from, icky, rcky, doi, NotifyType::AUTHENTICATION_FAILED);
+                    self.remove_sa(&key);
+                    return self.reject(
+                        from,
+                        Reject::AuthenticationFailed,
+                        Some(NotifyType::AUTHENTICATION_FAILED),
+                    );
+                };
+                let verified = match ca.verify(cert, now / 1000) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        self.notify_clear(from, icky, rcky, doi, NotifyType::INVALID_CERTIFICATE);
+                        self.remove_sa(&key);
+                        return self.reject(
+                            from,
+                            Reject::InvalidCertificate,
+                            Some(NotifyType::INVALID_CERTIFICATE),
+                        );
+                    }
+                };
+                let id_matches = match idii.identity {
+                    Identity::DerAsn1Dn(dn) => dn == verified.subject_der.as_slice(),
+                    Identity::Ipv4Addr(a) => IpAddr::V4(a) == from.ip(),
+                    _ => false,
+                };
+                if !id_matches {
+                    self.notify_clear(from, icky, rcky, doi, NotifyType::INVALID_ID_INFORMATION);
+                    self.remove_sa(&key);
+                    return self.reject(
+                        from,
+                        Reject::InvalidCertificate,
+                        Some(NotifyType::INVALID_ID_INFORMATION),
+                    );
+                }
+                verified
+                    .key
+                    .verify(&keys.hash_i(suite.prf, &transcript, idii_b), sig)
+                    .is_ok()
+            }
+        };
+        if !authentic {
+            self.notify_clear(from, icky, rcky, doi, NotifyType::AUTHENTICATION_FAILED);
+            self.remove_sa(&key);
+            return self.reject(
+                from,
+                Reject::AuthenticationFailed,
+                Some(NotifyType::AUTHENTICATION_FAILED),
+            );
+        }
+        let identity = identity_string(&idii.identity);
+        // MM6: IDir, then HASH_R or CERT + SIG_R.
+        let idir = IdPayload {
+            protocol: idii.protocol,
+            port: idii.port,
+            identity: Identity::Ipv4Addr(self.cfg.identity),
+        };
+        let mut idir_b = Vec::new();
+        if idir.emit(&mut idir_b).is_err() {
+            return;
+        }
+        let hash_r = keys.hash_r(suite.prf, &transcript, &idir_b);
+        let mut out_payloads = vec![Payload::Id(idir)];
+        let sig_r;
+        match suite.auth {
+            AuthKind::Psk => out_payloads.push(Payload::Hash(gkm_wire::payload::Hash(&hash_r))),
+            AuthKind::RsaSig => {
+                let Some((cert_der, signer)) = self.cfg.certificate.as_ref() else {
+                    return;
+                };
+                sig_r = match signer.sign(self.rng.as_mut(), &hash_r) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+                out_payloads.push(Payload::Cert(Cert {
+                    encoding: gkm_wire::consts::CertEncoding::X509_SIGNATURE,
+                    data: cert_der,
+                }));
+                out_payloads.push(Payload::Signature(Signature(&sig_r)));
+            }
+        }
+        let h = IsakmpHeader {
+            flags: Flags::default(),
+            message_id: 0,
+            ..dec.header
+        };
+        let mut body = Vec::new();
+        let Ok(first) = gkm_wire::payload::emit_chain(&out_payloads, &mut body) else {
+            return;
+        };
+        let h = IsakmpHeader {
+            next_payload: first,
+            ..h
+        };
+        let Ok((out, last_block)) =
+            encrypt_body(h, body, suite.cipher, &keys.enc_key, &dec.next_iv)
+        else {
+            return;
+        };
+        let keys = keys.clone();
+        let expires = now + u64::from(suite.life_secs) * 1000;
+        let peer_ip = from.ip();
+        if let Some(sa) = self.sas.get_mut(&key) {
+            sa.vendor = vendor;
+            sa.state = P1State::Established {
+                keys,
+                last_block,
+                identity: identity.clone(),
+                expires,
+            };
+            sa.dh = None;
+            sa.last_in = data.to_vec();
+            sa.last_out = out.clone();
+        }
+        self.half_open = self.half_open.saturating_sub(1);
+        if let Some(n) = self.half_open_by_source.get_mut(&peer_ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.half_open_by_source.remove(&peer_ip);
+            }
+        }
+        if initial_contact {
+            // RFC 2407 section 4.6.3.3: the peer has no other SAs with us; drop old ones.
+            let stale: Vec<[u8; 16]> = self
+                .sas
+                .iter()
+                .filter(|(k, s)| {
+                    **k != key && matches!(&s.state, P1State::Established { identity: i, .. } if *i == identity)
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            for k in stale {
+                self.remove_sa(&k);
+            }
+        }
+        self.counters.phase1_established += 1;
+        self.events.push_back(KsEvent::Phase1Established {
+            peer: from,
+            identity,
+        });
+        self.send(from, out);
+    }
+
+    fn pull(&mut self, now: Millis, from: SocketAddr, header: &IsakmpHeader, data: &[u8]) {
+        let key = cookies(&header.initiator_cookie, &header.responder_cookie);
+        let mid = header.message_id;
+        let Some(sa) = self.sas.get(&key) else {
+            return self.reject(from, Reject::UnknownExchange, None);
+        };
+        let P1State::Established {
+            keys,
+            last_block,
+            identity,
+            ..
+        } = &sa.state
+        else {
+            return self.reject(from, Reject::UnknownExchange, None);
+        };
+        if sa.peer != from || mid == 0 {
+            return self.reject(from, Reject::UnknownExchange, None);
+        }
+        let suite = sa.suite;
+        if let Some(p) = sa.pulls.get(&mid) {
+            if p.last_in == data {
+                let out = p.last_out.clone();
+                self.send(from, out);
+                return self.reject(from, Reject::Retransmit, None);
+            }
+        }
+        match sa.pulls.get(&mid).map(|p| &p.state) {
+            None => {
+                // Message 1: HASH(1), Ni, ID.
+                let iv = phase2_iv(suite.prf, last_block, mid);
+                let dec = match decrypt_message(data, suite.cipher, &keys.enc_key, &iv) {
+                    Ok(d) => d,
+                    Err(_) => return self.reject(from, Reject::Malformed, None),
+                };
+                let raws = match verify_hashed_chain(
+                    suite.prf,
+                    &keys.skeyid_a,
+                    &dec.header,
+                    &dec.plaintext,
+                    &[],
+                ) {
+                    Ok(r) => r,
+                    Err(CryptError::BadHash) | Err(CryptError::NoHash) => {
+                        self.notify_protected(key, NotifyType::INVALID_HASH_INFORMATION);
+                        return self.reject(
+                            from,
+                            Reject::InvalidHash,
+                            Some(NotifyType::INVALID_HASH_INFORMATION),
+                        );
+                    }
+                    Err(_) => return self.reject(from, Reject::Malformed, None),
+                };
+                let (mut ni, mut group) = (None, None);
+                for r in &raws {
+                    match Payload::parse(r.payload_type, r.body, SaLayout::Gdoi) {
+                        Ok(Payload::Nonce(n)) => ni = Some(n.0.to_vec()),
+                        Ok(Payload::Id(i)) if i.identity.id_type() == IdType::KEY_ID => {
+                            group = i.identity.group_id()
+                        }
+                        _ => {}
+                    }
+                }
+                let Some(ni) = ni.filter(|n| (8..=128).contains(&n.len())) else {
+                    self.notify_protected(key, NotifyType::PAYLOAD_MALFORMED);
+                    return self.reject(
+                        from,
+                        Reject::Malformed,
+                        Some(NotifyType::PAYLOAD_MALFORMED),
+                    );
+                };
+                let Some(group_idx) =
+                    group.and_then(|g| self.cfg.groups.iter().position(|x| x.keys.group_id == g))
+                else {
+                    self.notify_protected(key, NotifyType::INVALID_ID_INFORMATION);
+                    return self.reject(
+                        from,
+                        Reject::UnknownGroup,
+                        Some(NotifyType::INVALID_ID_INFORMATION),
+                    );
+                };
+                let identity = identity.clone();
+                if !self.cfg.groups[group_idx]
+                    .authorization
+                    .allows(from.ip(), &identity)
+                {
+                    self.notify_protected(key, NotifyType::INVALID_ID_INFORMATION);
+                    return self.reject(
+                        from,
+                        Reject::Unauthorized,
+                        Some(NotifyType::INVALID_ID_INFORMATION),
+                    );
+                }
+                let nr = rng::bytes(self.rng.as_mut(), 32);
+                let group = &self.cfg.groups[group_idx];
+                let sa_payload = Payload::Sa(Sa::Gdoi(group.keys.to_sa()));
+                let rest = [Payload::Nonce(Nonce(&nr)), sa_payload];
+                let Ok((first, body)) = hashed_chain(suite.prf, &keys.skeyid_a, mid, &[&ni], &rest)
+                else {
+                    return;
+                };
+                let h = IsakmpHeader {
+                    next_payload: first,
+                    flags: Flags::default(),
+                    ..dec.header
+                };
+                let Ok((out, next_iv)) =
+                    encrypt_body(h, body, suite.cipher, &keys.enc_key, &dec.next_iv)
+                else {
+                    return;
+                };
+                if let Some(sa) = self.sas.get_mut(&key) {
+                    sa.pulls.insert(
+                        mid,
+                        Pull {
+                            ni_b: ni,
+                            nr_b: nr,
+                            iv: next_iv,
+                            state: PullState::SentMsg2 { group_idx },
+                            started: now,
+                            last_in: data.to_vec(),
+                            last_out: out.clone(),
+                        },
+                    );
+                }
+                self.send(from, out);
+            }
+            Some(PullState::SentMsg2 { group_idx }) => {
+                let group_idx = *group_idx;
+                let Some(p) = sa.pulls.get(&mid) else { return };
+                let dec = match decrypt_message(data, suite.cipher, &keys.enc_key, &p.iv) {
+                    Ok(d) => d,
+                    Err(_) => return self.reject(from, Reject::Malformed, None),
+                };
+                let raws = match verify_hashed_chain(
+                    suite.prf,
+                    &keys.skeyid_a,
+                    &dec.header,
+                    &dec.plaintext,
+                    &[&p.ni_b, &p.nr_b],
+                ) {
+                    Ok(r) => r,
+                    Err(CryptError::BadHash) | Err(CryptError::NoHash) => {
+                        self.notify_protected(key, NotifyType::INVALID_HASH_INFORMATION);
+                        return self.reject(
+                            from,
+                            Reject::InvalidHash,
+                            Some(NotifyType::INVALID_HASH_INFORMATION),
+                        );
+                    }
+                    Err(_) => return self.reject(from, Reject::Malformed, None),
+                };
+                let sid_request = raws.iter().find_map(|r| {
+                    match Payload::parse(r.payload_type, r.body, SaLayout::Gdoi) {
+                        Ok(Payload::Gap(Gap {
+                            sender_id_request: Some(n),
+                            ..
+                        })) => Some(n),
+                        _ => None,
+                    }
+                });
+                let identity = identity.clone();
+                let (ni_b, nr_b) = (p.ni_b.clone(), p.nr_b.clone());
+                let keys = keys.clone();
+                let vendor = sa.vendor;
+                let group_id = self.cfg.groups[group_idx].keys.group_id;
+                let sids: Vec<u32> = match sid_request {
+                    Some(n) if n > 0 => {
+                        let next = self.next_sid.entry(group_id).or_insert(1);
+                        let n = u32::from(n.min(16));
+                        let v: Vec<u32> = (*next..next.saturating_add(n))
+                            .filter(|s| *s < 0xffff)
+                            .collect();
+                        *next = next.saturating_add(n);
+                        v
+                    }
+                    _ => Vec::new(),
+                };
+                let group = &self.cfg.groups[group_idx];
+                let material = group.keys.kek_material();
+                let kd = group
+                    .keys
+                    .to_kd(&material, (!sids.is_empty()).then(|| (16, sids.clone())));
+                let rest = [Payload::Seq(Seq(group.keys.seq)), Payload::KeyDownload(kd)];
+                let Ok((first, body)) =
+                    hashed_chain(suite.prf, &keys.skeyid_a, mid, &[&ni_b, &nr_b], &rest)
+                else {
+                    return;
+                };
+                let h = IsakmpHeader {
+                    next_payload: first,
+                    flags: Flags::default(),
+                    ..dec.header
+                };
+                let Ok((out, _)) = encrypt_body(h, body, suite.cipher, &keys.enc_key, &dec.next_iv)
+                else {
+                    return;
+                };
+                if let Some(sa) = self.sas.get_mut(&key) {
+                    if let Some(p) = sa.pulls.get_mut(&mid) {
+                        p.state = PullState::Done;
+                        p.last_in = data.to_vec();
+                        p.last_out = out.clone();
+                    }
+                }
+                let class = match from.ip() {
+                    IpAddr::V4(a) if self.cfg.asr9000.iter().any(|p| p.contains(a)) => {
+                        GmClass::Asr9000
+                    }
+                    _ if vendor.cisco => GmClass::Cisco,
+                    _ => GmClass::NonCisco,
+                };
+                self.counters.registrations += 1;
+                self.events.push_back(KsEvent::Registered(GmRecord {
+                    identity,
+                    addr: from,
+                    group_id,
+                    class,
+                    version: vendor.version(),
+                    features: vendor.features(),
+                    sids,
+                    registered_at: now,
+                }));
+                self.send(from, out);
+            }
+            Some(PullState::Done) => self.reject(from, Reject::UnknownExchange, None),
+        }
+    }
+}
