@@ -103,16 +103,15 @@ fn ip4(a: SocketAddr) -> IpAddrV4 {
     }
 }
 
-/// Runs until quiet; returns (registered keys per GM, KS events).
-fn run(
-    ks: &mut KeyServer,
-    gms: &mut [(SocketAddr, GroupMember)],
-    until: u64,
-) -> (
+/// Keys each GM got, the KS's events, the GMs' events.
+type Outcome = (
     HashMap<SocketAddr, GroupKeys>,
     Vec<KsEvent>,
     Vec<(SocketAddr, GmEvent)>,
-) {
+);
+
+/// Runs until quiet; returns (registered keys per GM, KS events).
+fn run(ks: &mut KeyServer, gms: &mut [(SocketAddr, GroupMember)], until: u64) -> Outcome {
     let mut now = T0;
     let mut got = HashMap::new();
     let mut ks_events = Vec::new();
