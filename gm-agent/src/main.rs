@@ -2,41 +2,235 @@
 //!
 //! Owns (DESIGN.md): the UDP driver around the group-member engine,
 //! installing keys into the dataplane, health reports to the controller,
-//! and enrollment. Registration lands with the GROUPKEY-PULL issue; until
-//! then the agent validates its options and says plainly that it cannot
-//! register yet, rather than pretending to.
+//! and enrollment. This build registers (main mode + GROUPKEY-PULL) to its
+//! key servers in order, re-registers before the TEKs expire, and logs what
+//! it holds; the dataplane and rekey handling land with their issues.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
+use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, RsaSigner};
+use gkm_proto::gm::{CertAuth, GmAuth, GmConfig, GmEvent, GmIdentity, GroupMember};
 use gkm_proto::policy::D3pWindow;
+use rand_core::OsRng;
+use serde::Deserialize;
+use tokio::net::UdpSocket;
+use tracing::{info, warn};
+use zeroize::Zeroizing;
 
-/// Command-line options.
+/// Command-line options; each overrides the same key of the file.
 #[derive(Debug, Parser)]
 #[command(name = "gkm-agent", version, about = "GKM group member agent")]
 struct Args {
-    /// Key servers to register to, in order of preference.
-    #[arg(long = "key-server", required = true)]
+    /// Configuration file (TOML).
+    #[arg(long, short, env = "GKM_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Key servers, in order of preference (repeat the flag).
+    #[arg(long = "key-server")]
     key_servers: Vec<SocketAddr>,
     /// Group identity number.
     #[arg(long)]
-    group: u32,
+    group: Option<u32>,
+    /// Local address to send from (its IPv4 address is the phase 1 identity).
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    /// Pre-shared key.
+    #[arg(long, env = "GKM_PSK", hide_env_values = true)]
+    psk: Option<String>,
+    /// Sender IDs to request.
+    #[arg(long)]
+    sender_ids: Option<u16>,
     /// Local IP-D3P window override, `sec S` (1-100) or `msec M` (100-10000).
     #[arg(long = "client-d3p-window")]
     client_d3p_window: Option<D3pWindow>,
+    /// Register once, print a summary line, and exit (for scripts and health checks).
+    #[arg(long)]
+    once: bool,
+    /// With --once: give up after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
 }
 
-fn main() -> Result<()> {
+/// The configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentConfig {
+    key_servers: Option<Vec<SocketAddr>>,
+    group: Option<u32>,
+    bind: Option<SocketAddr>,
+    psk: Option<String>,
+    psk_file: Option<PathBuf>,
+    pki: Option<Pki>,
+    sender_ids: Option<u16>,
+    /// Seconds before TEK expiry to re-register when no rekey came (default 60).
+    reregister_before: Option<u64>,
+    client_d3p_window: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn read(p: &Path) -> Result<String> {
+    std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, Option<D3pWindow>)> {
+    let key_servers = if args.key_servers.is_empty() {
+        file.key_servers.clone().unwrap_or_default()
+    } else {
+        args.key_servers.clone()
+    };
+    if key_servers.is_empty() {
+        bail!("key_servers: give at least one key server (--key-server ADDR:PORT)");
+    }
+    let group_id = args
+        .group
+        .or(file.group)
+        .ok_or_else(|| anyhow!("group: the group identity number is required (--group N)"))?;
+    let bind = args
+        .bind
+        .or(file.bind)
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 848)));
+    let client_d3p_window = match (&args.client_d3p_window, &file.client_d3p_window) {
+        (Some(w), _) => Some(*w),
+        (None, Some(s)) => Some(
+            s.parse::<D3pWindow>()
+                .map_err(|e| anyhow!("client_d3p_window: {e}"))?,
+        ),
+        (None, None) => None,
+    };
+    let identity_addr = match bind.ip() {
+        IpAddr::V4(a) if !a.is_unspecified() => a,
+        _ => Ipv4Addr::LOCALHOST,
+    };
+    let psk = match (&args.psk, &file.psk, &file.psk_file) {
+        (Some(k), _, _) | (None, Some(k), _) => Some(k.clone()),
+        (None, None, Some(f)) => Some(read(f)?.trim_end().to_owned()),
+        _ => None,
+    };
+    let (auth, identity) = match (psk, &file.pki) {
+        (Some(k), None) if !k.is_empty() => (
+            GmAuth::Psk(Zeroizing::new(k.into_bytes())),
+            GmIdentity::Ipv4(identity_addr),
+        ),
+        (None, Some(pki)) => {
+            let cas = certificates_from_pem(&read(&pki.ca)?).map_err(|e| anyhow!("pki.ca: {e}"))?;
+            let ca = CertificateAuthority::new(&cas).map_err(|e| anyhow!("pki.ca: {e}"))?;
+            let cert = certificates_from_pem(&read(&pki.cert)?)
+                .map_err(|e| anyhow!("pki.cert: {e}"))?
+                .remove(0);
+            let key =
+                RsaSigner::from_pkcs8_pem(&read(&pki.key)?).map_err(|e| anyhow!("pki.key: {e}"))?;
+            let (_, parsed) = x509_parser::parse_x509_certificate(&cert)
+                .map_err(|_| anyhow!("pki.cert: not X.509"))?;
+            let dn = parsed.subject().as_raw().to_vec();
+            (
+                GmAuth::Certificate(Box::new(CertAuth { cert, key, ca })),
+                GmIdentity::Dn(dn),
+            )
+        }
+        (Some(_), Some(_)) => bail!("psk and pki: configure exactly one authentication method"),
+        _ => bail!("psk: give a pre-shared key (--psk, psk, psk_file) or a [pki] section"),
+    };
+    Ok((
+        GmConfig {
+            key_servers,
+            group_id,
+            identity,
+            auth,
+            phase1_life_secs: 86_400,
+            sender_ids: args.sender_ids.or(file.sender_ids).unwrap_or(0),
+            reregister_before_ms: file.reregister_before.unwrap_or(60) * 1000,
+            retransmit_initial_ms: 1000,
+            max_transmissions: 4,
+        },
+        bind,
+        client_d3p_window,
+    ))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
-    bail!(
-        "gkm-agent {}: registration to {:?} for group {} is not implemented in this build \
-         (GROUPKEY-PULL issue); options are valid{}",
-        env!("CARGO_PKG_VERSION"),
-        args.key_servers,
-        args.group,
-        args.client_d3p_window
-            .map(|w| format!(", client d3p window {w}"))
-            .unwrap_or_default()
-    )
+    let file = match &args.config {
+        Some(p) => toml::from_str(&read(p)?).map_err(|e| anyhow!("config {}: {e}", p.display()))?,
+        None => AgentConfig::default(),
+    };
+    let (cfg, bind, d3p) = gm_config(&args, &file)?;
+    let group = cfg.group_id;
+    let socket = UdpSocket::bind(bind).await.map_err(|e| {
+        anyhow!("cannot bind UDP {bind}: {e}; ports below 1024 need root (or pass --bind ADDR:0)")
+    })?;
+    if let Some(w) = d3p {
+        info!(window = %w, "client d3p window override set");
+    }
+    let mut gm = GroupMember::new(cfg, Box::new(OsRng));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let mut buf = vec![0u8; 65_536];
+    gm.handle_timeout(now_ms());
+    loop {
+        while let Some(t) = gm.poll_transmit() {
+            socket
+                .send_to(&t.payload, t.to)
+                .await
+                .with_context(|| format!("sending to {}", t.to))?;
+        }
+        while let Some(e) = gm.poll_event() {
+            match e {
+                GmEvent::Registered { ks, keys, sids } => {
+                    info!(%ks, group, teks = keys.teks.len(), seq = keys.seq, ?sids, "registered");
+                    if args.once {
+                        println!(
+                            "registered group {group} from {ks}: {} TEK(s), KEK {}, SEQ {}",
+                            keys.teks.len(),
+                            keys.kek
+                                .as_ref()
+                                .map(|k| hex::encode(k.spi))
+                                .unwrap_or_else(|| "-".into()),
+                            keys.seq
+                        );
+                        return Ok(());
+                    }
+                }
+                GmEvent::Failed { ks, reason } => {
+                    warn!(%ks, ?reason, "registration attempt failed")
+                }
+            }
+        }
+        let wait = gm
+            .poll_timeout()
+            .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let (n, from) = r?;
+                gm.handle_datagram(now_ms(), from, buf.get(..n).unwrap_or_default());
+            }
+            _ = tokio::time::sleep(wait) => gm.handle_timeout(now_ms()),
+            _ = tokio::time::sleep_until(deadline), if args.once => bail!("not registered within {} s", args.timeout),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
 }

@@ -99,6 +99,8 @@ pub struct KsConfig {
     pub limits: KsLimits,
     /// Phase 1 lifetime the KS accepts at most; longer offers are answered with this.
     pub max_phase1_life_secs: u32,
+    /// Emit [`KsEvent::Phase1Keys`] for the operator's key log. Off by default.
+    pub export_keys: bool,
 }
 
 /// What a registration told the KS about a GM.
@@ -158,6 +160,14 @@ pub enum KsEvent {
         peer: SocketAddr,
         /// Its identity.
         identity: String,
+    },
+    /// Phase 1 keys for the key log (only with `export_keys`): Wireshark's
+    /// `ikev1_decryption_table` wants the initiator cookie and the cipher key.
+    Phase1Keys {
+        /// Initiator cookie.
+        initiator_cookie: [u8; 8],
+        /// The phase 1 cipher key.
+        enc_key: Zeroizing<Vec<u8>>,
     },
     /// A GM registered (PULL message 4 sent).
     Registered(GmRecord),
@@ -976,6 +986,14 @@ impl KeyServer {
             }
         }
         self.counters.phase1_established += 1;
+        if self.cfg.export_keys {
+            if let Some(P1State::Established { keys, .. }) = self.sas.get(&key).map(|s| &s.state) {
+                self.events.push_back(KsEvent::Phase1Keys {
+                    initiator_cookie: icky,
+                    enc_key: keys.enc_key.clone(),
+                });
+            }
+        }
         self.events.push_back(KsEvent::Phase1Established {
             peer: from,
             identity,

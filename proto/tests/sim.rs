@@ -65,6 +65,7 @@ fn ks(psk: &[u8], auth: Authorization) -> KeyServer {
             asr9000: vec![prefix("10.9.0.0/16")],
             limits: KsLimits::default(),
             max_phase1_life_secs: 86_400,
+            export_keys: false,
         },
         r,
     )

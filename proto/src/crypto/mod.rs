@@ -13,4 +13,7 @@ pub use cbc_cipher::{CbcCipher, CipherError};
 pub use dh::{DhError, DhGroup, DhPrivate};
 pub use prf::Prf;
 pub use rng::EngineRng;
-pub use sig::{CertError, CertificateAuthority, RsaSigner, RsaVerifier, SigError, VerifiedCert};
+pub use sig::{
+    certificates_from_pem, CertError, CertificateAuthority, RsaSigner, RsaVerifier, SigError,
+    VerifiedCert,
+};

@@ -141,6 +141,21 @@ pub struct VerifiedCert {
     pub subject_der: Vec<u8>,
 }
 
+/// The DER certificates in a PEM document, in order.
+pub fn certificates_from_pem(pem: &str) -> Result<Vec<Vec<u8>>, CertError> {
+    let mut out = Vec::new();
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
+        let block = block.map_err(|_| CertError::Malformed)?;
+        if block.label == "CERTIFICATE" {
+            out.push(block.contents);
+        }
+    }
+    if out.is_empty() {
+        return Err(CertError::Malformed);
+    }
+    Ok(out)
+}
+
 impl CertificateAuthority {
     /// Trusts the given CA certificates (DER).
     pub fn new(ca_ders: &[Vec<u8>]) -> Result<Self, CertError> {

@@ -1,0 +1,80 @@
+//! The opt-in key log (like SSLKEYLOGFILE). Off unless the operator names a
+//! file; a warning says so at start-up. Two files, each in the format
+//! Wireshark reads directly:
+//!
+//! - `PATH`: lines of Wireshark's `ikev1_decryption_table`
+//!   (`<initiator cookie hex>,<phase 1 cipher key hex>`): copy it into the
+//!   Wireshark configuration directory to decrypt main mode 5/6 and
+//!   GROUPKEY-PULL.
+//! - `PATH.esp_sa`: lines of Wireshark's `esp_sa` table, one per TEK.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use gkm_proto::group::GroupKeys;
+use gkm_wire::consts::EspTransformId;
+
+/// An open key log.
+pub struct KeyLog {
+    ike: File,
+    esp: File,
+}
+
+fn open(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot open key log {}", path.display()))
+}
+
+fn esp_algorithm(t: EspTransformId) -> &'static str {
+    match t {
+        EspTransformId::AES_GCM_8 => "AES-GCM with 8 octet ICV [RFC4106]",
+        EspTransformId::AES_GCM_12 => "AES-GCM with 12 octet ICV [RFC4106]",
+        _ => "AES-GCM with 16 octet ICV [RFC4106]",
+    }
+}
+
+impl KeyLog {
+    /// Opens (appends to) `path` and `path.esp_sa`, mode 0600.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut esp_path = PathBuf::from(path);
+        esp_path.as_mut_os_string().push(".esp_sa");
+        Ok(Self {
+            ike: open(path)?,
+            esp: open(&esp_path)?,
+        })
+    }
+
+    /// One phase 1 SA.
+    pub fn phase1(&mut self, initiator_cookie: &[u8; 8], enc_key: &[u8]) -> Result<()> {
+        writeln!(
+            self.ike,
+            "{},{}",
+            hex::encode(initiator_cookie),
+            hex::encode(enc_key)
+        )?;
+        self.ike.flush()?;
+        Ok(())
+    }
+
+    /// Every TEK of a group (both directions: any source, any destination).
+    pub fn teks(&mut self, keys: &GroupKeys) -> Result<()> {
+        for t in &keys.teks {
+            writeln!(
+                self.esp,
+                "\"IPv4\",\"*\",\"*\",\"0x{:08x}\",\"{}\",\"0x{}\",\"NULL\",\"\"",
+                t.spi,
+                esp_algorithm(t.transform),
+                hex::encode(t.key.as_slice())
+            )?;
+        }
+        self.esp.flush()?;
+        Ok(())
+    }
+}
