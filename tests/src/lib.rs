@@ -2,4 +2,5 @@
 //! writing and tshark as an independent decoder.
 
 pub mod pcap;
+pub mod procs;
 pub mod tshark;

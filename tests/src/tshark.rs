@@ -9,8 +9,18 @@ use std::process::Command;
 /// joined with commas. `config_dir` (for key tables such as
 /// `ikev1_decryption_table`) becomes `WIRESHARK_CONFIG_DIR` when given.
 pub fn fields(capture: &Path, fields: &[&str], config_dir: Option<&Path>) -> Vec<Vec<String>> {
+    fields_with(capture, fields, config_dir, &[])
+}
+
+/// As [`fields`], with extra tshark options (another `-d` for a test port).
+pub fn fields_with(
+    capture: &Path,
+    fields: &[&str],
+    config_dir: Option<&Path>,
+    extra: &[&str],
+) -> Vec<Vec<String>> {
     let mut cmd = Command::new("tshark");
-    cmd.args(["-n", "-r"]).arg(capture).args([
+    cmd.args(["-n", "-r"]).arg(capture).args(extra).args([
         "-d",
         "udp.port==848,isakmp",
         "-T",

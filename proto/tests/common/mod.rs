@@ -1,0 +1,245 @@
+//! The simulated-clock harness shared by the engine scenario tests: a key
+//! server and group members exchanging datagrams in memory, time advanced
+//! to the next deadline when nothing is in flight.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, RsaSigner};
+use gkm_proto::gm::{CertAuth, GmAuth, GmConfig, GmEvent, GmIdentity, GroupMember};
+use gkm_proto::group::{GroupKeys, Ipv4Prefix};
+use gkm_proto::ks::{Authorization, KeyServer, KsConfig, KsEvent, KsGroup, KsLimits};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use zeroize::Zeroizing;
+
+pub const KS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 848);
+pub const GROUP: u32 = 1234;
+/// 2027-01-15: inside the test certificates' validity.
+pub const T0: u64 = 1_800_000_000_000;
+
+pub fn rng(seed: u64) -> Box<ChaCha20Rng> {
+    Box::new(ChaCha20Rng::seed_from_u64(seed))
+}
+
+pub fn prefix(s: &str) -> Ipv4Prefix {
+    s.parse().unwrap()
+}
+
+pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
+    let signer = RsaSigner::from_pkcs8_pem(include_str!("../data/ks-rekey.pem")).unwrap();
+    let spki = signer.public_spki_der().unwrap();
+    let mut r = rng(1);
+    let keys = GroupKeys::generate(
+        r.as_mut(),
+        GROUP,
+        &[
+            (prefix("10.1.0.0/16"), prefix("10.1.0.0/16")),
+            (prefix("10.2.0.0/16"), prefix("10.2.0.0/16")),
+        ],
+        3600,
+        Some((
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::UNSPECIFIED,
+            86_400,
+            spki,
+            2048,
+        )),
+    );
+    KsConfig {
+        identity: Ipv4Addr::new(10, 0, 0, 1),
+        groups: vec![KsGroup {
+            name: "GET".into(),
+            keys,
+            authorization,
+        }],
+        psks: vec![(prefix("10.0.0.0/8"), Zeroizing::new(psk.to_vec()))],
+        ca: None,
+        certificate: None,
+        asr9000: vec![prefix("10.9.0.0/16")],
+        limits: KsLimits::default(),
+        max_phase1_life_secs: 86_400,
+        export_keys: false,
+    }
+}
+
+pub fn ks(psk: &[u8], authorization: Authorization) -> KeyServer {
+    KeyServer::new(ks_config(psk, authorization), rng(2))
+}
+
+/// A KS that also accepts certificates from the test CA.
+pub fn ks_with_pki() -> KeyServer {
+    let mut cfg = ks_config(b"unused", Authorization::default());
+    let ca = certificates_from_pem(include_str!("../data/ca.pem")).unwrap();
+    cfg.ca = Some(CertificateAuthority::new(&ca).unwrap());
+    let cert = certificates_from_pem(include_str!("../data/ks.pem"))
+        .unwrap()
+        .remove(0);
+    cfg.certificate = Some((
+        cert,
+        RsaSigner::from_pkcs8_pem(include_str!("../data/ks.key")).unwrap(),
+    ));
+    KeyServer::new(cfg, rng(2))
+}
+
+pub fn gm_addr(i: u32) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + 0x100 + i)), 848)
+}
+
+fn base_config(i: u32, group: u32, identity: GmIdentity, auth: GmAuth) -> GmConfig {
+    GmConfig {
+        key_servers: vec![KS_ADDR],
+        group_id: group,
+        identity,
+        auth,
+        phase1_life_secs: 86_400,
+        sender_ids: if i % 2 == 0 { 1 } else { 0 },
+        reregister_before_ms: 60_000,
+        retransmit_initial_ms: 1000,
+        max_transmissions: 4,
+    }
+}
+
+pub fn gm(i: u32, psk: &[u8], group: u32) -> GroupMember {
+    let IpAddr::V4(a) = gm_addr(i).ip() else {
+        panic!()
+    };
+    let cfg = base_config(
+        i,
+        group,
+        GmIdentity::Ipv4(a),
+        GmAuth::Psk(Zeroizing::new(psk.to_vec())),
+    );
+    GroupMember::new(cfg, rng(1000 + u64::from(i)))
+}
+
+/// A GM authenticating with a certificate: `which` is "gm" (issued by the
+/// test CA, SAN 10.0.1.1) or "rogue-gm" (same names, another CA).
+pub fn gm_with_cert(i: u32, which: &str) -> GroupMember {
+    let (cert_pem, key_pem) = match which {
+        "gm" => (
+            include_str!("../data/gm.pem"),
+            include_str!("../data/gm.key"),
+        ),
+        _ => (
+            include_str!("../data/rogue-gm.pem"),
+            include_str!("../data/rogue-gm.key"),
+        ),
+    };
+    let cert = certificates_from_pem(cert_pem).unwrap().remove(0);
+    let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+    let dn = parsed.subject().as_raw().to_vec();
+    let ca =
+        CertificateAuthority::new(&certificates_from_pem(include_str!("../data/ca.pem")).unwrap())
+            .unwrap();
+    let auth = GmAuth::Certificate(Box::new(CertAuth {
+        cert,
+        key: RsaSigner::from_pkcs8_pem(key_pem).unwrap(),
+        ca,
+    }));
+    GroupMember::new(
+        base_config(i, GROUP, GmIdentity::Dn(dn), auth),
+        rng(2000 + u64::from(i)),
+    )
+}
+
+/// Keys each GM got, the KS's events, the GMs' events.
+pub type Outcome = (
+    HashMap<SocketAddr, GroupKeys>,
+    Vec<KsEvent>,
+    Vec<(SocketAddr, GmEvent)>,
+);
+
+/// Direction of a datagram in the harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// GM to KS.
+    Up,
+    /// KS to GM.
+    Down,
+}
+
+/// Runs from `T0` until quiet or `until`.
+pub fn run(ks: &mut KeyServer, gms: &mut [(SocketAddr, GroupMember)], until: u64) -> Outcome {
+    run_with(ks, gms, T0, until, |_, _| true)
+}
+
+/// Runs from `start` until quiet or `until`; `hook` sees every datagram
+/// and may change it, or drop it by returning false.
+pub fn run_with(
+    ks: &mut KeyServer,
+    gms: &mut [(SocketAddr, GroupMember)],
+    start: u64,
+    until: u64,
+    mut hook: impl FnMut(Dir, &mut Vec<u8>) -> bool,
+) -> Outcome {
+    let mut now = start;
+    let mut got = HashMap::new();
+    let mut ks_events = Vec::new();
+    let mut gm_events = Vec::new();
+    let index: HashMap<SocketAddr, usize> =
+        gms.iter().enumerate().map(|(i, (a, _))| (*a, i)).collect();
+    for (_, g) in gms.iter_mut() {
+        g.handle_timeout(now);
+    }
+    loop {
+        let mut moved = false;
+        for (addr, g) in gms.iter_mut() {
+            while let Some(mut t) = g.poll_transmit() {
+                assert_eq!(t.to, KS_ADDR);
+                if hook(Dir::Up, &mut t.payload) {
+                    ks.handle_datagram(now, *addr, &t.payload);
+                }
+                moved = true;
+            }
+        }
+        while let Some(mut t) = ks.poll_transmit() {
+            if let Some(i) = index.get(&t.to) {
+                if hook(Dir::Down, &mut t.payload) {
+                    gms[*i].1.handle_datagram(now, KS_ADDR, &t.payload);
+                }
+                moved = true;
+            }
+        }
+        for (addr, g) in gms.iter_mut() {
+            while let Some(e) = g.poll_event() {
+                if let GmEvent::Registered { keys, .. } = &e {
+                    got.insert(*addr, keys.clone());
+                }
+                gm_events.push((*addr, e));
+            }
+        }
+        while let Some(e) = ks.poll_event() {
+            ks_events.push(e);
+        }
+        if moved {
+            continue;
+        }
+        let next = gms
+            .iter()
+            .filter(|(_, g)| !g.is_registered())
+            .filter_map(|(_, g)| g.poll_timeout())
+            .chain(ks.poll_timeout())
+            .min();
+        match next {
+            Some(t) if t <= until => {
+                now = t.max(now);
+                ks.handle_timeout(now);
+                for (_, g) in gms.iter_mut() {
+                    if !g.is_registered() {
+                        g.handle_timeout(now);
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    (got, ks_events, gm_events)
+}

@@ -1,0 +1,110 @@
+//! Running the real binaries from tests: find (or build) them, start them
+//! with logs in files, wait for a log line, stop them.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's binaries for this test build.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary, building its package first if it is missing.
+pub fn binary(package: &str, name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p {package} failed");
+    }
+    assert!(path.exists(), "{} not found after building", path.display());
+    path
+}
+
+/// A UDP port free on 127.0.0.1 right now.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// Its combined log file.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(mut cmd: Command, log: &Path) -> Self {
+        let f = std::fs::File::create(log).expect("create log");
+        let g = f.try_clone().expect("clone log handle");
+        let child = cmd
+            .stdout(Stdio::from(f))
+            .stderr(Stdio::from(g))
+            .spawn()
+            .expect("spawn");
+        Self {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The log so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log after `timeout`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.output().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "process exited ({status}) before {needle:?}:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no {needle:?} within {timeout:?}:\n{}", self.output());
+    }
+
+    /// Sends SIGINT (lets tshark flush its capture) and waits for exit.
+    pub fn interrupt(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

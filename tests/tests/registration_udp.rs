@@ -1,0 +1,196 @@
+//! Registration with the real binaries over loopback UDP: a key server and
+//! three agents; and the same captured live and decrypted by tshark with
+//! the server's key log.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use gkm_tests::procs::{binary, free_udp_port, Proc};
+use gkm_tests::tshark;
+
+fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
+    let p = dir.join("ks.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n\
+             [[psk]]\nprefix = \"127.0.0.0/8\"\nkey = \"loopback-test-psk\"\n\
+             [[group]]\nname = \"GET\"\nidentity = 4321\n\
+             [[group.tek]]\nsrc = \"10.1.0.0/16\"\ndst = \"10.1.0.0/16\"\n\
+             [[group.tek]]\nsrc = \"10.2.0.0/16\"\ndst = \"10.2.0.0/16\"\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn start_server(dir: &Path, port: u16, key_log: bool) -> Proc {
+    let mut cmd = Command::new(binary("gkm-server", "gkm-server"));
+    cmd.arg("--config")
+        .arg(write_config(dir, port))
+        .arg("--data-dir")
+        .arg(dir.join("data"));
+    if key_log {
+        cmd.arg("--key-log").arg(dir.join("keylog"));
+    }
+    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    let mut p = Proc::spawn(cmd, &dir.join("server.log"));
+    p.wait_for("serving GDOI", Duration::from_secs(60));
+    p
+}
+
+fn agent(dir: &Path, port: u16, i: u8) -> Proc {
+    let mut cmd = Command::new(binary("gkm-agent", "gkm-agent"));
+    cmd.args([
+        "--key-server",
+        &format!("127.0.0.1:{port}"),
+        "--group",
+        "4321",
+        "--psk",
+        "loopback-test-psk",
+    ])
+    .args([
+        "--bind",
+        &format!("127.0.2.{i}:0"),
+        "--once",
+        "--timeout",
+        "20",
+    ])
+    .env("RUST_LOG", "info")
+    .env("NO_COLOR", "1");
+    Proc::spawn(cmd, &dir.join(format!("agent-{i}.log")))
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let d = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn server_and_three_agents_register_over_loopback() {
+    let dir = tempdir("reg-loopback");
+    let port = free_udp_port();
+    let mut server = start_server(&dir, port, false);
+    let mut agents: Vec<Proc> = (1..=3).map(|i| agent(&dir, port, i)).collect();
+    for a in &mut agents {
+        a.wait_for("registered group 4321", Duration::from_secs(30));
+    }
+    // All three hold the same keys: the same KEK SPI on every summary line.
+    let keks: Vec<String> = agents
+        .iter()
+        .map(|a| {
+            a.output()
+                .lines()
+                .find(|l| l.starts_with("registered"))
+                .unwrap()
+                .split("KEK ")
+                .nth(1)
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(keks.windows(2).all(|w| w[0] == w[1]), "{keks:?}");
+    assert!(agents[0].output().contains("2 TEK(s)"));
+    server.wait_for("127.0.2.3", Duration::from_secs(5));
+    assert_eq!(
+        server.output().matches("GM registered").count(),
+        3,
+        "{}",
+        server.output()
+    );
+    assert!(!dir.join("keylog").exists(), "no key log unless asked for");
+}
+
+#[test]
+fn tshark_decrypts_a_captured_registration_with_the_key_log() {
+    let dir = tempdir("reg-tshark");
+    let port = free_udp_port();
+    let capture = dir.join("registration.pcap");
+    let mut cap = Proc::spawn(
+        {
+            let mut c = Command::new("tshark");
+            c.args(["-i", "lo", "-f", &format!("udp port {port}"), "-w"])
+                .arg(&capture);
+            c
+        },
+        &dir.join("tshark.log"),
+    );
+    cap.wait_for("Capturing on", Duration::from_secs(20));
+    let mut server = start_server(&dir, port, true);
+    let mut a = agent(&dir, port, 9);
+    a.wait_for("registered group 4321", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    cap.interrupt();
+    server.interrupt();
+
+    assert!(
+        server.output().contains("KEY LOG IS ON"),
+        "the key log is announced"
+    );
+    let conf = dir.join("wireshark");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::copy(dir.join("keylog"), conf.join("ikev1_decryption_table")).unwrap();
+    let esp = std::fs::read_to_string(dir.join("keylog.esp_sa")).unwrap();
+    let mut want_spis: Vec<String> = esp
+        .lines()
+        .map(|l| {
+            l.split(',')
+                .nth(3)
+                .unwrap()
+                .trim_matches('"')
+                .trim_start_matches("0x")
+                .to_owned()
+        })
+        .collect();
+    want_spis.sort();
+
+    let fields = [
+        "udp.dstport",
+        "isakmp.exchangetype",
+        "isakmp.nextpayload",
+        "isakmp.sa.doi",
+        "isakmp.sat.spi",
+        "isakmp.kd.num_pkt",
+        "isakmp.seq.seq",
+        "_ws.malformed",
+        "_ws.expert.message",
+    ];
+    let port_arg = format!("udp.port=={port},isakmp");
+    let rows = tshark::fields_with(&capture, &fields, Some(&conf), &["-d", &port_arg]);
+    assert_eq!(
+        rows.len(),
+        10,
+        "6 main mode + 4 GROUPKEY-PULL messages: {rows:?}"
+    );
+    let exch: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(exch, ["2", "2", "2", "2", "2", "2", "32", "32", "32", "32"]);
+    // Decrypted main mode 5 and 6 show ID (5) and HASH (8); without the key they could not.
+    assert!(
+        rows[4][2].split(',').any(|p| p == "5") && rows[4][2].split(',').any(|p| p == "8"),
+        "{:?}",
+        rows[4]
+    );
+    assert!(rows[5][2].split(',').any(|p| p == "5"), "{:?}", rows[5]);
+    // PULL 2 carries the GDOI SA with both TEKs; PULL 4 the KD and SEQ.
+    assert_eq!(rows[7][3], "2", "SA DOI in PULL message 2");
+    let mut sat: Vec<String> = rows[7][4].split(',').map(|s| s.replace(':', "")).collect();
+    sat.sort();
+    assert_eq!(sat, want_spis, "SAT SPIs equal the key log's TEK SPIs");
+    assert_eq!(rows[9][5], "3", "KD: 2 TEKs + KEK");
+    assert_eq!(rows[9][6], "0", "SEQ");
+    for r in &rows {
+        assert!(
+            r[7].is_empty() && r[8].is_empty(),
+            "tshark flags a frame: {r:?}"
+        );
+    }
+}
