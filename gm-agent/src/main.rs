@@ -158,6 +158,8 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
             reregister_before_ms: file.reregister_before.unwrap_or(60) * 1000,
             retransmit_initial_ms: 1000,
             max_transmissions: 4,
+            initial_contact: true,
+            dh_backend: gkm_proto::crypto::DhBackend::Ring,
         },
         bind,
         client_d3p_window,

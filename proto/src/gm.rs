@@ -14,7 +14,7 @@ use gkm_wire::payload::{
 use gkm_wire::{Body, Identity, IsakmpHeader, Message, Payload};
 use zeroize::Zeroizing;
 
-use crate::crypto::{rng, CertificateAuthority, DhPrivate, EngineRng, RsaSigner};
+use crate::crypto::{rng, CertificateAuthority, DhBackend, DhPrivate, EngineRng, RsaSigner};
 use crate::engine::{own_vendor_id, Millis, Transmit};
 use crate::group::GroupKeys;
 use crate::ike::{
@@ -69,6 +69,13 @@ pub struct GmConfig {
     pub retransmit_initial_ms: u64,
     /// Transmissions of one message before trying the next key server.
     pub max_transmissions: u32,
+    /// Group 19 implementation (see [`DhBackend`]).
+    pub dh_backend: DhBackend,
+    /// Send INITIAL-CONTACT in the first main mode (RFC 2407 section
+    /// 4.6.3.3), so the KS drops phase 1 SAs a restarted GM left behind.
+    /// On by default; a load generator sharing one identity among many
+    /// simulated GMs turns it off.
+    pub initial_contact: bool,
 }
 
 /// Why a registration attempt failed.
@@ -456,7 +463,7 @@ impl GroupMember {
         };
         suite.life_secs = suite.life_secs.min(self.cfg.phase1_life_secs);
         let rcky = header.responder_cookie;
-        let (dh, gxi) = suite.group.generate(self.rng.as_mut());
+        let (dh, gxi) = suite.group.generate(self.rng.as_mut(), self.cfg.dh_backend);
         let ni = rng::bytes(self.rng.as_mut(), 32);
         let h = self.header(ExchangeType::IDENTITY_PROTECTION, rcky, 0);
         let Ok(out) = (Message {
@@ -558,7 +565,7 @@ impl GroupMember {
             }
         }
         let spi: Vec<u8> = self.icky.iter().chain(rcky.iter()).copied().collect();
-        if !self.contacted {
+        if self.cfg.initial_contact && !self.contacted {
             payloads.push(Payload::Notification(Notification {
                 doi: Doi::IPSEC,
                 protocol_id: ProtocolId::ISAKMP.0,

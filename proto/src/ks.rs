@@ -16,7 +16,7 @@ use gkm_wire::payload::{
 use gkm_wire::{Body, Identity, IsakmpHeader, Message, Payload};
 use zeroize::Zeroizing;
 
-use crate::crypto::{rng, CertificateAuthority, DhPrivate, EngineRng, RsaSigner};
+use crate::crypto::{rng, CertificateAuthority, DhBackend, EngineRng, RsaSigner};
 use crate::engine::{own_vendor_id, GmClass, Millis, PeerVendor, Transmit};
 use crate::group::{GroupKeys, Ipv4Prefix};
 use crate::ike::{
@@ -99,6 +99,8 @@ pub struct KsConfig {
     pub limits: KsLimits,
     /// Phase 1 lifetime the KS accepts at most; longer offers are answered with this.
     pub max_phase1_life_secs: u32,
+    /// Group 19 implementation (see [`DhBackend`]).
+    pub dh_backend: DhBackend,
     /// Emit [`KsEvent::Phase1Keys`] for the operator's key log. Off by default.
     pub export_keys: bool,
 }
@@ -234,7 +236,6 @@ struct P1Sa {
     /// The last peer datagram and our answer, for retransmissions.
     last_in: Vec<u8>,
     last_out: Vec<u8>,
-    dh: Option<DhPrivate>,
     ni_b: Vec<u8>,
     nr_b: Vec<u8>,
     pulls: HashMap<u32, Pull>,
@@ -662,7 +663,6 @@ impl KeyServer {
                 created: now,
                 last_in: data.to_vec(),
                 last_out: out.clone(),
-                dh: None,
                 ni_b: Vec::new(),
                 nr_b: Vec::new(),
                 pulls: HashMap::new(),
@@ -726,7 +726,7 @@ impl KeyServer {
             },
             AuthKind::RsaSig => None,
         };
-        let (dh, gxr) = suite.group.generate(self.rng.as_mut());
+        let (dh, gxr) = suite.group.generate(self.rng.as_mut(), self.cfg.dh_backend);
         let Ok(gxy) = dh.shared(gxi) else {
             self.notify_clear(from, icky, rcky, doi, NotifyType::INVALID_KEY_INFORMATION);
             self.remove_sa(&key);
@@ -780,7 +780,6 @@ impl KeyServer {
             gxr,
             iv,
         };
-        sa.dh = Some(dh);
         sa.last_in = data.to_vec();
         sa.last_out = out.clone();
         self.send(from, out);
@@ -960,7 +959,6 @@ impl KeyServer {
                 identity: identity.clone(),
                 expires,
             };
-            sa.dh = None;
             sa.last_in = data.to_vec();
             sa.last_out = out.clone();
         }

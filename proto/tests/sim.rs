@@ -102,3 +102,49 @@ fn unknown_group_and_unauthorized_gm_get_invalid_id_information() {
     assert!(ks2.counters().rejected(Reject::Unauthorized) >= 1);
     assert_eq!(ks2.counters().registrations, 1);
 }
+
+#[test]
+fn lost_answers_are_retransmitted_with_backoff_then_the_attempt_times_out() {
+    let mut ks = ks(b"k", Authorization::default());
+    let mut gms = vec![(gm_addr(1), gm(1, b"k", GROUP))];
+    let mut sent = Vec::new();
+    // Drop every answer from the KS: the GM resends MM1 at 1 s, 2 s, 4 s, then gives up.
+    let (got, _, gm_ev) = common::run_with(&mut ks, &mut gms, T0, T0 + 20_000, |dir, d| {
+        if dir == common::Dir::Up {
+            sent.push(d.clone());
+        }
+        dir == common::Dir::Up
+    });
+    assert!(got.is_empty());
+    assert!(gm_ev.iter().any(|(_, e)| matches!(
+        e,
+        GmEvent::Failed {
+            reason: gkm_proto::gm::GmFailure::Timeout,
+            ..
+        }
+    )));
+    // 4 transmissions of the first MM1 (same cookie), answered from the KS's cache.
+    let first_cookie = &sent[0][..8];
+    assert_eq!(sent.iter().filter(|d| &d[..8] == first_cookie).count(), 4);
+    assert!(ks.counters().rejected(Reject::Retransmit) >= 3);
+}
+
+#[test]
+fn gm_reregisters_before_its_teks_expire() {
+    let mut ks = ks(b"k", Authorization::default());
+    let mut g = gm(1, b"k", GROUP);
+    let mut gms = vec![(gm_addr(1), g)];
+    let (got, _, _) = run(&mut ks, &mut gms, T0 + 5_000);
+    assert_eq!(got.len(), 1);
+    g = gms.pop().unwrap().1;
+    // TEK lifetime 3600 s, re-register 60 s before: at T0 + 3540 s (plus the exchange time).
+    let renew = g.poll_timeout().unwrap();
+    assert!(
+        renew >= T0 + 3_540_000 && renew <= T0 + 3_541_000,
+        "renew at {}",
+        renew - T0
+    );
+    g.handle_timeout(renew);
+    assert!(!g.is_registered());
+    assert!(g.poll_transmit().is_some(), "a new main mode starts");
+}

@@ -170,6 +170,7 @@ fn build(
         limits: KsLimits::default(),
         max_phase1_life_secs: 86_400,
         export_keys,
+        dh_backend: gkm_proto::crypto::DhBackend::Ring,
     })
 }
 

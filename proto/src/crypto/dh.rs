@@ -28,6 +28,22 @@ const MODP_2048_P: U2048 = U2048::from_be_hex(concat!(
 /// bounded exponentiation stays fast.
 const MODP_EXPONENT_BITS: usize = 320;
 
+/// Where group 19 key pairs come from.
+///
+/// `Ring` (the default in the binaries) uses ring's ECDH with the operating
+/// system's generator: about four times faster than `Seeded`, but ring's
+/// randomness cannot be injected. `Seeded` uses the `p256` crate with the
+/// engine's injected generator, so simulated-clock tests replay the same
+/// transcript from a seed. Both are tested against each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DhBackend {
+    /// ring + OS randomness.
+    #[default]
+    Ring,
+    /// p256 + the engine's generator.
+    Seeded,
+}
+
 /// A Diffie-Hellman group GKM offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DhGroup {
@@ -69,7 +85,20 @@ impl DhGroup {
     }
 
     /// Generates a key pair; returns the private half and the KE payload bytes.
-    pub fn generate(self, rng: &mut dyn EngineRng) -> (DhPrivate, Vec<u8>) {
+    /// `backend` chooses the group 19 implementation; group 14 always uses
+    /// the injected generator.
+    pub fn generate(self, rng: &mut dyn EngineRng, backend: DhBackend) -> (DhPrivate, Vec<u8>) {
+        if let (Self::Ecp256, DhBackend::Ring) = (self, backend) {
+            let sys = ring::rand::SystemRandom::new();
+            if let Ok(k) =
+                ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::ECDH_P256, &sys)
+            {
+                if let Ok(p) = k.compute_public_key() {
+                    let public = p.as_ref().get(1..).unwrap_or_default().to_vec();
+                    return (DhPrivate::Ring(Box::new(k)), public);
+                }
+            }
+        }
         match self {
             Self::Modp2048 => {
                 let mut x = Zeroizing::new([0u8; 256]);
@@ -98,8 +127,10 @@ impl DhGroup {
 pub enum DhPrivate {
     /// Group 14 exponent.
     Modp(Box<U2048>),
-    /// Group 19 scalar.
+    /// Group 19 scalar (p256, seeded).
     Ecp(Box<p256::ecdh::EphemeralSecret>),
+    /// Group 19 scalar (ring).
+    Ring(Box<ring::agreement::EphemeralPrivateKey>),
 }
 
 impl core::fmt::Debug for DhPrivate {
@@ -111,8 +142,20 @@ impl core::fmt::Debug for DhPrivate {
 impl DhPrivate {
     /// g^xy from the peer's KE payload: for MODP the full 256 octets
     /// (leading zeros kept), for ECP the x coordinate (RFC 5903 section 9).
-    pub fn shared(&self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, DhError> {
+    pub fn shared(self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, DhError> {
         match self {
+            Self::Ring(k) => {
+                if peer.len() != 64 {
+                    return Err(DhError);
+                }
+                let mut sec1 = Vec::with_capacity(65);
+                sec1.push(0x04);
+                sec1.extend_from_slice(peer);
+                let peer =
+                    ring::agreement::UnparsedPublicKey::new(&ring::agreement::ECDH_P256, sec1);
+                ring::agreement::agree_ephemeral(*k, &peer, |s| Zeroizing::new(s.to_vec()))
+                    .map_err(|_| DhError)
+            }
             Self::Modp(x) => {
                 if peer.len() != 256 {
                     return Err(DhError);
@@ -126,7 +169,7 @@ impl DhPrivate {
                 }
                 let params = DynResidueParams::new(&MODP_2048_P);
                 let s = DynResidue::new(&y, params)
-                    .pow_bounded_exp(x, MODP_EXPONENT_BITS)
+                    .pow_bounded_exp(&x, MODP_EXPONENT_BITS)
                     .retrieve();
                 Ok(Zeroizing::new(s.to_be_bytes().to_vec()))
             }
@@ -157,17 +200,25 @@ mod tests {
     #[test]
     fn both_groups_agree_and_reject_bad_points() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
-        for g in [DhGroup::Ecp256, DhGroup::Modp2048] {
-            let (a, pa) = g.generate(&mut rng);
-            let (b, pb) = g.generate(&mut rng);
+        let cases = [
+            (DhGroup::Ecp256, DhBackend::Seeded, DhBackend::Seeded),
+            (DhGroup::Ecp256, DhBackend::Ring, DhBackend::Ring),
+            (DhGroup::Ecp256, DhBackend::Ring, DhBackend::Seeded),
+            (DhGroup::Modp2048, DhBackend::Seeded, DhBackend::Ring),
+        ];
+        for (g, ba, bb) in cases {
+            let (a, pa) = g.generate(&mut rng, ba);
+            let (b, pb) = g.generate(&mut rng, bb);
             assert_eq!(pa.len(), g.public_len());
+            let (a2, _) = g.generate(&mut rng, ba);
+            let (a3, _) = g.generate(&mut rng, ba);
             let s1 = a.shared(&pb).unwrap();
             let s2 = b.shared(&pa).unwrap();
-            assert_eq!(*s1, *s2);
-            assert!(a.shared(&pb[1..]).is_err());
-            assert!(a.shared(&vec![0u8; g.public_len()]).is_err());
+            assert_eq!(*s1, *s2, "{g:?} {ba:?}/{bb:?}");
+            assert!(a2.shared(&pb[1..]).is_err());
+            assert!(a3.shared(&vec![0u8; g.public_len()]).is_err());
         }
-        let (a, _) = DhGroup::Modp2048.generate(&mut rng);
+        let (a, _) = DhGroup::Modp2048.generate(&mut rng, DhBackend::Seeded);
         let mut one = vec![0u8; 256];
         one[255] = 1;
         assert!(a.shared(&one).is_err());

@@ -10,7 +10,7 @@ pub mod rng;
 mod sig;
 
 pub use cbc_cipher::{CbcCipher, CipherError};
-pub use dh::{DhError, DhGroup, DhPrivate};
+pub use dh::{DhBackend, DhError, DhGroup, DhPrivate};
 pub use prf::Prf;
 pub use rng::EngineRng;
 pub use sig::{

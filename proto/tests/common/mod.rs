@@ -67,6 +67,7 @@ pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
         limits: KsLimits::default(),
         max_phase1_life_secs: 86_400,
         export_keys: false,
+        dh_backend: gkm_proto::crypto::DhBackend::Seeded,
     }
 }
 
@@ -104,6 +105,8 @@ fn base_config(i: u32, group: u32, identity: GmIdentity, auth: GmAuth) -> GmConf
         reregister_before_ms: 60_000,
         retransmit_initial_ms: 1000,
         max_transmissions: 4,
+        initial_contact: true,
+        dh_backend: gkm_proto::crypto::DhBackend::Seeded,
     }
 }
 
