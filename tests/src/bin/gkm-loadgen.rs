@@ -225,11 +225,7 @@ fn main() {
         for (to, p) in out.drain(..) {
             let _ = socket.send_to(&p, to);
         }
-        loop {
-            let (n, from) = match socket.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(_) => break,
-            };
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
             let Some(ck) = buf.get(..8) else { continue };
             let Some(&i) = gms.get(ck) else { continue };
             let Some(g) = engines[i].as_mut() else {
