@@ -148,3 +148,39 @@ fn gm_reregisters_before_its_teks_expire() {
     assert!(!g.is_registered());
     assert!(g.poll_transmit().is_some(), "a new main mode starts");
 }
+
+#[test]
+fn asr9000_tag_sets_the_gm_class() {
+    let mut ks = ks(b"k", Authorization::default());
+    let tagged: SocketAddr = "10.9.0.5:848".parse().unwrap();
+    let mut gms = vec![
+        (tagged, common::gm_at(5, tagged, b"k", GROUP)),
+        (gm_addr(1), gm(1, b"k", GROUP)),
+    ];
+    let (_, events, _) = run(&mut ks, &mut gms, T0 + 5_000);
+    let class = |a: SocketAddr| {
+        events
+            .iter()
+            .find_map(|e| match e {
+                KsEvent::Registered(r) if r.addr == a => Some(r.class),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(class(tagged), gkm_proto::engine::GmClass::Asr9000);
+    assert_eq!(class(gm_addr(1)), gkm_proto::engine::GmClass::NonCisco);
+}
+
+#[test]
+fn initial_contact_from_a_restarted_gm_drops_its_old_phase1_sa() {
+    let mut ks = ks(b"k", Authorization::default());
+    let mut gms = vec![(gm_addr(1), gm(1, b"k", GROUP))];
+    run(&mut ks, &mut gms, T0 + 5_000);
+    assert_eq!(ks.phase1_sa_count(), 1);
+    // The same GM restarts: a fresh engine (new cookies) sends INITIAL-CONTACT.
+    let mut restarted = vec![(gm_addr(1), common::gm_at(77, gm_addr(1), b"k", GROUP))];
+    let (got, _, _) = run(&mut ks, &mut restarted, T0 + 10_000);
+    assert_eq!(got.len(), 1);
+    assert_eq!(ks.phase1_sa_count(), 1, "the old SA is gone");
+    assert_eq!(ks.counters().registrations, 2);
+}

@@ -194,3 +194,46 @@ fn tshark_decrypts_a_captured_registration_with_the_key_log() {
         );
     }
 }
+
+#[test]
+fn bind_refusal_and_bad_options_are_clear_errors() {
+    let dir = tempdir("reg-errors");
+    // A port someone else holds.
+    let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let out = Command::new(binary("gkm-server", "gkm-server"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another process holds this port"), "{err}");
+    // A bad config value names the field and starts nothing.
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, "[[group]]\nname='G'\nidentity=1\ntek_lifetime=5\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n").unwrap();
+    let out = Command::new(binary("gkm-server", "gkm-server"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("group[0].tek_lifetime"));
+    // The agent refuses a D3P window outside the seed's ranges when its options load.
+    let out = Command::new(binary("gkm-agent", "gkm-agent"))
+        .args([
+            "--key-server",
+            "127.0.0.1:9",
+            "--group",
+            "1",
+            "--psk",
+            "k",
+            "--client-d3p-window",
+            "sec 101",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1-100"), "{err}");
+}

@@ -111,9 +111,12 @@ fn base_config(i: u32, group: u32, identity: GmIdentity, auth: GmAuth) -> GmConf
 }
 
 pub fn gm(i: u32, psk: &[u8], group: u32) -> GroupMember {
-    let IpAddr::V4(a) = gm_addr(i).ip() else {
-        panic!()
-    };
+    gm_at(i, gm_addr(i), psk, group)
+}
+
+/// A PSK GM whose phase 1 identity is `addr`'s address; `i` seeds its generator.
+pub fn gm_at(i: u32, addr: SocketAddr, psk: &[u8], group: u32) -> GroupMember {
+    let IpAddr::V4(a) = addr.ip() else { panic!() };
     let cfg = base_config(
         i,
         group,
