@@ -269,7 +269,14 @@ pub struct KeyServer {
     transmits: VecDeque<Transmit>,
     events: VecDeque<KsEvent>,
     counters: KsCounters,
+    next_sweep: Millis,
 }
+
+/// How often expired state is swept.
+pub const SWEEP_INTERVAL_MS: u64 = 1000;
+
+/// Most GROUPKEY-PULL exchanges one phase 1 SA may have open at once.
+pub const MAX_PULLS_PER_SA: usize = 8;
 
 fn cookies(i: &[u8; 8], r: &[u8; 8]) -> [u8; 16] {
     let mut c = [0u8; 16];
@@ -310,6 +317,7 @@ impl KeyServer {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: KsCounters::default(),
+            next_sweep: 0,
         }
     }
 
@@ -343,19 +351,19 @@ impl KeyServer {
         self.events.pop_front()
     }
 
-    /// When `handle_timeout` should next be called.
+    /// When `handle_timeout` should next be called: state is swept once per
+    /// [`SWEEP_INTERVAL_MS`] while any exists, so the cost stays O(1) per
+    /// datagram and O(n) per second.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.sas
-            .values()
-            .map(|sa| match &sa.state {
-                P1State::Established { expires, .. } => *expires,
-                _ => sa.created + self.cfg.limits.half_open_timeout_ms,
-            })
-            .min()
+        (!self.sas.is_empty()).then_some(self.next_sweep)
     }
 
     /// Expires half-open exchanges, finished PULLs and phase 1 SAs past their lifetime.
     pub fn handle_timeout(&mut self, now: Millis) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP_INTERVAL_MS;
         let limits = self.cfg.limits;
         let mut gone = Vec::new();
         for (k, sa) in &mut self.sas {
@@ -1026,6 +1034,9 @@ impl KeyServer {
             }
         }
         match sa.pulls.get(&mid).map(|p| &p.state) {
+            None if sa.pulls.len() >= MAX_PULLS_PER_SA => {
+                self.reject(from, Reject::HalfOpenLimit, None)
+            }
             None => {
                 // Message 1: HASH(1), Ni, ID.
                 let iv = phase2_iv(suite.prf, last_block, mid);
