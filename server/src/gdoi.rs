@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 use gkm_proto::ks::{KeyServer, KsConfig, KsEvent, Reject};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 use rand_core::OsRng;
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
@@ -39,7 +41,10 @@ pub async fn bind(addr: SocketAddr) -> Result<UdpSocket> {
 
 /// Runs the key server until Ctrl-C.
 pub async fn run(socket: UdpSocket, cfg: KsConfig, mut key_log: Option<KeyLog>) -> Result<()> {
-    let mut ks = KeyServer::new(cfg, Box::new(OsRng));
+    // ChaCha20 seeded once from the OS: cookies, nonces and message IDs
+    // without a getrandom system call each (ring's ECDH draws from the OS itself).
+    let rng = ChaCha20Rng::from_rng(OsRng).map_err(|e| anyhow!("seeding the generator: {e}"))?;
+    let mut ks = KeyServer::new(cfg, Box::new(rng));
     let mut buf = vec![0u8; 65_536];
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
