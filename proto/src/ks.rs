@@ -20,8 +20,8 @@ use crate::crypto::{rng, CertificateAuthority, DhBackend, EngineRng, RsaSigner};
 use crate::engine::{own_vendor_id, GmClass, Millis, PeerVendor, Transmit};
 use crate::group::{GroupKeys, Ipv4Prefix};
 use crate::ike::{
-    decrypt_message, encrypt_body, hashed_chain, phase1_iv, phase2_iv, verify_hashed_chain,
-    AuthKind, CryptError, Phase1Keys, Suite, Transcript,
+    decrypt_message, encrypt_body, hashed_chain, hashed_raw_chain, phase1_iv, phase2_iv,
+    verify_hashed_chain, AuthKind, CryptError, Phase1Keys, Suite, Transcript,
 };
 
 /// Bounds on responder state (the half-open flood defence).
@@ -270,6 +270,28 @@ pub struct KeyServer {
     events: VecDeque<KsEvent>,
     counters: KsCounters,
     next_sweep: Millis,
+    /// Each group's SA and KD payload bodies, encoded once: every GM of a
+    /// group receives the same octets. Rebuilt whenever keys change.
+    wire: Vec<GroupWire>,
+}
+
+/// A group's policy and keys as payload bodies.
+struct GroupWire {
+    sa: Vec<u8>,
+    kd: Zeroizing<Vec<u8>>,
+}
+
+impl GroupWire {
+    fn encode(keys: &GroupKeys) -> Self {
+        let mut sa = Vec::with_capacity(256);
+        let mut kd = Zeroizing::new(Vec::with_capacity(512));
+        let material = keys.kek_material();
+        // Encoding our own well-formed policy cannot fail short of a group
+        // larger than the codec limits, which configuration validation excludes.
+        let _ = Sa::Gdoi(keys.to_sa()).emit(&mut sa);
+        let _ = keys.to_kd(&material, None).emit(&mut kd);
+        Self { sa, kd }
+    }
 }
 
 /// How often expired state is swept.
@@ -306,7 +328,13 @@ pub fn identity_string(id: &Identity<'_>) -> String {
 impl KeyServer {
     /// A key server with its configuration and randomness.
     pub fn new(cfg: KsConfig, rng: Box<dyn EngineRng>) -> Self {
+        let wire = cfg
+            .groups
+            .iter()
+            .map(|g| GroupWire::encode(&g.keys))
+            .collect();
         Self {
+            wire,
             cfg,
             rng,
             sas: HashMap::new(),
@@ -1103,10 +1131,15 @@ impl KeyServer {
                     );
                 }
                 let nr = rng::bytes(self.rng.as_mut(), 32);
-                let group = &self.cfg.groups[group_idx];
-                let sa_payload = Payload::Sa(Sa::Gdoi(group.keys.to_sa()));
-                let rest = [Payload::Nonce(Nonce(&nr)), sa_payload];
-                let Ok((first, body)) = hashed_chain(suite.prf, &keys.skeyid_a, mid, &[&ni], &rest)
+                let Some(wire) = self.wire.get(group_idx) else {
+                    return;
+                };
+                let rest = [
+                    (PayloadType::NONCE, nr.as_slice()),
+                    (PayloadType::SA, wire.sa.as_slice()),
+                ];
+                let Ok((first, body)) =
+                    hashed_raw_chain(suite.prf, &keys.skeyid_a, mid, &[&ni], &rest)
                 else {
                     return;
                 };
@@ -1188,14 +1221,28 @@ impl KeyServer {
                     _ => Vec::new(),
                 };
                 let group = &self.cfg.groups[group_idx];
-                let material = group.keys.kek_material();
-                let kd = group
-                    .keys
-                    .to_kd(&material, (!sids.is_empty()).then(|| (16, sids.clone())));
-                let rest = [Payload::Seq(Seq(group.keys.seq)), Payload::KeyDownload(kd)];
-                let Ok((first, body)) =
-                    hashed_chain(suite.prf, &keys.skeyid_a, mid, &[&ni_b, &nr_b], &rest)
-                else {
+                let seq = group.keys.seq.to_be_bytes();
+                let built = if sids.is_empty() {
+                    self.wire.get(group_idx).map(|w| {
+                        let rest = [
+                            (PayloadType::SEQ, seq.as_slice()),
+                            (PayloadType::KEY_DOWNLOAD, w.kd.as_slice()),
+                        ];
+                        hashed_raw_chain(suite.prf, &keys.skeyid_a, mid, &[&ni_b, &nr_b], &rest)
+                    })
+                } else {
+                    let material = group.keys.kek_material();
+                    let kd = group.keys.to_kd(&material, Some((16, sids.clone())));
+                    let rest = [Payload::Seq(Seq(group.keys.seq)), Payload::KeyDownload(kd)];
+                    Some(hashed_chain(
+                        suite.prf,
+                        &keys.skeyid_a,
+                        mid,
+                        &[&ni_b, &nr_b],
+                        &rest,
+                    ))
+                };
+                let Some(Ok((first, body))) = built else {
                     return;
                 };
                 let h = IsakmpHeader {

@@ -137,23 +137,58 @@ pub fn hashed_chain(
 ) -> Result<(PayloadType, Vec<u8>), CryptError> {
     let mut rest_bytes = Vec::with_capacity(512);
     let first_rest = emit_chain(rest, &mut rest_bytes)?;
+    Ok(prepend_hash(
+        prf,
+        skeyid_a,
+        message_id,
+        prefix,
+        first_rest,
+        &rest_bytes,
+    ))
+}
+
+/// As [`hashed_chain`], with the rest given as encoded payload bodies.
+pub fn hashed_raw_chain(
+    prf: Prf,
+    skeyid_a: &[u8],
+    message_id: u32,
+    prefix: &[&[u8]],
+    rest: &[(PayloadType, &[u8])],
+) -> Result<(PayloadType, Vec<u8>), CryptError> {
+    let mut rest_bytes = Vec::with_capacity(512);
+    let first_rest = gkm_wire::payload::emit_raw_chain(rest, &mut rest_bytes)?;
+    Ok(prepend_hash(
+        prf,
+        skeyid_a,
+        message_id,
+        prefix,
+        first_rest,
+        &rest_bytes,
+    ))
+}
+
+fn prepend_hash(
+    prf: Prf,
+    skeyid_a: &[u8],
+    message_id: u32,
+    prefix: &[&[u8]],
+    first_rest: PayloadType,
+    rest_bytes: &[u8],
+) -> (PayloadType, Vec<u8>) {
     let mid = message_id.to_be_bytes();
     let mut parts: Vec<&[u8]> = Vec::with_capacity(prefix.len() + 2);
     parts.push(&mid);
     parts.extend_from_slice(prefix);
-    parts.push(&rest_bytes);
+    parts.push(rest_bytes);
     let hash = prf.prf(skeyid_a, &parts);
-    let mut body = Vec::with_capacity(4 + hash.len() + rest_bytes.len());
-    let hp = [Payload::Hash(gkm_wire::payload::Hash(&hash))];
-    // HASH's own Next Payload must name the first of the rest.
-    let mut one = Vec::with_capacity(4 + hash.len());
-    emit_chain(&hp, &mut one)?;
-    if let Some(np) = one.get_mut(0) {
-        *np = first_rest.0;
-    }
-    body.extend_from_slice(&one);
-    body.extend_from_slice(&rest_bytes);
-    Ok((PayloadType::HASH, body))
+    // HASH's generic header: Next Payload names the first of the rest.
+    let mut body = Vec::with_capacity(4 + hash.len() + rest_bytes.len() + 16);
+    body.push(first_rest.0);
+    body.push(0);
+    body.extend_from_slice(&((4 + hash.len()) as u16).to_be_bytes());
+    body.extend_from_slice(&hash);
+    body.extend_from_slice(rest_bytes);
+    (PayloadType::HASH, body)
 }
 
 /// Checks the leading HASH of a decrypted chain and returns the raw

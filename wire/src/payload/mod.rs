@@ -308,6 +308,24 @@ pub(crate) fn emit_framed(
     patch_len16(out, at, start, "payload.length")
 }
 
+/// Emits a chain of already encoded payload bodies (for bodies an engine
+/// encodes once and sends many times) and returns the first type.
+pub fn emit_raw_chain(items: &[(PayloadType, &[u8])], out: &mut Vec<u8>) -> Result<PayloadType> {
+    if items.len() > MAX_PAYLOADS {
+        return Err(err(ErrorKind::TooMany, "payload_chain"));
+    }
+    let mut iter = items.iter().peekable();
+    let first = iter.peek().map_or(PayloadType::NONE, |(t, _)| *t);
+    while let Some((_, body)) = iter.next() {
+        let next = iter.peek().map_or(PayloadType::NONE, |(t, _)| *t);
+        emit_framed(out, next, |o| {
+            o.extend_from_slice(body);
+            Ok(())
+        })?;
+    }
+    Ok(first)
+}
+
 /// Emits a chain and returns the type of its first payload (for the
 /// enclosing header's Next Payload).
 pub fn emit_chain(payloads: &[Payload<'_>], out: &mut Vec<u8>) -> Result<PayloadType> {
