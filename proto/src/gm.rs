@@ -315,6 +315,28 @@ impl GroupMember {
         self.send(now, out);
     }
 
+    /// Sends `HASH(n), rest...` of the GROUPKEY-PULL `mid`, encrypted under
+    /// phase 1 with `iv`; returns the IV for the next message.
+    fn send_pull(
+        &mut self,
+        now: Millis,
+        p1: &P1,
+        mid: u32,
+        prefix: &[&[u8]],
+        rest: &[Payload<'_>],
+        iv: &[u8; 16],
+    ) -> Option<[u8; 16]> {
+        let (first, body) =
+            hashed_chain(p1.suite.prf, &p1.keys.skeyid_a, mid, prefix, rest).ok()?;
+        let h = IsakmpHeader {
+            next_payload: first,
+            ..self.header(ExchangeType::GROUPKEY_PULL, p1.rcky, mid)
+        };
+        let (out, next_iv) = encrypt_body(h, body, p1.suite.cipher, &p1.keys.enc_key, iv).ok()?;
+        self.send(now, out);
+        Some(next_iv)
+    }
+
     fn header(&self, exchange: ExchangeType, rcky: [u8; 8], message_id: u32) -> IsakmpHeader {
         IsakmpHeader {
             initiator_cookie: self.icky,
@@ -685,19 +707,9 @@ impl GroupMember {
             }),
         ];
         let iv = phase2_iv(p1.suite.prf, &p1.last_block, mid);
-        let Ok((first, body)) = hashed_chain(p1.suite.prf, &p1.keys.skeyid_a, mid, &[], &rest)
-        else {
+        let Some(next_iv) = self.send_pull(now, &p1, mid, &[], &rest, &iv) else {
             return State::Idle { at: now };
         };
-        let h = IsakmpHeader {
-            next_payload: first,
-            ..self.header(ExchangeType::GROUPKEY_PULL, rcky, mid)
-        };
-        let Ok((out, next_iv)) = encrypt_body(h, body, p1.suite.cipher, &p1.keys.enc_key, &iv)
-        else {
-            return State::Idle { at: now };
-        };
-        self.send(now, out);
         State::Pull1 {
             p1,
             mid,
@@ -751,21 +763,9 @@ impl GroupMember {
             };
             rest.push(Payload::Gap(gap));
         }
-        let Ok((first, body)) =
-            hashed_chain(p1.suite.prf, &p1.keys.skeyid_a, mid, &[&ni, &nr], &rest)
-        else {
+        let Some(next_iv) = self.send_pull(now, &p1, mid, &[&ni, &nr], &rest, &dec.next_iv) else {
             return State::Idle { at: now };
         };
-        let h = IsakmpHeader {
-            next_payload: first,
-            ..self.header(ExchangeType::GROUPKEY_PULL, p1.rcky, mid)
-        };
-        let Ok((out, next_iv)) =
-            encrypt_body(h, body, p1.suite.cipher, &p1.keys.enc_key, &dec.next_iv)
-        else {
-            return State::Idle { at: now };
-        };
-        self.send(now, out);
         State::Pull3 {
             p1,
             mid,

@@ -21,7 +21,7 @@ use crate::engine::{own_vendor_id, GmClass, Millis, PeerVendor, Transmit};
 use crate::group::{GroupKeys, Ipv4Prefix};
 use crate::ike::{
     decrypt_message, encrypt_body, hashed_chain, hashed_raw_chain, phase1_iv, phase2_iv,
-    verify_hashed_chain, AuthKind, CryptError, Phase1Keys, Suite, Transcript,
+    verify_hashed_chain, AuthKind, CryptError, Decrypted, Phase1Keys, Suite, Transcript,
 };
 
 /// Bounds on responder state (the half-open flood defence).
@@ -307,6 +307,38 @@ fn cookies(i: &[u8; 8], r: &[u8; 8]) -> [u8; 16] {
     c
 }
 
+/// A payload's type and body, copied out of a decrypted message.
+type OwnedPayload = (PayloadType, Vec<u8>);
+
+/// Decrypts a protected message of an exchange and checks its leading HASH
+/// (prf over M-ID, `prefix` and every octet after the HASH payload).
+/// Returns the plaintext and the payloads after the HASH.
+fn open_protected(
+    suite: Suite,
+    keys: &Phase1Keys,
+    data: &[u8],
+    iv: &[u8; 16],
+    prefix: &[&[u8]],
+) -> Result<(Decrypted, Vec<OwnedPayload>), Reject> {
+    let dec =
+        decrypt_message(data, suite.cipher, &keys.enc_key, iv).map_err(|_| Reject::Malformed)?;
+    let raws = match verify_hashed_chain(
+        suite.prf,
+        &keys.skeyid_a,
+        &dec.header,
+        &dec.plaintext,
+        prefix,
+    ) {
+        Ok(r) => r
+            .iter()
+            .map(|r| (r.payload_type, r.body.to_vec()))
+            .collect(),
+        Err(CryptError::BadHash) | Err(CryptError::NoHash) => return Err(Reject::InvalidHash),
+        Err(_) => return Err(Reject::Malformed),
+    };
+    Ok((dec, raws))
+}
+
 /// How an identity is shown and matched in authorization lists.
 pub fn identity_string(id: &Identity<'_>) -> String {
     match id {
@@ -518,6 +550,17 @@ impl KeyServer {
         if let Ok((bytes, _)) = encrypt_body(header, body, sa.suite.cipher, &keys.enc_key, &iv) {
             let to = sa.peer;
             self.send(to, bytes);
+        }
+    }
+
+    /// Refuses a protected message: a bad HASH is answered with a protected
+    /// INVALID-HASH-INFORMATION; anything else is only counted.
+    fn refuse_protected(&mut self, key: [u8; 16], from: SocketAddr, reason: Reject) {
+        if reason == Reject::InvalidHash {
+            self.notify_protected(key, NotifyType::INVALID_HASH_INFORMATION);
+            self.reject(from, reason, Some(NotifyType::INVALID_HASH_INFORMATION));
+        } else {
+            self.reject(from, reason, None);
         }
     }
 
@@ -1068,31 +1111,13 @@ impl KeyServer {
             None => {
                 // Message 1: HASH(1), Ni, ID.
                 let iv = phase2_iv(suite.prf, last_block, mid);
-                let dec = match decrypt_message(data, suite.cipher, &keys.enc_key, &iv) {
-                    Ok(d) => d,
-                    Err(_) => return self.reject(from, Reject::Malformed, None),
-                };
-                let raws = match verify_hashed_chain(
-                    suite.prf,
-                    &keys.skeyid_a,
-                    &dec.header,
-                    &dec.plaintext,
-                    &[],
-                ) {
-                    Ok(r) => r,
-                    Err(CryptError::BadHash) | Err(CryptError::NoHash) => {
-                        self.notify_protected(key, NotifyType::INVALID_HASH_INFORMATION);
-                        return self.reject(
-                            from,
-                            Reject::InvalidHash,
-                            Some(NotifyType::INVALID_HASH_INFORMATION),
-                        );
-                    }
-                    Err(_) => return self.reject(from, Reject::Malformed, None),
+                let (dec, raws) = match open_protected(suite, keys, data, &iv, &[]) {
+                    Ok(opened) => opened,
+                    Err(reason) => return self.refuse_protected(key, from, reason),
                 };
                 let (mut ni, mut group) = (None, None);
-                for r in &raws {
-                    match Payload::parse(r.payload_type, r.body, SaLayout::Gdoi) {
+                for (t, body) in &raws {
+                    match Payload::parse(*t, body, SaLayout::Gdoi) {
                         Ok(Payload::Nonce(n)) => ni = Some(n.0.to_vec()),
                         Ok(Payload::Id(i)) if i.identity.id_type() == IdType::KEY_ID => {
                             group = i.identity.group_id()
@@ -1172,30 +1197,13 @@ impl KeyServer {
             Some(PullState::SentMsg2 { group_idx }) => {
                 let group_idx = *group_idx;
                 let Some(p) = sa.pulls.get(&mid) else { return };
-                let dec = match decrypt_message(data, suite.cipher, &keys.enc_key, &p.iv) {
-                    Ok(d) => d,
-                    Err(_) => return self.reject(from, Reject::Malformed, None),
-                };
-                let raws = match verify_hashed_chain(
-                    suite.prf,
-                    &keys.skeyid_a,
-                    &dec.header,
-                    &dec.plaintext,
-                    &[&p.ni_b, &p.nr_b],
-                ) {
-                    Ok(r) => r,
-                    Err(CryptError::BadHash) | Err(CryptError::NoHash) => {
-                        self.notify_protected(key, NotifyType::INVALID_HASH_INFORMATION);
-                        return self.reject(
-                            from,
-                            Reject::InvalidHash,
-                            Some(NotifyType::INVALID_HASH_INFORMATION),
-                        );
-                    }
-                    Err(_) => return self.reject(from, Reject::Malformed, None),
-                };
-                let sid_request = raws.iter().find_map(|r| {
-                    match Payload::parse(r.payload_type, r.body, SaLayout::Gdoi) {
+                let (dec, raws) =
+                    match open_protected(suite, keys, data, &p.iv, &[&p.ni_b, &p.nr_b]) {
+                        Ok(opened) => opened,
+                        Err(reason) => return self.refuse_protected(key, from, reason),
+                    };
+                let sid_request = raws.iter().find_map(|(t, body)| {
+                    match Payload::parse(*t, body, SaLayout::Gdoi) {
                         Ok(Payload::Gap(Gap {
                             sender_id_request: Some(n),
                             ..
