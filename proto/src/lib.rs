@@ -14,3 +14,4 @@ pub mod group;
 pub mod ike;
 pub mod ks;
 pub mod policy;
+pub mod push;
