@@ -110,7 +110,10 @@ impl DhGroup {
                 let params = DynResidueParams::new(&MODP_2048_P);
                 let g = DynResidue::new(&U2048::from_u8(2), params);
                 let public = g.pow_bounded_exp(&x, MODP_EXPONENT_BITS).retrieve();
-                (DhPrivate::Modp(Box::new(x)), public.to_be_bytes().to_vec())
+                (
+                    DhPrivate::Modp(Box::new(Zeroizing::new(x))),
+                    public.to_be_bytes().to_vec(),
+                )
             }
             Self::Ecp256 => {
                 let secret = p256::ecdh::EphemeralSecret::random(&mut Adapter(rng));
@@ -125,8 +128,8 @@ impl DhGroup {
 
 /// The private half of a DH exchange; consumed to compute the shared secret.
 pub enum DhPrivate {
-    /// Group 14 exponent.
-    Modp(Box<U2048>),
+    /// Group 14 exponent (wiped on drop).
+    Modp(Box<Zeroizing<U2048>>),
     /// Group 19 scalar (p256, seeded).
     Ecp(Box<p256::ecdh::EphemeralSecret>),
     /// Group 19 scalar (ring).
