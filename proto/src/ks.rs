@@ -263,6 +263,8 @@ pub struct KeyServer {
     sas: HashMap<[u8; 16], P1Sa>,
     /// (peer, initiator cookie) → responder cookie, for MM1 retransmissions.
     by_icky: HashMap<(SocketAddr, [u8; 8]), [u8; 8]>,
+    /// Established phase 1 SAs by peer identity, for INITIAL-CONTACT.
+    by_identity: HashMap<String, Vec<[u8; 16]>>,
     half_open: usize,
     half_open_by_source: HashMap<IpAddr, usize>,
     next_sid: HashMap<u32, u32>,
@@ -371,6 +373,7 @@ impl KeyServer {
             rng,
             sas: HashMap::new(),
             by_icky: HashMap::new(),
+            by_identity: HashMap::new(),
             half_open: 0,
             half_open_by_source: HashMap::new(),
             next_sid: HashMap::new(),
@@ -450,6 +453,14 @@ impl KeyServer {
     fn remove_sa(&mut self, k: &[u8; 16]) {
         if let Some(sa) = self.sas.remove(k) {
             self.by_icky.remove(&(sa.peer, sa.icky));
+            if let P1State::Established { identity, .. } = &sa.state {
+                if let Some(keys) = self.by_identity.get_mut(identity) {
+                    keys.retain(|x| x != k);
+                    if keys.is_empty() {
+                        self.by_identity.remove(identity);
+                    }
+                }
+            }
             if !matches!(sa.state, P1State::Established { .. }) {
                 self.half_open = self.half_open.saturating_sub(1);
                 if let Some(n) = self.half_open_by_source.get_mut(&sa.peer.ip()) {
@@ -1050,18 +1061,15 @@ impl KeyServer {
         }
         if initial_contact {
             // RFC 2407 section 4.6.3.3: the peer has no other SAs with us; drop old ones.
-            let stale: Vec<[u8; 16]> = self
-                .sas
-                .iter()
-                .filter(|(k, s)| {
-                    **k != key && matches!(&s.state, P1State::Established { identity: i, .. } if *i == identity)
-                })
-                .map(|(k, _)| *k)
-                .collect();
-            for k in stale {
-                self.remove_sa(&k);
+            let stale: Vec<[u8; 16]> = self.by_identity.get(&identity).cloned().unwrap_or_default();
+            for k in stale.iter().filter(|k| **k != key) {
+                self.remove_sa(k);
             }
         }
+        self.by_identity
+            .entry(identity.clone())
+            .or_default()
+            .push(key);
         self.counters.phase1_established += 1;
         if self.cfg.export_keys {
             if let Some(P1State::Established { keys, .. }) = self.sas.get(&key).map(|s| &s.state) {
