@@ -39,6 +39,23 @@ pub async fn bind(addr: SocketAddr) -> Result<UdpSocket> {
     })
 }
 
+/// Sends what the engine queued: without waiting while the socket has room,
+/// waiting only when it is full.
+async fn flush(socket: &UdpSocket, ks: &mut KeyServer) {
+    while let Some(t) = ks.poll_transmit() {
+        let sent = match socket.try_send_to(&t.payload, t.to) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == IoErrorKind::WouldBlock => {
+                socket.send_to(&t.payload, t.to).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            warn!(peer = %t.to, error = %e, "send failed");
+        }
+    }
+}
+
 /// Runs the key server until Ctrl-C.
 pub async fn run(socket: UdpSocket, cfg: KsConfig, mut key_log: Option<KeyLog>) -> Result<()> {
     // ChaCha20 seeded once from the OS: cookies, nonces and message IDs
@@ -57,23 +74,25 @@ pub async fn run(socket: UdpSocket, cfg: KsConfig, mut key_log: Option<KeyLog>) 
             r = socket.recv_from(&mut buf) => {
                 let (n, from) = r?;
                 ks.handle_datagram(now_ms(), from, buf.get(..n).unwrap_or_default());
-                // Take whatever else is already queued before draining.
-                for _ in 0..64 {
+                flush(&socket, &mut ks).await;
+                // Serve whatever else is already queued, answering each at once.
+                for _ in 0..256 {
                     match socket.try_recv_from(&mut buf) {
-                        Ok((n, from)) => ks.handle_datagram(now_ms(), from, buf.get(..n).unwrap_or_default()),
+                        Ok((n, from)) => {
+                            ks.handle_datagram(now_ms(), from, buf.get(..n).unwrap_or_default());
+                            flush(&socket, &mut ks).await;
+                        }
                         Err(_) => break,
                     }
                 }
             }
-            _ = tokio::time::sleep(wait) => ks.handle_timeout(now_ms()),
+            _ = tokio::time::sleep(wait) => {
+                ks.handle_timeout(now_ms());
+                flush(&socket, &mut ks).await;
+            }
             _ = &mut shutdown => {
                 info!(registrations = ks.counters().registrations, "shutting down");
                 return Ok(());
-            }
-        }
-        while let Some(t) = ks.poll_transmit() {
-            if let Err(e) = socket.send_to(&t.payload, t.to).await {
-                warn!(peer = %t.to, error = %e, "send failed");
             }
         }
         while let Some(e) = ks.poll_event() {

@@ -174,7 +174,9 @@ fn build(
     })
 }
 
-#[tokio::main]
+// One thread: the GDOI engine is a single task, and a second worker
+// thread only adds cross-thread wake-ups on a busy key server.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
