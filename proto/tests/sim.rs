@@ -184,3 +184,27 @@ fn initial_contact_from_a_restarted_gm_drops_its_old_phase1_sa() {
     assert_eq!(ks.phase1_sa_count(), 1, "the old SA is gone");
     assert_eq!(ks.counters().registrations, 2);
 }
+
+#[test]
+fn gm_fails_over_to_the_next_key_server_in_order() {
+    use gkm_proto::gm::{GmAuth, GmIdentity};
+    let mut ks = ks(b"k", Authorization::default());
+    let dead: SocketAddr = "10.0.0.99:848".parse().unwrap();
+    let std::net::IpAddr::V4(a) = gm_addr(1).ip() else {
+        panic!()
+    };
+    let mut cfg = common::base_config(
+        1,
+        GROUP,
+        GmIdentity::Ipv4(a),
+        GmAuth::Psk(zeroize::Zeroizing::new(b"k".to_vec())),
+    );
+    cfg.key_servers = vec![dead, common::KS_ADDR];
+    let mut gms = vec![(gm_addr(1), GroupMember::new(cfg, common::rng(5)))];
+    let (got, _, gm_ev) = run(&mut ks, &mut gms, T0 + 60_000);
+    assert_eq!(got.len(), 1, "registered with the second key server");
+    assert!(gm_ev.iter().any(|(_, e)| matches!(e, GmEvent::Failed { ks, reason: gkm_proto::gm::GmFailure::Timeout } if *ks == dead)));
+    assert!(gm_ev
+        .iter()
+        .any(|(_, e)| matches!(e, GmEvent::Registered { ks, .. } if *ks == common::KS_ADDR)));
+}
