@@ -7,6 +7,7 @@
 //! tokio or a database. The engines land with the registration and rekeying
 //! issues; the policy math every crate shares is here already.
 
+pub mod ack;
 pub mod ack_policy;
 pub mod crypto;
 pub mod engine;

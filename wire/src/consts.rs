@@ -529,6 +529,23 @@ wire_number! {
     REKEY_ACK_LKH_SHA512 = 4 => "REKEY_ACK_LKH_SHA512";
 }
 
+/// RFC 8263 section 3.2: the label of the ack_key derivation, an ASCII
+/// string with its terminating NUL (18 octets).
+pub const GROUPKEY_PUSH_ACK_LABEL: &[u8] = b"GROUPKEY-PUSH ACK\0";
+
+/// RFC 8263 section 3.2: L, the ack_key length in bits, sent as 2 octets.
+/// **DOUBTFUL**: the RFC defines the derived key as one PRF output yet says
+/// L "MUST match the length of the base_key (i.e., 512 bits for
+/// PRF-HMAC-SHA-256)"; 512 is its only explicit value, 1024 for the SHA-512
+/// variants is inferred. `None` for values GKM does not implement.
+pub const fn ack_kdf_length_bits(a: AckRequested) -> Option<u16> {
+    match a {
+        AckRequested::REKEY_ACK_KEK_SHA256 | AckRequested::REKEY_ACK_LKH_SHA256 => Some(512),
+        AckRequested::REKEY_ACK_KEK_SHA512 | AckRequested::REKEY_ACK_LKH_SHA512 => Some(1024),
+        _ => None,
+    }
+}
+
 wire_number! {
     /// IPsec DOI SA attribute type, used in SA TEK payloads (RFC 2407 section 4.5;
     /// 14 and 15 from RFC 6407 section 5.5.1.1).
@@ -753,6 +770,10 @@ pub const fn doubtful_numbers() -> &'static [(&'static str, &'static str)] {
         (
             "GapAttribute::GKM_D3P_WINDOW_MSEC = 16385",
             "GKM private number: the vendor's D3P attributes are unpublished",
+        ),
+        (
+            "ack_kdf_length_bits: L = 512 / 1024",
+            "RFC 8263 section 3.2 contradicts itself on L; 512 is its example",
         ),
         (
             "IpProtocol::GKM_D3P = 253",

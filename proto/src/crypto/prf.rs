@@ -12,6 +12,8 @@ pub enum Prf {
     HmacSha256,
     /// HMAC-SHA-384.
     HmacSha384,
+    /// HMAC-SHA-512 (RFC 8263 ACK hashes; not offered in phase 1).
+    HmacSha512,
 }
 
 impl Prf {
@@ -29,6 +31,7 @@ impl Prf {
         match self {
             Self::HmacSha256 => OakleyHash::SHA2_256,
             Self::HmacSha384 => OakleyHash::SHA2_384,
+            Self::HmacSha512 => OakleyHash::SHA2_512,
         }
     }
 
@@ -37,6 +40,7 @@ impl Prf {
         match self {
             Self::HmacSha256 => 32,
             Self::HmacSha384 => 48,
+            Self::HmacSha512 => 64,
         }
     }
 
@@ -44,6 +48,7 @@ impl Prf {
         match self {
             Self::HmacSha256 => hmac::HMAC_SHA256,
             Self::HmacSha384 => hmac::HMAC_SHA384,
+            Self::HmacSha512 => hmac::HMAC_SHA512,
         }
     }
 
@@ -51,6 +56,7 @@ impl Prf {
         match self {
             Self::HmacSha256 => &digest::SHA256,
             Self::HmacSha384 => &digest::SHA384,
+            Self::HmacSha512 => &digest::SHA512,
         }
     }
 
