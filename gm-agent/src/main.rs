@@ -82,6 +82,16 @@ fn read(p: &Path) -> Result<String> {
     std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
 }
 
+/// The local IPv4 address the kernel would use to reach `to`.
+fn route_source(to: SocketAddr) -> Option<Ipv4Addr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    probe.connect(to).ok()?;
+    match probe.local_addr().ok()?.ip() {
+        IpAddr::V4(a) if !a.is_unspecified() => Some(a),
+        _ => None,
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -116,7 +126,9 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
     };
     let identity_addr = match bind.ip() {
         IpAddr::V4(a) if !a.is_unspecified() => a,
-        _ => Ipv4Addr::LOCALHOST,
+        // Bound to all addresses: the phase 1 ID is the address the host
+        // uses to reach the first key server (what the KS will see).
+        _ => route_source(key_servers[0]).unwrap_or(Ipv4Addr::LOCALHOST),
     };
     let psk = match (&args.psk, &file.psk, &file.psk_file) {
         (Some(k), _, _) | (None, Some(k), _) => Some(k.clone()),

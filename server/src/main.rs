@@ -202,7 +202,12 @@ async fn main() -> Result<()> {
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let identity = cfg.identity.unwrap_or(match listen.ip() {
         IpAddr::V4(a) if !a.is_unspecified() => a,
-        _ => Ipv4Addr::LOCALHOST,
+        _ => {
+            if !cfg.group.is_empty() {
+                warn!("identity not set while listening on all addresses: using 127.0.0.1 as the KS identity and rekey source; set `identity` in the configuration");
+            }
+            Ipv4Addr::LOCALHOST
+        }
     });
     let key_log_path = args.key_log.clone().or(cfg.key_log.clone());
     let mut key_log = match &key_log_path {
