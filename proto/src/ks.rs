@@ -521,6 +521,17 @@ impl KeyServer {
         }
     }
 
+    /// Ends a phase 1 exchange that failed: tells the peer in the clear
+    /// (it may not share our keys), forgets the SA, counts the reason.
+    fn fail_phase1(&mut self, key: [u8; 16], from: SocketAddr, reason: Reject, notify: NotifyType) {
+        if let Some(sa) = self.sas.get(&key) {
+            let (icky, rcky, doi) = (sa.icky, sa.rcky, sa.doi);
+            self.notify_clear(from, icky, rcky, doi, notify);
+        }
+        self.remove_sa(&key);
+        self.reject(from, reason, Some(notify));
+    }
+
     /// A protected Informational notification: HDR*, HASH(1), N.
     fn notify_protected(&mut self, key: [u8; 16], t: NotifyType) {
         let Some(sa) = self.sas.get(&key) else { return };
@@ -805,12 +816,11 @@ impl KeyServer {
             AuthKind::Psk => match self.psk_for(from.ip()) {
                 Some(k) => Some(k),
                 None => {
-                    self.notify_clear(from, icky, rcky, doi, NotifyType::AUTHENTICATION_FAILED);
-                    self.remove_sa(&key);
-                    return self.reject(
+                    return self.fail_phase1(
+                        key,
                         from,
                         Reject::AuthenticationFailed,
-                        Some(NotifyType::AUTHENTICATION_FAILED),
+                        NotifyType::AUTHENTICATION_FAILED,
                     );
                 }
             },
@@ -818,12 +828,11 @@ impl KeyServer {
         };
         let (dh, gxr) = suite.group.generate(self.rng.as_mut(), self.cfg.dh_backend);
         let Ok(gxy) = dh.shared(gxi) else {
-            self.notify_clear(from, icky, rcky, doi, NotifyType::INVALID_KEY_INFORMATION);
-            self.remove_sa(&key);
-            return self.reject(
+            return self.fail_phase1(
+                key,
                 from,
                 Reject::Malformed,
-                Some(NotifyType::INVALID_KEY_INFORMATION),
+                NotifyType::INVALID_KEY_INFORMATION,
             );
         };
         let nr = rng::bytes(self.rng.as_mut(), 32);
@@ -880,17 +889,16 @@ impl KeyServer {
         let P1State::SentKe { keys, gxi, gxr, iv } = &sa.state else {
             return;
         };
-        let (icky, rcky, doi, suite) = (sa.icky, sa.rcky, sa.doi, sa.suite);
+        let (icky, rcky, suite) = (sa.icky, sa.rcky, sa.suite);
         // A wrong PSK shows up here: the message does not decrypt to a chain.
         let dec = match decrypt_message(data, suite.cipher, &keys.enc_key, iv) {
             Ok(d) => d,
             Err(_) => {
-                self.notify_clear(from, icky, rcky, doi, NotifyType::AUTHENTICATION_FAILED);
-                self.remove_sa(&key);
-                return self.reject(
+                return self.fail_phase1(
+                    key,
                     from,
                     Reject::AuthenticationFailed,
-                    Some(NotifyType::AUTHENTICATION_FAILED),
+                    NotifyType::AUTHENTICATION_FAILED,
                 );
             }
         };
@@ -915,12 +923,11 @@ impl KeyServer {
             }
         }
         let Some((idii_b, idii)) = id else {
-            self.notify_clear(from, icky, rcky, doi, NotifyType::INVALID_ID_INFORMATION);
-            self.remove_sa(&key);
-            return self.reject(
+            return self.fail_phase1(
+                key,
                 from,
                 Reject::AuthenticationFailed,
-                Some(NotifyType::INVALID_ID_INFORMATION),
+                NotifyType::INVALID_ID_INFORMATION,
             );
         };
         let transcript = Transcript {
@@ -940,23 +947,21 @@ impl KeyServer {
             }),
             AuthKind::RsaSig => {
                 let (Some(ca), Some(cert), Some(sig)) = (self.cfg.ca.as_ref(), cert, sig) else {
-                    self.notify_clear(from, icky, rcky, doi, NotifyType::AUTHENTICATION_FAILED);
-                    self.remove_sa(&key);
-                    return self.reject(
+                    return self.fail_phase1(
+                        key,
                         from,
                         Reject::AuthenticationFailed,
-                        Some(NotifyType::AUTHENTICATION_FAILED),
+                        NotifyType::AUTHENTICATION_FAILED,
                     );
                 };
                 let verified = match ca.verify(cert, now / 1000) {
                     Ok(v) => v,
                     Err(_) => {
-                        self.notify_clear(from, icky, rcky, doi, NotifyType::INVALID_CERTIFICATE);
-                        self.remove_sa(&key);
-                        return self.reject(
+                        return self.fail_phase1(
+                            key,
                             from,
                             Reject::InvalidCertificate,
-                            Some(NotifyType::INVALID_CERTIFICATE),
+                            NotifyType::INVALID_CERTIFICATE,
                         );
                     }
                 };
@@ -966,12 +971,11 @@ impl KeyServer {
                     _ => false,
                 };
                 if !id_matches {
-                    self.notify_clear(from, icky, rcky, doi, NotifyType::INVALID_ID_INFORMATION);
-                    self.remove_sa(&key);
-                    return self.reject(
+                    return self.fail_phase1(
+                        key,
                         from,
                         Reject::InvalidCertificate,
-                        Some(NotifyType::INVALID_ID_INFORMATION),
+                        NotifyType::INVALID_ID_INFORMATION,
                     );
                 }
                 verified
@@ -981,12 +985,11 @@ impl KeyServer {
             }
         };
         if !authentic {
-            self.notify_clear(from, icky, rcky, doi, NotifyType::AUTHENTICATION_FAILED);
-            self.remove_sa(&key);
-            return self.reject(
+            return self.fail_phase1(
+                key,
                 from,
                 Reject::AuthenticationFailed,
-                Some(NotifyType::AUTHENTICATION_FAILED),
+                NotifyType::AUTHENTICATION_FAILED,
             );
         }
         let identity = identity_string(&idii.identity);
