@@ -111,46 +111,52 @@ pub enum GmEvent {
 }
 
 enum State {
-    Idle {
-        at: Millis,
-    },
-    Mm1 {
-        sai_b: Vec<u8>,
-    },
-    Mm3 {
-        sai_b: Vec<u8>,
-        suite: Suite,
-        dh: DhPrivate,
-        gxi: Vec<u8>,
-        ni: Vec<u8>,
-        rcky: [u8; 8],
-    },
-    Mm5 {
-        suite: Suite,
-        keys: Phase1Keys,
-        iv: [u8; 16],
-        sai_b: Vec<u8>,
-        gxi: Vec<u8>,
-        gxr: Vec<u8>,
-        rcky: [u8; 8],
-    },
-    Pull1 {
-        p1: P1,
-        mid: u32,
-        ni: Vec<u8>,
-        iv: [u8; 16],
-    },
-    Pull3 {
-        p1: P1,
-        mid: u32,
-        ni: Vec<u8>,
-        nr: Vec<u8>,
-        sa_plain: Vec<u8>,
-        iv: [u8; 16],
-    },
-    Registered {
-        renew_at: Millis,
-    },
+    Idle { at: Millis },
+    Mm1 { sai_b: Vec<u8> },
+    Mm3(SentKe),
+    Mm5(SentId),
+    Pull1(SentPull1),
+    Pull3(SentPull3),
+    Registered { renew_at: Millis },
+}
+
+/// Main mode after message 3 (KE, Ni) was sent.
+struct SentKe {
+    sai_b: Vec<u8>,
+    suite: Suite,
+    dh: DhPrivate,
+    gxi: Vec<u8>,
+    ni: Vec<u8>,
+    rcky: [u8; 8],
+}
+
+/// Main mode after message 5 (ID, proof) was sent.
+struct SentId {
+    suite: Suite,
+    keys: Phase1Keys,
+    iv: [u8; 16],
+    sai_b: Vec<u8>,
+    gxi: Vec<u8>,
+    gxr: Vec<u8>,
+    rcky: [u8; 8],
+}
+
+/// GROUPKEY-PULL after message 1 was sent.
+struct SentPull1 {
+    p1: P1,
+    mid: u32,
+    ni: Vec<u8>,
+    iv: [u8; 16],
+}
+
+/// GROUPKEY-PULL after message 3 was sent; `sa_plain` keeps message 2.
+struct SentPull3 {
+    p1: P1,
+    mid: u32,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    sa_plain: Vec<u8>,
+    iv: [u8; 16],
 }
 
 struct P1 {
@@ -241,6 +247,12 @@ impl GroupMember {
         self.state = State::Idle {
             at: now + self.cfg.retransmit_initial_ms,
         };
+    }
+
+    /// Records a failed attempt and yields the state to continue from.
+    fn failed(&mut self, now: Millis, reason: GmFailure) -> State {
+        self.fail(now, reason);
+        std::mem::replace(&mut self.state, State::Idle { at: now })
     }
 
     /// Drives retransmissions, fail-over and re-registration.
@@ -368,44 +380,23 @@ impl GroupMember {
             State::Mm1 { sai_b } if header.exchange_type == ExchangeType::IDENTITY_PROTECTION => {
                 self.on_mm2(now, &header, data, sai_b)
             }
-            State::Mm3 {
-                sai_b,
-                suite,
-                dh,
-                gxi,
-                ni,
-                rcky,
-            } if header.exchange_type == ExchangeType::IDENTITY_PROTECTION => {
-                self.on_mm4(now, data, sai_b, suite, dh, gxi, ni, rcky)
+            State::Mm3(st) if header.exchange_type == ExchangeType::IDENTITY_PROTECTION => {
+                self.on_mm4(now, data, st)
             }
-            State::Mm5 {
-                suite,
-                keys,
-                iv,
-                sai_b,
-                gxi,
-                gxr,
-                rcky,
-            } if header.exchange_type == ExchangeType::IDENTITY_PROTECTION => {
-                self.on_mm6(now, data, suite, keys, iv, sai_b, gxi, gxr, rcky)
+            State::Mm5(st) if header.exchange_type == ExchangeType::IDENTITY_PROTECTION => {
+                self.on_mm6(now, data, st)
             }
-            State::Pull1 { p1, mid, ni, iv }
+            State::Pull1(st)
                 if header.exchange_type == ExchangeType::GROUPKEY_PULL
-                    && header.message_id == mid =>
+                    && header.message_id == st.mid =>
             {
-                self.on_pull2(now, data, p1, mid, ni, iv)
+                self.on_pull2(now, data, st)
             }
-            State::Pull3 {
-                p1,
-                mid,
-                ni,
-                nr,
-                sa_plain,
-                iv,
-            } if header.exchange_type == ExchangeType::GROUPKEY_PULL
-                && header.message_id == mid =>
+            State::Pull3(st)
+                if header.exchange_type == ExchangeType::GROUPKEY_PULL
+                    && header.message_id == st.mid =>
             {
-                self.on_pull4(now, from, data, p1, mid, ni, nr, sa_plain, iv)
+                self.on_pull4(now, from, data, st)
             }
             other => other,
         };
@@ -414,7 +405,7 @@ impl GroupMember {
     fn informational(&mut self, now: Millis, header: &IsakmpHeader, data: &[u8]) {
         let notify = if header.flags.contains(Flags::ENCRYPTION) {
             let p1 = match &self.state {
-                State::Pull1 { p1, .. } | State::Pull3 { p1, .. } => p1,
+                State::Pull1(SentPull1 { p1, .. }) | State::Pull3(SentPull3 { p1, .. }) => p1,
                 _ => return,
             };
             let iv = phase2_iv(p1.suite.prf, &p1.last_block, header.message_id);
@@ -440,7 +431,7 @@ impl GroupMember {
             // Unprotected notifications are believed only before phase 1 completes.
             if !matches!(
                 self.state,
-                State::Mm1 { .. } | State::Mm3 { .. } | State::Mm5 { .. }
+                State::Mm1 { .. } | State::Mm3(_) | State::Mm5(_)
             ) {
                 return;
             }
@@ -477,11 +468,10 @@ impl GroupMember {
                 .iter()
                 .any(|o| o.cipher == s.cipher && o.prf == s.prf && o.group == s.group)
         }) else {
-            self.fail(
+            return self.failed(
                 now,
                 GmFailure::BadResponse("main mode 2: no acceptable transform"),
             );
-            return std::mem::replace(&mut self.state, State::Idle { at: now });
         };
         suite.life_secs = suite.life_secs.min(self.cfg.phase1_life_secs);
         let rcky = header.responder_cookie;
@@ -499,28 +489,25 @@ impl GroupMember {
             return State::Idle { at: now };
         };
         self.send(now, out);
-        State::Mm3 {
+        State::Mm3(SentKe {
             sai_b,
             suite,
             dh,
             gxi,
             ni,
             rcky,
-        }
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_mm4(
-        &mut self,
-        now: Millis,
-        data: &[u8],
-        sai_b: Vec<u8>,
-        suite: Suite,
-        dh: DhPrivate,
-        gxi: Vec<u8>,
-        ni: Vec<u8>,
-        rcky: [u8; 8],
-    ) -> State {
+    fn on_mm4(&mut self, now: Millis, data: &[u8], st: SentKe) -> State {
+        let SentKe {
+            sai_b,
+            suite,
+            dh,
+            gxi,
+            ni,
+            rcky,
+        } = st;
         let (mut gxr, mut nr) = (None, None);
         if let Ok(m) = Message::parse(data) {
             for p in m.payloads().unwrap_or_default() {
@@ -532,15 +519,13 @@ impl GroupMember {
             }
         }
         let (Some(gxr), Some(nr)) = (gxr, nr) else {
-            self.fail(
+            return self.failed(
                 now,
                 GmFailure::BadResponse("main mode 4: KE or nonce missing"),
             );
-            return std::mem::replace(&mut self.state, State::Idle { at: now });
         };
         let Ok(gxy) = dh.shared(&gxr) else {
-            self.fail(now, GmFailure::BadResponse("main mode 4: bad KE"));
-            return std::mem::replace(&mut self.state, State::Idle { at: now });
+            return self.failed(now, GmFailure::BadResponse("main mode 4: bad KE"));
         };
         let psk = match &self.cfg.auth {
             GmAuth::Psk(k) => Some(k.as_slice()),
@@ -608,7 +593,7 @@ impl GroupMember {
             return State::Idle { at: now };
         };
         self.send(now, out);
-        State::Mm5 {
+        State::Mm5(SentId {
             suite,
             keys,
             iv: next_iv,
@@ -616,25 +601,21 @@ impl GroupMember {
             gxi,
             gxr,
             rcky,
-        }
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_mm6(
-        &mut self,
-        now: Millis,
-        data: &[u8],
-        suite: Suite,
-        keys: Phase1Keys,
-        iv: [u8; 16],
-        sai_b: Vec<u8>,
-        gxi: Vec<u8>,
-        gxr: Vec<u8>,
-        rcky: [u8; 8],
-    ) -> State {
+    fn on_mm6(&mut self, now: Millis, data: &[u8], st: SentId) -> State {
+        let SentId {
+            suite,
+            keys,
+            iv,
+            sai_b,
+            gxi,
+            gxr,
+            rcky,
+        } = st;
         let Ok(dec) = decrypt_message(data, suite.cipher, &keys.enc_key, &iv) else {
-            self.fail(now, GmFailure::BadResponse("main mode 6 does not decrypt"));
-            return std::mem::replace(&mut self.state, State::Idle { at: now });
+            return self.failed(now, GmFailure::BadResponse("main mode 6 does not decrypt"));
         };
         let raws: Vec<_> =
             gkm_wire::payload::PayloadIter::new(dec.header.next_payload, &dec.plaintext)
@@ -651,8 +632,7 @@ impl GroupMember {
             }
         }
         let Some(idir_b) = idir_b else {
-            self.fail(now, GmFailure::BadResponse("main mode 6: no ID"));
-            return std::mem::replace(&mut self.state, State::Idle { at: now });
+            return self.failed(now, GmFailure::BadResponse("main mode 6: no ID"));
         };
         let transcript = Transcript {
             gxi: &gxi,
@@ -681,11 +661,10 @@ impl GroupMember {
             }
         };
         if !ok {
-            self.fail(
+            return self.failed(
                 now,
                 GmFailure::BadResponse("main mode 6 does not authenticate the key server"),
             );
-            return std::mem::replace(&mut self.state, State::Idle { at: now });
         }
         self.contacted = true;
         let p1 = P1 {
@@ -710,25 +689,18 @@ impl GroupMember {
         let Some(next_iv) = self.send_pull(now, &p1, mid, &[], &rest, &iv) else {
             return State::Idle { at: now };
         };
-        State::Pull1 {
+        State::Pull1(SentPull1 {
             p1,
             mid,
             ni,
             iv: next_iv,
-        }
+        })
     }
 
-    fn on_pull2(
-        &mut self,
-        now: Millis,
-        data: &[u8],
-        p1: P1,
-        mid: u32,
-        ni: Vec<u8>,
-        iv: [u8; 16],
-    ) -> State {
+    fn on_pull2(&mut self, now: Millis, data: &[u8], st: SentPull1) -> State {
+        let SentPull1 { p1, mid, ni, iv } = st;
         let Ok(dec) = decrypt_message(data, p1.suite.cipher, &p1.keys.enc_key, &iv) else {
-            return State::Pull1 { p1, mid, ni, iv };
+            return State::Pull1(SentPull1 { p1, mid, ni, iv });
         };
         let Ok(raws) = verify_hashed_chain(
             p1.suite.prf,
@@ -737,22 +709,20 @@ impl GroupMember {
             &dec.plaintext,
             &[&ni],
         ) else {
-            self.fail(
+            return self.failed(
                 now,
                 GmFailure::BadResponse("GROUPKEY-PULL message 2: HASH(2) does not verify"),
             );
-            return std::mem::replace(&mut self.state, State::Idle { at: now });
         };
         let nr = raws
             .iter()
             .find_map(|r| (r.payload_type == PayloadType::NONCE).then(|| r.body.to_vec()));
         let has_sa = raws.iter().any(|r| r.payload_type == PayloadType::SA);
         let Some(nr) = nr.filter(|_| has_sa) else {
-            self.fail(
+            return self.failed(
                 now,
                 GmFailure::BadResponse("GROUPKEY-PULL message 2: nonce or SA missing"),
             );
-            return std::mem::replace(&mut self.state, State::Idle { at: now });
         };
         let gap;
         let mut rest = Vec::new();
@@ -766,38 +736,34 @@ impl GroupMember {
         let Some(next_iv) = self.send_pull(now, &p1, mid, &[&ni, &nr], &rest, &dec.next_iv) else {
             return State::Idle { at: now };
         };
-        State::Pull3 {
+        State::Pull3(SentPull3 {
             p1,
             mid,
             ni,
             nr,
             sa_plain: dec.plaintext,
             iv: next_iv,
-        }
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_pull4(
-        &mut self,
-        now: Millis,
-        from: SocketAddr,
-        data: &[u8],
-        p1: P1,
-        mid: u32,
-        ni: Vec<u8>,
-        nr: Vec<u8>,
-        sa_plain: Vec<u8>,
-        iv: [u8; 16],
-    ) -> State {
+    fn on_pull4(&mut self, now: Millis, from: SocketAddr, data: &[u8], st: SentPull3) -> State {
+        let SentPull3 {
+            p1,
+            mid,
+            ni,
+            nr,
+            sa_plain,
+            iv,
+        } = st;
         let Ok(dec) = decrypt_message(data, p1.suite.cipher, &p1.keys.enc_key, &iv) else {
-            return State::Pull3 {
+            return State::Pull3(SentPull3 {
                 p1,
                 mid,
                 ni,
                 nr,
                 sa_plain,
                 iv,
-            };
+            });
         };
         let Ok(raws) = verify_hashed_chain(
             p1.suite.prf,
@@ -806,11 +772,10 @@ impl GroupMember {
             &dec.plaintext,
             &[&ni, &nr],
         ) else {
-            self.fail(
+            return self.failed(
                 now,
                 GmFailure::BadResponse("GROUPKEY-PULL message 4: HASH(4) does not verify"),
             );
-            return std::mem::replace(&mut self.state, State::Idle { at: now });
         };
         let (mut seq, mut kd) = (0, None);
         for r in &raws {
@@ -852,10 +817,7 @@ impl GroupMember {
                 });
                 State::Registered { renew_at }
             }
-            Err(why) => {
-                self.fail(now, GmFailure::BadResponse(why));
-                std::mem::replace(&mut self.state, State::Idle { at: now })
-            }
+            Err(why) => self.failed(now, GmFailure::BadResponse(why)),
         }
     }
 }
