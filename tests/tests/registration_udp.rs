@@ -236,4 +236,27 @@ fn bind_refusal_and_bad_options_are_clear_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("1-100"), "{err}");
+    // A bad agent configuration file: an unknown key, and a D3P window in the file.
+    for (text, needle) in [
+        (
+            "key_servers = ['127.0.0.1:9']\ngroup = 1\npsk = 'k'\nbogus = 1\n",
+            "bogus",
+        ),
+        (
+            "key_servers = ['127.0.0.1:9']\ngroup = 1\npsk = 'k'\nclient_d3p_window = 'msec 99'\n",
+            "100-10000",
+        ),
+        ("group = 1\npsk = 'k'\n", "key_servers"),
+    ] {
+        let f = dir.join("agent.toml");
+        std::fs::write(&f, text).unwrap();
+        let out = Command::new(binary("gkm-agent", "gkm-agent"))
+            .arg("--config")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{text}: {err}");
+    }
 }
