@@ -3,8 +3,8 @@
 //! under the KEK. The rekey scheduler and the GM's installation of the
 //! contents build on these two functions.
 //!
-//! Signature: RSA PKCS#1 v1.5 over the raw SHA-256 hash (no DigestInfo) of
-//! `"rekey" ‖ HDR ‖ payloads before SIG`, where HDR has the E flag set and
+//! Signature: RSA PKCS#1 v1.5 over the raw SHA-256 hash (no DigestInfo),
+//! or ECDSA P-256/SHA-256, of `"rekey" ‖ HDR ‖ payloads before SIG`, where HDR has the E flag set and
 //! Length = the unpadded plaintext length including the SIG payload
 //! (observed on the reference implementation, gdoi-wire.md section 14).
 //! Encryption: the payload chain, zero-padded to the block, AES-CBC with
@@ -13,9 +13,8 @@
 use gkm_wire::consts::{ExchangeType, Flags, PayloadType, ISAKMP_HEADER_LEN};
 use gkm_wire::payload::{emit_chain, PayloadIter, RawPayload, Seq};
 use gkm_wire::{Body, IsakmpHeader, Message, Payload};
-use ring::digest;
 
-use crate::crypto::{EngineRng, RsaSigner, RsaVerifier};
+use crate::crypto::{EngineRng, RekeySigner, RekeyVerifier};
 use crate::group::Kek;
 
 /// Why a GROUPKEY-PUSH was refused by a GM.
@@ -43,19 +42,16 @@ pub enum PushError {
     Build,
 }
 
-fn signed_hash(header: &IsakmpHeader, before_sig: &[u8]) -> Vec<u8> {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(b"rekey");
-    ctx.update(&header.to_bytes());
-    ctx.update(before_sig);
-    ctx.finish().as_ref().to_vec()
+/// What the SIG payload signs: `"rekey" ‖ HDR ‖ payloads before SIG`.
+fn signed_message(header: &IsakmpHeader, before_sig: &[u8]) -> Vec<u8> {
+    [&b"rekey"[..], &header.to_bytes(), before_sig].concat()
 }
 
 /// Builds an encrypted, signed GROUPKEY-PUSH. `payloads` are the ones
 /// before SIG and must start with SEQ (`[SEQ, D?, SA, KD]`).
 pub fn seal_push(
     kek: &Kek,
-    signer: &RsaSigner,
+    signer: &RekeySigner,
     rng: &mut dyn EngineRng,
     payloads: &[Payload<'_>],
 ) -> Result<Vec<u8>, PushError> {
@@ -65,7 +61,7 @@ pub fn seal_push(
     let mut before_sig = Vec::with_capacity(1024);
     // The chain is emitted with SIG as the last payload's next; SIG is appended after.
     let mut chain: Vec<Payload<'_>> = payloads.to_vec();
-    let sig_len = signer.modulus_bits().div_ceil(8);
+    let sig_len = signer.signature_len();
     let placeholder = vec![0u8; sig_len];
     chain.push(Payload::Signature(gkm_wire::payload::Signature(
         &placeholder,
@@ -84,8 +80,8 @@ pub fn seal_push(
         length: u32::try_from(ISAKMP_HEADER_LEN + before_sig.len())
             .map_err(|_| PushError::Build)?,
     };
-    let hash = signed_hash(&header, before_sig.get(..unsigned_len).unwrap_or_default());
-    let sig = signer.sign(rng, &hash).map_err(|_| PushError::Build)?;
+    let signed = signed_message(&header, before_sig.get(..unsigned_len).unwrap_or_default());
+    let sig = signer.sign(rng, &signed).map_err(|_| PushError::Build)?;
     if sig.len() != sig_len {
         return Err(PushError::Build);
     }
@@ -130,7 +126,7 @@ impl OpenedPush {
 pub fn open_push(
     datagram: &[u8],
     kek: &Kek,
-    ks_key: &RsaVerifier,
+    ks_key: &RekeyVerifier,
     last_seq: u32,
 ) -> Result<OpenedPush, PushError> {
     let msg = Message::parse(datagram).map_err(|_| PushError::Malformed)?;
@@ -176,9 +172,9 @@ pub fn open_push(
         length: u32::try_from(ISAKMP_HEADER_LEN + chain_len).map_err(|_| PushError::Malformed)?,
         ..h
     };
-    let hash = signed_hash(&signed_header, pt.get(..sig_offset).unwrap_or_default());
+    let signed = signed_message(&signed_header, pt.get(..sig_offset).unwrap_or_default());
     ks_key
-        .verify(&hash, &sig)
+        .verify(&signed, &sig)
         .map_err(|_| PushError::BadSignature)?;
     if seq <= last_seq {
         return Err(PushError::Replay {

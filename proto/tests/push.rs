@@ -12,21 +12,23 @@
 mod common;
 
 use common::*;
-use gkm_proto::crypto::{RsaSigner, RsaVerifier};
+use gkm_proto::crypto::{RekeySigner, RekeyVerifier, RsaSigner};
 use gkm_proto::group::GroupKeys;
 use gkm_proto::push::{open_push, seal_push, PushError};
 use gkm_wire::consts::PayloadType;
 use gkm_wire::payload::{GdoiSa, KeyDownload, Sa, Seq};
 use gkm_wire::Payload;
 
-fn setup() -> (GroupKeys, RsaSigner, RsaVerifier) {
-    let signer = RsaSigner::from_pkcs8_pem(include_str!("data/ks-rekey.pem")).unwrap();
-    let verifier = RsaVerifier::from_spki_der(&signer.public_spki_der().unwrap()).unwrap();
+fn setup() -> (GroupKeys, RekeySigner, RekeyVerifier) {
+    let signer =
+        RekeySigner::Rsa(RsaSigner::from_pkcs8_pem(include_str!("data/ks-rekey.pem")).unwrap());
+    let verifier =
+        RekeyVerifier::new(signer.algorithm(), &signer.public_spki_der().unwrap()).unwrap();
     let keys = ks_config(b"k", Default::default()).groups.remove(0).keys;
     (keys, signer, verifier)
 }
 
-fn push(keys: &GroupKeys, signer: &RsaSigner, seq: u32) -> Vec<u8> {
+fn push(keys: &GroupKeys, signer: &RekeySigner, seq: u32) -> Vec<u8> {
     let material = keys.kek_material();
     let sa: GdoiSa<'_> = keys.to_sa();
     let kd: KeyDownload<'_> = keys.to_kd(&material, None);
@@ -79,7 +81,7 @@ fn forged_wrong_kek_tampered_and_truncated_pushes_are_refused() {
     let (keys, signer, verifier) = setup();
     let kek = keys.kek.as_ref().unwrap();
     // Signed by a key that is not the KS's.
-    let rogue = RsaSigner::from_pkcs8_pem(include_str!("data/gm.key")).unwrap();
+    let rogue = RekeySigner::Rsa(RsaSigner::from_pkcs8_pem(include_str!("data/gm.key")).unwrap());
     let forged = push(&keys, &rogue, 6);
     assert_eq!(
         open_push(&forged, kek, &verifier, 0),
@@ -111,4 +113,24 @@ fn forged_wrong_kek_tampered_and_truncated_pushes_are_refused() {
         assert!(open_push(&d[..k], kek, &verifier, 0).is_err());
     }
     assert!(open_push(&d, kek, &verifier, 0).is_ok());
+}
+
+#[test]
+fn ecdsa_p256_signed_pushes_open_and_forgeries_do_not() {
+    let (keys, _, _) = setup();
+    let kek = keys.kek.as_ref().unwrap();
+    let signer =
+        RekeySigner::ecdsa_p256_from_pkcs8(&RekeySigner::generate_ecdsa_p256_pkcs8().unwrap())
+            .unwrap();
+    let verifier =
+        RekeyVerifier::new(signer.algorithm(), &signer.public_spki_der().unwrap()).unwrap();
+    let d = push(&keys, &signer, 2);
+    assert_eq!(open_push(&d, kek, &verifier, 1).unwrap().seq, 2);
+    let rogue =
+        RekeySigner::ecdsa_p256_from_pkcs8(&RekeySigner::generate_ecdsa_p256_pkcs8().unwrap())
+            .unwrap();
+    assert_eq!(
+        open_push(&push(&keys, &rogue, 3), kek, &verifier, 1),
+        Err(PushError::BadSignature)
+    );
 }

@@ -6,12 +6,14 @@
 mod cbc_cipher;
 mod dh;
 mod prf;
+mod rekey_sig;
 pub mod rng;
 mod sig;
 
 pub use cbc_cipher::{CbcCipher, CipherError};
 pub use dh::{DhBackend, DhError, DhGroup, DhPrivate};
 pub use prf::Prf;
+pub use rekey_sig::{RekeySigner, RekeyVerifier};
 pub use rng::EngineRng;
 pub use sig::{
     certificates_from_pem, CertError, CertificateAuthority, RsaSigner, RsaVerifier, SigError,
