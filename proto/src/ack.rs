@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 
 use gkm_wire::consts::{
     ack_kdf_length_bits, AckRequested, ExchangeType, Flags, PayloadType, GROUPKEY_PUSH_ACK_LABEL,
+    ISAKMP_HEADER_LEN,
 };
 use gkm_wire::payload::{emit_chain, IdPayload, PayloadIter, Seq};
 use gkm_wire::{Identity, IsakmpHeader, Payload};
@@ -55,13 +56,9 @@ pub fn ack_key(ack: AckRequested, kek: &Kek) -> Result<Zeroizing<Vec<u8>>, AckEr
     )))
 }
 
-/// Builds the ACK a GM at `gm` sends for the PUSH with `seq`.
-pub fn seal_rfc8263_ack(
-    kek: &Kek,
-    ack: AckRequested,
-    seq: u32,
-    gm: Ipv4Addr,
-) -> Result<Vec<u8>, AckError> {
+/// `HASH, SEQ, ID` with HASH = prf(ack_key, SEQ | ID): the body both ACK
+/// kinds carry. Returns the body's first payload type and its octets.
+fn ack_chain(kek: &Kek, ack: AckRequested, seq: u32, gm: Ipv4Addr) -> Result<Vec<u8>, AckError> {
     let prf = prf_for(ack).ok_or(AckError::Unsupported)?;
     let key = ack_key(ack, kek)?;
     let mut rest = Vec::with_capacity(32);
@@ -75,19 +72,7 @@ pub fn seal_rfc8263_ack(
     ];
     let first_rest = emit_chain(&rest_payloads, &mut rest).map_err(|_| AckError::Malformed)?;
     let hash = prf.prf(&key, &[&rest]);
-    let (i, r) = IsakmpHeader::cookies_from_kek_spi(&kek.spi);
-    let total = 28 + 4 + hash.len() + rest.len();
-    let header = IsakmpHeader {
-        initiator_cookie: i,
-        responder_cookie: r,
-        next_payload: PayloadType::HASH,
-        exchange_type: ExchangeType::GROUPKEY_PUSH_ACK,
-        flags: Flags::default(),
-        message_id: 0,
-        length: u32::try_from(total).map_err(|_| AckError::Malformed)?,
-    };
-    let mut out = Vec::with_capacity(total);
-    header.emit(&mut out);
+    let mut out = Vec::with_capacity(4 + hash.len() + rest.len());
     out.push(first_rest.0);
     out.push(0);
     out.extend_from_slice(
@@ -100,7 +85,70 @@ pub fn seal_rfc8263_ack(
     Ok(out)
 }
 
-/// A verified ACK: which SEQ, from which GM.
+/// Checks a `HASH, SEQ, ID` chain (exactly those three, in order).
+fn check_ack_chain(kek: &Kek, ack: AckRequested, body: &[u8]) -> Result<Rfc8263Ack, AckError> {
+    let prf = prf_for(ack).ok_or(AckError::Unsupported)?;
+    let raws: Vec<_> = PayloadIter::new(PayloadType::HASH, body)
+        .collect::<Result<_, _>>()
+        .map_err(|_| AckError::Malformed)?;
+    let [hash, seq, id] = raws.as_slice() else {
+        return Err(AckError::Malformed);
+    };
+    if seq.payload_type != PayloadType::SEQ || id.payload_type != PayloadType::ID {
+        return Err(AckError::Malformed);
+    }
+    let key = ack_key(ack, kek)?;
+    let rest = body.get(hash.bytes.len()..).unwrap_or_default();
+    if !prf.verify(&key, &[rest], hash.body) {
+        return Err(AckError::BadHash);
+    }
+    let seq = Seq::parse(seq.body).map_err(|_| AckError::Malformed)?.0;
+    let id = IdPayload::parse(id.body).map_err(|_| AckError::Malformed)?;
+    match id.identity {
+        Identity::Ipv4Addr(gm) if id.protocol == 0 && id.port == 0 => Ok(Rfc8263Ack { seq, gm }),
+        _ => Err(AckError::Malformed),
+    }
+}
+
+fn ack_header(
+    kek: &Kek,
+    exchange: ExchangeType,
+    flags: Flags,
+    len: usize,
+) -> Result<IsakmpHeader, AckError> {
+    let (i, r) = IsakmpHeader::cookies_from_kek_spi(&kek.spi);
+    Ok(IsakmpHeader {
+        initiator_cookie: i,
+        responder_cookie: r,
+        next_payload: PayloadType::HASH,
+        exchange_type: exchange,
+        flags,
+        message_id: 0,
+        length: u32::try_from(ISAKMP_HEADER_LEN + len).map_err(|_| AckError::Malformed)?,
+    })
+}
+
+/// Builds the ACK a GM at `gm` sends for the PUSH with `seq`.
+pub fn seal_rfc8263_ack(
+    kek: &Kek,
+    ack: AckRequested,
+    seq: u32,
+    gm: Ipv4Addr,
+) -> Result<Vec<u8>, AckError> {
+    let body = ack_chain(kek, ack, seq, gm)?;
+    let header = ack_header(
+        kek,
+        ExchangeType::GROUPKEY_PUSH_ACK,
+        Flags::default(),
+        body.len(),
+    )?;
+    let mut out = Vec::with_capacity(ISAKMP_HEADER_LEN + body.len());
+    header.emit(&mut out);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// A verified ACK (either kind): which SEQ, from which GM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rfc8263Ack {
     /// The acknowledged SEQ.
@@ -115,40 +163,79 @@ pub fn open_rfc8263_ack(
     kek: &Kek,
     ack: AckRequested,
 ) -> Result<Rfc8263Ack, AckError> {
-    let prf = prf_for(ack).ok_or(AckError::Unsupported)?;
-    let msg = gkm_wire::Message::parse(datagram).map_err(|_| AckError::Malformed)?;
-    let h = msg.header;
+    let h = IsakmpHeader::parse(datagram).map_err(|_| AckError::Malformed)?;
     if h.exchange_type != ExchangeType::GROUPKEY_PUSH_ACK
         || h.message_id != 0
         || h.flags != Flags::default()
+        || h.next_payload != PayloadType::HASH
+        || usize::try_from(h.length).ok() != Some(datagram.len())
     {
         return Err(AckError::Malformed);
     }
     if h.kek_spi() != kek.spi {
         return Err(AckError::WrongKek);
     }
-    let body = datagram.get(28..).unwrap_or_default();
-    let raws: Vec<_> = PayloadIter::new(h.next_payload, body)
-        .collect::<Result<_, _>>()
+    check_ack_chain(
+        kek,
+        ack,
+        datagram.get(ISAKMP_HEADER_LEN..).unwrap_or_default(),
+    )
+}
+
+/// The ack_key kind GKM's unicast ACK uses (REKEY_ACK_KEK_SHA256's).
+const UNICAST_ACK_KIND: AckRequested = AckRequested::REKEY_ACK_KEK_SHA256;
+
+/// GKM's encrypted unicast ACK, the `cisco` option (DESIGN.md "ACK,
+/// cisco"): exchange 240, `HDR*, HASH, SEQ, ID` with the same HASH as RFC
+/// 8263, the chain zero-padded and AES-CBC-encrypted under the KEK with the
+/// KEK's IV, as GROUPKEY-PUSH is. The HASH leads the plaintext and differs
+/// per GM and SEQ, so the fixed IV does not make two ACKs' first blocks equal.
+pub fn seal_unicast_ack(kek: &Kek, seq: u32, gm: Ipv4Addr) -> Result<Vec<u8>, AckError> {
+    let mut body = ack_chain(kek, UNICAST_ACK_KIND, seq, gm)?;
+    let pad = (16 - body.len() % 16) % 16;
+    body.resize(body.len() + pad, 0);
+    let ct = kek
+        .cipher
+        .encrypt(&kek.key, &kek.iv, &body)
         .map_err(|_| AckError::Malformed)?;
-    let [hash, seq, id] = raws.as_slice() else {
-        return Err(AckError::Malformed);
-    };
-    if hash.payload_type != PayloadType::HASH
-        || seq.payload_type != PayloadType::SEQ
-        || id.payload_type != PayloadType::ID
+    let header = ack_header(
+        kek,
+        ExchangeType::GKM_UNICAST_ACK,
+        Flags::ENCRYPTION,
+        ct.len(),
+    )?;
+    let mut out = Vec::with_capacity(ISAKMP_HEADER_LEN + ct.len());
+    header.emit(&mut out);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+/// Decrypts and checks GKM's unicast ACK under the KEK it names.
+pub fn open_unicast_ack(datagram: &[u8], kek: &Kek) -> Result<Rfc8263Ack, AckError> {
+    let h = IsakmpHeader::parse(datagram).map_err(|_| AckError::Malformed)?;
+    if h.exchange_type != ExchangeType::GKM_UNICAST_ACK
+        || h.message_id != 0
+        || h.flags != Flags::ENCRYPTION
+        || h.next_payload != PayloadType::HASH
+        || usize::try_from(h.length).ok() != Some(datagram.len())
     {
         return Err(AckError::Malformed);
     }
-    let key = ack_key(ack, kek)?;
-    let rest = body.get(hash.bytes.len()..).unwrap_or_default();
-    if !prf.verify(&key, &[rest], hash.body) {
-        return Err(AckError::BadHash);
+    if h.kek_spi() != kek.spi {
+        return Err(AckError::WrongKek);
     }
-    let seq = Seq::parse(seq.body).map_err(|_| AckError::Malformed)?.0;
-    let id = IdPayload::parse(id.body).map_err(|_| AckError::Malformed)?;
-    match id.identity {
-        Identity::Ipv4Addr(gm) if id.protocol == 0 && id.port == 0 => Ok(Rfc8263Ack { seq, gm }),
-        _ => Err(AckError::Malformed),
+    let pt = kek
+        .cipher
+        .decrypt(
+            &kek.key,
+            &kek.iv,
+            datagram.get(ISAKMP_HEADER_LEN..).unwrap_or_default(),
+        )
+        .map_err(|_| AckError::Malformed)?;
+    let mut it = PayloadIter::with_padding(PayloadType::HASH, &pt, 16);
+    for p in it.by_ref() {
+        p.map_err(|_| AckError::Malformed)?;
     }
+    let end = pt.len() - it.remaining();
+    check_ack_chain(kek, UNICAST_ACK_KIND, pt.get(..end).unwrap_or_default())
 }

@@ -13,7 +13,10 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::*;
-use gkm_proto::ack::{ack_key, open_rfc8263_ack, seal_rfc8263_ack, AckError, Rfc8263Ack};
+use gkm_proto::ack::{
+    ack_key, open_rfc8263_ack, open_unicast_ack, seal_rfc8263_ack, seal_unicast_ack, AckError,
+    Rfc8263Ack,
+};
 use gkm_wire::consts::{AckRequested, ExchangeType, PayloadType};
 
 const GM: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 7);
@@ -95,5 +98,41 @@ fn tampered_wrong_kek_and_malformed_acks_are_refused() {
     }
     for k in 0..d.len() {
         assert!(open_rfc8263_ack(&d[..k], kek, ack).is_err());
+    }
+}
+
+#[test]
+fn unicast_ack_is_encrypted_opens_under_its_kek_only() {
+    let keys = ks_config(b"k", Default::default()).groups.remove(0).keys;
+    let kek = keys.kek.as_ref().unwrap();
+    let d = seal_unicast_ack(kek, 7, GM).unwrap();
+    assert_eq!(open_unicast_ack(&d, kek), Ok(Rfc8263Ack { seq: 7, gm: GM }));
+    let h = gkm_wire::IsakmpHeader::parse(&d).unwrap();
+    assert_eq!(h.exchange_type, ExchangeType::GKM_UNICAST_ACK);
+    assert_eq!(h.kek_spi(), kek.spi);
+    assert!(h.flags.contains(gkm_wire::consts::Flags::ENCRYPTION));
+    assert_eq!((d.len() - 28) % 16, 0, "whole AES blocks");
+    // Encrypted: neither the SEQ nor the GM address is visible.
+    assert!(!d.windows(4).any(|w| w == GM.octets()));
+    // The two kinds are not interchangeable (Table 2 keeps them apart).
+    let plain = seal_rfc8263_ack(kek, AckRequested::REKEY_ACK_KEK_SHA256, 7, GM).unwrap();
+    assert_eq!(open_unicast_ack(&plain, kek), Err(AckError::Malformed));
+    assert_eq!(
+        open_rfc8263_ack(&d, kek, AckRequested::REKEY_ACK_KEK_SHA256),
+        Err(AckError::Malformed)
+    );
+    let mut other = kek.clone();
+    other.key[3] ^= 1;
+    assert!(open_unicast_ack(&d, &other).is_err());
+    other = kek.clone();
+    other.spi[2] ^= 1;
+    assert_eq!(open_unicast_ack(&d, &other), Err(AckError::WrongKek));
+    for i in 28..d.len() {
+        let mut t = d.clone();
+        t[i] ^= 0x04;
+        assert!(open_unicast_ack(&t, kek).is_err(), "flip at {i} accepted");
+    }
+    for k in 0..d.len() {
+        assert!(open_unicast_ack(&d[..k], kek).is_err());
     }
 }
