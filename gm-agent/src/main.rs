@@ -171,6 +171,8 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
             retransmit_initial_ms: 1000,
             max_transmissions: 4,
             initial_contact: true,
+            ack_address: None,
+            multicast_ack_jitter_ms: 500,
             dh_backend: gkm_proto::crypto::DhBackend::Ring,
         },
         bind,
@@ -231,6 +233,19 @@ async fn main() -> Result<()> {
                 GmEvent::Failed { ks, reason } => {
                     warn!(%ks, ?reason, "registration attempt failed")
                 }
+                GmEvent::Rekeyed {
+                    seq,
+                    installed,
+                    deleted,
+                    new_kek,
+                } => {
+                    info!(group, seq, ?installed, ?deleted, new_kek, "rekey applied");
+                    println!(
+                        "rekeyed group {group}: SEQ {seq}, {} new TEK(s), new KEK {new_kek}",
+                        installed.len()
+                    );
+                }
+                GmEvent::PushRejected(why) => warn!(group, %why, "rekey refused"),
             }
         }
         let wait = gm

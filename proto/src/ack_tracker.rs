@@ -110,6 +110,15 @@ impl AckTracker {
         out
     }
 
+    /// GMs the rekey `seq` was last sent to that have not acknowledged it
+    /// (retransmission targets).
+    pub fn unacknowledged(&self, seq: u32) -> impl Iterator<Item = &str> {
+        self.gms
+            .iter()
+            .filter(move |(_, s)| s.last_sent == Some(seq) && s.last_acked != Some(seq))
+            .map(|(g, _)| g.as_str())
+    }
+
     /// A GM's state, if it is tracked.
     pub fn state(&self, gm: &str) -> Option<AckState> {
         self.gms.get(gm).copied()

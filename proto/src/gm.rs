@@ -76,6 +76,12 @@ pub struct GmConfig {
     /// On by default; a load generator sharing one identity among many
     /// simulated GMs turns it off.
     pub initial_contact: bool,
+    /// The address the GM names in its rekey ACKs' ID payload (the KS
+    /// matches it to the registration); defaults to an IPv4 identity.
+    pub ack_address: Option<Ipv4Addr>,
+    /// Most random delay before acknowledging a multicast rekey, so that a
+    /// group's ACKs do not all arrive at once.
+    pub multicast_ack_jitter_ms: u64,
 }
 
 /// Why a registration attempt failed.
@@ -101,6 +107,19 @@ pub enum GmEvent {
         /// Sender IDs granted.
         sids: Vec<u32>,
     },
+    /// A GROUPKEY-PUSH was accepted and applied.
+    Rekeyed {
+        /// Its SEQ.
+        seq: u32,
+        /// TEK SPIs installed.
+        installed: Vec<u32>,
+        /// TEK SPIs deleted at once (rekey replace).
+        deleted: Vec<u32>,
+        /// Whether it carried a new KEK.
+        new_kek: bool,
+    },
+    /// A GROUPKEY-PUSH was refused (and counted).
+    PushRejected(crate::push::PushError),
     /// An attempt at `ks` failed; the engine moves on by itself.
     Failed {
         /// The key server.
@@ -168,15 +187,20 @@ struct P1 {
 
 /// The group member engine.
 pub struct GroupMember {
-    cfg: GmConfig,
-    rng: Box<dyn EngineRng>,
+    pub(crate) cfg: GmConfig,
+    pub(crate) rng: Box<dyn EngineRng>,
     ks_index: usize,
     icky: [u8; 8],
     state: State,
     last_out: Option<(Vec<u8>, Millis, u32)>,
     contacted: bool,
-    transmits: Vec<Transmit>,
-    events: Vec<GmEvent>,
+    pub(crate) transmits: Vec<Transmit>,
+    pub(crate) events: Vec<GmEvent>,
+    /// Keys and rekey state once registered.
+    pub(crate) group: Option<crate::gm_rekey::GmGroup>,
+    /// ACKs waiting out their multicast jitter.
+    pub(crate) delayed: Vec<(Millis, Transmit)>,
+    pub(crate) counters: crate::gm_rekey::GmCounters,
 }
 
 impl GroupMember {
@@ -192,6 +216,9 @@ impl GroupMember {
             contacted: false,
             transmits: Vec::new(),
             events: Vec::new(),
+            group: None,
+            delayed: Vec::new(),
+            counters: Default::default(),
         }
     }
 
@@ -225,10 +252,19 @@ impl GroupMember {
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        match &self.state {
+        let own = match &self.state {
             State::Idle { at } => Some(*at),
             State::Registered { renew_at } => Some(*renew_at),
             _ => self.last_out.as_ref().map(|(_, at, _)| *at),
+        };
+        let delayed = self.delayed.iter().map(|(at, _)| *at).min();
+        [own, delayed].into_iter().flatten().min()
+    }
+
+    /// A rekey moved the re-registration time.
+    pub(crate) fn set_renew_at(&mut self, at: Millis) {
+        if let State::Registered { renew_at } = &mut self.state {
+            *renew_at = at;
         }
     }
 
@@ -257,6 +293,7 @@ impl GroupMember {
 
     /// Drives retransmissions, fail-over and re-registration.
     pub fn handle_timeout(&mut self, now: Millis) {
+        self.release_delayed(now);
         match self.state {
             State::Idle { at } | State::Registered { renew_at: at } if now >= at => {
                 return self.start(now)
@@ -363,12 +400,17 @@ impl GroupMember {
 
     /// Feeds one received datagram.
     pub fn handle_datagram(&mut self, now: Millis, from: SocketAddr, data: &[u8]) {
-        if Some(from) != self.key_server() {
-            return;
-        }
         let Ok(header) = IsakmpHeader::parse(data) else {
             return;
         };
+        // A rekey is authenticated by its signature, not its source: it may
+        // come from any KS of the group, unicast or multicast.
+        if header.exchange_type == ExchangeType::GROUPKEY_PUSH {
+            return self.on_push(now, from, data);
+        }
+        if Some(from) != self.key_server() {
+            return;
+        }
         if header.initiator_cookie != self.icky {
             return;
         }
@@ -792,23 +834,21 @@ impl GroupMember {
                 Ok(Sa::Gdoi(g)) => Some(g),
                 _ => None,
             });
-        let result = match (sa, kd) {
-            (Some(sa), Some(kd)) => GroupKeys::from_pull(self.cfg.group_id, &sa, &kd, seq)
+        let result = match (sa.as_ref(), kd) {
+            (Some(sa), Some(kd)) => GroupKeys::from_pull(self.cfg.group_id, sa, &kd, seq)
                 .map_err(|_| "inconsistent policy"),
             _ => Err("SA or KD missing"),
         };
         match result {
             Ok((keys, sids)) => {
-                let earliest = keys
-                    .teks
-                    .iter()
-                    .map(|t| u64::from(t.lifetime_secs) * 1000)
-                    .min()
-                    .unwrap_or(3_600_000);
-                let renew_at = now
-                    + earliest
-                        .saturating_sub(self.cfg.reregister_before_ms)
-                        .max(1000);
+                let ack_requested = sa
+                    .as_ref()
+                    .and_then(|s| s.kek.as_ref())
+                    .and_then(|k| k.policy.ack_requested);
+                if let Err(why) = self.install_registration(now, from, &keys, ack_requested) {
+                    return self.failed(now, GmFailure::BadResponse(why));
+                }
+                let renew_at = self.renew_at(now);
                 self.last_out = None;
                 self.events.push(GmEvent::Registered {
                     ks: from,

@@ -4,8 +4,8 @@
 use std::net::Ipv4Addr;
 
 use gkm_wire::consts::{
-    AddressPreservation, EncapsulationMode, EspTransformId, GdoiProtocol, IpProtocol, KekAlgorithm,
-    SaDirection, SigAlgorithm, SigHashAlgorithm, GDOI_PORT,
+    AckRequested, AddressPreservation, EncapsulationMode, EspTransformId, GdoiProtocol, IpProtocol,
+    KekAlgorithm, SaDirection, SigAlgorithm, SigHashAlgorithm, GDOI_PORT,
 };
 use gkm_wire::payload::{
     GdoiSa, IpsecSaAttributes, IpsecTek, KekKeyPacket, KekPolicy, KeyDownload, KeyPacket, SaKek,
@@ -98,10 +98,84 @@ pub struct Kek {
     pub rekey_src: Ipv4Addr,
     /// See `rekey_src`.
     pub rekey_dst: Ipv4Addr,
+    /// SIG_ALGORITHM of the KS's rekey-signing key.
+    pub sig_algorithm: SigAlgorithm,
     /// The KS's rekey-signing key, DER SubjectPublicKeyInfo.
     pub sig_key_spki: Vec<u8>,
-    /// Its modulus size in bits.
+    /// Its size in bits (RSA modulus, or 256 for P-256).
     pub sig_key_bits: u16,
+}
+
+/// What a new KEK is made from: everything but the random SPI, IV and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekParams {
+    /// Rekey source (the KS).
+    pub src: Ipv4Addr,
+    /// Rekey destination: a multicast group, or 0.0.0.0 for unicast rekeys.
+    pub dst: Ipv4Addr,
+    /// Lifetime in seconds.
+    pub lifetime_secs: u32,
+    /// Cipher.
+    pub cipher: CbcCipher,
+    /// SIG_ALGORITHM of the rekey-signing key.
+    pub sig_algorithm: SigAlgorithm,
+    /// The rekey-signing public key, DER SubjectPublicKeyInfo.
+    pub sig_key_spki: Vec<u8>,
+    /// Its size in bits.
+    pub sig_key_bits: u16,
+}
+
+impl Kek {
+    /// A fresh KEK (new SPI, IV and key) from `params`.
+    pub fn fresh(rng: &mut dyn EngineRng, params: &KekParams) -> Self {
+        Self {
+            spi: rng::array(rng),
+            cipher: params.cipher,
+            iv: rng::array(rng),
+            key: Zeroizing::new(rng::bytes(rng, params.cipher.key_len())),
+            lifetime_secs: params.lifetime_secs,
+            rekey_src: params.src,
+            rekey_dst: params.dst,
+            sig_algorithm: params.sig_algorithm,
+            sig_key_spki: params.sig_key_spki.clone(),
+            sig_key_bits: params.sig_key_bits,
+        }
+    }
+
+    /// The parameters this KEK was made from (to make its successor).
+    pub fn params(&self) -> KekParams {
+        KekParams {
+            src: self.rekey_src,
+            dst: self.rekey_dst,
+            lifetime_secs: self.lifetime_secs,
+            cipher: self.cipher,
+            sig_algorithm: self.sig_algorithm,
+            sig_key_spki: self.sig_key_spki.clone(),
+            sig_key_bits: self.sig_key_bits,
+        }
+    }
+
+    /// Whether rekeys under this KEK are unicast (no multicast destination).
+    pub fn is_unicast(&self) -> bool {
+        !self.rekey_dst.is_multicast()
+    }
+}
+
+impl Tek {
+    /// A successor of `self`: same selectors, transform and lifetime, a new
+    /// SPI (above 255, RFC 4303 section 2.1) and key.
+    pub fn fresh(&self, rng: &mut dyn EngineRng) -> Self {
+        Self {
+            spi: loop {
+                let s = rng.next_u32();
+                if s > 255 && s != self.spi {
+                    break s;
+                }
+            },
+            key: Zeroizing::new(rng::bytes(rng, self.key.len())),
+            ..self.clone()
+        }
+    }
 }
 
 impl core::fmt::Debug for Kek {
@@ -174,25 +248,14 @@ pub enum GroupError {
 
 impl GroupKeys {
     /// Fresh keys for a group: new KEK (when `rekey` is set) and one TEK per selector pair.
-    #[allow(clippy::too_many_arguments)]
     pub fn generate(
         rng: &mut dyn EngineRng,
         group_id: u32,
         selectors: &[(Ipv4Prefix, Ipv4Prefix)],
         tek_lifetime_secs: u32,
-        rekey: Option<(Ipv4Addr, Ipv4Addr, u32, Vec<u8>, u16)>,
+        rekey: Option<&KekParams>,
     ) -> Self {
-        let kek = rekey.map(|(src, dst, lifetime_secs, spki, bits)| Kek {
-            spi: rng::array(rng),
-            cipher: CbcCipher::Aes128,
-            iv: rng::array(rng),
-            key: Zeroizing::new(rng::bytes(rng, 16)),
-            lifetime_secs,
-            rekey_src: src,
-            rekey_dst: dst,
-            sig_key_spki: spki,
-            sig_key_bits: bits,
-        });
+        let kek = rekey.map(|p| Kek::fresh(rng, p));
         let teks = selectors
             .iter()
             .map(|(src, dst)| Tek {
@@ -217,8 +280,14 @@ impl GroupKeys {
         }
     }
 
-    /// The SA payload (SAK, SATs) of PULL message 2.
+    /// The SA payload (SAK, SATs) of PULL message 2, without KEK_ACK_REQUESTED.
     pub fn to_sa(&self) -> GdoiSa<'_> {
+        self.to_sa_with(None)
+    }
+
+    /// The SA payload with the KEK_ACK_REQUESTED policy attribute a GM
+    /// class gets (seed Table 1), if any.
+    pub fn to_sa_with(&self, ack_requested: Option<AckRequested>) -> GdoiSa<'_> {
         GdoiSa {
             situation: 0,
             kek: self.kek.as_ref().map(|k| SaKek {
@@ -237,8 +306,9 @@ impl GroupKeys {
                     key_length_bits: Some(k.cipher.key_bits()),
                     key_lifetime_secs: Some(k.lifetime_secs),
                     sig_hash_algorithm: Some(SigHashAlgorithm::SHA256),
-                    sig_algorithm: Some(SigAlgorithm::RSA),
+                    sig_algorithm: Some(k.sig_algorithm),
                     sig_key_length_bits: Some(k.sig_key_bits),
+                    ack_requested,
                     ..KekPolicy::default()
                 },
             }),
@@ -398,6 +468,10 @@ impl GroupKeys {
                     lifetime_secs: sak.policy.key_lifetime_secs.unwrap_or(86_400),
                     rekey_src: addr(&sak.src).ok_or(GroupError::Inconsistent("KEK source"))?,
                     rekey_dst: addr(&sak.dst).ok_or(GroupError::Inconsistent("KEK destination"))?,
+                    sig_algorithm: sak
+                        .policy
+                        .sig_algorithm
+                        .ok_or(GroupError::Inconsistent("KEK signature algorithm"))?,
                     sig_key_spki: p
                         .sig_algorithm_key
                         .ok_or(GroupError::Inconsistent("rekey signing key missing"))?

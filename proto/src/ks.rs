@@ -16,13 +16,14 @@ use gkm_wire::payload::{
 use gkm_wire::{Body, Identity, IsakmpHeader, Message, Payload};
 use zeroize::Zeroizing;
 
-use crate::crypto::{rng, CertificateAuthority, DhBackend, EngineRng, RsaSigner};
+use crate::crypto::{rng, CertificateAuthority, DhBackend, EngineRng, RekeySigner, RsaSigner};
 use crate::engine::{own_vendor_id, GmClass, Millis, PeerVendor, Transmit};
 use crate::group::{GroupKeys, Ipv4Prefix};
 use crate::ike::{
     decrypt_message, encrypt_body, hashed_chain, hashed_raw_chain, phase1_iv, phase2_iv,
     verify_hashed_chain, AuthKind, CryptError, Decrypted, Phase1Keys, Suite, Transcript,
 };
+use crate::rekey::{GroupRuntime, GroupState, RekeyPolicy, RekeyReason};
 
 /// Bounds on responder state (the half-open flood defence).
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +80,10 @@ pub struct KsGroup {
     pub keys: GroupKeys,
     /// Who may register.
     pub authorization: Authorization,
+    /// How and when the group is rekeyed.
+    pub rekey: RekeyPolicy,
+    /// Key state persisted before a restart (None: start from `keys`).
+    pub resume: Option<GroupState>,
 }
 
 /// Key server configuration.
@@ -103,6 +108,10 @@ pub struct KsConfig {
     pub dh_backend: DhBackend,
     /// Emit [`KsEvent::Phase1Keys`] for the operator's key log. Off by default.
     pub export_keys: bool,
+    /// The rekey-signing key (None: groups are never rekeyed).
+    pub rekey_signer: Option<RekeySigner>,
+    /// Its name, as `show crypto gkm ks policy` prints it.
+    pub rekey_key_name: String,
 }
 
 /// What a registration told the KS about a GM.
@@ -151,6 +160,11 @@ pub enum Reject {
     Retransmit,
     /// Dropped by the half-open caps.
     HalfOpenLimit,
+    /// A rekey ACK of a kind the group's `rekey acknowledgement` option
+    /// does not accept (seed Table 2).
+    AckNotAccepted,
+    /// A rekey ACK that does not verify or parse.
+    BadAck,
 }
 
 /// Something the caller should record or log.
@@ -173,6 +187,64 @@ pub enum KsEvent {
     },
     /// A GM registered (PULL message 4 sent).
     Registered(GmRecord),
+    /// A rekey is prepared: persist [`KeyServer::group_state`], then call
+    /// [`KeyServer::rekey_persisted`]. Nothing is sent before that.
+    RekeyPrepared {
+        /// Group.
+        group_id: u32,
+        /// Its new SEQ.
+        seq: u32,
+        /// Why.
+        reason: RekeyReason,
+    },
+    /// A GROUPKEY-PUSH went out (persist the group state again: GMs now
+    /// hold the new KEK).
+    RekeySent {
+        /// Group.
+        group_id: u32,
+        /// SEQ.
+        seq: u32,
+        /// Why.
+        reason: RekeyReason,
+        /// Datagrams queued (one per GM, or one multicast).
+        datagrams: usize,
+    },
+    /// Every GM a unicast rekey was sent to has acknowledged it.
+    RekeyAcked {
+        /// Group.
+        group_id: u32,
+        /// SEQ.
+        seq: u32,
+        /// GMs.
+        gms: usize,
+        /// From preparing the rekey to the last ACK.
+        elapsed_ms: u64,
+    },
+    /// The ACK wait of a unicast rekey ended.
+    RekeyRoundClosed {
+        /// Group.
+        group_id: u32,
+        /// SEQ.
+        seq: u32,
+        /// GMs that acknowledged.
+        acked: usize,
+        /// GMs that missed it (and stay).
+        missed: usize,
+        /// GMs removed for their third consecutive miss.
+        removed: usize,
+    },
+    /// A GM missed its third consecutive unicast rekey and was removed
+    /// from the GM database; it gets no rekeys until it registers again.
+    GmRemoved {
+        /// Group.
+        group_id: u32,
+        /// Its identity.
+        identity: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// The SEQ of the rekey it missed last.
+        seq: u32,
+    },
     /// A message was refused; `notify` says what was answered, if anything.
     Rejected {
         /// Peer.
@@ -195,6 +267,18 @@ pub struct KsCounters {
     pub registrations: u64,
     /// Refusals by reason.
     pub rejects: HashMap<Reject, u64>,
+    /// Rekeys sent (all groups).
+    pub rekeys_sent: u64,
+    /// GROUPKEY-PUSH datagrams queued, retransmissions included.
+    pub push_datagrams: u64,
+    /// GROUPKEY-PUSH retransmissions.
+    pub push_retransmits: u64,
+    /// ACKs recorded (for the last SEQ sent to that GM).
+    pub acks_recorded: u64,
+    /// Valid ACKs not recorded (late, duplicate, unknown GM).
+    pub acks_ignored: u64,
+    /// GMs removed after 3 consecutive missed rekeys.
+    pub gms_removed: u64,
 }
 
 impl KsCounters {
@@ -258,8 +342,8 @@ struct Pull {
 
 /// The key server engine.
 pub struct KeyServer {
-    cfg: KsConfig,
-    rng: Box<dyn EngineRng>,
+    pub(crate) cfg: KsConfig,
+    pub(crate) rng: Box<dyn EngineRng>,
     sas: HashMap<[u8; 16], P1Sa>,
     /// (peer, initiator cookie) → responder cookie, for MM1 retransmissions.
     by_icky: HashMap<(SocketAddr, [u8; 8]), [u8; 8]>,
@@ -267,32 +351,46 @@ pub struct KeyServer {
     by_identity: HashMap<String, Vec<[u8; 16]>>,
     half_open: usize,
     half_open_by_source: HashMap<IpAddr, usize>,
-    next_sid: HashMap<u32, u32>,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<KsEvent>,
-    counters: KsCounters,
+    pub(crate) next_sid: HashMap<u32, u32>,
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<KsEvent>,
+    pub(crate) counters: KsCounters,
     next_sweep: Millis,
     /// Each group's SA and KD payload bodies, encoded once: every GM of a
-    /// group receives the same octets. Rebuilt whenever keys change.
+    /// group receives the same octets. Rebuilt whenever keys change and
+    /// once per sweep (remaining lifetimes).
     wire: Vec<GroupWire>,
+    /// Per-group rekey state, same order as `cfg.groups`.
+    pub(crate) runtime: Vec<GroupRuntime>,
+    pub(crate) rekey_state_ready: bool,
 }
 
-/// A group's policy and keys as payload bodies.
+/// A group's policy and keys as payload bodies: the SA without and with
+/// KEK_ACK_REQUESTED (seed Table 1 picks one per GM class), and the KD.
 struct GroupWire {
-    sa: Vec<u8>,
+    keys: GroupKeys,
+    sa: [Vec<u8>; 2],
     kd: Zeroizing<Vec<u8>>,
 }
 
 impl GroupWire {
-    fn encode(keys: &GroupKeys) -> Self {
-        let mut sa = Vec::with_capacity(256);
+    fn encode(keys: GroupKeys) -> Self {
+        let mut plain = Vec::with_capacity(256);
+        let mut with_ack = Vec::with_capacity(256);
         let mut kd = Zeroizing::new(Vec::with_capacity(512));
         let material = keys.kek_material();
         // Encoding our own well-formed policy cannot fail short of a group
         // larger than the codec limits, which configuration validation excludes.
-        let _ = Sa::Gdoi(keys.to_sa()).emit(&mut sa);
+        let _ = Sa::Gdoi(keys.to_sa()).emit(&mut plain);
+        let _ =
+            Sa::Gdoi(keys.to_sa_with(Some(gkm_wire::consts::AckRequested::REKEY_ACK_KEK_SHA256)))
+                .emit(&mut with_ack);
         let _ = keys.to_kd(&material, None).emit(&mut kd);
-        Self { sa, kd }
+        Self {
+            keys,
+            sa: [plain, with_ack],
+            kd,
+        }
     }
 }
 
@@ -365,10 +463,13 @@ impl KeyServer {
         let wire = cfg
             .groups
             .iter()
-            .map(|g| GroupWire::encode(&g.keys))
+            .map(|g| GroupWire::encode(g.keys.clone()))
             .collect();
+        let runtime = cfg.groups.iter().map(|_| GroupRuntime::default()).collect();
         Self {
             wire,
+            runtime,
+            rekey_state_ready: false,
             cfg,
             rng,
             sas: HashMap::new(),
@@ -418,15 +519,41 @@ impl KeyServer {
     /// [`SWEEP_INTERVAL_MS`] while any exists, so the cost stays O(1) per
     /// datagram and O(n) per second.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        (!self.sas.is_empty()).then_some(self.next_sweep)
+        let sweep = (!self.sas.is_empty()).then_some(self.next_sweep);
+        [sweep, self.rekey_deadline()].into_iter().flatten().min()
+    }
+
+    /// Re-encodes each group's registration payloads (keys changed, or
+    /// remaining lifetimes moved on).
+    pub(crate) fn refresh_wire(&mut self, now: Millis) {
+        for gi in 0..self.cfg.groups.len() {
+            let Some(keys) = self.registration_keys(gi, now) else {
+                continue;
+            };
+            if let Some(w) = self.wire.get_mut(gi) {
+                *w = GroupWire::encode(keys);
+            }
+        }
+    }
+
+    /// The seed's GM class of a peer: an operator tag marks ASR 9000; a
+    /// Cisco Vendor ID marks Cisco; anything else is non-Cisco.
+    fn classify(&self, from: SocketAddr, vendor: &PeerVendor) -> GmClass {
+        match from.ip() {
+            IpAddr::V4(a) if self.cfg.asr9000.iter().any(|p| p.contains(a)) => GmClass::Asr9000,
+            _ if vendor.cisco => GmClass::Cisco,
+            _ => GmClass::NonCisco,
+        }
     }
 
     /// Expires half-open exchanges, finished PULLs and phase 1 SAs past their lifetime.
     pub fn handle_timeout(&mut self, now: Millis) {
+        self.rekey_timeout(now);
         if now < self.next_sweep {
             return;
         }
         self.next_sweep = now + SWEEP_INTERVAL_MS;
+        self.refresh_wire(now);
         let limits = self.cfg.limits;
         let mut gone = Vec::new();
         for (k, sa) in &mut self.sas {
@@ -473,7 +600,7 @@ impl KeyServer {
         }
     }
 
-    fn reject(&mut self, peer: SocketAddr, reason: Reject, notify: Option<NotifyType>) {
+    pub(crate) fn reject(&mut self, peer: SocketAddr, reason: Reject, notify: Option<NotifyType>) {
         *self.counters.rejects.entry(reason).or_insert(0) += 1;
         self.events.push_back(KsEvent::Rejected {
             peer,
@@ -596,6 +723,12 @@ impl KeyServer {
         match header.exchange_type {
             ExchangeType::IDENTITY_PROTECTION => self.main_mode(now, from, &header, data),
             ExchangeType::GROUPKEY_PULL => self.pull(now, from, &header, data),
+            ExchangeType::GROUPKEY_PUSH_ACK | ExchangeType::GKM_UNICAST_ACK => {
+                if !self.rekey_state_ready {
+                    self.init_rekey_state(now);
+                }
+                self.on_ack(now, from, &header, data)
+            }
             ExchangeType::INFORMATIONAL => {}
             ExchangeType::AGGRESSIVE => {
                 self.notify_clear(
@@ -1090,6 +1223,9 @@ impl KeyServer {
     }
 
     fn pull(&mut self, now: Millis, from: SocketAddr, header: &IsakmpHeader, data: &[u8]) {
+        if !self.rekey_state_ready {
+            self.init_rekey_state(now);
+        }
         let key = cookies(&header.initiator_cookie, &header.responder_cookie);
         let mid = header.message_id;
         let Some(sa) = self.sas.get(&key) else {
@@ -1167,12 +1303,17 @@ impl KeyServer {
                     );
                 }
                 let nr = rng::bytes(self.rng.as_mut(), 32);
+                let Some(sa) = self.sas.get(&key) else { return };
+                let class = self.classify(from, &sa.vendor);
+                let group = &self.cfg.groups[group_idx];
+                let with_ack = group.rekey.transport.is_unicast()
+                    && group.rekey.ack.kek_ack_requested(class).is_some();
                 let Some(wire) = self.wire.get(group_idx) else {
                     return;
                 };
                 let rest = [
                     (PayloadType::NONCE, nr.as_slice()),
-                    (PayloadType::SA, wire.sa.as_slice()),
+                    (PayloadType::SA, wire.sa[usize::from(with_ack)].as_slice()),
                 ];
                 let Ok((first, body)) =
                     hashed_raw_chain(suite.prf, &keys.skeyid_a, mid, &[&ni], &rest)
@@ -1239,20 +1380,26 @@ impl KeyServer {
                     }
                     _ => Vec::new(),
                 };
-                let group = &self.cfg.groups[group_idx];
-                let seq = group.keys.seq.to_be_bytes();
+                let Some(wire) = self.wire.get(group_idx) else {
+                    return;
+                };
+                let seq = wire.keys.seq.to_be_bytes();
                 let built = if sids.is_empty() {
-                    self.wire.get(group_idx).map(|w| {
-                        let rest = [
-                            (PayloadType::SEQ, seq.as_slice()),
-                            (PayloadType::KEY_DOWNLOAD, w.kd.as_slice()),
-                        ];
-                        hashed_raw_chain(suite.prf, &keys.skeyid_a, mid, &[&ni_b, &nr_b], &rest)
-                    })
+                    let rest = [
+                        (PayloadType::SEQ, seq.as_slice()),
+                        (PayloadType::KEY_DOWNLOAD, wire.kd.as_slice()),
+                    ];
+                    Some(hashed_raw_chain(
+                        suite.prf,
+                        &keys.skeyid_a,
+                        mid,
+                        &[&ni_b, &nr_b],
+                        &rest,
+                    ))
                 } else {
-                    let material = group.keys.kek_material();
-                    let kd = group.keys.to_kd(&material, Some((16, sids.clone())));
-                    let rest = [Payload::Seq(Seq(group.keys.seq)), Payload::KeyDownload(kd)];
+                    let material = wire.keys.kek_material();
+                    let kd = wire.keys.to_kd(&material, Some((16, sids.clone())));
+                    let rest = [Payload::Seq(Seq(wire.keys.seq)), Payload::KeyDownload(kd)];
                     Some(hashed_chain(
                         suite.prf,
                         &keys.skeyid_a,
@@ -1280,15 +1427,9 @@ impl KeyServer {
                         p.last_out = out.clone();
                     }
                 }
-                let class = match from.ip() {
-                    IpAddr::V4(a) if self.cfg.asr9000.iter().any(|p| p.contains(a)) => {
-                        GmClass::Asr9000
-                    }
-                    _ if vendor.cisco => GmClass::Cisco,
-                    _ => GmClass::NonCisco,
-                };
+                let class = self.classify(from, &vendor);
                 self.counters.registrations += 1;
-                self.events.push_back(KsEvent::Registered(GmRecord {
+                let record = GmRecord {
                     identity,
                     addr: from,
                     group_id,
@@ -1297,7 +1438,9 @@ impl KeyServer {
                     features: vendor.features(),
                     sids,
                     registered_at: now,
-                }));
+                };
+                self.member_registered(group_idx, record.clone());
+                self.events.push_back(KsEvent::Registered(record));
                 self.send(from, out);
             }
             Some(PullState::Done) => self.reject(from, Reject::UnknownExchange, None),

@@ -20,8 +20,9 @@ use gkm_wire::payload::{GdoiSa, KeyDownload, Sa, Seq};
 use gkm_wire::Payload;
 
 fn setup() -> (GroupKeys, RekeySigner, RekeyVerifier) {
-    let signer =
-        RekeySigner::Rsa(RsaSigner::from_pkcs8_pem(include_str!("data/ks-rekey.pem")).unwrap());
+    let signer = RekeySigner::Rsa(Box::new(
+        RsaSigner::from_pkcs8_pem(include_str!("data/ks-rekey.pem")).unwrap(),
+    ));
     let verifier =
         RekeyVerifier::new(signer.algorithm(), &signer.public_spki_der().unwrap()).unwrap();
     let keys = ks_config(b"k", Default::default()).groups.remove(0).keys;
@@ -81,7 +82,9 @@ fn forged_wrong_kek_tampered_and_truncated_pushes_are_refused() {
     let (keys, signer, verifier) = setup();
     let kek = keys.kek.as_ref().unwrap();
     // Signed by a key that is not the KS's.
-    let rogue = RekeySigner::Rsa(RsaSigner::from_pkcs8_pem(include_str!("data/gm.key")).unwrap());
+    let rogue = RekeySigner::Rsa(Box::new(
+        RsaSigner::from_pkcs8_pem(include_str!("data/gm.key")).unwrap(),
+    ));
     let forged = push(&keys, &rogue, 6);
     assert_eq!(
         open_push(&forged, kek, &verifier, 0),

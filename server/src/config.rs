@@ -30,9 +30,79 @@ pub struct ServerConfig {
     /// Operator tags: GM address ranges that are ASR 9000 routers.
     #[serde(default)]
     pub asr9000: Vec<String>,
+    /// Rekey-signing key type: `rsa` (2048, default) or `ecdsa-p256`.
+    #[serde(default)]
+    pub rekey_signature: SignatureKind,
     /// Groups.
     #[serde(default)]
     pub group: Vec<GroupConfig>,
+}
+
+/// The rekey-signing key type.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureKind {
+    /// RSA 2048, PKCS#1 v1.5 over the raw SHA-256 hash.
+    #[default]
+    Rsa,
+    /// ECDSA P-256 with SHA-256.
+    EcdsaP256,
+}
+
+/// A group's rekey settings (`[group.rekey]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RekeyConfig {
+    /// `cisco`, `interoperable` or `any`; unicast rekeys only.
+    pub acknowledgement: Option<String>,
+    /// Seconds between unicast retransmissions (1-60).
+    #[serde(default = "default_retransmit_interval")]
+    pub retransmit_interval: u32,
+    /// Unicast retransmissions after the first send (0-10).
+    #[serde(default = "default_retransmit_number")]
+    pub retransmit_number: u32,
+    /// Rekey the TEKs this many seconds before they expire.
+    #[serde(default = "default_rekey_before")]
+    pub tek_rekey_before: u32,
+    /// Rekey the KEK this many seconds before it expires.
+    #[serde(default = "default_rekey_before")]
+    pub kek_rekey_before: u32,
+    /// UDP port of multicast rekeys.
+    #[serde(default = "default_multicast_port")]
+    pub multicast_port: u16,
+    /// TTL of multicast rekeys (1-255).
+    #[serde(default = "default_multicast_ttl")]
+    pub multicast_ttl: u8,
+}
+
+impl Default for RekeyConfig {
+    fn default() -> Self {
+        Self {
+            acknowledgement: None,
+            retransmit_interval: default_retransmit_interval(),
+            retransmit_number: default_retransmit_number(),
+            tek_rekey_before: default_rekey_before(),
+            kek_rekey_before: default_rekey_before(),
+            multicast_port: default_multicast_port(),
+            multicast_ttl: default_multicast_ttl(),
+        }
+    }
+}
+
+fn default_retransmit_interval() -> u32 {
+    10
+}
+fn default_retransmit_number() -> u32 {
+    2
+}
+fn default_rekey_before() -> u32 {
+    90
+}
+fn default_multicast_port() -> u16 {
+    848
+}
+fn default_multicast_ttl() -> u8 {
+    1
 }
 
 /// One PSK.
@@ -80,6 +150,9 @@ pub struct GroupConfig {
     /// Who may register.
     #[serde(default)]
     pub authorization: AuthorizationConfig,
+    /// Rekey settings.
+    #[serde(default)]
+    pub rekey: RekeyConfig,
 }
 
 fn default_tek_lifetime() -> u32 {
@@ -169,6 +242,38 @@ impl ServerConfig {
                     bail!("group[{i}].rekey_address: {a} is not a multicast address (omit it for unicast rekeys)");
                 }
             }
+            let r = &g.rekey;
+            if let Some(a) = &r.acknowledgement {
+                a.parse::<gkm_proto::ack_policy::AckOption>()
+                    .map_err(|e| anyhow!("group[{i}].rekey.acknowledgement: {e}"))?;
+                if g.rekey_address.is_some() {
+                    bail!("group[{i}].rekey.acknowledgement: rekey acknowledgement requires unicast rekey (remove rekey_address, or remove acknowledgement: multicast rekeys are not acknowledged)");
+                }
+            }
+            if !(1..=60).contains(&r.retransmit_interval) {
+                bail!(
+                    "group[{i}].rekey.retransmit_interval: {} is out of range: 1-60 seconds",
+                    r.retransmit_interval
+                );
+            }
+            if r.retransmit_number > 10 {
+                bail!(
+                    "group[{i}].rekey.retransmit_number: {} is out of range: 0-10",
+                    r.retransmit_number
+                );
+            }
+            if r.tek_rekey_before < 10 || r.tek_rekey_before >= g.tek_lifetime / 2 {
+                bail!("group[{i}].rekey.tek_rekey_before: {} must be at least 10 and under half the TEK lifetime ({} s)", r.tek_rekey_before, g.tek_lifetime);
+            }
+            if r.kek_rekey_before < 10 || r.kek_rekey_before >= g.kek_lifetime / 2 {
+                bail!("group[{i}].rekey.kek_rekey_before: {} must be at least 10 and under half the KEK lifetime ({} s)", r.kek_rekey_before, g.kek_lifetime);
+            }
+            if r.multicast_ttl == 0 {
+                bail!("group[{i}].rekey.multicast_ttl: 0 is out of range: 1-255");
+            }
+            if r.multicast_port == 0 {
+                bail!("group[{i}].rekey.multicast_port: 0 is not a port");
+            }
             if g.tek.is_empty() {
                 bail!("group[{i}].tek: at least one TEK (src, dst) is needed");
             }
@@ -207,6 +312,14 @@ mod tests {
             ("[[group]]\nname='G'\nidentity=1\nrekey_address='10.0.0.1'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "rekey_address"),
             ("[[group]]\nname='G'\nidentity=1\ntek=[]", "group[0].tek"),
             ("[[group]]\nname='G'\nidentity=1\n[[group.tek]]\nsrc='10.0.0.0'\ndst='ten'", "group[0].tek[0].dst"),
+            ("[[group]]\nname='G'\nidentity=1\nrekey_address='239.1.1.1'\nrekey.acknowledgement='any'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "requires unicast rekey"),
+            ("[[group]]\nname='G'\nidentity=1\nrekey.acknowledgement='Cisco'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].rekey.acknowledgement"),
+            ("[[group]]\nname='G'\nidentity=1\nrekey.retransmit_interval=0\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "retransmit_interval"),
+            ("[[group]]\nname='G'\nidentity=1\nrekey.retransmit_number=11\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "retransmit_number"),
+            ("[[group]]\nname='G'\nidentity=1\nrekey.tek_rekey_before=1800\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "tek_rekey_before"),
+            ("[[group]]\nname='G'\nidentity=1\nrekey.multicast_ttl=0\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "multicast_ttl"),
+            ("[[group]]\nname='G'\nidentity=1\nrekey.bogus=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "bogus"),
+            ("rekey_signature='dsa'", "rekey_signature"),
         ];
         for (text, field) in cases {
             let e = format!("{:#}", parse(text).unwrap_err());

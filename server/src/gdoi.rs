@@ -1,21 +1,27 @@
 //! The UDP driver around the key-server engine: receive, feed, drain. The
 //! engine does all protocol work; this loop only moves datagrams and time.
 
+use std::collections::HashMap;
 use std::io::ErrorKind as IoErrorKind;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
-use gkm_proto::ks::{KeyServer, KsConfig, KsEvent, Reject};
+use gkm_proto::ks::{GmRecord, KeyServer, KsEvent, Reject};
+use gkm_proto::rekey::RekeyReason;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_core::OsRng;
 use tokio::net::UdpSocket;
-use tracing::{debug, info, warn};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{debug, error, info, warn};
 
 use crate::keylog::KeyLog;
+use crate::state::StateDir;
+use crate::Startup;
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds, the engine's time.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -39,10 +45,181 @@ pub async fn bind(addr: SocketAddr) -> Result<UdpSocket> {
     })
 }
 
-/// Sends what the engine queued: without waiting while the socket has room,
-/// waiting only when it is full.
-async fn flush(socket: &UdpSocket, ks: &mut KeyServer) {
+/// Fault injection for the crash-safety test: with this variable set, the
+/// server stops right after persisting a rekey's SEQ and before sending
+/// it, prints one line, and waits to be killed.
+const FAULT_PAUSE_AFTER_SEQ_PERSIST: &str = "GKM_FAULT_PAUSE_AFTER_SEQ_PERSIST";
+
+/// The driver's state besides the engine.
+struct Driver {
+    state: StateDir,
+    policies: HashMap<u32, String>,
+    key_log: Option<KeyLog>,
+    /// Prepared rekeys whose state could not be persisted yet: retried, never sent unpersisted.
+    unpersisted: Vec<(u32, u32)>,
+    pause_after_persist: bool,
+}
+
+impl Driver {
+    fn persist(&mut self, ks: &KeyServer, group_id: u32) -> Result<()> {
+        let state = ks
+            .group_state(group_id)
+            .ok_or_else(|| anyhow!("group {group_id} has no state"))?;
+        let policy = self.policies.get(&group_id).cloned().unwrap_or_default();
+        self.state.save_group(&policy, &state)
+    }
+
+    /// Persists then releases prepared rekeys; a failure keeps them for retry.
+    fn release(&mut self, ks: &mut KeyServer) {
+        let waiting = std::mem::take(&mut self.unpersisted);
+        for (group_id, seq) in waiting {
+            match self.persist(ks, group_id) {
+                Ok(()) => {
+                    if self.pause_after_persist {
+                        eprintln!("fault point: paused after persisting SEQ {seq} of group {group_id}, before sending");
+                        loop {
+                            std::thread::sleep(Duration::from_secs(3600));
+                        }
+                    }
+                    if let Err(e) = ks.rekey_persisted(now_ms(), group_id, seq) {
+                        error!(group = group_id, seq, error = %e, "rekey not sent");
+                    }
+                }
+                Err(e) => {
+                    error!(group = group_id, seq, error = %format!("{e:#}"), "cannot persist the rekey state: the rekey waits (nothing is sent with an unpersisted SEQ)");
+                    self.unpersisted.push((group_id, seq));
+                }
+            }
+        }
+    }
+
+    fn events(&mut self, ks: &mut KeyServer) {
+        loop {
+            while let Some(e) = ks.poll_event() {
+                self.event(ks, e);
+            }
+            if self.unpersisted.is_empty() {
+                return;
+            }
+            let before = self.unpersisted.len();
+            self.release(ks);
+            if self.unpersisted.len() == before {
+                return;
+            }
+        }
+    }
+
+    fn event(&mut self, ks: &KeyServer, e: KsEvent) {
+        match e {
+            KsEvent::Registered(r) => {
+                info!(
+                    gm = %r.identity, addr = %r.addr, group = r.group_id, class = %r.class,
+                    version = %r.version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                    features = r.features.0, sids = ?r.sids, "GM registered"
+                );
+                if let Err(e) = self.state.gm_registered(&r) {
+                    error!(error = %e, "cannot record the GM in the journal");
+                }
+            }
+            KsEvent::Phase1Established { peer, identity } => {
+                debug!(%peer, %identity, "phase 1 established")
+            }
+            KsEvent::Phase1Keys {
+                initiator_cookie,
+                enc_key,
+            } => {
+                if let Some(log) = self.key_log.as_mut() {
+                    if let Err(e) = log.phase1(&initiator_cookie, &enc_key) {
+                        warn!(error = %e, "key log write failed");
+                    }
+                }
+            }
+            KsEvent::RekeyPrepared {
+                group_id,
+                seq,
+                reason,
+            } => {
+                info!(group = group_id, seq, %reason, "rekey prepared");
+                self.unpersisted.push((group_id, seq));
+            }
+            KsEvent::RekeySent {
+                group_id,
+                seq,
+                reason,
+                datagrams,
+            } => {
+                info!(group = group_id, seq, %reason, datagrams, "rekey sent");
+                if let Err(e) = self.persist(ks, group_id) {
+                    error!(group = group_id, error = %format!("{e:#}"), "cannot persist the group state after a rekey");
+                }
+                if let (Some(log), Some(s)) = (self.key_log.as_mut(), ks.group_state(group_id)) {
+                    if let Err(e) = log.teks(&s.keys) {
+                        warn!(error = %e, "key log write failed");
+                    }
+                }
+            }
+            KsEvent::RekeyAcked {
+                group_id,
+                seq,
+                gms,
+                elapsed_ms,
+            } => info!(
+                group = group_id,
+                seq, gms, elapsed_ms, "rekey acknowledged by every GM"
+            ),
+            KsEvent::RekeyRoundClosed {
+                group_id,
+                seq,
+                acked,
+                missed,
+                removed,
+            } => info!(
+                group = group_id,
+                seq, acked, missed, removed, "rekey round closed"
+            ),
+            KsEvent::GmRemoved {
+                group_id,
+                identity,
+                addr,
+                seq,
+            } => {
+                warn!(group = group_id, gm = %identity, %addr, seq, "GM removed from the GM database after 3 consecutive unacknowledged rekeys; it gets no rekeys until it registers again");
+                if let Err(e) = self.state.gm_removed(group_id, &identity) {
+                    error!(error = %e, "cannot record the removal in the journal");
+                }
+            }
+            KsEvent::Rejected {
+                peer,
+                reason: Reject::Retransmit,
+                ..
+            } => debug!(%peer, "retransmission answered"),
+            KsEvent::Rejected {
+                peer,
+                reason,
+                notify,
+            } => warn!(
+                %peer, reason = ?reason, notify = %notify.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                "refused"
+            ),
+        }
+    }
+}
+
+/// Sends what the engine queued, setting the multicast TTL of each group.
+async fn flush_all(
+    socket: &UdpSocket,
+    ks: &mut KeyServer,
+    ttl: &HashMap<Ipv4Addr, u8>,
+    cur_ttl: &mut u8,
+) {
     while let Some(t) = ks.poll_transmit() {
+        if let SocketAddr::V4(a) = t.to {
+            if let Some(&want) = ttl.get(a.ip()) {
+                if want != *cur_ttl && socket.set_multicast_ttl_v4(u32::from(want)).is_ok() {
+                    *cur_ttl = want;
+                }
+            }
+        }
         let sent = match socket.try_send_to(&t.payload, t.to) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == IoErrorKind::WouldBlock => {
@@ -56,31 +233,73 @@ async fn flush(socket: &UdpSocket, ks: &mut KeyServer) {
     }
 }
 
-/// Runs the key server until Ctrl-C.
-pub async fn run(socket: UdpSocket, cfg: KsConfig, mut key_log: Option<KeyLog>) -> Result<()> {
+/// Runs the key server until Ctrl-C or SIGTERM. SIGUSR1 rekeys every group
+/// now; SIGUSR2 sends every group a rekey replace.
+pub async fn run(
+    socket: UdpSocket,
+    startup: Startup,
+    members: Vec<GmRecord>,
+    state: StateDir,
+    key_log: Option<KeyLog>,
+) -> Result<()> {
     // ChaCha20 seeded once from the OS: cookies, nonces and message IDs
     // without a getrandom system call each (ring's ECDH draws from the OS itself).
     let rng = ChaCha20Rng::from_rng(OsRng).map_err(|e| anyhow!("seeding the generator: {e}"))?;
-    let mut ks = KeyServer::new(cfg, Box::new(rng));
+    let group_ids: Vec<u32> = startup.ks.groups.iter().map(|g| g.keys.group_id).collect();
+    let mut ks = KeyServer::new(startup.ks, Box::new(rng));
+    let restored = members.len();
+    for m in members {
+        ks.restore_member(m);
+    }
+    if restored > 0 {
+        info!(gms = restored, "GM database restored");
+    }
+    let mut driver = Driver {
+        state,
+        policies: startup.policies,
+        key_log,
+        unpersisted: Vec::new(),
+        pause_after_persist: std::env::var_os(FAULT_PAUSE_AFTER_SEQ_PERSIST).is_some(),
+    };
+    ks.handle_timeout(now_ms());
+    for g in &startup.replace {
+        if let Err(e) = ks.rekey_now(now_ms(), *g, RekeyReason::Replace) {
+            error!(group = g, error = %e, "rekey replace at start failed");
+        }
+    }
+    let ttl = startup.multicast_ttl;
+    let mut cur_ttl = 1u8;
     let mut buf = vec![0u8; 65_536];
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
     loop {
-        let wait = ks
-            .poll_timeout()
+        driver.events(&mut ks);
+        flush_all(&socket, &mut ks, &ttl, &mut cur_ttl).await;
+        let retry = if driver.unpersisted.is_empty() {
+            None
+        } else {
+            Some(now_ms() + 1000)
+        };
+        let wait = [ks.poll_timeout(), retry]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let (n, from) = r?;
                 ks.handle_datagram(now_ms(), from, buf.get(..n).unwrap_or_default());
-                flush(&socket, &mut ks).await;
+                flush_all(&socket, &mut ks, &ttl, &mut cur_ttl).await;
                 // Serve whatever else is already queued, answering each at once.
                 for _ in 0..256 {
                     match socket.try_recv_from(&mut buf) {
                         Ok((n, from)) => {
                             ks.handle_datagram(now_ms(), from, buf.get(..n).unwrap_or_default());
-                            flush(&socket, &mut ks).await;
+                            flush_all(&socket, &mut ks, &ttl, &mut cur_ttl).await;
                         }
                         Err(_) => break,
                     }
@@ -88,47 +307,29 @@ pub async fn run(socket: UdpSocket, cfg: KsConfig, mut key_log: Option<KeyLog>) 
             }
             _ = tokio::time::sleep(wait) => {
                 ks.handle_timeout(now_ms());
-                flush(&socket, &mut ks).await;
+                if !driver.unpersisted.is_empty() {
+                    driver.release(&mut ks);
+                }
+            }
+            _ = usr1.recv() => manual(&mut ks, &group_ids, RekeyReason::Manual),
+            _ = usr2.recv() => manual(&mut ks, &group_ids, RekeyReason::Replace),
+            _ = term.recv() => {
+                info!(registrations = ks.counters().registrations, "SIGTERM: shutting down");
+                return Ok(());
             }
             _ = &mut shutdown => {
                 info!(registrations = ks.counters().registrations, "shutting down");
                 return Ok(());
             }
         }
-        while let Some(e) = ks.poll_event() {
-            match e {
-                KsEvent::Registered(r) => info!(
-                    gm = %r.identity, addr = %r.addr, group = r.group_id, class = %r.class,
-                    version = %r.version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-                    features = r.features.0, sids = ?r.sids, "GM registered"
-                ),
-                KsEvent::Phase1Established { peer, identity } => {
-                    debug!(%peer, %identity, "phase 1 established")
-                }
-                KsEvent::Phase1Keys {
-                    initiator_cookie,
-                    enc_key,
-                } => {
-                    if let Some(log) = key_log.as_mut() {
-                        if let Err(e) = log.phase1(&initiator_cookie, &enc_key) {
-                            warn!(error = %e, "key log write failed");
-                        }
-                    }
-                }
-                KsEvent::Rejected {
-                    peer,
-                    reason: Reject::Retransmit,
-                    ..
-                } => debug!(%peer, "retransmission answered"),
-                KsEvent::Rejected {
-                    peer,
-                    reason,
-                    notify,
-                } => warn!(
-                    %peer, reason = ?reason, notify = %notify.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-                    "refused"
-                ),
-            }
+    }
+}
+
+fn manual(ks: &mut KeyServer, groups: &[u32], reason: RekeyReason) {
+    for g in groups {
+        info!(group = g, %reason, "rekey requested by signal");
+        if let Err(e) = ks.rekey_now(now_ms(), *g, reason) {
+            error!(group = g, error = %e, "rekey refused");
         }
     }
 }

@@ -22,7 +22,7 @@ const P256_SPKI_PREFIX: [u8; 26] = [
 /// The KS's rekey-signing key.
 pub enum RekeySigner {
     /// RSA, PKCS#1 v1.5 over the raw hash.
-    Rsa(RsaSigner),
+    Rsa(Box<RsaSigner>),
     /// ECDSA P-256 / SHA-256 (ring; signatures draw nonces from the OS).
     EcdsaP256(Box<EcdsaKeyPair>),
 }
@@ -150,7 +150,7 @@ mod tests {
         let ec =
             RekeySigner::ecdsa_p256_from_pkcs8(&RekeySigner::generate_ecdsa_p256_pkcs8().unwrap())
                 .unwrap();
-        let rsa = RekeySigner::Rsa(RsaSigner::generate(&mut rng, 1024).unwrap());
+        let rsa = RekeySigner::Rsa(Box::new(RsaSigner::generate(&mut rng, 1024).unwrap()));
         for signer in [ec, rsa] {
             let spki = signer.public_spki_der().unwrap();
             let v = RekeyVerifier::new(signer.algorithm(), &spki).unwrap();

@@ -12,10 +12,14 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, RsaSigner};
+use gkm_proto::crypto::{
+    certificates_from_pem, CbcCipher, CertificateAuthority, RekeySigner, RsaSigner,
+};
 use gkm_proto::gm::{CertAuth, GmAuth, GmConfig, GmEvent, GmIdentity, GroupMember};
-use gkm_proto::group::{GroupKeys, Ipv4Prefix};
+use gkm_proto::group::{GroupKeys, Ipv4Prefix, KekParams};
 use gkm_proto::ks::{Authorization, KeyServer, KsConfig, KsEvent, KsGroup, KsLimits};
+use gkm_proto::rekey::RekeyPolicy;
+use gkm_wire::consts::SigAlgorithm;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;
@@ -36,6 +40,15 @@ pub fn prefix(s: &str) -> Ipv4Prefix {
 pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
     let signer = RsaSigner::from_pkcs8_pem(include_str!("../data/ks-rekey.pem")).unwrap();
     let spki = signer.public_spki_der().unwrap();
+    let params = KekParams {
+        src: Ipv4Addr::new(10, 0, 0, 1),
+        dst: Ipv4Addr::UNSPECIFIED,
+        lifetime_secs: 86_400,
+        cipher: CbcCipher::Aes128,
+        sig_algorithm: SigAlgorithm::RSA,
+        sig_key_spki: spki,
+        sig_key_bits: 2048,
+    };
     let mut r = rng(1);
     let keys = GroupKeys::generate(
         r.as_mut(),
@@ -45,13 +58,7 @@ pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
             (prefix("10.2.0.0/16"), prefix("10.2.0.0/16")),
         ],
         3600,
-        Some((
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::UNSPECIFIED,
-            86_400,
-            spki,
-            2048,
-        )),
+        Some(&params),
     );
     KsConfig {
         identity: Ipv4Addr::new(10, 0, 0, 1),
@@ -59,6 +66,8 @@ pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
             name: "GET".into(),
             keys,
             authorization,
+            rekey: RekeyPolicy::default(),
+            resume: None,
         }],
         psks: vec![(prefix("10.0.0.0/8"), Zeroizing::new(psk.to_vec()))],
         ca: None,
@@ -68,6 +77,8 @@ pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
         max_phase1_life_secs: 86_400,
         export_keys: false,
         dh_backend: gkm_proto::crypto::DhBackend::Seeded,
+        rekey_signer: Some(RekeySigner::Rsa(Box::new(signer))),
+        rekey_key_name: "ks-rekey".into(),
     }
 }
 
@@ -107,6 +118,8 @@ pub fn base_config(i: u32, group: u32, identity: GmIdentity, auth: GmAuth) -> Gm
         max_transmissions: 4,
         initial_contact: true,
         dh_backend: gkm_proto::crypto::DhBackend::Seeded,
+        ack_address: None,
+        multicast_ack_jitter_ms: 500,
     }
 }
 

@@ -111,13 +111,15 @@ fn ks_engine_only(n: u32) -> f64 {
         1234,
         &[(p("10.1.0.0/16"), p("10.1.0.0/16"))],
         3600,
-        Some((
-            Ipv4Addr::LOCALHOST,
-            Ipv4Addr::UNSPECIFIED,
-            86_400,
-            spki,
-            2048,
-        )),
+        Some(&gkm_proto::group::KekParams {
+            src: Ipv4Addr::LOCALHOST,
+            dst: Ipv4Addr::UNSPECIFIED,
+            lifetime_secs: 86_400,
+            cipher: gkm_proto::crypto::CbcCipher::Aes128,
+            sig_algorithm: gkm_wire::consts::SigAlgorithm::RSA,
+            sig_key_spki: spki,
+            sig_key_bits: 2048,
+        }),
     );
     let mut ks = KeyServer::new(
         KsConfig {
@@ -126,6 +128,8 @@ fn ks_engine_only(n: u32) -> f64 {
                 name: "B".into(),
                 keys,
                 authorization: Authorization::default(),
+                rekey: Default::default(),
+                resume: None,
             }],
             psks: vec![(p("0.0.0.0/0"), Zeroizing::new(b"k".to_vec()))],
             ca: None,
@@ -135,6 +139,8 @@ fn ks_engine_only(n: u32) -> f64 {
             max_phase1_life_secs: 86_400,
             export_keys: false,
             dh_backend: DhBackend::Ring,
+            rekey_signer: None,
+            rekey_key_name: String::new(),
         },
         // as gkm-server does: ChaCha20 seeded from the OS
         Box::new(rand_chacha::ChaCha20Rng::from_rng(OsRng).unwrap()),
@@ -155,6 +161,8 @@ fn ks_engine_only(n: u32) -> f64 {
                 retransmit_initial_ms: 2000,
                 max_transmissions: 5,
                 initial_contact: true,
+                ack_address: None,
+                multicast_ack_jitter_ms: 500,
                 dh_backend: DhBackend::Ring,
             },
             Box::new(OsRng),
@@ -309,6 +317,8 @@ fn main() {
                 retransmit_initial_ms: 2000,
                 max_transmissions: 5,
                 initial_contact: false,
+                ack_address: None,
+                multicast_ack_jitter_ms: 500,
                 dh_backend: gkm_proto::crypto::DhBackend::Ring,
             },
             Box::new(OsRng),
@@ -355,6 +365,7 @@ fn main() {
                     match e {
                         GmEvent::Registered { .. } => finished = true,
                         GmEvent::Failed { .. } => retries += 1,
+                        GmEvent::Rekeyed { .. } | GmEvent::PushRejected(_) => {}
                     }
                 }
                 if finished {
