@@ -173,6 +173,7 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
             initial_contact: true,
             ack_address: None,
             multicast_ack_jitter_ms: 500,
+            extra_vendor_ids: Vec::new(),
             dh_backend: gkm_proto::crypto::DhBackend::Ring,
         },
         bind,

@@ -82,6 +82,9 @@ pub struct GmConfig {
     /// Most random delay before acknowledging a multicast rekey, so that a
     /// group's ACKs do not all arrive at once.
     pub multicast_ack_jitter_ms: u64,
+    /// Vendor IDs sent in main mode besides GKM's own (interoperability
+    /// tests present themselves as another vendor's GM with these).
+    pub extra_vendor_ids: Vec<Vec<u8>>,
 }
 
 /// Why a registration attempt failed.
@@ -350,12 +353,19 @@ impl GroupMember {
         }
         let vid = own_vendor_id().to_bytes();
         let header = self.header(ExchangeType::IDENTITY_PROTECTION, [0; 8], 0);
+        let mut payloads = vec![
+            Payload::Sa(Sa::Phase1(sa)),
+            Payload::VendorId(VendorId(&vid)),
+        ];
+        payloads.extend(
+            self.cfg
+                .extra_vendor_ids
+                .iter()
+                .map(|v| Payload::VendorId(VendorId(v))),
+        );
         let Ok(out) = (Message {
             header,
-            body: Body::Payloads(vec![
-                Payload::Sa(Sa::Phase1(sa)),
-                Payload::VendorId(VendorId(&vid)),
-            ]),
+            body: Body::Payloads(payloads),
         })
         .to_vec() else {
             return;

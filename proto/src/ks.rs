@@ -360,6 +360,8 @@ pub struct KeyServer {
     /// group receives the same octets. Rebuilt whenever keys change and
     /// once per sweep (remaining lifetimes).
     wire: Vec<GroupWire>,
+    /// When `wire` was encoded.
+    wire_at: Millis,
     /// Per-group rekey state, same order as `cfg.groups`.
     pub(crate) runtime: Vec<GroupRuntime>,
     pub(crate) rekey_state_ready: bool,
@@ -470,6 +472,7 @@ impl KeyServer {
             wire,
             runtime,
             rekey_state_ready: false,
+            wire_at: 0,
             cfg,
             rng,
             sas: HashMap::new(),
@@ -515,9 +518,10 @@ impl KeyServer {
         self.events.pop_front()
     }
 
-    /// When `handle_timeout` should next be called: state is swept once per
-    /// [`SWEEP_INTERVAL_MS`] while any exists, so the cost stays O(1) per
-    /// datagram and O(n) per second.
+    /// When `handle_timeout` should next be called: state is swept when its
+    /// earliest deadline comes, at most once per [`SWEEP_INTERVAL_MS`], so
+    /// the cost stays O(1) per datagram and O(n) per second at worst; an
+    /// idle KS with established SAs wakes only when one expires.
     pub fn poll_timeout(&self) -> Option<Millis> {
         let sweep = (!self.sas.is_empty()).then_some(self.next_sweep);
         [sweep, self.rekey_deadline()].into_iter().flatten().min()
@@ -526,6 +530,7 @@ impl KeyServer {
     /// Re-encodes each group's registration payloads (keys changed, or
     /// remaining lifetimes moved on).
     pub(crate) fn refresh_wire(&mut self, now: Millis) {
+        self.wire_at = now;
         for gi in 0..self.cfg.groups.len() {
             let Some(keys) = self.registration_keys(gi, now) else {
                 continue;
@@ -552,22 +557,29 @@ impl KeyServer {
         if now < self.next_sweep {
             return;
         }
-        self.next_sweep = now + SWEEP_INTERVAL_MS;
-        self.refresh_wire(now);
         let limits = self.cfg.limits;
         let mut gone = Vec::new();
+        let mut earliest = Millis::MAX;
         for (k, sa) in &mut self.sas {
             match &sa.state {
                 P1State::Established { expires, .. } => {
                     if now >= *expires {
                         gone.push(*k);
+                        continue;
                     }
+                    earliest = earliest.min(*expires);
                     sa.pulls
                         .retain(|_, p| now < p.started + limits.pull_timeout_ms);
+                    for p in sa.pulls.values() {
+                        earliest = earliest.min(p.started + limits.pull_timeout_ms);
+                    }
                 }
                 _ => {
-                    if now >= sa.created + limits.half_open_timeout_ms {
+                    let deadline = sa.created + limits.half_open_timeout_ms;
+                    if now >= deadline {
                         gone.push(*k);
+                    } else {
+                        earliest = earliest.min(deadline);
                     }
                 }
             }
@@ -575,6 +587,12 @@ impl KeyServer {
         for k in gone {
             self.remove_sa(&k);
         }
+        self.next_sweep = earliest.max(now + SWEEP_INTERVAL_MS);
+    }
+
+    /// New state with a deadline: the sweep comes no later than it.
+    fn sweep_by(&mut self, deadline: Millis) {
+        self.next_sweep = self.next_sweep.min(deadline);
     }
 
     fn remove_sa(&mut self, k: &[u8; 16]) {
@@ -904,6 +922,7 @@ impl KeyServer {
         );
         self.by_icky.insert((from, header.initiator_cookie), rcky);
         self.half_open += 1;
+        self.sweep_by(now + self.cfg.limits.half_open_timeout_ms);
         *self.half_open_by_source.entry(from.ip()).or_insert(0) += 1;
         self.send(from, out);
     }
@@ -1226,6 +1245,10 @@ impl KeyServer {
         if !self.rekey_state_ready {
             self.init_rekey_state(now);
         }
+        if now >= self.wire_at + 1000 {
+            // Remaining lifetimes handed out stay within a second of the truth.
+            self.refresh_wire(now);
+        }
         let key = cookies(&header.initiator_cookie, &header.responder_cookie);
         let mid = header.message_id;
         let Some(sa) = self.sas.get(&key) else {
@@ -1344,6 +1367,7 @@ impl KeyServer {
                         },
                     );
                 }
+                self.sweep_by(now + self.cfg.limits.pull_timeout_ms);
                 self.send(from, out);
             }
             Some(PullState::SentMsg2 { group_idx }) => {

@@ -120,6 +120,7 @@ pub fn base_config(i: u32, group: u32, identity: GmIdentity, auth: GmAuth) -> Gm
         dh_backend: gkm_proto::crypto::DhBackend::Seeded,
         ack_address: None,
         multicast_ack_jitter_ms: 500,
+        extra_vendor_ids: Vec::new(),
     }
 }
 
