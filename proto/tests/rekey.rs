@@ -376,7 +376,7 @@ fn a_gm_that_stops_acknowledging_is_removed_after_exactly_three_misses_then_regi
             _ => None,
         })
         .collect();
-    assert_eq!(removed, [id.clone()]);
+    assert_eq!(removed, std::slice::from_ref(&id));
     assert_eq!(w.ks.counters().gms_removed, 1);
     assert!(w.ks.member_ack_state(GROUP, &id).is_none());
     assert_eq!(w.ks.members(GROUP).count(), 4);
