@@ -3,10 +3,11 @@
 //! Owns (DESIGN.md): the UDP driver around the group-member engine,
 //! installing keys into the dataplane, health reports to the controller,
 //! and enrollment. This build registers (main mode + GROUPKEY-PULL) to its
-//! key servers in order, re-registers before the TEKs expire, and logs what
-//! it holds; the dataplane and rekey handling land with their issues.
+//! key servers in order, takes and acknowledges rekeys (unicast on its
+//! socket, multicast on the group's address), re-registers when no rekey
+//! comes, and prints what it holds; the dataplane lands with its issue.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -92,6 +93,21 @@ fn route_source(to: SocketAddr) -> Option<Ipv4Addr> {
     }
 }
 
+/// A socket receiving the group's multicast rekeys: bound to the group
+/// address and port (shared with other agents on the host), joined on the
+/// interface of `local` (or the kernel's choice for 0.0.0.0).
+fn join_multicast(group: SocketAddrV4, local: Ipv4Addr) -> Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::V4(group).into())
+        .with_context(|| format!("cannot bind the multicast rekey socket {group}"))?;
+    s.join_multicast_v4(group.ip(), &local)
+        .with_context(|| format!("cannot join {} on {local}", group.ip()))?;
+    UdpSocket::from_std(s.into()).context("multicast socket")
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -171,7 +187,7 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
             retransmit_initial_ms: 1000,
             max_transmissions: 4,
             initial_contact: true,
-            ack_address: None,
+            ack_address: Some(identity_addr),
             multicast_ack_jitter_ms: 500,
             extra_vendor_ids: Vec::new(),
             dh_backend: gkm_proto::crypto::DhBackend::Ring,
@@ -207,6 +223,12 @@ async fn main() -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     let mut buf = vec![0u8; 65_536];
     gm.handle_timeout(now_ms());
+    let local = match bind.ip() {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
+    let mut multicast: Option<(SocketAddrV4, UdpSocket)> = None;
+    let mut mbuf = vec![0u8; 65_536];
     loop {
         while let Some(t) = gm.poll_transmit() {
             socket
@@ -218,17 +240,24 @@ async fn main() -> Result<()> {
             match e {
                 GmEvent::Registered { ks, keys, sids } => {
                     info!(%ks, group, teks = keys.teks.len(), seq = keys.seq, ?sids, "registered");
+                    println!(
+                        "registered group {group} from {ks}: {} TEK(s), KEK {}, SEQ {}",
+                        keys.teks.len(),
+                        keys.kek
+                            .as_ref()
+                            .map(|k| hex::encode(k.spi))
+                            .unwrap_or_else(|| "-".into()),
+                        keys.seq
+                    );
                     if args.once {
-                        println!(
-                            "registered group {group} from {ks}: {} TEK(s), KEK {}, SEQ {}",
-                            keys.teks.len(),
-                            keys.kek
-                                .as_ref()
-                                .map(|k| hex::encode(k.spi))
-                                .unwrap_or_else(|| "-".into()),
-                            keys.seq
-                        );
                         return Ok(());
+                    }
+                    if let Some(k) = keys.kek.as_ref().filter(|k| k.rekey_dst.is_multicast()) {
+                        let to = SocketAddrV4::new(k.rekey_dst, k.rekey_port);
+                        if multicast.as_ref().map(|(a, _)| *a) != Some(to) {
+                            multicast = Some((to, join_multicast(to, local)?));
+                            info!(group = %to, "listening for multicast rekeys");
+                        }
                     }
                 }
                 GmEvent::Failed { ks, reason } => {
@@ -242,8 +271,13 @@ async fn main() -> Result<()> {
                 } => {
                     info!(group, seq, ?installed, ?deleted, new_kek, "rekey applied");
                     println!(
-                        "rekeyed group {group}: SEQ {seq}, {} new TEK(s), new KEK {new_kek}",
-                        installed.len()
+                        "rekeyed group {group}: SEQ {seq}, {} new TEK(s), {} deleted, new KEK {new_kek}, KEK {}",
+                        installed.len(),
+                        deleted.len(),
+                        gm.group()
+                            .and_then(|g| g.kek.as_ref())
+                            .map(|k| hex::encode(k.spi))
+                            .unwrap_or_else(|| "-".into())
                     );
                 }
                 GmEvent::PushRejected(why) => warn!(group, %why, "rekey refused"),
@@ -257,6 +291,10 @@ async fn main() -> Result<()> {
             r = socket.recv_from(&mut buf) => {
                 let (n, from) = r?;
                 gm.handle_datagram(now_ms(), from, buf.get(..n).unwrap_or_default());
+            }
+            r = async { multicast.as_ref().map(|(_, s)| s).unwrap_or(&socket).recv_from(&mut mbuf).await }, if multicast.is_some() => {
+                let (n, from) = r?;
+                gm.handle_datagram(now_ms(), from, mbuf.get(..n).unwrap_or_default());
             }
             _ = tokio::time::sleep(wait) => gm.handle_timeout(now_ms()),
             _ = tokio::time::sleep_until(deadline), if args.once => bail!("not registered within {} s", args.timeout),

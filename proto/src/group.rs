@@ -98,6 +98,8 @@ pub struct Kek {
     pub rekey_src: Ipv4Addr,
     /// See `rekey_src`.
     pub rekey_dst: Ipv4Addr,
+    /// UDP port rekeys are sent to (the SA KEK destination port).
+    pub rekey_port: u16,
     /// SIG_ALGORITHM of the KS's rekey-signing key.
     pub sig_algorithm: SigAlgorithm,
     /// The KS's rekey-signing key, DER SubjectPublicKeyInfo.
@@ -113,6 +115,8 @@ pub struct KekParams {
     pub src: Ipv4Addr,
     /// Rekey destination: a multicast group, or 0.0.0.0 for unicast rekeys.
     pub dst: Ipv4Addr,
+    /// Rekey destination port (multicast rekeys are sent there).
+    pub port: u16,
     /// Lifetime in seconds.
     pub lifetime_secs: u32,
     /// Cipher.
@@ -136,6 +140,7 @@ impl Kek {
             lifetime_secs: params.lifetime_secs,
             rekey_src: params.src,
             rekey_dst: params.dst,
+            rekey_port: params.port,
             sig_algorithm: params.sig_algorithm,
             sig_key_spki: params.sig_key_spki.clone(),
             sig_key_bits: params.sig_key_bits,
@@ -147,6 +152,7 @@ impl Kek {
         KekParams {
             src: self.rekey_src,
             dst: self.rekey_dst,
+            port: self.rekey_port,
             lifetime_secs: self.lifetime_secs,
             cipher: self.cipher,
             sig_algorithm: self.sig_algorithm,
@@ -298,7 +304,7 @@ impl GroupKeys {
                 },
                 dst: TrafficSelector {
                     identity: Identity::Ipv4Addr(k.rekey_dst),
-                    port: GDOI_PORT,
+                    port: k.rekey_port,
                 },
                 spi: k.spi,
                 policy: KekPolicy {
@@ -468,6 +474,7 @@ impl GroupKeys {
                     lifetime_secs: sak.policy.key_lifetime_secs.unwrap_or(86_400),
                     rekey_src: addr(&sak.src).ok_or(GroupError::Inconsistent("KEK source"))?,
                     rekey_dst: addr(&sak.dst).ok_or(GroupError::Inconsistent("KEK destination"))?,
+                    rekey_port: sak.dst.port,
                     sig_algorithm: sak
                         .policy
                         .sig_algorithm

@@ -205,6 +205,7 @@ fn build(
         let kek_params = KekParams {
             src: identity,
             dst: g.rekey_address.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            port: r.multicast_port,
             lifetime_secs: g.kek_lifetime,
             cipher: CbcCipher::Aes128,
             sig_algorithm: signer.algorithm(),

@@ -135,6 +135,8 @@ struct StoredKek {
     lifetime_secs: u32,
     rekey_src: Ipv4Addr,
     rekey_dst: Ipv4Addr,
+    #[serde(default = "gdoi_port")]
+    rekey_port: u16,
     sig_algorithm: u16,
     sig_key_spki: String,
     sig_key_bits: u16,
@@ -167,6 +169,10 @@ struct StoredGroup {
     rekeys_sent: u64,
 }
 
+fn gdoi_port() -> u16 {
+    gkm_wire::consts::GDOI_PORT
+}
+
 fn unhex<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
     hex::decode(s)
         .ok()
@@ -184,6 +190,7 @@ impl StoredKek {
             lifetime_secs: k.lifetime_secs,
             rekey_src: k.rekey_src,
             rekey_dst: k.rekey_dst,
+            rekey_port: k.rekey_port,
             sig_algorithm: k.sig_algorithm.0,
             sig_key_spki: hex::encode(&k.sig_key_spki),
             sig_key_bits: k.sig_key_bits,
@@ -208,6 +215,7 @@ impl StoredKek {
             lifetime_secs: self.lifetime_secs,
             rekey_src: self.rekey_src,
             rekey_dst: self.rekey_dst,
+            rekey_port: self.rekey_port,
             sig_algorithm: SigAlgorithm(self.sig_algorithm),
             sig_key_spki: hex::decode(&self.sig_key_spki).map_err(|_| anyhow!("KEK SPKI"))?,
             sig_key_bits: self.sig_key_bits,

@@ -43,6 +43,7 @@ pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
     let params = KekParams {
         src: Ipv4Addr::new(10, 0, 0, 1),
         dst: Ipv4Addr::UNSPECIFIED,
+        port: 848,
         lifetime_secs: 86_400,
         cipher: CbcCipher::Aes128,
         sig_algorithm: SigAlgorithm::RSA,

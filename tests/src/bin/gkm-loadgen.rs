@@ -114,6 +114,7 @@ fn ks_engine_only(n: u32) -> f64 {
         Some(&gkm_proto::group::KekParams {
             src: Ipv4Addr::LOCALHOST,
             dst: Ipv4Addr::UNSPECIFIED,
+            port: 848,
             lifetime_secs: 86_400,
             cipher: gkm_proto::crypto::CbcCipher::Aes128,
             sig_algorithm: gkm_wire::consts::SigAlgorithm::RSA,

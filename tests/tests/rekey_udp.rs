@@ -1,0 +1,334 @@
+//! Rekeying with the real binaries: unicast over loopback (rekey, ACKs,
+//! rekey replace), crash safety (SIGKILL between persisting a SEQ and
+//! sending it), and multicast rekeys between two network namespaces,
+//! checked by tshark.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use gkm_tests::procs::{binary, free_udp_port, Proc};
+use gkm_tests::tshark;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn unicast_config(dir: &Path, port: u16) -> PathBuf {
+    let p = dir.join("ks.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n\
+             [[psk]]\nprefix = \"127.0.0.0/8\"\nkey = \"rekey-test-psk\"\n\
+             [[group]]\nname = \"GET\"\nidentity = 4321\n\
+             rekey.retransmit_interval = 1\n\
+             [[group.tek]]\nsrc = \"10.1.0.0/16\"\ndst = \"10.1.0.0/16\"\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn server(dir: &Path, config: &Path, crash_after_persist: bool, netns: Option<&str>) -> Proc {
+    let bin = binary("gkm-server", "gkm-server");
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    if crash_after_persist {
+        cmd.env("GKM_FAULT_PAUSE_AFTER_SEQ_PERSIST", "1");
+    }
+    let n = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("server"))
+        })
+        .count();
+    let mut p = Proc::spawn(cmd, &dir.join(format!("server-{n}.log")));
+    p.wait_for("serving GDOI", Duration::from_secs(60));
+    p
+}
+
+fn agent(dir: &Path, ks: &str, bind: &str, netns: Option<&str>) -> Proc {
+    let bin = binary("gkm-agent", "gkm-agent");
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.args([
+        "--key-server",
+        ks,
+        "--group",
+        "4321",
+        "--psk",
+        "rekey-test-psk",
+        "--bind",
+        bind,
+    ])
+    .env("RUST_LOG", "info")
+    .env("NO_COLOR", "1");
+    let mut p = Proc::spawn(cmd, &dir.join(format!("agent-{bind}.log")));
+    p.wait_for("registered group 4321", WAIT);
+    p
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// The SEQ and KEK SPI of every "rekeyed" line an agent printed.
+fn rekeys(p: &Proc) -> Vec<(u32, String)> {
+    p.output()
+        .lines()
+        .filter(|l| l.starts_with("rekeyed group"))
+        .map(|l| {
+            let seq = l
+                .split("SEQ ")
+                .nth(1)
+                .and_then(|s| s.split(',').next())
+                .unwrap()
+                .parse()
+                .unwrap();
+            let kek = l.rsplit("KEK ").next().unwrap().to_owned();
+            (seq, kek)
+        })
+        .collect()
+}
+
+#[test]
+fn unicast_rekey_and_replace_reach_every_agent_and_are_acknowledged() {
+    let dir = tempdir("rekey-unicast");
+    let port = free_udp_port();
+    let cfg = unicast_config(&dir, port);
+    let mut ks = server(&dir, &cfg, false, None);
+    let ks_addr = format!("127.0.0.1:{port}");
+    let mut agents: Vec<Proc> = (1..=3)
+        .map(|i| agent(&dir, &ks_addr, &format!("127.0.3.{i}:0"), None))
+        .collect();
+    signal(&ks, "-USR1");
+    for a in &mut agents {
+        a.wait_for("rekeyed group 4321: SEQ 1,", WAIT);
+    }
+    ks.wait_for("rekey acknowledged by every GM", WAIT);
+    let line = ks
+        .output()
+        .lines()
+        .find(|l| l.contains("rekey acknowledged by every GM"))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("gms=3") && line.contains("seq=1"), "{line}");
+    // Rekey replace: new TEK and KEK; both older TEKs (the current one and
+    // the one the first rekey replaced, still valid for receiving) deleted at once.
+    signal(&ks, "-USR2");
+    for a in &mut agents {
+        a.wait_for("rekeyed group 4321: SEQ 2,", WAIT);
+        let out = a.output();
+        let l = out.lines().find(|l| l.contains("SEQ 2,")).unwrap();
+        assert!(l.contains("2 deleted, new KEK true"), "{l}");
+    }
+    // All three agents hold the same KEK after each rekey.
+    let keks: Vec<Vec<(u32, String)>> = agents.iter().map(rekeys).collect();
+    assert!(keks.windows(2).all(|w| w[0] == w[1]), "{keks:?}");
+    ks.wait_for("seq=2 acked=3 missed=0 removed=0", WAIT);
+    // The group state on disk is sealed: no key material in the clear.
+    let sealed = std::fs::read(dir.join("data/group-4321.state")).unwrap();
+    assert!(sealed.starts_with(b"GKMSEAL1"));
+    let kek_hex = keks[0][1].1.clone();
+    assert!(!String::from_utf8_lossy(&sealed).contains(&kek_hex));
+}
+
+#[test]
+fn a_key_server_killed_between_persisting_a_seq_and_sending_never_reuses_it() {
+    let dir = tempdir("rekey-crash");
+    let port = free_udp_port();
+    let cfg = unicast_config(&dir, port);
+    let mut ks = server(&dir, &cfg, true, None);
+    let ks_addr = format!("127.0.0.1:{port}");
+    let mut agents: Vec<Proc> = (1..=3)
+        .map(|i| agent(&dir, &ks_addr, &format!("127.0.4.{i}:0"), None))
+        .collect();
+    signal(&ks, "-USR1");
+    ks.wait_for("fault point: paused after persisting SEQ 1", WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    for a in &agents {
+        assert!(rekeys(a).is_empty(), "nothing was sent: {}", a.output());
+    }
+    signal(&ks, "-KILL");
+    let _ = ks.child.wait();
+    // Restarted on the same data directory: keys, SEQ and GM database come back.
+    let mut ks = server(&dir, &cfg, false, None);
+    ks.wait_for("GM database restored", WAIT);
+    assert!(
+        ks.output().contains("resuming persisted keys"),
+        "{}",
+        ks.output()
+    );
+    signal(&ks, "-USR1");
+    for a in &mut agents {
+        a.wait_for("rekeyed group 4321: SEQ 2,", WAIT);
+        assert_eq!(
+            a.output().matches("registered group").count(),
+            1,
+            "accepted without registering again: {}",
+            a.output()
+        );
+        assert!(!a.output().contains("rekey refused"), "{}", a.output());
+    }
+    ks.wait_for("rekey acknowledged by every GM", WAIT);
+}
+
+/// Two network namespaces joined by a veth pair; removed on drop.
+struct Netns {
+    ks: String,
+    gm: String,
+}
+
+impl Netns {
+    fn new() -> Self {
+        let tag = std::process::id() % 100_000;
+        let n = Self {
+            ks: format!("gkmks{tag}"),
+            gm: format!("gkmgm{tag}"),
+        };
+        let (vk, vg) = (format!("vk{tag}"), format!("vg{tag}"));
+        let run = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
+                panic!("`ip` could not be run ({e}); install iproute2 (.ci/run does)")
+            });
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["netns", "add", &n.ks]);
+        run(&["netns", "add", &n.gm]);
+        run(&["link", "add", &vk, "type", "veth", "peer", "name", &vg]);
+        run(&["link", "set", &vk, "netns", &n.ks]);
+        run(&["link", "set", &vg, "netns", &n.gm]);
+        run(&["-n", &n.ks, "addr", "add", "10.99.0.1/24", "dev", &vk]);
+        for a in ["10.99.0.2/24", "10.99.0.3/24", "10.99.0.4/24"] {
+            run(&["-n", &n.gm, "addr", "add", a, "dev", &vg]);
+        }
+        for (ns, dev) in [(&n.ks, &vk), (&n.gm, &vg)] {
+            run(&["-n", ns, "link", "set", "lo", "up"]);
+            run(&["-n", ns, "link", "set", dev, "up"]);
+            run(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev]);
+        }
+        n
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in [&self.ks, &self.gm] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+#[test]
+fn multicast_rekeys_reach_agents_in_another_namespace() {
+    let dir = tempdir("rekey-multicast");
+    let net = Netns::new();
+    let cfg = dir.join("ks.toml");
+    std::fs::write(
+        &cfg,
+        "listen = \"10.99.0.1:848\"\nidentity = \"10.99.0.1\"\n\
+         [[psk]]\nprefix = \"10.99.0.0/24\"\nkey = \"rekey-test-psk\"\n\
+         [[group]]\nname = \"GET\"\nidentity = 4321\nrekey_address = \"239.1.2.3\"\n\
+         rekey.multicast_port = 8848\nrekey.multicast_ttl = 2\n\
+         [[group.tek]]\nsrc = \"10.1.0.0/16\"\ndst = \"10.1.0.0/16\"\n",
+    )
+    .unwrap();
+    let mut ks = server(&dir, &cfg, false, Some(&net.ks));
+    let mut agents: Vec<Proc> = (2..=4)
+        .map(|i| {
+            agent(
+                &dir,
+                "10.99.0.1:848",
+                &format!("10.99.0.{i}:0"),
+                Some(&net.gm),
+            )
+        })
+        .collect();
+    for a in &mut agents {
+        a.wait_for("listening for multicast rekeys", WAIT);
+    }
+    let capture = dir.join("multicast.pcap");
+    let mut cap = Proc::spawn(
+        {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &net.gm, "tshark", "-i"])
+                .arg(format!("vg{}", std::process::id() % 100_000))
+                .args(["-f", "udp and dst host 239.1.2.3", "-w"])
+                .arg(&capture);
+            c
+        },
+        &dir.join("tshark.log"),
+    );
+    cap.wait_for("Capturing on", WAIT);
+    signal(&ks, "-USR1");
+    for a in &mut agents {
+        a.wait_for("rekeyed group 4321: SEQ 1,", WAIT);
+    }
+    ks.wait_for("datagrams=1", WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    cap.interrupt();
+    // One datagram to the group carried the rekey to all three (no ACKs for multicast).
+    let rows = tshark::fields_with(
+        &capture,
+        &[
+            "ip.dst",
+            "ip.ttl",
+            "udp.dstport",
+            "isakmp.exchangetype",
+            "_ws.malformed",
+        ],
+        None,
+        &["-d", "udp.port==8848,isakmp"],
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][0], "239.1.2.3");
+    assert_eq!(rows[0][1], "2", "the configured TTL");
+    assert_eq!(rows[0][2], "8848");
+    assert_eq!(rows[0][3], "33", "GROUPKEY-PUSH");
+    assert!(rows[0][4].is_empty());
+    for a in &agents {
+        assert!(!a.output().contains("rekey refused"), "{}", a.output());
+    }
+    drop(agents);
+    drop(ks);
+}
