@@ -63,6 +63,14 @@ pub struct GmCounters {
     pub acks_sent: u64,
 }
 
+impl GmGroup {
+    /// The KS's rekey-signing key, as delivered at registration or in the
+    /// last rekey.
+    pub fn verifier(&self) -> Option<&RekeyVerifier> {
+        self.verifier.as_ref()
+    }
+}
+
 impl GmCounters {
     fn count(&mut self, e: PushError) {
         match e {

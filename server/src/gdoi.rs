@@ -30,7 +30,7 @@ pub fn now_ms() -> u64 {
 
 /// Binds the GDOI socket with an error that says how to fix a refusal.
 pub async fn bind(addr: SocketAddr) -> Result<UdpSocket> {
-    UdpSocket::bind(addr).await.map_err(|e| {
+    let socket = UdpSocket::bind(addr).await.map_err(|e| {
         let hint = match e.kind() {
             IoErrorKind::PermissionDenied => format!(
                 "ports below 1024 need root or CAP_NET_BIND_SERVICE: run as root, \
@@ -42,8 +42,30 @@ pub async fn bind(addr: SocketAddr) -> Result<UdpSocket> {
             _ => "check --listen".into(),
         };
         anyhow!("cannot bind UDP {addr}: {e}; {hint}")
-    })
+    })?;
+    // A rekey to a large group draws one ACK per GM at once: ask for room
+    // to queue them while the pushes are still going out.
+    let s = socket2::SockRef::from(&socket);
+    let _ = s.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = s.set_send_buffer_size(UDP_BUFFER_BYTES);
+    // Linux grants at most net.core.{r,w}mem_max and reports twice the grant.
+    let granted = s.recv_buffer_size().unwrap_or(0) / 2;
+    if granted < UDP_BUFFER_BYTES {
+        info!(
+            granted,
+            wanted = UDP_BUFFER_BYTES,
+            "UDP receive buffer capped by net.core.rmem_max; raise it for groups of many thousand GMs (docs/OPERATIONS.md)"
+        );
+    }
+    Ok(socket)
 }
+
+/// Socket buffer the GDOI socket asks for in each direction.
+const UDP_BUFFER_BYTES: usize = 16 << 20;
+
+/// Datagrams sent between two looks at the receive queue while flushing a
+/// large fan-out.
+const SENDS_PER_RECEIVE_PASS: usize = 256;
 
 /// Fault injection for the crash-safety test: with this variable set, the
 /// server stops right after persisting a rekey's SEQ and before sending
@@ -205,30 +227,64 @@ impl Driver {
     }
 }
 
-/// Sends what the engine queued, setting the multicast TTL of each group.
-async fn flush_all(
-    socket: &UdpSocket,
-    ks: &mut KeyServer,
-    ttl: &HashMap<Ipv4Addr, u8>,
-    cur_ttl: &mut u8,
-) {
-    while let Some(t) = ks.poll_transmit() {
-        if let SocketAddr::V4(a) = t.to {
-            if let Some(&want) = ttl.get(a.ip()) {
-                if want != *cur_ttl && socket.set_multicast_ttl_v4(u32::from(want)).is_ok() {
-                    *cur_ttl = want;
+/// The GDOI socket and what sending on it needs.
+struct Io {
+    socket: UdpSocket,
+    /// The same socket without tokio's readiness cache: while a fan-out
+    /// runs without yielding, tokio's `try_recv_from` keeps answering
+    /// WouldBlock from its cache; this one asks the kernel each time.
+    raw: std::net::UdpSocket,
+    /// Multicast rekey TTL per group address, and the TTL set now.
+    ttl: HashMap<Ipv4Addr, u8>,
+    cur_ttl: u8,
+    scratch: Vec<u8>,
+}
+
+impl Io {
+    /// Sends what the engine queued, setting each group's multicast TTL.
+    /// During a long fan-out it also takes in what arrived meanwhile, so
+    /// ACKs are not dropped while pushes are still going out.
+    async fn flush(&mut self, ks: &mut KeyServer) {
+        let mut sent = 0usize;
+        while let Some(t) = ks.poll_transmit() {
+            sent += 1;
+            if sent % SENDS_PER_RECEIVE_PASS == 0 {
+                // Take in up to four times what was sent since the last look:
+                // a pass that finds the queue momentarily empty must not leave
+                // the backlog to grow past the socket buffer (ACKs would be lost).
+                self.receive_ready(ks, 4 * SENDS_PER_RECEIVE_PASS);
+            }
+            if let SocketAddr::V4(a) = t.to {
+                if let Some(&want) = self.ttl.get(a.ip()) {
+                    if want != self.cur_ttl
+                        && self.socket.set_multicast_ttl_v4(u32::from(want)).is_ok()
+                    {
+                        self.cur_ttl = want;
+                    }
                 }
             }
-        }
-        let sent = match socket.try_send_to(&t.payload, t.to) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == IoErrorKind::WouldBlock => {
-                socket.send_to(&t.payload, t.to).await.map(|_| ())
+            let result = match self.socket.try_send_to(&t.payload, t.to) {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == IoErrorKind::WouldBlock => {
+                    self.socket.send_to(&t.payload, t.to).await.map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                warn!(peer = %t.to, error = %e, "send failed");
             }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
-            warn!(peer = %t.to, error = %e, "send failed");
+        }
+    }
+
+    /// Feeds up to `max` datagrams already queued on the socket.
+    fn receive_ready(&mut self, ks: &mut KeyServer, max: usize) {
+        for _ in 0..max {
+            match self.raw.recv_from(&mut self.scratch) {
+                Ok((n, from)) => {
+                    ks.handle_datagram(now_ms(), from, self.scratch.get(..n).unwrap_or_default())
+                }
+                Err(_) => return,
+            }
         }
     }
 }
@@ -267,8 +323,15 @@ pub async fn run(
             error!(group = g, error = %e, "rekey replace at start failed");
         }
     }
-    let ttl = startup.multicast_ttl;
-    let mut cur_ttl = 1u8;
+    let raw: std::net::UdpSocket = socket2::SockRef::from(&socket).try_clone()?.into();
+    raw.set_nonblocking(true)?;
+    let mut io = Io {
+        socket,
+        raw,
+        ttl: startup.multicast_ttl,
+        cur_ttl: 1,
+        scratch: vec![0u8; 65_536],
+    };
     let mut buf = vec![0u8; 65_536];
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
@@ -277,7 +340,7 @@ pub async fn run(
     let mut usr2 = signal(SignalKind::user_defined2())?;
     loop {
         driver.events(&mut ks);
-        flush_all(&socket, &mut ks, &ttl, &mut cur_ttl).await;
+        io.flush(&mut ks).await;
         let retry = if driver.unpersisted.is_empty() {
             None
         } else {
@@ -290,16 +353,16 @@ pub async fn run(
             .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
-            r = socket.recv_from(&mut buf) => {
+            r = io.socket.recv_from(&mut buf) => {
                 let (n, from) = r?;
                 ks.handle_datagram(now_ms(), from, buf.get(..n).unwrap_or_default());
-                flush_all(&socket, &mut ks, &ttl, &mut cur_ttl).await;
+                io.flush(&mut ks).await;
                 // Serve whatever else is already queued, answering each at once.
                 for _ in 0..256 {
-                    match socket.try_recv_from(&mut buf) {
+                    match io.socket.try_recv_from(&mut buf) {
                         Ok((n, from)) => {
                             ks.handle_datagram(now_ms(), from, buf.get(..n).unwrap_or_default());
-                            flush_all(&socket, &mut ks, &ttl, &mut cur_ttl).await;
+                            io.flush(&mut ks).await;
                         }
                         Err(_) => break,
                     }

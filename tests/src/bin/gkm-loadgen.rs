@@ -31,6 +31,11 @@ struct Args {
     psk: Option<String>,
     pki: Option<(String, String, String)>,
     server_pid: Option<u32>,
+    /// After registering, ask the server for a rekey and answer it.
+    rekey: bool,
+    /// The server's log, where the rekey's outcome is read.
+    server_log: Option<String>,
+    sources: usize,
 }
 
 fn args() -> Args {
@@ -42,6 +47,9 @@ fn args() -> Args {
         psk: None,
         pki: None,
         server_pid: None,
+        rekey: false,
+        server_log: None,
+        sources: 2,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -58,6 +66,13 @@ fn args() -> Args {
                 a.pki = Some((p[0].into(), p[1].into(), p[2].into()));
             }
             "--server-pid" => a.server_pid = Some(val.parse().expect("--server-pid PID")),
+            "--server-log" => a.server_log = Some(val),
+            "--sources" => a.sources = val.parse().expect("--sources N"),
+            "--rekey" => {
+                a.rekey = true;
+                i += 1;
+                continue;
+            }
             other => panic!("unknown option {other}"),
         }
         i += 2;
@@ -253,14 +268,26 @@ fn primitives(cert: bool) -> Vec<(&'static str, f64, f64)> {
     v
 }
 
-/// Source sockets: GMs are spread over this many loopback addresses (the
-/// fewer, the fewer empty receive calls per loop), as
-/// real GMs each have their own (the KS caps half-open exchanges per source).
-const SOURCES: usize = 2;
+/// Receive buffer of each source socket: a rekey fan-out delivers one
+/// push per simulated GM at once (real GMs each have their own buffer).
+const SOURCE_RCVBUF: usize = 64 << 20;
+
+/// Resident memory of a process in bytes, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
 
 fn main() {
     let a = args();
-    let sockets: Vec<UdpSocket> = (0..SOURCES)
+    // Source sockets: GMs are spread over a few loopback addresses (the
+    // fewer, the fewer empty receive calls per loop; the KS caps half-open
+    // exchanges per source).
+    let sockets: Vec<UdpSocket> = (0..a.sources)
         .map(|k| {
             let s = UdpSocket::bind((
                 Ipv4Addr::new(127, 10, (k / 256) as u8, (k % 256) as u8 + 1),
@@ -268,9 +295,11 @@ fn main() {
             ))
             .unwrap();
             s.set_nonblocking(true).unwrap();
+            let _ = socket2::SockRef::from(&s).set_recv_buffer_size(SOURCE_RCVBUF);
             s
         })
         .collect();
+    let rss0 = a.server_pid.map(rss_bytes);
     let mut gms: HashMap<[u8; 8], usize> = HashMap::new();
     let mut engines: Vec<Option<GroupMember>> = Vec::with_capacity(a.count);
     let mut started = 0usize;
@@ -330,7 +359,7 @@ fn main() {
     let send = |i: usize, g: &mut GroupMember, gms: &mut HashMap<[u8; 8], usize>| {
         while let Some(t) = g.poll_transmit() {
             gms.insert(t.payload[..8].try_into().unwrap(), i);
-            let _ = sockets[i % SOURCES].send_to(&t.payload, t.to);
+            let _ = sockets[i % sockets.len()].send_to(&t.payload, t.to);
         }
     };
     let cpu0 = a.server_pid.map(cpu_secs);
@@ -374,7 +403,10 @@ fn main() {
                 if finished {
                     done += 1;
                     in_flight -= 1;
-                    engines[i] = None;
+                    // With --rekey, GM 0's engine stays: it checks each push in full.
+                    if !(a.rekey && i == 0) {
+                        engines[i] = None;
+                    }
                 }
             }
         }
@@ -401,6 +433,23 @@ fn main() {
         "PSK, group 19"
     };
     println!("registrations: {done}/{} in {secs:.2} s = {rate:.0} reg/s ({mode}, window {}, {retries} attempts retried)", a.count, a.window);
+    if a.rekey {
+        let reference = engines
+            .first_mut()
+            .and_then(Option::take)
+            .expect("GM 0 registered");
+        let pid = a.server_pid.expect("--rekey needs --server-pid");
+        if let (Some(r0), true) = (rss0, done > 0) {
+            let grown = rss_bytes(pid).saturating_sub(r0);
+            println!(
+                "  KS memory: {:.0} bytes per registered GM (RSS growth over {done} GMs: {:.1} MiB; phase 1 SA + GM record + ACK state)",
+                grown as f64 / done as f64,
+                grown as f64 / (1 << 20) as f64
+            );
+        }
+        rekey_fanout(&a, &sockets, &reference, pid);
+        return;
+    }
     let prims = primitives(a.pki.is_some());
     let floor: f64 = prims.iter().map(|(_, us, n)| us * n).sum();
     for (name, us, n) in &prims {
@@ -427,4 +476,129 @@ fn main() {
     if done < a.count {
         std::process::exit(1);
     }
+}
+
+/// Asks the server (SIGUSR1) for a rekey and answers it for every GM: each
+/// distinct push datagram is checked in full once (decrypted under the
+/// KEK, signature verified, SEQ checked) by GM 0's engine state, as every
+/// GM would on its own CPU; each GM's ACK is then built and sent
+/// individually. The time reported is the server's, from preparing the
+/// rekey to the last ACK recorded, beside the floor: sending as many
+/// datagrams of the push's size from one socket.
+fn rekey_fanout(a: &Args, sockets: &[UdpSocket], reference: &GroupMember, pid: u32) {
+    use gkm_proto::ack::{seal_rfc8263_ack, seal_unicast_ack};
+    use gkm_proto::push::open_push;
+    use std::collections::VecDeque;
+    let n = a.count;
+    let group = reference.group().expect("registered");
+    let kek = group.kek.clone().expect("KEK");
+    let verifier = group.verifier().expect("rekey-signing key").clone();
+    let last_seq = group.last_seq;
+    let ack_requested = group.ack_requested;
+    let log = a.server_log.clone().expect("--rekey needs --server-log");
+    // GM i listens on socket i % S; each push datagram to a socket is taken
+    // by the next GM of that socket that has not had this rekey.
+    let mut waiting: Vec<VecDeque<usize>> = vec![VecDeque::new(); sockets.len()];
+    for i in 0..n {
+        waiting[i % sockets.len()].push_back(i);
+    }
+    let gm_ip = |i: usize| Ipv4Addr::from(0x0a00_0000 + i as u32);
+    let mut checked: HashMap<Vec<u8>, Option<u32>> = HashMap::new();
+    let (mut pushes, mut acks, mut refused) = (0usize, 0usize, 0usize);
+    let mut push_len = 0usize;
+    let mut buf = vec![0u8; 65_536];
+    let status = std::process::Command::new("kill")
+        .args(["-USR1", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -USR1 {pid}");
+    let t0 = Instant::now();
+    let mut outcome: Option<(f64, usize)> = None;
+    let mut last_look = Instant::now();
+    while outcome.is_none() && t0.elapsed() < Duration::from_secs(120) {
+        let mut idle = true;
+        for (k, sock) in sockets.iter().enumerate() {
+            while let Ok((len, from)) = sock.recv_from(&mut buf) {
+                idle = false;
+                let d = &buf[..len];
+                if d.get(18) != Some(&33) {
+                    continue;
+                }
+                pushes += 1;
+                push_len = len;
+                let seq = *checked
+                    .entry(d.to_vec())
+                    .or_insert_with(|| open_push(d, &kek, &verifier, last_seq).ok().map(|o| o.seq));
+                let Some(seq) = seq else {
+                    refused += 1;
+                    continue;
+                };
+                let gm = waiting[k]
+                    .pop_front()
+                    .or_else(|| waiting.iter_mut().find_map(VecDeque::pop_front));
+                let Some(gm) = gm else { continue };
+                let ack = match ack_requested {
+                    Some(kind) => seal_rfc8263_ack(&kek, kind, seq, gm_ip(gm)),
+                    None => seal_unicast_ack(&kek, seq, gm_ip(gm)),
+                }
+                .unwrap();
+                let _ = sock.send_to(&ack, from);
+                acks += 1;
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        if last_look.elapsed() > Duration::from_millis(20) {
+            last_look = Instant::now();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(l) = text
+                .lines()
+                .find(|l| l.contains("rekey acknowledged by every GM"))
+            {
+                let ms: f64 = field(l, "elapsed_ms").parse().unwrap();
+                let gms: usize = field(l, "gms").parse().unwrap();
+                outcome = Some((ms / 1000.0, gms));
+            } else if let Some(l) = text.lines().find(|l| l.contains("rekey round closed")) {
+                let acked: usize = field(l, "acked").parse().unwrap();
+                outcome = Some((t0.elapsed().as_secs_f64(), acked));
+            }
+        }
+    }
+    let (secs, acked) = outcome.unwrap_or((t0.elapsed().as_secs_f64(), 0));
+    // The floor: the same number of datagrams of the same size from one socket.
+    let floor_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    floor_sock.set_nonblocking(true).unwrap();
+    let _ = socket2::SockRef::from(&floor_sock).set_send_buffer_size(16 << 20);
+    let dests: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+    let junk = vec![0u8; push_len.max(1)];
+    let f0 = Instant::now();
+    for i in 0..n {
+        loop {
+            match floor_sock.send_to(&junk, dests[i % dests.len()]) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                Err(e) => panic!("floor send: {e}"),
+            }
+        }
+    }
+    let floor = f0.elapsed().as_secs_f64();
+    println!(
+        "  pushes received {pushes} ({push_len} octets), refused {refused}, distinct {}, ACKs sent {acks}",
+        checked.len()
+    );
+    println!(
+        "rekeyed {n} GMs: {:.1}% acked in {secs:.3} s (floor {floor:.3} s)",
+        acked as f64 * 100.0 / n as f64
+    );
+    if acked < n {
+        std::process::exit(1);
+    }
+}
+
+/// The value of `name=value` in a log line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or("0")
 }
