@@ -920,7 +920,7 @@ impl KeyServer {
             original_lifetime_secs: kek.lifetime_secs,
             remaining_lifetime_secs: secs_left(state.kek_expires_at, now),
             time_to_rekey_secs: secs_left(next_rekey, now),
-            sig_hash_algorithm: "HMAC_AUTH_SHA256",
+            sig_hash_algorithm: "SHA256",
             sig_algorithm: if kek.sig_algorithm == gkm_wire::consts::SigAlgorithm::RSA {
                 "RSA"
             } else {

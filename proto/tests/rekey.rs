@@ -793,3 +793,53 @@ fn multicast_acks_when_asked_are_jittered() {
     assert!(times.iter().any(|t| *t > 0), "not all at once: {times:?}");
     assert!(times.iter().all(|t| *t <= 500));
 }
+
+/// The data behind `show crypto gkm ks rekey` and `show crypto gkm ks policy`.
+#[test]
+fn show_data_for_ks_rekey_and_policy() {
+    let mut w = World::new(ks_config(b"k", Authorization::default()), gms(2));
+    w.run_until(T0 + 30_000);
+    let s = w.ks.rekey_status(GROUP).unwrap();
+    assert_eq!(
+        (s.ack_type_in_use, s.rekeys_sent, s.seq, s.gms),
+        ("Cisco", 0, 0, 2)
+    );
+    w.rekey(RekeyReason::Manual);
+    let s = w.ks.rekey_status(GROUP).unwrap();
+    assert_eq!((s.rekeys_sent, s.seq), (1, 1));
+    let p = w.ks.kek_policy_status(GROUP, w.now).unwrap();
+    let kek = w.ks_keys().kek.unwrap();
+    assert_eq!(p.teks, 2);
+    assert_eq!(p.seq, 1);
+    assert_eq!(p.transport, "Unicast");
+    assert_eq!(p.spi, kek.spi);
+    assert_eq!(
+        (p.encryption_algorithm, p.iv_len, p.key_size_bits),
+        ("AES", 16, 128)
+    );
+    assert_eq!(p.original_lifetime_secs, 86_400);
+    // Started at T0; now T0 + 30 s.
+    assert_eq!(p.remaining_lifetime_secs, 86_400 - 30);
+    // The TEKs (3600 s, made at the manual rekey just now) are rekeyed 90 s early.
+    assert_eq!(p.time_to_rekey_secs, 3600 - 90);
+    assert_eq!((p.sig_algorithm, p.sig_hash_algorithm), ("RSA", "SHA256"));
+    assert_eq!((p.sig_key_bits, p.sig_size), (2048, 256));
+    assert_eq!(p.sig_key_name, "ks-rekey");
+    assert_eq!(p.acknowledgement, "cisco");
+    for (option, word, in_use) in [
+        (AckOption::Interoperable, "interoperable", "Interoperable"),
+        (AckOption::Any, "any", "Any"),
+    ] {
+        let mut cfg = ks_config(b"k", Authorization::default());
+        cfg.groups[0].rekey.ack = option;
+        let mut w = World::new(cfg, vec![]);
+        w.run_until(T0 + 1000);
+        assert_eq!(
+            w.ks.kek_policy_status(GROUP, w.now)
+                .unwrap()
+                .acknowledgement,
+            word
+        );
+        assert_eq!(w.ks.rekey_status(GROUP).unwrap().ack_type_in_use, in_use);
+    }
+}
