@@ -380,6 +380,11 @@ impl KeyServer {
             .flat_map(|rt| rt.members.values())
     }
 
+    /// Every group's GMs.
+    pub fn all_members(&self) -> impl Iterator<Item = &GmRecord> {
+        self.runtime.iter().flat_map(|rt| rt.members.values())
+    }
+
     /// One GM's ACK state.
     pub fn member_ack_state(
         &self,

@@ -171,6 +171,13 @@ impl Driver {
                 datagrams,
             } => {
                 info!(group = group_id, seq, %reason, datagrams, "rekey sent");
+                // The journal holds every group's GMs.
+                let gms: Vec<&GmRecord> = ks.all_members().collect();
+                match self.state.compact_if_large(gms.into_iter()) {
+                    Ok(true) => info!("GM journal compacted"),
+                    Ok(false) => {}
+                    Err(e) => error!(error = %format!("{e:#}"), "cannot compact the GM journal"),
+                }
                 if let Err(e) = self.persist(ks, group_id) {
                     error!(group = group_id, error = %format!("{e:#}"), "cannot persist the group state after a rekey");
                 }

@@ -260,7 +260,13 @@ pub struct StateDir {
     dir: PathBuf,
     master: MasterKey,
     journal: File,
+    /// Lines in the journal now.
+    journal_lines: usize,
 }
+
+/// The journal is rewritten from the GM database when it holds this many
+/// lines more than twice the GMs it describes (re-registrations add lines).
+const JOURNAL_SLACK: usize = 10_000;
 
 fn group_file(group_id: u32) -> String {
     format!("group-{group_id}.state")
@@ -351,6 +357,7 @@ impl StateDir {
             dir: dir.to_path_buf(),
             master,
             journal,
+            journal_lines: 0,
         })
     }
 
@@ -439,6 +446,36 @@ impl StateDir {
         let mut b = serde_json::to_vec(line)?;
         b.push(b'\n');
         self.journal.write_all(&b)?;
+        self.journal_lines += 1;
+        Ok(())
+    }
+
+    /// Rewrites the journal from the current GM database when it has grown
+    /// well past it; returns whether it did.
+    pub fn compact_if_large<'a>(
+        &mut self,
+        gms: impl ExactSizeIterator<Item = &'a GmRecord>,
+    ) -> Result<bool> {
+        if self.journal_lines <= 2 * gms.len() + JOURNAL_SLACK {
+            return Ok(false);
+        }
+        self.rewrite(gms)?;
+        Ok(true)
+    }
+
+    fn rewrite<'a>(&mut self, gms: impl Iterator<Item = &'a GmRecord>) -> Result<()> {
+        let mut compact = Vec::new();
+        let mut lines = 0;
+        for r in gms {
+            compact.extend(serde_json::to_vec(&JournalLine::add(r))?);
+            compact.push(b'\n');
+            lines += 1;
+        }
+        write_atomic(&self.dir, "gms.jsonl", &compact)?;
+        self.journal = OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("gms.jsonl"))?;
+        self.journal_lines = lines;
         Ok(())
     }
 
@@ -490,13 +527,7 @@ impl StateDir {
                 }
             }
         }
-        let mut compact = Vec::new();
-        for r in gms.values() {
-            compact.extend(serde_json::to_vec(&JournalLine::add(r))?);
-            compact.push(b'\n');
-        }
-        write_atomic(&self.dir, "gms.jsonl", &compact)?;
-        self.journal = OpenOptions::new().append(true).open(&path)?;
+        self.rewrite(gms.values())?;
         Ok(gms.into_values().collect())
     }
 }
@@ -575,6 +606,15 @@ mod tests {
         // Compacted: one line.
         let text = std::fs::read_to_string(d.join("gms.jsonl")).unwrap();
         assert_eq!(text.lines().count(), 1);
+        // Re-registrations grow the journal; past the slack it is rewritten.
+        for _ in 0..(JOURNAL_SLACK + 3) {
+            s.gm_registered(&rec("b")).unwrap();
+        }
+        let b = rec("b");
+        assert!(s.compact_if_large(std::iter::once(&b)).unwrap());
+        let text = std::fs::read_to_string(d.join("gms.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(!s.compact_if_large(std::iter::once(&b)).unwrap());
         // A bad line in the middle is an error, not silently skipped.
         std::fs::write(d.join("gms.jsonl"), "garbage\n{}\n").unwrap();
         let mut s = StateDir::open(&d).unwrap();
