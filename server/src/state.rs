@@ -29,101 +29,11 @@ use gkm_proto::ks::GmRecord;
 use gkm_proto::rekey::GroupState;
 use gkm_wire::consts::{EspTransformId, SigAlgorithm};
 use gkm_wire::gkm_vid::{FeatureBits, GdoiVersion};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 use zeroize::Zeroizing;
 
-const SEAL_MAGIC: &[u8; 8] = b"GKMSEAL1";
-
-/// The AES-256-GCM key that seals secrets at rest.
-pub struct MasterKey(LessSafeKey);
-
-impl MasterKey {
-    /// From the environment or the data directory, creating `master.key`
-    /// (0600) on first run.
-    pub fn load(data_dir: &Path) -> Result<Self> {
-        let hex_key: Zeroizing<String> = if let Ok(v) = std::env::var("GKM_MASTER_KEY") {
-            Zeroizing::new(v)
-        } else {
-            let path = std::env::var_os("GKM_MASTER_KEY_FILE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| data_dir.join("master.key"));
-            if path.exists() {
-                Zeroizing::new(
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read master key {}", path.display()))?,
-                )
-            } else {
-                let mut k = Zeroizing::new([0u8; 32]);
-                SystemRandom::new()
-                    .fill(k.as_mut())
-                    .map_err(|_| anyhow!("no randomness for the master key"))?;
-                let text = Zeroizing::new(hex::encode(k.as_ref()));
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .with_context(|| format!("cannot create master key {}", path.display()))?;
-                f.write_all(text.as_bytes())?;
-                f.sync_all()?;
-                info!(path = %path.display(), "generated the master key that seals keys at rest; back it up");
-                text
-            }
-        };
-        let bytes = Zeroizing::new(
-            hex::decode(hex_key.trim())
-                .map_err(|_| anyhow!("the master key must be 64 hex digits"))?,
-        );
-        if bytes.len() != 32 {
-            bail!("the master key must be 64 hex digits (32 octets)");
-        }
-        let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| anyhow!("bad master key"))?;
-        Ok(Self(LessSafeKey::new(key)))
-    }
-
-    /// Seals `plain` with `label` as associated data.
-    pub fn seal(&self, label: &str, plain: &[u8]) -> Result<Vec<u8>> {
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| anyhow!("no randomness"))?;
-        let mut buf = plain.to_vec();
-        self.0
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(label.as_bytes()),
-                &mut buf,
-            )
-            .map_err(|_| anyhow!("sealing failed"))?;
-        Ok([&SEAL_MAGIC[..], &nonce, &buf].concat())
-    }
-
-    /// Opens what [`MasterKey::seal`] made under the same `label`.
-    pub fn open(&self, label: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let rest = sealed
-            .strip_prefix(&SEAL_MAGIC[..])
-            .ok_or_else(|| anyhow!("{label}: not a sealed GKM file"))?;
-        if rest.len() < NONCE_LEN {
-            bail!("{label}: truncated");
-        }
-        let (nonce, ct) = rest.split_at(NONCE_LEN);
-        let nonce =
-            Nonce::try_assume_unique_for_key(nonce).map_err(|_| anyhow!("{label}: nonce"))?;
-        let mut buf = Zeroizing::new(ct.to_vec());
-        let plain = self
-            .0
-            .open_in_place(nonce, Aad::from(label.as_bytes()), buf.as_mut())
-            .map_err(|_| {
-                anyhow!(
-                    "{label}: cannot be opened with this master key (wrong key or damaged file)"
-                )
-            })?;
-        Ok(Zeroizing::new(plain.to_vec()))
-    }
-}
+pub use gkm_store::seal::MasterKey;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -346,7 +256,10 @@ impl StateDir {
     /// Opens the data directory's state (creating the master key and the
     /// journal on first run).
     pub fn open(dir: &Path) -> Result<Self> {
-        let master = MasterKey::load(dir)?;
+        let (master, created) = MasterKey::load(dir)?;
+        if let Some(path) = created {
+            info!(path = %path.display(), "generated the master key that seals keys at rest; back it up");
+        }
         let journal = OpenOptions::new()
             .create(true)
             .append(true)
@@ -546,7 +459,8 @@ mod tests {
     #[test]
     fn sealed_files_refuse_another_label_or_key_or_a_flipped_bit() {
         let d = tmpdir("seal");
-        let k = MasterKey::load(&d).unwrap();
+        let (k, created) = MasterKey::load(&d).unwrap();
+        assert_eq!(created, Some(d.join("master.key")));
         let sealed = k.seal("a", b"secret").unwrap();
         assert_eq!(k.open("a", &sealed).unwrap().as_slice(), b"secret");
         assert!(k.open("b", &sealed).is_err());
@@ -559,6 +473,7 @@ mod tests {
         assert_eq!(
             MasterKey::load(&d)
                 .unwrap()
+                .0
                 .open("a", &sealed)
                 .unwrap()
                 .as_slice(),

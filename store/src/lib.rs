@@ -1,10 +1,153 @@
 //! `gkm-store`: GKM's persistence.
 //!
-//! Owns (DESIGN.md): one async `Store` trait with a SQLite backend (the
-//! zero-setup default) and a PostgreSQL backend, chosen from the URL
-//! scheme; migrations per dialect in `migrations/`; secrets sealed at rest
-//! with AES-256-GCM. The trait and backends land with the controller-core
-//! issue; backend selection, which every entry point shares, is here.
+//! Owns (DESIGN.md): one async [`Store`] trait with a SQLite backend (the
+//! zero-setup default: a file, WAL mode) and a PostgreSQL backend, chosen
+//! from the URL scheme ([`open`]); a migration set per dialect in
+//! `migrations/`; secrets sealed at rest with AES-256-GCM ([`seal`]). Both
+//! backends run the same runtime queries (written once, see `backend.rs`)
+//! and the same test suite. Every mutation writes its audit entry in the
+//! same transaction; on any error nothing is written.
+
+pub mod model;
+pub mod seal;
+
+mod backend;
+
+use std::sync::Arc;
+
+use model::{
+    ApiToken, AuditEntry, GmFilter, GmRow, Group, GroupPolicy, KeyServer, Page, RekeyRecord, Role,
+};
+
+/// A store error. Conflicts and missing rows are typed so the API can
+/// answer 409 and 404; anything else is the database's.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique name or number is taken, or the version did not match.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// No such row.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A stored value could not be read back (a bug or a damaged database).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// Sealing or opening a secret failed.
+    #[error(transparent)]
+    Seal(#[from] seal::SealError),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Result of a store call.
+pub type Result<T> = core::result::Result<T, StoreError>;
+
+/// Who did something, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+/// GMs listed, and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GmPage {
+    /// The rows.
+    pub gms: Vec<GmRow>,
+    /// Pass as `Page::after` for the next page; none on the last page.
+    pub next: Option<(u32, String)>,
+}
+
+/// Everything the controller persists. Implemented once per dialect.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+
+    /// Creates a group; `psk` (if any) is sealed into the secrets table.
+    async fn create_group(
+        &self,
+        actor: &Actor,
+        name: &str,
+        identity: u32,
+        policy: &GroupPolicy,
+    ) -> Result<Group>;
+    /// Replaces a group's policy; with `expected_version`, only if it still matches.
+    async fn update_group(
+        &self,
+        actor: &Actor,
+        name: &str,
+        policy: &GroupPolicy,
+        expected_version: Option<i64>,
+    ) -> Result<Group>;
+    /// Deletes a group with its GMs, rekey history and secrets.
+    async fn delete_group(&self, actor: &Actor, name: &str) -> Result<()>;
+    /// One group by name.
+    async fn group(&self, name: &str) -> Result<Option<Group>>;
+    /// One group by identity number.
+    async fn group_by_identity(&self, identity: u32) -> Result<Option<Group>>;
+    /// All groups, by name.
+    async fn groups(&self) -> Result<Vec<Group>>;
+    /// A group's PSK, opened.
+    async fn group_psk(&self, name: &str) -> Result<Option<zeroize::Zeroizing<String>>>;
+
+    /// Creates or replaces a key server by name.
+    async fn put_key_server(&self, actor: &Actor, ks: &KeyServer) -> Result<()>;
+    /// Deletes a key server.
+    async fn delete_key_server(&self, actor: &Actor, name: &str) -> Result<()>;
+    /// All key servers, by priority (highest first).
+    async fn key_servers(&self) -> Result<Vec<KeyServer>>;
+
+    /// Inserts or updates GMs (the KS engine's GM database).
+    async fn put_gms(&self, gms: &[GmRow]) -> Result<()>;
+    /// Removes a GM (eject); records who did it.
+    async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()>;
+    /// GMs matching `filter`, ordered by (group, identity).
+    async fn gms(&self, filter: &GmFilter, page: &Page) -> Result<GmPage>;
+    /// How many GMs match `filter`.
+    async fn count_gms(&self, filter: &GmFilter) -> Result<u64>;
+
+    /// Records a rekey, or updates it by (group, SEQ).
+    async fn put_rekey(&self, r: &RekeyRecord) -> Result<()>;
+    /// A group's latest rekeys, newest first.
+    async fn rekeys(&self, group: u32, limit: u32) -> Result<Vec<RekeyRecord>>;
+
+    /// The latest audit entries, newest first.
+    async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Appends an audit entry on its own (actions that change no row).
+    async fn append_audit(&self, e: &AuditEntry) -> Result<()>;
+
+    /// Stores a new API token's hash with its role.
+    async fn create_token(
+        &self,
+        actor: &Actor,
+        name: &str,
+        role: Role,
+        token_hash: &[u8],
+    ) -> Result<ApiToken>;
+    /// The token with this hash.
+    async fn token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>>;
+    /// All tokens (without hashes).
+    async fn tokens(&self) -> Result<Vec<ApiToken>>;
+    /// Deletes a token.
+    async fn delete_token(&self, actor: &Actor, name: &str) -> Result<()>;
+
+    /// Seals and stores a secret under `name`.
+    async fn put_secret(&self, name: &str, plain: &[u8]) -> Result<()>;
+    /// Opens a secret.
+    async fn secret(&self, name: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>>;
+}
+
+/// Opens the store a URL names (a bare path or `sqlite://PATH` is a SQLite
+/// file, created on first use; `postgres://...` a PostgreSQL database) and
+/// applies its migrations.
+pub async fn open(url: &str, master: seal::MasterKey) -> Result<Arc<dyn Store>> {
+    match BackendKind::from_url(url).map_err(|e| StoreError::NotFound(e.to_string()))? {
+        BackendKind::Sqlite => Ok(Arc::new(backend::SqliteStore::open(url, master).await?)),
+        BackendKind::Postgres => Ok(Arc::new(backend::PgStore::open(url, master).await?)),
+    }
+}
 
 use core::fmt;
 
@@ -35,7 +178,7 @@ impl std::error::Error for UnknownScheme {}
 
 impl BackendKind {
     /// Picks the backend from a URL; a plain path means a SQLite file.
-    pub fn from_url(url: &str) -> Result<Self, UnknownScheme> {
+    pub fn from_url(url: &str) -> core::result::Result<Self, UnknownScheme> {
         match url.split_once("://") {
             None => Ok(Self::Sqlite),
             Some(("sqlite", _)) => Ok(Self::Sqlite),

@@ -1,0 +1,717 @@
+//! The two backends. The SQL is the same for both dialects (runtime
+//! queries with `$N` placeholders, which SQLite reads as named parameters
+//! numbered in order of appearance; dynamic filters go through sqlx's
+//! `QueryBuilder`, which writes each dialect's own placeholders), so one
+//! macro body implements [`Store`] for each pool type; the schema differs
+//! per dialect and lives in `migrations/`.
+
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row};
+use zeroize::Zeroizing;
+
+use crate::model::{
+    ApiToken, AuditEntry, GmFilter, GmRow, GmState, Group, GroupPolicy, KeyServer, KsRole, Page,
+    RekeyRecord, Role,
+};
+use crate::seal::MasterKey;
+use crate::{Actor, BackendKind, GmPage, Result, Store, StoreError};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A database error, with unique violations as conflicts.
+fn db(e: sqlx::Error, what: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict(format!("{what} already exists"))
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(what.into())
+}
+
+fn u32_of(v: i64, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| corrupt(format!("{what} {v}")))
+}
+
+fn psk_secret(group: &str) -> String {
+    format!("group/{group}/psk")
+}
+
+const GROUP_COLUMNS: &str = "id, name, identity, policy, version, created_at, updated_at";
+const GM_COLUMNS: &str = "g.identity AS group_identity, m.identity, m.address, m.class, m.version, m.features, m.state, m.registered_at, m.last_seq_sent, m.last_seq_acked, m.misses";
+
+fn group_of<R: Row>(r: &R) -> Result<Group>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let policy: String = r.try_get("policy")?;
+    Ok(Group {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        identity: u32_of(r.try_get("identity")?, "group identity")?,
+        policy: serde_json::from_str(&policy).map_err(|e| corrupt(format!("group policy: {e}")))?,
+        version: r.try_get("version")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn gm_of<R: Row>(r: &R) -> Result<GmRow>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let state: String = r.try_get("state")?;
+    let opt = |v: Option<i64>, what: &str| v.map(|x| u32_of(x, what)).transpose();
+    Ok(GmRow {
+        group: u32_of(r.try_get("group_identity")?, "group identity")?,
+        identity: r.try_get("identity")?,
+        address: r.try_get("address")?,
+        class: r.try_get("class")?,
+        version: r.try_get("version")?,
+        features: u32_of(r.try_get("features")?, "features")?,
+        state: GmState::parse(&state).ok_or_else(|| corrupt(format!("GM state {state}")))?,
+        registered_at: r.try_get("registered_at")?,
+        last_seq_sent: opt(r.try_get("last_seq_sent")?, "last_seq_sent")?,
+        last_seq_acked: opt(r.try_get("last_seq_acked")?, "last_seq_acked")?,
+        misses: u32_of(r.try_get("misses")?, "misses")?,
+    })
+}
+
+fn token_of<R: Row>(r: &R) -> Result<ApiToken>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let role: String = r.try_get("role")?;
+    Ok(ApiToken {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        role: Role::parse(&role).ok_or_else(|| corrupt(format!("token role {role}")))?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn audit_of<R: Row>(r: &R) -> Result<AuditEntry>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(AuditEntry {
+        at: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        target: r.try_get("target")?,
+        detail: r.try_get("detail")?,
+    })
+}
+
+fn audit_entry(actor: &Actor, action: &str, target: &str, detail: String) -> AuditEntry {
+    AuditEntry {
+        at: now_ms(),
+        actor: actor.0.clone(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        detail,
+    }
+}
+
+/// The policy as stored: the PSK is never in it (it is sealed apart).
+fn policy_json(p: &GroupPolicy) -> Result<String> {
+    serde_json::to_string(p).map_err(|e| corrupt(format!("policy: {e}")))
+}
+
+fn psk_of(p: &GroupPolicy) -> Option<&str> {
+    match &p.authentication {
+        crate::model::Authentication::Psk { psk: Some(k) } => Some(k),
+        _ => None,
+    }
+}
+
+macro_rules! store_impl {
+    ($name:ident, $pool:ty, $db:ty, $kind:expr) => {
+        impl $name {
+            async fn audit_tx(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                e: &AuditEntry,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO audit (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(e.at)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(&e.target)
+                .bind(&e.detail)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn put_secret_tx(
+                &self,
+                tx: &mut sqlx::Transaction<'_, $db>,
+                name: &str,
+                plain: &[u8],
+            ) -> Result<()> {
+                let sealed = self.master.seal(name, plain)?;
+                sqlx::query(
+                    "INSERT INTO secrets (name, sealed, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                )
+                .bind(name)
+                .bind(sealed)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            fn filter<'a>(q: &mut QueryBuilder<'a, $db>, f: &'a GmFilter) {
+                q.push(" WHERE 1 = 1");
+                if let Some(g) = f.group {
+                    q.push(" AND g.identity = ").push_bind(i64::from(g));
+                }
+                if let Some(s) = f.state {
+                    q.push(" AND m.state = ").push_bind(s.as_str());
+                }
+                if let Some(c) = &f.class {
+                    q.push(" AND m.class = ").push_bind(c.as_str());
+                }
+                if let Some((bit, yes)) = f.feature {
+                    q.push(" AND (m.features & ")
+                        .push_bind(i64::from(bit))
+                        .push(if yes { ") <> 0" } else { ") = 0" });
+                }
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $name {
+            fn kind(&self) -> BackendKind {
+                $kind
+            }
+
+            async fn create_group(
+                &self,
+                actor: &Actor,
+                name: &str,
+                identity: u32,
+                policy: &GroupPolicy,
+            ) -> Result<Group> {
+                let now = now_ms();
+                let mut tx = self.pool.begin().await?;
+                let row = sqlx::query(&format!(
+                    "INSERT INTO groups (name, identity, policy, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, 1, $4, $4) RETURNING {GROUP_COLUMNS}"
+                ))
+                .bind(name)
+                .bind(i64::from(identity))
+                .bind(policy_json(policy)?)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| db(e, &format!("a group named {name:?} or numbered {identity}")))?;
+                let group = group_of(&row)?;
+                if let Some(k) = psk_of(policy) {
+                    self.put_secret_tx(&mut tx, &psk_secret(name), k.as_bytes()).await?;
+                }
+                Self::audit_tx(
+                    &mut tx,
+                    &audit_entry(actor, "group.create", name, format!("{{\"identity\":{identity}}}")),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(group)
+            }
+
+            async fn update_group(
+                &self,
+                actor: &Actor,
+                name: &str,
+                policy: &GroupPolicy,
+                expected_version: Option<i64>,
+            ) -> Result<Group> {
+                let mut tx = self.pool.begin().await?;
+                let row = sqlx::query(&format!(
+                    "UPDATE groups SET policy = $1, version = version + 1, updated_at = $2 \
+                     WHERE name = $3 AND ($4 IS NULL OR version = $4) RETURNING {GROUP_COLUMNS}"
+                ))
+                .bind(policy_json(policy)?)
+                .bind(now_ms())
+                .bind(name)
+                .bind(expected_version)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    let exists = sqlx::query("SELECT 1 FROM groups WHERE name = $1")
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .is_some();
+                    return Err(if exists {
+                        StoreError::Conflict(format!(
+                            "group {name:?} changed since version {}",
+                            expected_version.unwrap_or(0)
+                        ))
+                    } else {
+                        StoreError::NotFound(format!("group {name:?}"))
+                    });
+                };
+                let group = group_of(&row)?;
+                if let Some(k) = psk_of(policy) {
+                    self.put_secret_tx(&mut tx, &psk_secret(name), k.as_bytes()).await?;
+                }
+                Self::audit_tx(
+                    &mut tx,
+                    &audit_entry(actor, "group.update", name, format!("{{\"version\":{}}}", group.version)),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(group)
+            }
+
+            async fn delete_group(&self, actor: &Actor, name: &str) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let id: Option<i64> = sqlx::query("SELECT id FROM groups WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get("id"))
+                    .transpose()?;
+                let Some(id) = id else {
+                    return Err(StoreError::NotFound(format!("group {name:?}")));
+                };
+                for table in ["gms", "rekeys", "d3p_reports"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE group_id = $1"))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("DELETE FROM secrets WHERE name = $1")
+                    .bind(psk_secret(name))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM groups WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                Self::audit_tx(&mut tx, &audit_entry(actor, "group.delete", name, "{}".into())).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn group(&self, name: &str) -> Result<Option<Group>> {
+                sqlx::query(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE name = $1"))
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| group_of(&r))
+                    .transpose()
+            }
+
+            async fn group_by_identity(&self, identity: u32) -> Result<Option<Group>> {
+                sqlx::query(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE identity = $1"))
+                    .bind(i64::from(identity))
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| group_of(&r))
+                    .transpose()
+            }
+
+            async fn groups(&self) -> Result<Vec<Group>> {
+                sqlx::query(&format!("SELECT {GROUP_COLUMNS} FROM groups ORDER BY name"))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(group_of)
+                    .collect()
+            }
+
+            async fn group_psk(&self, name: &str) -> Result<Option<Zeroizing<String>>> {
+                match self.secret(&psk_secret(name)).await? {
+                    None => Ok(None),
+                    Some(b) => String::from_utf8(b.to_vec())
+                        .map(|s| Some(Zeroizing::new(s)))
+                        .map_err(|_| corrupt("PSK is not UTF-8")),
+                }
+            }
+
+            async fn put_key_server(&self, actor: &Actor, ks: &KeyServer) -> Result<()> {
+                let now = now_ms();
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO key_servers (name, address, priority, role, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5) \
+                     ON CONFLICT (name) DO UPDATE SET address = excluded.address, \
+                     priority = excluded.priority, role = excluded.role, updated_at = excluded.updated_at",
+                )
+                .bind(&ks.name)
+                .bind(ks.address.to_string())
+                .bind(i64::from(ks.priority))
+                .bind(match ks.role {
+                    KsRole::Primary => "primary",
+                    KsRole::Secondary => "secondary",
+                })
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db(e, &format!("a key server at {}", ks.address)))?;
+                Self::audit_tx(&mut tx, &audit_entry(actor, "key_server.put", &ks.name, "{}".into()))
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_key_server(&self, actor: &Actor, name: &str) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let n = sqlx::query("DELETE FROM key_servers WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!("key server {name:?}")));
+                }
+                Self::audit_tx(&mut tx, &audit_entry(actor, "key_server.delete", name, "{}".into()))
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn key_servers(&self) -> Result<Vec<KeyServer>> {
+                sqlx::query("SELECT name, address, priority, role FROM key_servers ORDER BY priority DESC, name")
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let address: String = r.try_get("address")?;
+                        let role: String = r.try_get("role")?;
+                        let priority: i64 = r.try_get("priority")?;
+                        Ok(KeyServer {
+                            name: r.try_get("name")?,
+                            address: address.parse().map_err(|_| corrupt("key server address"))?,
+                            priority: u8::try_from(priority).map_err(|_| corrupt("priority"))?,
+                            role: match role.as_str() {
+                                "primary" => KsRole::Primary,
+                                "secondary" => KsRole::Secondary,
+                                _ => return Err(corrupt(format!("role {role}"))),
+                            },
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn put_gms(&self, gms: &[GmRow]) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for gm in gms {
+                    let r = sqlx::query(
+                        "INSERT INTO gms (group_id, identity, address, class, version, features, state, \
+                         registered_at, last_seq_sent, last_seq_acked, misses) \
+                         SELECT id, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM groups WHERE identity = $11 \
+                         ON CONFLICT (group_id, identity) DO UPDATE SET address = excluded.address, \
+                         class = excluded.class, version = excluded.version, features = excluded.features, \
+                         state = excluded.state, registered_at = excluded.registered_at, \
+                         last_seq_sent = excluded.last_seq_sent, last_seq_acked = excluded.last_seq_acked, \
+                         misses = excluded.misses",
+                    )
+                    .bind(&gm.identity)
+                    .bind(&gm.address)
+                    .bind(&gm.class)
+                    .bind(gm.version.as_deref())
+                    .bind(i64::from(gm.features))
+                    .bind(gm.state.as_str())
+                    .bind(gm.registered_at)
+                    .bind(gm.last_seq_sent.map(i64::from))
+                    .bind(gm.last_seq_acked.map(i64::from))
+                    .bind(i64::from(gm.misses))
+                    .bind(i64::from(gm.group))
+                    .execute(&mut *tx)
+                    .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(StoreError::NotFound(format!("group {}", gm.group)));
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let n = sqlx::query(
+                    "DELETE FROM gms WHERE identity = $1 AND group_id = (SELECT id FROM groups WHERE identity = $2)",
+                )
+                .bind(identity)
+                .bind(i64::from(group))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!("GM {identity:?} in group {group}")));
+                }
+                Self::audit_tx(
+                    &mut tx,
+                    &audit_entry(actor, "gm.eject", identity, format!("{{\"group\":{group}}}")),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn gms(&self, filter: &GmFilter, page: &Page) -> Result<GmPage> {
+                let limit = page.limit.clamp(1, 1000);
+                let mut q: QueryBuilder<'_, $db> = QueryBuilder::new(format!(
+                    "SELECT {GM_COLUMNS} FROM gms m JOIN groups g ON g.id = m.group_id"
+                ));
+                Self::filter(&mut q, filter);
+                if let Some((g, id)) = &page.after {
+                    q.push(" AND (g.identity > ")
+                        .push_bind(i64::from(*g))
+                        .push(" OR (g.identity = ")
+                        .push_bind(i64::from(*g))
+                        .push(" AND m.identity > ")
+                        .push_bind(id.as_str())
+                        .push("))");
+                }
+                q.push(" ORDER BY g.identity, m.identity LIMIT ")
+                    .push_bind(i64::from(limit) + 1);
+                let rows = q.build().fetch_all(&self.pool).await?;
+                let mut gms = rows.iter().map(gm_of).collect::<Result<Vec<_>>>()?;
+                let next = if gms.len() > limit as usize {
+                    gms.truncate(limit as usize);
+                    gms.last().map(|g| (g.group, g.identity.clone()))
+                } else {
+                    None
+                };
+                Ok(GmPage { gms, next })
+            }
+
+            async fn count_gms(&self, filter: &GmFilter) -> Result<u64> {
+                let mut q: QueryBuilder<'_, $db> = QueryBuilder::new(
+                    "SELECT COUNT(*) AS n FROM gms m JOIN groups g ON g.id = m.group_id",
+                );
+                Self::filter(&mut q, filter);
+                let n: i64 = q.build().fetch_one(&self.pool).await?.try_get("n")?;
+                u64::try_from(n).map_err(|_| corrupt("count"))
+            }
+
+            async fn put_rekey(&self, r: &RekeyRecord) -> Result<()> {
+                let n = sqlx::query(
+                    "INSERT INTO rekeys (group_id, seq, reason, started_at, sent, acked, duration_ms) \
+                     SELECT id, $1, $2, $3, $4, $5, $6 FROM groups WHERE identity = $7 \
+                     ON CONFLICT (group_id, seq) DO UPDATE SET reason = excluded.reason, \
+                     started_at = excluded.started_at, sent = excluded.sent, acked = excluded.acked, \
+                     duration_ms = excluded.duration_ms",
+                )
+                .bind(i64::from(r.seq))
+                .bind(&r.reason)
+                .bind(r.started_at)
+                .bind(i64::from(r.sent))
+                .bind(i64::from(r.acked))
+                .bind(r.duration_ms)
+                .bind(i64::from(r.group))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!("group {}", r.group)));
+                }
+                Ok(())
+            }
+
+            async fn rekeys(&self, group: u32, limit: u32) -> Result<Vec<RekeyRecord>> {
+                sqlx::query(
+                    "SELECT r.seq, r.reason, r.started_at, r.sent, r.acked, r.duration_ms FROM rekeys r \
+                     JOIN groups g ON g.id = r.group_id WHERE g.identity = $1 ORDER BY r.seq DESC LIMIT $2",
+                )
+                .bind(i64::from(group))
+                .bind(i64::from(limit.clamp(1, 1000)))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok(RekeyRecord {
+                        group,
+                        seq: u32_of(row.try_get("seq")?, "seq")?,
+                        reason: row.try_get("reason")?,
+                        started_at: row.try_get("started_at")?,
+                        sent: u32_of(row.try_get("sent")?, "sent")?,
+                        acked: u32_of(row.try_get("acked")?, "acked")?,
+                        duration_ms: row.try_get("duration_ms")?,
+                    })
+                })
+                .collect()
+            }
+
+            async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+                sqlx::query(
+                    "SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT $1",
+                )
+                .bind(i64::from(limit.clamp(1, 10_000)))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(audit_of)
+                .collect()
+            }
+
+            async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                Self::audit_tx(&mut tx, e).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_token(
+                &self,
+                actor: &Actor,
+                name: &str,
+                role: Role,
+                token_hash: &[u8],
+            ) -> Result<ApiToken> {
+                let mut tx = self.pool.begin().await?;
+                let row = sqlx::query(
+                    "INSERT INTO api_tokens (name, token_hash, role, created_at) VALUES ($1, $2, $3, $4) \
+                     RETURNING id, name, role, created_at",
+                )
+                .bind(name)
+                .bind(token_hash)
+                .bind(role.as_str())
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| db(e, &format!("a token named {name:?}")))?;
+                let t = token_of(&row)?;
+                Self::audit_tx(
+                    &mut tx,
+                    &audit_entry(actor, "token.create", name, format!("{{\"role\":\"{}\"}}", role.as_str())),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(t)
+            }
+
+            async fn token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>> {
+                sqlx::query("SELECT id, name, role, created_at FROM api_tokens WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|r| token_of(&r))
+                    .transpose()
+            }
+
+            async fn tokens(&self) -> Result<Vec<ApiToken>> {
+                sqlx::query("SELECT id, name, role, created_at FROM api_tokens ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(token_of)
+                    .collect()
+            }
+
+            async fn delete_token(&self, actor: &Actor, name: &str) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let n = sqlx::query("DELETE FROM api_tokens WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!("token {name:?}")));
+                }
+                Self::audit_tx(&mut tx, &audit_entry(actor, "token.delete", name, "{}".into())).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn put_secret(&self, name: &str, plain: &[u8]) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                self.put_secret_tx(&mut tx, name, plain).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+                let row = sqlx::query("SELECT sealed FROM secrets WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                match row {
+                    None => Ok(None),
+                    Some(r) => {
+                        let sealed: Vec<u8> = r.try_get("sealed")?;
+                        Ok(Some(self.master.open(name, &sealed)?))
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// The SQLite backend: one file, WAL mode, `synchronous = FULL` (a
+/// committed rekey SEQ survives power loss), foreign keys on.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    master: MasterKey,
+}
+
+impl SqliteStore {
+    /// Opens (creating) the file and applies the SQLite migrations.
+    pub async fn open(url: &str, master: MasterKey) -> Result<Self> {
+        let opts = if url.contains("://") {
+            SqliteConnectOptions::from_str(url)?
+        } else {
+            SqliteConnectOptions::new().filename(url)
+        }
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool, master })
+    }
+}
+
+/// The PostgreSQL backend.
+pub struct PgStore {
+    pool: PgPool,
+    master: MasterKey,
+}
+
+impl PgStore {
+    /// Connects and applies the PostgreSQL migrations.
+    pub async fn open(url: &str, master: MasterKey) -> Result<Self> {
+        let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        Ok(Self { pool, master })
+    }
+}
+
+store_impl!(SqliteStore, SqlitePool, sqlx::Sqlite, BackendKind::Sqlite);
+store_impl!(PgStore, PgPool, sqlx::Postgres, BackendKind::Postgres);

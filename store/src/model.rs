@@ -1,0 +1,747 @@
+//! The controller's data model: what the store keeps and the API speaks,
+//! with the seed's validation rules (spec/seed-features.md). Validation
+//! names the failing field with a JSON-pointer-like path and says what is
+//! allowed; a value that fails is never stored.
+
+use serde::{Deserialize, Serialize};
+
+/// One validation failure: the field and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    /// Path of the failing field, e.g. `/d3p_window/msec`.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// An IP-D3P window as the seed writes it: `sec` 1-100 or `msec` 100-10000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum D3pWindow {
+    /// Seconds, 1-100.
+    Sec(u32),
+    /// Milliseconds, 100-10000.
+    Msec(u32),
+}
+
+impl D3pWindow {
+    /// Accepted `sec` values.
+    pub const SEC_RANGE: (u32, u32) = (1, 100);
+    /// Accepted `msec` values.
+    pub const MSEC_RANGE: (u32, u32) = (100, 10_000);
+
+    /// Checks the seed's ranges.
+    pub fn validate(&self, field: &str) -> Result<(), Invalid> {
+        let (unit, v, (lo, hi)) = match *self {
+            Self::Sec(v) => ("sec", v, Self::SEC_RANGE),
+            Self::Msec(v) => ("msec", v, Self::MSEC_RANGE),
+        };
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(invalid(
+                &format!("{field}/{unit}"),
+                format!("{v} is out of range: {unit} must be {lo}-{hi}"),
+            ))
+        }
+    }
+
+    /// The window in milliseconds.
+    pub fn as_msec(&self) -> u32 {
+        match *self {
+            Self::Sec(s) => s * 1000,
+            Self::Msec(m) => m,
+        }
+    }
+}
+
+/// `rekey acknowledgement {cisco | interoperable | any}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AckOption {
+    /// Cisco-style unicast ACKs (the default).
+    #[default]
+    Cisco,
+    /// RFC 8263 ACKs.
+    Interoperable,
+    /// Both.
+    Any,
+}
+
+/// How a group's rekeys travel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RekeyTransport {
+    /// One GROUPKEY-PUSH per GM.
+    Unicast {
+        /// Seconds between retransmissions, 1-60.
+        #[serde(default = "default_retransmit_interval")]
+        retransmit_interval: u32,
+        /// Retransmissions, 0-10.
+        #[serde(default = "default_retransmit_number")]
+        retransmit_number: u32,
+    },
+    /// One GROUPKEY-PUSH to a multicast group.
+    Multicast {
+        /// Group address (224.0.0.0/4).
+        address: std::net::Ipv4Addr,
+        /// UDP port.
+        #[serde(default = "default_port")]
+        port: u16,
+        /// IP TTL, 1-255.
+        #[serde(default = "default_ttl")]
+        ttl: u8,
+    },
+}
+
+fn default_retransmit_interval() -> u32 {
+    10
+}
+fn default_retransmit_number() -> u32 {
+    2
+}
+fn default_port() -> u16 {
+    848
+}
+fn default_ttl() -> u8 {
+    1
+}
+
+impl Default for RekeyTransport {
+    fn default() -> Self {
+        Self::Unicast {
+            retransmit_interval: default_retransmit_interval(),
+            retransmit_number: default_retransmit_number(),
+        }
+    }
+}
+
+/// A TEK's traffic selectors, transform and lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TekPolicy {
+    /// Source prefix, `a.b.c.d/len`.
+    pub src: String,
+    /// Destination prefix.
+    pub dst: String,
+    /// `aes-gcm-128` or `aes-gcm-256`.
+    #[serde(default = "default_transform")]
+    pub transform: String,
+    /// Lifetime in seconds, 300-86400.
+    #[serde(default = "default_tek_lifetime")]
+    pub lifetime: u32,
+}
+
+fn default_transform() -> String {
+    "aes-gcm-128".into()
+}
+fn default_tek_lifetime() -> u32 {
+    3600
+}
+
+/// The KEK policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KekPolicy {
+    /// `aes-cbc-128` or `aes-cbc-256`.
+    #[serde(default = "default_kek_algorithm")]
+    pub algorithm: String,
+    /// Lifetime in seconds, 300-604800.
+    #[serde(default = "default_kek_lifetime")]
+    pub lifetime: u32,
+}
+
+fn default_kek_algorithm() -> String {
+    "aes-cbc-128".into()
+}
+fn default_kek_lifetime() -> u32 {
+    86_400
+}
+
+impl Default for KekPolicy {
+    fn default() -> Self {
+        Self {
+            algorithm: default_kek_algorithm(),
+            lifetime: default_kek_lifetime(),
+        }
+    }
+}
+
+/// Who may register.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    /// GM address prefixes.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// GM phase 1 identities.
+    #[serde(default)]
+    pub identities: Vec<String>,
+}
+
+/// How GMs authenticate in phase 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Authentication {
+    /// Pre-shared key. Write-only: the API never returns it (it is sealed
+    /// at rest; responses show `psk_set`).
+    Psk {
+        /// The key (on input only).
+        #[serde(default, skip_serializing)]
+        psk: Option<String>,
+    },
+    /// X.509 certificates from the configured CAs.
+    Pki,
+}
+
+impl Default for Authentication {
+    fn default() -> Self {
+        Self::Psk { psk: None }
+    }
+}
+
+/// Everything an operator configures on a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPolicy {
+    /// KEK policy.
+    #[serde(default)]
+    pub kek: KekPolicy,
+    /// TEK policies, one TEK each (at least one).
+    pub teks: Vec<TekPolicy>,
+    /// Rekey transport.
+    #[serde(default)]
+    pub rekey: RekeyTransport,
+    /// `rekey acknowledgement`; requires unicast rekey. Absent: `cisco`
+    /// for unicast groups, none for multicast ones.
+    #[serde(default)]
+    pub acknowledgement: Option<AckOption>,
+    /// Send the activation time delay to the GM classes that take it.
+    /// Absent: on when the group allows it. Requires unicast rekey and a
+    /// single TEK.
+    #[serde(default)]
+    pub activation_time_delay: Option<bool>,
+    /// `sa d3p window`: IP-D3P on, with this window.
+    #[serde(default)]
+    pub d3p_window: Option<D3pWindow>,
+    /// GM error detection / resiliency (conflicts with IP-D3P).
+    #[serde(default)]
+    pub gm_error_detection: bool,
+    /// Inline security-group tagging, Cisco metadata (CMD; conflicts with IP-D3P).
+    #[serde(default)]
+    pub cmd_inline_tagging: bool,
+    /// Who may register.
+    #[serde(default)]
+    pub authorization: Authorization,
+    /// Phase 1 authentication.
+    #[serde(default)]
+    pub authentication: Authentication,
+}
+
+fn check_prefix(field: &str, s: &str) -> Result<(), Invalid> {
+    let bad = || {
+        invalid(
+            field,
+            format!("{s:?} is not an IPv4 prefix (a.b.c.d/len, len 0-32)"),
+        )
+    };
+    let (a, l) = s.split_once('/').unwrap_or((s, "32"));
+    a.parse::<std::net::Ipv4Addr>().map_err(|_| bad())?;
+    match l.parse::<u8>() {
+        Ok(len) if len <= 32 => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+impl GroupPolicy {
+    /// The seed's rules, in the order an operator would fix them.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if !["aes-cbc-128", "aes-cbc-256"].contains(&self.kek.algorithm.as_str()) {
+            return Err(invalid(
+                "/kek/algorithm",
+                format!("{:?}: use aes-cbc-128 or aes-cbc-256", self.kek.algorithm),
+            ));
+        }
+        if !(300..=604_800).contains(&self.kek.lifetime) {
+            return Err(invalid(
+                "/kek/lifetime",
+                format!("{} is out of range: 300-604800 seconds", self.kek.lifetime),
+            ));
+        }
+        if self.teks.is_empty() {
+            return Err(invalid("/teks", "at least one TEK is needed"));
+        }
+        if self.teks.len() > 16 {
+            return Err(invalid("/teks", "at most 16 TEKs"));
+        }
+        for (i, t) in self.teks.iter().enumerate() {
+            check_prefix(&format!("/teks/{i}/src"), &t.src)?;
+            check_prefix(&format!("/teks/{i}/dst"), &t.dst)?;
+            if !["aes-gcm-128", "aes-gcm-256"].contains(&t.transform.as_str()) {
+                return Err(invalid(
+                    &format!("/teks/{i}/transform"),
+                    format!("{:?}: use aes-gcm-128 or aes-gcm-256", t.transform),
+                ));
+            }
+            if !(300..=86_400).contains(&t.lifetime) {
+                return Err(invalid(
+                    &format!("/teks/{i}/lifetime"),
+                    format!("{} is out of range: 300-86400 seconds", t.lifetime),
+                ));
+            }
+        }
+        let unicast = match &self.rekey {
+            RekeyTransport::Unicast {
+                retransmit_interval,
+                retransmit_number,
+            } => {
+                if !(1..=60).contains(retransmit_interval) {
+                    return Err(invalid(
+                        "/rekey/retransmit_interval",
+                        format!("{retransmit_interval} is out of range: 1-60 seconds"),
+                    ));
+                }
+                if *retransmit_number > 10 {
+                    return Err(invalid(
+                        "/rekey/retransmit_number",
+                        format!("{retransmit_number} is out of range: 0-10"),
+                    ));
+                }
+                true
+            }
+            RekeyTransport::Multicast { address, port, ttl } => {
+                if !address.is_multicast() {
+                    return Err(invalid(
+                        "/rekey/address",
+                        format!("{address} is not a multicast address (224.0.0.0/4)"),
+                    ));
+                }
+                if *port == 0 {
+                    return Err(invalid("/rekey/port", "0 is not a port"));
+                }
+                if *ttl == 0 {
+                    return Err(invalid("/rekey/ttl", "0 is out of range: 1-255"));
+                }
+                false
+            }
+        };
+        if self.acknowledgement.is_some() && !unicast {
+            return Err(invalid(
+                "/acknowledgement",
+                "rekey acknowledgement requires unicast rekey (multicast rekeys are not acknowledged)",
+            ));
+        }
+        if self.activation_time_delay == Some(true) {
+            if !unicast {
+                return Err(invalid(
+                    "/activation_time_delay",
+                    "activation time delay requires unicast rekey",
+                ));
+            }
+            if self.teks.len() != 1 {
+                return Err(invalid(
+                    "/activation_time_delay",
+                    format!(
+                        "activation time delay requires a single TEK; the group has {}",
+                        self.teks.len()
+                    ),
+                ));
+            }
+        }
+        if let Some(w) = &self.d3p_window {
+            w.validate("/d3p_window")?;
+            if self.gm_error_detection {
+                return Err(invalid(
+                    "/d3p_window",
+                    "IP-D3P cannot be enabled while GM error detection / resiliency is enabled: disable gm_error_detection first",
+                ));
+            }
+            if self.cmd_inline_tagging {
+                return Err(invalid(
+                    "/d3p_window",
+                    "IP-D3P cannot be enabled while CMD inline tagging is enabled: disable cmd_inline_tagging first",
+                ));
+            }
+        }
+        for (i, a) in self.authorization.addresses.iter().enumerate() {
+            check_prefix(&format!("/authorization/addresses/{i}"), a)?;
+        }
+        if let Authentication::Psk { psk: Some(k) } = &self.authentication {
+            if k.is_empty() || k.len() > 512 {
+                return Err(invalid(
+                    "/authentication/psk",
+                    "the pre-shared key must be 1-512 characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The acknowledgement shown for the group: the option, or `none` for multicast.
+    pub fn acknowledgement_shown(&self) -> &'static str {
+        match (&self.rekey, self.acknowledgement.unwrap_or_default()) {
+            (RekeyTransport::Multicast { .. }, _) => "none",
+            (_, AckOption::Cisco) => "cisco",
+            (_, AckOption::Interoperable) => "interoperable",
+            (_, AckOption::Any) => "any",
+        }
+    }
+
+    /// Whether changing from `self` to `next` switches between CMD and
+    /// IP-D3P, which needs a rekey replace so both are never active at once.
+    pub fn needs_replace_for(&self, next: &GroupPolicy) -> bool {
+        let was_d3p = self.d3p_window.is_some();
+        let is_d3p = next.d3p_window.is_some();
+        (self.cmd_inline_tagging && is_d3p) || (was_d3p && next.cmd_inline_tagging)
+    }
+}
+
+/// A group as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Store id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Group identity number.
+    pub identity: u32,
+    /// Policy.
+    pub policy: GroupPolicy,
+    /// Bumped by every change.
+    pub version: i64,
+    /// Created, UNIX ms.
+    pub created_at: i64,
+    /// Last changed, UNIX ms.
+    pub updated_at: i64,
+}
+
+/// A key server's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KsRole {
+    /// Primary.
+    Primary,
+    /// Secondary.
+    Secondary,
+}
+
+/// A cooperative key server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyServer {
+    /// Name.
+    pub name: String,
+    /// Address (IPv4).
+    pub address: std::net::Ipv4Addr,
+    /// COOP priority 1-255.
+    pub priority: u8,
+    /// Role.
+    pub role: KsRole,
+}
+
+impl KeyServer {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.name.trim().is_empty() || self.name.len() > 64 {
+            return Err(invalid("/name", "must be 1-64 characters"));
+        }
+        if self.priority == 0 {
+            return Err(invalid("/priority", "0 is out of range: 1-255"));
+        }
+        Ok(())
+    }
+}
+
+/// A GM's registration state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GmState {
+    /// Registered and acknowledging.
+    Registered,
+    /// Missed the last rekey(s).
+    Lagging,
+    /// Removed after 3 missed rekeys.
+    Removed,
+}
+
+impl GmState {
+    /// Its word in the store.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Lagging => "lagging",
+            Self::Removed => "removed",
+        }
+    }
+
+    /// From its word.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "registered" => Some(Self::Registered),
+            "lagging" => Some(Self::Lagging),
+            "removed" => Some(Self::Removed),
+            _ => None,
+        }
+    }
+}
+
+/// A GM in the GM database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GmRow {
+    /// Group identity number.
+    pub group: u32,
+    /// Phase 1 identity.
+    pub identity: String,
+    /// Address and port.
+    pub address: String,
+    /// `cisco`, `asr9000` or `non-cisco`.
+    pub class: String,
+    /// GDOI version `major.minor.mini`, if reported.
+    pub version: Option<String>,
+    /// Feature bits (GKM VID).
+    pub features: u32,
+    /// State.
+    pub state: GmState,
+    /// Registration time, UNIX ms.
+    pub registered_at: i64,
+    /// Last SEQ sent.
+    pub last_seq_sent: Option<u32>,
+    /// Last SEQ acknowledged.
+    pub last_seq_acked: Option<u32>,
+    /// Consecutive missed rekeys.
+    pub misses: u32,
+}
+
+/// A GM listing filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GmFilter {
+    /// Only this group.
+    pub group: Option<u32>,
+    /// Only this state.
+    pub state: Option<GmState>,
+    /// Only this class.
+    pub class: Option<String>,
+    /// Only GMs that do (true) or do not (false) report this feature bit.
+    pub feature: Option<(u32, bool)>,
+}
+
+/// Keyset pagination: rows after `after` (group, identity), at most `limit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Continue after this (group, identity).
+    pub after: Option<(u32, String)>,
+    /// Rows, 1-1000.
+    pub limit: u32,
+}
+
+/// One rekey, for the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RekeyRecord {
+    /// Group identity number.
+    pub group: u32,
+    /// SEQ.
+    pub seq: u32,
+    /// Why.
+    pub reason: String,
+    /// Start, UNIX ms.
+    pub started_at: i64,
+    /// GMs it was sent to.
+    pub sent: u32,
+    /// GMs that acknowledged.
+    pub acked: u32,
+    /// Until the last ACK, if all came.
+    pub duration_ms: Option<i64>,
+}
+
+/// An audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When, UNIX ms.
+    pub at: i64,
+    /// Who (token name or user).
+    pub actor: String,
+    /// What, e.g. `group.create`.
+    pub action: String,
+    /// On what, e.g. the group name.
+    pub target: String,
+    /// Details (JSON text, never a secret).
+    pub detail: String,
+}
+
+/// An API token's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read only.
+    Viewer,
+    /// Read, and actions (rekey, eject).
+    Operator,
+    /// Everything, tokens included.
+    Admin,
+}
+
+impl Role {
+    /// Its word in the store.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// From its word.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "viewer" => Some(Self::Viewer),
+            "operator" => Some(Self::Operator),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// An API token as stored (its hash, never the token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Store id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Created, UNIX ms.
+    pub created_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> GroupPolicy {
+        serde_json::from_str(r#"{"teks":[{"src":"10.0.0.0/8","dst":"10.0.0.0/8"}]}"#).unwrap()
+    }
+
+    fn field_of(p: &GroupPolicy) -> String {
+        p.validate().unwrap_err().field
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let p = base();
+        assert_eq!(p.validate(), Ok(()));
+        assert_eq!(p.acknowledgement_shown(), "cisco");
+    }
+
+    #[test]
+    fn d3p_window_ranges_are_the_seeds() {
+        for (w, ok) in [
+            (D3pWindow::Sec(1), true),
+            (D3pWindow::Sec(100), true),
+            (D3pWindow::Sec(0), false),
+            (D3pWindow::Sec(101), false),
+            (D3pWindow::Msec(100), true),
+            (D3pWindow::Msec(10_000), true),
+            (D3pWindow::Msec(99), false),
+            (D3pWindow::Msec(10_001), false),
+        ] {
+            let mut p = base();
+            p.d3p_window = Some(w);
+            assert_eq!(p.validate().is_ok(), ok, "{w:?}");
+            if !ok {
+                assert!(field_of(&p).starts_with("/d3p_window/"));
+            }
+        }
+    }
+
+    #[test]
+    fn d3p_conflicts_name_both_features() {
+        let mut p = base();
+        p.d3p_window = Some(D3pWindow::Msec(500));
+        p.gm_error_detection = true;
+        let e = p.validate().unwrap_err();
+        assert!(e.message.contains("IP-D3P") && e.message.contains("GM error detection"));
+        p.gm_error_detection = false;
+        p.cmd_inline_tagging = true;
+        let e = p.validate().unwrap_err();
+        assert!(e.message.contains("IP-D3P") && e.message.contains("CMD"));
+    }
+
+    #[test]
+    fn ack_and_atd_need_unicast_and_atd_a_single_tek() {
+        let mut p = base();
+        p.rekey = RekeyTransport::Multicast {
+            address: "239.1.1.1".parse().unwrap(),
+            port: 848,
+            ttl: 1,
+        };
+        assert_eq!(p.acknowledgement_shown(), "none");
+        p.acknowledgement = Some(AckOption::Any);
+        assert_eq!(field_of(&p), "/acknowledgement");
+        p.acknowledgement = None;
+        p.activation_time_delay = Some(true);
+        assert_eq!(field_of(&p), "/activation_time_delay");
+        let mut p = base();
+        p.teks.push(p.teks[0].clone());
+        p.activation_time_delay = Some(true);
+        assert!(p.validate().unwrap_err().message.contains("single TEK"));
+        p.activation_time_delay = None;
+        assert_eq!(p.validate(), Ok(()));
+    }
+
+    #[test]
+    fn switching_between_cmd_and_d3p_needs_a_replace() {
+        let mut cmd = base();
+        cmd.cmd_inline_tagging = true;
+        let mut d3p = base();
+        d3p.d3p_window = Some(D3pWindow::Sec(5));
+        assert!(cmd.needs_replace_for(&d3p));
+        assert!(d3p.needs_replace_for(&cmd));
+        assert!(!d3p.needs_replace_for(&d3p));
+        assert!(!base().needs_replace_for(&d3p));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        assert!(serde_json::from_str::<GroupPolicy>(
+            r#"{"teks":[{"src":"10.0.0.0/8","dst":"10.0.0.0/8"}],"bogus":1}"#
+        )
+        .is_err());
+        assert!(
+            serde_json::from_str::<GroupPolicy>(r#"{"teks":[],"d3p_window":{"min":5}}"#).is_err()
+        );
+        let mut p = base();
+        p.teks[0].src = "10.0.0.0/33".into();
+        assert_eq!(field_of(&p), "/teks/0/src");
+        let mut p = base();
+        p.teks[0].lifetime = 10;
+        assert_eq!(field_of(&p), "/teks/0/lifetime");
+        let mut p = base();
+        p.kek.lifetime = 604_801;
+        assert_eq!(field_of(&p), "/kek/lifetime");
+        let mut p = base();
+        p.rekey = RekeyTransport::Unicast {
+            retransmit_interval: 0,
+            retransmit_number: 1,
+        };
+        assert_eq!(field_of(&p), "/rekey/retransmit_interval");
+    }
+
+    #[test]
+    fn the_psk_is_never_serialized() {
+        let mut p = base();
+        p.authentication = Authentication::Psk {
+            psk: Some("s3cret".into()),
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("s3cret"), "{json}");
+    }
+}

@@ -1,0 +1,437 @@
+//! The store suite, run on both backends: SQLite in a temporary file and a
+//! real PostgreSQL (a fresh database per test on the server named by
+//! `GKM_TEST_POSTGRES_URL`, which `scripts/test` starts; without it the
+//! test fails with instructions, it is never skipped).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use gkm_store::model::{
+    AuditEntry, Authentication, GmFilter, GmRow, GmState, GroupPolicy, KeyServer, KsRole, Page,
+    RekeyRecord, Role,
+};
+use gkm_store::seal::MasterKey;
+use gkm_store::{open, Actor, BackendKind, Store, StoreError};
+use sqlx::Connection;
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+fn master() -> MasterKey {
+    MasterKey::from_hex(&"42".repeat(32)).unwrap()
+}
+
+/// A fresh PostgreSQL database on the test server.
+async fn postgres_url() -> String {
+    let admin = std::env::var("GKM_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "GKM_TEST_POSTGRES_URL is not set: the store suite needs a real PostgreSQL. \
+             Run scripts/test (it starts a throwaway PostgreSQL 15), or point the variable \
+             at a server where this user may CREATE DATABASE"
+        )
+    });
+    let name = format!(
+        "gkm_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+async fn backends() -> Vec<Arc<dyn Store>> {
+    let dir = std::env::temp_dir().join(format!(
+        "gkm-store-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = open(dir.join("gkm.db").to_str().unwrap(), master())
+        .await
+        .unwrap();
+    let pg = open(&postgres_url().await, master()).await.unwrap();
+    assert_eq!(
+        (sqlite.kind(), pg.kind()),
+        (BackendKind::Sqlite, BackendKind::Postgres)
+    );
+    vec![sqlite, pg]
+}
+
+fn policy() -> GroupPolicy {
+    serde_json::from_str(
+        r#"{"teks":[{"src":"10.0.0.0/8","dst":"10.0.0.0/8"}],
+            "authentication":{"method":"psk","psk":"group-secret"}}"#,
+    )
+    .unwrap()
+}
+
+fn admin() -> Actor {
+    Actor("admin-token".into())
+}
+
+fn gm(group: u32, i: u32, class: &str, features: u32, state: GmState) -> GmRow {
+    GmRow {
+        group,
+        identity: format!("10.0.{}.{}", i / 256, i % 256),
+        address: format!("10.0.{}.{}:848", i / 256, i % 256),
+        class: class.into(),
+        version: Some("1.0.11".into()),
+        features,
+        state,
+        registered_at: 1_700_000_000_000 + i64::from(i),
+        last_seq_sent: Some(3),
+        last_seq_acked: Some(3),
+        misses: 0,
+    }
+}
+
+#[tokio::test]
+async fn groups_crud_with_versions_conflicts_and_sealed_psk() {
+    for s in backends().await {
+        let k = s.kind();
+        let g = s
+            .create_group(&admin(), "GET", 1234, &policy())
+            .await
+            .unwrap();
+        assert_eq!(
+            (g.name.as_str(), g.identity, g.version),
+            ("GET", 1234, 1),
+            "{k:?}"
+        );
+        // The stored policy carries no PSK; the PSK is sealed apart.
+        let back = s.group("GET").await.unwrap().unwrap();
+        assert_eq!(
+            back.policy.authentication,
+            Authentication::Psk { psk: None }
+        );
+        assert_eq!(
+            s.group_psk("GET").await.unwrap().unwrap().as_str(),
+            "group-secret"
+        );
+        assert_eq!(
+            s.group_by_identity(1234).await.unwrap().unwrap().name,
+            "GET"
+        );
+        // Name and number are unique.
+        assert!(matches!(
+            s.create_group(&admin(), "GET", 1, &policy()).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.create_group(&admin(), "OTHER", 1234, &policy()).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Optimistic concurrency.
+        let mut p = policy();
+        p.gm_error_detection = true;
+        let g2 = s.update_group(&admin(), "GET", &p, Some(1)).await.unwrap();
+        assert_eq!(g2.version, 2);
+        assert!(g2.policy.gm_error_detection);
+        assert!(matches!(
+            s.update_group(&admin(), "GET", &p, Some(1)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.update_group(&admin(), "NOPE", &p, None).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(
+            s.update_group(&admin(), "GET", &p, None)
+                .await
+                .unwrap()
+                .version,
+            3
+        );
+        s.create_group(&admin(), "A-FIRST", 7, &policy())
+            .await
+            .unwrap();
+        let names: Vec<String> = s
+            .groups()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        assert_eq!(names, ["A-FIRST", "GET"]);
+        // Delete takes the GMs, history and PSK with it.
+        s.put_gms(&[gm(1234, 1, "cisco", 0, GmState::Registered)])
+            .await
+            .unwrap();
+        s.delete_group(&admin(), "GET").await.unwrap();
+        assert!(s.group("GET").await.unwrap().is_none());
+        assert!(s.group_psk("GET").await.unwrap().is_none());
+        assert_eq!(s.count_gms(&GmFilter::default()).await.unwrap(), 0);
+        assert!(matches!(
+            s.delete_group(&admin(), "GET").await,
+            Err(StoreError::NotFound(_))
+        ));
+        // Every mutation is in the audit log, newest first.
+        let actions: Vec<String> = s
+            .audit(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "group.delete",
+                "group.create",
+                "group.update",
+                "group.update",
+                "group.create"
+            ],
+            "{k:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn gm_listing_filters_and_pages_by_keyset() {
+    for s in backends().await {
+        s.create_group(&admin(), "G1", 1, &policy()).await.unwrap();
+        s.create_group(&admin(), "G2", 2, &policy()).await.unwrap();
+        let mut rows = Vec::new();
+        for i in 0..250 {
+            let class = ["cisco", "asr9000", "non-cisco"][i as usize % 3];
+            let state = if i % 10 == 0 {
+                GmState::Lagging
+            } else {
+                GmState::Registered
+            };
+            rows.push(gm(
+                1 + i % 2,
+                i,
+                class,
+                if i % 4 == 0 { 0b10 } else { 0b01 },
+                state,
+            ));
+        }
+        s.put_gms(&rows).await.unwrap();
+        // Upsert: the same key updates.
+        let mut again = rows[0].clone();
+        again.misses = 2;
+        s.put_gms(&[again.clone()]).await.unwrap();
+        assert_eq!(s.count_gms(&GmFilter::default()).await.unwrap(), 250);
+        let f = |group, state, class: Option<&str>, feature| GmFilter {
+            group,
+            state,
+            class: class.map(str::to_owned),
+            feature,
+        };
+        assert_eq!(
+            s.count_gms(&f(Some(1), None, None, None)).await.unwrap(),
+            125
+        );
+        assert_eq!(
+            s.count_gms(&f(None, Some(GmState::Lagging), None, None))
+                .await
+                .unwrap(),
+            25
+        );
+        assert_eq!(
+            s.count_gms(&f(None, None, Some("asr9000"), None))
+                .await
+                .unwrap(),
+            83
+        );
+        let with = s
+            .count_gms(&f(None, None, None, Some((0b10, true))))
+            .await
+            .unwrap();
+        let without = s
+            .count_gms(&f(None, None, None, Some((0b10, false))))
+            .await
+            .unwrap();
+        assert_eq!((with, without), (63, 187));
+        // Keyset pages cover everything once, in order.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let p = s
+                .gms(
+                    &GmFilter::default(),
+                    &Page {
+                        after: after.clone(),
+                        limit: 40,
+                    },
+                )
+                .await
+                .unwrap();
+            assert!(p.gms.len() <= 40);
+            seen.extend(p.gms.iter().map(|g| (g.group, g.identity.clone())));
+            match p.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 250);
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(seen, sorted);
+        let first = s
+            .gms(
+                &f(Some(1), None, None, None),
+                &Page {
+                    after: None,
+                    limit: 1,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(first.gms[0], again, "the row reads back as written");
+        // Eject.
+        s.remove_gm(&admin(), 1, &again.identity).await.unwrap();
+        assert!(matches!(
+            s.remove_gm(&admin(), 1, &again.identity).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(s.count_gms(&GmFilter::default()).await.unwrap(), 249);
+        // A GM of a group that does not exist is refused, and nothing of the batch is written.
+        let r = s
+            .put_gms(&[
+                gm(1, 999, "cisco", 0, GmState::Registered),
+                gm(77, 1, "cisco", 0, GmState::Registered),
+            ])
+            .await;
+        assert!(matches!(r, Err(StoreError::NotFound(_))));
+        assert_eq!(s.count_gms(&GmFilter::default()).await.unwrap(), 249);
+    }
+}
+
+#[tokio::test]
+async fn tokens_key_servers_rekeys_audit_and_secrets() {
+    for s in backends().await {
+        let t = s
+            .create_token(&admin(), "ci", Role::Operator, &[7u8; 32])
+            .await
+            .unwrap();
+        assert_eq!((t.name.as_str(), t.role), ("ci", Role::Operator));
+        assert_eq!(
+            s.token_by_hash(&[7u8; 32]).await.unwrap().unwrap().name,
+            "ci"
+        );
+        assert!(s.token_by_hash(&[8u8; 32]).await.unwrap().is_none());
+        assert!(matches!(
+            s.create_token(&admin(), "ci", Role::Viewer, &[9u8; 32])
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.tokens().await.unwrap().len(), 1);
+        s.delete_token(&admin(), "ci").await.unwrap();
+        assert!(s.token_by_hash(&[7u8; 32]).await.unwrap().is_none());
+
+        let ks = |name: &str, last: u8, priority| KeyServer {
+            name: name.into(),
+            address: std::net::Ipv4Addr::new(10, 0, 8, last),
+            priority,
+            role: KsRole::Secondary,
+        };
+        s.put_key_server(&admin(), &ks("ks1", 1, 100))
+            .await
+            .unwrap();
+        s.put_key_server(&admin(), &ks("ks2", 2, 200))
+            .await
+            .unwrap();
+        s.put_key_server(&admin(), &ks("ks1", 1, 250))
+            .await
+            .unwrap();
+        let names: Vec<String> = s
+            .key_servers()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(names, ["ks1", "ks2"], "highest priority first");
+        assert!(matches!(
+            s.put_key_server(&admin(), &ks("ks3", 2, 1)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        s.delete_key_server(&admin(), "ks2").await.unwrap();
+
+        s.create_group(&admin(), "G", 5, &policy()).await.unwrap();
+        for seq in 1..=3 {
+            s.put_rekey(&RekeyRecord {
+                group: 5,
+                seq,
+                reason: "manual".into(),
+                started_at: 1000 * i64::from(seq),
+                sent: 10,
+                acked: 0,
+                duration_ms: None,
+            })
+            .await
+            .unwrap();
+        }
+        s.put_rekey(&RekeyRecord {
+            group: 5,
+            seq: 3,
+            reason: "manual".into(),
+            started_at: 3000,
+            sent: 10,
+            acked: 10,
+            duration_ms: Some(42),
+        })
+        .await
+        .unwrap();
+        let r = s.rekeys(5, 2).await.unwrap();
+        assert_eq!(r.iter().map(|x| x.seq).collect::<Vec<_>>(), [3, 2]);
+        assert_eq!((r[0].acked, r[0].duration_ms), (10, Some(42)));
+
+        s.append_audit(&AuditEntry {
+            at: 1,
+            actor: "op".into(),
+            action: "rekey.now".into(),
+            target: "G".into(),
+            detail: "{}".into(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.audit(1).await.unwrap()[0].action, "rekey.now");
+
+        s.put_secret("ks/signing", b"key material").await.unwrap();
+        assert_eq!(
+            s.secret("ks/signing").await.unwrap().unwrap().as_slice(),
+            b"key material"
+        );
+        assert!(s.secret("absent").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn secrets_need_the_same_master_key_and_a_sqlite_file_survives_reopening() {
+    let dir = std::env::temp_dir().join(format!("gkm-store-reopen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gkm.db");
+    let url = format!("sqlite://{}", path.display());
+    let s = open(&url, master()).await.unwrap();
+    s.create_group(&admin(), "G", 5, &policy()).await.unwrap();
+    drop(s);
+    let s = open(&url, master()).await.unwrap();
+    assert_eq!(
+        s.group_psk("G").await.unwrap().unwrap().as_str(),
+        "group-secret"
+    );
+    drop(s);
+    let wrong = MasterKey::from_hex(&"43".repeat(32)).unwrap();
+    let s = open(&url, wrong).await.unwrap();
+    assert!(matches!(s.group_psk("G").await, Err(StoreError::Seal(_))));
+    // The file holds no PSK in the clear.
+    let raw = std::fs::read(&path).unwrap();
+    assert!(!raw.windows(12).any(|w| w == b"group-secret"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
