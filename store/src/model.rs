@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One validation failure: the field and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{field}: {message}")]
 pub struct Invalid {
     /// Path of the failing field, e.g. `/d3p_window/msec`.
@@ -23,7 +23,7 @@ fn invalid(field: &str, message: impl Into<String>) -> Invalid {
 }
 
 /// An IP-D3P window as the seed writes it: `sec` 1-100 or `msec` 100-10000.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum D3pWindow {
     /// Seconds, 1-100.
@@ -64,7 +64,7 @@ impl D3pWindow {
 }
 
 /// `rekey acknowledgement {cisco | interoperable | any}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AckOption {
     /// Cisco-style unicast ACKs (the default).
@@ -77,7 +77,7 @@ pub enum AckOption {
 }
 
 /// How a group's rekeys travel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "transport", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RekeyTransport {
     /// One GROUPKEY-PUSH per GM.
@@ -92,6 +92,7 @@ pub enum RekeyTransport {
     /// One GROUPKEY-PUSH to a multicast group.
     Multicast {
         /// Group address (224.0.0.0/4).
+        #[schema(value_type = String, format = Ipv4)]
         address: std::net::Ipv4Addr,
         /// UDP port.
         #[serde(default = "default_port")]
@@ -125,7 +126,7 @@ impl Default for RekeyTransport {
 }
 
 /// A TEK's traffic selectors, transform and lifetime.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TekPolicy {
     /// Source prefix, `a.b.c.d/len`.
@@ -148,7 +149,7 @@ fn default_tek_lifetime() -> u32 {
 }
 
 /// The KEK policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KekPolicy {
     /// `aes-cbc-128` or `aes-cbc-256`.
@@ -176,7 +177,7 @@ impl Default for KekPolicy {
 }
 
 /// Who may register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Authorization {
     /// GM address prefixes.
@@ -188,7 +189,7 @@ pub struct Authorization {
 }
 
 /// How GMs authenticate in phase 1.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Authentication {
     /// Pre-shared key. Write-only: the API never returns it (it is sealed
@@ -209,7 +210,7 @@ impl Default for Authentication {
 }
 
 /// Everything an operator configures on a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupPolicy {
     /// KEK policy.
@@ -405,7 +406,7 @@ impl GroupPolicy {
 }
 
 /// A group as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Group {
     /// Store id.
     pub id: i64,
@@ -424,7 +425,7 @@ pub struct Group {
 }
 
 /// A key server's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KsRole {
     /// Primary.
@@ -434,12 +435,13 @@ pub enum KsRole {
 }
 
 /// A cooperative key server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyServer {
     /// Name.
     pub name: String,
     /// Address (IPv4).
+    #[schema(value_type = String, format = Ipv4)]
     pub address: std::net::Ipv4Addr,
     /// COOP priority 1-255.
     pub priority: u8,
@@ -461,7 +463,7 @@ impl KeyServer {
 }
 
 /// A GM's registration state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GmState {
     /// Registered and acknowledging.
@@ -494,7 +496,7 @@ impl GmState {
 }
 
 /// A GM in the GM database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GmRow {
     /// Group identity number.
     pub group: u32,
@@ -520,6 +522,16 @@ pub struct GmRow {
     pub misses: u32,
 }
 
+/// Interoperability features a GM or KS reports (GKM Vendor ID feature
+/// bits), by the name `show crypto gkm feature` uses. The server checks
+/// these bits against gkm-wire's `FeatureBits`.
+pub const FEATURES: [(&str, u32); 3] = [("ip-d3p", 1), ("gdoi-interop-ack", 2), ("atd", 4)];
+
+/// A feature bit by name.
+pub fn feature_bit(name: &str) -> Option<u32> {
+    FEATURES.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+}
+
 /// A GM listing filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GmFilter {
@@ -543,7 +555,7 @@ pub struct Page {
 }
 
 /// One rekey, for the history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RekeyRecord {
     /// Group identity number.
     pub group: u32,
@@ -562,7 +574,7 @@ pub struct RekeyRecord {
 }
 
 /// An audit log entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// When, UNIX ms.
     pub at: i64,
@@ -577,7 +589,9 @@ pub struct AuditEntry {
 }
 
 /// An API token's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read only.
@@ -610,7 +624,7 @@ impl Role {
 }
 
 /// An API token as stored (its hash, never the token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiToken {
     /// Store id.
     pub id: i64,

@@ -3,61 +3,116 @@
 //! Owns (DESIGN.md): the axum routers for `/api/v1` (JSON, OpenAPI 3.1,
 //! RFC 9457 problems), the askama dashboard, auth (OIDC, bearer tokens,
 //! roles, CSRF) and the audit log. It never sees `gkm-proto`: the server
-//! hands it a small status/command trait. Routers land with the controller
-//! and dashboard issues; the role model every surface checks is here.
+//! hands it a small status/command trait, [`Control`].
 
-use core::fmt;
+pub mod api;
+pub mod auth;
+pub mod problem;
 
-/// An operator's role. Ordered: each role can do what the ones below it can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
-    /// Reads everything, changes nothing.
-    Viewer,
-    /// Also triggers actions: rekey now, rekey replace, eject GM, policy edits.
-    Operator,
-    /// Also manages key servers, tokens and users.
-    Admin,
+use std::sync::Arc;
+
+use gkm_store::model::Group;
+use gkm_store::Store;
+use serde::{Deserialize, Serialize};
+
+pub use gkm_store::model::Role;
+
+/// Whether a role may change state (viewers may not).
+pub fn can_mutate(role: Role) -> bool {
+    role >= Role::Operator
 }
 
-impl Role {
-    /// Whether this role may change state.
-    pub fn can_mutate(self) -> bool {
-        self >= Self::Operator
-    }
-
-    /// Parses the role names used in tokens and OIDC claims.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "viewer" => Some(Self::Viewer),
-            "operator" => Some(Self::Operator),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
-    }
+/// What `show crypto gkm ks rekey` shows for a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RekeyStatus {
+    /// `Acknowledgement Type In-Use`: Cisco, Interoperable, Any, or None (multicast).
+    pub ack_type_in_use: String,
+    /// `Number of Rekeys sent`.
+    pub rekeys_sent: u64,
+    /// Current SEQ.
+    pub seq: u32,
+    /// GMs registered to this KS.
+    pub gms: u64,
+    /// GMs one missed rekey away from removal.
+    pub gms_at_risk: u64,
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Viewer => "viewer",
-            Self::Operator => "operator",
-            Self::Admin => "admin",
-        })
-    }
+/// What `show crypto gkm ks policy` shows for a group's KEK.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KekPolicyStatus {
+    /// Number of TEKs.
+    pub teks: u64,
+    /// Current SEQ.
+    pub seq: u32,
+    /// `Unicast` or `Multicast`.
+    pub transport: String,
+    /// KEK SPI, 32 hex digits.
+    pub spi: String,
+    /// Management algorithm.
+    pub management_algorithm: String,
+    /// Encryption algorithm.
+    pub encryption_algorithm: String,
+    /// IV length in octets.
+    pub iv_len: u32,
+    /// Key size in bits.
+    pub key_size_bits: u32,
+    /// Original lifetime, seconds.
+    pub original_lifetime_secs: u64,
+    /// Remaining lifetime, seconds.
+    pub remaining_lifetime_secs: u64,
+    /// Time to the next rekey, seconds.
+    pub time_to_rekey_secs: u64,
+    /// Signature hash algorithm.
+    pub sig_hash_algorithm: String,
+    /// Signature algorithm.
+    pub sig_algorithm: String,
+    /// Signature key length, bits.
+    pub sig_key_bits: u32,
+    /// Signature size, octets.
+    pub sig_size: u32,
+    /// Signature key name.
+    pub sig_key_name: String,
+    /// `cisco`, `interoperable`, `any`, or `none` (multicast).
+    pub acknowledgement: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A group's live status, from the key-server engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupStatus {
+    /// Rekey status.
+    pub rekey: RekeyStatus,
+    /// KEK policy status (absent when the group has no KEK).
+    pub kek: Option<KekPolicyStatus>,
+}
 
-    #[test]
-    fn viewer_cannot_mutate() {
-        assert!(!Role::Viewer.can_mutate());
-        assert!(Role::Operator.can_mutate());
-        assert!(Role::Admin.can_mutate());
-        for r in [Role::Viewer, Role::Operator, Role::Admin] {
-            assert_eq!(Role::parse(&r.to_string()), Some(r));
-        }
-        assert_eq!(Role::parse("root"), None);
-    }
+/// A rekey the engine took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RekeyAccepted {
+    /// Group identity number.
+    pub group: u32,
+    /// Whether it is a rekey replace.
+    pub replace: bool,
+}
+
+/// The key-server engine as the web layer sees it (implemented by the server).
+#[async_trait::async_trait]
+pub trait Control: Send + Sync {
+    /// Rekey a group now, or send it a rekey replace.
+    async fn rekey(&self, group: u32, replace: bool) -> Result<RekeyAccepted, String>;
+    /// Remove a GM from the engine's GM database (it gets no more rekeys).
+    async fn eject(&self, group: u32, identity: &str) -> Result<(), String>;
+    /// A group's live status, if the engine serves it.
+    async fn status(&self, group: u32) -> Option<GroupStatus>;
+    /// A group was created or changed (`replace`: GMs must get a rekey
+    /// replace, e.g. on a switch between CMD and IP-D3P), or deleted (`None`).
+    async fn group_changed(&self, identity: u32, group: Option<&Group>, replace: bool);
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The engine.
+    pub control: Arc<dyn Control>,
 }

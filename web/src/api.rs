@@ -1,0 +1,614 @@
+//! `/api/v1`: JSON resources for groups, GMs, key servers, tokens, status
+//! and actions, described by the OpenAPI 3.1 document served at
+//! `/api/v1/openapi.json`. Every error is RFC 9457 problem+json; a request
+//! that fails validation writes nothing.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gkm_store::model::{
+    feature_bit, ApiToken, AuditEntry, GmFilter, GmRow, GmState, Group, GroupPolicy, Invalid,
+    KeyServer, Page, Role, FEATURES,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::auth::{new_token, Caller};
+use crate::problem::Problem;
+use crate::{can_mutate, ApiState, GroupStatus, RekeyAccepted};
+
+/// Largest request body the API reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A JSON body whose rejection is a problem+json naming what is wrong
+/// (unknown field, wrong type, malformed JSON).
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(e) => Err(Problem::bad_request(e.body_text())),
+        }
+    }
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
+    q.map(|Query(v)| v)
+        .map_err(|e| Problem::bad_request(e.body_text()))
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Problem {
+    Problem::invalid(Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    })
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), Problem> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            "must be 1-64 characters: letters, digits, space, '-', '_', '.'",
+        ))
+    }
+}
+
+fn mutate(caller: &Caller) -> Result<(), Problem> {
+    if can_mutate(caller.role) {
+        Ok(())
+    } else {
+        caller.require(Role::Operator)
+    }
+}
+
+/// A group to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    /// Name, 1-64 characters.
+    pub name: String,
+    /// Group identity number, 1-4294967295.
+    pub identity: u32,
+    /// Policy.
+    pub policy: GroupPolicy,
+}
+
+/// A group's new policy.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupUpdate {
+    /// The new policy (replaces the old one).
+    pub policy: GroupPolicy,
+    /// Only if the group is still at this version (optimistic concurrency).
+    pub version: Option<i64>,
+}
+
+/// A group as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GroupView {
+    /// The group (its PSK is never shown).
+    #[serde(flatten)]
+    pub group: Group,
+    /// `acknowledgement` as `show crypto gkm` prints it (`none` for multicast).
+    pub acknowledgement: String,
+    /// Whether a PSK is set.
+    pub psk_set: bool,
+}
+
+/// The answer to a policy change.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GroupChanged {
+    /// The group now.
+    pub group: GroupView,
+    /// Whether the change sends GMs a rekey replace (CMD <-> IP-D3P).
+    pub rekey_replace_scheduled: bool,
+}
+
+/// `POST /groups/{name}/rekey` body.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RekeyRequest {
+    /// Rekey replace instead of a TEK rekey.
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// GM listing query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GmQuery {
+    /// Group identity number.
+    pub group: Option<u32>,
+    /// `registered`, `lagging` or `removed`.
+    pub state: Option<String>,
+    /// `cisco`, `asr9000` or `non-cisco`.
+    pub class: Option<String>,
+    /// `ip-d3p`, `gdoi-interop-ack` or `atd`, with `supported`.
+    pub feature: Option<String>,
+    /// `yes` or `no` (the seed's `| include no`).
+    pub supported: Option<String>,
+    /// Page size, 1-1000 (default 100).
+    pub limit: Option<u32>,
+    /// Continue after this cursor (`next` of the previous page).
+    pub after: Option<String>,
+}
+
+/// A page of GMs.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GmList {
+    /// The GMs.
+    pub gms: Vec<GmRow>,
+    /// Cursor of the next page, if any.
+    pub next: Option<String>,
+}
+
+/// A token to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// Name, 1-64 characters.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// A token just created: the only time the secret is shown.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    /// The stored token.
+    #[serde(flatten)]
+    pub token: ApiToken,
+    /// The bearer secret.
+    pub secret: String,
+}
+
+/// Audit query.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Entries, 1-10000 (default 100).
+    pub limit: Option<u32>,
+}
+
+async fn view(state: &ApiState, g: Group) -> Result<GroupView, Problem> {
+    let psk_set = state.store.group_psk(&g.name).await?.is_some();
+    Ok(GroupView {
+        acknowledgement: g.policy.acknowledgement_shown().to_owned(),
+        group: g,
+        psk_set,
+    })
+}
+
+async fn group_named(state: &ApiState, name: &str) -> Result<Group, Problem> {
+    state
+        .store
+        .group(name)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("group {name:?}")))
+}
+
+/// List groups.
+#[utoipa::path(get, path = "/api/v1/groups", responses((status = 200, body = [GroupView]), (status = 401, body = Problem)), security(("bearer" = [])))]
+pub async fn list_groups(
+    State(s): State<ApiState>,
+    _c: Caller,
+) -> Result<Json<Vec<GroupView>>, Problem> {
+    let mut out = Vec::new();
+    for g in s.store.groups().await? {
+        out.push(view(&s, g).await?);
+    }
+    Ok(Json(out))
+}
+
+/// Create a group.
+#[utoipa::path(post, path = "/api/v1/groups", request_body = NewGroup, responses((status = 201, body = GroupView), (status = 400, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn create_group(
+    State(s): State<ApiState>,
+    c: Caller,
+    ApiJson(body): ApiJson<NewGroup>,
+) -> Result<(StatusCode, Json<GroupView>), Problem> {
+    mutate(&c)?;
+    check_name("/name", &body.name)?;
+    if body.identity == 0 {
+        return Err(invalid("/identity", "0 is out of range: 1-4294967295"));
+    }
+    body.policy.validate()?;
+    let g = s
+        .store
+        .create_group(&c.actor(), &body.name, body.identity, &body.policy)
+        .await?;
+    s.control.group_changed(g.identity, Some(&g), false).await;
+    Ok((StatusCode::CREATED, Json(view(&s, g).await?)))
+}
+
+/// One group.
+#[utoipa::path(get, path = "/api/v1/groups/{name}", params(("name" = String, Path)), responses((status = 200, body = GroupView), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn get_group(
+    State(s): State<ApiState>,
+    _c: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<GroupView>, Problem> {
+    let g = group_named(&s, &name).await?;
+    Ok(Json(view(&s, g).await?))
+}
+
+/// Replace a group's policy.
+#[utoipa::path(put, path = "/api/v1/groups/{name}", params(("name" = String, Path)), request_body = GroupUpdate, responses((status = 200, body = GroupChanged), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn put_group(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<GroupUpdate>,
+) -> Result<Json<GroupChanged>, Problem> {
+    mutate(&c)?;
+    body.policy.validate()?;
+    let old = group_named(&s, &name).await?;
+    let replace = old.policy.needs_replace_for(&body.policy);
+    let g = s
+        .store
+        .update_group(&c.actor(), &name, &body.policy, body.version)
+        .await?;
+    s.control.group_changed(g.identity, Some(&g), replace).await;
+    Ok(Json(GroupChanged {
+        group: view(&s, g).await?,
+        rekey_replace_scheduled: replace,
+    }))
+}
+
+/// Delete a group.
+#[utoipa::path(delete, path = "/api/v1/groups/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn delete_group(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Problem> {
+    mutate(&c)?;
+    let g = group_named(&s, &name).await?;
+    s.store.delete_group(&c.actor(), &name).await?;
+    s.control.group_changed(g.identity, None, false).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rekey now, or rekey replace.
+#[utoipa::path(post, path = "/api/v1/groups/{name}/rekey", params(("name" = String, Path)), request_body = RekeyRequest, responses((status = 202, body = RekeyAccepted), (status = 404, body = Problem), (status = 503, body = Problem)), security(("bearer" = [])))]
+pub async fn rekey(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<RekeyRequest>,
+) -> Result<(StatusCode, Json<RekeyAccepted>), Problem> {
+    mutate(&c)?;
+    let g = group_named(&s, &name).await?;
+    let accepted = s
+        .control
+        .rekey(g.identity, body.replace)
+        .await
+        .map_err(Problem::unavailable)?;
+    s.store
+        .append_audit(&AuditEntry {
+            at: now_ms(),
+            actor: c.actor().0,
+            action: if body.replace {
+                "rekey.replace"
+            } else {
+                "rekey.now"
+            }
+            .into(),
+            target: name,
+            detail: "{}".into(),
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A group's live status (`show crypto gkm ks rekey` and `ks policy`).
+#[utoipa::path(get, path = "/api/v1/groups/{name}/status", params(("name" = String, Path)), responses((status = 200, body = GroupStatus), (status = 404, body = Problem), (status = 503, body = Problem)), security(("bearer" = [])))]
+pub async fn status(
+    State(s): State<ApiState>,
+    _c: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<GroupStatus>, Problem> {
+    let g = group_named(&s, &name).await?;
+    s.control.status(g.identity).await.map(Json).ok_or_else(|| {
+        Problem::unavailable(format!("the key server does not serve group {name:?} yet"))
+    })
+}
+
+fn gm_filter(q: &GmQuery) -> Result<GmFilter, Problem> {
+    let state = q
+        .state
+        .as_deref()
+        .map(|s| {
+            GmState::parse(s).ok_or_else(|| invalid("/state", "use registered, lagging or removed"))
+        })
+        .transpose()?;
+    if let Some(c) = &q.class {
+        if !["cisco", "asr9000", "non-cisco"].contains(&c.as_str()) {
+            return Err(invalid("/class", "use cisco, asr9000 or non-cisco"));
+        }
+    }
+    let feature = match (&q.feature, &q.supported) {
+        (None, None) => None,
+        (Some(f), s) => {
+            let bit = feature_bit(f).ok_or_else(|| {
+                invalid(
+                    "/feature",
+                    format!(
+                        "use one of {}",
+                        FEATURES
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?;
+            let yes = match s.as_deref() {
+                None | Some("yes") => true,
+                Some("no") => false,
+                Some(_) => return Err(invalid("/supported", "use yes or no")),
+            };
+            Some((bit, yes))
+        }
+        (None, Some(_)) => return Err(invalid("/supported", "give feature with supported")),
+    };
+    Ok(GmFilter {
+        group: q.group,
+        state,
+        class: q.class.clone(),
+        feature,
+    })
+}
+
+fn cursor_of(after: &Option<String>) -> Result<Option<(u32, String)>, Problem> {
+    after
+        .as_deref()
+        .map(|c| {
+            c.split_once(':')
+                .and_then(|(g, id)| Some((g.parse().ok()?, id.to_owned())))
+                .ok_or_else(|| invalid("/after", "not a cursor from a previous page"))
+        })
+        .transpose()
+}
+
+/// List GMs with filters and keyset pagination.
+#[utoipa::path(get, path = "/api/v1/gms", params(GmQuery), responses((status = 200, body = GmList), (status = 400, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn list_gms(
+    State(s): State<ApiState>,
+    _c: Caller,
+    q: Result<Query<GmQuery>, QueryRejection>,
+) -> Result<Json<GmList>, Problem> {
+    let q = query(q)?;
+    let filter = gm_filter(&q)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(invalid(
+            "/limit",
+            format!("{limit} is out of range: 1-1000"),
+        ));
+    }
+    let page = s
+        .store
+        .gms(
+            &filter,
+            &Page {
+                after: cursor_of(&q.after)?,
+                limit,
+            },
+        )
+        .await?;
+    Ok(Json(GmList {
+        gms: page.gms,
+        next: page.next.map(|(g, id)| format!("{g}:{id}")),
+    }))
+}
+
+/// Eject a GM: removed from the GM database, no more rekeys.
+#[utoipa::path(delete, path = "/api/v1/groups/{name}/gms/{identity}", params(("name" = String, Path), ("identity" = String, Path)), responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn eject_gm(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path((name, identity)): Path<(String, String)>,
+) -> Result<StatusCode, Problem> {
+    mutate(&c)?;
+    let g = group_named(&s, &name).await?;
+    s.store.remove_gm(&c.actor(), g.identity, &identity).await?;
+    s.control
+        .eject(g.identity, &identity)
+        .await
+        .map_err(Problem::unavailable)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List key servers.
+#[utoipa::path(get, path = "/api/v1/key-servers", responses((status = 200, body = [KeyServer])), security(("bearer" = [])))]
+pub async fn list_key_servers(
+    State(s): State<ApiState>,
+    _c: Caller,
+) -> Result<Json<Vec<KeyServer>>, Problem> {
+    Ok(Json(s.store.key_servers().await?))
+}
+
+/// Create or replace a key server (admin).
+#[utoipa::path(put, path = "/api/v1/key-servers/{name}", params(("name" = String, Path)), request_body = KeyServer, responses((status = 200, body = KeyServer), (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn put_key_server(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path(name): Path<String>,
+    ApiJson(ks): ApiJson<KeyServer>,
+) -> Result<Json<KeyServer>, Problem> {
+    c.require(Role::Admin)?;
+    if ks.name != name {
+        return Err(invalid("/name", "must equal the name in the path"));
+    }
+    ks.validate()?;
+    s.store.put_key_server(&c.actor(), &ks).await?;
+    Ok(Json(ks))
+}
+
+/// Delete a key server (admin).
+#[utoipa::path(delete, path = "/api/v1/key-servers/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn delete_key_server(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Problem> {
+    c.require(Role::Admin)?;
+    s.store.delete_key_server(&c.actor(), &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List API tokens (admin; secrets are never shown).
+#[utoipa::path(get, path = "/api/v1/tokens", responses((status = 200, body = [ApiToken])), security(("bearer" = [])))]
+pub async fn list_tokens(
+    State(s): State<ApiState>,
+    c: Caller,
+) -> Result<Json<Vec<ApiToken>>, Problem> {
+    c.require(Role::Admin)?;
+    Ok(Json(s.store.tokens().await?))
+}
+
+/// Create an API token (admin); its secret is in this answer only.
+#[utoipa::path(post, path = "/api/v1/tokens", request_body = NewToken, responses((status = 201, body = CreatedToken), (status = 409, body = Problem)), security(("bearer" = [])))]
+pub async fn create_token(
+    State(s): State<ApiState>,
+    c: Caller,
+    ApiJson(body): ApiJson<NewToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), Problem> {
+    c.require(Role::Admin)?;
+    check_name("/name", &body.name)?;
+    let (secret, hash) = new_token()?;
+    let token = s
+        .store
+        .create_token(&c.actor(), &body.name, body.role, &hash)
+        .await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, secret })))
+}
+
+/// Delete an API token (admin).
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", params(("name" = String, Path)), responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn delete_token(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Problem> {
+    c.require(Role::Admin)?;
+    s.store.delete_token(&c.actor(), &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The audit log, newest first (admin).
+#[utoipa::path(get, path = "/api/v1/audit", params(AuditQuery), responses((status = 200, body = [AuditEntry])), security(("bearer" = [])))]
+pub async fn audit(
+    State(s): State<ApiState>,
+    c: Caller,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<Vec<AuditEntry>>, Problem> {
+    c.require(Role::Admin)?;
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(invalid(
+            "/limit",
+            format!("{limit} is out of range: 1-10000"),
+        ));
+    }
+    Ok(Json(s.store.audit(limit).await?))
+}
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API's OpenAPI 3.1 document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "GKM controller API", version = "1", description = "GDOI key server control: groups, GMs, key servers, tokens, rekeys."),
+    paths(
+        list_groups, create_group, get_group, put_group, delete_group, rekey, status,
+        list_gms, eject_gm, list_key_servers, put_key_server, delete_key_server,
+        list_tokens, create_token, delete_token, audit
+    ),
+    components(schemas(Problem)),
+    modifiers(&BearerScheme)
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as JSON.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi_json(),
+    )
+        .into_response()
+}
+
+async fn fallback() -> Problem {
+    Problem::not_found("no such API resource")
+}
+
+/// The `/api/v1` router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/groups", get(list_groups).post(create_group))
+        .route(
+            "/api/v1/groups/{name}",
+            get(get_group).put(put_group).delete(delete_group),
+        )
+        .route("/api/v1/groups/{name}/rekey", post(rekey))
+        .route("/api/v1/groups/{name}/status", get(status))
+        .route(
+            "/api/v1/groups/{name}/gms/{identity}",
+            axum::routing::delete(eject_gm),
+        )
+        .route("/api/v1/gms", get(list_gms))
+        .route("/api/v1/key-servers", get(list_key_servers))
+        .route(
+            "/api/v1/key-servers/{name}",
+            axum::routing::put(put_key_server).delete(delete_key_server),
+        )
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{name}", axum::routing::delete(delete_token))
+        .route("/api/v1/audit", get(audit))
+        .fallback(fallback)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}

@@ -1,0 +1,776 @@
+//! `/api/v1` over a real SQLite store: every endpoint, every validation
+//! rule of the seed, bad JSON, unknown fields, missing and wrong tokens and
+//! roles. The key-server engine is a recording stand-in here; the server's
+//! scenario tests drive the real one.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use gkm_store::model::{GmRow, GmState, Group, Role};
+use gkm_store::seal::MasterKey;
+use gkm_store::{Actor, Store};
+use gkm_web::auth::{new_token, token_hash};
+use gkm_web::{api, ApiState, Control, GroupStatus, RekeyAccepted, RekeyStatus};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Control for Recorder {
+    async fn rekey(&self, group: u32, replace: bool) -> Result<RekeyAccepted, String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("rekey {group} {replace}"));
+        Ok(RekeyAccepted { group, replace })
+    }
+    async fn eject(&self, group: u32, identity: &str) -> Result<(), String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("eject {group} {identity}"));
+        Ok(())
+    }
+    async fn status(&self, group: u32) -> Option<GroupStatus> {
+        (group == 1234).then(|| GroupStatus {
+            rekey: RekeyStatus {
+                ack_type_in_use: "Cisco".into(),
+                rekeys_sent: 3,
+                seq: 3,
+                gms: 2,
+                gms_at_risk: 0,
+            },
+            kek: None,
+        })
+    }
+    async fn group_changed(&self, identity: u32, group: Option<&Group>, replace: bool) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("changed {identity} {} {replace}", group.is_some()));
+    }
+}
+
+struct Api {
+    router: axum::Router,
+    store: Arc<dyn Store>,
+    control: Arc<Recorder>,
+    admin: String,
+    operator: String,
+    viewer: String,
+}
+
+async fn api(tag: &str) -> Api {
+    let dir = std::env::temp_dir().join(format!("gkm-web-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = gkm_store::open(
+        dir.join("gkm.db").to_str().unwrap(),
+        MasterKey::from_hex(&"07".repeat(32)).unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut tokens = Vec::new();
+    for role in [Role::Admin, Role::Operator, Role::Viewer] {
+        let (secret, hash) = new_token().unwrap();
+        store
+            .create_token(&Actor("bootstrap".into()), role.as_str(), role, &hash)
+            .await
+            .unwrap();
+        tokens.push(secret);
+    }
+    let control = Arc::new(Recorder::default());
+    let router = api::router(ApiState {
+        store: store.clone(),
+        control: control.clone(),
+    });
+    Api {
+        router,
+        store,
+        control,
+        admin: tokens[0].clone(),
+        operator: tokens[1].clone(),
+        viewer: tokens[2].clone(),
+    }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, String, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Body::from(body.unwrap_or_default().to_owned()))
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, ctype, v)
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let b = body.map(|b| b.to_string());
+        let (s, _, v) = self
+            .call(method, path, Some(&self.admin), b.as_deref())
+            .await;
+        (s, v)
+    }
+}
+
+fn group_body(name: &str, identity: u32, policy: Value) -> Value {
+    json!({"name": name, "identity": identity, "policy": policy})
+}
+
+fn policy() -> Value {
+    json!({"teks": [{"src": "10.0.0.0/8", "dst": "10.0.0.0/8"}],
+           "authentication": {"method": "psk", "psk": "s3cret-psk"}})
+}
+
+/// Asserts a problem+json answer with this status naming this field.
+fn problem(got: (StatusCode, String, Value), status: StatusCode, field: Option<&str>) -> Value {
+    assert_eq!(got.0, status, "{}", got.2);
+    assert_eq!(got.1, "application/problem+json");
+    assert_eq!(got.2["status"], status.as_u16());
+    assert!(got.2["type"].as_str().unwrap().starts_with("https://"));
+    assert!(!got.2["detail"].as_str().unwrap().is_empty());
+    if let Some(f) = field {
+        assert_eq!(got.2["field"], f, "{}", got.2);
+    }
+    got.2
+}
+
+#[tokio::test]
+async fn group_crud_and_the_psk_never_comes_back() {
+    let a = api("crud").await;
+    let (s, v) = a
+        .admin(
+            "POST",
+            "/api/v1/groups",
+            Some(group_body("GET", 1234, policy())),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["name"], "GET");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["acknowledgement"], "cisco");
+    assert_eq!(v["psk_set"], true);
+    assert!(!v.to_string().contains("s3cret"), "{v}");
+    let (s, v) = a.admin("GET", "/api/v1/groups/GET", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!v.to_string().contains("s3cret"));
+    let (_, v) = a.admin("GET", "/api/v1/groups", None).await;
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    // Update with the version; a stale version is a conflict.
+    let mut p = policy();
+    p["acknowledgement"] = json!("interoperable");
+    let (s, v) = a
+        .admin(
+            "PUT",
+            "/api/v1/groups/GET",
+            Some(json!({"policy": p, "version": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["group"]["acknowledgement"], "interoperable");
+    assert_eq!(v["rekey_replace_scheduled"], false);
+    let stale = a
+        .call(
+            "PUT",
+            "/api/v1/groups/GET",
+            Some(&a.admin),
+            Some(&json!({"policy": p, "version": 1}).to_string()),
+        )
+        .await;
+    problem(stale, StatusCode::CONFLICT, None);
+    let dup = a
+        .call(
+            "POST",
+            "/api/v1/groups",
+            Some(&a.admin),
+            Some(&group_body("GET", 9, policy()).to_string()),
+        )
+        .await;
+    problem(dup, StatusCode::CONFLICT, None);
+    let (s, _) = a.admin("DELETE", "/api/v1/groups/GET", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let gone = a
+        .call("GET", "/api/v1/groups/GET", Some(&a.viewer), None)
+        .await;
+    problem(gone, StatusCode::NOT_FOUND, None);
+    let calls = a.control.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        [
+            "changed 1234 true false",
+            "changed 1234 true false",
+            "changed 1234 false false"
+        ]
+    );
+    // Every mutation is audited with the token's name.
+    let (_, v) = a.admin("GET", "/api/v1/audit?limit=10", None).await;
+    let actions: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &actions[..3],
+        ["group.delete", "group.update", "group.create"]
+    );
+    assert_eq!(v[0]["actor"], "token:admin");
+}
+
+#[tokio::test]
+async fn every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_nothing() {
+    let a = api("validation").await;
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut p = policy();
+        f(&mut p);
+        group_body("G", 1, p).to_string()
+    };
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            with(&|p| p["d3p_window"] = json!({"sec": 0})),
+            "/d3p_window/sec",
+            "1-100",
+        ),
+        (
+            with(&|p| p["d3p_window"] = json!({"sec": 101})),
+            "/d3p_window/sec",
+            "1-100",
+        ),
+        (
+            with(&|p| p["d3p_window"] = json!({"msec": 99})),
+            "/d3p_window/msec",
+            "100-10000",
+        ),
+        (
+            with(&|p| p["d3p_window"] = json!({"msec": 10001})),
+            "/d3p_window/msec",
+            "100-10000",
+        ),
+        (
+            with(&|p| {
+                p["d3p_window"] = json!({"msec": 500});
+                p["gm_error_detection"] = json!(true);
+            }),
+            "/d3p_window",
+            "GM error detection",
+        ),
+        (
+            with(&|p| {
+                p["d3p_window"] = json!({"msec": 500});
+                p["cmd_inline_tagging"] = json!(true);
+            }),
+            "/d3p_window",
+            "CMD",
+        ),
+        (
+            with(&|p| {
+                p["rekey"] = json!({"transport": "multicast", "address": "239.1.1.1"});
+                p["acknowledgement"] = json!("any");
+            }),
+            "/acknowledgement",
+            "requires unicast rekey",
+        ),
+        (
+            with(&|p| {
+                p["rekey"] = json!({"transport": "multicast", "address": "239.1.1.1"});
+                p["activation_time_delay"] = json!(true);
+            }),
+            "/activation_time_delay",
+            "unicast",
+        ),
+        (
+            with(&|p| {
+                p["teks"] = json!([{"src": "10.0.0.0/8", "dst": "10.0.0.0/8"}, {"src": "10.1.0.0/16", "dst": "10.1.0.0/16"}]);
+                p["activation_time_delay"] = json!(true);
+            }),
+            "/activation_time_delay",
+            "single TEK",
+        ),
+        (with(&|p| p["teks"] = json!([])), "/teks", "at least one"),
+        (
+            with(&|p| p["teks"][0]["src"] = json!("10.0.0.0/40")),
+            "/teks/0/src",
+            "prefix",
+        ),
+        (
+            with(&|p| p["teks"][0]["lifetime"] = json!(10)),
+            "/teks/0/lifetime",
+            "300-86400",
+        ),
+        (
+            with(&|p| p["kek"] = json!({"lifetime": 1})),
+            "/kek/lifetime",
+            "300-604800",
+        ),
+        (
+            with(&|p| p["rekey"] = json!({"transport": "unicast", "retransmit_interval": 61})),
+            "/rekey/retransmit_interval",
+            "1-60",
+        ),
+        (
+            with(&|p| p["rekey"] = json!({"transport": "multicast", "address": "10.1.1.1"})),
+            "/rekey/address",
+            "multicast",
+        ),
+        (group_body("", 1, policy()).to_string(), "/name", "1-64"),
+        (
+            group_body("G", 0, policy()).to_string(),
+            "/identity",
+            "out of range",
+        ),
+    ];
+    for (body, field, words) in cases {
+        let got = a
+            .call("POST", "/api/v1/groups", Some(&a.operator), Some(&body))
+            .await;
+        let p = problem(got, StatusCode::UNPROCESSABLE_ENTITY, Some(field));
+        assert!(
+            p["detail"].as_str().unwrap().contains(words),
+            "{field}: {p}"
+        );
+    }
+    // Bad JSON, unknown fields, wrong types: 400 problems naming the cause.
+    for (body, words) in [
+        ("{", "EOF"),
+        (
+            r#"{"name":"G","identity":1,"policy":{"teks":[]},"extra":1}"#,
+            "extra",
+        ),
+        (
+            r#"{"name":"G","identity":1,"policy":{"teks":[],"d3p_window":{"minutes":5}}}"#,
+            "minutes",
+        ),
+        (
+            r#"{"name":"G","identity":"one","policy":{"teks":[]}}"#,
+            "identity",
+        ),
+        (
+            r#"{"name":"G","identity":1,"policy":{"teks":[],"rekey":{"transport":"carrier-pigeon"}}}"#,
+            "carrier-pigeon",
+        ),
+    ] {
+        let got = a
+            .call("POST", "/api/v1/groups", Some(&a.operator), Some(body))
+            .await;
+        let p = problem(got, StatusCode::BAD_REQUEST, None);
+        assert!(p["detail"].as_str().unwrap().contains(words), "{body}: {p}");
+    }
+    // Nothing was written, and the engine was told nothing.
+    assert!(a.store.groups().await.unwrap().is_empty());
+    assert!(a.control.calls.lock().unwrap().is_empty());
+    // An update that fails validation leaves the group as it was.
+    a.admin("POST", "/api/v1/groups", Some(group_body("G", 1, policy())))
+        .await;
+    let mut bad = policy();
+    bad["d3p_window"] = json!({"sec": 500});
+    let got = a
+        .call(
+            "PUT",
+            "/api/v1/groups/G",
+            Some(&a.operator),
+            Some(&json!({"policy": bad}).to_string()),
+        )
+        .await;
+    problem(
+        got,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("/d3p_window/sec"),
+    );
+    assert_eq!(a.store.group("G").await.unwrap().unwrap().version, 1);
+}
+
+#[tokio::test]
+async fn switching_between_cmd_and_d3p_schedules_a_rekey_replace() {
+    let a = api("cmd-d3p").await;
+    let mut cmd = policy();
+    cmd["cmd_inline_tagging"] = json!(true);
+    a.admin("POST", "/api/v1/groups", Some(group_body("G", 7, cmd)))
+        .await;
+    let mut d3p = policy();
+    d3p["d3p_window"] = json!({"msec": 1000});
+    let (s, v) = a
+        .admin("PUT", "/api/v1/groups/G", Some(json!({"policy": d3p})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["rekey_replace_scheduled"], true);
+    assert_eq!(
+        a.control.calls.lock().unwrap().last().unwrap(),
+        "changed 7 true true"
+    );
+}
+
+#[tokio::test]
+async fn tokens_and_roles() {
+    let a = api("roles").await;
+    // Missing, malformed and unknown tokens.
+    problem(
+        a.call("GET", "/api/v1/groups", None, None).await,
+        StatusCode::UNAUTHORIZED,
+        None,
+    );
+    problem(
+        a.call("GET", "/api/v1/groups", Some("not-a-token"), None)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        None,
+    );
+    let (unknown, _) = new_token().unwrap();
+    problem(
+        a.call("GET", "/api/v1/groups", Some(&unknown), None).await,
+        StatusCode::UNAUTHORIZED,
+        None,
+    );
+    // A viewer reads but cannot change anything.
+    let (s, _, _) = a.call("GET", "/api/v1/groups", Some(&a.viewer), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let body = group_body("G", 1, policy()).to_string();
+    problem(
+        a.call("POST", "/api/v1/groups", Some(&a.viewer), Some(&body))
+            .await,
+        StatusCode::FORBIDDEN,
+        None,
+    );
+    a.admin("POST", "/api/v1/groups", Some(group_body("G", 1, policy())))
+        .await;
+    for (m, path, body) in [
+        (
+            "PUT",
+            "/api/v1/groups/G",
+            Some(json!({"policy": policy()}).to_string()),
+        ),
+        ("DELETE", "/api/v1/groups/G", None),
+        ("POST", "/api/v1/groups/G/rekey", Some("{}".to_owned())),
+        ("DELETE", "/api/v1/groups/G/gms/10.0.0.1", None),
+    ] {
+        let got = a.call(m, path, Some(&a.viewer), body.as_deref()).await;
+        problem(got, StatusCode::FORBIDDEN, None);
+    }
+    // Tokens, key servers and the audit log are the admin's.
+    for (m, path, body) in [
+        ("GET", "/api/v1/tokens", None),
+        (
+            "POST",
+            "/api/v1/tokens",
+            Some(r#"{"name":"x","role":"viewer"}"#),
+        ),
+        ("DELETE", "/api/v1/tokens/viewer", None),
+        ("GET", "/api/v1/audit", None),
+        (
+            "PUT",
+            "/api/v1/key-servers/ks1",
+            Some(r#"{"name":"ks1","address":"10.0.8.1","priority":100,"role":"primary"}"#),
+        ),
+        ("DELETE", "/api/v1/key-servers/ks1", None),
+    ] {
+        problem(
+            a.call(m, path, Some(&a.operator), body).await,
+            StatusCode::FORBIDDEN,
+            None,
+        );
+    }
+    // The admin makes a token; its secret is shown once and works; only its hash is stored.
+    let (s, v) = a
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "ci", "role": "operator"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let secret = v["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("gkm_") && secret.len() == 68);
+    assert_eq!(
+        a.store
+            .token_by_hash(&token_hash(&secret))
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "ci"
+    );
+    let (s, _, _) = a
+        .call(
+            "POST",
+            "/api/v1/groups/G/rekey",
+            Some(&secret),
+            Some(r#"{"replace":true}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (_, v) = a.admin("GET", "/api/v1/tokens", None).await;
+    assert!(!v.to_string().contains(&secret[4..]));
+    let (s, _) = a.admin("DELETE", "/api/v1/tokens/ci", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    problem(
+        a.call("GET", "/api/v1/groups", Some(&secret), None).await,
+        StatusCode::UNAUTHORIZED,
+        None,
+    );
+    let bad_role = a
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&a.admin),
+            Some(r#"{"name":"y","role":"root"}"#),
+        )
+        .await;
+    problem(bad_role, StatusCode::BAD_REQUEST, None);
+}
+
+#[tokio::test]
+async fn gms_list_filters_pages_and_eject() {
+    let a = api("gms").await;
+    a.admin(
+        "POST",
+        "/api/v1/groups",
+        Some(group_body("G", 1234, policy())),
+    )
+    .await;
+    let rows: Vec<GmRow> = (0..30u32)
+        .map(|i| GmRow {
+            group: 1234,
+            identity: format!("10.0.0.{i:02}"),
+            address: format!("10.0.0.{i}:848"),
+            class: if i % 2 == 0 { "non-cisco" } else { "cisco" }.into(),
+            version: Some("1.0.11".into()),
+            features: if i % 3 == 0 { 0 } else { 1 },
+            state: GmState::Registered,
+            registered_at: 0,
+            last_seq_sent: None,
+            last_seq_acked: None,
+            misses: 0,
+        })
+        .collect();
+    a.store.put_gms(&rows).await.unwrap();
+    let mut seen = 0;
+    let mut url = "/api/v1/gms?group=1234&limit=7".to_owned();
+    loop {
+        let (s, _, v) = a.call("GET", &url, Some(&a.viewer), None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        seen += v["gms"].as_array().unwrap().len();
+        match v["next"].as_str() {
+            Some(n) => url = format!("/api/v1/gms?group=1234&limit=7&after={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 30);
+    let count = |q: &'static str| {
+        let a = &a;
+        async move {
+            let (s, _, v) = a
+                .call(
+                    "GET",
+                    &format!("/api/v1/gms?limit=1000&{q}"),
+                    Some(&a.viewer),
+                    None,
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{q}: {v}");
+            v["gms"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count("class=cisco").await, 15);
+    assert_eq!(count("feature=ip-d3p&supported=no").await, 10);
+    assert_eq!(count("feature=ip-d3p&supported=yes").await, 20);
+    assert_eq!(count("state=lagging").await, 0);
+    for (q, field) in [
+        ("state=asleep", Some("/state")),
+        ("class=juniper", Some("/class")),
+        ("feature=teleport", Some("/feature")),
+        ("feature=ip-d3p&supported=maybe", Some("/supported")),
+        ("supported=no", Some("/supported")),
+        ("limit=0", Some("/limit")),
+        ("after=garbage", Some("/after")),
+    ] {
+        let got = a
+            .call("GET", &format!("/api/v1/gms?{q}"), Some(&a.viewer), None)
+            .await;
+        problem(got, StatusCode::UNPROCESSABLE_ENTITY, field);
+    }
+    problem(
+        a.call("GET", "/api/v1/gms?color=red", Some(&a.viewer), None)
+            .await,
+        StatusCode::BAD_REQUEST,
+        None,
+    );
+    problem(
+        a.call("GET", "/api/v1/gms?limit=many", Some(&a.viewer), None)
+            .await,
+        StatusCode::BAD_REQUEST,
+        None,
+    );
+    // Eject: gone from the store, and the engine was told.
+    let (s, _, _) = a
+        .call(
+            "DELETE",
+            "/api/v1/groups/G/gms/10.0.0.05",
+            Some(&a.operator),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(count("group=1234").await, 29);
+    assert!(a
+        .control
+        .calls
+        .lock()
+        .unwrap()
+        .contains(&"eject 1234 10.0.0.05".to_owned()));
+    problem(
+        a.call(
+            "DELETE",
+            "/api/v1/groups/G/gms/10.0.0.05",
+            Some(&a.operator),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+}
+
+#[tokio::test]
+async fn key_servers_status_rekey_and_openapi() {
+    let a = api("misc").await;
+    let ks = r#"{"name":"ks1","address":"10.0.8.1","priority":100,"role":"primary"}"#;
+    let (s, _, _) = a
+        .call("PUT", "/api/v1/key-servers/ks1", Some(&a.admin), Some(ks))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, _, v) = a
+        .call("GET", "/api/v1/key-servers", Some(&a.viewer), None)
+        .await;
+    assert_eq!(v[0]["address"], "10.0.8.1");
+    problem(
+        a.call("PUT", "/api/v1/key-servers/other", Some(&a.admin), Some(ks))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("/name"),
+    );
+    problem(
+        a.call(
+            "PUT",
+            "/api/v1/key-servers/ks2",
+            Some(&a.admin),
+            Some(r#"{"name":"ks2","address":"10.0.8.2","priority":0,"role":"primary"}"#),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("/priority"),
+    );
+    let (s, _, _) = a
+        .call("DELETE", "/api/v1/key-servers/ks1", Some(&a.admin), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // Status comes from the engine; a group it does not serve is 503.
+    a.admin(
+        "POST",
+        "/api/v1/groups",
+        Some(group_body("GET", 1234, policy())),
+    )
+    .await;
+    a.admin(
+        "POST",
+        "/api/v1/groups",
+        Some(group_body("IDLE", 99, policy())),
+    )
+    .await;
+    let (s, _, v) = a
+        .call("GET", "/api/v1/groups/GET/status", Some(&a.viewer), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["rekey"]["ack_type_in_use"], "Cisco");
+    problem(
+        a.call("GET", "/api/v1/groups/IDLE/status", Some(&a.viewer), None)
+            .await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+    );
+    problem(
+        a.call(
+            "POST",
+            "/api/v1/groups/GET/rekey",
+            Some(&a.operator),
+            Some(r#"{"now":true}"#),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        None,
+    );
+    let (s, _, v) = a
+        .call(
+            "POST",
+            "/api/v1/groups/GET/rekey",
+            Some(&a.operator),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(
+        (s, v["replace"].as_bool()),
+        (StatusCode::ACCEPTED, Some(false))
+    );
+    problem(
+        a.call("GET", "/api/v1/nothing", Some(&a.viewer), None)
+            .await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    // The OpenAPI document is 3.1 and matches the committed copy.
+    let (s, ctype, doc) = a.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!((s, ctype.as_str()), (StatusCode::OK, "application/json"));
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for p in [
+        "/api/v1/groups",
+        "/api/v1/gms",
+        "/api/v1/groups/{name}/rekey",
+        "/api/v1/tokens",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "{p} missing");
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+    if std::env::var_os("GKM_WRITE_OPENAPI").is_some() {
+        std::fs::write(path, api::openapi_json() + "\n").unwrap();
+    }
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(path)
+            .expect("docs/openapi.json is committed; regenerate it with GKM_WRITE_OPENAPI=1"),
+    )
+    .unwrap();
+    assert_eq!(
+        committed, doc,
+        "docs/openapi.json is stale: run GKM_WRITE_OPENAPI=1 cargo test -p gkm-web --test api"
+    );
+}
