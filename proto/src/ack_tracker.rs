@@ -58,6 +58,11 @@ impl AckTracker {
         self.gms.insert(gm.to_owned(), AckState::default());
     }
 
+    /// A GM left the GM database (ejected).
+    pub fn forget(&mut self, gm: &str) {
+        self.gms.remove(gm);
+    }
+
     /// A rekey with `seq` was sent to `gm`.
     pub fn sent(&mut self, gm: &str, seq: u32) {
         if let Some(s) = self.gms.get_mut(gm) {

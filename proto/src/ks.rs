@@ -359,7 +359,7 @@ pub struct KeyServer {
     /// Each group's SA and KD payload bodies, encoded once: every GM of a
     /// group receives the same octets. Rebuilt whenever keys change and
     /// once per sweep (remaining lifetimes).
-    wire: Vec<GroupWire>,
+    pub(crate) wire: Vec<GroupWire>,
     /// When `wire` was encoded.
     wire_at: Millis,
     /// Per-group rekey state, same order as `cfg.groups`.
@@ -369,14 +369,14 @@ pub struct KeyServer {
 
 /// A group's policy and keys as payload bodies: the SA without and with
 /// KEK_ACK_REQUESTED (seed Table 1 picks one per GM class), and the KD.
-struct GroupWire {
+pub(crate) struct GroupWire {
     keys: GroupKeys,
     sa: [Vec<u8>; 2],
     kd: Zeroizing<Vec<u8>>,
 }
 
 impl GroupWire {
-    fn encode(keys: GroupKeys) -> Self {
+    pub(crate) fn encode(keys: GroupKeys) -> Self {
         let mut plain = Vec::with_capacity(256);
         let mut with_ack = Vec::with_capacity(256);
         let mut kd = Zeroizing::new(Vec::with_capacity(512));
@@ -927,6 +927,11 @@ impl KeyServer {
         self.send(from, out);
     }
 
+    /// Replaces the pre-shared keys (by GM source range; the most specific wins).
+    pub fn set_psks(&mut self, psks: Vec<(Ipv4Prefix, Zeroizing<Vec<u8>>)>) {
+        self.cfg.psks = psks;
+    }
+
     fn psk_for(&self, addr: IpAddr) -> Option<Zeroizing<Vec<u8>>> {
         let IpAddr::V4(a) = addr else { return None };
         self.cfg
@@ -1303,9 +1308,7 @@ impl KeyServer {
                         Some(NotifyType::PAYLOAD_MALFORMED),
                     );
                 };
-                let Some(group_idx) =
-                    group.and_then(|g| self.cfg.groups.iter().position(|x| x.keys.group_id == g))
-                else {
+                let Some(group_idx) = group.and_then(|g| self.serving_index(g)) else {
                     self.notify_protected(key, NotifyType::INVALID_ID_INFORMATION);
                     return self.reject(
                         from,

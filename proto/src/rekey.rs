@@ -23,7 +23,7 @@ pub use crate::ack_tracker::MAX_MISSED_ACKS;
 use crate::ack_tracker::{AckOutcome, AckTracker, RoundOutcome};
 use crate::engine::{GmClass, Millis};
 use crate::group::{GroupKeys, Kek, Tek};
-use crate::ks::{GmRecord, KeyServer, KsEvent, Reject};
+use crate::ks::{GmRecord, KeyServer, KsEvent, KsGroup, Reject};
 use crate::policy::activation_time_delay;
 use crate::push::seal_push;
 
@@ -197,6 +197,9 @@ pub(crate) struct GroupRuntime {
     pending: Option<Pending>,
     queued: Option<RekeyReason>,
     round: Option<Round>,
+    /// The group was deleted: no registrations, no rekeys (its index stays
+    /// so exchanges in flight never point at another group).
+    disabled: bool,
 }
 
 /// What `show crypto gkm ks rekey` shows for a group.
@@ -284,12 +287,134 @@ impl GroupRuntime {
     }
 }
 
+/// Whether two key sets have the same shape (selectors, transforms,
+/// lifetimes, KEK parameters): if not, GMs need a rekey replace.
+fn same_key_policy(a: &GroupKeys, b: &GroupKeys) -> bool {
+    let tek = |k: &GroupKeys| -> Vec<_> {
+        k.teks
+            .iter()
+            .map(|t| (t.src, t.dst, t.transform, t.key.len(), t.lifetime_secs))
+            .collect()
+    };
+    tek(a) == tek(b) && a.kek.as_ref().map(Kek::params) == b.kek.as_ref().map(Kek::params)
+}
+
 impl KeyServer {
     pub(crate) fn group_index(&self, group_id: u32) -> Option<usize> {
         self.cfg
             .groups
             .iter()
-            .position(|g| g.keys.group_id == group_id)
+            .zip(&self.runtime)
+            .position(|(g, rt)| g.keys.group_id == group_id && !rt.disabled)
+    }
+
+    /// The index of a group the KS serves now.
+    pub(crate) fn serving_index(&self, group_id: u32) -> Option<usize> {
+        self.group_index(group_id)
+    }
+
+    /// Adds a group, or changes one the KS serves (`group.keys` are fresh
+    /// keys of the new policy). A change of key policy (selectors,
+    /// transforms, lifetimes, KEK) reaches GMs as a rekey replace; a change
+    /// of the ACK option as a rekey (GMs must see KEK_ACK_REQUESTED change);
+    /// authorization and names apply at once. `replace` forces a rekey
+    /// replace (CMD <-> IP-D3P). Returns the rekey started, if any.
+    pub fn set_group(
+        &mut self,
+        now: Millis,
+        mut group: KsGroup,
+        replace: bool,
+    ) -> Result<Option<RekeyReason>, RekeyError> {
+        if !self.rekey_state_ready {
+            self.init_rekey_state(now);
+        }
+        let id = group.keys.group_id;
+        let existing = self.cfg.groups.iter().position(|g| g.keys.group_id == id);
+        let Some(gi) = existing else {
+            self.wire
+                .push(crate::ks::GroupWire::encode(group.keys.clone()));
+            self.cfg.groups.push(group);
+            self.runtime.push(GroupRuntime::default());
+            self.init_rekey_state(now);
+            return Ok(None);
+        };
+        let was_disabled = self.runtime.get(gi).is_some_and(|rt| rt.disabled);
+        let Some(old) = self.cfg.groups.get(gi) else {
+            return Err(RekeyError::UnknownGroup(id));
+        };
+        let keys_changed = !same_key_policy(&old.keys, &group.keys);
+        let ack_changed = old.rekey.ack != group.rekey.ack;
+        let Some(rt) = self.runtime.get_mut(gi) else {
+            return Err(RekeyError::UnknownGroup(id));
+        };
+        rt.disabled = false;
+        if keys_changed || was_disabled {
+            // New shape: the new keys become current, continuing the SEQ;
+            // the TEKs GMs hold stay listed so the replace deletes them.
+            if let Some(st) = rt.state.as_mut() {
+                let old_teks: Vec<(Tek, Millis)> = st
+                    .keys
+                    .teks
+                    .iter()
+                    .map(|t| (t.clone(), st.tek_expires_at))
+                    .collect();
+                st.previous_teks.extend(old_teks);
+                group.keys.seq = st.keys.seq;
+                st.keys = group.keys.clone();
+            }
+        } else {
+            group.keys = old.keys.clone();
+        }
+        group.resume = None;
+        if let Some(g) = self.cfg.groups.get_mut(gi) {
+            *g = group;
+        }
+        self.refresh_wire(now);
+        let reason = if keys_changed || replace || was_disabled {
+            Some(RekeyReason::Replace)
+        } else if ack_changed {
+            Some(RekeyReason::Manual)
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            self.prepare(now, gi, r)?;
+        }
+        Ok(reason)
+    }
+
+    /// Stops serving a group (deleted): no registrations, no rekeys; its GM
+    /// database is dropped.
+    pub fn disable_group(&mut self, group_id: u32) -> bool {
+        let Some(gi) = self.group_index(group_id) else {
+            return false;
+        };
+        if let Some(rt) = self.runtime.get_mut(gi) {
+            *rt = GroupRuntime {
+                disabled: true,
+                state: rt.state.take(),
+                ..GroupRuntime::default()
+            };
+        }
+        true
+    }
+
+    /// Removes a GM from the GM database on the operator's word (eject):
+    /// no more rekeys until it registers again.
+    pub fn eject(&mut self, group_id: u32, identity: &str) -> bool {
+        let Some(rt) = self
+            .group_index(group_id)
+            .and_then(|gi| self.runtime.get_mut(gi))
+        else {
+            return false;
+        };
+        let Some(m) = rt.members.remove(identity) else {
+            return false;
+        };
+        rt.by_addr.retain(|_, v| v != identity);
+        rt.tracker.forget(identity);
+        let _ = m;
+        true
     }
 
     /// Sets up each group's rekey state the first time time is known.
@@ -682,6 +807,9 @@ impl KeyServer {
             let Some(policy) = self.cfg.groups.get(gi).map(|g| g.rekey) else {
                 continue;
             };
+            if self.runtime.get(gi).is_some_and(|rt| rt.disabled) {
+                continue;
+            }
             let round_due = self
                 .runtime
                 .get(gi)

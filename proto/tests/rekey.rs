@@ -843,3 +843,76 @@ fn show_data_for_ks_rekey_and_policy() {
         assert_eq!(w.ks.rekey_status(GROUP).unwrap().ack_type_in_use, in_use);
     }
 }
+
+/// Policy changes reach the engine at run time: a new group is served, an
+/// ACK option change is rekeyed, a key-policy change is a rekey replace
+/// that GMs accept, eject drops a GM, a deleted group is no longer served.
+#[test]
+fn groups_change_at_run_time() {
+    let mut w = World::new(ks_config(b"k", Authorization::default()), gms(2));
+    w.run_until(T0 + 30_000);
+    let mut g = w.ks.groups()[0].clone();
+    g.rekey.ack = AckOption::Interoperable;
+    assert_eq!(
+        w.ks.set_group(w.now, g.clone(), false),
+        Ok(Some(RekeyReason::Manual))
+    );
+    w.settle();
+    assert!(
+        w.gms
+            .iter()
+            .all(|(_, m)| m.group().unwrap().ack_requested
+                == Some(AckRequested::REKEY_ACK_KEK_SHA256))
+    );
+    // New selectors: new keys, sent as a replace that deletes what GMs held.
+    let held: Vec<u32> = w.gms[0].1.inbound_teks(w.now).map(|t| t.spi).collect();
+    let mut r = rng(77);
+    let mut fresh = GroupKeys::generate(
+        r.as_mut(),
+        GROUP,
+        &[(prefix("10.7.0.0/16"), prefix("10.7.0.0/16"))],
+        3600,
+        Some(&g.keys.kek.as_ref().unwrap().params()),
+    );
+    fresh.seq = 0;
+    g.keys = fresh;
+    assert_eq!(
+        w.ks.set_group(w.now, g.clone(), false),
+        Ok(Some(RekeyReason::Replace))
+    );
+    w.settle();
+    for (_, m) in &w.gms {
+        let spis: Vec<u32> = m.inbound_teks(w.now).map(|t| t.spi).collect();
+        assert_eq!(
+            spis,
+            w.ks_keys().teks.iter().map(|t| t.spi).collect::<Vec<_>>()
+        );
+        assert!(held.iter().all(|h| !spis.contains(h)));
+        assert_eq!(
+            m.inbound_teks(w.now).next().unwrap().src,
+            prefix("10.7.0.0/16")
+        );
+        assert_eq!(m.group().unwrap().last_seq, w.ks_keys().seq);
+    }
+    // Eject.
+    let id = gm_addr(1).ip().to_string();
+    assert!(w.ks.eject(GROUP, &id));
+    assert!(!w.ks.eject(GROUP, &id));
+    assert_eq!(w.ks.members(GROUP).count(), 1);
+    // Deleted: registrations are refused.
+    assert!(w.ks.disable_group(GROUP));
+    let mut late = World::new(ks_config(b"k", Authorization::default()), vec![]);
+    std::mem::swap(&mut late.ks, &mut w.ks);
+    late.gms = vec![(gm_addr(9), gm(9, b"k", GROUP))];
+    late.index = late
+        .gms
+        .iter()
+        .enumerate()
+        .map(|(i, (a, _))| (*a, i))
+        .collect();
+    late.now = w.now;
+    let t = late.now + 5_000;
+    late.run_until(t);
+    assert!(!late.gms[0].1.is_registered());
+    assert!(late.ks.counters().rejected(Reject::UnknownGroup) >= 1);
+}
