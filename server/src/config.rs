@@ -20,6 +20,10 @@ pub struct ServerConfig {
     pub identity: Option<Ipv4Addr>,
     /// Data directory.
     pub data_dir: Option<PathBuf>,
+    /// Store URL (`sqlite://PATH` or `postgres://...`).
+    pub database: Option<String>,
+    /// REST API address.
+    pub http: Option<SocketAddr>,
     /// Opt-in key log file (phase 1 keys and TEKs, Wireshark formats).
     pub key_log: Option<PathBuf>,
     /// Pre-shared keys by GM source range.

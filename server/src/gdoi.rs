@@ -16,9 +16,14 @@ use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
 
+use crate::control::{Command, Write};
 use crate::keylog::KeyLog;
 use crate::state::StateDir;
 use crate::Startup;
+use gkm_store::model::{GmRow, RekeyRecord};
+use gkm_web::{GroupStatus, KekPolicyStatus, RekeyAccepted, RekeyStatus as WebRekeyStatus};
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
 
 /// Wall-clock milliseconds, the engine's time.
 pub fn now_ms() -> u64 {
@@ -72,8 +77,22 @@ const SENDS_PER_RECEIVE_PASS: usize = 256;
 /// it, prints one line, and waits to be killed.
 const FAULT_PAUSE_AFTER_SEQ_PERSIST: &str = "GKM_FAULT_PAUSE_AFTER_SEQ_PERSIST";
 
+/// The loop's channels: commands from the API, writes to the store.
+pub struct Channels {
+    /// Commands from the web layer.
+    pub commands: mpsc::UnboundedReceiver<Command>,
+    /// Writes for the store writer.
+    pub writes: mpsc::UnboundedSender<Write>,
+}
+
 /// The driver's state besides the engine.
 struct Driver {
+    writes: mpsc::UnboundedSender<Write>,
+    /// Rekeys in progress: (group, SEQ) → record so far.
+    rekeys: HashMap<(u32, u32), RekeyRecord>,
+    maker: crate::groups::KeyMaker,
+    config_psks: Vec<(gkm_proto::group::Ipv4Prefix, Zeroizing<Vec<u8>>)>,
+    group_psks: HashMap<u32, (Vec<gkm_proto::group::Ipv4Prefix>, Zeroizing<Vec<u8>>)>,
     state: StateDir,
     policies: HashMap<u32, String>,
     key_log: Option<KeyLog>,
@@ -134,6 +153,7 @@ impl Driver {
     fn event(&mut self, ks: &KeyServer, e: KsEvent) {
         match e {
             KsEvent::Registered(r) => {
+                let _ = self.writes.send(Write::Gms(vec![gm_row(&r, None)]));
                 info!(
                     gm = %r.identity, addr = %r.addr, group = r.group_id, class = %r.class,
                     version = %r.version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
@@ -171,6 +191,17 @@ impl Driver {
                 datagrams,
             } => {
                 info!(group = group_id, seq, %reason, datagrams, "rekey sent");
+                let record = RekeyRecord {
+                    group: group_id,
+                    seq,
+                    reason: reason.to_string(),
+                    started_at: i64::try_from(now_ms()).unwrap_or(i64::MAX),
+                    sent: u32::try_from(datagrams).unwrap_or(u32::MAX),
+                    acked: 0,
+                    duration_ms: None,
+                };
+                let _ = self.writes.send(Write::Rekey(record.clone()));
+                self.rekeys.insert((group_id, seq), record);
                 // The journal holds every group's GMs.
                 let gms: Vec<&GmRecord> = ks.all_members().collect();
                 match self.state.compact_if_large(gms.into_iter()) {
@@ -192,20 +223,39 @@ impl Driver {
                 seq,
                 gms,
                 elapsed_ms,
-            } => info!(
-                group = group_id,
-                seq, gms, elapsed_ms, "rekey acknowledged by every GM"
-            ),
+            } => {
+                info!(
+                    group = group_id,
+                    seq, gms, elapsed_ms, "rekey acknowledged by every GM"
+                );
+                if let Some(r) = self.rekeys.get_mut(&(group_id, seq)) {
+                    r.acked = u32::try_from(gms).unwrap_or(u32::MAX);
+                    r.duration_ms = i64::try_from(elapsed_ms).ok();
+                    let _ = self.writes.send(Write::Rekey(r.clone()));
+                }
+            }
             KsEvent::RekeyRoundClosed {
                 group_id,
                 seq,
                 acked,
                 missed,
                 removed,
-            } => info!(
-                group = group_id,
-                seq, acked, missed, removed, "rekey round closed"
-            ),
+            } => {
+                info!(
+                    group = group_id,
+                    seq, acked, missed, removed, "rekey round closed"
+                );
+                if let Some(mut r) = self.rekeys.remove(&(group_id, seq)) {
+                    r.acked = u32::try_from(acked).unwrap_or(u32::MAX);
+                    let _ = self.writes.send(Write::Rekey(r));
+                }
+                // The GM database's ACK state, for the API and the dashboard.
+                let rows = ks
+                    .members(group_id)
+                    .map(|m| gm_row(m, ks.member_ack_state(group_id, &m.identity)))
+                    .collect();
+                let _ = self.writes.send(Write::Gms(rows));
+            }
             KsEvent::GmRemoved {
                 group_id,
                 identity,
@@ -213,6 +263,11 @@ impl Driver {
                 seq,
             } => {
                 warn!(group = group_id, gm = %identity, %addr, seq, "GM removed from the GM database after 3 consecutive unacknowledged rekeys; it gets no rekeys until it registers again");
+                let _ = self.writes.send(Write::GmState(
+                    group_id,
+                    identity.clone(),
+                    gkm_store::model::GmState::Removed,
+                ));
                 if let Err(e) = self.state.gm_removed(group_id, &identity) {
                     error!(error = %e, "cannot record the removal in the journal");
                 }
@@ -304,7 +359,12 @@ pub async fn run(
     members: Vec<GmRecord>,
     state: StateDir,
     key_log: Option<KeyLog>,
+    channels: Channels,
 ) -> Result<()> {
+    let Channels {
+        mut commands,
+        writes,
+    } = channels;
     // ChaCha20 seeded once from the OS: cookies, nonces and message IDs
     // without a getrandom system call each (ring's ECDH draws from the OS itself).
     let rng = ChaCha20Rng::from_rng(OsRng).map_err(|e| anyhow!("seeding the generator: {e}"))?;
@@ -318,6 +378,11 @@ pub async fn run(
         info!(gms = restored, "GM database restored");
     }
     let mut driver = Driver {
+        writes,
+        rekeys: HashMap::new(),
+        maker: startup.maker,
+        config_psks: startup.config_psks,
+        group_psks: startup.group_psks,
         state,
         policies: startup.policies,
         key_log,
@@ -381,6 +446,7 @@ pub async fn run(
                     driver.release(&mut ks);
                 }
             }
+            Some(cmd) = commands.recv() => driver.command(&mut ks, cmd),
             _ = usr1.recv() => manual(&mut ks, &group_ids, RekeyReason::Manual),
             _ = usr2.recv() => manual(&mut ks, &group_ids, RekeyReason::Replace),
             _ = term.recv() => {
@@ -390,6 +456,140 @@ pub async fn run(
             _ = &mut shutdown => {
                 info!(registrations = ks.counters().registrations, "shutting down");
                 return Ok(());
+            }
+        }
+    }
+}
+
+/// A GM record as a store row, with its ACK state if known.
+fn gm_row(r: &GmRecord, ack: Option<gkm_proto::ack_tracker::AckState>) -> GmRow {
+    let misses = ack.map_or(0, |a| a.misses);
+    GmRow {
+        group: r.group_id,
+        identity: r.identity.clone(),
+        address: r.addr.to_string(),
+        class: r.class.to_string(),
+        version: r.version.map(|v| v.to_string()),
+        features: r.features.0,
+        state: if misses > 0 {
+            gkm_store::model::GmState::Lagging
+        } else {
+            gkm_store::model::GmState::Registered
+        },
+        registered_at: i64::try_from(r.registered_at).unwrap_or(i64::MAX),
+        last_seq_sent: ack.and_then(|a| a.last_sent),
+        last_seq_acked: ack.and_then(|a| a.last_acked),
+        misses,
+    }
+}
+
+fn status_of(ks: &KeyServer, group: u32) -> Option<GroupStatus> {
+    let r = ks.rekey_status(group)?;
+    let kek = ks
+        .kek_policy_status(group, now_ms())
+        .map(|k| KekPolicyStatus {
+            teks: k.teks as u64,
+            seq: k.seq,
+            transport: k.transport.into(),
+            spi: hex::encode(k.spi),
+            management_algorithm: k.management_algorithm.into(),
+            encryption_algorithm: k.encryption_algorithm.into(),
+            iv_len: u32::try_from(k.iv_len).unwrap_or(0),
+            key_size_bits: u32::from(k.key_size_bits),
+            original_lifetime_secs: u64::from(k.original_lifetime_secs),
+            remaining_lifetime_secs: k.remaining_lifetime_secs,
+            time_to_rekey_secs: k.time_to_rekey_secs,
+            sig_hash_algorithm: k.sig_hash_algorithm.into(),
+            sig_algorithm: k.sig_algorithm.into(),
+            sig_key_bits: u32::from(k.sig_key_bits),
+            sig_size: u32::try_from(k.sig_size).unwrap_or(0),
+            sig_key_name: k.sig_key_name,
+            acknowledgement: k.acknowledgement.into(),
+        });
+    Some(GroupStatus {
+        rekey: WebRekeyStatus {
+            ack_type_in_use: r.ack_type_in_use.into(),
+            rekeys_sent: r.rekeys_sent,
+            seq: r.seq,
+            gms: r.gms as u64,
+            gms_at_risk: r.gms_at_risk as u64,
+        },
+        kek,
+    })
+}
+
+impl Driver {
+    fn command(&mut self, ks: &mut KeyServer, cmd: Command) {
+        match cmd {
+            Command::Rekey {
+                group,
+                replace,
+                reply,
+            } => {
+                let reason = if replace {
+                    RekeyReason::Replace
+                } else {
+                    RekeyReason::Manual
+                };
+                info!(group, %reason, "rekey requested through the API");
+                let r = ks
+                    .rekey_now(now_ms(), group, reason)
+                    .map(|()| RekeyAccepted { group, replace })
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Command::Eject {
+                group,
+                identity,
+                reply,
+            } => {
+                if ks.eject(group, &identity) {
+                    warn!(group, gm = %identity, "GM ejected through the API");
+                    if let Err(e) = self.state.gm_removed(group, &identity) {
+                        error!(error = %e, "cannot record the removal in the journal");
+                    }
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Command::Status { group, reply } => {
+                let _ = reply.send(status_of(ks, group));
+            }
+            Command::GroupChanged {
+                identity,
+                group,
+                psk,
+                replace,
+            } => {
+                match group {
+                    None => {
+                        ks.disable_group(identity);
+                        self.group_psks.remove(&identity);
+                        info!(group = identity, "group deleted: no longer served");
+                    }
+                    Some(g) => match self.maker.make(&g.name, g.identity, &g.policy) {
+                        Ok(made) => {
+                            self.policies.insert(g.identity, made.fingerprint);
+                            match &psk {
+                                Some(k) => {
+                                    self.group_psks.insert(g.identity, crate::group_psk(&g, k));
+                                }
+                                None => {
+                                    self.group_psks.remove(&g.identity);
+                                }
+                            }
+                            match ks.set_group(now_ms(), made.group, replace) {
+                                Ok(r) => info!(group = %g.name, rekey = ?r, "group policy applied"),
+                                Err(e) => {
+                                    error!(group = %g.name, error = %e, "group policy not applied")
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            error!(group = %g.name, error = %format!("{e:#}"), "group policy not applied")
+                        }
+                    },
+                }
+                ks.set_psks(crate::psk_table(&self.config_psks, &self.group_psks));
             }
         }
     }

@@ -9,24 +9,22 @@
 //! dashboard land with their issues.
 
 mod config;
+mod control;
 mod gdoi;
+mod groups;
 mod keylog;
 mod state;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
-use gkm_proto::ack_policy::AckOption;
-use gkm_proto::crypto::{
-    certificates_from_pem, CbcCipher, CertificateAuthority, RekeySigner, RsaSigner,
-};
-use gkm_proto::group::{GroupKeys, KekParams};
-use gkm_proto::ks::{Authorization, KsConfig, KsGroup, KsLimits};
-use gkm_proto::rekey::{RekeyPolicy, RekeyTransport};
+use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, RekeySigner, RsaSigner};
+use gkm_proto::group::{GroupKeys, Ipv4Prefix};
+use gkm_proto::ks::{KsConfig, KsLimits};
 use rand_core::OsRng;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
@@ -50,6 +48,12 @@ struct Args {
     /// Directory for the database, keys and logs.
     #[arg(long, env = "GKM_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Store URL: `sqlite://PATH` (default: gkm.db in the data directory) or `postgres://...`.
+    #[arg(long, env = "GKM_DATABASE_URL")]
+    database: Option<String>,
+    /// Address for the REST API (HTTP), default 127.0.0.1:8080.
+    #[arg(long, env = "GKM_HTTP")]
+    http: Option<SocketAddr>,
     /// Write phase 1 keys and TEKs to this file for Wireshark. Secret material: off by default.
     #[arg(long, env = "GKM_KEYLOG")]
     key_log: Option<PathBuf>,
@@ -124,6 +128,50 @@ pub struct Startup {
     pub replace: Vec<u32>,
     /// Multicast rekey TTL per multicast group address.
     pub multicast_ttl: HashMap<Ipv4Addr, u8>,
+    /// Makes engine groups from the model (for groups changed at run time).
+    pub maker: groups::KeyMaker,
+    /// PSKs from the configuration file.
+    pub config_psks: Vec<(Ipv4Prefix, Zeroizing<Vec<u8>>)>,
+    /// Each group's PSK and the GM ranges it applies to.
+    pub group_psks: HashMap<u32, (Vec<Ipv4Prefix>, Zeroizing<Vec<u8>>)>,
+}
+
+/// The PSK table the engine uses: the configuration file's, then each
+/// group's on its authorization ranges (anywhere when it has none).
+pub fn psk_table(
+    config: &[(Ipv4Prefix, Zeroizing<Vec<u8>>)],
+    groups: &HashMap<u32, (Vec<Ipv4Prefix>, Zeroizing<Vec<u8>>)>,
+) -> Vec<(Ipv4Prefix, Zeroizing<Vec<u8>>)> {
+    let mut out = config.to_vec();
+    let mut ids: Vec<&u32> = groups.keys().collect();
+    ids.sort();
+    for id in ids {
+        if let Some((ranges, k)) = groups.get(id) {
+            if ranges.is_empty() {
+                out.push((
+                    "0.0.0.0/0".parse().unwrap_or(Ipv4Prefix {
+                        addr: Ipv4Addr::UNSPECIFIED,
+                        len: 0,
+                    }),
+                    k.clone(),
+                ));
+            }
+            out.extend(ranges.iter().map(|r| (*r, k.clone())));
+        }
+    }
+    out
+}
+
+/// A group's PSK entry for [`psk_table`].
+pub fn group_psk(g: &gkm_store::model::Group, psk: &str) -> (Vec<Ipv4Prefix>, Zeroizing<Vec<u8>>) {
+    let ranges = g
+        .policy
+        .authorization
+        .addresses
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    (ranges, Zeroizing::new(psk.as_bytes().to_vec()))
 }
 
 fn build(
@@ -132,15 +180,16 @@ fn build(
     data_dir: &Path,
     state: &state::StateDir,
     export_keys: bool,
+    stored: &[(gkm_store::model::Group, Option<Zeroizing<String>>)],
 ) -> Result<Startup> {
-    let mut psks = Vec::new();
+    let mut config_psks = Vec::new();
     for (i, p) in cfg.psk.iter().enumerate() {
         let key = match (&p.key, &p.key_file) {
             (Some(k), _) => k.clone(),
             (None, Some(f)) => read(f)?.trim_end().to_owned(),
             (None, None) => anyhow::bail!("psk[{i}]: no key"),
         };
-        psks.push((
+        config_psks.push((
             prefix(&format!("psk[{i}].prefix"), &p.prefix)?,
             Zeroizing::new(key.into_bytes()),
         ));
@@ -159,71 +208,23 @@ fn build(
         }
     };
     let signer = rekey_signer(data_dir, cfg.rekey_signature)?;
-    let spki = signer.public_spki_der().map_err(|e| anyhow!("{e}"))?;
-    let spki_digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &spki));
-    let mut groups = Vec::new();
+    let maker = groups::KeyMaker::new(identity, &signer)?;
+    let mut ks_groups = Vec::new();
     let mut policies = HashMap::new();
     let mut replace = Vec::new();
     let mut multicast_ttl = HashMap::new();
-    for (i, g) in cfg.group.iter().enumerate() {
-        let selectors = g
-            .tek
-            .iter()
-            .enumerate()
-            .map(|(j, t)| {
-                Ok((
-                    prefix(&format!("group[{i}].tek[{j}].src"), &t.src)?,
-                    prefix(&format!("group[{i}].tek[{j}].dst"), &t.dst)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let r = &g.rekey;
-        let transport = match g.rekey_address {
-            Some(a) => {
-                multicast_ttl.insert(a, r.multicast_ttl);
-                RekeyTransport::Multicast {
-                    group: SocketAddrV4::new(a, r.multicast_port),
-                    ttl: r.multicast_ttl,
-                }
-            }
-            None => RekeyTransport::Unicast {
-                retransmits: r.retransmit_number,
-                interval_ms: u64::from(r.retransmit_interval) * 1000,
-            },
-        };
-        let rekey = RekeyPolicy {
-            transport,
-            ack: match &r.acknowledgement {
-                Some(a) => a
-                    .parse()
-                    .map_err(|e| anyhow!("group[{i}].rekey.acknowledgement: {e}"))?,
-                None => AckOption::default(),
-            },
-            tek_rekey_before_ms: u64::from(r.tek_rekey_before) * 1000,
-            kek_rekey_before_ms: u64::from(r.kek_rekey_before) * 1000,
-        };
-        let kek_params = KekParams {
-            src: identity,
-            dst: g.rekey_address.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            port: r.multicast_port,
-            lifetime_secs: g.kek_lifetime,
-            cipher: CbcCipher::Aes128,
-            sig_algorithm: signer.algorithm(),
-            sig_key_spki: spki.clone(),
-            sig_key_bits: signer.key_bits(),
-        };
-        // What the keys depend on: a change needs new keys and a rekey replace.
-        let policy = format!(
-            "teks={selectors:?};tek_life={};kek_life={};rekey_dst={};port={};sig={}",
-            g.tek_lifetime, g.kek_lifetime, kek_params.dst, r.multicast_port, spki_digest
-        );
-        let fresh = GroupKeys::generate(
-            &mut OsRng,
-            g.identity,
-            &selectors,
-            g.tek_lifetime,
-            Some(&kek_params),
-        );
+    let mut group_psks = HashMap::new();
+    for (g, psk) in stored {
+        let made = maker.make(&g.name, g.identity, &g.policy)?;
+        if let Some((a, ttl)) = made.multicast {
+            multicast_ttl.insert(a, ttl);
+        }
+        if let Some(k) = psk {
+            group_psks.insert(g.identity, group_psk(g, k));
+        }
+        let mut group = made.group;
+        let policy = made.fingerprint;
+        let fresh = group.keys.clone();
         let (keys, resume) = match state.load_group(g.identity)? {
             None => (fresh, None),
             Some(old) if old.policy == policy => {
@@ -246,40 +247,33 @@ fn build(
                     ..fresh
                 };
                 let now = gdoi::now_ms();
+                let tek_life = g
+                    .policy
+                    .teks
+                    .iter()
+                    .map(|t| t.lifetime)
+                    .min()
+                    .unwrap_or(3600);
                 let resume = gkm_proto::rekey::GroupState {
                     keys: keys.clone(),
                     push_kek: old.state.push_kek,
                     previous_teks: previous,
-                    tek_expires_at: now + u64::from(g.tek_lifetime) * 1000,
-                    kek_expires_at: now + u64::from(g.kek_lifetime) * 1000,
+                    tek_expires_at: now + u64::from(tek_life) * 1000,
+                    kek_expires_at: now + u64::from(g.policy.kek.lifetime) * 1000,
                     rekeys_sent: old.state.rekeys_sent,
                 };
                 (keys, Some(resume))
             }
         };
         policies.insert(g.identity, policy);
-        let authorization = Authorization {
-            addresses: g
-                .authorization
-                .addresses
-                .iter()
-                .enumerate()
-                .map(|(j, a)| prefix(&format!("group[{i}].authorization.addresses[{j}]"), a))
-                .collect::<Result<_>>()?,
-            identities: g.authorization.identities.clone(),
-        };
-        groups.push(KsGroup {
-            name: g.name.clone(),
-            keys,
-            authorization,
-            rekey,
-            resume,
-        });
+        group.keys = keys;
+        group.resume = resume;
+        ks_groups.push(group);
     }
     let ks = KsConfig {
         identity,
-        groups,
-        psks,
+        groups: ks_groups,
+        psks: psk_table(&config_psks, &group_psks),
         ca,
         certificate,
         asr9000: cfg
@@ -303,7 +297,55 @@ fn build(
         policies,
         replace,
         multicast_ttl,
+        maker,
+        config_psks,
+        group_psks,
     })
+}
+
+/// On first start (no API token yet), creates the bootstrap admin token and
+/// writes it to `admin-token` in the data directory, mode 0600.
+async fn bootstrap_token(store: &dyn gkm_store::Store, data_dir: &Path) -> Result<()> {
+    if !store.tokens().await?.is_empty() {
+        return Ok(());
+    }
+    let (secret, hash) = gkm_web::auth::new_token().map_err(|p| anyhow!(p.detail))?;
+    let path = data_dir.join("admin-token");
+    let _ = std::fs::remove_file(&path);
+    create_secret(&path, format!("{secret}\n").as_bytes())?;
+    store
+        .create_token(
+            &gkm_store::Actor("bootstrap".into()),
+            "admin",
+            gkm_store::model::Role::Admin,
+            &hash,
+        )
+        .await?;
+    info!(path = %path.display(), "created the bootstrap admin API token (role admin); gkmctl reads it from there");
+    Ok(())
+}
+
+/// Groups of the configuration file enter the store the first time they
+/// are seen; afterwards the store (the API) is the source of truth.
+async fn import_config_groups(store: &dyn gkm_store::Store, cfg: &ServerConfig) -> Result<()> {
+    for g in &cfg.group {
+        let known = store.group(&g.name).await?.is_some()
+            || store.group_by_identity(g.identity).await?.is_some();
+        if known {
+            continue;
+        }
+        let policy = groups::policy_from_config(g)?;
+        store
+            .create_group(
+                &gkm_store::Actor("config".into()),
+                &g.name,
+                g.identity,
+                &policy,
+            )
+            .await?;
+        info!(group = %g.name, identity = g.identity, "group imported from the configuration file");
+    }
+    Ok(())
 }
 
 // One thread: the GDOI engine is a single task, and a second worker
@@ -350,7 +392,31 @@ async fn main() -> Result<()> {
         None => None,
     };
     let mut state = state::StateDir::open(&data_dir)?;
-    let startup = build(&cfg, identity, &data_dir, &state, key_log.is_some())?;
+    let db_url = args
+        .database
+        .clone()
+        .or(cfg.database.clone())
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("gkm.db").display()));
+    let (master, _) = gkm_store::seal::MasterKey::load(&data_dir)?;
+    let store = gkm_store::open(&db_url, master)
+        .await
+        .with_context(|| format!("cannot open the store {db_url}"))?;
+    info!(backend = ?store.kind(), "store open");
+    bootstrap_token(store.as_ref(), &data_dir).await?;
+    import_config_groups(store.as_ref(), &cfg).await?;
+    let mut stored = Vec::new();
+    for g in store.groups().await? {
+        let psk = store.group_psk(&g.name).await?;
+        stored.push((g, psk));
+    }
+    let startup = build(
+        &cfg,
+        identity,
+        &data_dir,
+        &state,
+        key_log.is_some(),
+        &stored,
+    )?;
     let members = state.load_gms()?;
     let ks_config = &startup.ks;
     if ks_config.groups.is_empty() {
@@ -366,5 +432,40 @@ async fn main() -> Result<()> {
     }
     let socket = gdoi::bind(listen).await?;
     info!(listen = %socket.local_addr()?, data_dir = %data_dir.display(), "gkm-server {} serving GDOI", env!("CARGO_PKG_VERSION"));
-    gdoi::run(socket, startup, members, state, key_log).await
+    let http = args
+        .http
+        .or(cfg.http)
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (write_tx, write_rx) = tokio::sync::mpsc::unbounded_channel();
+    let control = std::sync::Arc::new(control::ControlHandle {
+        tx: cmd_tx,
+        store: store.clone(),
+    });
+    let router = gkm_web::api::router(gkm_web::ApiState {
+        store: store.clone(),
+        control,
+    });
+    let listener = tokio::net::TcpListener::bind(http)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http}: pass --http ADDR:PORT"))?;
+    info!(http = %listener.local_addr()?, "serving the REST API at /api/v1");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tokio::spawn(control::store_writer(store.clone(), write_rx));
+    gdoi::run(
+        socket,
+        startup,
+        members,
+        state,
+        key_log,
+        gdoi::Channels {
+            commands: cmd_rx,
+            writes: write_tx,
+        },
+    )
+    .await
 }

@@ -457,6 +457,22 @@ macro_rules! store_impl {
                 Ok(())
             }
 
+            async fn set_gm_state(&self, group: u32, identity: &str, state: GmState) -> Result<()> {
+                let n = sqlx::query(
+                    "UPDATE gms SET state = $1 WHERE identity = $2 AND group_id = (SELECT id FROM groups WHERE identity = $3)",
+                )
+                .bind(state.as_str())
+                .bind(identity)
+                .bind(i64::from(group))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if n == 0 {
+                    return Err(StoreError::NotFound(format!("GM {identity:?} in group {group}")));
+                }
+                Ok(())
+            }
+
             async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()> {
                 let mut tx = self.pool.begin().await?;
                 let n = sqlx::query(

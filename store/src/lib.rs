@@ -101,6 +101,8 @@ pub trait Store: Send + Sync {
 
     /// Inserts or updates GMs (the KS engine's GM database).
     async fn put_gms(&self, gms: &[GmRow]) -> Result<()>;
+    /// Sets a GM's state (e.g. removed after 3 missed rekeys).
+    async fn set_gm_state(&self, group: u32, identity: &str, state: model::GmState) -> Result<()>;
     /// Removes a GM (eject); records who did it.
     async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()>;
     /// GMs matching `filter`, ordered by (group, identity).

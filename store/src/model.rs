@@ -221,6 +221,14 @@ pub struct GroupPolicy {
     /// Rekey transport.
     #[serde(default)]
     pub rekey: RekeyTransport,
+    /// Rekey the TEKs this many seconds before they expire (at least 10,
+    /// under half the shortest TEK lifetime).
+    #[serde(default = "default_rekey_before")]
+    pub tek_rekey_before: u32,
+    /// Rekey the KEK this many seconds before it expires (at least 10,
+    /// under half its lifetime).
+    #[serde(default = "default_rekey_before")]
+    pub kek_rekey_before: u32,
     /// `rekey acknowledgement`; requires unicast rekey. Absent: `cisco`
     /// for unicast groups, none for multicast ones.
     #[serde(default)]
@@ -245,6 +253,10 @@ pub struct GroupPolicy {
     /// Phase 1 authentication.
     #[serde(default)]
     pub authentication: Authentication,
+}
+
+fn default_rekey_before() -> u32 {
+    90
 }
 
 fn check_prefix(field: &str, s: &str) -> Result<(), Invalid> {
@@ -298,6 +310,25 @@ impl GroupPolicy {
                     format!("{} is out of range: 300-86400 seconds", t.lifetime),
                 ));
             }
+        }
+        let shortest = self.teks.iter().map(|t| t.lifetime).min().unwrap_or(0);
+        if self.tek_rekey_before < 10 || self.tek_rekey_before >= shortest / 2 {
+            return Err(invalid(
+                "/tek_rekey_before",
+                format!(
+                    "{} must be at least 10 and under half the shortest TEK lifetime ({shortest} s)",
+                    self.tek_rekey_before
+                ),
+            ));
+        }
+        if self.kek_rekey_before < 10 || self.kek_rekey_before >= self.kek.lifetime / 2 {
+            return Err(invalid(
+                "/kek_rekey_before",
+                format!(
+                    "{} must be at least 10 and under half the KEK lifetime ({} s)",
+                    self.kek_rekey_before, self.kek.lifetime
+                ),
+            ));
         }
         let unicast = match &self.rekey {
             RekeyTransport::Unicast {

@@ -292,6 +292,20 @@ async fn gm_listing_filters_and_pages_by_keyset() {
             .await
             .unwrap();
         assert_eq!(first.gms[0], again, "the row reads back as written");
+        // State changes (removed after 3 misses) keep the row.
+        s.set_gm_state(1, &again.identity, GmState::Removed)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.count_gms(&f(None, Some(GmState::Removed), None, None))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(matches!(
+            s.set_gm_state(1, "nobody", GmState::Removed).await,
+            Err(StoreError::NotFound(_))
+        ));
         // Eject.
         s.remove_gm(&admin(), 1, &again.identity).await.unwrap();
         assert!(matches!(

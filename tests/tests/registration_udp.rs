@@ -35,6 +35,7 @@ fn start_server(dir: &Path, port: u16, key_log: bool) -> Proc {
     let mut cmd = Command::new(binary("gkm-server", "gkm-server"));
     cmd.arg("--config")
         .arg(write_config(dir, port))
+        .args(["--http", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.join("data"));
     if key_log {
@@ -202,7 +203,13 @@ fn bind_refusal_and_bad_options_are_clear_errors() {
     let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
     let out = Command::new(binary("gkm-server", "gkm-server"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.join("data"))
         .output()
         .unwrap();

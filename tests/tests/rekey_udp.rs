@@ -53,6 +53,7 @@ fn server(dir: &Path, config: &Path, crash_after_persist: bool, netns: Option<&s
     };
     cmd.arg("--config")
         .arg(config)
+        .args(["--http", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.join("data"))
         .env("RUST_LOG", "info")

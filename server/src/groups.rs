@@ -1,0 +1,191 @@
+//! From the controller's group model (gkm-store) to the key-server
+//! engine's groups (gkm-proto): fresh keys of the policy's shape, the
+//! rekey policy, authorization, and the fingerprint of what the keys
+//! depend on (persisted with them: a change means new keys and a rekey
+//! replace).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use anyhow::{anyhow, Result};
+use gkm_proto::ack_policy::AckOption as EngineAck;
+use gkm_proto::crypto::{CbcCipher, RekeySigner};
+use gkm_proto::group::{GroupKeys, Ipv4Prefix, KekParams, Tek};
+use gkm_proto::ks::{Authorization, KsGroup};
+use gkm_proto::rekey::{RekeyPolicy, RekeyTransport};
+use gkm_store::model::{AckOption, GroupPolicy, RekeyTransport as StoreTransport};
+use gkm_wire::consts::EspTransformId;
+use rand_core::OsRng;
+
+use crate::config::GroupConfig;
+
+/// What every group's KEK shares: the KS's address and rekey-signing key.
+pub struct KeyMaker {
+    /// The KS's identity and rekey source.
+    pub identity: Ipv4Addr,
+    sig: (gkm_wire::consts::SigAlgorithm, Vec<u8>, u16),
+    spki_digest: String,
+}
+
+/// An engine group made from the model.
+pub struct Made {
+    /// The group, with fresh keys.
+    pub group: KsGroup,
+    /// What the keys depend on.
+    pub fingerprint: String,
+    /// Multicast rekey address and TTL, if multicast.
+    pub multicast: Option<(Ipv4Addr, u8)>,
+}
+
+fn prefix(field: &str, s: &str) -> Result<Ipv4Prefix> {
+    s.parse::<Ipv4Prefix>().map_err(|e| anyhow!("{field}: {e}"))
+}
+
+impl KeyMaker {
+    /// For a KS at `identity` signing with `signer`.
+    pub fn new(identity: Ipv4Addr, signer: &RekeySigner) -> Result<Self> {
+        let spki = signer.public_spki_der().map_err(|e| anyhow!("{e}"))?;
+        let spki_digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &spki));
+        Ok(Self {
+            identity,
+            sig: (signer.algorithm(), spki, signer.key_bits()),
+            spki_digest,
+        })
+    }
+
+    /// The engine group for a validated policy, with fresh keys.
+    pub fn make(&self, name: &str, identity: u32, p: &GroupPolicy) -> Result<Made> {
+        let mut selectors = Vec::new();
+        for (i, t) in p.teks.iter().enumerate() {
+            selectors.push((
+                prefix(&format!("/teks/{i}/src"), &t.src)?,
+                prefix(&format!("/teks/{i}/dst"), &t.dst)?,
+            ));
+        }
+        let (dst, port, multicast, transport) = match &p.rekey {
+            StoreTransport::Unicast {
+                retransmit_interval,
+                retransmit_number,
+            } => (
+                Ipv4Addr::UNSPECIFIED,
+                gkm_wire::consts::GDOI_PORT,
+                None,
+                RekeyTransport::Unicast {
+                    retransmits: *retransmit_number,
+                    interval_ms: u64::from(*retransmit_interval) * 1000,
+                },
+            ),
+            StoreTransport::Multicast { address, port, ttl } => (
+                *address,
+                *port,
+                Some((*address, *ttl)),
+                RekeyTransport::Multicast {
+                    group: SocketAddrV4::new(*address, *port),
+                    ttl: *ttl,
+                },
+            ),
+        };
+        let cipher = if p.kek.algorithm == "aes-cbc-256" {
+            CbcCipher::Aes256
+        } else {
+            CbcCipher::Aes128
+        };
+        let kek = KekParams {
+            src: self.identity,
+            dst,
+            port,
+            lifetime_secs: p.kek.lifetime,
+            cipher,
+            sig_algorithm: self.sig.0,
+            sig_key_spki: self.sig.1.clone(),
+            sig_key_bits: self.sig.2,
+        };
+        let mut keys = GroupKeys::generate(&mut OsRng, identity, &selectors, 3600, Some(&kek));
+        // Each TEK takes its own transform and lifetime.
+        for (t, policy) in keys.teks.iter_mut().zip(&p.teks) {
+            let bits256 = policy.transform == "aes-gcm-256";
+            *t = Tek {
+                key: zeroize::Zeroizing::new(
+                    t.key
+                        .get(..if bits256 { 36 } else { 20 })
+                        .map_or_else(|| t.key.to_vec(), <[u8]>::to_vec),
+                ),
+                transform: EspTransformId::AES_GCM_16,
+                lifetime_secs: policy.lifetime,
+                ..t.clone()
+            };
+        }
+        let fingerprint = format!(
+            "teks={:?};kek={}/{};rekey_dst={dst};port={port};sig={}",
+            p.teks
+                .iter()
+                .map(|t| (&t.src, &t.dst, &t.transform, t.lifetime))
+                .collect::<Vec<_>>(),
+            p.kek.algorithm,
+            p.kek.lifetime,
+            self.spki_digest
+        );
+        let authorization = Authorization {
+            addresses: p
+                .authorization
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(j, a)| prefix(&format!("/authorization/addresses/{j}"), a))
+                .collect::<Result<_>>()?,
+            identities: p.authorization.identities.clone(),
+        };
+        let ack = match p.acknowledgement.unwrap_or_default() {
+            AckOption::Cisco => EngineAck::Cisco,
+            AckOption::Interoperable => EngineAck::Interoperable,
+            AckOption::Any => EngineAck::Any,
+        };
+        Ok(Made {
+            group: KsGroup {
+                name: name.to_owned(),
+                keys,
+                authorization,
+                rekey: RekeyPolicy {
+                    transport,
+                    ack,
+                    tek_rekey_before_ms: u64::from(p.tek_rekey_before) * 1000,
+                    kek_rekey_before_ms: u64::from(p.kek_rekey_before) * 1000,
+                },
+                resume: None,
+            },
+            fingerprint,
+            multicast,
+        })
+    }
+}
+
+/// A configuration-file group as the controller's model (imported into the
+/// store the first time the server sees it).
+pub fn policy_from_config(g: &GroupConfig) -> Result<GroupPolicy> {
+    let teks: Vec<serde_json::Value> = g
+        .tek
+        .iter()
+        .map(|t| serde_json::json!({"src": t.src, "dst": t.dst, "lifetime": g.tek_lifetime}))
+        .collect();
+    let r = &g.rekey;
+    let rekey = match g.rekey_address {
+        Some(a) => serde_json::json!({"transport": "multicast", "address": a.to_string(),
+                                      "port": r.multicast_port, "ttl": r.multicast_ttl}),
+        None => serde_json::json!({"transport": "unicast",
+                                   "retransmit_interval": r.retransmit_interval,
+                                   "retransmit_number": r.retransmit_number}),
+    };
+    let v = serde_json::json!({
+        "kek": {"lifetime": g.kek_lifetime},
+        "teks": teks,
+        "rekey": rekey,
+        "acknowledgement": r.acknowledgement,
+        "tek_rekey_before": r.tek_rekey_before,
+        "kek_rekey_before": r.kek_rekey_before,
+        "authorization": {"addresses": g.authorization.addresses, "identities": g.authorization.identities},
+    });
+    let p: GroupPolicy =
+        serde_json::from_value(v).map_err(|e| anyhow!("group {:?}: {e}", g.name))?;
+    p.validate()
+        .map_err(|e| anyhow!("group {:?}: {e}", g.name))?;
+    Ok(p)
+}
