@@ -1,30 +1,401 @@
 //! `gkmctl`: the GKM operator CLI.
 //!
 //! Owns (DESIGN.md): a REST client for `/api/v1` and the `show crypto gkm
-//! ...` text layouts network engineers read, plus `--json`. The REST API
-//! lands with the controller-core issue; until then every command says so.
+//! ...` text layouts network engineers read, plus `--json`; group, rekey,
+//! GM and token commands.
 
-use anyhow::{bail, Result};
-use clap::Parser;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use gkmctl::client::Client;
+use gkmctl::show;
+use serde_json::{json, Value};
 
 /// Command-line options.
 #[derive(Debug, Parser)]
 #[command(name = "gkmctl", version, about = "GKM operator CLI")]
 struct Args {
     /// Controller URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "GKM_URL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8080",
+        env = "GKM_URL"
+    )]
     url: String,
-    /// The command, e.g. `show crypto gkm ks policy`.
-    #[arg(trailing_var_arg = true, required = true)]
-    command: Vec<String>,
+    /// API token (gkm_...).
+    #[arg(long, global = true, env = "GKM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the API token (default: gkm-data/admin-token, the
+    /// bootstrap admin token of a server started in this directory).
+    #[arg(long, global = true, env = "GKM_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of the text layout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
 }
 
-fn main() -> Result<()> {
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// `show crypto gkm [ks [policy|rekey|replay]]`, `show crypto gkm feature ip-d3p|gdoi-interop-ack`.
+    Show {
+        /// The words after `show`.
+        #[arg(num_args = 1.., required = true)]
+        words: Vec<String>,
+        /// Feature view: only the devices lacking the feature (the seed's `| include no`).
+        #[arg(long)]
+        lacking: bool,
+    },
+    /// Groups.
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
+    /// Rekey a group now, or send it a rekey replace.
+    Rekey {
+        /// `now` or `replace`.
+        kind: String,
+        /// Group name.
+        group: String,
+    },
+    /// Group members.
+    Gm {
+        #[command(subcommand)]
+        cmd: GmCmd,
+    },
+    /// API tokens (admin).
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCmd {
+    /// Create a group from a policy file (JSON).
+    Create {
+        /// Name.
+        name: String,
+        /// Group identity number.
+        #[arg(long)]
+        identity: u32,
+        /// Policy file (JSON; see docs/openapi.json, GroupPolicy).
+        #[arg(long)]
+        policy: PathBuf,
+    },
+    /// Replace a group's policy.
+    Set {
+        /// Name.
+        name: String,
+        /// Policy file (JSON).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Only if the group is still at this version.
+        #[arg(long)]
+        version: Option<i64>,
+    },
+    /// Show one group or all.
+    Show {
+        /// Name.
+        name: Option<String>,
+    },
+    /// Delete a group.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GmCmd {
+    /// List GMs.
+    List {
+        /// Group identity number.
+        #[arg(long)]
+        group: Option<u32>,
+        /// registered, lagging or removed.
+        #[arg(long)]
+        state: Option<String>,
+        /// cisco, asr9000 or non-cisco.
+        #[arg(long)]
+        class: Option<String>,
+    },
+    /// Eject a GM: no more rekeys until it registers again.
+    Eject {
+        /// Group name.
+        group: String,
+        /// GM identity.
+        identity: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Create a token; its secret is printed once.
+    Create {
+        /// Name.
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: String,
+    },
+    /// List tokens.
+    List,
+    /// Delete a token.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+fn token(args: &Args) -> Result<Option<String>> {
+    if let Some(t) = &args.token {
+        return Ok(Some(t.clone()));
+    }
+    let path = args
+        .token_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("gkm-data/admin-token"));
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(t.trim().to_owned())),
+        Err(_) if args.token_file.is_none() => Ok(None),
+        Err(e) => Err(anyhow!(
+            "cannot read the token file {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn read_json(path: &PathBuf) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// Groups and their live status.
+fn groups_with_status(c: &Client) -> Result<(Vec<Value>, Vec<Value>)> {
+    let groups: Vec<Value> = c
+        .call("GET", "/api/v1/groups", None)?
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut statuses = Vec::new();
+    for g in &groups {
+        let name = g["name"].as_str().unwrap_or_default();
+        statuses.push(
+            c.call("GET", &format!("/api/v1/groups/{}/status", enc(name)), None)
+                .unwrap_or(Value::Null),
+        );
+    }
+    Ok((groups, statuses))
+}
+
+/// Percent-encodes a path segment.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn show_cmd(c: &Client, words: &[String], lacking: bool, as_json: bool) -> Result<String> {
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let rest = match w.as_slice() {
+        ["crypto", "gkm", rest @ ..] => rest,
+        _ => bail!("usage: gkmctl show crypto gkm [ks [policy|rekey|replay] | feature ip-d3p|gdoi-interop-ack]"),
+    };
+    if let ["feature", name] = rest {
+        if !["ip-d3p", "gdoi-interop-ack"].contains(name) {
+            bail!("feature {name:?}: use ip-d3p or gdoi-interop-ack");
+        }
+        let groups: Vec<Value> = c
+            .call("GET", "/api/v1/groups", None)?
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut out = String::new();
+        let mut all = Vec::new();
+        for g in &groups {
+            let id = g["identity"].as_u64().unwrap_or(0);
+            let mut gms = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let mut q = format!("/api/v1/gms?group={id}&feature={name}&limit=1000");
+                if lacking {
+                    q.push_str("&supported=no");
+                }
+                if let Some(a) = &after {
+                    q.push_str(&format!("&after={}", enc(a)));
+                }
+                let page = c.call("GET", &q, None)?;
+                for m in page["gms"].as_array().cloned().unwrap_or_default() {
+                    gms.push(m);
+                }
+                match page["next"].as_str() {
+                    Some(n) => after = Some(n.to_owned()),
+                    None => break,
+                }
+            }
+            let bit = match *name {
+                "ip-d3p" => 1,
+                _ => 2,
+            };
+            let rows: Vec<(String, String, bool)> = gms
+                .iter()
+                .map(|m| {
+                    (
+                        m["identity"].as_str().unwrap_or("-").to_owned(),
+                        m["version"].as_str().unwrap_or("-").to_owned(),
+                        m["features"].as_u64().unwrap_or(0) & bit != 0,
+                    )
+                })
+                .collect();
+            all.push(json!({"group": g["name"], "gms": gms}));
+            out.push_str(&show::feature(
+                g["name"].as_str().unwrap_or("-"),
+                &[],
+                &rows,
+            ));
+            out.push('\n');
+        }
+        return Ok(if as_json {
+            serde_json::to_string_pretty(&all)?
+        } else {
+            out
+        });
+    }
+    let (groups, statuses) = groups_with_status(c)?;
+    if as_json {
+        let v: Vec<Value> = groups
+            .iter()
+            .zip(&statuses)
+            .map(|(g, s)| json!({"group": g, "status": s}))
+            .collect();
+        return Ok(serde_json::to_string_pretty(&v)?);
+    }
+    Ok(match rest {
+        [] => show::gkm(&groups, &statuses),
+        ["ks"] => show::ks(&groups, &statuses),
+        ["ks", "policy"] => show::ks_policy(&groups, &statuses),
+        ["ks", "rekey"] => show::ks_rekey(&groups, &statuses),
+        ["ks", "replay"] => show::ks_replay(&groups),
+        ["gm", "replay"] => bail!("show crypto gkm gm replay runs against an agent; the agent's report endpoint comes with the dataplane issue"),
+        _ => bail!("unknown show command `show crypto gkm {}`", rest.join(" ")),
+    })
+}
+
+fn run(args: &Args) -> Result<String> {
+    let c = Client::new(&args.url, token(args)?);
+    let pretty = |v: Value| -> Result<String> { Ok(serde_json::to_string_pretty(&v)?) };
+    match &args.command {
+        Cmd::Show { words, lacking } => show_cmd(&c, words, *lacking, args.json),
+        Cmd::Group { cmd } => match cmd {
+            GroupCmd::Create {
+                name,
+                identity,
+                policy,
+            } => pretty(c.call(
+                "POST",
+                "/api/v1/groups",
+                Some(&json!({"name": name, "identity": identity, "policy": read_json(policy)?})),
+            )?),
+            GroupCmd::Set {
+                name,
+                policy,
+                version,
+            } => pretty(c.call(
+                "PUT",
+                &format!("/api/v1/groups/{}", enc(name)),
+                Some(&json!({"policy": read_json(policy)?, "version": version})),
+            )?),
+            GroupCmd::Show { name: Some(n) } => {
+                pretty(c.call("GET", &format!("/api/v1/groups/{}", enc(n)), None)?)
+            }
+            GroupCmd::Show { name: None } => pretty(c.call("GET", "/api/v1/groups", None)?),
+            GroupCmd::Delete { name } => {
+                c.call("DELETE", &format!("/api/v1/groups/{}", enc(name)), None)?;
+                Ok(format!("group {name} deleted"))
+            }
+        },
+        Cmd::Rekey { kind, group } => {
+            let replace = match kind.as_str() {
+                "now" => false,
+                "replace" => true,
+                other => bail!("rekey {other:?}: use `rekey now GROUP` or `rekey replace GROUP`"),
+            };
+            let v = c.call(
+                "POST",
+                &format!("/api/v1/groups/{}/rekey", enc(group)),
+                Some(&json!({"replace": replace})),
+            )?;
+            if args.json {
+                pretty(v)
+            } else {
+                Ok(format!(
+                    "{} of group {group} started",
+                    if replace { "rekey replace" } else { "rekey" }
+                ))
+            }
+        }
+        Cmd::Gm { cmd } => match cmd {
+            GmCmd::List {
+                group,
+                state,
+                class,
+            } => {
+                let mut q = String::from("/api/v1/gms?limit=1000");
+                if let Some(g) = group {
+                    q.push_str(&format!("&group={g}"));
+                }
+                if let Some(s) = state {
+                    q.push_str(&format!("&state={}", enc(s)));
+                }
+                if let Some(k) = class {
+                    q.push_str(&format!("&class={}", enc(k)));
+                }
+                pretty(c.call("GET", &q, None)?)
+            }
+            GmCmd::Eject { group, identity } => {
+                c.call(
+                    "DELETE",
+                    &format!("/api/v1/groups/{}/gms/{}", enc(group), enc(identity)),
+                    None,
+                )?;
+                Ok(format!("GM {identity} ejected from group {group}"))
+            }
+        },
+        Cmd::Token { cmd } => match cmd {
+            TokenCmd::Create { name, role } => pretty(c.call(
+                "POST",
+                "/api/v1/tokens",
+                Some(&json!({"name": name, "role": role})),
+            )?),
+            TokenCmd::List => pretty(c.call("GET", "/api/v1/tokens", None)?),
+            TokenCmd::Delete { name } => {
+                c.call("DELETE", &format!("/api/v1/tokens/{}", enc(name)), None)?;
+                Ok(format!("token {name} deleted"))
+            }
+        },
+    }
+}
+
+fn main() {
     let args = Args::parse();
-    bail!(
-        "gkmctl {}: `{}` needs the controller REST API at {}, which is not in this build (controller-core issue)",
-        env!("CARGO_PKG_VERSION"),
-        args.command.join(" "),
-        args.url
-    )
+    match run(&args) {
+        Ok(out) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+        }
+        Err(e) => {
+            eprintln!("gkmctl: {e:#}");
+            std::process::exit(1);
+        }
+    }
 }

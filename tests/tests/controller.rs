@@ -1,0 +1,244 @@
+//! The controller end to end with the real binaries: gkm-server on its
+//! SQLite default with the REST API, gkmctl creating a group and asking for
+//! a rekey, a real agent registering and acknowledging, the show layouts
+//! reading the engine's state, and a restart keeping groups, keys and SEQ.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use gkm_tests::procs::{binary, free_udp_port, Proc};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn server(dir: &Path, udp: u16, n: u32) -> (Proc, String) {
+    let mut cmd = Command::new(binary("gkm-server", "gkm-server"));
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{udp}"),
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(dir.join("data"))
+    .env("RUST_LOG", "info")
+    .env("NO_COLOR", "1");
+    let mut p = Proc::spawn(cmd, &dir.join(format!("server-{n}.log")));
+    p.wait_for("serving GDOI", Duration::from_secs(60));
+    let out = p.output();
+    let http = out
+        .lines()
+        .find(|l| l.contains("serving the REST API"))
+        .and_then(|l| l.split("http=").nth(1))
+        .unwrap()
+        .trim()
+        .to_owned();
+    (p, format!("http://{http}"))
+}
+
+fn gkmctl(dir: &Path, url: &str, args: &[&str]) -> Output {
+    Command::new(binary("gkmctl", "gkmctl"))
+        .args(["--url", url, "--token-file"])
+        .arg(dir.join("data/admin-token"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "gkmctl failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn gkmctl_creates_a_group_an_agent_registers_a_rekey_is_shown_and_survives_a_restart() {
+    let dir = tempdir("controller");
+    let udp = free_udp_port();
+    let (mut ks, url) = server(&dir, udp, 0);
+    let token = std::fs::read_to_string(dir.join("data/admin-token")).unwrap();
+    assert!(token.starts_with("gkm_"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("data/admin-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let policy = dir.join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"teks":[{"src":"10.1.0.0/16","dst":"10.1.0.0/16"}],
+            "rekey":{"transport":"unicast","retransmit_interval":1},
+            "d3p_window":{"msec":5000},
+            "authentication":{"method":"psk","psk":"controller-test-psk"}}"#,
+    )
+    .unwrap();
+    let created = ok(gkmctl(
+        &dir,
+        &url,
+        &[
+            "group",
+            "create",
+            "GET",
+            "--identity",
+            "4321",
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        created.contains("\"psk_set\": true") && !created.contains("controller-test-psk"),
+        "{created}"
+    );
+    // A validation error comes back naming the field.
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"teks":[{"src":"10.1.0.0/16","dst":"10.1.0.0/16"}],"d3p_window":{"sec":101}}"#,
+    )
+    .unwrap();
+    let o = gkmctl(
+        &dir,
+        &url,
+        &[
+            "group",
+            "create",
+            "BAD",
+            "--identity",
+            "9",
+            "--policy",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/d3p_window/sec") && err.contains("1-100"),
+        "{err}"
+    );
+    // The engine serves the new group at once: a real agent registers with the group's PSK.
+    let mut agent = Proc::spawn(
+        {
+            let mut c = Command::new(binary("gkm-agent", "gkm-agent"));
+            c.args([
+                "--key-server",
+                &format!("127.0.0.1:{udp}"),
+                "--group",
+                "4321",
+                "--psk",
+                "controller-test-psk",
+                "--bind",
+                "127.0.5.1:0",
+            ])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+            c
+        },
+        &dir.join("agent.log"),
+    );
+    agent.wait_for("registered group 4321", WAIT);
+    let out = ok(gkmctl(&dir, &url, &["rekey", "now", "GET"]));
+    assert!(out.contains("rekey of group GET started"), "{out}");
+    agent.wait_for("rekeyed group 4321: SEQ 1,", WAIT);
+    ks.wait_for("rekey acknowledged by every GM", WAIT);
+    let rekey = ok(gkmctl(
+        &dir,
+        &url,
+        &["show", "crypto", "gkm", "ks", "rekey"],
+    ));
+    assert!(
+        rekey.contains("Acknowledgement Type In-Use : Cisco"),
+        "{rekey}"
+    );
+    assert!(rekey.contains("Number of Rekeys sent       : 1"), "{rekey}");
+    let pol = ok(gkmctl(
+        &dir,
+        &url,
+        &["show", "crypto", "gkm", "ks", "policy"],
+    ));
+    assert!(pol.contains("# of teks : 1  Seq num : 1"), "{pol}");
+    assert!(pol.contains("acknowledgement    : cisco"), "{pol}");
+    let replay = ok(gkmctl(
+        &dir,
+        &url,
+        &["show", "crypto", "gkm", "ks", "replay"],
+    ));
+    assert!(
+        replay.contains("IP-D3P: Type = POSIX-TIME-MSEC, Window-size = 5000 msec"),
+        "{replay}"
+    );
+    // The GM database reaches the store: the feature view lists the agent.
+    let mut feature = String::new();
+    for _ in 0..50 {
+        feature = ok(gkmctl(
+            &dir,
+            &url,
+            &["show", "crypto", "gkm", "feature", "ip-d3p"],
+        ));
+        if feature.contains("127.0.5.1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        feature.contains("127.0.5.1         1.0.0     Yes"),
+        "{feature}"
+    );
+    let lacking = ok(gkmctl(
+        &dir,
+        &url,
+        &["show", "crypto", "gkm", "feature", "ip-d3p", "--lacking"],
+    ));
+    assert!(!lacking.contains("127.0.5.1"), "{lacking}");
+    // Wrong token and unreachable controller: clear errors.
+    let o = Command::new(binary("gkmctl", "gkmctl"))
+        .args([
+            "--url", &url, "--token", "gkm_0000", "show", "crypto", "gkm",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refused the token"));
+    let o = Command::new(binary("gkmctl", "gkmctl"))
+        .args([
+            "--url",
+            "http://127.0.0.1:9",
+            "--token",
+            "gkm_0000",
+            "show",
+            "crypto",
+            "gkm",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the controller"));
+    // Restart: the group, its keys and SEQ come back; the next rekey is SEQ 2 and the agent takes it.
+    ks.interrupt();
+    let (_ks, url) = server(&dir, udp, 1);
+    let out = ok(gkmctl(&dir, &url, &["rekey", "now", "GET"]));
+    assert!(out.contains("started"));
+    agent.wait_for("rekeyed group 4321: SEQ 2,", WAIT);
+    let pol = ok(gkmctl(
+        &dir,
+        &url,
+        &["show", "crypto", "gkm", "ks", "policy"],
+    ));
+    assert!(pol.contains("Seq num : 2"), "{pol}");
+    assert_eq!(agent.output().matches("registered group").count(), 1);
+}
