@@ -54,7 +54,7 @@ pub enum SignatureKind {
 }
 
 /// A group's rekey settings (`[group.rekey]`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RekeyConfig {
     /// `cisco`, `interoperable` or `any`; unicast rekeys only.
@@ -134,7 +134,7 @@ pub struct Pki {
 }
 
 /// One group.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
     /// Name.
@@ -168,7 +168,7 @@ fn default_kek_lifetime() -> u32 {
 }
 
 /// One TEK's selectors.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TekConfig {
     /// Source prefix.
@@ -178,7 +178,7 @@ pub struct TekConfig {
 }
 
 /// Group authorization lists.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationConfig {
     /// Address ranges.

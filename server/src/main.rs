@@ -348,10 +348,25 @@ async fn import_config_groups(store: &dyn gkm_store::Store, cfg: &ServerConfig) 
     Ok(())
 }
 
-// One thread: the GDOI engine is a single task, and a second worker
-// thread only adds cross-thread wake-ups on a busy key server.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<()> {
+/// Two runtimes: the GDOI engine runs alone on the main thread (one
+/// task: a second worker would only add cross-thread wake-ups on a busy
+/// key server), the REST API and the store on their own two-thread runtime,
+/// so neither waits for the other; they talk over channels.
+fn main() -> Result<()> {
+    let api = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("gkm-api")
+        .enable_all()
+        .build()
+        .context("starting the API runtime")?;
+    let gdoi_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the GDOI runtime")?;
+    gdoi_rt.block_on(serve(api.handle().clone()))
+}
+
+async fn serve(api: tokio::runtime::Handle) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -398,17 +413,30 @@ async fn main() -> Result<()> {
         .or(cfg.database.clone())
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("gkm.db").display()));
     let (master, _) = gkm_store::seal::MasterKey::load(&data_dir)?;
-    let store = gkm_store::open(&db_url, master)
+    // The store lives on the API runtime (its connections belong to that reactor).
+    let (store, stored) = {
+        let data_dir = data_dir.clone();
+        let groups_cfg = ServerConfig {
+            group: cfg.group.clone(),
+            ..ServerConfig::default()
+        };
+        api.spawn(async move {
+            let store = gkm_store::open(&db_url, master)
+                .await
+                .with_context(|| format!("cannot open the store {db_url}"))?;
+            info!(backend = ?store.kind(), "store open");
+            bootstrap_token(store.as_ref(), &data_dir).await?;
+            import_config_groups(store.as_ref(), &groups_cfg).await?;
+            let mut stored = Vec::new();
+            for g in store.groups().await? {
+                let psk = store.group_psk(&g.name).await?;
+                stored.push((g, psk));
+            }
+            Ok::<_, anyhow::Error>((store, stored))
+        })
         .await
-        .with_context(|| format!("cannot open the store {db_url}"))?;
-    info!(backend = ?store.kind(), "store open");
-    bootstrap_token(store.as_ref(), &data_dir).await?;
-    import_config_groups(store.as_ref(), &cfg).await?;
-    let mut stored = Vec::new();
-    for g in store.groups().await? {
-        let psk = store.group_psk(&g.name).await?;
-        stored.push((g, psk));
-    }
+        .context("the API runtime stopped")??
+    };
     let startup = build(
         &cfg,
         identity,
@@ -446,16 +474,18 @@ async fn main() -> Result<()> {
         store: store.clone(),
         control,
     });
-    let listener = tokio::net::TcpListener::bind(http)
+    let listener = api
+        .spawn(async move { tokio::net::TcpListener::bind(http).await })
         .await
+        .context("the API runtime stopped")?
         .with_context(|| format!("cannot listen for HTTP on {http}: pass --http ADDR:PORT"))?;
     info!(http = %listener.local_addr()?, "serving the REST API at /api/v1");
-    tokio::spawn(async move {
+    api.spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    tokio::spawn(control::store_writer(store.clone(), write_rx));
+    api.spawn(control::store_writer(store.clone(), write_rx));
     gdoi::run(
         socket,
         startup,

@@ -191,7 +191,10 @@ macro_rules! store_impl {
             fn filter<'a>(q: &mut QueryBuilder<'a, $db>, f: &'a GmFilter) {
                 q.push(" WHERE 1 = 1");
                 if let Some(g) = f.group {
-                    q.push(" AND g.identity = ").push_bind(i64::from(g));
+                    // On the GM table's own key, so its index serves filter and order.
+                    q.push(" AND m.group_id = (SELECT id FROM groups WHERE identity = ")
+                        .push_bind(i64::from(g))
+                        .push(")");
                 }
                 if let Some(s) = f.state {
                     q.push(" AND m.state = ").push_bind(s.as_str());
@@ -502,15 +505,16 @@ macro_rules! store_impl {
                 ));
                 Self::filter(&mut q, filter);
                 if let Some((g, id)) = &page.after {
-                    q.push(" AND (g.identity > ")
+                    // Rows are in (group row id, GM identity) order, which the
+                    // primary key index gives without sorting; the cursor names
+                    // the group by its identity number.
+                    q.push(" AND (m.group_id, m.identity) > ((SELECT id FROM groups WHERE identity = ")
                         .push_bind(i64::from(*g))
-                        .push(" OR (g.identity = ")
-                        .push_bind(i64::from(*g))
-                        .push(" AND m.identity > ")
+                        .push("), ")
                         .push_bind(id.as_str())
-                        .push("))");
+                        .push(")");
                 }
-                q.push(" ORDER BY g.identity, m.identity LIMIT ")
+                q.push(" ORDER BY m.group_id, m.identity LIMIT ")
                     .push_bind(i64::from(limit) + 1);
                 let rows = q.build().fetch_all(&self.pool).await?;
                 let mut gms = rows.iter().map(gm_of).collect::<Result<Vec<_>>>()?;

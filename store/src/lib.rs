@@ -105,7 +105,7 @@ pub trait Store: Send + Sync {
     async fn set_gm_state(&self, group: u32, identity: &str, state: model::GmState) -> Result<()>;
     /// Removes a GM (eject); records who did it.
     async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()>;
-    /// GMs matching `filter`, ordered by (group, identity).
+    /// GMs matching `filter`, ordered by group (creation order) then identity.
     async fn gms(&self, filter: &GmFilter, page: &Page) -> Result<GmPage>;
     /// How many GMs match `filter`.
     async fn count_gms(&self, filter: &GmFilter) -> Result<u64>;
