@@ -150,7 +150,7 @@ fn psk_of(p: &GroupPolicy) -> Option<&str> {
 }
 
 macro_rules! store_impl {
-    ($name:ident, $pool:ty, $db:ty, $kind:expr) => {
+    ($name:ident, $db:ty, $kind:expr) => {
         impl $name {
             async fn audit_tx(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -708,7 +708,10 @@ impl SqliteStore {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(std::time::Duration::from_secs(5));
+        .busy_timeout(std::time::Duration::from_secs(5))
+        // Keep the GM database's pages in memory: 64 MiB of cache per connection.
+        .pragma("cache_size", "-65536")
+        .pragma("mmap_size", "268435456");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
@@ -733,5 +736,5 @@ impl PgStore {
     }
 }
 
-store_impl!(SqliteStore, SqlitePool, sqlx::Sqlite, BackendKind::Sqlite);
-store_impl!(PgStore, PgPool, sqlx::Postgres, BackendKind::Postgres);
+store_impl!(SqliteStore, sqlx::Sqlite, BackendKind::Sqlite);
+store_impl!(PgStore, sqlx::Postgres, BackendKind::Postgres);

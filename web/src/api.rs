@@ -132,6 +132,7 @@ pub struct RekeyRequest {
 
 /// GM listing query.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GmQuery {
     /// Group identity number.
@@ -181,6 +182,7 @@ pub struct CreatedToken {
 
 /// Audit query.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries, 1-10000 (default 100).
