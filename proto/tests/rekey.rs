@@ -202,6 +202,17 @@ fn use_ecdsa(cfg: &mut KsConfig) {
     cfg.rekey_signer = Some(signer);
 }
 
+/// Rekeys to the multicast group `MCAST`.
+fn use_multicast(cfg: &mut KsConfig) {
+    cfg.groups[0].rekey.transport = RekeyTransport::Multicast {
+        group: MCAST,
+        ttl: 1,
+    };
+    if let Some(k) = cfg.groups[0].keys.kek.as_mut() {
+        k.rekey_dst = *MCAST.ip();
+    }
+}
+
 fn one_tek_config(option: AckOption) -> KsConfig {
     let mut cfg = ks_config(b"k", Authorization::default());
     cfg.groups[0].keys.teks.truncate(1);
@@ -693,13 +704,7 @@ fn no_atd_with_two_teks_or_multicast() {
     assert!(push_sa(&w.pushes[0].1, &kek, &w.ks).gap.is_none());
     // Multicast, one TEK: no GAP, no KEK_ACK_REQUESTED even with option any, no ACK.
     let mut cfg = one_tek_config(AckOption::Any);
-    cfg.groups[0].rekey.transport = RekeyTransport::Multicast {
-        group: MCAST,
-        ttl: 1,
-    };
-    if let Some(k) = cfg.groups[0].keys.kek.as_mut() {
-        k.rekey_dst = *MCAST.ip();
-    }
+    use_multicast(&mut cfg);
     let mut w = World::new(cfg, gms(3));
     w.run_until(T0 + 30_000);
     let kek = w.ks_keys().kek.unwrap();
@@ -752,13 +757,7 @@ fn multicast_acks_when_asked_are_jittered() {
     // A multicast KEK whose policy asks for RFC 8263 ACKs (another vendor's KS
     // may do so): the GM answers after a random delay of at most 500 ms.
     let mut cfg = ks_config(b"k", Authorization::default());
-    cfg.groups[0].rekey.transport = RekeyTransport::Multicast {
-        group: MCAST,
-        ttl: 1,
-    };
-    if let Some(k) = cfg.groups[0].keys.kek.as_mut() {
-        k.rekey_dst = *MCAST.ip();
-    }
+    use_multicast(&mut cfg);
     let mut w = World::new(cfg, gms(8));
     w.run_until(T0 + 30_000);
     let keys = w.ks_keys();

@@ -31,6 +31,15 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
     path
 }
 
+/// An empty directory `name` under `base` (a test's `CARGO_TARGET_TMPDIR`),
+/// emptied first if an earlier run left it.
+pub fn fresh_dir(base: &str, name: &str) -> PathBuf {
+    let d = Path::new(base).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create test directory");
+    d
+}
+
 /// A UDP port free on 127.0.0.1 right now.
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use gkm_tests::procs::{binary, free_udp_port, Proc};
+use gkm_tests::procs::{binary, free_udp_port, fresh_dir, Proc};
 use gkm_tests::tshark;
 
 fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
@@ -70,10 +70,7 @@ fn agent(dir: &Path, port: u16, i: u8) -> Proc {
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    fresh_dir(env!("CARGO_TARGET_TMPDIR"), name)
 }
 
 #[test]

@@ -13,16 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use gkm_tests::procs::{binary, free_udp_port, Proc};
+use gkm_tests::procs::{binary, free_udp_port, fresh_dir, Proc};
 use gkm_tests::tshark;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn tempdir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tempdir(name: &str) -> std::path::PathBuf {
+    fresh_dir(env!("CARGO_TARGET_TMPDIR"), name)
 }
 
 fn unicast_config(dir: &Path, port: u16) -> PathBuf {
