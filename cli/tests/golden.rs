@@ -36,7 +36,7 @@ fn fixture() -> (Vec<Value>, Vec<Value>) {
                 "management_algorithm": "disabled", "encryption_algorithm": "AES", "iv_len": 16,
                 "key_size_bits": 128, "original_lifetime_secs": 86400, "remaining_lifetime_secs": 80000,
                 "time_to_rekey_secs": 3000, "sig_hash_algorithm": "SHA256", "sig_algorithm": "RSA",
-                "sig_key_bits": 2048, "sig_size": 256, "sig_key_name": "rekey-signing-key.pem",
+                "sig_key_bits": 2048, "sig_size": 256, "sig_key_name": "gkm-rekey-rsa2048",
                 "acknowledgement": "interoperable"}
     });
     let mst = json!({
@@ -45,7 +45,7 @@ fn fixture() -> (Vec<Value>, Vec<Value>) {
                 "management_algorithm": "disabled", "encryption_algorithm": "AES", "iv_len": 16,
                 "key_size_bits": 256, "original_lifetime_secs": 3600, "remaining_lifetime_secs": 3599,
                 "time_to_rekey_secs": 3509, "sig_hash_algorithm": "SHA256", "sig_algorithm": "ECDSA-256",
-                "sig_key_bits": 256, "sig_size": 64, "sig_key_name": "rekey-signing-key-p256.der",
+                "sig_key_bits": 256, "sig_size": 64, "sig_key_name": "gkm-rekey-p256",
                 "acknowledgement": "none"}
     });
     (vec![g, m], vec![st, mst])

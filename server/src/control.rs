@@ -120,37 +120,92 @@ pub enum Write {
     GmState(u32, String, GmState),
     /// A rekey started or progressed.
     Rekey(RekeyRecord),
+    /// A group's keys and SEQ (sealed by the store under `name`); `done`
+    /// hears when they are committed, after every write queued before.
+    GroupState {
+        /// Secret name.
+        name: String,
+        /// The state, plain.
+        plain: Zeroizing<Vec<u8>>,
+        /// Told the outcome.
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    },
 }
 
-/// Runs the store writer until the channel closes: GM rows are batched.
+/// Runs the store writer until the channel closes. Writes are applied in
+/// the order they were queued, GM rows batched. GM rows that fail to be
+/// written are kept and retried; a group state queued behind them is not
+/// confirmed until they are in (a rekey never counts on a GM the store
+/// would forget).
 pub async fn store_writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Write>) {
-    while let Some(first) = rx.recv().await {
-        let mut gms = Vec::new();
+    let mut gms: Vec<GmRow> = Vec::new();
+    loop {
+        if gms.is_empty() {
+            match rx.recv().await {
+                Some(Write::Gms(g)) => gms.extend(g),
+                Some(other) => {
+                    apply(store.as_ref(), other, true).await;
+                    continue;
+                }
+                None => return,
+            }
+        }
+        // More GM rows while they come in a row; the first other write
+        // ends the batch and is applied right after it.
         let mut others = Vec::new();
-        let mut next = Some(first);
-        while let Some(w) = next.take() {
-            match w {
-                Write::Gms(g) => gms.extend(g),
-                other => others.push(other),
-            }
-            if gms.len() < 5000 {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !gms.is_empty() {
-            if let Err(e) = store.put_gms(&gms).await {
-                error!(error = %e, gms = gms.len(), "cannot write the GM database to the store");
+        while gms.len() < GM_BATCH {
+            match rx.try_recv() {
+                Ok(Write::Gms(g)) => gms.extend(g),
+                Ok(w) => {
+                    others.push(w);
+                    break;
+                }
+                Err(_) => break,
             }
         }
+        let gms_written = match store.put_gms(&gms).await {
+            Ok(()) => {
+                gms.clear();
+                true
+            }
+            Err(e) => {
+                error!(error = %e, gms = gms.len(), "cannot write the GM database to the store; retrying in 1 s");
+                false
+            }
+        };
         for w in others {
-            let r = match &w {
-                Write::GmState(g, id, s) => store.set_gm_state(*g, id, *s).await,
-                Write::Rekey(r) => store.put_rekey(r).await,
-                Write::Gms(_) => Ok(()),
-            };
-            if let Err(e) = r {
-                error!(error = %e, "cannot write to the store");
-            }
+            apply(store.as_ref(), w, gms_written).await;
         }
+        if !gms_written {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// GM rows written in one transaction at most.
+const GM_BATCH: usize = 5000;
+
+/// Applies one write that is not a GM batch; `gms_ok` says whether the GM
+/// rows queued before it are in the store.
+async fn apply(store: &dyn Store, w: Write, gms_ok: bool) {
+    let r = match w {
+        Write::GmState(g, id, s) => store.set_gm_state(g, &id, s).await,
+        Write::Rekey(r) => store.put_rekey(&r).await,
+        Write::Gms(g) => store.put_gms(&g).await,
+        Write::GroupState { name, plain, done } => {
+            let r = store.put_secret(&name, &plain).await;
+            if let Some(done) = done {
+                let answer = match (&r, gms_ok) {
+                    (Err(e), _) => Err(e.to_string()),
+                    (Ok(()), false) => Err("GM rows queued before it are not written yet".into()),
+                    (Ok(()), true) => Ok(()),
+                };
+                let _ = done.send(answer);
+            }
+            r
+        }
+    };
+    if let Err(e) = r {
+        error!(error = %e, "cannot write to the store");
     }
 }

@@ -18,11 +18,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::control::{Command, Write};
 use crate::keylog::KeyLog;
-use crate::state::StateDir;
 use crate::Startup;
 use gkm_store::model::{GmRow, RekeyRecord};
 use gkm_web::{GroupStatus, KekPolicyStatus, RekeyAccepted, RekeyStatus as WebRekeyStatus};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
 /// Wall-clock milliseconds, the engine's time.
@@ -77,6 +76,9 @@ const SENDS_PER_RECEIVE_PASS: usize = 256;
 /// it, prints one line, and waits to be killed.
 const FAULT_PAUSE_AFTER_SEQ_PERSIST: &str = "GKM_FAULT_PAUSE_AFTER_SEQ_PERSIST";
 
+/// How long the GDOI loop waits for the store to confirm a write of keys.
+const PERSIST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The loop's channels: commands from the API, writes to the store.
 pub struct Channels {
     /// Commands from the web layer.
@@ -93,7 +95,6 @@ struct Driver {
     maker: crate::groups::KeyMaker,
     config_psks: Vec<(gkm_proto::group::Ipv4Prefix, Zeroizing<Vec<u8>>)>,
     group_psks: HashMap<u32, (Vec<gkm_proto::group::Ipv4Prefix>, Zeroizing<Vec<u8>>)>,
-    state: StateDir,
     policies: HashMap<u32, String>,
     key_log: Option<KeyLog>,
     /// Prepared rekeys whose state could not be persisted yet: retried, never sent unpersisted.
@@ -102,19 +103,49 @@ struct Driver {
 }
 
 impl Driver {
-    fn persist(&mut self, ks: &KeyServer, group_id: u32) -> Result<()> {
+    /// Queues a group's keys and SEQ for the store, behind the GM rows
+    /// queued before them.
+    fn queue_state(
+        &self,
+        ks: &KeyServer,
+        group_id: u32,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Result<()> {
         let state = ks
             .group_state(group_id)
             .ok_or_else(|| anyhow!("group {group_id} has no state"))?;
         let policy = self.policies.get(&group_id).cloned().unwrap_or_default();
-        self.state.save_group(&policy, &state)
+        let plain = crate::state::encode_group(&policy, &state)?;
+        self.writes
+            .send(Write::GroupState {
+                name: crate::state::secret_name(group_id),
+                plain,
+                done,
+            })
+            .map_err(|_| anyhow!("the store writer stopped"))
+    }
+
+    /// Makes a group's keys and SEQ durable (with every GM row queued
+    /// before them) and waits for the store to confirm. The GDOI loop
+    /// waits too: no registration can take keys the store does not hold.
+    pub async fn persist(&self, ks: &KeyServer, group_id: u32) -> Result<()> {
+        let (done, rx) = oneshot::channel();
+        self.queue_state(ks, group_id, Some(done))?;
+        match tokio::time::timeout(PERSIST_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r.map_err(|e| anyhow!(e)),
+            Ok(Err(_)) => Err(anyhow!("the store writer stopped")),
+            Err(_) => Err(anyhow!(
+                "the store did not confirm the write within {} s",
+                PERSIST_TIMEOUT.as_secs()
+            )),
+        }
     }
 
     /// Persists then releases prepared rekeys; a failure keeps them for retry.
-    fn release(&mut self, ks: &mut KeyServer) {
+    async fn release(&mut self, ks: &mut KeyServer) {
         let waiting = std::mem::take(&mut self.unpersisted);
         for (group_id, seq) in waiting {
-            match self.persist(ks, group_id) {
+            match self.persist(ks, group_id).await {
                 Ok(()) => {
                     if self.pause_after_persist {
                         eprintln!("fault point: paused after persisting SEQ {seq} of group {group_id}, before sending");
@@ -134,7 +165,7 @@ impl Driver {
         }
     }
 
-    fn events(&mut self, ks: &mut KeyServer) {
+    async fn events(&mut self, ks: &mut KeyServer) {
         loop {
             while let Some(e) = ks.poll_event() {
                 self.event(ks, e);
@@ -143,7 +174,7 @@ impl Driver {
                 return;
             }
             let before = self.unpersisted.len();
-            self.release(ks);
+            self.release(ks).await;
             if self.unpersisted.len() == before {
                 return;
             }
@@ -159,9 +190,6 @@ impl Driver {
                     version = %r.version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
                     features = r.features.0, sids = ?r.sids, "GM registered"
                 );
-                if let Err(e) = self.state.gm_registered(&r) {
-                    error!(error = %e, "cannot record the GM in the journal");
-                }
             }
             KsEvent::Phase1Established { peer, identity } => {
                 debug!(%peer, %identity, "phase 1 established")
@@ -202,14 +230,9 @@ impl Driver {
                 };
                 let _ = self.writes.send(Write::Rekey(record.clone()));
                 self.rekeys.insert((group_id, seq), record);
-                // The journal holds every group's GMs.
-                let gms: Vec<&GmRecord> = ks.all_members().collect();
-                match self.state.compact_if_large(gms.into_iter()) {
-                    Ok(true) => info!("GM journal compacted"),
-                    Ok(false) => {}
-                    Err(e) => error!(error = %format!("{e:#}"), "cannot compact the GM journal"),
-                }
-                if let Err(e) = self.persist(ks, group_id) {
+                // The KEK in use for pushes may have rolled: keep it too (no
+                // new SEQ, so nothing waits for this write).
+                if let Err(e) = self.queue_state(ks, group_id, None) {
                     error!(group = group_id, error = %format!("{e:#}"), "cannot persist the group state after a rekey");
                 }
                 if let (Some(log), Some(s)) = (self.key_log.as_mut(), ks.group_state(group_id)) {
@@ -268,9 +291,6 @@ impl Driver {
                     identity.clone(),
                     gkm_store::model::GmState::Removed,
                 ));
-                if let Err(e) = self.state.gm_removed(group_id, &identity) {
-                    error!(error = %e, "cannot record the removal in the journal");
-                }
             }
             KsEvent::Rejected {
                 peer,
@@ -357,7 +377,6 @@ pub async fn run(
     socket: UdpSocket,
     startup: Startup,
     members: Vec<GmRecord>,
-    state: StateDir,
     key_log: Option<KeyLog>,
     channels: Channels,
 ) -> Result<()> {
@@ -383,13 +402,19 @@ pub async fn run(
         maker: startup.maker,
         config_psks: startup.config_psks,
         group_psks: startup.group_psks,
-        state,
         policies: startup.policies,
         key_log,
         unpersisted: Vec::new(),
         pause_after_persist: std::env::var_os(FAULT_PAUSE_AFTER_SEQ_PERSIST).is_some(),
     };
     ks.handle_timeout(now_ms());
+    // Every group's keys are in the store before the first GM can take them.
+    for g in &group_ids {
+        driver
+            .persist(&ks, *g)
+            .await
+            .map_err(|e| anyhow!("cannot persist the keys of group {g}: {e:#}"))?;
+    }
     for g in &startup.replace {
         if let Err(e) = ks.rekey_now(now_ms(), *g, RekeyReason::Replace) {
             error!(group = g, error = %e, "rekey replace at start failed");
@@ -411,7 +436,7 @@ pub async fn run(
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
     loop {
-        driver.events(&mut ks);
+        driver.events(&mut ks).await;
         io.flush(&mut ks).await;
         let retry = if driver.unpersisted.is_empty() {
             None
@@ -443,10 +468,10 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {
                 ks.handle_timeout(now_ms());
                 if !driver.unpersisted.is_empty() {
-                    driver.release(&mut ks);
+                    driver.release(&mut ks).await;
                 }
             }
-            Some(cmd) = commands.recv() => driver.command(&mut ks, cmd),
+            Some(cmd) = commands.recv() => driver.command(&mut ks, &mut io.ttl, cmd).await,
             _ = usr1.recv() => manual(&mut ks, &group_ids, RekeyReason::Manual),
             _ = usr2.recv() => manual(&mut ks, &group_ids, RekeyReason::Replace),
             _ = term.recv() => {
@@ -462,7 +487,7 @@ pub async fn run(
 }
 
 /// A GM record as a store row, with its ACK state if known.
-fn gm_row(r: &GmRecord, ack: Option<gkm_proto::ack_tracker::AckState>) -> GmRow {
+pub(crate) fn gm_row(r: &GmRecord, ack: Option<gkm_proto::ack_tracker::AckState>) -> GmRow {
     let misses = ack.map_or(0, |a| a.misses);
     GmRow {
         group: r.group_id,
@@ -480,6 +505,7 @@ fn gm_row(r: &GmRecord, ack: Option<gkm_proto::ack_tracker::AckState>) -> GmRow 
         last_seq_sent: ack.and_then(|a| a.last_sent),
         last_seq_acked: ack.and_then(|a| a.last_acked),
         misses,
+        sids: r.sids.clone(),
     }
 }
 
@@ -519,7 +545,7 @@ fn status_of(ks: &KeyServer, group: u32) -> Option<GroupStatus> {
 }
 
 impl Driver {
-    fn command(&mut self, ks: &mut KeyServer, cmd: Command) {
+    async fn command(&mut self, ks: &mut KeyServer, ttl: &mut HashMap<Ipv4Addr, u8>, cmd: Command) {
         match cmd {
             Command::Rekey {
                 group,
@@ -545,9 +571,6 @@ impl Driver {
             } => {
                 if ks.eject(group, &identity) {
                     warn!(group, gm = %identity, "GM ejected through the API");
-                    if let Err(e) = self.state.gm_removed(group, &identity) {
-                        error!(error = %e, "cannot record the removal in the journal");
-                    }
                 }
                 let _ = reply.send(Ok(()));
             }
@@ -569,6 +592,9 @@ impl Driver {
                     Some(g) => match self.maker.make(&g.name, g.identity, &g.policy) {
                         Ok(made) => {
                             self.policies.insert(g.identity, made.fingerprint);
+                            if let Some((addr, t)) = made.multicast {
+                                ttl.insert(addr, t);
+                            }
                             match &psk {
                                 Some(k) => {
                                     self.group_psks.insert(g.identity, crate::group_psk(&g, k));
@@ -578,7 +604,14 @@ impl Driver {
                                 }
                             }
                             match ks.set_group(now_ms(), made.group, replace) {
-                                Ok(r) => info!(group = %g.name, rekey = ?r, "group policy applied"),
+                                Ok(r) => {
+                                    info!(group = %g.name, rekey = ?r, "group policy applied");
+                                    // A new group's keys (a changed one's are
+                                    // persisted with the rekey it prepared).
+                                    if let Err(e) = self.persist(ks, g.identity).await {
+                                        error!(group = %g.name, error = %format!("{e:#}"), "cannot persist the group's keys");
+                                    }
+                                }
                                 Err(e) => {
                                     error!(group = %g.name, error = %e, "group policy not applied")
                                 }

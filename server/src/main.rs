@@ -76,45 +76,91 @@ fn create_secret(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Loads the rekey-signing key from the data directory, creating it (mode
-/// 0600) on first run so that restarts keep the same key. RSA keys live in
-/// `rekey-signing-key.pem`, ECDSA P-256 keys in `rekey-signing-key-p256.der`.
-fn rekey_signer(data_dir: &Path, kind: SignatureKind) -> Result<RekeySigner> {
-    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
-    let bad = |path: &Path, e: gkm_proto::crypto::SigError| anyhow!("{}: {e}", path.display());
+/// The rekey-signing key's name (shown by `show crypto gkm ks policy`)
+/// for each signature kind; the key is the store secret
+/// `rekey-signing-key/<name>`.
+fn signing_key_name(kind: SignatureKind) -> &'static str {
     match kind {
-        SignatureKind::Rsa => {
-            let path = data_dir.join("rekey-signing-key.pem");
-            if path.exists() {
-                return RsaSigner::from_pkcs8_pem(&read(&path)?)
-                    .map(|k| RekeySigner::Rsa(Box::new(k)))
-                    .map_err(|e| bad(&path, e));
-            }
-            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048)
-                .context("generating the rekey-signing key")?;
-            let pem = key
-                .to_pkcs8_pem(LineEnding::LF)
-                .context("encoding the rekey-signing key")?;
-            create_secret(&path, pem.as_bytes())?;
-            info!(path = %path.display(), "generated the rekey-signing key (RSA 2048)");
-            RsaSigner::from_pkcs8_pem(&pem)
-                .map(|k| RekeySigner::Rsa(Box::new(k)))
-                .map_err(|e| bad(&path, e))
-        }
-        SignatureKind::EcdsaP256 => {
-            let path = data_dir.join("rekey-signing-key-p256.der");
-            if path.exists() {
-                let der = Zeroizing::new(std::fs::read(&path)?);
-                return RekeySigner::ecdsa_p256_from_pkcs8(&der).map_err(|e| bad(&path, e));
-            }
-            let der = Zeroizing::new(
-                RekeySigner::generate_ecdsa_p256_pkcs8().map_err(|e| bad(&path, e))?,
-            );
-            create_secret(&path, &der)?;
-            info!(path = %path.display(), "generated the rekey-signing key (ECDSA P-256)");
-            RekeySigner::ecdsa_p256_from_pkcs8(&der).map_err(|e| bad(&path, e))
-        }
+        SignatureKind::Rsa => "gkm-rekey-rsa2048",
+        SignatureKind::EcdsaP256 => "gkm-rekey-p256",
     }
+}
+
+/// The file an earlier GKM kept the rekey-signing key in (imported once).
+fn legacy_signing_key_file(kind: SignatureKind) -> &'static str {
+    match kind {
+        SignatureKind::Rsa => "rekey-signing-key.pem",
+        SignatureKind::EcdsaP256 => "rekey-signing-key-p256.der",
+    }
+}
+
+/// Loads the rekey-signing key (PKCS#8) from the store, sealed there like
+/// every secret; creates it on first run so restarts keep the same key. A
+/// key file an earlier version left in the data directory is imported and
+/// removed.
+async fn rekey_signer(
+    store: &dyn gkm_store::Store,
+    data_dir: &Path,
+    kind: SignatureKind,
+) -> Result<RekeySigner> {
+    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+    let name = format!("rekey-signing-key/{}", signing_key_name(kind));
+    let open = |der: &[u8]| -> Result<RekeySigner> {
+        match kind {
+            SignatureKind::Rsa => {
+                let pem = std::str::from_utf8(der).map_err(|_| anyhow!("{name}: not PEM"))?;
+                RsaSigner::from_pkcs8_pem(pem)
+                    .map(|k| RekeySigner::Rsa(Box::new(k)))
+                    .map_err(|e| anyhow!("{name}: {e}"))
+            }
+            SignatureKind::EcdsaP256 => {
+                RekeySigner::ecdsa_p256_from_pkcs8(der).map_err(|e| anyhow!("{name}: {e}"))
+            }
+        }
+    };
+    if let Some(key) = store.secret(&name).await? {
+        return open(&key);
+    }
+    let legacy = data_dir.join(legacy_signing_key_file(kind));
+    let key = if legacy.exists() {
+        let key = Zeroizing::new(std::fs::read(&legacy)?);
+        open(&key).with_context(|| format!("importing {}", legacy.display()))?;
+        key
+    } else {
+        match kind {
+            SignatureKind::Rsa => {
+                let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048)
+                    .context("generating the rekey-signing key")?;
+                let pem = key
+                    .to_pkcs8_pem(LineEnding::LF)
+                    .context("encoding the rekey-signing key")?;
+                Zeroizing::new(pem.as_bytes().to_vec())
+            }
+            SignatureKind::EcdsaP256 => Zeroizing::new(
+                RekeySigner::generate_ecdsa_p256_pkcs8().map_err(|e| anyhow!("{name}: {e}"))?,
+            ),
+        }
+    };
+    let signer = open(&key)?;
+    store.put_secret(&name, &key).await?;
+    if legacy.exists() {
+        std::fs::remove_file(&legacy)
+            .with_context(|| format!("cannot remove {}", legacy.display()))?;
+        info!(from = %legacy.display(), secret = %name, "rekey-signing key moved into the store (sealed)");
+    } else {
+        info!(secret = %name, "generated the rekey-signing key, sealed in the store");
+    }
+    Ok(signer)
+}
+
+/// A group as the store holds it: policy, PSK, and persisted keys and SEQ.
+pub struct StoredGroup {
+    /// The group.
+    pub group: gkm_store::model::Group,
+    /// Its PSK.
+    pub psk: Option<Zeroizing<String>>,
+    /// Its keys and SEQ from the last run, taken when the engine is built.
+    pub saved: Option<state::Resumed>,
 }
 
 /// What the key server starts with besides its engine configuration.
@@ -177,10 +223,9 @@ pub fn group_psk(g: &gkm_store::model::Group, psk: &str) -> (Vec<Ipv4Prefix>, Ze
 fn build(
     cfg: &ServerConfig,
     identity: Ipv4Addr,
-    data_dir: &Path,
-    state: &state::StateDir,
+    signer: RekeySigner,
     export_keys: bool,
-    stored: &[(gkm_store::model::Group, Option<Zeroizing<String>>)],
+    stored: &mut [StoredGroup],
 ) -> Result<Startup> {
     let mut config_psks = Vec::new();
     for (i, p) in cfg.psk.iter().enumerate() {
@@ -207,14 +252,18 @@ fn build(
             (Some(ca), Some((cert, key)))
         }
     };
-    let signer = rekey_signer(data_dir, cfg.rekey_signature)?;
     let maker = groups::KeyMaker::new(identity, &signer)?;
     let mut ks_groups = Vec::new();
     let mut policies = HashMap::new();
     let mut replace = Vec::new();
     let mut multicast_ttl = HashMap::new();
     let mut group_psks = HashMap::new();
-    for (g, psk) in stored {
+    for StoredGroup {
+        group: g,
+        psk,
+        saved,
+    } in stored.iter_mut()
+    {
         let made = maker.make(&g.name, g.identity, &g.policy)?;
         if let Some((a, ttl)) = made.multicast {
             multicast_ttl.insert(a, ttl);
@@ -225,7 +274,7 @@ fn build(
         let mut group = made.group;
         let policy = made.fingerprint;
         let fresh = group.keys.clone();
-        let (keys, resume) = match state.load_group(g.identity)? {
+        let (keys, resume) = match saved.take() {
             None => (fresh, None),
             Some(old) if old.policy == policy => {
                 info!(group = %g.name, seq = old.state.keys.seq, "resuming persisted keys");
@@ -287,10 +336,7 @@ fn build(
         export_keys,
         dh_backend: gkm_proto::crypto::DhBackend::Ring,
         rekey_signer: Some(signer),
-        rekey_key_name: match cfg.rekey_signature {
-            SignatureKind::Rsa => "rekey-signing-key.pem".into(),
-            SignatureKind::EcdsaP256 => "rekey-signing-key-p256.der".into(),
-        },
+        rekey_key_name: signing_key_name(cfg.rekey_signature).into(),
     };
     Ok(Startup {
         ks,
@@ -406,15 +452,18 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         }
         None => None,
     };
-    let mut state = state::StateDir::open(&data_dir)?;
     let db_url = args
         .database
         .clone()
         .or(cfg.database.clone())
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("gkm.db").display()));
-    let (master, _) = gkm_store::seal::MasterKey::load(&data_dir)?;
+    let (master, created) = gkm_store::seal::MasterKey::load(&data_dir)?;
+    if let Some(path) = created {
+        info!(path = %path.display(), "generated the master key that seals keys and PSKs at rest; back it up");
+    }
     // The store lives on the API runtime (its connections belong to that reactor).
-    let (store, stored) = {
+    let kind = cfg.rekey_signature;
+    let (store, mut stored, members, signer) = {
         let data_dir = data_dir.clone();
         let groups_cfg = ServerConfig {
             group: cfg.group.clone(),
@@ -430,22 +479,32 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             let mut stored = Vec::new();
             for g in store.groups().await? {
                 let psk = store.group_psk(&g.name).await?;
-                stored.push((g, psk));
+                let saved = match store.secret(&state::secret_name(g.identity)).await? {
+                    Some(plain) => Some(state::decode_group(g.identity, &plain)?),
+                    None => None,
+                };
+                stored.push(StoredGroup {
+                    group: g,
+                    psk,
+                    saved,
+                });
             }
-            Ok::<_, anyhow::Error>((store, stored))
+            let mut members = Vec::new();
+            for row in store.live_gms().await? {
+                match state::gm_record(&row) {
+                    Ok(r) => members.push(r),
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "GM row not restored: it registers again when its keys run out")
+                    }
+                }
+            }
+            let signer = rekey_signer(store.as_ref(), &data_dir, kind).await?;
+            Ok::<_, anyhow::Error>((store, stored, members, signer))
         })
         .await
         .context("the API runtime stopped")??
     };
-    let startup = build(
-        &cfg,
-        identity,
-        &data_dir,
-        &state,
-        key_log.is_some(),
-        &stored,
-    )?;
-    let members = state.load_gms()?;
+    let startup = build(&cfg, identity, signer, key_log.is_some(), &mut stored)?;
     let ks_config = &startup.ks;
     if ks_config.groups.is_empty() {
         warn!("no groups configured: pass --config FILE (see docs/OPERATIONS.md); GMs will get INVALID-ID-INFORMATION");
@@ -490,7 +549,6 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         socket,
         startup,
         members,
-        state,
         key_log,
         gdoi::Channels {
             commands: cmd_rx,

@@ -52,7 +52,7 @@ fn psk_secret(group: &str) -> String {
 }
 
 const GROUP_COLUMNS: &str = "id, name, identity, policy, version, created_at, updated_at";
-const GM_COLUMNS: &str = "g.identity AS group_identity, m.identity, m.address, m.class, m.version, m.features, m.state, m.registered_at, m.last_seq_sent, m.last_seq_acked, m.misses";
+const GM_COLUMNS: &str = "g.identity AS group_identity, m.identity, m.address, m.class, m.version, m.features, m.state, m.registered_at, m.last_seq_sent, m.last_seq_acked, m.misses, m.sids";
 
 fn group_of<R: Row>(r: &R) -> Result<Group>
 where
@@ -94,7 +94,28 @@ where
         last_seq_sent: opt(r.try_get("last_seq_sent")?, "last_seq_sent")?,
         last_seq_acked: opt(r.try_get("last_seq_acked")?, "last_seq_acked")?,
         misses: u32_of(r.try_get("misses")?, "misses")?,
+        sids: sids_of(&r.try_get::<String, _>("sids")?)?,
     })
+}
+
+/// Sender IDs as stored: comma-separated decimals.
+fn sids_text(sids: &[u32]) -> String {
+    sids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn sids_of(s: &str) -> Result<Vec<u32>> {
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|x| {
+            x.parse()
+                .map_err(|_| corrupt(format!("GM sender IDs {s:?}")))
+        })
+        .collect()
 }
 
 fn token_of<R: Row>(r: &R) -> Result<ApiToken>
@@ -431,13 +452,13 @@ macro_rules! store_impl {
                 for gm in gms {
                     let r = sqlx::query(
                         "INSERT INTO gms (group_id, identity, address, class, version, features, state, \
-                         registered_at, last_seq_sent, last_seq_acked, misses) \
-                         SELECT id, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM groups WHERE identity = $11 \
+                         registered_at, last_seq_sent, last_seq_acked, misses, sids) \
+                         SELECT id, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12 FROM groups WHERE identity = $11 \
                          ON CONFLICT (group_id, identity) DO UPDATE SET address = excluded.address, \
                          class = excluded.class, version = excluded.version, features = excluded.features, \
                          state = excluded.state, registered_at = excluded.registered_at, \
                          last_seq_sent = excluded.last_seq_sent, last_seq_acked = excluded.last_seq_acked, \
-                         misses = excluded.misses",
+                         misses = excluded.misses, sids = excluded.sids",
                     )
                     .bind(&gm.identity)
                     .bind(&gm.address)
@@ -450,6 +471,7 @@ macro_rules! store_impl {
                     .bind(gm.last_seq_acked.map(i64::from))
                     .bind(i64::from(gm.misses))
                     .bind(i64::from(gm.group))
+                    .bind(sids_text(&gm.sids))
                     .execute(&mut *tx)
                     .await?;
                     if r.rows_affected() == 0 {
@@ -525,6 +547,16 @@ macro_rules! store_impl {
                     None
                 };
                 Ok(GmPage { gms, next })
+            }
+
+            async fn live_gms(&self) -> Result<Vec<GmRow>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {GM_COLUMNS} FROM gms m JOIN groups g ON g.id = m.group_id \
+                     WHERE m.state <> 'removed' ORDER BY m.group_id, m.identity"
+                ))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(gm_of).collect()
             }
 
             async fn count_gms(&self, filter: &GmFilter) -> Result<u64> {

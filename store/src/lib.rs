@@ -107,6 +107,8 @@ pub trait Store: Send + Sync {
     async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()>;
     /// GMs matching `filter`, ordered by group (creation order) then identity.
     async fn gms(&self, filter: &GmFilter, page: &Page) -> Result<GmPage>;
+    /// Every GM the key-server engine serves (all but removed ones), for a restart.
+    async fn live_gms(&self) -> Result<Vec<GmRow>>;
     /// How many GMs match `filter`.
     async fn count_gms(&self, filter: &GmFilter) -> Result<u64>;
 

@@ -551,6 +551,8 @@ pub struct GmRow {
     pub last_seq_acked: Option<u32>,
     /// Consecutive missed rekeys.
     pub misses: u32,
+    /// Sender IDs (RFC 6054) granted to it.
+    pub sids: Vec<u32>,
 }
 
 /// Interoperability features a GM or KS reports (GKM Vendor ID feature

@@ -93,6 +93,7 @@ fn gm(group: u32, i: u32, class: &str, features: u32, state: GmState) -> GmRow {
         last_seq_sent: Some(3),
         last_seq_acked: Some(3),
         misses: 0,
+        sids: if i % 2 == 0 { vec![i + 1] } else { Vec::new() },
     }
 }
 
@@ -201,6 +202,7 @@ async fn groups_crud_with_versions_conflicts_and_sealed_psk() {
 #[tokio::test]
 async fn gm_listing_filters_and_pages_by_keyset() {
     for s in backends().await {
+        let k = s.kind();
         s.create_group(&admin(), "G1", 1, &policy()).await.unwrap();
         s.create_group(&admin(), "G2", 2, &policy()).await.unwrap();
         let mut rows = Vec::new();
@@ -225,6 +227,26 @@ async fn gm_listing_filters_and_pages_by_keyset() {
         again.misses = 2;
         s.put_gms(&[again.clone()]).await.unwrap();
         assert_eq!(s.count_gms(&GmFilter::default()).await.unwrap(), 250);
+        // What a restarted KS loads: every GM but removed ones, with its SIDs.
+        let mut two = rows[2].clone();
+        two.sids = vec![7, 8, 4_000_000_000];
+        s.put_gms(&[two.clone()]).await.unwrap();
+        s.set_gm_state(two.group, &two.identity, GmState::Removed)
+            .await
+            .unwrap();
+        let live = s.live_gms().await.unwrap();
+        assert_eq!(live.len(), 249, "{k:?}");
+        assert!(!live.iter().any(|g| g.identity == two.identity));
+        assert_eq!(
+            live.iter().find(|g| g.identity == again.identity),
+            Some(&again)
+        );
+        s.set_gm_state(two.group, &two.identity, GmState::Registered)
+            .await
+            .unwrap();
+        let back = s.live_gms().await.unwrap();
+        let two_back = back.iter().find(|g| g.identity == two.identity).unwrap();
+        assert_eq!(two_back.sids, vec![7, 8, 4_000_000_000], "{k:?}");
         let f = |group, state, class: Option<&str>, feature| GmFilter {
             group,
             state,

@@ -122,7 +122,7 @@ fn tshark_decrypts_a_captured_registration_with_the_key_log() {
         },
         &dir.join("tshark.log"),
     );
-    cap.wait_for("Capturing on", Duration::from_secs(20));
+    cap.wait_for("Capture started", Duration::from_secs(20));
     let mut server = start_server(&dir, port, true);
     let mut a = agent(&dir, port, 9);
     a.wait_for("registered group 4321", Duration::from_secs(30));

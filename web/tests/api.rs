@@ -572,6 +572,7 @@ async fn gms_list_filters_pages_and_eject() {
             last_seq_sent: None,
             last_seq_acked: None,
             misses: 0,
+            sids: Vec::new(),
         })
         .collect();
     a.store.put_gms(&rows).await.unwrap();
@@ -769,8 +770,9 @@ async fn key_servers_status_rekey_and_openapi() {
             .expect("docs/openapi.json is committed; regenerate it with GKM_WRITE_OPENAPI=1"),
     )
     .unwrap();
-    assert_eq!(
-        committed, doc,
+    // Not assert_eq: the documents are too long to be worth printing.
+    assert!(
+        committed == doc,
         "docs/openapi.json is stale: run GKM_WRITE_OPENAPI=1 cargo test -p gkm-web --test api"
     );
 }

@@ -66,6 +66,7 @@ async fn populate(v: &[String]) {
             last_seq_sent: Some(5),
             last_seq_acked: Some(5),
             misses: 0,
+            sids: vec![i + 1],
         });
         if batch.len() == 5000 {
             store.put_gms(&batch).await.unwrap();
