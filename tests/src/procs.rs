@@ -16,26 +16,40 @@ fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a workspace binary, built (once per test process) so a test
-/// never runs a stale binary left by an earlier build.
+/// Path of a workspace binary. The first call in a test process runs
+/// `cargo build --workspace --bins` (what `scripts/test` runs before the
+/// tests, so normally a no-op; the same command keeps the same feature
+/// set, so nothing is rebuilt) and a test never runs a stale binary.
 pub fn binary(package: &str, name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let path = bin_dir().join(name);
-    let mut built = BUILT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !built.iter().any(|b| b == name) {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+        // What cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_*...)
+        // must not reach the nested build: build scripts that watch those
+        // variables (ring's) would rebuild half the workspace.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            let keep = ["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&k.as_ref())
+                || k.starts_with("CARGO_BUILD_")
+                || k.starts_with("CARGO_TERM_");
+            if k.starts_with("CARGO_") && !keep {
+                cmd.env_remove(k.as_ref());
+            }
+        }
         if bin_dir().ends_with("release") {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p {package} failed");
-        built.push(name.to_owned());
-    }
-    assert!(path.exists(), "{} not found after building", path.display());
+        assert!(status.success(), "cargo build --workspace --bins failed");
+    });
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} not found after building (package {package})",
+        path.display()
+    );
     path
 }
 

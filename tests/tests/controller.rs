@@ -21,8 +21,11 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     fresh_dir(env!("CARGO_TARGET_TMPDIR"), name)
 }
 
-fn server(dir: &Path, udp: u16, n: u32) -> (Proc, String) {
+fn server(dir: &Path, udp: u16, n: u32, database: Option<&str>) -> (Proc, String) {
     let mut cmd = Command::new(binary("gkm-server", "gkm-server"));
+    if let Some(db) = database {
+        cmd.args(["--database", db]);
+    }
     cmd.args([
         "--listen",
         &format!("127.0.0.1:{udp}"),
@@ -65,11 +68,41 @@ fn ok(o: Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A fresh database on the test PostgreSQL (`scripts/test` starts one).
+fn postgres_database(name: &str) -> String {
+    let admin = std::env::var("GKM_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("GKM_TEST_POSTGRES_URL is not set: run scripts/test (it starts a throwaway PostgreSQL 15)")
+    });
+    let db = format!("{name}_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {db}"),
+        format!("CREATE DATABASE {db}"),
+    ] {
+        let o = Command::new("psql")
+            .args(["-q", &admin, "-c", &sql])
+            .output()
+            .expect("psql (PostgreSQL client) is installed");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    format!("{base}/{db}")
+}
+
 #[test]
 fn gkmctl_creates_a_group_an_agent_registers_a_rekey_is_shown_and_survives_a_restart() {
-    let dir = tempdir("controller");
+    scenario("controller", None);
+}
+
+#[test]
+fn the_same_on_postgresql() {
+    let db = postgres_database("gkm_controller");
+    scenario("controller-pg", Some(&db));
+}
+
+fn scenario(name: &str, database: Option<&str>) {
+    let dir = tempdir(name);
     let udp = free_udp_port();
-    let (mut ks, url) = server(&dir, udp, 0);
+    let (mut ks, url) = server(&dir, udp, 0, database);
     let token = std::fs::read_to_string(dir.join("data/admin-token")).unwrap();
     assert!(token.starts_with("gkm_"));
     use std::os::unix::fs::PermissionsExt;
@@ -227,7 +260,8 @@ fn gkmctl_creates_a_group_an_agent_registers_a_rekey_is_shown_and_survives_a_res
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the controller"));
     // Restart: the group, its keys and SEQ come back; the next rekey is SEQ 2 and the agent takes it.
     ks.interrupt();
-    let (_ks, url) = server(&dir, udp, 1);
+    let (mut ks, url) = server(&dir, udp, 1, database);
+    ks.wait_for("GM database restored gms=1", WAIT);
     let out = ok(gkmctl(&dir, &url, &["rekey", "now", "GET"]));
     assert!(out.contains("started"));
     agent.wait_for("rekeyed group 4321: SEQ 2,", WAIT);
