@@ -48,6 +48,9 @@ enum Cmd {
         /// Feature view: only the devices lacking the feature (the seed's `| include no`).
         #[arg(long)]
         lacking: bool,
+        /// `gm replay`: the agent's status socket, or a directory of them.
+        #[arg(long, default_value = gkmctl::agent::DEFAULT_DIR)]
+        agent: PathBuf,
     },
     /// Groups.
     Group {
@@ -284,16 +287,37 @@ fn show_cmd(c: &Client, words: &[String], lacking: bool, as_json: bool) -> Resul
         ["ks", "policy"] => show::ks_policy(&groups, &statuses),
         ["ks", "rekey"] => show::ks_rekey(&groups, &statuses),
         ["ks", "replay"] => show::ks_replay(&groups),
-        ["gm", "replay"] => bail!("show crypto gkm gm replay runs against an agent; the agent's report endpoint comes with the dataplane issue"),
+        ["gm", "replay"] => {
+            bail!("show crypto gkm gm replay is answered by the agent (--agent PATH)")
+        }
         _ => bail!("unknown show command `show crypto gkm {}`", rest.join(" ")),
     })
 }
 
+fn gm_replay(agent: &std::path::Path, as_json: bool) -> Result<String> {
+    let groups = gkmctl::agent::replay(agent)?;
+    Ok(if as_json {
+        serde_json::to_string_pretty(&groups)?
+    } else {
+        show::gm_replay(&groups)
+    })
+}
+
 fn run(args: &Args) -> Result<String> {
+    // Answered by the local agent, before any controller token is looked for.
+    if let Cmd::Show { words, agent, .. } = &args.command {
+        if words
+            .iter()
+            .map(String::as_str)
+            .eq(["crypto", "gkm", "gm", "replay"])
+        {
+            return gm_replay(agent, args.json);
+        }
+    }
     let c = Client::new(&args.url, token(args)?);
     let pretty = |v: Value| -> Result<String> { Ok(serde_json::to_string_pretty(&v)?) };
     match &args.command {
-        Cmd::Show { words, lacking } => show_cmd(&c, words, *lacking, args.json),
+        Cmd::Show { words, lacking, .. } => show_cmd(&c, words, *lacking, args.json),
         Cmd::Group { cmd } => match cmd {
             GroupCmd::Create {
                 name,

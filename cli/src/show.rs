@@ -217,3 +217,65 @@ pub fn feature(
     }
     out
 }
+
+/// POSIX milliseconds as `show crypto gkm gm replay` prints times:
+/// seconds with two decimals.
+fn posix_secs(ms: u64) -> String {
+    format!("{}.{:02}", ms / 1000, (ms % 1000) / 10)
+}
+
+/// A window in ms as seconds, without trailing zeros (`10`, `0.5`).
+fn window_secs(ms: u32) -> String {
+    let whole = ms / 1000;
+    match ms % 1000 {
+        0 => whole.to_string(),
+        frac => format!("{whole}.{frac:03}")
+            .trim_end_matches('0')
+            .to_owned(),
+    }
+}
+
+/// `show crypto gkm gm replay` (seed section 1, GM side), from the agent's
+/// status. Times are POSIX seconds with two decimals; `win` is in seconds.
+pub fn gm_replay(groups: &[gkm_dataplane::replay::GroupReplay]) -> String {
+    let mut out = String::new();
+    for g in groups {
+        let c = &g.counters;
+        let _ = writeln!(out, "Anti-replay Information For Group {}:", g.name);
+        // The seed's layout shows no window here (`--json` has it and its source).
+        if g.d3p_window_ms.is_some() {
+            let _ = writeln!(out, "IP-D3P:");
+        } else {
+            let _ = writeln!(out, "IP-D3P: disabled");
+        }
+        let _ = writeln!(out, "Posix-time-msec : {}", posix_secs(g.posix_time_ms));
+        let _ = writeln!(
+            out,
+            "Input Packets : {} Output Packets : {}",
+            c.input_packets, c.output_packets
+        );
+        let _ = writeln!(
+            out,
+            "Input Error Packets : {} Output Error Packets : {}",
+            c.input_errors, c.output_errors
+        );
+        let _ = writeln!(
+            out,
+            "IP-D3P Error History (sampled at {}pak/min):",
+            gkm_dataplane::replay::HISTORY_PER_MINUTE
+        );
+        for e in &c.history {
+            let _ = writeln!(
+                out,
+                "{}: src={}; my_time={}; peer_time={}; win={}",
+                posix_secs(e.my_time_ms),
+                e.src,
+                posix_secs(e.my_time_ms),
+                posix_secs(e.peer_time_ms),
+                window_secs(e.window_ms)
+            );
+        }
+        out.push('\n');
+    }
+    out
+}

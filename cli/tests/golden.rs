@@ -81,3 +81,46 @@ Group Member ID   Version   Feature Supported\n\
 10.65.9.2         1.0.10    No\n";
     assert_eq!(show::feature("GET VPN1", &ks, &gms), want);
 }
+
+#[test]
+fn gm_replay_layout_is_the_seeds_example() {
+    use gkm_dataplane::replay::{D3pError, GroupReplay, ReplayCounters, WindowSource};
+    let g = GroupReplay {
+        group: 1234,
+        name: "GET".into(),
+        d3p_window_ms: Some(10_000),
+        d3p_window_source: Some(WindowSource::Ks),
+        posix_time_ms: 502_764_170,
+        counters: ReplayCounters {
+            input_packets: 5,
+            output_packets: 5,
+            input_errors: 5,
+            output_errors: 0,
+            history: [D3pError {
+                src: "5.0.0.2".parse().unwrap(),
+                my_time_ms: 502_729_950,
+                peer_time_ms: 33_460,
+                window_ms: 10_000,
+            }]
+            .into(),
+        },
+    };
+    // The seed's example, its `<timestamp>` being the receiver's time.
+    assert_eq!(
+        show::gm_replay(std::slice::from_ref(&g)),
+        "Anti-replay Information For Group GET:\n\
+         IP-D3P:\n\
+         Posix-time-msec : 502764.17\n\
+         Input Packets : 5 Output Packets : 5\n\
+         Input Error Packets : 5 Output Error Packets : 0\n\
+         IP-D3P Error History (sampled at 10pak/min):\n\
+         502729.95: src=5.0.0.2; my_time=502729.95; peer_time=33.46; win=10\n\n"
+    );
+    let off = GroupReplay {
+        d3p_window_ms: None,
+        d3p_window_source: None,
+        counters: ReplayCounters::default(),
+        ..g
+    };
+    golden("gm_replay_off", &show::gm_replay(&[off]));
+}

@@ -8,3 +8,4 @@
 //! D3P freshness rule, which the seed fixes exactly, is here already.
 
 pub mod d3p;
+pub mod replay;

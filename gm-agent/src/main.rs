@@ -7,12 +7,15 @@
 //! socket, multicast on the group's address), re-registers when no rekey
 //! comes, and prints what it holds; the dataplane lands with its issue.
 
+mod status;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
+use gkm_dataplane::replay::{GroupReplay, ReplayCounters, WindowSource};
 use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, RsaSigner};
 use gkm_proto::gm::{CertAuth, GmAuth, GmConfig, GmEvent, GmIdentity, GroupMember};
 use gkm_proto::policy::D3pWindow;
@@ -53,6 +56,12 @@ struct Args {
     /// With --once: give up after this many seconds.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// The group's name in the status (default: its identity number).
+    #[arg(long)]
+    group_name: Option<String>,
+    /// Local status socket (default /run/gkm-agent/GROUP.sock).
+    #[arg(long)]
+    status_socket: Option<PathBuf>,
 }
 
 /// The configuration file.
@@ -69,6 +78,8 @@ struct AgentConfig {
     /// Seconds before TEK expiry to re-register when no rekey came (default 60).
     reregister_before: Option<u64>,
     client_d3p_window: Option<String>,
+    group_name: Option<String>,
+    status_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +229,28 @@ async fn main() -> Result<()> {
     })?;
     if let Some(w) = d3p {
         info!(window = %w, "client d3p window override set");
+    }
+    let replay: status::Shared = std::sync::Arc::new(std::sync::Mutex::new(GroupReplay {
+        group,
+        name: args
+            .group_name
+            .clone()
+            .or(file.group_name.clone())
+            .unwrap_or_else(|| group.to_string()),
+        d3p_window_ms: d3p.map(|w| w.as_msec()),
+        d3p_window_source: d3p.map(|_| WindowSource::Client),
+        posix_time_ms: 0,
+        counters: ReplayCounters::default(),
+    }));
+    if !args.once {
+        let path = args
+            .status_socket
+            .clone()
+            .or(file.status_socket.clone())
+            .unwrap_or_else(|| status::default_path(group));
+        if let Err(e) = status::serve(&path, replay.clone(), now_ms) {
+            warn!(error = %format!("{e:#}"), "no local status socket: pass --status-socket PATH");
+        }
     }
     let mut gm = GroupMember::new(cfg, Box::new(OsRng));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);

@@ -5,6 +5,7 @@
 //! macro body implements [`Store`] for each pool type; the schema differs
 //! per dialect and lives in `migrations/`.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -98,6 +99,47 @@ where
     })
 }
 
+/// One GM as the JSON page query lists it (the columns of [`GM_COLUMNS`] in order).
+type JsonGm = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    String,
+);
+
+/// A page of GMs from its JSON form.
+fn gms_of_json(json: &str) -> Result<Vec<GmRow>> {
+    let rows: Vec<JsonGm> =
+        serde_json::from_str(json).map_err(|e| corrupt(format!("GM page: {e}")))?;
+    let opt = |v: Option<i64>, what: &str| v.map(|x| u32_of(x, what)).transpose();
+    rows.into_iter()
+        .map(|r| {
+            Ok(GmRow {
+                group: u32_of(r.0, "group identity")?,
+                identity: r.1,
+                address: r.2,
+                class: r.3,
+                version: r.4,
+                features: u32_of(r.5, "features")?,
+                state: GmState::parse(&r.6).ok_or_else(|| corrupt(format!("GM state {}", r.6)))?,
+                registered_at: r.7,
+                last_seq_sent: opt(r.8, "last_seq_sent")?,
+                last_seq_acked: opt(r.9, "last_seq_acked")?,
+                misses: u32_of(r.10, "misses")?,
+                sids: sids_of(&r.11)?,
+            })
+        })
+        .collect()
+}
+
 /// Sender IDs as stored: comma-separated decimals.
 fn sids_text(sids: &[u32]) -> String {
     sids.iter()
@@ -171,7 +213,7 @@ fn psk_of(p: &GroupPolicy) -> Option<&str> {
 }
 
 macro_rules! store_impl {
-    ($name:ident, $db:ty, $kind:expr) => {
+    ($name:ident, $db:ty, $kind:expr, $json_page:expr) => {
         impl $name {
             async fn audit_tx(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -453,7 +495,7 @@ macro_rules! store_impl {
                     let r = sqlx::query(
                         "INSERT INTO gms (group_id, identity, address, class, version, features, state, \
                          registered_at, last_seq_sent, last_seq_acked, misses, sids) \
-                         SELECT id, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12 FROM groups WHERE identity = $11 \
+                         SELECT id, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM groups WHERE identity = $12 \
                          ON CONFLICT (group_id, identity) DO UPDATE SET address = excluded.address, \
                          class = excluded.class, version = excluded.version, features = excluded.features, \
                          state = excluded.state, registered_at = excluded.registered_at, \
@@ -470,8 +512,8 @@ macro_rules! store_impl {
                     .bind(gm.last_seq_sent.map(i64::from))
                     .bind(gm.last_seq_acked.map(i64::from))
                     .bind(i64::from(gm.misses))
-                    .bind(i64::from(gm.group))
                     .bind(sids_text(&gm.sids))
+                    .bind(i64::from(gm.group))
                     .execute(&mut *tx)
                     .await?;
                     if r.rows_affected() == 0 {
@@ -522,8 +564,14 @@ macro_rules! store_impl {
 
             async fn gms(&self, filter: &GmFilter, page: &Page) -> Result<GmPage> {
                 let limit = page.limit.clamp(1, 1000);
+                // On SQLite the page comes back as one JSON value (one row, not
+                // one per GM: sqlx hands SQLite rows over one by one between
+                // threads, which cost more than the query). PostgreSQL's row
+                // protocol is cheaper than building JSON there.
+                let json_page: Option<&str> = $json_page;
                 let mut q: QueryBuilder<'_, $db> = QueryBuilder::new(format!(
-                    "SELECT {GM_COLUMNS} FROM gms m JOIN groups g ON g.id = m.group_id"
+                    "{}SELECT m.group_id AS gid, {GM_COLUMNS} FROM gms m JOIN groups g ON g.id = m.group_id",
+                    json_page.unwrap_or("")
                 ));
                 Self::filter(&mut q, filter);
                 if let Some((g, id)) = &page.after {
@@ -538,8 +586,14 @@ macro_rules! store_impl {
                 }
                 q.push(" ORDER BY m.group_id, m.identity LIMIT ")
                     .push_bind(i64::from(limit) + 1);
-                let rows = q.build().fetch_all(&self.pool).await?;
-                let mut gms = rows.iter().map(gm_of).collect::<Result<Vec<_>>>()?;
+                let mut gms = if json_page.is_some() {
+                    q.push(") p");
+                    let json: Option<String> = q.build().fetch_one(&self.pool).await?.try_get("page")?;
+                    gms_of_json(json.as_deref().unwrap_or("[]"))?
+                } else {
+                    let rows = q.build().fetch_all(&self.pool).await?;
+                    rows.iter().map(gm_of).collect::<Result<Vec<_>>>()?
+                };
                 let next = if gms.len() > limit as usize {
                     gms.truncate(limit as usize);
                     gms.last().map(|g| (g.group, g.identity.clone()))
@@ -665,12 +719,19 @@ macro_rules! store_impl {
             }
 
             async fn token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>> {
-                sqlx::query("SELECT id, name, role, created_at FROM api_tokens WHERE token_hash = $1")
+                if let Some(t) = self.tokens.get(token_hash) {
+                    return Ok(Some(t));
+                }
+                let t = sqlx::query("SELECT id, name, role, created_at FROM api_tokens WHERE token_hash = $1")
                     .bind(token_hash)
                     .fetch_optional(&self.pool)
                     .await?
                     .map(|r| token_of(&r))
-                    .transpose()
+                    .transpose()?;
+                if let Some(t) = &t {
+                    self.tokens.put(token_hash, t);
+                }
+                Ok(t)
             }
 
             async fn tokens(&self) -> Result<Vec<ApiToken>> {
@@ -694,6 +755,7 @@ macro_rules! store_impl {
                 }
                 Self::audit_tx(&mut tx, &audit_entry(actor, "token.delete", name, "{}".into())).await?;
                 tx.commit().await?;
+                self.tokens.clear();
                 Ok(())
             }
 
@@ -721,11 +783,51 @@ macro_rules! store_impl {
     };
 }
 
+/// Valid API tokens seen in the last [`TOKEN_CACHE_TTL`], by hash: every
+/// API request authenticates, and a database round trip each time was a
+/// third of the API's work. Only tokens that exist are kept (so the cache
+/// is as small as the token table); deleting a token here empties it. A
+/// token deleted through another key server sharing the database stays
+/// usable here for at most the TTL.
+#[derive(Default)]
+struct TokenCache(std::sync::Mutex<HashMap<Vec<u8>, (ApiToken, std::time::Instant)>>);
+
+/// How long a cached token is trusted without asking the database.
+const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl TokenCache {
+    fn get(&self, hash: &[u8]) -> Option<ApiToken> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(hash)
+            .filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL)
+            .map(|(t, _)| t.clone())
+    }
+
+    fn put(&self, hash: &[u8], t: &ApiToken) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.insert(hash.to_vec(), (t.clone(), std::time::Instant::now()));
+    }
+
+    fn clear(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+}
+
 /// The SQLite backend: one file, WAL mode, `synchronous = FULL` (a
 /// committed rekey SEQ survives power loss), foreign keys on.
 pub struct SqliteStore {
     pool: SqlitePool,
     master: MasterKey,
+    tokens: TokenCache,
 }
 
 impl SqliteStore {
@@ -749,7 +851,11 @@ impl SqliteStore {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool, master })
+        Ok(Self {
+            pool,
+            master,
+            tokens: TokenCache::default(),
+        })
     }
 }
 
@@ -757,6 +863,7 @@ impl SqliteStore {
 pub struct PgStore {
     pool: PgPool,
     master: MasterKey,
+    tokens: TokenCache,
 }
 
 impl PgStore {
@@ -764,9 +871,22 @@ impl PgStore {
     pub async fn open(url: &str, master: MasterKey) -> Result<Self> {
         let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(Self { pool, master })
+        Ok(Self {
+            pool,
+            master,
+            tokens: TokenCache::default(),
+        })
     }
 }
 
-store_impl!(SqliteStore, sqlx::Sqlite, BackendKind::Sqlite);
-store_impl!(PgStore, sqlx::Postgres, BackendKind::Postgres);
+store_impl!(
+    SqliteStore,
+    sqlx::Sqlite,
+    BackendKind::Sqlite,
+    Some(
+        "SELECT json_group_array(json_array(group_identity, identity, address, class, version, \
+         features, state, registered_at, last_seq_sent, last_seq_acked, misses, sids) \
+         ORDER BY gid, identity) AS page FROM ("
+    )
+);
+store_impl!(PgStore, sqlx::Postgres, BackendKind::Postgres, None);

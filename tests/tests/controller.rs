@@ -176,7 +176,13 @@ fn scenario(name: &str, database: Option<&str>) {
                 "controller-test-psk",
                 "--bind",
                 "127.0.5.1:0",
+                "--group-name",
+                "GET",
+                "--client-d3p-window",
+                "sec 50",
+                "--status-socket",
             ])
+            .arg(dir.join("agent.sock"))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");
             c
@@ -184,6 +190,33 @@ fn scenario(name: &str, database: Option<&str>) {
         &dir.join("agent.log"),
     );
     agent.wait_for("registered group 4321", WAIT);
+    // The agent answers `show crypto gkm gm replay` on its socket, no token needed.
+    let o = Command::new(binary("gkmctl", "gkmctl"))
+        .args(["show", "crypto", "gkm", "gm", "replay", "--agent"])
+        .arg(dir.join("agent.sock"))
+        .output()
+        .unwrap();
+    let replay = ok(o);
+    assert!(
+        replay.starts_with("Anti-replay Information For Group GET:\nIP-D3P:\nPosix-time-msec : ")
+            && replay.contains("\nInput Packets : 0 Output Packets : 0\n")
+            && replay.contains("IP-D3P Error History (sampled at 10pak/min):"),
+        "{replay}"
+    );
+    let o = Command::new(binary("gkmctl", "gkmctl"))
+        .args(["--json", "show", "crypto", "gkm", "gm", "replay", "--agent"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_str(&ok(o)).unwrap();
+    assert_eq!(j[0]["d3p_window_ms"], 50_000, "the client override: {j}");
+    assert_eq!(j[0]["d3p_window_source"], "client");
+    let o = Command::new(binary("gkmctl", "gkmctl"))
+        .args(["show", "crypto", "gkm", "gm", "replay", "--agent"])
+        .arg(dir.join("nobody.sock"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach the agent"));
     let out = ok(gkmctl(&dir, &url, &["rekey", "now", "GET"]));
     assert!(out.contains("rekey of group GET started"), "{out}");
     agent.wait_for("rekeyed group 4321: SEQ 1,", WAIT);

@@ -4,11 +4,12 @@
 //! (identity 1234) and N GMs directly in the store (GMs reach the store from
 //! registrations; this fills it without registering N agents).
 //!
-//! `load --url URL --token-file F --path P --rate R --secs S`: offers R
-//! requests per second for S seconds, open loop (each request has a
-//! scheduled start; latency is measured from it, so a slow server cannot
-//! hide its queueing), over 64 keep-alive connections; prints p50, p99,
-//! max and the throughput achieved.
+//! `load --url URL --token-file F --path P --rate R --secs S [--warmup W]`:
+//! offers R requests per second for W (default 2) + S seconds, open loop
+//! (each request has a scheduled start; latency is measured from it, so a
+//! slow server cannot hide its queueing), over 64 keep-alive connections;
+//! prints p50, p99, max and the throughput achieved over the S measured
+//! seconds, and the p99 and max of the warm-up apart.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -90,10 +91,18 @@ fn load(v: &[String]) {
     let path = arg(v, "--path");
     let rate: u64 = arg(v, "--rate").parse().unwrap();
     let secs: u64 = arg(v, "--secs").parse().unwrap();
-    let total = rate * secs;
-    let (tx, rx) = mpsc::channel::<Instant>();
+    // The same load first runs for the warm-up and is reported apart: the
+    // first requests open the connections and fault the database pages in.
+    let warmup: u64 = v
+        .iter()
+        .position(|a| a == "--warmup")
+        .and_then(|i| v.get(i + 1))
+        .map_or(2, |w| w.parse().unwrap());
+    let first = rate * warmup;
+    let total = rate * (warmup + secs);
+    let (tx, rx) = mpsc::channel::<(Instant, bool)>();
     let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-    let (done_tx, done_rx) = mpsc::channel::<(Duration, bool)>();
+    let (done_tx, done_rx) = mpsc::channel::<(Duration, bool, bool)>();
     let workers: Vec<_> = (0..64)
         .map(|_| {
             let rx = rx.clone();
@@ -106,7 +115,7 @@ fn load(v: &[String]) {
                     .build()
                     .into();
                 loop {
-                    let Ok(at) = rx.lock().unwrap().recv() else {
+                    let Ok((at, measured)) = rx.lock().unwrap().recv() else {
                         return;
                     };
                     let ok = agent
@@ -119,7 +128,7 @@ fn load(v: &[String]) {
                             r.body_mut().read_to_vec().ok().map(|_| good)
                         })
                         .unwrap_or(false);
-                    let _ = done.send((at.elapsed(), ok));
+                    let _ = done.send((at.elapsed(), ok, measured));
                 }
             })
         })
@@ -132,31 +141,41 @@ fn load(v: &[String]) {
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        tx.send(at).unwrap();
+        tx.send((at, i >= first)).unwrap();
     }
     drop(tx);
     let mut lat: Vec<Duration> = Vec::with_capacity(total as usize);
+    let mut cold: Vec<Duration> = Vec::with_capacity(first as usize);
     let mut errors = 0u64;
-    for (d, ok) in done_rx.iter() {
-        lat.push(d);
+    for (d, ok, measured) in done_rx.iter() {
+        if measured {
+            lat.push(d);
+        } else {
+            cold.push(d);
+        }
         if !ok {
             errors += 1;
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    let elapsed = start.elapsed().as_secs_f64() - warmup as f64;
     for w in workers {
         let _ = w.join();
     }
     lat.sort();
-    let pct =
-        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    cold.sort();
+    let pct = |l: &[Duration], p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
     println!(
-        "{path}: {} requests at {rate} req/s offered, {:.0} req/s done, p50={:.2} ms p99={:.2} ms max={:.2} ms, errors {errors}",
+        "{path}: {} requests at {rate} req/s offered, {:.0} req/s done, p50={:.2} ms p99={:.2} ms max={:.2} ms, errors {errors} (after a {warmup} s warm-up: p99={:.2} ms max={:.2} ms)",
         lat.len(),
         lat.len() as f64 / elapsed,
-        pct(0.50),
-        pct(0.99),
-        pct(1.0),
+        pct(&lat, 0.50),
+        pct(&lat, 0.99),
+        pct(&lat, 1.0),
+        pct(&cold, 0.99),
+        pct(&cold, 1.0),
     );
     if errors > 0 {
         std::process::exit(1);
