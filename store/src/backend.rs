@@ -869,7 +869,14 @@ pub struct PgStore {
 impl PgStore {
     /// Connects and applies the PostgreSQL migrations.
     pub async fn open(url: &str, master: MasterKey) -> Result<Self> {
-        let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+        // Twice the cores: each connection is a PostgreSQL process; more of
+        // them than that only queue on the same CPUs (with 8 on 2 cores the
+        // GM list's p99 was 22 ms, with 4 it was 7 ms; docs/BENCHMARKS.md).
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let pool = PgPoolOptions::new()
+            .max_connections(u32::try_from(2 * cores).unwrap_or(16).clamp(2, 16))
+            .connect(url)
+            .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         Ok(Self {
             pool,
