@@ -1,0 +1,457 @@
+//! ESP tunnel mode with address preservation, sans IO: an inner IPv4
+//! packet becomes an outer IPv4/ESP packet with the inner source and
+//! destination, and back.
+//!
+//! Outer header (RFC 4301 section 5.1.2.1, and GET VPN's address
+//! preservation): source and destination copied from the inner header;
+//! DSCP and ECN copied (RFC 6040 normal mode); DF copied; TTL copied from
+//! the inner packet (the host already set it; keeping it lets
+//! traceroute-style TTL scoping work across the tunnel); protocol 50; a
+//! per-tunnel identification counter. On decapsulation a CE mark on the
+//! outer header moves to an ECN-capable inner packet; a CE mark over a
+//! not-ECN-capable packet drops it (RFC 6040 section 4.2).
+//!
+//! With IP-D3P on, the sender puts a D3P header (POSIX time in ms) before
+//! the inner packet inside ESP; the receiver drops packets outside its
+//! window and counts them (`show crypto gkm gm replay`).
+//!
+//! SAs: every installed SA is used for receiving until it expires; the
+//! one used for sending is the latest-expiring SA whose activation time
+//! (ATD) has come, so a rekey never leaves a moment without an SA in
+//! either direction.
+
+use core::ops::Range;
+
+use gkm_wire::consts::{D3pType, EspTransformId, IpProtocol};
+use gkm_wire::d3p::{D3pHeader, D3P_HEADER_LEN};
+
+use crate::d3p::D3pVerdict;
+use crate::esp::{GroupSa, IvSource};
+use crate::ipv4::{self, Ipv4Header};
+use crate::replay::ReplayCounters;
+use crate::DataplaneError;
+
+/// One installed SA with its timing and this sender's IVs under it.
+#[derive(Debug)]
+struct Installed {
+    sa: GroupSa,
+    send_from: u64,
+    expires_at: u64,
+    iv: IvSource,
+}
+
+/// The group's dataplane state on one GM.
+#[derive(Debug)]
+pub struct Tunnel {
+    sas: Vec<Installed>,
+    d3p_window_ms: Option<u32>,
+    d3p_protocol: IpProtocol,
+    ip_id: u16,
+    /// Counters for `show crypto gkm gm replay`.
+    pub counters: ReplayCounters,
+}
+
+impl Default for Tunnel {
+    fn default() -> Self {
+        Self::new(IpProtocol::GKM_D3P)
+    }
+}
+
+impl Tunnel {
+    /// A tunnel with no SA (it drops everything: fail-close until the
+    /// first registration) that marks D3P headers with `d3p_protocol`.
+    pub fn new(d3p_protocol: IpProtocol) -> Self {
+        Self {
+            sas: Vec::new(),
+            d3p_window_ms: None,
+            d3p_protocol,
+            ip_id: 0,
+            counters: ReplayCounters::default(),
+        }
+    }
+
+    /// Sets the IP-D3P window (from the KS's GAP or the agent's override);
+    /// `None` turns stamping and checking off.
+    pub fn set_d3p_window(&mut self, window_ms: Option<u32>) {
+        self.d3p_window_ms = window_ms;
+    }
+
+    /// Installs an SA from a TEK (replacing one with the same SPI).
+    pub fn install(
+        &mut self,
+        spi: u32,
+        transform: EspTransformId,
+        keymat: &[u8],
+        send_from: u64,
+        expires_at: u64,
+        iv: IvSource,
+    ) -> Result<(), DataplaneError> {
+        let sa = GroupSa::new(spi, transform, keymat)?;
+        self.sas.retain(|s| s.sa.spi() != spi);
+        self.sas.push(Installed {
+            sa,
+            send_from,
+            expires_at,
+            iv,
+        });
+        Ok(())
+    }
+
+    /// Removes an SA (a rekey's Delete payload).
+    pub fn remove(&mut self, spi: u32) {
+        self.sas.retain(|s| s.sa.spi() != spi);
+    }
+
+    /// Drops SAs expired at `now`.
+    pub fn expire(&mut self, now: u64) {
+        self.sas.retain(|s| now < s.expires_at);
+    }
+
+    /// The SPI packets are sent under at `now`.
+    pub fn outbound_spi(&self, now: u64) -> Option<u32> {
+        self.outbound(now)
+            .map(|i| self.sas.get(i).map_or(0, |s| s.sa.spi()))
+    }
+
+    fn outbound(&self, now: u64) -> Option<usize> {
+        self.sas
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.send_from <= now && now < s.expires_at)
+            .max_by_key(|(_, s)| s.expires_at)
+            .map(|(i, _)| i)
+    }
+
+    /// Encrypts the inner IPv4 packet `inner` into `out` (cleared first).
+    pub fn encapsulate(
+        &mut self,
+        now_ms: u64,
+        inner: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), DataplaneError> {
+        out.clear();
+        let h = Ipv4Header::parse(inner)?;
+        let i = self.outbound(now_ms).ok_or(DataplaneError::NoOutboundSa)?;
+        let entry = self.sas.get_mut(i).ok_or(DataplaneError::NoOutboundSa)?;
+        let (iv, seq) = entry.iv.next_iv().ok_or(DataplaneError::IvExhausted)?;
+        out.resize(ipv4::HEADER_LEN, 0);
+        let mut stamp = [0u8; D3P_HEADER_LEN];
+        match self.d3p_window_ms {
+            Some(_) => {
+                let mut v = Vec::with_capacity(D3P_HEADER_LEN);
+                D3pHeader {
+                    next_header: IpProtocol::IPV4,
+                    d3p_type: D3pType::POSIX_TIME_MSEC,
+                    timestamp_ms: now_ms,
+                }
+                .emit(&mut v);
+                stamp.copy_from_slice(&v);
+                entry
+                    .sa
+                    .seal(out, seq, iv, self.d3p_protocol, &[&stamp, inner])?;
+            }
+            None => entry.sa.seal(out, seq, iv, IpProtocol::IPV4, &[inner])?,
+        }
+        let esp_len = out.len() - ipv4::HEADER_LEN;
+        let outer = Ipv4Header {
+            header_len: ipv4::HEADER_LEN,
+            total_len: ipv4::HEADER_LEN + esp_len,
+            protocol: IpProtocol::ESP.0,
+            ..h
+        };
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let mut hdr = Vec::with_capacity(ipv4::HEADER_LEN);
+        ipv4::emit(&mut hdr, &outer, self.ip_id, esp_len)?;
+        out.get_mut(..ipv4::HEADER_LEN)
+            .ok_or(DataplaneError::TooLarge)?
+            .copy_from_slice(&hdr);
+        self.counters.output();
+        Ok(())
+    }
+
+    /// Decrypts the outer packet `outer` in place and returns where the
+    /// inner IPv4 packet lies in it. A D3P refusal is counted and sampled.
+    pub fn decapsulate(
+        &mut self,
+        now_ms: u64,
+        outer: &mut [u8],
+    ) -> Result<Range<usize>, DataplaneError> {
+        let h = Ipv4Header::parse(outer)?;
+        if h.protocol != IpProtocol::ESP.0 {
+            return Err(DataplaneError::Malformed("ipv4.protocol (not ESP)"));
+        }
+        let esp = outer
+            .get_mut(h.header_len..)
+            .ok_or(DataplaneError::Malformed("esp"))?;
+        let spi = esp
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+            .ok_or(DataplaneError::Malformed("esp.spi"))?;
+        let entry = self
+            .sas
+            .iter()
+            .find(|s| s.sa.spi() == spi && now_ms < s.expires_at)
+            .ok_or(DataplaneError::UnknownSpi(spi))?;
+        let (nh, r) = entry.sa.open(esp)?;
+        let mut inner = (r.start + h.header_len)..(r.end + h.header_len);
+        if nh == self.d3p_protocol {
+            let payload = outer
+                .get(inner.clone())
+                .ok_or(DataplaneError::Malformed("d3p"))?;
+            let (d3p, _) =
+                D3pHeader::parse(payload).map_err(|_| DataplaneError::Malformed("d3p"))?;
+            if d3p.next_header != IpProtocol::IPV4 {
+                return Err(DataplaneError::Unsupported("inner protocol (IPv4 only)"));
+            }
+            inner.start += D3P_HEADER_LEN;
+            match self.d3p_window_ms {
+                Some(w) => match self.counters.input(now_ms, h.src, d3p.timestamp_ms, w) {
+                    D3pVerdict::Fresh => {}
+                    D3pVerdict::TooOld => return Err(DataplaneError::D3pTooOld),
+                    D3pVerdict::TooNew => return Err(DataplaneError::D3pTooNew),
+                },
+                // Stamped but IP-D3P is off here: nothing to judge against.
+                None => self.counters.input_unstamped(),
+            }
+        } else if nh == IpProtocol::IPV4 {
+            if self.d3p_window_ms.is_some() {
+                // IP-D3P is on: an unstamped packet cannot prove it is fresh.
+                self.counters.input_packets += 1;
+                self.counters.input_errors += 1;
+                return Err(DataplaneError::Malformed("d3p header missing"));
+            }
+            self.counters.input_unstamped();
+        } else {
+            return Err(DataplaneError::Unsupported("inner protocol (IPv4 only)"));
+        }
+        let packet = outer
+            .get_mut(inner.clone())
+            .ok_or(DataplaneError::Malformed("inner"))?;
+        let ih = Ipv4Header::parse(packet)?;
+        if ih.src != h.src || ih.dst != h.dst {
+            return Err(DataplaneError::Malformed(
+                "inner addresses differ from the outer ones",
+            ));
+        }
+        ecn_decapsulate(h.tos, packet, ih.header_len)?;
+        Ok(inner)
+    }
+}
+
+/// RFC 6040 section 4.2 (normal mode): an outer CE moves to an
+/// ECN-capable inner packet; over a not-ECN-capable one the packet is dropped.
+fn ecn_decapsulate(
+    outer_tos: u8,
+    inner: &mut [u8],
+    header_len: usize,
+) -> Result<(), DataplaneError> {
+    const CE: u8 = 0b11;
+    if outer_tos & 0b11 != CE {
+        return Ok(());
+    }
+    let tos = inner
+        .get(1)
+        .copied()
+        .ok_or(DataplaneError::Malformed("ipv4"))?;
+    match tos & 0b11 {
+        CE => Ok(()),
+        0 => Err(DataplaneError::Malformed("ecn: CE on a not-ECT packet")),
+        _ => {
+            if let Some(t) = inner.get_mut(1) {
+                *t = tos | CE;
+            }
+            if let Some(c) = inner.get_mut(10..12) {
+                c.copy_from_slice(&[0, 0]);
+            }
+            let sum = ipv4::checksum(inner.get(..header_len).unwrap_or_default());
+            if let Some(c) = inner.get_mut(10..12) {
+                c.copy_from_slice(&sum.to_be_bytes());
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 36] = [0x11; 36];
+    const T0: u64 = 1_700_000_000_000;
+
+    fn ping(tos: u8, ttl: u8) -> Vec<u8> {
+        let mut p = vec![
+            0x45, tos, 0, 0, 0x12, 0x34, 0x40, 0x00, ttl, 1, 0, 0, 10, 1, 0, 1, 10, 1, 0, 2,
+        ];
+        p.extend_from_slice(&[8, 0, 0, 0, 0, 1, 0, 1]);
+        p.extend((0..56).map(|i| i as u8));
+        let len = (p.len() as u16).to_be_bytes();
+        p[2] = len[0];
+        p[3] = len[1];
+        let sum = ipv4::checksum(&p[..20]).to_be_bytes();
+        p[10] = sum[0];
+        p[11] = sum[1];
+        p
+    }
+
+    fn pair(d3p: Option<u32>) -> (Tunnel, Tunnel) {
+        let mk = |sid| {
+            let mut t = Tunnel::default();
+            t.set_d3p_window(d3p);
+            t.install(
+                0x0a0b0c0d,
+                EspTransformId::AES_GCM_16,
+                &KEY,
+                T0,
+                T0 + 3_600_000,
+                IvSource::from_sid(sid, 8).unwrap(),
+            )
+            .unwrap();
+            t
+        };
+        (mk(1), mk(2))
+    }
+
+    #[test]
+    fn address_preserving_round_trip_with_dscp_ecn_ttl_and_df_copied() {
+        let (mut a, mut b) = pair(Some(1000));
+        let inner = ping(0xb8 | 0b10, 17);
+        let mut out = Vec::new();
+        a.encapsulate(T0 + 5, &inner, &mut out).unwrap();
+        let oh = Ipv4Header::parse(&out).unwrap();
+        let ih = Ipv4Header::parse(&inner).unwrap();
+        assert_eq!(
+            (oh.src, oh.dst, oh.tos, oh.ttl, oh.dont_fragment),
+            (ih.src, ih.dst, ih.tos, 17, true)
+        );
+        assert_eq!(oh.protocol, 50);
+        assert_eq!(ipv4::checksum(&out[..20]), 0);
+        // The inner packet is not visible in the ciphertext.
+        assert!(!out.windows(16).any(|w| w == &inner[28..44]));
+        let r = b.decapsulate(T0 + 10, &mut out).unwrap();
+        assert_eq!(&out[r], &inner[..]);
+        assert_eq!(
+            (a.counters.output_packets, b.counters.input_packets),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn d3p_window_edges_are_counted_and_sampled() {
+        let (mut a, mut b) = pair(Some(1000));
+        let mut pkt = |at_send: u64| {
+            let mut out = Vec::new();
+            a.encapsulate(at_send, &ping(0, 64), &mut out).unwrap();
+            out
+        };
+        let now = T0 + 10_000;
+        let mut exactly = pkt(now - 1000);
+        let mut late = pkt(now - 1001);
+        let mut early = pkt(now + 1001);
+        assert!(b.decapsulate(now, &mut exactly).is_ok());
+        assert_eq!(
+            b.decapsulate(now, &mut late).unwrap_err(),
+            DataplaneError::D3pTooOld
+        );
+        assert_eq!(
+            b.decapsulate(now, &mut early).unwrap_err(),
+            DataplaneError::D3pTooNew
+        );
+        assert_eq!((b.counters.input_packets, b.counters.input_errors), (3, 2));
+        let e = b.counters.history[0];
+        assert_eq!(
+            (e.peer_time_ms, e.my_time_ms, e.window_ms),
+            (now - 1001, now, 1000)
+        );
+        // Unstamped packets are refused while IP-D3P is on.
+        let (mut plain, _) = pair(None);
+        let mut out = Vec::new();
+        plain.encapsulate(now, &ping(0, 64), &mut out).unwrap();
+        assert!(b.decapsulate(now, &mut out).is_err());
+        assert_eq!(b.counters.input_errors, 3);
+    }
+
+    #[test]
+    fn rollover_uses_the_new_sa_only_after_its_activation_and_receives_both() {
+        let (mut a, mut b) = pair(None);
+        let new_key = [0x22; 36];
+        for t in [&mut a, &mut b] {
+            t.install(
+                0x0e0f0001,
+                EspTransformId::AES_GCM_16,
+                &new_key,
+                T0 + 60_000,
+                T0 + 7_200_000,
+                IvSource::from_sid(3, 8).unwrap(),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            a.outbound_spi(T0 + 59_999),
+            Some(0x0a0b0c0d),
+            "ATD: old SA until activation"
+        );
+        assert_eq!(a.outbound_spi(T0 + 60_000), Some(0x0e0f0001));
+        for at in [T0 + 59_999, T0 + 60_000] {
+            let mut out = Vec::new();
+            a.encapsulate(at, &ping(0, 64), &mut out).unwrap();
+            assert!(
+                b.decapsulate(at, &mut out).is_ok(),
+                "no loss at the rollover"
+            );
+        }
+        b.remove(0x0a0b0c0d);
+        a.expire(T0 + 7_200_000);
+        let mut out = Vec::new();
+        assert_eq!(
+            a.encapsulate(T0 + 7_200_000, &ping(0, 64), &mut out)
+                .unwrap_err(),
+            DataplaneError::NoOutboundSa
+        );
+    }
+
+    #[test]
+    fn ecn_marks_move_inward_and_ce_over_not_ect_drops() {
+        let (mut a, mut b) = pair(None);
+        let mut out = Vec::new();
+        a.encapsulate(T0, &ping(0b01, 64), &mut out).unwrap();
+        out[1] |= 0b11; // a router marked CE on the way
+        let sum = {
+            out[10] = 0;
+            out[11] = 0;
+            ipv4::checksum(&out[..20]).to_be_bytes()
+        };
+        out[10..12].copy_from_slice(&sum);
+        let r = b.decapsulate(T0, &mut out).unwrap();
+        let inner = &out[r];
+        assert_eq!(inner[1] & 0b11, 0b11);
+        assert_eq!(ipv4::checksum(&inner[..20]), 0);
+        let mut out = Vec::new();
+        a.encapsulate(T0, &ping(0, 64), &mut out).unwrap();
+        out[1] |= 0b11;
+        out[10] = 0;
+        out[11] = 0;
+        let sum = ipv4::checksum(&out[..20]).to_be_bytes();
+        out[10..12].copy_from_slice(&sum);
+        assert!(b.decapsulate(T0, &mut out).is_err());
+    }
+
+    #[test]
+    fn nothing_without_an_sa_and_garbage_is_refused() {
+        let mut t = Tunnel::default();
+        let mut out = Vec::new();
+        assert_eq!(
+            t.encapsulate(T0, &ping(0, 64), &mut out).unwrap_err(),
+            DataplaneError::NoOutboundSa
+        );
+        let mut g = vec![0x45u8; 10];
+        assert!(t.decapsulate(T0, &mut g).is_err());
+        let (mut a, _) = pair(None);
+        a.encapsulate(T0, &ping(0, 64), &mut out).unwrap();
+        assert!(matches!(
+            t.decapsulate(T0, &mut out),
+            Err(DataplaneError::UnknownSpi(_))
+        ));
+    }
+}
