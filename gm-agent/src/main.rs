@@ -270,6 +270,18 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("sending to {}", t.to))?;
         }
         while let Some(e) = gm.poll_event() {
+            if matches!(e, GmEvent::Registered { .. } | GmEvent::Rekeyed { .. }) {
+                // The window in force: the override, else the KS's GAP.
+                let ks_window = gm.group().and_then(|g| g.d3p_window_ms);
+                let mut r = replay
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                (r.d3p_window_ms, r.d3p_window_source) = match (d3p, ks_window) {
+                    (Some(w), _) => (Some(w.as_msec()), Some(WindowSource::Client)),
+                    (None, Some(w)) => (Some(w), Some(WindowSource::Ks)),
+                    (None, None) => (None, None),
+                };
+            }
             match e {
                 GmEvent::Registered { ks, keys, sids } => {
                     info!(%ks, group, teks = keys.teks.len(), seq = keys.seq, ?sids, "registered");

@@ -16,6 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{rng, CertificateAuthority, DhBackend, DhPrivate, EngineRng, RsaSigner};
 use crate::engine::{own_vendor_id, Millis, Transmit};
+use crate::gm_rekey::d3p_window_of;
 use crate::group::GroupKeys;
 use crate::ike::{
     decrypt_message, encrypt_body, hashed_chain, phase1_iv, phase2_iv, verify_hashed_chain,
@@ -855,7 +856,8 @@ impl GroupMember {
                     .as_ref()
                     .and_then(|s| s.kek.as_ref())
                     .and_then(|k| k.policy.ack_requested);
-                if let Err(why) = self.install_registration(now, from, &keys, ack_requested) {
+                let d3p = sa.as_ref().and_then(|s| d3p_window_of(s.gap.as_ref()));
+                if let Err(why) = self.install_registration(now, from, &keys, ack_requested, d3p) {
                     return self.failed(now, GmFailure::BadResponse(why));
                 }
                 let renew_at = self.renew_at(now);

@@ -42,6 +42,9 @@ pub struct GmGroup {
     pub last_seq: u32,
     /// TEKs, oldest first.
     pub teks: Vec<InstalledTek>,
+    /// The IP-D3P window (ms) the KS's GAP set, from registration, then
+    /// from each rekey (a GAP without it turns IP-D3P off).
+    pub d3p_window_ms: Option<u32>,
 }
 
 /// The GM's rekey counters.
@@ -82,6 +85,16 @@ impl GmCounters {
     }
 }
 
+/// The IP-D3P window a KS's GAP carries: only with the one timestamp type
+/// GKM knows (POSIX-TIME-MSEC); another type cannot be judged, so it
+/// counts as no IP-D3P rather than a guessed window.
+pub(crate) fn d3p_window_of(gap: Option<&gkm_wire::payload::Gap<'_>>) -> Option<u32> {
+    let g = gap?;
+    (g.d3p_type == Some(gkm_wire::consts::D3pType::POSIX_TIME_MSEC))
+        .then_some(g.d3p_window_msec)
+        .flatten()
+}
+
 fn verifier_for(kek: Option<&Kek>) -> Result<Option<RekeyVerifier>, &'static str> {
     kek.map(|k| RekeyVerifier::new(k.sig_algorithm, &k.sig_key_spki))
         .transpose()
@@ -96,6 +109,7 @@ impl GroupMember {
         ks: SocketAddr,
         keys: &GroupKeys,
         ack_requested: Option<AckRequested>,
+        d3p_window_ms: Option<u32>,
     ) -> Result<(), &'static str> {
         let verifier = verifier_for(keys.kek.as_ref())?;
         let teks = keys
@@ -114,6 +128,7 @@ impl GroupMember {
             ack_requested,
             last_seq: keys.seq,
             teks,
+            d3p_window_ms,
         });
         Ok(())
     }
@@ -244,7 +259,9 @@ impl GroupMember {
             .and_then(|g| g.deactivation_time_delay)
             .map(|s| u64::from(s) * 1000);
         let ack_policy = sa.kek.as_ref().map(|k| k.policy.ack_requested);
+        let d3p = d3p_window_of(gap);
         let Some(g) = self.group.as_mut() else { return };
+        g.d3p_window_ms = d3p;
         g.teks.retain(|t| !deleted.contains(&t.tek.spi));
         let mut installed = Vec::new();
         for t in &keys.teks {

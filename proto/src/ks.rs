@@ -84,6 +84,9 @@ pub struct KsGroup {
     pub rekey: RekeyPolicy,
     /// Key state persisted before a restart (None: start from `keys`).
     pub resume: Option<GroupState>,
+    /// `sa d3p window`: IP-D3P on with this window (ms), carried to GMs in
+    /// the GAP of every registration and rekey (seed section 1).
+    pub d3p_window_ms: Option<u32>,
 }
 
 /// Key server configuration.
@@ -376,17 +379,19 @@ pub(crate) struct GroupWire {
 }
 
 impl GroupWire {
-    pub(crate) fn encode(keys: GroupKeys) -> Self {
+    pub(crate) fn encode(keys: GroupKeys, d3p_window_ms: Option<u32>) -> Self {
         let mut plain = Vec::with_capacity(256);
         let mut with_ack = Vec::with_capacity(256);
         let mut kd = Zeroizing::new(Vec::with_capacity(512));
         let material = keys.kek_material();
         // Encoding our own well-formed policy cannot fail short of a group
         // larger than the codec limits, which configuration validation excludes.
-        let _ = Sa::Gdoi(keys.to_sa()).emit(&mut plain);
-        let _ =
-            Sa::Gdoi(keys.to_sa_with(Some(gkm_wire::consts::AckRequested::REKEY_ACK_KEK_SHA256)))
-                .emit(&mut with_ack);
+        let mut sa = keys.to_sa();
+        sa.gap = ks_gap(d3p_window_ms, None);
+        let _ = Sa::Gdoi(sa).emit(&mut plain);
+        let mut sa = keys.to_sa_with(Some(gkm_wire::consts::AckRequested::REKEY_ACK_KEK_SHA256));
+        sa.gap = ks_gap(d3p_window_ms, None);
+        let _ = Sa::Gdoi(sa).emit(&mut with_ack);
         let _ = keys.to_kd(&material, None).emit(&mut kd);
         Self {
             keys,
@@ -394,6 +399,18 @@ impl GroupWire {
             kd,
         }
     }
+}
+
+/// The GAP a KS sends: IP-D3P (type POSIX-TIME-MSEC and the window) when
+/// the group has it, and the activation time delay when it applies; none
+/// when neither.
+pub(crate) fn ks_gap(d3p_window_ms: Option<u32>, atd_secs: Option<u16>) -> Option<Gap<'static>> {
+    (d3p_window_ms.is_some() || atd_secs.is_some()).then(|| Gap {
+        activation_time_delay: atd_secs,
+        d3p_type: d3p_window_ms.map(|_| gkm_wire::consts::D3pType::POSIX_TIME_MSEC),
+        d3p_window_msec: d3p_window_ms,
+        ..Gap::default()
+    })
 }
 
 /// How often expired state is swept.
@@ -465,7 +482,7 @@ impl KeyServer {
         let wire = cfg
             .groups
             .iter()
-            .map(|g| GroupWire::encode(g.keys.clone()))
+            .map(|g| GroupWire::encode(g.keys.clone(), g.d3p_window_ms))
             .collect();
         let runtime = cfg.groups.iter().map(|_| GroupRuntime::default()).collect();
         Self {
@@ -535,8 +552,9 @@ impl KeyServer {
             let Some(keys) = self.registration_keys(gi, now) else {
                 continue;
             };
+            let d3p = self.cfg.groups.get(gi).and_then(|g| g.d3p_window_ms);
             if let Some(w) = self.wire.get_mut(gi) {
-                *w = GroupWire::encode(keys);
+                *w = GroupWire::encode(keys, d3p);
             }
         }
     }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use gkm_wire::consts::{AckRequested, Doi, ExchangeType, GdoiProtocol};
-use gkm_wire::payload::{Delete, Gap, Sa, Seq};
+use gkm_wire::payload::{Delete, Sa, Seq};
 use gkm_wire::{IsakmpHeader, Payload};
 
 use crate::ack::{open_rfc8263_ack, open_unicast_ack};
@@ -331,8 +331,10 @@ impl KeyServer {
         let id = group.keys.group_id;
         let existing = self.cfg.groups.iter().position(|g| g.keys.group_id == id);
         let Some(gi) = existing else {
-            self.wire
-                .push(crate::ks::GroupWire::encode(group.keys.clone()));
+            self.wire.push(crate::ks::GroupWire::encode(
+                group.keys.clone(),
+                group.d3p_window_ms,
+            ));
             self.cfg.groups.push(group);
             self.runtime.push(GroupRuntime::default());
             self.init_rekey_state(now);
@@ -343,7 +345,9 @@ impl KeyServer {
             return Err(RekeyError::UnknownGroup(id));
         };
         let keys_changed = !same_key_policy(&old.keys, &group.keys);
-        let ack_changed = old.rekey.ack != group.rekey.ack;
+        // GMs learn the ACK option and the IP-D3P window from a rekey.
+        let ack_changed =
+            old.rekey.ack != group.rekey.ack || old.d3p_window_ms != group.d3p_window_ms;
         let Some(rt) = self.runtime.get_mut(gi) else {
             return Err(RekeyError::UnknownGroup(id));
         };
@@ -685,6 +689,7 @@ impl KeyServer {
         };
         group.keys = p.state.keys.clone();
         let policy = group.rekey;
+        let d3p = group.d3p_window_ms;
         let unicast = policy.transport.is_unicast();
         // Build one datagram per GM class that differs.
         let mut variants: BTreeMap<PushVariant, Shared> = BTreeMap::new();
@@ -703,7 +708,7 @@ impl KeyServer {
             let d = match variants.get(&key) {
                 Some(d) => d.clone(),
                 None => {
-                    let d = std::rc::Rc::new(self.build_push(&p, &push_kek, ack_req, atd)?);
+                    let d = std::rc::Rc::new(self.build_push(&p, &push_kek, ack_req, atd, d3p)?);
                     variants.insert(key, d.clone());
                     d
                 }
@@ -773,14 +778,12 @@ impl KeyServer {
         push_kek: &Kek,
         ack_req: Option<AckRequested>,
         atd: Option<u16>,
+        d3p_window_ms: Option<u32>,
     ) -> Result<Vec<u8>, RekeyError> {
         let keys = &p.state.keys;
         let material = keys.kek_material();
         let mut sa = keys.to_sa_with(ack_req);
-        sa.gap = atd.map(|a| Gap {
-            activation_time_delay: Some(a),
-            ..Gap::default()
-        });
+        sa.gap = crate::ks::ks_gap(d3p_window_ms, atd);
         let kd = keys.to_kd(&material, None);
         let spis: Vec<u8> = p.deleted.iter().flat_map(|s| s.to_be_bytes()).collect();
         let mut payloads = vec![Payload::Seq(Seq(keys.seq))];

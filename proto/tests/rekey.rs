@@ -915,3 +915,43 @@ fn groups_change_at_run_time() {
     assert!(!late.gms[0].1.is_registered());
     assert!(late.ks.counters().rejected(Reject::UnknownGroup) >= 1);
 }
+
+/// IP-D3P reaches GMs in the GAP (seed section 1): at registration, and a
+/// window change or IP-D3P turned off reaches them with the rekey it
+/// starts; with ATD both ride in the same GAP.
+#[test]
+fn d3p_window_reaches_gms_at_registration_and_with_each_change() {
+    let mut cfg = ks_config(b"k", Authorization::default());
+    cfg.groups[0].d3p_window_ms = Some(5000);
+    let mut w = World::new(cfg, gms(2));
+    w.run_until(T0 + 30_000);
+    for (_, m) in &w.gms {
+        assert_eq!(m.group().unwrap().d3p_window_ms, Some(5000));
+    }
+    let mut g = w.ks.groups()[0].clone();
+    g.d3p_window_ms = Some(1000);
+    assert_eq!(
+        w.ks.set_group(w.now, g.clone(), false),
+        Ok(Some(RekeyReason::Manual)),
+        "GMs must see the new window"
+    );
+    w.settle();
+    for (_, m) in &w.gms {
+        assert_eq!(m.group().unwrap().d3p_window_ms, Some(1000));
+    }
+    // A scheduled TEK rekey (with ATD for these non-Cisco GMs) keeps it.
+    w.run_until(T0 + 3_600_000);
+    for (_, m) in &w.gms {
+        assert!(m.group().unwrap().last_seq >= 2);
+        assert_eq!(m.group().unwrap().d3p_window_ms, Some(1000));
+    }
+    g.d3p_window_ms = None;
+    assert_eq!(
+        w.ks.set_group(w.now, g, false),
+        Ok(Some(RekeyReason::Manual))
+    );
+    w.settle();
+    for (_, m) in &w.gms {
+        assert_eq!(m.group().unwrap().d3p_window_ms, None, "IP-D3P off");
+    }
+}

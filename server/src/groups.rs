@@ -151,6 +151,7 @@ impl KeyMaker {
                     kek_rekey_before_ms: u64::from(p.kek_rekey_before) * 1000,
                 },
                 resume: None,
+                d3p_window_ms: p.d3p_window.as_ref().map(|w| w.as_msec()),
             },
             fingerprint,
             multicast,

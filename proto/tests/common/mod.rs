@@ -69,6 +69,7 @@ pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
             authorization,
             rekey: RekeyPolicy::default(),
             resume: None,
+            d3p_window_ms: None,
         }],
         psks: vec![(prefix("10.0.0.0/8"), Zeroizing::new(psk.to_vec()))],
         ca: None,

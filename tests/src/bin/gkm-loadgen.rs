@@ -146,6 +146,7 @@ fn ks_engine_only(n: u32) -> f64 {
                 authorization: Authorization::default(),
                 rekey: Default::default(),
                 resume: None,
+                d3p_window_ms: None,
             }],
             psks: vec![(p("0.0.0.0/0"), Zeroizing::new(b"k".to_vec()))],
             ca: None,
