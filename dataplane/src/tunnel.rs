@@ -97,6 +97,25 @@ impl Tunnel {
         Ok(())
     }
 
+    /// Whether an SA with this SPI is installed. A key already installed
+    /// must never be installed again: that would restart its IV counter.
+    pub fn has(&self, spi: u32) -> bool {
+        self.sas.iter().any(|s| s.sa.spi() == spi)
+    }
+
+    /// Moves an installed SA's activation or expiry (DTD, ATD).
+    pub fn set_timing(&mut self, spi: u32, send_from: u64, expires_at: u64) {
+        for s in self.sas.iter_mut().filter(|s| s.sa.spi() == spi) {
+            s.send_from = send_from;
+            s.expires_at = expires_at;
+        }
+    }
+
+    /// Keeps only the SAs whose SPI `keep` accepts.
+    pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        self.sas.retain(|s| keep(s.sa.spi()));
+    }
+
     /// Removes an SA (a rekey's Delete payload).
     pub fn remove(&mut self, spi: u32) {
         self.sas.retain(|s| s.sa.spi() != spi);

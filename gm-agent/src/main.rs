@@ -7,6 +7,7 @@
 //! socket, multicast on the group's address), re-registers when no rekey
 //! comes, and prints what it holds; the dataplane lands with its issue.
 
+mod dataplane;
 mod status;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -15,9 +16,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
+use gkm_dataplane::esp::IvSource;
 use gkm_dataplane::replay::{GroupReplay, ReplayCounters, WindowSource};
+use gkm_dataplane::tunnel::Tunnel;
 use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, RsaSigner};
 use gkm_proto::gm::{CertAuth, GmAuth, GmConfig, GmEvent, GmIdentity, GroupMember};
+use gkm_proto::group::Ipv4Prefix;
 use gkm_proto::policy::D3pWindow;
 use rand_core::OsRng;
 use serde::Deserialize;
@@ -62,6 +66,23 @@ struct Args {
     /// Local status socket (default /run/gkm-agent/GROUP.sock).
     #[arg(long)]
     status_socket: Option<PathBuf>,
+    /// Run the encrypting dataplane (TUN device, ESP; needs root).
+    #[arg(long)]
+    dataplane: bool,
+    /// Dataplane: protected destination prefixes routed into the TUN
+    /// device before the first registration (fail-close); the TEKs'
+    /// destinations are added when keys arrive.
+    #[arg(long = "protect")]
+    protect: Vec<String>,
+    /// Dataplane: TUN device name (default gkm0).
+    #[arg(long)]
+    tun_name: Option<String>,
+    /// Dataplane: send protected traffic in clear until registered (fail-open).
+    #[arg(long)]
+    fail_open: bool,
+    /// Testing only: shift the dataplane's clock (IP-D3P stamps and checks) by this many ms.
+    #[arg(long, hide = true, allow_hyphen_values = true)]
+    test_clock_offset_ms: Option<i64>,
 }
 
 /// The configuration file.
@@ -80,6 +101,16 @@ struct AgentConfig {
     client_d3p_window: Option<String>,
     group_name: Option<String>,
     status_socket: Option<PathBuf>,
+    dataplane: Option<DataplaneFile>,
+}
+
+/// The configuration file's `[dataplane]` section: present means on.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataplaneFile {
+    device: Option<String>,
+    protect: Option<Vec<String>>,
+    fail_close: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +149,58 @@ fn join_multicast(group: SocketAddrV4, local: Ipv4Addr) -> Result<UdpSocket> {
         .with_context(|| format!("cannot join {} on {local}", group.ip()))?;
     UdpSocket::from_std(s.into()).context("multicast socket")
 }
+
+/// TEST ONLY shift of the dataplane clock (`--test-clock-offset-ms`).
+static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// The dataplane's clock: wall-clock ms, shifted only in tests.
+fn dataplane_now_ms() -> u64 {
+    now_ms().saturating_add_signed(CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Makes the tunnel hold exactly the GM's TEKs: new ones installed (with
+/// this sender's IV space), timing of known ones updated (never
+/// reinstalled: that would restart an IV counter), others removed.
+/// Returns the TEKs' destination prefixes.
+fn sync_tunnel(
+    t: &dataplane::SharedTunnel,
+    g: &gkm_proto::gm_rekey::GmGroup,
+    sid: Option<u32>,
+    window: Option<u32>,
+) -> Vec<Ipv4Prefix> {
+    use rand_core::RngCore;
+    let mut t = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    t.set_d3p_window(window);
+    for it in &g.teks {
+        let spi = it.tek.spi;
+        if t.has(spi) {
+            t.set_timing(spi, it.send_from, it.expires_at);
+            continue;
+        }
+        let iv = sid
+            .and_then(|s| IvSource::from_sid(s, SID_BITS))
+            .unwrap_or_else(|| IvSource::random_prefix(OsRng.next_u32()));
+        match t.install(
+            spi,
+            it.tek.transform,
+            &it.tek.key,
+            it.send_from,
+            it.expires_at,
+            iv,
+        ) {
+            Ok(()) => info!(spi = format!("{spi:#010x}"), "SA installed"),
+            Err(e) => warn!(spi = format!("{spi:#010x}"), error = %e, "SA not installed"),
+        }
+    }
+    let live: Vec<u32> = g.teks.iter().map(|x| x.tek.spi).collect();
+    t.retain(|spi| live.contains(&spi));
+    let mut prefixes: Vec<Ipv4Prefix> = g.teks.iter().map(|x| x.tek.dst).collect();
+    prefixes.dedup();
+    prefixes
+}
+
+/// Sender-ID length GKM's KS grants (the KD's NUMBER_OF_SID_BITS).
+const SID_BITS: u8 = 16;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -222,7 +305,17 @@ async fn main() -> Result<()> {
         Some(p) => toml::from_str(&read(p)?).map_err(|e| anyhow!("config {}: {e}", p.display()))?,
         None => AgentConfig::default(),
     };
-    let (cfg, bind, d3p) = gm_config(&args, &file)?;
+    let (mut cfg, bind, d3p) = gm_config(&args, &file)?;
+    let dataplane_on = (args.dataplane || file.dataplane.is_some()) && !args.once;
+    if dataplane_on && args.sender_ids.or(file.sender_ids).is_none() {
+        // One KS-assigned sender ID keeps this sender's ESP IVs apart from
+        // every other GM's under the shared key (gkm_dataplane::esp).
+        cfg.sender_ids = 1;
+    }
+    if let Some(off) = args.test_clock_offset_ms {
+        warn!(offset_ms = off, "TEST ONLY: the dataplane clock is shifted");
+        CLOCK_OFFSET_MS.store(off, std::sync::atomic::Ordering::Relaxed);
+    }
     let group = cfg.group_id;
     let socket = UdpSocket::bind(bind).await.map_err(|e| {
         anyhow!("cannot bind UDP {bind}: {e}; ports below 1024 need root (or pass --bind ADDR:0)")
@@ -230,6 +323,56 @@ async fn main() -> Result<()> {
     if let Some(w) = d3p {
         info!(window = %w, "client d3p window override set");
     }
+    let mut dp = if dataplane_on {
+        let settings = dataplane::Settings {
+            device: args
+                .tun_name
+                .clone()
+                .or(file.dataplane.as_ref().and_then(|d| d.device.clone()))
+                .unwrap_or_else(|| dataplane::Settings::default().device),
+            fail_close: !args.fail_open
+                && file
+                    .dataplane
+                    .as_ref()
+                    .and_then(|d| d.fail_close)
+                    .unwrap_or(true),
+            ..dataplane::Settings::default()
+        };
+        let protect = args
+            .protect
+            .iter()
+            .chain(
+                file.dataplane
+                    .iter()
+                    .flat_map(|d| d.protect.iter().flatten()),
+            )
+            .map(|p| {
+                p.parse::<Ipv4Prefix>()
+                    .map_err(|e| anyhow!("protect {p:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        socket2::SockRef::from(&socket).set_mark(settings.fwmark)?;
+        let dev = dataplane::tun(&settings)?;
+        let mut routes = dataplane::Routes::new(&settings)?;
+        if settings.fail_close {
+            routes.protect(&protect)?;
+        }
+        let esp = dataplane::esp_socket(settings.fwmark)?;
+        let t: dataplane::SharedTunnel =
+            std::sync::Arc::new(std::sync::Mutex::new(Tunnel::default()));
+        let io = t.clone();
+        tokio::spawn(async move {
+            if let Err(e) = dataplane::run(dev, esp, io, dataplane_now_ms).await {
+                tracing::error!(error = %format!("{e:#}"), "dataplane stopped");
+            }
+        });
+        info!(device = %settings.device, fail_close = settings.fail_close, "dataplane on");
+        Some((settings, routes, t))
+    } else {
+        None
+    };
+    let tunnel = dp.as_ref().map(|(_, _, t)| t.clone());
+    let mut sid: Option<u32> = None;
     let replay: status::Shared = std::sync::Arc::new(std::sync::Mutex::new(GroupReplay {
         group,
         name: args
@@ -248,10 +391,12 @@ async fn main() -> Result<()> {
             .clone()
             .or(file.status_socket.clone())
             .unwrap_or_else(|| status::default_path(group));
-        if let Err(e) = status::serve(&path, replay.clone(), now_ms) {
+        if let Err(e) = status::serve(&path, replay.clone(), tunnel.clone(), now_ms) {
             warn!(error = %format!("{e:#}"), "no local status socket: pass --status-socket PATH");
         }
     }
+    // SIGTERM ends the agent like Ctrl-C: routes, rules and the TUN device go.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut gm = GroupMember::new(cfg, Box::new(OsRng));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     let mut buf = vec![0u8; 65_536];
@@ -281,6 +426,17 @@ async fn main() -> Result<()> {
                     (None, Some(w)) => (Some(w), Some(WindowSource::Ks)),
                     (None, None) => (None, None),
                 };
+                let window = r.d3p_window_ms;
+                drop(r);
+                if let GmEvent::Registered { sids, .. } = &e {
+                    sid = sids.first().copied();
+                }
+                if let (Some((_, routes, t)), Some(g)) = (dp.as_mut(), gm.group()) {
+                    let prefixes = sync_tunnel(t, g, sid, window);
+                    if let Err(e) = routes.protect(&prefixes) {
+                        warn!(error = %format!("{e:#}"), "cannot route the protected prefixes");
+                    }
+                }
             }
             match e {
                 GmEvent::Registered { ks, keys, sids } => {
@@ -300,7 +456,11 @@ async fn main() -> Result<()> {
                     if let Some(k) = keys.kek.as_ref().filter(|k| k.rekey_dst.is_multicast()) {
                         let to = SocketAddrV4::new(k.rekey_dst, k.rekey_port);
                         if multicast.as_ref().map(|(a, _)| *a) != Some(to) {
-                            multicast = Some((to, join_multicast(to, local)?));
+                            let m = join_multicast(to, local)?;
+                            if let Some((settings, _, _)) = dp.as_ref() {
+                                socket2::SockRef::from(&m).set_mark(settings.fwmark)?;
+                            }
+                            multicast = Some((to, m));
                             info!(group = %to, "listening for multicast rekeys");
                         }
                     }
@@ -344,6 +504,7 @@ async fn main() -> Result<()> {
             _ = tokio::time::sleep(wait) => gm.handle_timeout(now_ms()),
             _ = tokio::time::sleep_until(deadline), if args.once => bail!("not registered within {} s", args.timeout),
             _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => return Ok(()),
         }
     }
 }

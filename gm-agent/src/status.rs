@@ -30,7 +30,12 @@ pub type Shared = Arc<Mutex<GroupReplay>>;
 
 /// Binds the socket (replacing a stale one a crashed agent left) and
 /// serves it until the process ends.
-pub fn serve(path: &Path, status: Shared, now_ms: fn() -> u64) -> Result<()> {
+pub fn serve(
+    path: &Path,
+    status: Shared,
+    tunnel: Option<crate::dataplane::SharedTunnel>,
+    now_ms: fn() -> u64,
+) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -49,8 +54,9 @@ pub fn serve(path: &Path, status: Shared, now_ms: fn() -> u64) -> Result<()> {
     tokio::spawn(async move {
         while let Ok((conn, _)) = listener.accept().await {
             let status = status.clone();
+            let tunnel = tunnel.clone();
             tokio::spawn(async move {
-                if let Err(e) = answer(conn, &status, now_ms).await {
+                if let Err(e) = answer(conn, &status, tunnel.as_ref(), now_ms).await {
                     debug!(error = %e, "status request failed");
                 }
             });
@@ -59,7 +65,12 @@ pub fn serve(path: &Path, status: Shared, now_ms: fn() -> u64) -> Result<()> {
     Ok(())
 }
 
-async fn answer(conn: UnixStream, status: &Shared, now_ms: fn() -> u64) -> Result<()> {
+async fn answer(
+    conn: UnixStream,
+    status: &Shared,
+    tunnel: Option<&crate::dataplane::SharedTunnel>,
+    now_ms: fn() -> u64,
+) -> Result<()> {
     let (read, mut write) = conn.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
@@ -73,6 +84,13 @@ async fn answer(conn: UnixStream, status: &Shared, now_ms: fn() -> u64) -> Resul
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             s.posix_time_ms = now_ms();
+            if let Some(t) = tunnel {
+                s.counters = t
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .counters
+                    .clone();
+            }
             serde_json::to_string(&s)?
         }
         _ => serde_json::json!({"error": "unknown request: send `replay`"}).to_string(),
@@ -108,7 +126,7 @@ mod tests {
             posix_time_ms: 0,
             counters: ReplayCounters::default(),
         }));
-        serve(&path, status.clone(), || 42).unwrap();
+        serve(&path, status.clone(), None, || 42).unwrap();
         status.lock().unwrap().counters.output();
         let r: GroupReplay = serde_json::from_str(&ask(&path, b"replay\n").await).unwrap();
         assert_eq!(
@@ -126,7 +144,7 @@ mod tests {
         }
         assert!(ask(&path, b"replay\n").await.contains("\"group\":7"));
         // A second agent start replaces the stale socket.
-        serve(&path, status, || 43).unwrap();
+        serve(&path, status, None, || 43).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

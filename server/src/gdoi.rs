@@ -380,6 +380,11 @@ pub async fn run(
     key_log: Option<KeyLog>,
     channels: Channels,
 ) -> Result<()> {
+    // Signals first: one that arrives while the start-up below awaits the
+    // store must be queued, not take the default action (terminate).
+    let mut term = signal(SignalKind::terminate())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
     let Channels {
         mut commands,
         writes,
@@ -432,9 +437,6 @@ pub async fn run(
     let mut buf = vec![0u8; 65_536];
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
-    let mut term = signal(SignalKind::terminate())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
-    let mut usr2 = signal(SignalKind::user_defined2())?;
     loop {
         driver.events(&mut ks).await;
         io.flush(&mut ks).await;
@@ -610,6 +612,13 @@ impl Driver {
                                     // persisted with the rekey it prepared).
                                     if let Err(e) = self.persist(ks, g.identity).await {
                                         error!(group = %g.name, error = %format!("{e:#}"), "cannot persist the group's keys");
+                                    }
+                                    if let (Some(log), Some(s)) =
+                                        (self.key_log.as_mut(), ks.group_state(g.identity))
+                                    {
+                                        if let Err(e) = log.teks(&s.keys) {
+                                            warn!(error = %e, "key log write failed");
+                                        }
                                     }
                                 }
                                 Err(e) => {

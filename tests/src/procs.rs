@@ -16,6 +16,21 @@ fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Removes what cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_*...)
+/// from a command that builds: build scripts that watch those variables
+/// (ring's) would otherwise rebuild half the workspace.
+pub fn without_test_cargo_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let keep = ["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&k.as_ref())
+            || k.starts_with("CARGO_BUILD_")
+            || k.starts_with("CARGO_TERM_");
+        if k.starts_with("CARGO_") && !keep {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+}
+
 /// Path of a workspace binary. The first call in a test process runs
 /// `cargo build --workspace --bins` (what `scripts/test` runs before the
 /// tests, so normally a no-op; the same command keeps the same feature
@@ -26,18 +41,7 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--workspace", "--bins"]);
-        // What cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_*...)
-        // must not reach the nested build: build scripts that watch those
-        // variables (ring's) would rebuild half the workspace.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            let keep = ["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&k.as_ref())
-                || k.starts_with("CARGO_BUILD_")
-                || k.starts_with("CARGO_TERM_");
-            if k.starts_with("CARGO_") && !keep {
-                cmd.env_remove(k.as_ref());
-            }
-        }
+        without_test_cargo_env(&mut cmd);
         if bin_dir().ends_with("release") {
             cmd.arg("--release");
         }
