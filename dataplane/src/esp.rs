@@ -145,7 +145,10 @@ impl GroupSa {
         let (spi, seq, iv) = {
             let p = EspPacket::parse(esp, self.framing)
                 .map_err(|_| DataplaneError::Malformed("esp"))?;
-            (p.spi, p.seq, p.iv.to_vec())
+            let iv: [u8; 8] =
+                p.iv.try_into()
+                    .map_err(|_| DataplaneError::Malformed("esp.iv"))?;
+            (p.spi, p.seq, iv)
         };
         if spi != self.spi {
             return Err(DataplaneError::UnknownSpi(spi));

@@ -47,6 +47,8 @@ pub struct Tunnel {
     d3p_window_ms: Option<u32>,
     d3p_protocol: IpProtocol,
     ip_id: u16,
+    /// Reused for the D3P header and the outer header (no allocation per packet).
+    scratch: Vec<u8>,
     /// Counters for `show crypto gkm gm replay`.
     pub counters: ReplayCounters,
 }
@@ -66,6 +68,7 @@ impl Tunnel {
             d3p_window_ms: None,
             d3p_protocol,
             ip_id: 0,
+            scratch: Vec::with_capacity(64),
             counters: ReplayCounters::default(),
         }
     }
@@ -154,20 +157,18 @@ impl Tunnel {
         let entry = self.sas.get_mut(i).ok_or(DataplaneError::NoOutboundSa)?;
         let (iv, seq) = entry.iv.next_iv().ok_or(DataplaneError::IvExhausted)?;
         out.resize(ipv4::HEADER_LEN, 0);
-        let mut stamp = [0u8; D3P_HEADER_LEN];
         match self.d3p_window_ms {
             Some(_) => {
-                let mut v = Vec::with_capacity(D3P_HEADER_LEN);
+                self.scratch.clear();
                 D3pHeader {
                     next_header: IpProtocol::IPV4,
                     d3p_type: D3pType::POSIX_TIME_MSEC,
                     timestamp_ms: now_ms,
                 }
-                .emit(&mut v);
-                stamp.copy_from_slice(&v);
+                .emit(&mut self.scratch);
                 entry
                     .sa
-                    .seal(out, seq, iv, self.d3p_protocol, &[&stamp, inner])?;
+                    .seal(out, seq, iv, self.d3p_protocol, &[&self.scratch, inner])?;
             }
             None => entry.sa.seal(out, seq, iv, IpProtocol::IPV4, &[inner])?,
         }
@@ -179,11 +180,11 @@ impl Tunnel {
             ..h
         };
         self.ip_id = self.ip_id.wrapping_add(1);
-        let mut hdr = Vec::with_capacity(ipv4::HEADER_LEN);
-        ipv4::emit(&mut hdr, &outer, self.ip_id, esp_len)?;
+        self.scratch.clear();
+        ipv4::emit(&mut self.scratch, &outer, self.ip_id, esp_len)?;
         out.get_mut(..ipv4::HEADER_LEN)
             .ok_or(DataplaneError::TooLarge)?
-            .copy_from_slice(&hdr);
+            .copy_from_slice(&self.scratch);
         self.counters.output();
         Ok(())
     }
