@@ -413,6 +413,17 @@ fn main() -> Result<()> {
 }
 
 async fn serve(api: tokio::runtime::Handle) -> Result<()> {
+    // Take over SIGUSR1/SIGUSR2 (rekey now / replace) before anything else:
+    // their default action terminates the process, and tokio keeps its
+    // handler installed for the life of the process, so one arriving during
+    // start-up is ignored instead of killing the server; the GDOI loop
+    // listens for them once it runs. SIGTERM keeps its default until then.
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        for kind in [SignalKind::user_defined1(), SignalKind::user_defined2()] {
+            drop(signal(kind).context("installing signal handlers")?);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -37,7 +37,8 @@ fn server(dir: &Path, udp: u16, n: u32, database: Option<&str>) -> (Proc, String
     .env("RUST_LOG", "info")
     .env("NO_COLOR", "1");
     let mut p = Proc::spawn(cmd, &dir.join(format!("server-{n}.log")));
-    p.wait_for("serving GDOI", Duration::from_secs(60));
+    // The REST API line comes after "serving GDOI": wait for it, not the first.
+    p.wait_for("serving the REST API", Duration::from_secs(60));
     let out = p.output();
     let http = out
         .lines()
