@@ -67,11 +67,19 @@ pub fn fresh_dir(base: &str, name: &str) -> PathBuf {
 }
 
 /// A UDP port free on 127.0.0.1 right now.
+/// Never one in traceroute's range (33434-33534): tshark flags UDP to those
+/// ports as "Possible traceroute", which the capture checks read as a
+/// warning about our own packets.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    loop {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if !(33434..=33534).contains(&port) {
+            return port;
+        }
+    }
 }
 
 /// A child process that is killed when dropped.
