@@ -42,6 +42,9 @@ pub enum DataplaneError {
     /// until the next TEK.
     #[error("IV space exhausted")]
     IvExhausted,
+    /// An SA with this SPI is installed already.
+    #[error("SPI {0:#010x} is installed already")]
+    SpiInUse(u32),
     /// A transform or key the dataplane does not implement.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),

@@ -79,7 +79,8 @@ impl Tunnel {
         self.d3p_window_ms = window_ms;
     }
 
-    /// Installs an SA from a TEK (replacing one with the same SPI).
+    /// Installs an SA from a TEK. An SPI already installed is refused:
+    /// installing its key again would restart this sender's IV counter.
     pub fn install(
         &mut self,
         spi: u32,
@@ -89,8 +90,10 @@ impl Tunnel {
         expires_at: u64,
         iv: IvSource,
     ) -> Result<(), DataplaneError> {
+        if self.has(spi) {
+            return Err(DataplaneError::SpiInUse(spi));
+        }
         let sa = GroupSa::new(spi, transform, keymat)?;
-        self.sas.retain(|s| s.sa.spi() != spi);
         self.sas.push(Installed {
             sa,
             send_from,
@@ -455,6 +458,25 @@ mod tests {
         let sum = ipv4::checksum(&out[..20]).to_be_bytes();
         out[10..12].copy_from_slice(&sum);
         assert!(b.decapsulate(T0, &mut out).is_err());
+    }
+
+    #[test]
+    fn an_installed_key_is_never_installed_again() {
+        let (mut a, _) = pair(None);
+        let again = a.install(
+            0x0a0b0c0d,
+            EspTransformId::AES_GCM_16,
+            &KEY,
+            T0,
+            T0 + 1,
+            IvSource::from_sid(1, 8).unwrap(),
+        );
+        assert_eq!(again, Err(DataplaneError::SpiInUse(0x0a0b0c0d)));
+        assert_eq!(
+            a.outbound_spi(T0 + 10),
+            Some(0x0a0b0c0d),
+            "the first one stays"
+        );
     }
 
     #[test]

@@ -185,7 +185,8 @@ pub fn esp_socket(mark: u32) -> Result<UdpSocket> {
 /// Shared dataplane state: the tunnel the GDOI loop installs keys into.
 pub type SharedTunnel = Arc<Mutex<Tunnel>>;
 
-fn lock(t: &SharedTunnel) -> std::sync::MutexGuard<'_, Tunnel> {
+/// Locks the tunnel (a panic elsewhere while holding it leaves the data usable).
+pub fn lock(t: &SharedTunnel) -> std::sync::MutexGuard<'_, Tunnel> {
     t.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -150,6 +150,43 @@ fn join_multicast(group: SocketAddrV4, local: Ipv4Addr) -> Result<UdpSocket> {
     UdpSocket::from_std(s.into()).context("multicast socket")
 }
 
+/// The dataplane's settings and its fail-close prefixes from the flags and
+/// the file, checked before anything is bound or created; `None` when the
+/// dataplane is off (or with `--once`).
+fn dataplane_settings(
+    args: &Args,
+    file: &AgentConfig,
+) -> Result<Option<(dataplane::Settings, Vec<Ipv4Prefix>)>> {
+    if !(args.dataplane || file.dataplane.is_some()) || args.once {
+        return Ok(None);
+    }
+    let section = file.dataplane.as_ref();
+    let settings = dataplane::Settings {
+        device: args
+            .tun_name
+            .clone()
+            .or(section.and_then(|d| d.device.clone()))
+            .unwrap_or_else(|| dataplane::Settings::default().device),
+        fail_close: !args.fail_open && section.and_then(|d| d.fail_close).unwrap_or(true),
+        ..dataplane::Settings::default()
+    };
+    let protect = args
+        .protect
+        .iter()
+        .chain(
+            section
+                .and_then(|d| d.protect.as_ref())
+                .into_iter()
+                .flatten(),
+        )
+        .map(|p| {
+            p.parse::<Ipv4Prefix>()
+                .map_err(|e| anyhow!("protect {p:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some((settings, protect)))
+}
+
 /// TEST ONLY shift of the dataplane clock (`--test-clock-offset-ms`).
 static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
@@ -169,7 +206,7 @@ fn sync_tunnel(
     window: Option<u32>,
 ) -> Vec<Ipv4Prefix> {
     use rand_core::RngCore;
-    let mut t = t.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut t = dataplane::lock(t);
     t.set_d3p_window(window);
     for it in &g.teks {
         let spi = it.tek.spi;
@@ -306,7 +343,8 @@ async fn main() -> Result<()> {
         None => AgentConfig::default(),
     };
     let (mut cfg, bind, d3p) = gm_config(&args, &file)?;
-    let dataplane_on = (args.dataplane || file.dataplane.is_some()) && !args.once;
+    let dp_settings = dataplane_settings(&args, &file)?;
+    let dataplane_on = dp_settings.is_some();
     if dataplane_on && args.sender_ids.or(file.sender_ids).is_none() {
         // One KS-assigned sender ID keeps this sender's ESP IVs apart from
         // every other GM's under the shared key (gkm_dataplane::esp).
@@ -323,34 +361,7 @@ async fn main() -> Result<()> {
     if let Some(w) = d3p {
         info!(window = %w, "client d3p window override set");
     }
-    let mut dp = if dataplane_on {
-        let settings = dataplane::Settings {
-            device: args
-                .tun_name
-                .clone()
-                .or(file.dataplane.as_ref().and_then(|d| d.device.clone()))
-                .unwrap_or_else(|| dataplane::Settings::default().device),
-            fail_close: !args.fail_open
-                && file
-                    .dataplane
-                    .as_ref()
-                    .and_then(|d| d.fail_close)
-                    .unwrap_or(true),
-            ..dataplane::Settings::default()
-        };
-        let protect = args
-            .protect
-            .iter()
-            .chain(
-                file.dataplane
-                    .iter()
-                    .flat_map(|d| d.protect.iter().flatten()),
-            )
-            .map(|p| {
-                p.parse::<Ipv4Prefix>()
-                    .map_err(|e| anyhow!("protect {p:?}: {e}"))
-            })
-            .collect::<Result<Vec<_>>>()?;
+    let mut dp = if let Some((settings, protect)) = dp_settings {
         socket2::SockRef::from(&socket).set_mark(settings.fwmark)?;
         let dev = dataplane::tun(&settings)?;
         let mut routes = dataplane::Routes::new(&settings)?;

@@ -85,11 +85,7 @@ async fn answer(
                 .clone();
             s.posix_time_ms = now_ms();
             if let Some(t) = tunnel {
-                s.counters = t
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .counters
-                    .clone();
+                s.counters = crate::dataplane::lock(t).counters.clone();
             }
             serde_json::to_string(&s)?
         }

@@ -319,3 +319,28 @@ impl GroupMember {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gkm_wire::consts::D3pType;
+    use gkm_wire::payload::Gap;
+
+    #[test]
+    fn a_d3p_window_counts_only_with_the_known_timestamp_type() {
+        let gap = |t: Option<u16>, w: Option<u32>| Gap {
+            d3p_type: t.map(D3pType),
+            d3p_window_msec: w,
+            ..Gap::default()
+        };
+        assert_eq!(d3p_window_of(Some(&gap(Some(1), Some(5000)))), Some(5000));
+        assert_eq!(
+            d3p_window_of(Some(&gap(Some(7), Some(5000)))),
+            None,
+            "unknown type"
+        );
+        assert_eq!(d3p_window_of(Some(&gap(None, Some(5000)))), None, "no type");
+        assert_eq!(d3p_window_of(Some(&gap(Some(1), None))), None, "no window");
+        assert_eq!(d3p_window_of(None), None);
+    }
+}

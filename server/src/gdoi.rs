@@ -141,6 +141,15 @@ impl Driver {
         }
     }
 
+    /// Writes a group's TEKs to the key log, if the operator turned it on.
+    fn log_teks(&mut self, ks: &KeyServer, group_id: u32) {
+        if let (Some(log), Some(s)) = (self.key_log.as_mut(), ks.group_state(group_id)) {
+            if let Err(e) = log.teks(&s.keys) {
+                warn!(error = %e, "key log write failed");
+            }
+        }
+    }
+
     /// Persists then releases prepared rekeys; a failure keeps them for retry.
     async fn release(&mut self, ks: &mut KeyServer) {
         let waiting = std::mem::take(&mut self.unpersisted);
@@ -235,11 +244,7 @@ impl Driver {
                 if let Err(e) = self.queue_state(ks, group_id, None) {
                     error!(group = group_id, error = %format!("{e:#}"), "cannot persist the group state after a rekey");
                 }
-                if let (Some(log), Some(s)) = (self.key_log.as_mut(), ks.group_state(group_id)) {
-                    if let Err(e) = log.teks(&s.keys) {
-                        warn!(error = %e, "key log write failed");
-                    }
-                }
+                self.log_teks(ks, group_id);
             }
             KsEvent::RekeyAcked {
                 group_id,
@@ -613,13 +618,7 @@ impl Driver {
                                     if let Err(e) = self.persist(ks, g.identity).await {
                                         error!(group = %g.name, error = %format!("{e:#}"), "cannot persist the group's keys");
                                     }
-                                    if let (Some(log), Some(s)) =
-                                        (self.key_log.as_mut(), ks.group_state(g.identity))
-                                    {
-                                        if let Err(e) = log.teks(&s.keys) {
-                                            warn!(error = %e, "key log write failed");
-                                        }
-                                    }
+                                    self.log_teks(ks, g.identity);
                                 }
                                 Err(e) => {
                                     error!(group = %g.name, error = %e, "group policy not applied")

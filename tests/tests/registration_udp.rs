@@ -251,6 +251,14 @@ fn bind_refusal_and_bad_options_are_clear_errors() {
             "100-10000",
         ),
         ("group = 1\npsk = 'k'\n", "key_servers"),
+        (
+            "key_servers = ['127.0.0.1:9']\ngroup = 1\npsk = 'k'\n[dataplane]\nprotect = ['10.0.0.0/33']\n",
+            "protect \"10.0.0.0/33\"",
+        ),
+        (
+            "key_servers = ['127.0.0.1:9']\ngroup = 1\npsk = 'k'\n[dataplane]\ntun = 'x'\n",
+            "tun",
+        ),
     ] {
         let f = dir.join("agent.toml");
         std::fs::write(&f, text).unwrap();
