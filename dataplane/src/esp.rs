@@ -28,13 +28,20 @@
 use core::ops::Range;
 
 use gkm_wire::consts::{EspTransformId, IpProtocol};
-use gkm_wire::esp::{emit_header, emit_trailer, parse_trailer, EspFraming, EspPacket};
+use gkm_wire::esp::{parse_trailer, EspFraming, EspPacket};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
 
 use crate::DataplaneError;
 
 /// Length of the salt at the end of an AES-GCM TEK (RFC 4106 section 8.1).
 pub const SALT_LEN: usize = 4;
+
+/// Octets before the payload: SPI, sequence number, 8-octet IV.
+pub const ESP_HEADER_LEN: usize = 16;
+
+/// Most octets after the payload: padding (at most 3 for 4-octet
+/// alignment), pad length, next header, 16-octet ICV.
+pub const ESP_TRAILER_MAX: usize = 3 + 2 + 16;
 
 /// An ESP AES-GCM-16 SA: the key, the salt, the SPI.
 pub struct GroupSa {
@@ -107,7 +114,7 @@ impl GroupSa {
 
     /// Appends an ESP packet carrying `parts` (concatenated) with
     /// `next_header`: SPI, `seq`, `iv`, the encrypted payload and trailer,
-    /// the ICV.
+    /// the ICV. (A copying front end of [`GroupSa::seal_in_place`].)
     pub fn seal(
         &self,
         out: &mut Vec<u8>,
@@ -116,27 +123,64 @@ impl GroupSa {
         next_header: IpProtocol,
         parts: &[&[u8]],
     ) -> Result<(), DataplaneError> {
-        let payload_len: usize = parts.iter().map(|p| p.len()).sum();
-        if self.framing.packet_len(payload_len) > usize::from(u16::MAX) {
-            return Err(DataplaneError::TooLarge);
-        }
         let start = out.len();
-        emit_header(out, self.spi, seq, &iv).map_err(|_| DataplaneError::Malformed("esp.spi"))?;
-        let ct_start = out.len();
+        out.resize(start + ESP_HEADER_LEN, 0);
         for p in parts {
             out.extend_from_slice(p);
         }
-        emit_trailer(out, payload_len, self.framing, next_header);
-        let aad = aad(self.spi, seq);
+        let payload = start + ESP_HEADER_LEN..out.len();
+        out.resize(payload.end + ESP_TRAILER_MAX, 0);
+        let packet = self.seal_in_place(out, payload, seq, iv, next_header)?;
+        out.truncate(packet.end);
+        Ok(())
+    }
+
+    /// Seals the payload at `payload` in `buf` in place: the ESP header
+    /// and IV go into the [`ESP_HEADER_LEN`] octets before it, the padding,
+    /// trailer and ICV after it (at most [`ESP_TRAILER_MAX`] octets).
+    /// Returns where the ESP packet lies in `buf`.
+    pub fn seal_in_place(
+        &self,
+        buf: &mut [u8],
+        payload: Range<usize>,
+        seq: u32,
+        iv: [u8; 8],
+        next_header: IpProtocol,
+    ) -> Result<Range<usize>, DataplaneError> {
+        let payload_len = payload.len();
+        if self.framing.packet_len(payload_len) > usize::from(u16::MAX) {
+            return Err(DataplaneError::TooLarge);
+        }
+        let start = payload
+            .start
+            .checked_sub(ESP_HEADER_LEN)
+            .ok_or(DataplaneError::NoRoom)?;
+        let trailer_len = self.framing.padding_for(payload_len) + 2;
+        let ct_end = payload.end + trailer_len;
+        let end = ct_end + self.framing.icv_len;
+        let header = buf
+            .get_mut(start..payload.start)
+            .ok_or(DataplaneError::NoRoom)?;
+        let (spi_seq, iv_dst) = header.split_at_mut(8);
+        let (s, q) = spi_seq.split_at_mut(4);
+        s.copy_from_slice(&self.spi.to_be_bytes());
+        q.copy_from_slice(&seq.to_be_bytes());
+        iv_dst.copy_from_slice(&iv);
+        let trailer = buf
+            .get_mut(payload.end..ct_end)
+            .ok_or(DataplaneError::NoRoom)?;
+        write_trailer(trailer, next_header);
         let nonce = self.nonce(&iv)?;
-        let ct = out.get_mut(ct_start..).ok_or(DataplaneError::TooLarge)?;
+        let (ct, rest) = buf
+            .get_mut(payload.start..end)
+            .ok_or(DataplaneError::NoRoom)?
+            .split_at_mut(ct_end - payload.start);
         let tag = self
             .key
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), ct)
+            .seal_in_place_separate_tag(nonce, Aad::from(aad(self.spi, seq)), ct)
             .map_err(|_| DataplaneError::TooLarge)?;
-        out.extend_from_slice(tag.as_ref());
-        debug_assert_eq!(out.len() - start, self.framing.packet_len(payload_len));
-        Ok(())
+        rest.copy_from_slice(tag.as_ref());
+        Ok(start..end)
     }
 
     /// Decrypts the ESP packet `esp` (the IP payload) in place and returns
@@ -165,6 +209,22 @@ impl GroupSa {
         let (payload, nh) =
             parse_trailer(plain).map_err(|_| DataplaneError::Malformed("esp.trailer"))?;
         Ok((nh, ct_start..ct_start + payload.len()))
+    }
+}
+
+/// Writes the default padding (1, 2, 3, ...; RFC 4303 section 2.4), the
+/// pad length and the next header into `dst` (padding + 2 octets).
+fn write_trailer(dst: &mut [u8], next_header: IpProtocol) {
+    let pad = dst.len().saturating_sub(2);
+    for (i, b) in dst.iter_mut().enumerate() {
+        // pad <= 3: the casts cannot truncate.
+        *b = if i < pad {
+            (i + 1) as u8
+        } else if i == pad {
+            pad as u8
+        } else {
+            next_header.0
+        };
     }
 }
 

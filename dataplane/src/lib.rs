@@ -23,6 +23,9 @@ pub enum DataplaneError {
     /// The packet would exceed 65,535 octets.
     #[error("packet too large")]
     TooLarge,
+    /// The buffer lacks the head- or tailroom an in-place operation needs.
+    #[error("no room around the packet in the buffer")]
+    NoRoom,
     /// No inbound SA has this SPI.
     #[error("no SA with SPI {0:#010x}")]
     UnknownSpi(u32),

@@ -26,10 +26,18 @@ use gkm_wire::consts::{D3pType, EspTransformId, IpProtocol};
 use gkm_wire::d3p::{D3pHeader, D3P_HEADER_LEN};
 
 use crate::d3p::D3pVerdict;
-use crate::esp::{GroupSa, IvSource};
+use crate::esp::{GroupSa, IvSource, ESP_HEADER_LEN, ESP_TRAILER_MAX};
 use crate::ipv4::{self, Ipv4Header};
 use crate::replay::ReplayCounters;
 use crate::DataplaneError;
+
+/// Octets [`Tunnel::encapsulate_in_place`] needs before the inner packet:
+/// the outer IPv4 header, the ESP header and IV, the D3P header.
+pub const HEADROOM: usize = ipv4::HEADER_LEN + ESP_HEADER_LEN + D3P_HEADER_LEN;
+
+/// Octets [`Tunnel::encapsulate_in_place`] needs after the inner packet:
+/// ESP padding, trailer and ICV.
+pub const TAILROOM: usize = ESP_TRAILER_MAX;
 
 /// One installed SA with its timing and this sender's IVs under it.
 #[derive(Debug)]
@@ -47,7 +55,7 @@ pub struct Tunnel {
     d3p_window_ms: Option<u32>,
     d3p_protocol: IpProtocol,
     ip_id: u16,
-    /// Reused for the D3P header and the outer header (no allocation per packet).
+    /// Reused for the D3P header (no allocation per packet).
     scratch: Vec<u8>,
     /// Counters for `show crypto gkm gm replay`.
     pub counters: ReplayCounters,
@@ -148,6 +156,7 @@ impl Tunnel {
     }
 
     /// Encrypts the inner IPv4 packet `inner` into `out` (cleared first).
+    /// (A copying front end of [`Tunnel::encapsulate_in_place`].)
     pub fn encapsulate(
         &mut self,
         now_ms: u64,
@@ -155,13 +164,43 @@ impl Tunnel {
         out: &mut Vec<u8>,
     ) -> Result<(), DataplaneError> {
         out.clear();
-        let h = Ipv4Header::parse(inner)?;
+        out.resize(HEADROOM, 0);
+        out.extend_from_slice(inner);
+        out.resize(HEADROOM + inner.len() + TAILROOM, 0);
+        let packet = self.encapsulate_in_place(now_ms, out, HEADROOM..HEADROOM + inner.len())?;
+        out.truncate(packet.end);
+        out.drain(..packet.start);
+        Ok(())
+    }
+
+    /// Encrypts the inner IPv4 packet at `inner` in `buf` where it lies,
+    /// with at least [`HEADROOM`] octets before it (12 fewer with IP-D3P
+    /// off) and [`TAILROOM`] after it, and returns where the outer packet lies in `buf`: the inner
+    /// packet is never copied.
+    pub fn encapsulate_in_place(
+        &mut self,
+        now_ms: u64,
+        buf: &mut [u8],
+        inner: Range<usize>,
+    ) -> Result<Range<usize>, DataplaneError> {
+        let head = match self.d3p_window_ms {
+            Some(_) => HEADROOM,
+            None => HEADROOM - D3P_HEADER_LEN,
+        };
+        // All the room is checked before anything is written or an IV used.
+        if inner.start < head || buf.len() < inner.end.saturating_add(TAILROOM) {
+            return Err(DataplaneError::NoRoom);
+        }
+        let h = Ipv4Header::parse(buf.get(inner.clone()).ok_or(DataplaneError::NoRoom)?)?;
         let i = self.outbound(now_ms).ok_or(DataplaneError::NoOutboundSa)?;
         let entry = self.sas.get_mut(i).ok_or(DataplaneError::NoOutboundSa)?;
         let (iv, seq) = entry.iv.next_iv().ok_or(DataplaneError::IvExhausted)?;
-        out.resize(ipv4::HEADER_LEN, 0);
-        match self.d3p_window_ms {
+        let (payload, next_header) = match self.d3p_window_ms {
             Some(_) => {
+                let start = inner
+                    .start
+                    .checked_sub(D3P_HEADER_LEN)
+                    .ok_or(DataplaneError::NoRoom)?;
                 self.scratch.clear();
                 D3pHeader {
                     next_header: IpProtocol::IPV4,
@@ -169,27 +208,34 @@ impl Tunnel {
                     timestamp_ms: now_ms,
                 }
                 .emit(&mut self.scratch);
-                entry
-                    .sa
-                    .seal(out, seq, iv, self.d3p_protocol, &[&self.scratch, inner])?;
+                buf.get_mut(start..inner.start)
+                    .ok_or(DataplaneError::NoRoom)?
+                    .copy_from_slice(&self.scratch);
+                (start..inner.end, self.d3p_protocol)
             }
-            None => entry.sa.seal(out, seq, iv, IpProtocol::IPV4, &[inner])?,
-        }
-        let esp_len = out.len() - ipv4::HEADER_LEN;
+            None => (inner, IpProtocol::IPV4),
+        };
+        let esp = entry.sa.seal_in_place(buf, payload, seq, iv, next_header)?;
+        let start = esp
+            .start
+            .checked_sub(ipv4::HEADER_LEN)
+            .ok_or(DataplaneError::NoRoom)?;
         let outer = Ipv4Header {
             header_len: ipv4::HEADER_LEN,
-            total_len: ipv4::HEADER_LEN + esp_len,
+            total_len: ipv4::HEADER_LEN + esp.len(),
             protocol: IpProtocol::ESP.0,
             ..h
         };
         self.ip_id = self.ip_id.wrapping_add(1);
-        self.scratch.clear();
-        ipv4::emit(&mut self.scratch, &outer, self.ip_id, esp_len)?;
-        out.get_mut(..ipv4::HEADER_LEN)
-            .ok_or(DataplaneError::TooLarge)?
-            .copy_from_slice(&self.scratch);
+        ipv4::write(
+            buf.get_mut(start..esp.start)
+                .ok_or(DataplaneError::NoRoom)?,
+            &outer,
+            self.ip_id,
+            esp.len(),
+        )?;
         self.counters.output();
-        Ok(())
+        Ok(start..esp.end)
     }
 
     /// Decrypts the outer packet `outer` in place and returns where the
@@ -495,5 +541,45 @@ mod tests {
             t.decapsulate(T0, &mut out),
             Err(DataplaneError::UnknownSpi(_))
         ));
+    }
+
+    #[test]
+    fn in_place_needs_exactly_its_room_and_matches_the_copying_path() {
+        // 87 octets: with or without the 12-octet D3P header the payload
+        // needs 3 octets of padding, so all of TAILROOM is used.
+        let mut inner = ping(0, 64);
+        inner.extend_from_slice(&[0xaa; 3]);
+        let n = inner.len();
+        inner[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+        inner[10..12].copy_from_slice(&[0, 0]);
+        let sum = ipv4::checksum(&inner[..20]).to_be_bytes();
+        inner[10..12].copy_from_slice(&sum);
+        let framed = |head: usize, tail: usize| {
+            let mut buf = vec![0u8; head + n + tail];
+            buf[head..head + n].copy_from_slice(&inner);
+            (buf, head..head + n)
+        };
+        for (d3p, need_head) in [(None, HEADROOM - D3P_HEADER_LEN), (Some(1000), HEADROOM)] {
+            let (mut a, mut b) = pair(d3p);
+            let (mut buf, at) = framed(need_head, TAILROOM);
+            let r = a.encapsulate_in_place(T0, &mut buf, at).unwrap();
+            assert_eq!(r, 0..buf.len(), "the whole room is used");
+            let mut outer = buf[r.clone()].to_vec();
+            let got = b.decapsulate(T0, &mut outer).unwrap();
+            assert_eq!(&outer[got], &inner[..]);
+            let mut copied = Vec::new();
+            a.encapsulate(T0, &inner, &mut copied).unwrap();
+            assert_eq!(copied.len(), r.len(), "the copying path frames the same");
+            // One octet short before or after: refused, nothing counted.
+            let sent = a.counters.output_packets;
+            for (head, tail) in [(need_head - 1, TAILROOM), (need_head, TAILROOM - 1)] {
+                let (mut buf, at) = framed(head, tail);
+                assert_eq!(
+                    a.encapsulate_in_place(T0, &mut buf, at),
+                    Err(DataplaneError::NoRoom)
+                );
+            }
+            assert_eq!(a.counters.output_packets, sent);
+        }
     }
 }

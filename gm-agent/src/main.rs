@@ -372,11 +372,7 @@ async fn main() -> Result<()> {
         let t: dataplane::SharedTunnel =
             std::sync::Arc::new(std::sync::Mutex::new(Tunnel::default()));
         let io = t.clone();
-        tokio::spawn(async move {
-            if let Err(e) = dataplane::run(dev, esp, io, dataplane_now_ms).await {
-                tracing::error!(error = %format!("{e:#}"), "dataplane stopped");
-            }
-        });
+        dataplane::spawn(dev, esp, io, dataplane_now_ms)?;
         info!(device = %settings.device, fail_close = settings.fail_close, "dataplane on");
         Some((settings, routes, t))
     } else {
