@@ -55,8 +55,6 @@ pub struct Tunnel {
     d3p_window_ms: Option<u32>,
     d3p_protocol: IpProtocol,
     ip_id: u16,
-    /// Reused for the D3P header (no allocation per packet).
-    scratch: Vec<u8>,
     /// Counters for `show crypto gkm gm replay`.
     pub counters: ReplayCounters,
 }
@@ -76,7 +74,6 @@ impl Tunnel {
             d3p_window_ms: None,
             d3p_protocol,
             ip_id: 0,
-            scratch: Vec::with_capacity(64),
             counters: ReplayCounters::default(),
         }
     }
@@ -201,16 +198,14 @@ impl Tunnel {
                     .start
                     .checked_sub(D3P_HEADER_LEN)
                     .ok_or(DataplaneError::NoRoom)?;
-                self.scratch.clear();
-                D3pHeader {
+                let d3p = D3pHeader {
                     next_header: IpProtocol::IPV4,
                     d3p_type: D3pType::POSIX_TIME_MSEC,
                     timestamp_ms: now_ms,
-                }
-                .emit(&mut self.scratch);
+                };
                 buf.get_mut(start..inner.start)
                     .ok_or(DataplaneError::NoRoom)?
-                    .copy_from_slice(&self.scratch);
+                    .copy_from_slice(&d3p.to_bytes());
                 (start..inner.end, self.d3p_protocol)
             }
             None => (inner, IpProtocol::IPV4),

@@ -94,10 +94,6 @@ pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_be_bytes());
-}
-
 /// Reserves a 2-octet length field and returns its position for [`patch_len16`].
 pub(crate) fn reserve_len16(out: &mut Vec<u8>) -> usize {
     let at = out.len();

@@ -11,7 +11,7 @@
 //! default. draft-weis-delay-detection's own layout is not public; this is
 //! GKM's encoding, named as such.
 
-use crate::codec::{put_u16, put_u64, put_u8, Reader};
+use crate::codec::Reader;
 use crate::consts::{D3pType, IpProtocol};
 use crate::error::{err, ErrorKind, Result};
 
@@ -63,9 +63,16 @@ impl D3pHeader {
 
     /// Appends the header (the caller appends the inner packet).
     pub fn emit(&self, out: &mut Vec<u8>) {
-        put_u8(out, self.next_header.0);
-        put_u8(out, D3P_HEADER_LEN as u8);
-        put_u16(out, self.d3p_type.0);
-        put_u64(out, self.timestamp_ms);
+        out.extend_from_slice(&self.to_bytes());
+    }
+
+    /// The header's octets (for writing in place before an inner packet).
+    pub fn to_bytes(&self) -> [u8; D3P_HEADER_LEN] {
+        let mut b = [0u8; D3P_HEADER_LEN];
+        let (head, ts) = b.split_at_mut(4);
+        let [t0, t1] = self.d3p_type.0.to_be_bytes();
+        head.copy_from_slice(&[self.next_header.0, D3P_HEADER_LEN as u8, t0, t1]);
+        ts.copy_from_slice(&self.timestamp_ms.to_be_bytes());
+        b
     }
 }
