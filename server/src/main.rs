@@ -12,6 +12,7 @@ mod config;
 mod control;
 mod gdoi;
 mod groups;
+mod http;
 mod keylog;
 mod state;
 
@@ -57,6 +58,8 @@ struct Args {
     /// Write phase 1 keys and TEKs to this file for Wireshark. Secret material: off by default.
     #[arg(long, env = "GKM_KEYLOG")]
     key_log: Option<PathBuf>,
+    #[command(flatten)]
+    web: http::HttpArgs,
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -486,6 +489,12 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
                 .with_context(|| format!("cannot open the store {db_url}"))?;
             info!(backend = ?store.kind(), "store open");
             bootstrap_token(store.as_ref(), &data_dir).await?;
+            http::bootstrap_admin_password(
+                store.as_ref(),
+                &data_dir,
+                std::env::var("GKM_ADMIN_PASSWORD").ok(),
+            )
+            .await?;
             import_config_groups(store.as_ref(), &groups_cfg).await?;
             let mut stored = Vec::new();
             for g in store.groups().await? {
@@ -540,18 +549,30 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         tx: cmd_tx,
         store: store.clone(),
     });
-    let router = gkm_web::api::router(gkm_web::ApiState {
+    args.web.check_listen(http)?;
+    let api_state = gkm_web::ApiState {
         store: store.clone(),
         control,
-    });
-    let listener = api
-        .spawn(async move { tokio::net::TcpListener::bind(http).await })
-        .await
-        .context("the API runtime stopped")?
+    };
+    let dashboard = gkm_web::dashboard::Dashboard {
+        api: api_state.clone(),
+        sessions: std::sync::Arc::new(gkm_web::session::Sessions::new(
+            i64::from(args.web.session_idle_secs) * 1000,
+            i64::from(args.web.session_max_secs) * 1000,
+        )),
+        oidc: args.web.oidc(http)?,
+        secure_cookies: args.web.tls(),
+    };
+    let router = gkm_web::api::router(api_state).merge(gkm_web::dashboard::router(dashboard));
+    let listener = std::net::TcpListener::bind(http)
         .with_context(|| format!("cannot listen for HTTP on {http}: pass --http ADDR:PORT"))?;
-    info!(http = %listener.local_addr()?, "serving the REST API at /api/v1");
+    let scheme = if args.web.tls() { "https" } else { "http" };
+    let bound = listener.local_addr()?;
+    info!(http = %bound, "serving the REST API at /api/v1");
+    info!("dashboard at {scheme}://{bound}/ (user admin; password in the data directory's admin-password)");
+    let web_args = args.web.clone();
     api.spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+        if let Err(e) = http::serve(listener, router, &web_args).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });

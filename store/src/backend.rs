@@ -259,6 +259,9 @@ macro_rules! store_impl {
                         .push_bind(i64::from(g))
                         .push(")");
                 }
+                if let Some(id) = &f.identity {
+                    q.push(" AND m.identity = ").push_bind(id.as_str());
+                }
                 if let Some(s) = f.state {
                     q.push(" AND m.state = ").push_bind(s.as_str());
                 }

@@ -570,6 +570,8 @@ pub fn feature_bit(name: &str) -> Option<u32> {
 pub struct GmFilter {
     /// Only this group.
     pub group: Option<u32>,
+    /// Only the GM with this phase 1 identity.
+    pub identity: Option<String>,
     /// Only this state.
     pub state: Option<GmState>,
     /// Only this class.

@@ -249,10 +249,22 @@ async fn gm_listing_filters_and_pages_by_keyset() {
         assert_eq!(two_back.sids, vec![7, 8, 4_000_000_000], "{k:?}");
         let f = |group, state, class: Option<&str>, feature| GmFilter {
             group,
+            identity: None,
             state,
             class: class.map(str::to_owned),
             feature,
         };
+        let one = GmFilter {
+            group: Some(1),
+            identity: Some(two.identity.clone()),
+            ..GmFilter::default()
+        };
+        assert_eq!(s.count_gms(&one).await.unwrap(), 1, "{k:?}");
+        let none = GmFilter {
+            identity: Some("no-such-gm".into()),
+            ..GmFilter::default()
+        };
+        assert_eq!(s.count_gms(&none).await.unwrap(), 0, "{k:?}");
         assert_eq!(
             s.count_gms(&f(Some(1), None, None, None)).await.unwrap(),
             125

@@ -10,13 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gkm_store::model::{
-    feature_bit, ApiToken, AuditEntry, GmFilter, GmRow, GmState, Group, GroupPolicy, Invalid,
-    KeyServer, Page, Role, FEATURES,
+    feature_bit, ApiToken, AuditEntry, GmFilter, GmRow, GmState, Group, GroupPolicy, KeyServer,
+    Page, Role, FEATURES,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::auth::{new_token, Caller};
+use crate::auth::Caller;
+use crate::ops::{self, check_name, group_named, invalid};
 use crate::problem::Problem;
 use crate::{can_mutate, ApiState, GroupStatus, RekeyAccepted};
 
@@ -45,29 +46,6 @@ where
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
     q.map(|Query(v)| v)
         .map_err(|e| Problem::bad_request(e.body_text()))
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> Problem {
-    Problem::invalid(Invalid {
-        field: field.to_owned(),
-        message: message.into(),
-    })
-}
-
-fn check_name(field: &str, name: &str) -> Result<(), Problem> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            "must be 1-64 characters: letters, digits, space, '-', '_', '.'",
-        ))
-    }
 }
 
 fn mutate(caller: &Caller) -> Result<(), Problem> {
@@ -198,14 +176,6 @@ async fn view(state: &ApiState, g: Group) -> Result<GroupView, Problem> {
     })
 }
 
-async fn group_named(state: &ApiState, name: &str) -> Result<Group, Problem> {
-    state
-        .store
-        .group(name)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("group {name:?}")))
-}
-
 /// List groups.
 #[utoipa::path(get, path = "/api/v1/groups", responses((status = 200, body = [GroupView]), (status = 401, body = Problem)), security(("bearer" = [])))]
 pub async fn list_groups(
@@ -260,14 +230,8 @@ pub async fn put_group(
     ApiJson(body): ApiJson<GroupUpdate>,
 ) -> Result<Json<GroupChanged>, Problem> {
     mutate(&c)?;
-    body.policy.validate()?;
-    let old = group_named(&s, &name).await?;
-    let replace = old.policy.needs_replace_for(&body.policy);
-    let g = s
-        .store
-        .update_group(&c.actor(), &name, &body.policy, body.version)
-        .await?;
-    s.control.group_changed(g.identity, Some(&g), replace).await;
+    let (g, replace) =
+        ops::update_policy(&s, &c.actor(), &name, &body.policy, body.version).await?;
     Ok(Json(GroupChanged {
         group: view(&s, g).await?,
         rekey_replace_scheduled: replace,
@@ -297,34 +261,8 @@ pub async fn rekey(
     ApiJson(body): ApiJson<RekeyRequest>,
 ) -> Result<(StatusCode, Json<RekeyAccepted>), Problem> {
     mutate(&c)?;
-    let g = group_named(&s, &name).await?;
-    let accepted = s
-        .control
-        .rekey(g.identity, body.replace)
-        .await
-        .map_err(Problem::unavailable)?;
-    s.store
-        .append_audit(&AuditEntry {
-            at: now_ms(),
-            actor: c.actor().0,
-            action: if body.replace {
-                "rekey.replace"
-            } else {
-                "rekey.now"
-            }
-            .into(),
-            target: name,
-            detail: "{}".into(),
-        })
-        .await?;
+    let accepted = ops::rekey(&s, &c.actor(), &name, body.replace).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// A group's live status (`show crypto gkm ks rekey` and `ks policy`).
@@ -380,6 +318,7 @@ fn gm_filter(q: &GmQuery) -> Result<GmFilter, Problem> {
     };
     Ok(GmFilter {
         group: q.group,
+        identity: None,
         state,
         class: q.class.clone(),
         feature,
@@ -437,12 +376,7 @@ pub async fn eject_gm(
     Path((name, identity)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
     mutate(&c)?;
-    let g = group_named(&s, &name).await?;
-    s.store.remove_gm(&c.actor(), g.identity, &identity).await?;
-    s.control
-        .eject(g.identity, &identity)
-        .await
-        .map_err(Problem::unavailable)?;
+    ops::eject(&s, &c.actor(), &name, &identity).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -502,12 +436,7 @@ pub async fn create_token(
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), Problem> {
     c.require(Role::Admin)?;
-    check_name("/name", &body.name)?;
-    let (secret, hash) = new_token()?;
-    let token = s
-        .store
-        .create_token(&c.actor(), &body.name, body.role, &hash)
-        .await?;
+    let (token, secret) = ops::create_token(&s, &c.actor(), &body.name, body.role).await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { token, secret })))
 }
 

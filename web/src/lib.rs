@@ -7,7 +7,14 @@
 
 pub mod api;
 pub mod auth;
+pub mod charts;
+pub mod dashboard;
+pub mod forms;
+pub mod local;
+pub mod oidc;
+pub mod ops;
 pub mod problem;
+pub mod session;
 
 use std::sync::Arc;
 
