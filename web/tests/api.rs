@@ -10,59 +10,20 @@
     missing_docs
 )]
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use gkm_store::model::{GmRow, GmState, Group, Role};
-use gkm_store::seal::MasterKey;
+use common::Recorder;
+use gkm_store::model::{GmRow, GmState, Role};
 use gkm_store::{Actor, Store};
 use gkm_web::auth::{new_token, token_hash};
-use gkm_web::{api, ApiState, Control, GroupStatus, RekeyAccepted, RekeyStatus};
+use gkm_web::{api, ApiState};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-
-#[derive(Default)]
-struct Recorder {
-    calls: Mutex<Vec<String>>,
-}
-
-#[async_trait::async_trait]
-impl Control for Recorder {
-    async fn rekey(&self, group: u32, replace: bool) -> Result<RekeyAccepted, String> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("rekey {group} {replace}"));
-        Ok(RekeyAccepted { group, replace })
-    }
-    async fn eject(&self, group: u32, identity: &str) -> Result<(), String> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("eject {group} {identity}"));
-        Ok(())
-    }
-    async fn status(&self, group: u32) -> Option<GroupStatus> {
-        (group == 1234).then(|| GroupStatus {
-            rekey: RekeyStatus {
-                ack_type_in_use: "Cisco".into(),
-                rekeys_sent: 3,
-                seq: 3,
-                gms: 2,
-                gms_at_risk: 0,
-            },
-            kek: None,
-        })
-    }
-    async fn group_changed(&self, identity: u32, group: Option<&Group>, replace: bool) {
-        self.calls
-            .lock()
-            .unwrap()
-            .push(format!("changed {identity} {} {replace}", group.is_some()));
-    }
-}
 
 struct Api {
     router: axum::Router,
@@ -74,15 +35,7 @@ struct Api {
 }
 
 async fn api(tag: &str) -> Api {
-    let dir = std::env::temp_dir().join(format!("gkm-web-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = gkm_store::open(
-        dir.join("gkm.db").to_str().unwrap(),
-        MasterKey::from_hex(&"07".repeat(32)).unwrap(),
-    )
-    .await
-    .unwrap();
+    let store = common::store(tag).await;
     let mut tokens = Vec::new();
     for role in [Role::Admin, Role::Operator, Role::Viewer] {
         let (secret, hash) = new_token().unwrap();

@@ -1,0 +1,146 @@
+//! Server time of the dashboard's overview and group pages with 10,000 GMs
+//! in a SQLite store (the default): the request through the router, the
+//! store queries and the template (issue 6 target: at most 50 ms).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use criterion::{criterion_group, criterion_main, Criterion};
+use gkm_store::model::{GmRow, GmState, Group, GroupPolicy, RekeyRecord, Role};
+use gkm_store::seal::MasterKey;
+use gkm_store::Actor;
+use gkm_web::dashboard::{self, Dashboard};
+use gkm_web::session::{Login, Sessions, User};
+use gkm_web::{ApiState, Control, GroupStatus, RekeyAccepted};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+/// GMs in the benchmark's group.
+const GMS: u32 = 10_000;
+
+struct Idle;
+
+#[async_trait::async_trait]
+impl Control for Idle {
+    async fn rekey(&self, group: u32, replace: bool) -> Result<RekeyAccepted, String> {
+        Ok(RekeyAccepted { group, replace })
+    }
+    async fn eject(&self, _: u32, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    async fn status(&self, _: u32) -> Option<GroupStatus> {
+        None
+    }
+    async fn group_changed(&self, _: u32, _: Option<&Group>, _: bool) {}
+}
+
+fn pages(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = std::env::temp_dir().join(format!("gkm-bench-pages-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (router, cookie) = rt.block_on(async {
+        let store = gkm_store::open(
+            dir.join("gkm.db").to_str().unwrap(),
+            MasterKey::from_hex(&"07".repeat(32)).unwrap(),
+        )
+        .await
+        .unwrap();
+        let policy: GroupPolicy =
+            serde_json::from_str(r#"{"teks":[{"src":"10.0.0.0/8","dst":"10.0.0.0/8"}]}"#).unwrap();
+        store
+            .create_group(&Actor("bench".into()), "G1", 1234, &policy)
+            .await
+            .unwrap();
+        let rows: Vec<GmRow> = (0..GMS)
+            .map(|i| GmRow {
+                group: 1234,
+                identity: format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
+                address: format!("10.{}.{}.{}:848", i >> 16, (i >> 8) & 255, i & 255),
+                class: ["cisco", "asr9000", "non-cisco"][(i % 3) as usize].into(),
+                version: Some("1.0.11".into()),
+                features: i % 4,
+                state: if i % 50 == 0 {
+                    GmState::Lagging
+                } else {
+                    GmState::Registered
+                },
+                registered_at: 1_795_000_000_000,
+                last_seq_sent: Some(40),
+                last_seq_acked: Some(39 + i % 2),
+                misses: i % 2,
+                sids: vec![i],
+            })
+            .collect();
+        store.put_gms(&rows).await.unwrap();
+        for seq in 1..=50 {
+            store
+                .put_rekey(&RekeyRecord {
+                    group: 1234,
+                    seq,
+                    reason: "scheduled".into(),
+                    started_at: 1_795_000_000_000 + i64::from(seq) * 3_600_000,
+                    sent: GMS,
+                    acked: GMS - seq,
+                    duration_ms: Some(900),
+                })
+                .await
+                .unwrap();
+        }
+        let sessions = Arc::new(Sessions::new(3_600_000, 3_600_000));
+        let (id, _) = sessions
+            .sign_in(
+                None,
+                User {
+                    name: "bench".into(),
+                    role: Role::Admin,
+                    login: Login::Local,
+                },
+                gkm_web::ops::now_ms(),
+            )
+            .unwrap();
+        let router = dashboard::router(Dashboard {
+            api: ApiState {
+                store,
+                control: Arc::new(Idle),
+            },
+            sessions,
+            oidc: None,
+            secure_cookies: false,
+        });
+        (router, format!("gkm_session={id}"))
+    });
+    let rt = &rt;
+    let get = |path: &'static str| {
+        let router = router.clone();
+        let cookie = cookie.clone();
+        move || {
+            let req = Request::builder()
+                .uri(path)
+                .header(header::COOKIE, &cookie)
+                .body(Body::empty())
+                .unwrap();
+            rt.block_on(async {
+                let r = router.clone().oneshot(req).await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                r.into_body().collect().await.unwrap().to_bytes().len()
+            })
+        }
+    };
+    let mut g = c.benchmark_group("dashboard_10k_gms");
+    g.sample_size(30);
+    let overview = get("/");
+    g.bench_function("overview", |b| b.iter(&overview));
+    let group = get("/groups/G1");
+    g.bench_function("group", |b| b.iter(&group));
+    let filtered = get("/groups/G1?state=lagging&lacking=ip-d3p");
+    g.bench_function("group_filtered", |b| b.iter(&filtered));
+    g.finish();
+    drop(router);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, pages);
+criterion_main!(benches);

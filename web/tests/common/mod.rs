@@ -1,0 +1,64 @@
+//! What the web tests share: a recording stand-in for the key-server
+//! engine and a fresh SQLite store.
+#![allow(dead_code, clippy::unwrap_used, missing_docs)]
+
+use std::sync::{Arc, Mutex};
+
+use gkm_store::model::Group;
+use gkm_store::seal::MasterKey;
+use gkm_store::Store;
+use gkm_web::{Control, GroupStatus, RekeyAccepted, RekeyStatus};
+
+#[derive(Default)]
+pub struct Recorder {
+    pub calls: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Control for Recorder {
+    async fn rekey(&self, group: u32, replace: bool) -> Result<RekeyAccepted, String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("rekey {group} {replace}"));
+        Ok(RekeyAccepted { group, replace })
+    }
+    async fn eject(&self, group: u32, identity: &str) -> Result<(), String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("eject {group} {identity}"));
+        Ok(())
+    }
+    async fn status(&self, group: u32) -> Option<GroupStatus> {
+        (group == 1234).then(|| GroupStatus {
+            rekey: RekeyStatus {
+                ack_type_in_use: "Cisco".into(),
+                rekeys_sent: 3,
+                seq: 3,
+                gms: 2,
+                gms_at_risk: 0,
+            },
+            kek: None,
+        })
+    }
+    async fn group_changed(&self, identity: u32, group: Option<&Group>, replace: bool) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("changed {identity} {} {replace}", group.is_some()));
+    }
+}
+
+/// A fresh SQLite store in a directory named after the test.
+pub async fn store(tag: &str) -> Arc<dyn Store> {
+    let dir = std::env::temp_dir().join(format!("gkm-web-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    gkm_store::open(
+        dir.join("gkm.db").to_str().unwrap(),
+        MasterKey::from_hex(&"07".repeat(32)).unwrap(),
+    )
+    .await
+    .unwrap()
+}

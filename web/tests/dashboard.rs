@@ -1,0 +1,724 @@
+//! The dashboard over a real SQLite store: sign-in (local admin), session
+//! cookies and expiry, CSRF refusal on every form, roles, and every form's
+//! validation errors (nothing written on error). OIDC sign-in runs for real
+//! in `scripts/e2e-browser`; its role mapping is unit-tested in `oidc.rs`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use common::Recorder;
+use gkm_store::model::{GmRow, GmState, GroupPolicy, Role};
+use gkm_store::{Actor, Store};
+use gkm_web::dashboard::{self, Dashboard};
+use gkm_web::session::{Login, Sessions, User};
+use gkm_web::{local, ApiState};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+struct Ui {
+    router: axum::Router,
+    store: Arc<dyn Store>,
+    control: Arc<Recorder>,
+    sessions: Arc<Sessions>,
+}
+
+struct Answer {
+    status: StatusCode,
+    location: String,
+    set_cookie: String,
+    body: String,
+}
+
+const PASSWORD: &str = "dashboard-test-password";
+
+fn policy() -> GroupPolicy {
+    serde_json::from_str(r#"{"teks":[{"src":"10.0.0.0/8","dst":"10.0.0.0/8"}]}"#).unwrap()
+}
+
+async fn ui(tag: &str, idle_ms: i64, secure: bool) -> Ui {
+    let store = common::store(tag).await;
+    store
+        .put_secret(local::SECRET, &local::hash(PASSWORD).unwrap())
+        .await
+        .unwrap();
+    store
+        .create_group(&Actor("test".into()), "G1", 1234, &policy())
+        .await
+        .unwrap();
+    store
+        .put_gms(&[GmRow {
+            group: 1234,
+            identity: "10.0.0.7".into(),
+            address: "10.0.0.7:848".into(),
+            class: "non-cisco".into(),
+            version: Some("1.0.11".into()),
+            features: 1,
+            state: GmState::Registered,
+            registered_at: 0,
+            last_seq_sent: Some(3),
+            last_seq_acked: Some(2),
+            misses: 1,
+            sids: vec![5],
+        }])
+        .await
+        .unwrap();
+    let control = Arc::new(Recorder::default());
+    let sessions = Arc::new(Sessions::new(idle_ms, 3_600_000));
+    let router = dashboard::router(Dashboard {
+        api: ApiState {
+            store: store.clone(),
+            control: control.clone(),
+        },
+        sessions: sessions.clone(),
+        oidc: None,
+        secure_cookies: secure,
+    });
+    Ui {
+        router,
+        store,
+        control,
+        sessions,
+    }
+}
+
+fn cookie_of(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+fn csrf_in(body: &str) -> String {
+    let at = body
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with a CSRF token")
+        + 19;
+    body[at..at + 64].to_owned()
+}
+
+impl Ui {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        form: Option<&str>,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        if form.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(
+                req.body(Body::from(form.unwrap_or_default().to_owned()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let h = |n| {
+            resp.headers()
+                .get(n)
+                .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        let (location, set_cookie) = (h(header::LOCATION), h(header::SET_COOKIE));
+        let status = resp.status();
+        let body = String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+        Answer {
+            status,
+            location,
+            set_cookie,
+            body,
+        }
+    }
+
+    /// A session for `role`, as a sign-in would leave it: (cookie, csrf).
+    fn session(&self, name: &str, role: Role) -> (String, String) {
+        let (id, s) = self
+            .sessions
+            .sign_in(
+                None,
+                User {
+                    name: name.into(),
+                    role,
+                    login: Login::Oidc,
+                },
+                gkm_web::ops::now_ms(),
+            )
+            .unwrap();
+        (format!("{}={id}", gkm_web::session::COOKIE), s.csrf)
+    }
+
+    async fn version(&self) -> i64 {
+        self.store.group("G1").await.unwrap().unwrap().version
+    }
+}
+
+fn policy_form(csrf: &str, version: i64, changes: &[(&str, &str)]) -> String {
+    let mut fields = vec![
+        ("csrf", csrf.to_owned()),
+        ("version", version.to_string()),
+        ("d3p", "off".into()),
+        ("d3p_value", String::new()),
+        ("acknowledgement", "cisco".into()),
+        ("retransmit_interval", "10".into()),
+        ("retransmit_number", "2".into()),
+        ("tek_lifetime", "3600".into()),
+        ("kek_lifetime", "86400".into()),
+        ("tek_rekey_before", "90".into()),
+        ("kek_rekey_before", "90".into()),
+    ];
+    for (k, v) in changes {
+        match fields.iter_mut().find(|(f, _)| f == k) {
+            Some(f) => f.1 = (*v).to_owned(),
+            None => fields.push((k, (*v).to_owned())),
+        }
+    }
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace(' ', "+")))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[tokio::test]
+async fn anonymous_requests_go_to_the_login_page_and_cookies_are_strict() {
+    let u = ui("anon", 60_000, false).await;
+    for (m, p) in [
+        ("GET", "/"),
+        ("GET", "/groups/G1"),
+        ("GET", "/audit"),
+        ("POST", "/groups/G1/rekey"),
+    ] {
+        let a = u.call(m, p, None, Some("csrf=x")).await;
+        assert_eq!(
+            (a.status, a.location.as_str()),
+            (StatusCode::SEE_OTHER, "/login"),
+            "{m} {p}"
+        );
+    }
+    let a = u.call("GET", "/login", None, None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.set_cookie.starts_with("gkm_session="), "{}", a.set_cookie);
+    assert!(a.set_cookie.contains("HttpOnly") && a.set_cookie.contains("SameSite=Lax"));
+    assert!(!a.set_cookie.contains("Secure"));
+    let tls = ui("anon-tls", 60_000, true).await;
+    let a = tls.call("GET", "/login", None, None).await;
+    assert!(a.set_cookie.contains("; Secure"), "{}", a.set_cookie);
+    // A cookie that names no session is a new visitor.
+    let a = u
+        .call(
+            "GET",
+            "/",
+            Some(&format!("gkm_session={}", "ab".repeat(32))),
+            None,
+        )
+        .await;
+    assert_eq!(a.location, "/login");
+}
+
+#[tokio::test]
+async fn the_local_admin_signs_in_with_a_fresh_session_id() {
+    let u = ui("local", 60_000, false).await;
+    let a = u.call("GET", "/login", None, None).await;
+    let anon = cookie_of(&a.set_cookie);
+    let csrf = csrf_in(&a.body);
+    let wrong = u
+        .call(
+            "POST",
+            "/login",
+            Some(&anon),
+            Some(&format!("csrf={csrf}&user=admin&password=nope")),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("wrong user or password"));
+    let forged = u
+        .call(
+            "POST",
+            "/login",
+            Some(&anon),
+            Some(&format!(
+                "csrf={}&user=admin&password={PASSWORD}",
+                "0".repeat(64)
+            )),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "login CSRF");
+    let other_user = u
+        .call(
+            "POST",
+            "/login",
+            Some(&anon),
+            Some(&format!("csrf={csrf}&user=root&password={PASSWORD}")),
+        )
+        .await;
+    assert_eq!(other_user.status, StatusCode::UNAUTHORIZED);
+    let ok = u
+        .call(
+            "POST",
+            "/login",
+            Some(&anon),
+            Some(&format!("csrf={csrf}&user=admin&password={PASSWORD}")),
+        )
+        .await;
+    assert_eq!(
+        (ok.status, ok.location.as_str()),
+        (StatusCode::SEE_OTHER, "/")
+    );
+    let signed = cookie_of(&ok.set_cookie);
+    assert_ne!(signed, anon, "sign-in issues a new session id");
+    let home = u.call("GET", "/", Some(&signed), None).await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains("admin (admin)"));
+    assert_eq!(
+        u.call("GET", "/", Some(&anon), None).await.location,
+        "/login",
+        "the anonymous id is gone"
+    );
+    let audit = u.store.audit(10).await.unwrap();
+    assert!(audit
+        .iter()
+        .any(|e| e.action == "session.login" && e.actor == "user:admin"));
+    // Sign out needs the CSRF token too, and ends the session.
+    let csrf = csrf_in(&home.body);
+    let bad = u
+        .call("POST", "/logout", Some(&signed), Some("csrf="))
+        .await;
+    assert_eq!(bad.status, StatusCode::FORBIDDEN);
+    let out = u
+        .call(
+            "POST",
+            "/logout",
+            Some(&signed),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(out.location, "/login");
+    assert!(out.set_cookie.contains("Max-Age=0"));
+    assert_eq!(
+        u.call("GET", "/", Some(&signed), None).await.location,
+        "/login"
+    );
+}
+
+#[tokio::test]
+async fn sessions_expire_when_idle() {
+    let u = ui("expiry", 300, false).await;
+    let (cookie, _) = u.session("alice", Role::Admin);
+    assert_eq!(
+        u.call("GET", "/", Some(&cookie), None).await.status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let a = u.call("GET", "/", Some(&cookie), None).await;
+    assert_eq!(
+        (a.status, a.location.as_str()),
+        (StatusCode::SEE_OTHER, "/login")
+    );
+    assert!(u.sessions.is_empty(), "the expired session was dropped");
+}
+
+#[tokio::test]
+async fn every_form_refuses_a_missing_or_wrong_csrf_token() {
+    let u = ui("csrf", 60_000, false).await;
+    let (cookie, csrf) = u.session("alice", Role::Admin);
+    let v = u.version().await;
+    let audit_before = u.store.audit(1000).await.unwrap().len();
+    let posts = [
+        (
+            "/groups/G1",
+            policy_form("", v, &[("d3p", "sec"), ("d3p_value", "5")]),
+        ),
+        ("/groups/G1/rekey", String::new()),
+        ("/groups/G1/gms/10.0.0.7/eject", String::new()),
+        ("/tokens", "name=t1&role=viewer".to_owned()),
+        ("/tokens/admin/delete", String::new()),
+        ("/logout", String::new()),
+    ];
+    for (path, body) in &posts {
+        for token in ["", "0000", &"f".repeat(64)] {
+            let form = if body.is_empty() {
+                format!("csrf={token}")
+            } else if body.starts_with("csrf=") {
+                body.replacen("csrf=", &format!("csrf={token}"), 1)
+            } else {
+                format!("csrf={token}&{body}")
+            };
+            let a = u.call("POST", path, Some(&cookie), Some(&form)).await;
+            assert_eq!(
+                a.status,
+                StatusCode::FORBIDDEN,
+                "{path} with csrf {token:?}"
+            );
+            assert!(a.body.contains("CSRF"), "{path}");
+        }
+    }
+    assert_eq!(u.version().await, v, "the policy did not change");
+    assert!(
+        u.control.calls.lock().unwrap().is_empty(),
+        "the engine was not told anything"
+    );
+    assert_eq!(u.store.audit(1000).await.unwrap().len(), audit_before);
+    assert_eq!(
+        u.call("GET", "/", Some(&cookie), None).await.status,
+        StatusCode::OK,
+        "still signed in"
+    );
+    // The right token works.
+    let a = u
+        .call(
+            "POST",
+            "/groups/G1/rekey",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.location.as_str()),
+        (StatusCode::SEE_OTHER, "/groups/G1")
+    );
+    assert_eq!(
+        u.control.calls.lock().unwrap().as_slice(),
+        ["rekey 1234 false"]
+    );
+}
+
+#[tokio::test]
+async fn roles_decide_what_a_user_sees_and_may_do() {
+    let u = ui("roles", 60_000, false).await;
+    let v = u.version().await;
+    let (viewer, vcsrf) = u.session("bob", Role::Viewer);
+    let page = u.call("GET", "/groups/G1", Some(&viewer), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("policy-form") && !page.body.contains("rekey-now"));
+    assert!(page.body.contains("10.0.0.7"), "the GM table is shown");
+    for p in [
+        "/audit",
+        "/tokens",
+        "/groups/G1/rekey",
+        "/groups/G1/gms/10.0.0.7/eject",
+    ] {
+        assert_eq!(
+            u.call("GET", p, Some(&viewer), None).await.status,
+            StatusCode::FORBIDDEN,
+            "{p}"
+        );
+    }
+    let forged = policy_form(&vcsrf, v, &[("d3p", "sec"), ("d3p_value", "5")]);
+    assert_eq!(
+        u.call("POST", "/groups/G1", Some(&viewer), Some(&forged))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    for p in ["/groups/G1/rekey", "/groups/G1/gms/10.0.0.7/eject"] {
+        let a = u
+            .call("POST", p, Some(&viewer), Some(&format!("csrf={vcsrf}")))
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{p}");
+    }
+    assert_eq!(u.version().await, v);
+    assert!(u.control.calls.lock().unwrap().is_empty());
+
+    let (operator, ocsrf) = u.session("olivia", Role::Operator);
+    let page = u.call("GET", "/groups/G1", Some(&operator), None).await;
+    assert!(page.body.contains("policy-form") && page.body.contains("rekey-now"));
+    assert!(
+        !page.body.contains("/audit"),
+        "no admin links for an operator"
+    );
+    let ok = u
+        .call(
+            "POST",
+            "/groups/G1",
+            Some(&operator),
+            Some(&policy_form(
+                &ocsrf,
+                v,
+                &[("d3p", "msec"), ("d3p_value", "2500")],
+            )),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert!(ok.body.contains("Window-size = 2500 msec"));
+    assert_eq!(u.version().await, v + 1);
+    let tokens = u
+        .call(
+            "POST",
+            "/tokens",
+            Some(&operator),
+            Some(&format!("csrf={ocsrf}&name=x&role=viewer")),
+        )
+        .await;
+    assert_eq!(tokens.status, StatusCode::FORBIDDEN, "tokens need admin");
+    let eject = u
+        .call(
+            "POST",
+            "/groups/G1/gms/10.0.0.7/eject",
+            Some(&operator),
+            Some(&format!("csrf={ocsrf}")),
+        )
+        .await;
+    assert_eq!(eject.status, StatusCode::SEE_OTHER);
+    let audit = u.store.audit(10).await.unwrap();
+    assert!(audit
+        .iter()
+        .any(|e| e.actor == "user:olivia" && e.action == "group.update"));
+    assert_eq!(
+        u.control.calls.lock().unwrap().as_slice(),
+        ["changed 1234 true false", "eject 1234 10.0.0.7"]
+    );
+}
+
+#[tokio::test]
+async fn the_policy_form_reports_each_error_next_to_its_field_and_saves_nothing() {
+    let u = ui("policy", 60_000, false).await;
+    let (cookie, csrf) = u.session("alice", Role::Admin);
+    let v = u.version().await;
+    type Changes<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(Changes, &str, &str)] = &[
+        (
+            &[("d3p", "sec"), ("d3p_value", "101")],
+            "d3p_value-error",
+            "101 is out of range: sec must be 1-100",
+        ),
+        (
+            &[("d3p", "sec"), ("d3p_value", "0")],
+            "d3p_value-error",
+            "0 is out of range: sec must be 1-100",
+        ),
+        (
+            &[("d3p", "msec"), ("d3p_value", "99")],
+            "d3p_value-error",
+            "99 is out of range: msec must be 100-10000",
+        ),
+        (
+            &[("d3p", "msec"), ("d3p_value", "10001")],
+            "d3p_value-error",
+            "out of range",
+        ),
+        (
+            &[("d3p", "sec"), ("d3p_value", "abc")],
+            "d3p_value-error",
+            "is not a whole number",
+        ),
+        (
+            &[
+                ("d3p", "sec"),
+                ("d3p_value", "5"),
+                ("cmd_inline_tagging", "on"),
+            ],
+            "d3p_value-error",
+            "CMD inline tagging",
+        ),
+        (
+            &[("retransmit_interval", "0")],
+            "field-error",
+            "0 is out of range: 1-60 seconds",
+        ),
+        (
+            &[("retransmit_number", "11")],
+            "field-error",
+            "11 is out of range: 0-10",
+        ),
+        (
+            &[("tek_lifetime", "299")],
+            "field-error",
+            "299 is out of range: 300-86400 seconds",
+        ),
+        (
+            &[("kek_lifetime", "604801")],
+            "field-error",
+            "604801 is out of range: 300-604800 seconds",
+        ),
+        (
+            &[("tek_rekey_before", "1800")],
+            "field-error",
+            "under half the shortest TEK lifetime",
+        ),
+        (
+            &[("kek_rekey_before", "5")],
+            "field-error",
+            "must be at least 10",
+        ),
+        (
+            &[("acknowledgement", "bogus")],
+            "field-error",
+            "choose cisco, interoperable or any",
+        ),
+        (&[("version", "x")], "error", "reload the page"),
+        (
+            &[("version", "999")],
+            "error",
+            "the group changed since this form was loaded",
+        ),
+    ];
+    for (changes, class, message) in cases {
+        let a = u
+            .call(
+                "POST",
+                "/groups/G1",
+                Some(&cookie),
+                Some(&policy_form(&csrf, v, changes)),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{changes:?}");
+        assert!(a.body.contains(class), "{changes:?}: no {class}");
+        assert!(
+            a.body.contains(message),
+            "{changes:?}: no {message:?} in the page"
+        );
+        assert_eq!(u.version().await, v, "{changes:?}: nothing saved");
+    }
+    assert!(u.control.calls.lock().unwrap().is_empty());
+    let ok = u
+        .call(
+            "POST",
+            "/groups/G1",
+            Some(&cookie),
+            Some(&policy_form(
+                &csrf,
+                v,
+                &[("d3p", "sec"), ("d3p_value", "5")],
+            )),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert!(ok.body.contains("Saved."));
+    let g = u.store.group("G1").await.unwrap().unwrap();
+    assert_eq!(
+        g.policy.d3p_window,
+        Some(gkm_store::model::D3pWindow::Sec(5))
+    );
+}
+
+#[tokio::test]
+async fn the_token_form_validates_and_shows_a_secret_once() {
+    let u = ui("tokens", 60_000, false).await;
+    let (cookie, csrf) = u.session("alice", Role::Admin);
+    for (form, message) in [
+        (
+            format!("csrf={csrf}&name=&role=viewer"),
+            "must be 1-64 characters",
+        ),
+        (
+            format!("csrf={csrf}&name=bad%2Fname&role=viewer"),
+            "must be 1-64 characters",
+        ),
+        (
+            format!("csrf={csrf}&name=ok&role=root"),
+            "choose viewer, operator or admin",
+        ),
+    ] {
+        let a = u.call("POST", "/tokens", Some(&cookie), Some(&form)).await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{form}");
+        assert!(a.body.contains(message), "{form}");
+    }
+    assert!(u.store.tokens().await.unwrap().is_empty());
+    let a = u
+        .call(
+            "POST",
+            "/tokens",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&name=ci&role=operator")),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let at = a.body.find("gkm_").unwrap();
+    let secret = &a.body[at..at + 68];
+    let list = u.call("GET", "/tokens", Some(&cookie), None).await;
+    assert!(
+        list.body.contains("ci") && !list.body.contains(secret),
+        "shown once"
+    );
+    let dup = u
+        .call(
+            "POST",
+            "/tokens",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&name=ci&role=viewer")),
+        )
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    let del = u
+        .call(
+            "POST",
+            "/tokens/ci/delete",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(del.location, "/tokens");
+    assert!(u.store.tokens().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn pages_render_and_bad_queries_are_refused() {
+    let u = ui("pages", 60_000, false).await;
+    let (cookie, _) = u.session("alice", Role::Admin);
+    for p in [
+        "/",
+        "/groups/G1",
+        "/groups/G1/gms/10.0.0.7",
+        "/features",
+        "/features?lacking=1",
+        "/key-servers",
+        "/audit",
+        "/tokens",
+        "/groups/G1/rekey?replace=1",
+    ] {
+        let a = u.call("GET", p, Some(&cookie), None).await;
+        assert_eq!(a.status, StatusCode::OK, "{p}: {}", a.body);
+    }
+    let gm = u
+        .call("GET", "/groups/G1/gms/10.0.0.7", Some(&cookie), None)
+        .await;
+    assert!(gm.body.contains("1.0.11") && gm.body.contains("(removed at 3)"));
+    for (p, status) in [
+        ("/groups/NOPE", StatusCode::NOT_FOUND),
+        ("/groups/G1/gms/10.9.9.9", StatusCode::NOT_FOUND),
+        ("/groups/G1?state=sleepy", StatusCode::UNPROCESSABLE_ENTITY),
+        ("/groups/G1?class=juniper", StatusCode::UNPROCESSABLE_ENTITY),
+        ("/groups/G1?lacking=warp", StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        assert_eq!(
+            u.call("GET", p, Some(&cookie), None).await.status,
+            status,
+            "{p}"
+        );
+    }
+    let lacking = u
+        .call("GET", "/features?lacking=1", Some(&cookie), None)
+        .await;
+    // The GM reports ip-d3p (bit 1) but not gdoi-interop-ack.
+    let d3p = &lacking.body[lacking.body.find("feature-ip-d3p").unwrap()
+        ..lacking.body.find("feature-gdoi-interop-ack").unwrap()];
+    assert!(
+        !d3p.contains("10.0.0.7"),
+        "lacking-only hides a GM that has the feature"
+    );
+    assert!(
+        lacking.body[lacking.body.find("feature-gdoi-interop-ack").unwrap()..].contains("10.0.0.7")
+    );
+}
