@@ -52,7 +52,31 @@ pub struct Client {
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str, token: Option<String>) -> Self {
+        Self::build(base, token, ureq::tls::TlsConfig::default())
+    }
+
+    /// A client that trusts the certificates in `pem` (a private CA)
+    /// instead of the public web PKI roots.
+    pub fn with_ca(base: &str, token: Option<String>, pem: &[u8]) -> Result<Self, String> {
+        use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
+        let mut certs = Vec::new();
+        for item in parse_pem(pem) {
+            if let PemItem::Certificate(c) = item.map_err(|e| e.to_string())? {
+                certs.push(c);
+            }
+        }
+        if certs.is_empty() {
+            return Err("no certificate in it".into());
+        }
+        let tls = TlsConfig::builder()
+            .root_certs(RootCerts::new_with_certs(&certs))
+            .build();
+        Ok(Self::build(base, token, tls))
+    }
+
+    fn build(base: &str, token: Option<String>, tls: ureq::tls::TlsConfig) -> Self {
         let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
             .http_status_as_error(false)
             .timeout_global(Some(std::time::Duration::from_secs(30)))
             .build()

@@ -31,6 +31,10 @@ struct Args {
     /// bootstrap admin token of a server started in this directory).
     #[arg(long, global = true, env = "GKM_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// PEM trust anchors for the controller's certificate (a private CA);
+    /// default: the public web PKI roots.
+    #[arg(long, global = true, env = "GKM_CA")]
+    ca: Option<PathBuf>,
     /// Print the API's JSON instead of the text layout.
     #[arg(long, global = true)]
     json: bool,
@@ -51,6 +55,13 @@ enum Cmd {
         /// `gm replay`: the agent's status socket, or a directory of them.
         #[arg(long, default_value = gkmctl::agent::DEFAULT_DIR)]
         agent: PathBuf,
+        /// `gm replay` from the controller instead: the GM's last health
+        /// report (needs --group).
+        #[arg(long, requires = "group")]
+        gm: Option<String>,
+        /// The group of --gm, by name.
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Groups.
     Group {
@@ -141,7 +152,7 @@ enum TokenCmd {
     Create {
         /// Name.
         name: String,
-        /// viewer, operator or admin.
+        /// agent (health reports only), viewer, operator or admin.
         #[arg(long)]
         role: String,
     },
@@ -305,17 +316,58 @@ fn gm_replay(agent: &std::path::Path, as_json: bool) -> Result<String> {
 
 fn run(args: &Args) -> Result<String> {
     // Answered by the local agent, before any controller token is looked for.
-    if let Cmd::Show { words, agent, .. } = &args.command {
+    let mut reported = None;
+    if let Cmd::Show {
+        words,
+        agent,
+        gm,
+        group,
+        ..
+    } = &args.command
+    {
         if words
             .iter()
             .map(String::as_str)
             .eq(["crypto", "gkm", "gm", "replay"])
         {
-            return gm_replay(agent, args.json);
+            match (gm, group) {
+                (Some(gm), Some(group)) => reported = Some((gm, group)),
+                _ => return gm_replay(agent, args.json),
+            }
         }
     }
-    let c = Client::new(&args.url, token(args)?);
+    let c = match &args.ca {
+        None => Client::new(&args.url, token(args)?),
+        Some(p) => {
+            let pem = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            Client::with_ca(&args.url, token(args)?, &pem)
+                .map_err(|e| anyhow::anyhow!("--ca {}: {e}", p.display()))?
+        }
+    };
     let pretty = |v: Value| -> Result<String> { Ok(serde_json::to_string_pretty(&v)?) };
+    if let Some((gm, group)) = reported {
+        let v = c.call(
+            "GET",
+            &format!("/api/v1/groups/{}/gms/{}/health", enc(group), enc(gm)),
+            None,
+        )?;
+        if args.json {
+            return pretty(v);
+        }
+        let replay = gkm_dataplane::replay::GroupReplay {
+            group: v["group"]
+                .as_u64()
+                .and_then(|g| u32::try_from(g).ok())
+                .unwrap_or(0),
+            name: group.clone(),
+            d3p_window_ms: serde_json::from_value(v["d3p_window_ms"].clone())?,
+            d3p_window_source: serde_json::from_value(v["d3p_window_source"].clone())?,
+            posix_time_ms: v["agent_time_ms"].as_u64().unwrap_or(0),
+            counters: serde_json::from_value(v["counters"].clone())
+                .context("the controller's health report")?,
+        };
+        return Ok(show::gm_replay(&[replay]));
+    }
     match &args.command {
         Cmd::Show { words, lacking, .. } => show_cmd(&c, words, *lacking, args.json),
         Cmd::Group { cmd } => match cmd {

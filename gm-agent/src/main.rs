@@ -8,6 +8,7 @@
 //! comes, and prints what it holds; the dataplane lands with its issue.
 
 mod dataplane;
+mod report;
 mod status;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -80,6 +81,18 @@ struct Args {
     /// Dataplane: send protected traffic in clear until registered (fail-open).
     #[arg(long)]
     fail_open: bool,
+    /// Report health to the controller at this URL (`https://host:port`).
+    #[arg(long)]
+    report_url: Option<String>,
+    /// File holding the bearer token (role agent) for health reports.
+    #[arg(long)]
+    report_token_file: Option<PathBuf>,
+    /// Seconds between health reports (1-3600, default 30).
+    #[arg(long)]
+    report_interval: Option<u64>,
+    /// PEM trust anchors for the controller's certificate (a private CA).
+    #[arg(long)]
+    report_ca: Option<PathBuf>,
     /// Testing only: shift the dataplane's clock (IP-D3P stamps and checks) by this many ms.
     #[arg(long, hide = true, allow_hyphen_values = true)]
     test_clock_offset_ms: Option<i64>,
@@ -102,6 +115,19 @@ struct AgentConfig {
     group_name: Option<String>,
     status_socket: Option<PathBuf>,
     dataplane: Option<DataplaneFile>,
+    report: Option<ReportFile>,
+}
+
+/// The configuration file's `[report]` section: health reports to the
+/// controller.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportFile {
+    url: Option<String>,
+    token_file: Option<PathBuf>,
+    interval: Option<u64>,
+    ca: Option<PathBuf>,
+    insecure_http: Option<bool>,
 }
 
 /// The configuration file's `[dataplane]` section: present means on.
@@ -185,6 +211,49 @@ fn dataplane_settings(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Some((settings, protect)))
+}
+
+/// Health report settings from the flags, the file and `GKM_AGENT_TOKEN`,
+/// checked at start-up; `None` when no report URL is set (or `--once`).
+fn report_settings(args: &Args, file: &AgentConfig) -> Result<Option<report::Settings>> {
+    let section = file.report.as_ref();
+    let Some(url) = args
+        .report_url
+        .clone()
+        .or(section.and_then(|r| r.url.clone()))
+    else {
+        if section.is_some() {
+            bail!("report: give url (the controller's https://host:port)");
+        }
+        return Ok(None);
+    };
+    if args.once {
+        return Ok(None);
+    }
+    let token = match (
+        args.report_token_file
+            .as_ref()
+            .or(section.and_then(|r| r.token_file.as_ref())),
+        std::env::var("GKM_AGENT_TOKEN"),
+    ) {
+        (Some(f), _) => Zeroizing::new(read(f)?.trim().to_owned()),
+        (None, Ok(t)) => Zeroizing::new(t.trim().to_owned()),
+        (None, Err(_)) => {
+            bail!("report: give token_file (--report-token-file) or GKM_AGENT_TOKEN")
+        }
+    };
+    report::Settings::new(
+        &url,
+        token,
+        args.report_interval
+            .or(section.and_then(|r| r.interval))
+            .unwrap_or(report::DEFAULT_INTERVAL_SECS),
+        args.report_ca
+            .clone()
+            .or(section.and_then(|r| r.ca.clone())),
+        section.and_then(|r| r.insecure_http).unwrap_or(false),
+    )
+    .map(Some)
 }
 
 /// TEST ONLY shift of the dataplane clock (`--test-clock-offset-ms`).
@@ -344,6 +413,8 @@ async fn main() -> Result<()> {
     };
     let (mut cfg, bind, d3p) = gm_config(&args, &file)?;
     let dp_settings = dataplane_settings(&args, &file)?;
+    let report = report_settings(&args, &file)?;
+    let identity = cfg.identity.shown();
     let dataplane_on = dp_settings.is_some();
     if dataplane_on && args.sender_ids.or(file.sender_ids).is_none() {
         // One KS-assigned sender ID keeps this sender's ESP IVs apart from
@@ -401,6 +472,17 @@ async fn main() -> Result<()> {
         if let Err(e) = status::serve(&path, replay.clone(), tunnel.clone(), now_ms) {
             warn!(error = %format!("{e:#}"), "no local status socket: pass --status-socket PATH");
         }
+    }
+    let registered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(r) = report {
+        report::spawn(
+            r,
+            identity,
+            replay.clone(),
+            tunnel.clone(),
+            registered.clone(),
+            dataplane_now_ms,
+        )?;
     }
     // SIGTERM ends the agent like Ctrl-C: routes, rules and the TUN device go.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -495,6 +577,7 @@ async fn main() -> Result<()> {
                 GmEvent::PushRejected(why) => warn!(group, %why, "rekey refused"),
             }
         }
+        registered.store(gm.group().is_some(), std::sync::atomic::Ordering::Relaxed);
         let wait = gm
             .poll_timeout()
             .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))

@@ -65,6 +65,24 @@ pub fn serve(
     Ok(())
 }
 
+/// The group's status now: the dataplane's counters when it runs, the
+/// agent's clock.
+pub fn snapshot(
+    status: &Shared,
+    tunnel: Option<&crate::dataplane::SharedTunnel>,
+    now_ms: fn() -> u64,
+) -> GroupReplay {
+    let mut s = status
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    s.posix_time_ms = now_ms();
+    if let Some(t) = tunnel {
+        s.counters = crate::dataplane::lock(t).counters.clone();
+    }
+    s
+}
+
 async fn answer(
     conn: UnixStream,
     status: &Shared,
@@ -78,17 +96,7 @@ async fn answer(
         .await
         .context("request timed out")??;
     let reply = match std::str::from_utf8(&line).map(str::trim) {
-        Ok("replay") => {
-            let mut s = status
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            s.posix_time_ms = now_ms();
-            if let Some(t) = tunnel {
-                s.counters = crate::dataplane::lock(t).counters.clone();
-            }
-            serde_json::to_string(&s)?
-        }
+        Ok("replay") => serde_json::to_string(&snapshot(status, tunnel, now_ms))?,
         _ => serde_json::json!({"error": "unknown request: send `replay`"}).to_string(),
     };
     write.write_all(reply.as_bytes()).await?;

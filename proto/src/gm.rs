@@ -50,6 +50,22 @@ pub enum GmIdentity {
     Dn(Vec<u8>),
 }
 
+impl GmIdentity {
+    /// Its phase 1 ID payload.
+    pub fn payload(&self) -> Identity<'_> {
+        match self {
+            Self::Ipv4(a) => Identity::Ipv4Addr(*a),
+            Self::Dn(d) => Identity::DerAsn1Dn(d),
+        }
+    }
+
+    /// How the key server's GM database names this GM
+    /// ([`crate::ks::identity_string`]).
+    pub fn shown(&self) -> String {
+        crate::ks::identity_string(&self.payload())
+    }
+}
+
 /// Group member configuration.
 pub struct GmConfig {
     /// Key servers in order of preference.
@@ -586,10 +602,7 @@ impl GroupMember {
         };
         let keys = Phase1Keys::derive(&suite, psk, &ni, &nr, &gxy, &self.icky, &rcky);
         let iv = phase1_iv(&suite, &gxi, &gxr);
-        let identity = match &self.cfg.identity {
-            GmIdentity::Ipv4(a) => Identity::Ipv4Addr(*a),
-            GmIdentity::Dn(d) => Identity::DerAsn1Dn(d),
-        };
+        let identity = self.cfg.identity.payload();
         let idii = IdPayload {
             protocol: 17,
             port: gkm_wire::consts::GDOI_PORT,

@@ -10,6 +10,7 @@
 
 mod config;
 mod control;
+mod demo;
 mod gdoi;
 mod groups;
 mod http;
@@ -58,6 +59,14 @@ struct Args {
     /// Write phase 1 keys and TEKs to this file for Wireshark. Secret material: off by default.
     #[arg(long, env = "GKM_KEYLOG")]
     key_log: Option<PathBuf>,
+    /// Demo: create group DEMO and run simulated GMs inside the server over
+    /// loopback, with a rekey every 30 s, so the dashboard comes alive. Not
+    /// for production (the demo group's PSK is public).
+    #[arg(long)]
+    demo: bool,
+    /// Simulated GMs with --demo (1-250).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(1..=250))]
+    demo_gms: u8,
     #[command(flatten)]
     web: http::HttpArgs,
 }
@@ -479,6 +488,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
     let kind = cfg.rekey_signature;
     let (store, mut stored, members, signer) = {
         let data_dir = data_dir.clone();
+        let demo = args.demo;
         let groups_cfg = ServerConfig {
             group: cfg.group.clone(),
             ..ServerConfig::default()
@@ -496,6 +506,9 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             )
             .await?;
             import_config_groups(store.as_ref(), &groups_cfg).await?;
+            if demo {
+                demo::prepare(store.as_ref()).await?;
+            }
             let mut stored = Vec::new();
             for g in store.groups().await? {
                 let psk = store.group_psk(&g.name).await?;
@@ -550,6 +563,15 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         store: store.clone(),
     });
     args.web.check_listen(http)?;
+    if args.demo {
+        let engine: std::sync::Arc<dyn gkm_web::Control> = control.clone();
+        api.spawn(demo::run(
+            socket.local_addr()?,
+            args.demo_gms,
+            engine,
+            store.clone(),
+        ));
+    }
     let api_state = gkm_web::ApiState {
         store: store.clone(),
         control,

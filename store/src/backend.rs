@@ -17,8 +17,8 @@ use sqlx::{QueryBuilder, Row};
 use zeroize::Zeroizing;
 
 use crate::model::{
-    ApiToken, AuditEntry, GmFilter, GmRow, GmState, Group, GroupPolicy, KeyServer, KsRole, Page,
-    RekeyRecord, Role,
+    ApiToken, AuditEntry, D3pErrorPoint, D3pSpike, GmFilter, GmHealth, GmRow, GmState, Group,
+    GroupPolicy, KeyServer, KsRole, Page, RekeyRecord, ReplayCounters, Role, WindowSource,
 };
 use crate::seal::MasterKey;
 use crate::{Actor, BackendKind, GmPage, Result, Store, StoreError};
@@ -372,7 +372,7 @@ macro_rules! store_impl {
                 let Some(id) = id else {
                     return Err(StoreError::NotFound(format!("group {name:?}")));
                 };
-                for table in ["gms", "rekeys", "d3p_reports"] {
+                for table in ["gms", "rekeys", "gm_health", "d3p_errors"] {
                     sqlx::query(&format!("DELETE FROM {table} WHERE group_id = $1"))
                         .bind(id)
                         .execute(&mut *tx)
@@ -556,6 +556,13 @@ macro_rules! store_impl {
                 if n == 0 {
                     return Err(StoreError::NotFound(format!("GM {identity:?} in group {group}")));
                 }
+                sqlx::query(
+                    "DELETE FROM gm_health WHERE identity = $1 AND group_id = (SELECT id FROM groups WHERE identity = $2)",
+                )
+                .bind(identity)
+                .bind(i64::from(group))
+                .execute(&mut *tx)
+                .await?;
                 Self::audit_tx(
                     &mut tx,
                     &audit_entry(actor, "gm.eject", identity, format!("{{\"group\":{group}}}")),
@@ -623,6 +630,199 @@ macro_rules! store_impl {
                 Self::filter(&mut q, filter);
                 let n: i64 = q.build().fetch_one(&self.pool).await?.try_get("n")?;
                 u64::try_from(n).map_err(|_| corrupt("count"))
+            }
+
+            async fn put_gm_health(&self, h: &GmHealth) -> Result<()> {
+                let c = &h.counters;
+                let big = |v: u64, what: &str| {
+                    i64::try_from(v).map_err(|_| corrupt(format!("{what} {v} is too large to store")))
+                };
+                let history = serde_json::to_string(&c.history)
+                    .map_err(|e| corrupt(format!("history: {e}")))?;
+                let mut tx = self.pool.begin().await?;
+                let gid: Option<i64> = sqlx::query(
+                    "SELECT m.group_id FROM gms m JOIN groups g ON g.id = m.group_id \
+                     WHERE g.identity = $1 AND m.identity = $2",
+                )
+                .bind(i64::from(h.group))
+                .bind(&h.identity)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("group_id"))
+                .transpose()?;
+                let Some(gid) = gid else {
+                    return Err(StoreError::NotFound(format!(
+                        "GM {:?} in group {}",
+                        h.identity, h.group
+                    )));
+                };
+                let before: Option<(i64, i64)> = sqlx::query(
+                    "SELECT input_errors, output_errors FROM gm_health WHERE group_id = $1 AND identity = $2",
+                )
+                .bind(gid)
+                .bind(&h.identity)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| Ok::<_, sqlx::Error>((r.try_get("input_errors")?, r.try_get("output_errors")?)))
+                .transpose()?;
+                let (inp, out) = (big(c.input_errors, "input_errors")?, big(c.output_errors, "output_errors")?);
+                // A counter below the last report's: the agent restarted.
+                let rise = |now: i64, was: Option<i64>| match was {
+                    Some(w) if now >= w => now - w,
+                    _ => now,
+                };
+                let (d_in, d_out) = (rise(inp, before.map(|b| b.0)), rise(out, before.map(|b| b.1)));
+                sqlx::query(
+                    "INSERT INTO gm_health (group_id, identity, received_at, agent_version, registered, \
+                     d3p_window_ms, d3p_window_source, agent_time_ms, input_packets, output_packets, \
+                     input_errors, output_errors, history) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                     ON CONFLICT (group_id, identity) DO UPDATE SET received_at = excluded.received_at, \
+                     agent_version = excluded.agent_version, registered = excluded.registered, \
+                     d3p_window_ms = excluded.d3p_window_ms, d3p_window_source = excluded.d3p_window_source, \
+                     agent_time_ms = excluded.agent_time_ms, input_packets = excluded.input_packets, \
+                     output_packets = excluded.output_packets, input_errors = excluded.input_errors, \
+                     output_errors = excluded.output_errors, history = excluded.history",
+                )
+                .bind(gid)
+                .bind(&h.identity)
+                .bind(h.received_at)
+                .bind(&h.agent_version)
+                .bind(h.registered)
+                .bind(h.d3p_window_ms.map(i64::from))
+                .bind(h.d3p_window_source.map(|s| s.as_str()))
+                .bind(big(h.agent_time_ms, "agent_time_ms")?)
+                .bind(big(c.input_packets, "input_packets")?)
+                .bind(big(c.output_packets, "output_packets")?)
+                .bind(inp)
+                .bind(out)
+                .bind(history)
+                .execute(&mut *tx)
+                .await?;
+                if d_in > 0 || d_out > 0 {
+                    sqlx::query(
+                        "INSERT INTO d3p_errors (group_id, identity, at, input_errors, output_errors) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(gid)
+                    .bind(&h.identity)
+                    .bind(h.received_at)
+                    .bind(d_in)
+                    .bind(d_out)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM d3p_errors WHERE group_id = $1 AND at < $2")
+                        .bind(gid)
+                        .bind(h.received_at.saturating_sub(crate::D3P_ERRORS_KEPT_MS))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn gm_health(&self, group: u32, identity: &str) -> Result<Option<GmHealth>> {
+                let Some(r) = sqlx::query(
+                    "SELECT h.received_at, h.agent_version, h.registered, h.d3p_window_ms, \
+                     h.d3p_window_source, h.agent_time_ms, h.input_packets, h.output_packets, \
+                     h.input_errors, h.output_errors, h.history \
+                     FROM gm_health h JOIN groups g ON g.id = h.group_id \
+                     WHERE g.identity = $1 AND h.identity = $2",
+                )
+                .bind(i64::from(group))
+                .bind(identity)
+                .fetch_optional(&self.pool)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let count = |col: &str| -> Result<u64> {
+                    let v: i64 = r.try_get(col)?;
+                    u64::try_from(v).map_err(|_| corrupt(format!("{col} {v}")))
+                };
+                let history: String = r.try_get("history")?;
+                let source: Option<String> = r.try_get("d3p_window_source")?;
+                let window: Option<i64> = r.try_get("d3p_window_ms")?;
+                Ok(Some(GmHealth {
+                    group,
+                    identity: identity.to_owned(),
+                    received_at: r.try_get("received_at")?,
+                    agent_version: r.try_get("agent_version")?,
+                    registered: r.try_get("registered")?,
+                    d3p_window_ms: window.map(|w| u32_of(w, "d3p_window_ms")).transpose()?,
+                    d3p_window_source: source
+                        .map(|s| WindowSource::parse(&s).ok_or_else(|| corrupt(format!("window source {s}"))))
+                        .transpose()?,
+                    agent_time_ms: count("agent_time_ms")?,
+                    counters: ReplayCounters {
+                        input_packets: count("input_packets")?,
+                        output_packets: count("output_packets")?,
+                        input_errors: count("input_errors")?,
+                        output_errors: count("output_errors")?,
+                        history: serde_json::from_str(&history)
+                            .map_err(|e| corrupt(format!("D3P history: {e}")))?,
+                    },
+                }))
+            }
+
+            async fn d3p_errors(
+                &self,
+                group: Option<u32>,
+                since: i64,
+                bucket_ms: i64,
+            ) -> Result<Vec<D3pErrorPoint>> {
+                let bucket = bucket_ms.max(1);
+                let mut q: QueryBuilder<'_, $db> = QueryBuilder::new("SELECT (e.at / ");
+                q.push_bind(bucket)
+                    .push(") * ")
+                    .push_bind(bucket)
+                    .push(
+                        " AS b, CAST(SUM(e.input_errors) AS BIGINT) AS i, CAST(SUM(e.output_errors) AS BIGINT) AS o \
+                         FROM d3p_errors e WHERE e.at >= ",
+                    )
+                    .push_bind(since);
+                if let Some(g) = group {
+                    q.push(" AND e.group_id = (SELECT id FROM groups WHERE identity = ")
+                        .push_bind(i64::from(g))
+                        .push(")");
+                }
+                q.push(" GROUP BY b ORDER BY b LIMIT 10000");
+                q.build()
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let n = |c: &str| -> Result<u64> {
+                            let v: i64 = r.try_get(c)?;
+                            u64::try_from(v).map_err(|_| corrupt(format!("D3P errors {v}")))
+                        };
+                        Ok(D3pErrorPoint { at: r.try_get("b")?, input_errors: n("i")?, output_errors: n("o")? })
+                    })
+                    .collect()
+            }
+
+            async fn d3p_spikes(&self, since: i64, min: u64, limit: u32) -> Result<Vec<D3pSpike>> {
+                sqlx::query(
+                    "SELECT g.identity AS gi, e.identity, CAST(SUM(e.input_errors) AS BIGINT) AS n \
+                     FROM d3p_errors e JOIN groups g ON g.id = e.group_id WHERE e.at >= $1 \
+                     GROUP BY g.identity, e.identity HAVING SUM(e.input_errors) >= $2 \
+                     ORDER BY n DESC, e.identity LIMIT $3",
+                )
+                .bind(since)
+                .bind(i64::try_from(min).unwrap_or(i64::MAX))
+                .bind(i64::from(limit.clamp(1, 1000)))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    let n: i64 = r.try_get("n")?;
+                    Ok(D3pSpike {
+                        group: u32_of(r.try_get("gi")?, "group identity")?,
+                        identity: r.try_get("identity")?,
+                        input_errors: u64::try_from(n).map_err(|_| corrupt(format!("D3P errors {n}")))?,
+                    })
+                })
+                .collect()
             }
 
             async fn put_rekey(&self, r: &RekeyRecord) -> Result<()> {

@@ -16,8 +16,12 @@ mod backend;
 use std::sync::Arc;
 
 use model::{
-    ApiToken, AuditEntry, GmFilter, GmRow, Group, GroupPolicy, KeyServer, Page, RekeyRecord, Role,
+    ApiToken, AuditEntry, D3pErrorPoint, D3pSpike, GmFilter, GmHealth, GmRow, Group, GroupPolicy,
+    KeyServer, Page, RekeyRecord, Role,
 };
+
+/// How long D3P error rows are kept, ms (7 days).
+pub const D3P_ERRORS_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// A store error. Conflicts and missing rows are typed so the API can
 /// answer 409 and 404; anything else is the database's.
@@ -111,6 +115,26 @@ pub trait Store: Send + Sync {
     async fn live_gms(&self) -> Result<Vec<GmRow>>;
     /// How many GMs match `filter`.
     async fn count_gms(&self, filter: &GmFilter) -> Result<u64>;
+
+    /// Stores a GM's health report (replacing its previous one) and, when
+    /// its D3P error counters rose, the increase in the D3P error series
+    /// (a counter below the previous report's means the agent restarted:
+    /// the whole value is new). Rows older than [`D3P_ERRORS_KEPT_MS`] go.
+    /// `NotFound` unless the GM is in the group's GM database.
+    async fn put_gm_health(&self, h: &GmHealth) -> Result<()>;
+    /// A GM's latest health report.
+    async fn gm_health(&self, group: u32, identity: &str) -> Result<Option<GmHealth>>;
+    /// D3P errors reported since `since` (UNIX ms) in buckets of `bucket_ms`,
+    /// oldest first, empty buckets left out; one group's or all groups'.
+    async fn d3p_errors(
+        &self,
+        group: Option<u32>,
+        since: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<D3pErrorPoint>>;
+    /// GMs whose input D3P errors since `since` add up to at least `min`,
+    /// most first, at most `limit`.
+    async fn d3p_spikes(&self, since: i64, min: u64, limit: u32) -> Result<Vec<D3pSpike>>;
 
     /// Records a rekey, or updates it by (group, SEQ).
     async fn put_rekey(&self, r: &RekeyRecord) -> Result<()>;

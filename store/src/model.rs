@@ -555,6 +555,174 @@ pub struct GmRow {
     pub sids: Vec<u32>,
 }
 
+/// Most D3P error samples a report may carry (the agent keeps 100).
+pub const MAX_HISTORY: usize = 100;
+
+/// One sampled IP-D3P error, as `show crypto gkm gm replay` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct D3pErrorSample {
+    /// The sender's address.
+    #[schema(value_type = String, format = Ipv4)]
+    pub src: std::net::Ipv4Addr,
+    /// The receiving GM's clock, POSIX ms.
+    pub my_time_ms: u64,
+    /// The sender's stamp, POSIX ms.
+    pub peer_time_ms: u64,
+    /// The window in force, ms.
+    pub window_ms: u32,
+}
+
+/// A GM's anti-replay counters since its agent started (they restart at
+/// zero when the agent does).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayCounters {
+    /// Packets decrypted (accepted or refused by IP-D3P).
+    pub input_packets: u64,
+    /// Packets encrypted and sent.
+    pub output_packets: u64,
+    /// Input packets dropped for a D3P stamp outside the window.
+    pub input_errors: u64,
+    /// Output packets that could not be stamped.
+    pub output_errors: u64,
+    /// Sampled errors, oldest first (at most [`MAX_HISTORY`]).
+    pub history: Vec<D3pErrorSample>,
+}
+
+/// Where a GM's IP-D3P window comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowSource {
+    /// The key server's policy (GAP).
+    Ks,
+    /// The agent's `client d3p window` override.
+    Client,
+}
+
+impl WindowSource {
+    /// Its word in the store.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Ks => "ks",
+            Self::Client => "client",
+        }
+    }
+
+    /// From its word.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ks" => Some(Self::Ks),
+            "client" => Some(Self::Client),
+            _ => None,
+        }
+    }
+}
+
+/// A GM's health report, sent by its agent (DESIGN.md data flow 5): the
+/// data of the seed's `show crypto gkm gm replay`, with the agent's
+/// version and registration state. The agent sends every field but
+/// `received_at`, which the controller sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GmHealth {
+    /// Group identity number.
+    pub group: u32,
+    /// The GM's phase 1 identity, as the GM database names it (its IPv4
+    /// address for PSK GMs).
+    pub identity: String,
+    /// When the controller received it, UNIX ms (its own clock; not sent).
+    #[serde(skip_deserializing)]
+    #[schema(read_only)]
+    pub received_at: i64,
+    /// The agent's version.
+    pub agent_version: String,
+    /// Whether the agent holds the group's keys.
+    pub registered: bool,
+    /// The IP-D3P window in force, ms; none while IP-D3P is off.
+    pub d3p_window_ms: Option<u32>,
+    /// Where that window comes from.
+    pub d3p_window_source: Option<WindowSource>,
+    /// The agent's clock when it sampled, POSIX ms (compare with
+    /// `received_at` to see its skew).
+    pub agent_time_ms: u64,
+    /// The counters and error history.
+    pub counters: ReplayCounters,
+}
+
+impl GmHealth {
+    /// Checks what the store cannot hold or the seed does not allow.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let big = i64::MAX as u64;
+        for (field, v) in [
+            ("/agent_time_ms", self.agent_time_ms),
+            ("/counters/input_packets", self.counters.input_packets),
+            ("/counters/output_packets", self.counters.output_packets),
+            ("/counters/input_errors", self.counters.input_errors),
+            ("/counters/output_errors", self.counters.output_errors),
+        ] {
+            if v > big {
+                return Err(invalid(field, format!("{v} is out of range: 0-{big}")));
+            }
+        }
+        if self.agent_version.is_empty() || self.agent_version.len() > 64 {
+            return Err(invalid("/agent_version", "must be 1-64 characters"));
+        }
+        if self.identity.is_empty() || self.identity.len() > 1024 {
+            return Err(invalid("/identity", "must be 1-1024 characters"));
+        }
+        if let Some(w) = self.d3p_window_ms {
+            // The seed's windows: sec 1-100 or msec 100-10000.
+            if !(100..=100_000).contains(&w) {
+                return Err(invalid(
+                    "/d3p_window_ms",
+                    format!("{w} is out of range: 100-100000 ms"),
+                ));
+            }
+        }
+        if self.counters.history.len() > MAX_HISTORY {
+            return Err(invalid(
+                "/counters/history",
+                format!(
+                    "{} entries: at most {MAX_HISTORY}",
+                    self.counters.history.len()
+                ),
+            ));
+        }
+        for (i, h) in self.counters.history.iter().enumerate() {
+            if h.my_time_ms > big || h.peer_time_ms > big {
+                return Err(invalid(
+                    &format!("/counters/history/{i}"),
+                    format!("times are out of range: 0-{big}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// D3P errors of a group in one time bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct D3pErrorPoint {
+    /// Bucket start, UNIX ms.
+    pub at: i64,
+    /// Input D3P errors reported in the bucket.
+    pub input_errors: u64,
+    /// Output D3P errors reported in the bucket.
+    pub output_errors: u64,
+}
+
+/// A GM whose input D3P errors rose by at least a threshold recently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct D3pSpike {
+    /// Group identity number.
+    pub group: u32,
+    /// The GM.
+    pub identity: String,
+    /// Input D3P errors in the period.
+    pub input_errors: u64,
+}
+
 /// Interoperability features a GM or KS reports (GKM Vendor ID feature
 /// bits), by the name `show crypto gkm feature` uses. The server checks
 /// these bits against gkm-wire's `FeatureBits`.
@@ -629,6 +797,8 @@ pub struct AuditEntry {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// An agent: reports its own health, reads nothing.
+    Agent,
     /// Read only.
     Viewer,
     /// Read, and actions (rekey, eject).
@@ -641,6 +811,7 @@ impl Role {
     /// Its word in the store.
     pub fn as_str(&self) -> &'static str {
         match self {
+            Self::Agent => "agent",
             Self::Viewer => "viewer",
             Self::Operator => "operator",
             Self::Admin => "admin",
@@ -650,6 +821,7 @@ impl Role {
     /// From its word.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "agent" => Some(Self::Agent),
             "viewer" => Some(Self::Viewer),
             "operator" => Some(Self::Operator),
             "admin" => Some(Self::Admin),

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use gkm_store::model::{
-    AuditEntry, Authentication, GmFilter, GmRow, GmState, GroupPolicy, KeyServer, KsRole, Page,
-    RekeyRecord, Role,
+    AuditEntry, Authentication, D3pErrorSample, GmFilter, GmHealth, GmRow, GmState, GroupPolicy,
+    KeyServer, KsRole, Page, RekeyRecord, ReplayCounters, Role, WindowSource,
 };
 use gkm_store::seal::MasterKey;
 use gkm_store::{open, Actor, BackendKind, Store, StoreError};
@@ -486,4 +486,118 @@ async fn secrets_need_the_same_master_key_and_a_sqlite_file_survives_reopening()
     let raw = std::fs::read(&path).unwrap();
     assert!(!raw.windows(12).any(|w| w == b"group-secret"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn health(group: u32, identity: &str, at: i64, input_errors: u64) -> GmHealth {
+    GmHealth {
+        group,
+        identity: identity.into(),
+        received_at: at,
+        agent_version: "0.1.0".into(),
+        registered: true,
+        d3p_window_ms: Some(1000),
+        d3p_window_source: Some(WindowSource::Ks),
+        agent_time_ms: u64::try_from(at).unwrap() + 7,
+        counters: ReplayCounters {
+            input_packets: 100 + input_errors,
+            output_packets: 50,
+            input_errors,
+            output_errors: 0,
+            history: vec![D3pErrorSample {
+                src: "10.0.0.9".parse().unwrap(),
+                my_time_ms: 1_700_000_001_500,
+                peer_time_ms: 1_700_000_000_000,
+                window_ms: 1000,
+            }],
+        },
+    }
+}
+
+#[tokio::test]
+async fn gm_health_reports_d3p_series_spikes_and_cleanup() {
+    for s in backends().await {
+        let k = s.kind();
+        s.create_group(&admin(), "G1", 1, &policy()).await.unwrap();
+        s.create_group(&admin(), "G2", 2, &policy()).await.unwrap();
+        s.put_gms(&[
+            gm(1, 1, "non-cisco", 0, GmState::Registered),
+            gm(1, 2, "non-cisco", 0, GmState::Registered),
+            gm(2, 3, "non-cisco", 0, GmState::Registered),
+        ])
+        .await
+        .unwrap();
+        let (a, b, c) = ("10.0.0.1", "10.0.0.2", "10.0.0.3");
+        // Only a GM of the group's GM database may report; nothing is written.
+        assert!(
+            matches!(
+                s.put_gm_health(&health(2, a, 1000, 5)).await,
+                Err(StoreError::NotFound(_))
+            ),
+            "{k:?}"
+        );
+        assert_eq!(s.gm_health(2, a).await.unwrap(), None, "{k:?}");
+        assert_eq!(s.gm_health(1, a).await.unwrap(), None, "{k:?}");
+        // Reports: a's errors 0 -> 5 -> 12 -> (agent restart) 3; b 20 at once.
+        let t0 = 1_700_000_040_000i64; // a multiple of 120 s
+        for (at, n) in [
+            (t0, 0),
+            (t0 + 60_000, 5),
+            (t0 + 120_000, 12),
+            (t0 + 180_000, 3),
+        ] {
+            s.put_gm_health(&health(1, a, at, n)).await.unwrap();
+        }
+        s.put_gm_health(&health(1, b, t0 + 130_000, 20))
+            .await
+            .unwrap();
+        s.put_gm_health(&health(2, c, t0 + 130_000, 40))
+            .await
+            .unwrap();
+        let h = s.gm_health(1, a).await.unwrap().unwrap();
+        assert_eq!(
+            h,
+            health(1, a, t0 + 180_000, 3),
+            "{k:?}: the latest report, whole"
+        );
+        // Buckets of 2 minutes: [t0: 5 (a)], [t0+120 s: 7 (a) + 20 (b) + 3 (a, restarted)].
+        let pts = s.d3p_errors(Some(1), t0, 120_000).await.unwrap();
+        let got: Vec<(i64, u64)> = pts.iter().map(|p| (p.at - t0, p.input_errors)).collect();
+        assert_eq!(got, vec![(0, 5), (120_000, 30)], "{k:?}");
+        let all: u64 = s
+            .d3p_errors(None, t0, 120_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.input_errors)
+            .sum();
+        assert_eq!(all, 75, "{k:?}: every group");
+        assert!(s
+            .d3p_errors(Some(1), t0 + 200_000, 60_000)
+            .await
+            .unwrap()
+            .is_empty());
+        // Spikes since t0 + 100 s with at least 10: c (40), b (20), a has 10 exactly.
+        let spikes = s.d3p_spikes(t0 + 100_000, 10, 10).await.unwrap();
+        let got: Vec<(u32, &str, u64)> = spikes
+            .iter()
+            .map(|x| (x.group, x.identity.as_str(), x.input_errors))
+            .collect();
+        assert_eq!(got, vec![(2, c, 40), (1, b, 20), (1, a, 10)], "{k:?}");
+        assert_eq!(s.d3p_spikes(t0 + 100_000, 11, 10).await.unwrap().len(), 2);
+        // A week later the old rows go when the GM reports new errors.
+        let later = t0 + gkm_store::D3P_ERRORS_KEPT_MS + 200_000;
+        s.put_gm_health(&health(1, a, later, 4)).await.unwrap();
+        let pts = s.d3p_errors(Some(1), 0, 1000).await.unwrap();
+        assert_eq!(pts.len(), 1, "{k:?}: {pts:?}");
+        // An ejected GM's report goes with it; a deleted group's all go.
+        s.remove_gm(&admin(), 1, b).await.unwrap();
+        assert_eq!(s.gm_health(1, b).await.unwrap(), None, "{k:?}");
+        s.delete_group(&admin(), "G2").await.unwrap();
+        assert!(s
+            .d3p_spikes(0, 1, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|x| x.group != 2));
+    }
 }

@@ -62,6 +62,13 @@ try {
   await page.click(`#groups a:has-text("${group}")`);
   await page.waitForSelector("#policy-form");
   check(await page.locator("#gms tbody tr").count() === Number(expectedGms), "group page lists the GMs");
+  // --- GM page: the agent's health report ---------------------------------
+  await page.goto(`${base}/groups/${group}/gms/127.0.9.1`);
+  check(await page.locator("#replay").count() === 1, "the GM page shows the agent's reported counters");
+  check((await page.textContent("#d3p-window")).includes("IP-D3P off"), "the GM page shows the D3P window the agent reports");
+  await page.screenshot({ path: `${out}/gm.png`, fullPage: true });
+  await page.goto(`${base}/groups/${group}`);
+  await page.waitForSelector("#policy-form");
   await page.selectOption("#d3p", "sec");
   await page.fill("#d3p_value", "101");
   const [bad] = await Promise.all([

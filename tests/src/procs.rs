@@ -151,3 +151,33 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// Starts `gkm-server` with GDOI on `127.0.0.1:udp`, the REST API on a free
+/// loopback port, its data in `dir/data` and its log in `dir/log`, plus
+/// `extra` arguments; waits for the REST API and returns it with its base
+/// URL (`http://127.0.0.1:PORT`).
+pub fn start_server(dir: &Path, udp: u16, log: &str, extra: &[&str]) -> (Proc, String) {
+    let mut cmd = Command::new(binary("gkm-server", "gkm-server"));
+    cmd.args(extra)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{udp}"),
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    let mut p = Proc::spawn(cmd, &dir.join(log));
+    // The REST API line comes after "serving GDOI": wait for it, not the first.
+    p.wait_for("serving the REST API", Duration::from_secs(60));
+    let http = p
+        .output()
+        .lines()
+        .find(|l| l.contains("serving the REST API"))
+        .and_then(|l| l.split("http=").nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    (p, format!("http://{http}"))
+}

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use gkm_tests::procs::{binary, free_udp_port, fresh_dir, Proc};
+use gkm_tests::procs::{binary, free_udp_port, fresh_dir, start_server, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -22,32 +22,10 @@ fn tempdir(name: &str) -> std::path::PathBuf {
 }
 
 fn server(dir: &Path, udp: u16, n: u32, database: Option<&str>) -> (Proc, String) {
-    let mut cmd = Command::new(binary("gkm-server", "gkm-server"));
-    if let Some(db) = database {
-        cmd.args(["--database", db]);
-    }
-    cmd.args([
-        "--listen",
-        &format!("127.0.0.1:{udp}"),
-        "--http",
-        "127.0.0.1:0",
-        "--data-dir",
-    ])
-    .arg(dir.join("data"))
-    .env("RUST_LOG", "info")
-    .env("NO_COLOR", "1");
-    let mut p = Proc::spawn(cmd, &dir.join(format!("server-{n}.log")));
-    // The REST API line comes after "serving GDOI": wait for it, not the first.
-    p.wait_for("serving the REST API", Duration::from_secs(60));
-    let out = p.output();
-    let http = out
-        .lines()
-        .find(|l| l.contains("serving the REST API"))
-        .and_then(|l| l.split("http=").nth(1))
-        .unwrap()
-        .trim()
-        .to_owned();
-    (p, format!("http://{http}"))
+    let extra: Vec<&str> = database
+        .map(|db| vec!["--database", db])
+        .unwrap_or_default();
+    start_server(dir, udp, &format!("server-{n}.log"), &extra)
 }
 
 fn gkmctl(dir: &Path, url: &str, args: &[&str]) -> Output {

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use gkm_store::model::{
-    feature_bit, ApiToken, AuditEntry, GmFilter, GmRow, GmState, Group, GroupPolicy, KeyServer,
-    Page, Role, FEATURES,
+    feature_bit, ApiToken, AuditEntry, GmFilter, GmHealth, GmRow, GmState, Group, GroupPolicy,
+    KeyServer, Page, Role, FEATURES,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -180,8 +180,9 @@ async fn view(state: &ApiState, g: Group) -> Result<GroupView, Problem> {
 #[utoipa::path(get, path = "/api/v1/groups", responses((status = 200, body = [GroupView]), (status = 401, body = Problem)), security(("bearer" = [])))]
 pub async fn list_groups(
     State(s): State<ApiState>,
-    _c: Caller,
+    c: Caller,
 ) -> Result<Json<Vec<GroupView>>, Problem> {
+    c.require(Role::Viewer)?;
     let mut out = Vec::new();
     for g in s.store.groups().await? {
         out.push(view(&s, g).await?);
@@ -214,9 +215,10 @@ pub async fn create_group(
 #[utoipa::path(get, path = "/api/v1/groups/{name}", params(("name" = String, Path)), responses((status = 200, body = GroupView), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn get_group(
     State(s): State<ApiState>,
-    _c: Caller,
+    c: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<GroupView>, Problem> {
+    c.require(Role::Viewer)?;
     let g = group_named(&s, &name).await?;
     Ok(Json(view(&s, g).await?))
 }
@@ -269,9 +271,10 @@ pub async fn rekey(
 #[utoipa::path(get, path = "/api/v1/groups/{name}/status", params(("name" = String, Path)), responses((status = 200, body = GroupStatus), (status = 404, body = Problem), (status = 503, body = Problem)), security(("bearer" = [])))]
 pub async fn status(
     State(s): State<ApiState>,
-    _c: Caller,
+    c: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<GroupStatus>, Problem> {
+    c.require(Role::Viewer)?;
     let g = group_named(&s, &name).await?;
     s.control.status(g.identity).await.map(Json).ok_or_else(|| {
         Problem::unavailable(format!("the key server does not serve group {name:?} yet"))
@@ -340,9 +343,10 @@ fn cursor_of(after: &Option<String>) -> Result<Option<(u32, String)>, Problem> {
 #[utoipa::path(get, path = "/api/v1/gms", params(GmQuery), responses((status = 200, body = GmList), (status = 400, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
 pub async fn list_gms(
     State(s): State<ApiState>,
-    _c: Caller,
+    c: Caller,
     q: Result<Query<GmQuery>, QueryRejection>,
 ) -> Result<Json<GmList>, Problem> {
+    c.require(Role::Viewer)?;
     let q = query(q)?;
     let filter = gm_filter(&q)?;
     let limit = q.limit.unwrap_or(100);
@@ -380,12 +384,48 @@ pub async fn eject_gm(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Report a GM's health (role agent or above). The GM must be in the
+/// group's GM database (it registered); the report replaces its last one.
+#[utoipa::path(post, path = "/api/v1/gm-health", request_body = GmHealth, responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn report_health(
+    State(s): State<ApiState>,
+    c: Caller,
+    ApiJson(mut h): ApiJson<GmHealth>,
+) -> Result<StatusCode, Problem> {
+    c.require(Role::Agent)?;
+    h.received_at = ops::now_ms();
+    h.validate()?;
+    s.store.put_gm_health(&h).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A GM's latest health report.
+#[utoipa::path(get, path = "/api/v1/groups/{name}/gms/{identity}/health", params(("name" = String, Path), ("identity" = String, Path)), responses((status = 200, body = GmHealth), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn gm_health(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path((name, identity)): Path<(String, String)>,
+) -> Result<Json<GmHealth>, Problem> {
+    c.require(Role::Viewer)?;
+    let g = group_named(&s, &name).await?;
+    s.store
+        .gm_health(g.identity, &identity)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "no health report from GM {identity:?} in group {name:?}"
+            ))
+        })
+}
+
 /// List key servers.
 #[utoipa::path(get, path = "/api/v1/key-servers", responses((status = 200, body = [KeyServer])), security(("bearer" = [])))]
 pub async fn list_key_servers(
     State(s): State<ApiState>,
-    _c: Caller,
+    c: Caller,
 ) -> Result<Json<Vec<KeyServer>>, Problem> {
+    c.require(Role::Viewer)?;
     Ok(Json(s.store.key_servers().await?))
 }
 
@@ -490,7 +530,7 @@ impl utoipa::Modify for BearerScheme {
     info(title = "GKM controller API", version = "1", description = "GDOI key server control: groups, GMs, key servers, tokens, rekeys."),
     paths(
         list_groups, create_group, get_group, put_group, delete_group, rekey, status,
-        list_gms, eject_gm, list_key_servers, put_key_server, delete_key_server,
+        list_gms, eject_gm, report_health, gm_health, list_key_servers, put_key_server, delete_key_server,
         list_tokens, create_token, delete_token, audit
     ),
     components(schemas(Problem)),
@@ -530,7 +570,12 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/groups/{name}/gms/{identity}",
             axum::routing::delete(eject_gm),
         )
+        .route(
+            "/api/v1/groups/{name}/gms/{identity}/health",
+            get(gm_health),
+        )
         .route("/api/v1/gms", get(list_gms))
+        .route("/api/v1/gm-health", post(report_health))
         .route("/api/v1/key-servers", get(list_key_servers))
         .route(
             "/api/v1/key-servers/{name}",

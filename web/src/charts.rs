@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use gkm_store::model::RekeyRecord;
+use gkm_store::model::{D3pErrorPoint, RekeyRecord};
 
 /// Escapes text for SVG/HTML.
 pub fn escape(s: &str) -> String {
@@ -108,6 +108,58 @@ pub fn gm_states(registered: u64, lagging: u64, removed: u64) -> String {
     s
 }
 
+/// IP-D3P errors over time: `buckets` bars of `bucket_ms` each, the last
+/// one ending at `now`; a bar's height is the input D3P errors GMs
+/// reported in it (output errors in its tooltip).
+pub fn d3p_errors(points: &[D3pErrorPoint], now: i64, bucket_ms: i64, buckets: usize) -> String {
+    const W: usize = 640;
+    const H: usize = 120;
+    let bucket_ms = bucket_ms.max(1);
+    let buckets = buckets.max(1);
+    let last = now / bucket_ms * bucket_ms;
+    let first = last - bucket_ms * (buckets as i64 - 1);
+    let mut bars = vec![(0u64, 0u64); buckets];
+    for p in points {
+        if p.at >= first && p.at <= last {
+            let i = usize::try_from((p.at - first) / bucket_ms).unwrap_or(0);
+            if let Some(b) = bars.get_mut(i) {
+                b.0 += p.input_errors;
+                b.1 += p.output_errors;
+            }
+        }
+    }
+    let total: u64 = bars.iter().map(|b| b.0).sum();
+    let max = bars.iter().map(|b| b.0).max().unwrap_or(0).max(1);
+    let mut s = format!(
+        r#"<svg class="chart" role="img" aria-label="IP-D3P errors over time" viewBox="0 0 {W} {h}" width="{W}" height="{h}" xmlns="http://www.w3.org/2000/svg">"#,
+        h = H + 30
+    );
+    let slot = W / buckets;
+    let bar = slot.saturating_sub(2).max(1);
+    for (i, (inp, out)) in bars.iter().enumerate() {
+        if *inp == 0 && *out == 0 {
+            continue;
+        }
+        let h = usize::try_from(inp * H as u64 / max).unwrap_or(H).max(1);
+        let at = first + bucket_ms * i as i64;
+        let _ = write!(
+            s,
+            r#"<rect class="d3p" x="{x}" y="{y}" width="{bar}" height="{h}"><title>{mins} min ago: {inp} input, {out} output D3P errors</title></rect>"#,
+            x = i * slot,
+            y = H - h,
+            mins = (now - at) / 60_000,
+        );
+    }
+    let span_min = bucket_ms * buckets as i64 / 60_000;
+    let _ = write!(
+        s,
+        r#"<text x="0" y="{y}" font-size="10">{span_min} min ago</text><text x="{W}" y="{y}" font-size="10" text-anchor="end">now · {total} input D3P errors (max {max} per {b} s)</text></svg>"#,
+        y = H + 14,
+        b = bucket_ms / 1000,
+    );
+    s
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -146,5 +198,33 @@ mod tests {
         assert!(svg.contains(r#"class="lagging" x="200" y="0" width="100""#));
         assert!(svg.contains(r#"class="removed" x="300" y="0" width="100""#));
         assert!(gm_states(0, 0, 0).contains("registered 0"));
+    }
+
+    #[test]
+    fn d3p_errors_bucket_and_scale() {
+        let p = |at, i| D3pErrorPoint {
+            at,
+            input_errors: i,
+            output_errors: 0,
+        };
+        // 10 buckets of 60 s, the last one holding now (599.999 s): 540 s holds 8,
+        // the one at 0 s holds 4 (half height), 1000 s is in the future.
+        let svg = d3p_errors(
+            &[p(540_000, 8), p(0, 4), p(1_000_000, 99)],
+            599_999,
+            60_000,
+            10,
+        );
+        assert!(
+            svg.contains(r#"x="576" y="0" width="62" height="120""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"x="0" y="60" width="62" height="60""#),
+            "{svg}"
+        );
+        assert!(svg.contains("12 input D3P errors"), "{svg}");
+        assert!(!svg.contains("99"));
+        assert!(d3p_errors(&[], 0, 60_000, 10).contains("0 input D3P errors"));
     }
 }

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use gkm_store::model::{
-    feature_bit, AuditEntry, GmFilter, GmRow, GmState, Group, KeyServer, Page, RekeyTransport,
-    Role, FEATURES,
+    feature_bit, AuditEntry, GmFilter, GmHealth, GmRow, GmState, Group, KeyServer, Page,
+    RekeyTransport, Role, WindowSource, FEATURES,
 };
 use serde::Deserialize;
 
@@ -287,27 +287,33 @@ async fn login_local(
 ) -> Response {
     let now = now_ms();
     let session = sid.as_deref().and_then(|id| d.sessions.get(id, now));
-    let Some(s) = session.filter(|s| session::same_token(&s.csrf, &f.csrf)) else {
+    if !session.is_some_and(|s| session::same_token(&s.csrf, &f.csrf)) {
         return login_response(
             &d,
             None,
             Some("the sign-in form expired; try again".into()),
             StatusCode::FORBIDDEN,
         );
-    };
-    let _ = s;
+    }
     let stored = match d.api.store.secret(local::SECRET).await {
         Ok(v) => v,
         Err(e) => return problem_page(&Problem::from(e), None),
     };
-    let ok = f.user == local::USER
-        && match stored.as_deref() {
-            Some(h) => local::verify(h, &f.password).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "local admin");
-                false
-            }),
-            None => false,
-        };
+    // PBKDF2 takes a few hundred ms by design: off the async workers.
+    let ok = match (f.user == local::USER, stored) {
+        (true, Some(h)) => {
+            let password = f.password.clone();
+            tokio::task::spawn_blocking(move || local::verify(&h, &password))
+                .await
+                .map_err(|_| local::BadHash)
+                .and_then(|r| r)
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "local admin");
+                    false
+                })
+        }
+        _ => false,
+    };
     if !ok {
         tracing::warn!(user = %f.user, "dashboard: wrong user or password");
         return login_response(
@@ -488,6 +494,7 @@ struct OverviewPage {
     nav: Option<Nav>,
     alerts: Vec<String>,
     states_svg: String,
+    d3p_svg: String,
     groups: Vec<GroupLine>,
     key_servers: Vec<KeyServerLine>,
 }
@@ -530,6 +537,22 @@ async fn count(d: &Dashboard, group: u32, state: GmState) -> Result<u64, Problem
         .await?)
 }
 
+/// The D3P error charts: 60 bars of 2 minutes (the last two hours).
+const D3P_BUCKET_MS: i64 = 120_000;
+const D3P_BUCKETS: usize = 60;
+/// A D3P error spike: a GM reporting at least this many input D3P errors
+/// within [`D3P_SPIKE_WINDOW_MS`] (a delayed path or a skewed clock).
+pub const D3P_SPIKE_MIN: u64 = 10;
+/// The window of [`D3P_SPIKE_MIN`].
+pub const D3P_SPIKE_WINDOW_MS: i64 = 5 * 60_000;
+
+async fn d3p_chart(d: &Dashboard, group: Option<u32>) -> Result<String, Problem> {
+    let now = now_ms();
+    let since = now / D3P_BUCKET_MS * D3P_BUCKET_MS - D3P_BUCKET_MS * (D3P_BUCKETS as i64 - 1);
+    let points = d.api.store.d3p_errors(group, since, D3P_BUCKET_MS).await?;
+    Ok(charts::d3p_errors(&points, now, D3P_BUCKET_MS, D3P_BUCKETS))
+}
+
 /// What the overview alerts on for one group, from its live status.
 pub fn group_alerts(name: &str, status: Option<&GroupStatus>) -> Vec<String> {
     let mut out = Vec::new();
@@ -567,7 +590,25 @@ async fn overview_page(d: &Dashboard, s: &Signed) -> Result<OverviewPage, Proble
     let mut groups = Vec::new();
     let mut alerts = Vec::new();
     let (mut reg, mut lag, mut rem) = (0, 0, 0);
-    for g in d.api.store.groups().await? {
+    let all = d.api.store.groups().await?;
+    for spike in d
+        .api
+        .store
+        .d3p_spikes(now_ms() - D3P_SPIKE_WINDOW_MS, D3P_SPIKE_MIN, 20)
+        .await?
+    {
+        let name = all
+            .iter()
+            .find(|g| g.identity == spike.group)
+            .map_or_else(|| spike.group.to_string(), |g| g.name.clone());
+        alerts.push(format!(
+            "{name}: GM {} reported {} IP-D3P input errors in the last {} min (delayed path or skewed clock?)",
+            spike.identity,
+            spike.input_errors,
+            D3P_SPIKE_WINDOW_MS / 60_000
+        ));
+    }
+    for g in all {
         let registered = count(d, g.identity, GmState::Registered).await?;
         let lagging = count(d, g.identity, GmState::Lagging).await?;
         let removed = count(d, g.identity, GmState::Removed).await?;
@@ -608,6 +649,7 @@ async fn overview_page(d: &Dashboard, s: &Signed) -> Result<OverviewPage, Proble
         nav: s.nav(),
         alerts,
         states_svg: charts::gm_states(reg, lag, rem),
+        d3p_svg: d3p_chart(d, None).await?,
         groups,
         key_servers: ks_lines(d.api.store.key_servers().await?),
     })
@@ -701,6 +743,7 @@ struct GroupPage {
     errors: FieldErrors,
     saved: Option<String>,
     chart: String,
+    d3p_chart: String,
     rekeys: Vec<RekeyLine>,
     gm_total: u64,
     gms: Vec<GmLine>,
@@ -806,6 +849,7 @@ async fn group_page_of(
         errors,
         saved,
         chart: charts::ack_timeline(&rekeys),
+        d3p_chart: d3p_chart(d, Some(g.identity)).await?,
         rekeys: rekeys
             .into_iter()
             .map(|r| RekeyLine {
@@ -1007,6 +1051,59 @@ struct GmPage {
     gm: GmLine,
     features: Vec<(&'static str, &'static str)>,
     can_mutate: bool,
+    health: Option<HealthView>,
+}
+
+/// A GM's latest health report as the GM page shows it (the seed's
+/// `show crypto gkm gm replay` data).
+struct HealthView {
+    received: String,
+    agent_version: String,
+    registered: &'static str,
+    window: String,
+    clock_skew: String,
+    input_packets: u64,
+    output_packets: u64,
+    input_errors: u64,
+    output_errors: u64,
+    /// src, my_time, peer_time, difference, window.
+    history: Vec<(String, String, String, String, String)>,
+}
+
+impl From<GmHealth> for HealthView {
+    fn from(h: GmHealth) -> Self {
+        let c = h.counters;
+        let signed = |ms: i128| format!("{ms:+} ms");
+        Self {
+            received: fmt_time(h.received_at),
+            agent_version: h.agent_version,
+            registered: if h.registered { "yes" } else { "no" },
+            window: match (h.d3p_window_ms, h.d3p_window_source) {
+                (None, _) => "IP-D3P off".into(),
+                (Some(w), Some(WindowSource::Client)) => format!("{w} ms (client d3p window)"),
+                (Some(w), _) => format!("{w} ms (from the key server)"),
+            },
+            clock_skew: signed(i128::from(h.agent_time_ms) - i128::from(h.received_at)),
+            input_packets: c.input_packets,
+            output_packets: c.output_packets,
+            input_errors: c.input_errors,
+            output_errors: c.output_errors,
+            history: c
+                .history
+                .iter()
+                .rev()
+                .map(|e| {
+                    (
+                        e.src.to_string(),
+                        e.my_time_ms.to_string(),
+                        e.peer_time_ms.to_string(),
+                        signed(i128::from(e.my_time_ms) - i128::from(e.peer_time_ms)),
+                        format!("{} ms", e.window_ms),
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 async fn gm_row(d: &Dashboard, name: &str, identity: &str) -> Result<(Group, GmRow), Problem> {
@@ -1045,12 +1142,17 @@ async fn gm_page(
                 .iter()
                 .map(|(n, b)| (*n, if m.features & b != 0 { "Yes" } else { "No" }))
                 .collect();
+            let health = match d.api.store.gm_health(g.identity, &m.identity).await {
+                Ok(h) => h.map(HealthView::from),
+                Err(e) => return problem_page(&Problem::from(e), s.nav()),
+            };
             render(&GmPage {
                 nav: s.nav(),
                 group: g.name,
                 gm: GmLine::from(m),
                 features,
                 can_mutate: can_mutate(s.user.role),
+                health,
             })
         }
         Err(p) => problem_page(&p, s.nav()),
@@ -1358,6 +1460,24 @@ async fn live_js() -> Response {
         .into_response()
 }
 
+/// Headers every dashboard answer carries: no framing, no sniffing, only
+/// this origin's scripts and styles (the pages have no inline script).
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    for (k, v) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ] {
+        h.insert(k, header::HeaderValue::from_static(v));
+    }
+    r
+}
+
 /// The dashboard's routes (no fallback: merged beside the API's).
 pub fn router(d: Dashboard) -> Router {
     Router::new()
@@ -1380,6 +1500,7 @@ pub fn router(d: Dashboard) -> Router {
         .route("/tokens/{name}/delete", post(token_delete))
         .route("/static/gkm.css", get(css))
         .route("/static/live.js", get(live_js))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(d)
 }
 

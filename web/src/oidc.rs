@@ -243,7 +243,8 @@ fn payload_of(jws: &str) -> Option<Value> {
 }
 
 /// The highest GKM role named by the claim at dotted `path` (a string or
-/// an array of strings); unknown values are ignored.
+/// an array of strings); unknown values are ignored, and so is `agent`
+/// (a role for agents' API tokens, not for people).
 pub fn role_from_claims(claims: &Value, path: &str) -> Option<Role> {
     let v = path.split('.').try_fold(claims, |v, k| v.get(k))?;
     let words: Vec<&str> = match v {
@@ -251,7 +252,11 @@ pub fn role_from_claims(claims: &Value, path: &str) -> Option<Role> {
         Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
     };
-    words.into_iter().filter_map(Role::parse).max()
+    words
+        .into_iter()
+        .filter_map(Role::parse)
+        .filter(|r| *r >= Role::Viewer)
+        .max()
 }
 
 #[cfg(test)]

@@ -32,12 +32,13 @@ struct Api {
     admin: String,
     operator: String,
     viewer: String,
+    agent: String,
 }
 
 async fn api(tag: &str) -> Api {
     let store = common::store(tag).await;
     let mut tokens = Vec::new();
-    for role in [Role::Admin, Role::Operator, Role::Viewer] {
+    for role in [Role::Admin, Role::Operator, Role::Viewer, Role::Agent] {
         let (secret, hash) = new_token().unwrap();
         store
             .create_token(&Actor("bootstrap".into()), role.as_str(), role, &hash)
@@ -57,6 +58,7 @@ async fn api(tag: &str) -> Api {
         admin: tokens[0].clone(),
         operator: tokens[1].clone(),
         viewer: tokens[2].clone(),
+        agent: tokens[3].clone(),
     }
 }
 
@@ -728,4 +730,171 @@ async fn key_servers_status_rekey_and_openapi() {
         committed == doc,
         "docs/openapi.json is stale: run GKM_WRITE_OPENAPI=1 cargo test -p gkm-web --test api"
     );
+}
+
+fn report(identity: &str, input_errors: u64) -> Value {
+    json!({
+        "group": 1234, "identity": identity, "agent_version": "0.1.0", "registered": true,
+        "d3p_window_ms": 1000, "d3p_window_source": "ks", "agent_time_ms": 1_700_000_000_000u64,
+        "counters": {"input_packets": 10, "output_packets": 20, "input_errors": input_errors,
+                     "output_errors": 0,
+                     "history": [{"src": "10.0.0.9", "my_time_ms": 1_700_000_001_500u64,
+                                  "peer_time_ms": 1_700_000_000_000u64, "window_ms": 1000}]}
+    })
+}
+
+#[tokio::test]
+async fn agents_report_health_and_read_nothing() {
+    let a = api("health").await;
+    a.admin(
+        "POST",
+        "/api/v1/groups",
+        Some(group_body("G", 1234, policy())),
+    )
+    .await;
+    a.store
+        .put_gms(&[GmRow {
+            group: 1234,
+            identity: "10.0.0.1".into(),
+            address: "10.0.0.1:848".into(),
+            class: "non-cisco".into(),
+            version: None,
+            features: 0,
+            state: GmState::Registered,
+            registered_at: 0,
+            last_seq_sent: None,
+            last_seq_acked: None,
+            misses: 0,
+            sids: Vec::new(),
+        }])
+        .await
+        .unwrap();
+    let post = |body: Value, token: &str| {
+        let body = body.to_string();
+        let token = token.to_owned();
+        let a = &a;
+        async move {
+            a.call("POST", "/api/v1/gm-health", Some(&token), Some(&body))
+                .await
+        }
+    };
+    let health = "/api/v1/groups/G/gms/10.0.0.1/health";
+    // Before any report: 404 with a problem.
+    problem(
+        a.call("GET", health, Some(&a.viewer), None).await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    // Refusals write nothing: bad values name the field, unknown GM or group 404,
+    // unknown fields and bad JSON 400, no token 401.
+    let mut big = report("10.0.0.1", 0);
+    big["counters"]["input_errors"] = json!(u64::MAX);
+    problem(
+        post(big, &a.agent).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("/counters/input_errors"),
+    );
+    let mut long = report("10.0.0.1", 0);
+    long["counters"]["history"] = json!(vec![long["counters"]["history"][0].clone(); 101]);
+    problem(
+        post(long, &a.agent).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("/counters/history"),
+    );
+    let mut window = report("10.0.0.1", 0);
+    window["d3p_window_ms"] = json!(99);
+    problem(
+        post(window, &a.agent).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("/d3p_window_ms"),
+    );
+    let mut version = report("10.0.0.1", 0);
+    version["agent_version"] = json!("");
+    problem(
+        post(version, &a.agent).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("/agent_version"),
+    );
+    problem(
+        post(report("10.0.0.2", 0), &a.agent).await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    let mut other = report("10.0.0.1", 0);
+    other["group"] = json!(99);
+    problem(post(other, &a.agent).await, StatusCode::NOT_FOUND, None);
+    let mut extra = report("10.0.0.1", 0);
+    extra["keys"] = json!("x");
+    problem(post(extra, &a.agent).await, StatusCode::BAD_REQUEST, None);
+    let mut stamped = report("10.0.0.1", 0);
+    stamped["received_at"] = json!(1); // the controller's to set
+    problem(post(stamped, &a.agent).await, StatusCode::BAD_REQUEST, None);
+    let mut src = report("10.0.0.1", 0);
+    src["counters"]["history"][0]["src"] = json!("not-an-address");
+    problem(post(src, &a.agent).await, StatusCode::BAD_REQUEST, None);
+    problem(
+        a.call(
+            "POST",
+            "/api/v1/gm-health",
+            None,
+            Some(&report("10.0.0.1", 0).to_string()),
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        None,
+    );
+    problem(
+        a.call("GET", health, Some(&a.viewer), None).await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    assert!(a
+        .store
+        .d3p_errors(None, 0, 60_000)
+        .await
+        .unwrap()
+        .is_empty());
+    // Accepted: 204, then readable by a viewer with the controller's time.
+    let (st, _, v) = post(report("10.0.0.1", 12), &a.agent).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    let (st, _, v) = a.call("GET", health, Some(&a.viewer), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["counters"]["input_errors"], 12);
+    assert_eq!(v["counters"]["history"][0]["src"], "10.0.0.9");
+    assert_eq!(v["d3p_window_source"], "ks");
+    assert!(v["received_at"].as_i64().unwrap() > 1_700_000_000_000);
+    let pts = a.store.d3p_errors(Some(1234), 0, 60_000).await.unwrap();
+    assert_eq!(pts.iter().map(|p| p.input_errors).sum::<u64>(), 12);
+    // An operator may report too (roles are ordered); an agent reads nothing.
+    let (st, _, _) = post(report("10.0.0.1", 13), &a.operator).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    for path in [
+        "/api/v1/groups",
+        "/api/v1/groups/G",
+        "/api/v1/groups/G/status",
+        "/api/v1/gms",
+        "/api/v1/key-servers",
+        health,
+        "/api/v1/tokens",
+        "/api/v1/audit",
+    ] {
+        problem(
+            a.call("GET", path, Some(&a.agent), None).await,
+            StatusCode::FORBIDDEN,
+            None,
+        );
+    }
+    problem(
+        a.call("POST", "/api/v1/groups/G/rekey", Some(&a.agent), Some("{}"))
+            .await,
+        StatusCode::FORBIDDEN,
+        None,
+    );
+    // Reports are not audited (they change no configuration).
+    let (_, v) = a.admin("GET", "/api/v1/audit", None).await;
+    assert!(v
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["action"] != "gm.health"));
 }

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::Recorder;
-use gkm_store::model::{GmRow, GmState, GroupPolicy, Role};
+use gkm_store::model::{
+    D3pErrorSample, GmHealth, GmRow, GmState, GroupPolicy, ReplayCounters, Role, WindowSource,
+};
 use gkm_store::{Actor, Store};
 use gkm_web::dashboard::{self, Dashboard};
 use gkm_web::session::{Login, Sessions, User};
@@ -36,6 +38,7 @@ struct Answer {
     status: StatusCode,
     location: String,
     set_cookie: String,
+    csp: String,
     body: String,
 }
 
@@ -134,6 +137,7 @@ impl Ui {
                 .unwrap_or_default()
         };
         let (location, set_cookie) = (h(header::LOCATION), h(header::SET_COOKIE));
+        let csp = h(header::CONTENT_SECURITY_POLICY);
         let status = resp.status();
         let body = String::from_utf8(
             resp.into_body()
@@ -148,6 +152,7 @@ impl Ui {
             status,
             location,
             set_cookie,
+            csp,
             body,
         }
     }
@@ -222,6 +227,11 @@ async fn anonymous_requests_go_to_the_login_page_and_cookies_are_strict() {
     assert!(a.set_cookie.starts_with("gkm_session="), "{}", a.set_cookie);
     assert!(a.set_cookie.contains("HttpOnly") && a.set_cookie.contains("SameSite=Lax"));
     assert!(!a.set_cookie.contains("Secure"));
+    assert!(
+        a.csp.contains("frame-ancestors 'none'") && a.csp.contains("script-src 'self'"),
+        "{}",
+        a.csp
+    );
     let tls = ui("anon-tls", 60_000, true).await;
     let a = tls.call("GET", "/login", None, None).await;
     assert!(a.set_cookie.contains("; Secure"), "{}", a.set_cookie);
@@ -721,4 +731,80 @@ async fn pages_render_and_bad_queries_are_refused() {
     assert!(
         lacking.body[lacking.body.find("feature-gdoi-interop-ack").unwrap()..].contains("10.0.0.7")
     );
+}
+
+#[tokio::test]
+async fn health_reports_show_on_the_gm_page_and_spikes_alert() {
+    let u = ui("health", 60_000, false).await;
+    let (cookie, _) = u.session("alice", Role::Viewer);
+    let gm = u
+        .call("GET", "/groups/G1/gms/10.0.0.7", Some(&cookie), None)
+        .await;
+    assert!(gm.body.contains(r#"id="no-health""#), "{}", gm.body);
+    let overview = u.call("GET", "/", Some(&cookie), None).await;
+    assert!(overview.body.contains("0 input D3P errors"));
+    assert!(!overview.body.contains("IP-D3P input errors in the last"));
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let report = |errors: u64, at: i64| GmHealth {
+        group: 1234,
+        identity: "10.0.0.7".into(),
+        received_at: at,
+        agent_version: "0.1.0".into(),
+        registered: true,
+        d3p_window_ms: Some(1000),
+        d3p_window_source: Some(WindowSource::Client),
+        agent_time_ms: u64::try_from(at + 5000).unwrap(),
+        counters: ReplayCounters {
+            input_packets: 500,
+            output_packets: 400,
+            input_errors: errors,
+            output_errors: 0,
+            history: vec![D3pErrorSample {
+                src: "10.0.0.9".parse().unwrap(),
+                my_time_ms: 1_700_000_001_500,
+                peer_time_ms: 1_700_000_000_000,
+                window_ms: 1000,
+            }],
+        },
+    };
+    // 9 errors: below the spike threshold; then 14 more within 5 minutes.
+    u.store
+        .put_gm_health(&report(9, now - 60_000))
+        .await
+        .unwrap();
+    let overview = u.call("GET", "/", Some(&cookie), None).await;
+    assert!(!overview.body.contains("IP-D3P input errors in the last"));
+    assert!(
+        overview.body.contains("9 input D3P errors"),
+        "{}",
+        overview.body
+    );
+    u.store.put_gm_health(&report(23, now)).await.unwrap();
+    let overview = u.call("GET", "/", Some(&cookie), None).await;
+    assert!(
+        overview
+            .body
+            .contains("G1: GM 10.0.0.7 reported 23 IP-D3P input errors in the last 5 min"),
+        "{}",
+        overview.body
+    );
+    let group = u.call("GET", "/groups/G1", Some(&cookie), None).await;
+    assert!(group.body.contains("23 input D3P errors"), "{}", group.body);
+    let gm = u
+        .call("GET", "/groups/G1/gms/10.0.0.7", Some(&cookie), None)
+        .await;
+    for want in [
+        r#"<td id="d3p-input-errors">23</td>"#,
+        "1000 ms (client d3p window)",
+        "+5000 ms from the key server",
+        "<td>10.0.0.9</td><td>1700000001500</td><td>1700000000000</td><td>+1500 ms</td><td>1000 ms</td>",
+    ] {
+        assert!(gm.body.contains(want), "{want}: {}", gm.body);
+    }
 }

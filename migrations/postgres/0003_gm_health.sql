@@ -1,0 +1,32 @@
+-- Health reports from agents (DESIGN.md data flow 5). The unused
+-- d3p_reports table of 0001 is replaced by two: the latest report of each
+-- GM, and the D3P errors over time (one row per report that brought new
+-- errors, holding the increase), kept 7 days.
+DROP TABLE d3p_reports;
+
+CREATE TABLE gm_health (
+    group_id        BIGINT  NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+    identity        TEXT    NOT NULL,
+    received_at     BIGINT  NOT NULL,       -- the controller's clock, UNIX ms
+    agent_version   TEXT    NOT NULL,
+    registered      BOOLEAN NOT NULL,
+    d3p_window_ms   BIGINT,
+    d3p_window_source TEXT,
+    agent_time_ms   BIGINT  NOT NULL,       -- the agent's clock when it sampled
+    input_packets   BIGINT  NOT NULL,
+    output_packets  BIGINT  NOT NULL,
+    input_errors    BIGINT  NOT NULL,
+    output_errors   BIGINT  NOT NULL,
+    history         TEXT    NOT NULL,       -- JSON list of sampled D3P errors
+    PRIMARY KEY (group_id, identity)
+);
+
+CREATE TABLE d3p_errors (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    group_id        BIGINT  NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+    identity        TEXT    NOT NULL,
+    at              BIGINT  NOT NULL,
+    input_errors    BIGINT  NOT NULL,       -- increase since the previous report
+    output_errors   BIGINT  NOT NULL
+);
+CREATE INDEX d3p_errors_by_group ON d3p_errors (group_id, at);
