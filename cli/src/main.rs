@@ -259,20 +259,37 @@ fn show_cmd(c: &Client, words: &[String], lacking: bool, as_json: bool) -> Resul
                 "ip-d3p" => 1,
                 _ => 2,
             };
-            let rows: Vec<(String, String, bool)> = gms
-                .iter()
-                .map(|m| {
-                    (
-                        m["identity"].as_str().unwrap_or("-").to_owned(),
-                        m["version"].as_str().unwrap_or("-").to_owned(),
-                        m["features"].as_u64().unwrap_or(0) & bit != 0,
-                    )
-                })
+            // A device's row: a GM or a key server, both as the API lists them.
+            let row = |m: &Value| {
+                (
+                    m["identity"].as_str().unwrap_or("-").to_owned(),
+                    m["version"].as_str().unwrap_or("-").to_owned(),
+                    m["features"].as_u64().unwrap_or(0) & bit != 0,
+                )
+            };
+            let rows: Vec<(String, String, bool)> = gms.iter().map(row).collect();
+            let status = c
+                .call(
+                    "GET",
+                    &format!(
+                        "/api/v1/groups/{}/status",
+                        enc(g["name"].as_str().unwrap_or("-"))
+                    ),
+                    None,
+                )
+                .unwrap_or(Value::Null);
+            let key_servers: Vec<Value> = status["key_servers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|k| !(lacking && k["features"].as_u64().unwrap_or(0) & bit != 0))
                 .collect();
-            all.push(json!({"group": g["name"], "gms": gms}));
+            let ks_rows: Vec<(String, String, bool)> = key_servers.iter().map(row).collect();
+            all.push(json!({"group": g["name"], "key_servers": key_servers, "gms": gms}));
             out.push_str(&show::feature(
                 g["name"].as_str().unwrap_or("-"),
-                &[],
+                &ks_rows,
                 &rows,
             ));
             out.push('\n');

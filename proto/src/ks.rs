@@ -505,6 +505,11 @@ impl KeyServer {
         }
     }
 
+    /// This key server's phase 1 identity (its address), as GMs see it.
+    pub fn identity(&self) -> Ipv4Addr {
+        self.cfg.identity
+    }
+
     /// The groups served.
     pub fn groups(&self) -> &[KsGroup] {
         &self.cfg.groups

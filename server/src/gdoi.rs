@@ -518,6 +518,7 @@ pub(crate) fn gm_row(r: &GmRecord, ack: Option<gkm_proto::ack_tracker::AckState>
 
 fn status_of(ks: &KeyServer, group: u32) -> Option<GroupStatus> {
     let r = ks.rekey_status(group)?;
+    let own = gkm_proto::engine::own_vendor_id();
     let kek = ks
         .kek_policy_status(group, now_ms())
         .map(|k| KekPolicyStatus {
@@ -548,6 +549,11 @@ fn status_of(ks: &KeyServer, group: u32) -> Option<GroupStatus> {
             gms_at_risk: r.gms_at_risk as u64,
         },
         kek,
+        key_servers: vec![gkm_web::KeyServerFeatures {
+            identity: ks.identity().to_string(),
+            version: own.version.to_string(),
+            features: own.features.0,
+        }],
     })
 }
 

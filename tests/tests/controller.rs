@@ -249,6 +249,21 @@ fn scenario(name: &str, database: Option<&str>) {
         &["show", "crypto", "gkm", "feature", "ip-d3p", "--lacking"],
     ));
     assert!(!lacking.contains("127.0.5.1"), "{lacking}");
+    // This key server's own row, between the two headers (none when lacking).
+    let ks_rows = |t: &str| -> Vec<String> {
+        let from = t.find("Key Server ID").map_or(0, |i| i);
+        let to = t.find("Group Member ID").unwrap_or(t.len());
+        t[from..to]
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let rows = ks_rows(&feature);
+    assert_eq!(rows.len(), 1, "{feature}");
+    assert!(rows[0].ends_with("1.0.0     Yes"), "{feature}");
+    assert!(ks_rows(&lacking).is_empty(), "{lacking}");
     // Wrong token and unreachable controller: clear errors.
     let o = Command::new(binary("gkmctl", "gkmctl"))
         .args([

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use criterion::{criterion_group, criterion_main, Criterion};
-use gkm_store::model::{GmRow, GmState, Group, GroupPolicy, RekeyRecord, Role};
+use gkm_store::model::{
+    GmHealth, GmRow, GmState, Group, GroupPolicy, RekeyRecord, ReplayCounters, Role, WindowSource,
+};
 use gkm_store::seal::MasterKey;
 use gkm_store::Actor;
 use gkm_web::dashboard::{self, Dashboard};
@@ -75,6 +77,48 @@ fn pages(c: &mut Criterion) {
             })
             .collect();
         store.put_gms(&rows).await.unwrap();
+        // Every GM has a health report; every fifth reported D3P errors
+        // three times over the last two hours (6,000 rows in the series).
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
+        for (i, m) in rows.iter().enumerate() {
+            let reports: &[(i64, u64)] = if i % 5 == 0 {
+                &[
+                    (7_000_000, 0),
+                    (5_000_000, 4),
+                    (3_000_000, 9),
+                    (120_000, 30),
+                ]
+            } else {
+                &[(600_000, 0)]
+            };
+            for (ago, errors) in reports {
+                store
+                    .put_gm_health(&GmHealth {
+                        group: 1234,
+                        identity: m.identity.clone(),
+                        received_at: now - ago,
+                        agent_version: "0.1.0".into(),
+                        registered: true,
+                        d3p_window_ms: Some(1000),
+                        d3p_window_source: Some(WindowSource::Ks),
+                        agent_time_ms: u64::try_from(now - ago).unwrap(),
+                        counters: ReplayCounters {
+                            input_packets: 1000,
+                            output_packets: 1000,
+                            input_errors: *errors,
+                            ..ReplayCounters::default()
+                        },
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
         for seq in 1..=50 {
             store
                 .put_rekey(&RekeyRecord {
@@ -137,6 +181,8 @@ fn pages(c: &mut Criterion) {
     g.bench_function("group", |b| b.iter(&group));
     let filtered = get("/groups/G1?state=lagging&lacking=ip-d3p");
     g.bench_function("group_filtered", |b| b.iter(&filtered));
+    let gm = get("/groups/G1/gms/10.0.0.0");
+    g.bench_function("gm", |b| b.iter(&gm));
     g.finish();
     drop(router);
     let _ = std::fs::remove_dir_all(&dir);

@@ -1232,11 +1232,17 @@ pub struct LackingQuery {
 }
 
 /// The seed's `show crypto gkm feature <name>` layout for one group.
-pub fn feature_table(group: &str, gms: &[(String, String, bool)]) -> String {
+pub fn feature_table(
+    group: &str,
+    key_servers: &[(String, String, bool)],
+    gms: &[(String, String, bool)],
+) -> String {
     let yes = |b: bool| if b { "Yes" } else { "No" };
-    let mut out = format!(
-        "Group Name: {group}\n\nKey Server ID     Version   Feature Supported\n\nGroup Member ID   Version   Feature Supported\n"
-    );
+    let mut out = format!("Group Name: {group}\n\nKey Server ID     Version   Feature Supported\n");
+    for (id, v, f) in key_servers {
+        out.push_str(&format!("{id:<18}{v:<10}{}\n", yes(*f)));
+    }
+    out.push_str("\nGroup Member ID   Version   Feature Supported\n");
     for (id, v, f) in gms {
         out.push_str(&format!("{id:<18}{v:<10}{}\n", yes(*f)));
     }
@@ -1286,7 +1292,18 @@ async fn features(
                         None => break,
                     }
                 }
-                text.push_str(&feature_table(&g.name, &rows));
+                let key_servers: Vec<(String, String, bool)> = d
+                    .api
+                    .control
+                    .status(g.identity)
+                    .await
+                    .map(|st| st.key_servers)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|k| (k.identity, k.version, k.features & bit != 0))
+                    .filter(|k| !(lacking && k.2))
+                    .collect();
+                text.push_str(&feature_table(&g.name, &key_servers, &rows));
                 text.push('\n');
             }
             tables.push(FeatureTable { feature, text });

@@ -83,6 +83,18 @@ pub struct KekPolicyStatus {
     pub acknowledgement: String,
 }
 
+/// A key server serving a group, with what it supports (the `Key Server
+/// ID` rows of `show crypto gkm feature`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyServerFeatures {
+    /// Its identity (address).
+    pub identity: String,
+    /// GDOI version `major.minor.mini`.
+    pub version: String,
+    /// Feature bits (as a GM's `features`).
+    pub features: u32,
+}
+
 /// A group's live status, from the key-server engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupStatus {
@@ -90,6 +102,9 @@ pub struct GroupStatus {
     pub rekey: RekeyStatus,
     /// KEK policy status (absent when the group has no KEK).
     pub kek: Option<KekPolicyStatus>,
+    /// The key servers serving the group: this one (cooperative peers
+    /// join the list when COOP lands).
+    pub key_servers: Vec<KeyServerFeatures>,
 }
 
 /// A rekey the engine took.

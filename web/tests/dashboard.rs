@@ -731,6 +731,18 @@ async fn pages_render_and_bad_queries_are_refused() {
     assert!(
         lacking.body[lacking.body.find("feature-gdoi-interop-ack").unwrap()..].contains("10.0.0.7")
     );
+    // The key server's own row (ip-d3p off in the stand-in engine's status).
+    assert!(d3p.contains("10.0.8.1          1.0.0     No"), "{d3p}");
+    assert!(
+        !lacking.body[lacking.body.find("feature-gdoi-interop-ack").unwrap()..]
+            .contains("10.0.8.1")
+    );
+    let all = u.call("GET", "/features", Some(&cookie), None).await;
+    assert!(
+        all.body.contains("10.0.8.1          1.0.0     Yes"),
+        "{}",
+        all.body
+    );
 }
 
 #[tokio::test]

@@ -40,6 +40,11 @@ impl Control for Recorder {
                 gms_at_risk: 0,
             },
             kek: None,
+            key_servers: vec![gkm_web::KeyServerFeatures {
+                identity: "10.0.8.1".into(),
+                version: "1.0.0".into(),
+                features: 2,
+            }],
         })
     }
     async fn group_changed(&self, identity: u32, group: Option<&Group>, replace: bool) {
