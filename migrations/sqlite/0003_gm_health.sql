@@ -1,7 +1,8 @@
 -- Health reports from agents (DESIGN.md data flow 5). The unused
 -- d3p_reports table of 0001 is replaced by two: the latest report of each
--- GM, and the D3P errors over time (one row per report that brought new
--- errors, holding the increase), kept 7 days.
+-- GM, and the D3P errors over time: per GM and minute, the increases its
+-- reports brought (one row per GM and minute at most, however often it
+-- reports), kept 7 days.
 DROP TABLE d3p_reports;
 
 CREATE TABLE gm_health (
@@ -25,8 +26,9 @@ CREATE TABLE d3p_errors (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     group_id        INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
     identity        TEXT    NOT NULL,
-    at              INTEGER NOT NULL,
-    input_errors    INTEGER NOT NULL,       -- increase since the previous report
-    output_errors   INTEGER NOT NULL
+    at              INTEGER NOT NULL,       -- the minute, UNIX ms
+    input_errors    INTEGER NOT NULL,       -- increases reported in that minute
+    output_errors   INTEGER NOT NULL,
+    UNIQUE (group_id, identity, at)
 );
 CREATE INDEX d3p_errors_by_group ON d3p_errors (group_id, at);

@@ -52,6 +52,10 @@ fn psk_secret(group: &str) -> String {
     format!("group/{group}/psk")
 }
 
+/// The most D3P errors one GM's minute holds (2^40: far beyond any link,
+/// and small enough that the series' sums never overflow).
+const MAX_D3P_ERRORS_PER_MINUTE: i64 = 1 << 40;
+
 const GROUP_COLUMNS: &str = "id, name, identity, policy, version, created_at, updated_at";
 const GM_COLUMNS: &str = "g.identity AS group_identity, m.identity, m.address, m.class, m.version, m.features, m.state, m.registered_at, m.last_seq_sent, m.last_seq_acked, m.misses, m.sids";
 
@@ -700,15 +704,21 @@ macro_rules! store_impl {
                 .execute(&mut *tx)
                 .await?;
                 if d_in > 0 || d_out > 0 {
+                    // One row per GM and minute: a GM reporting often adds to it.
                     sqlx::query(
                         "INSERT INTO d3p_errors (group_id, identity, at, input_errors, output_errors) \
-                         VALUES ($1, $2, $3, $4, $5)",
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (group_id, identity, at) DO UPDATE \
+                         SET input_errors = CASE WHEN d3p_errors.input_errors + excluded.input_errors > $6 \
+                         THEN $6 ELSE d3p_errors.input_errors + excluded.input_errors END, \
+                         output_errors = CASE WHEN d3p_errors.output_errors + excluded.output_errors > $6 \
+                         THEN $6 ELSE d3p_errors.output_errors + excluded.output_errors END",
                     )
                     .bind(gid)
                     .bind(&h.identity)
-                    .bind(h.received_at)
-                    .bind(d_in)
-                    .bind(d_out)
+                    .bind(h.received_at / 60_000 * 60_000)
+                    .bind(d_in.min(MAX_D3P_ERRORS_PER_MINUTE))
+                    .bind(d_out.min(MAX_D3P_ERRORS_PER_MINUTE))
+                    .bind(MAX_D3P_ERRORS_PER_MINUTE)
                     .execute(&mut *tx)
                     .await?;
                     sqlx::query("DELETE FROM d3p_errors WHERE group_id = $1 AND at < $2")

@@ -584,6 +584,22 @@ async fn gm_health_reports_d3p_series_spikes_and_cleanup() {
             .collect();
         assert_eq!(got, vec![(2, c, 40), (1, b, 20), (1, a, 10)], "{k:?}");
         assert_eq!(s.d3p_spikes(t0 + 100_000, 11, 10).await.unwrap().len(), 2);
+        // However often a GM reports, its errors take one row per minute,
+        // and a hostile counter saturates instead of overflowing.
+        for (i, n) in [5u64, 0, (i64::MAX - 100) as u64, 0, (i64::MAX - 100) as u64]
+            .iter()
+            .enumerate()
+        {
+            let at = t0 + 190_000 + i64::try_from(i).unwrap();
+            s.put_gm_health(&health(1, b, at, *n)).await.unwrap();
+        }
+        let minute = s.d3p_errors(Some(1), t0 + 180_000, 60_000).await.unwrap();
+        assert_eq!(minute.len(), 1, "{k:?}: {minute:?}");
+        assert_eq!(
+            minute[0].input_errors,
+            3 + (1 << 40),
+            "{k:?}: a's 3, b's saturated"
+        );
         // A week later the old rows go when the GM reports new errors.
         let later = t0 + gkm_store::D3P_ERRORS_KEPT_MS + 200_000;
         s.put_gm_health(&health(1, a, later, 4)).await.unwrap();
