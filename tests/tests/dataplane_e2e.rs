@@ -17,7 +17,7 @@ fn dataplane_end_to_end_in_network_namespaces() {
     let last = stdout.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("esp ok; d3p late-drops=")
-            && last.contains(" in-window-drops=0; rekey-loss=0"),
+            && last.contains(" in-window-drops=0; rekey-loss=0; switch-loss=0"),
         "{stdout}"
     );
     let late: u32 = last
