@@ -46,6 +46,21 @@ pub struct Settings {
     pub rule_pref: u32,
     /// Drop protected traffic until registered (routes from the start).
     pub fail_close: bool,
+    /// TUN queues (1 = a single-queue device), each read by an
+    /// encrypting thread of its own; see [`spawn`].
+    pub queues: usize,
+}
+
+/// Most TUN queues [`queues`] accepts.
+pub const MAX_QUEUES: u32 = 16;
+
+/// Checks a configured number of TUN queues (1-16).
+pub fn queues(q: u32) -> Result<usize> {
+    if (1..=MAX_QUEUES).contains(&q) {
+        Ok(q as usize)
+    } else {
+        bail!("dataplane queues {q}: out of range 1-{MAX_QUEUES}")
+    }
 }
 
 impl Default for Settings {
@@ -57,6 +72,8 @@ impl Default for Settings {
             table: 0x474b,
             rule_pref: 10_000,
             fail_close: true,
+            // One encrypting thread per CPU, up to 4.
+            queues: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 }
@@ -156,31 +173,54 @@ impl Drop for Routes {
 /// Creates the TUN device, with segmentation offload (virtio-net header:
 /// TSO/GSO super-packets are read whole and split here, received segments
 /// are coalesced into one write, GRO) where the kernel offers it, else
-/// without.
-pub fn tun(s: &Settings) -> Result<tun_rs::SyncDevice> {
-    let build = |offload: bool| {
+/// without; with [`Settings::queues`] > 1 it is a multi-queue device and
+/// one handle per queue is returned (a single queue where the kernel
+/// refuses more).
+pub fn tun(s: &Settings) -> Result<Vec<tun_rs::SyncDevice>> {
+    let multi = s.queues > 1;
+    let build = |offload: bool, multi: bool| {
         tun_rs::DeviceBuilder::new()
             .name(s.device.clone())
             .mtu(s.mtu)
             .offload(offload)
+            .multi_queue(multi)
             .enable(true)
             .build_sync()
     };
-    let dev = match build(true) {
+    let (dev, multi) = match build(true, multi).map(|d| (d, multi)).or_else(|e| {
+        if multi {
+            warn!(error = %e, "multi-queue TUN unavailable: one queue");
+        }
+        build(true, false).map(|d| (d, false))
+    }) {
         Ok(d) => d,
         Err(e) => {
             warn!(error = %e, "TUN segmentation offload unavailable: one packet per read and write");
-            build(false).with_context(|| {
+            let d = build(false, false).with_context(|| {
                 format!(
                     "cannot create TUN device {} (root or CAP_NET_ADMIN needed)",
                     s.device
                 )
-            })?
+            })?;
+            (d, false)
         }
     };
+    let mut devs = Vec::with_capacity(s.queues);
+    if multi {
+        for _ in 1..s.queues {
+            match dev.try_clone() {
+                Ok(q) => devs.push(q),
+                Err(e) => {
+                    warn!(error = %e, queues = devs.len() + 1, "cannot open another TUN queue");
+                    break;
+                }
+            }
+        }
+    }
+    devs.insert(0, dev);
     // No address of its own: it only carries packets to and from this host's.
     ip(&["link", "set", &s.device, "up"], &[])?;
-    Ok(dev)
+    Ok(devs)
 }
 
 /// The raw ESP socket: protocol 50, header included, marked, blocking
@@ -219,9 +259,9 @@ const OFFSET: usize = HEADROOM;
 /// Size of one ESP receive buffer: the largest IPv4 packet.
 const RX_LEN: usize = 65_535;
 
-/// Starts the two packet threads, which run until the process ends:
-/// TUN → encrypt in place → raw socket, and raw socket → decrypt → TUN.
-/// `now_ms` is the clock D3P uses.
+/// Starts the packet threads, which run until the process ends: per TUN
+/// queue, TUN → encrypt in place → raw socket; and one raw socket →
+/// decrypt → TUN. `now_ms` is the clock D3P uses.
 ///
 /// Why threads with blocking I/O, not tasks on the async runtime: a
 /// socket registered with epoll for writing wakes an epoll waiter each
@@ -229,24 +269,68 @@ const RX_LEN: usize = 65_535;
 /// packets a second those wake-ups (and the task switches behind them)
 /// cost more than the cryptography. A thread blocked in `read` or
 /// `recvmmsg` is woken only when there is data.
+///
+/// Why one encrypting thread per queue: the thread that sends an ESP
+/// packet also runs, inside `sendmmsg`, the kernel's forwarding of it
+/// (on a bridge or veth, the receiver's IP input too), so one sending
+/// thread keeps one CPU busy while the others idle. The kernel spreads
+/// flows over the queues by a hash of the flow, and [`inbound`] writes a
+/// flow's received packets on the queue [`queue_of`] picks, which the
+/// kernel then keeps for the flow's sent packets too (tun "automq").
 pub fn spawn(
-    tun: tun_rs::SyncDevice,
+    tuns: Vec<tun_rs::SyncDevice>,
     esp: Socket,
     tunnel: SharedTunnel,
     now_ms: fn() -> u64,
 ) -> Result<()> {
-    let tun = Arc::new(tun);
+    let tuns: Vec<Arc<tun_rs::SyncDevice>> = tuns.into_iter().map(Arc::new).collect();
     let esp = Arc::new(esp);
-    let (t, e, tu) = (tun.clone(), esp.clone(), tunnel.clone());
-    std::thread::Builder::new()
-        .name("gkm-esp-out".into())
-        .spawn(move || report(outbound(&t, &e, &tu, now_ms)))
-        .context("starting the outbound dataplane thread")?;
+    for (q, t) in tuns.iter().enumerate() {
+        let (t, e, tu) = (t.clone(), esp.clone(), tunnel.clone());
+        std::thread::Builder::new()
+            .name(format!("gkm-esp-out{q}"))
+            .spawn(move || report(outbound(&t, &e, &tu, now_ms)))
+            .context("starting an outbound dataplane thread")?;
+    }
     std::thread::Builder::new()
         .name("gkm-esp-in".into())
-        .spawn(move || report(inbound(&tun, &esp, &tunnel, now_ms)))
+        .spawn(move || report(inbound(&tuns, &esp, &tunnel, now_ms)))
         .context("starting the inbound dataplane thread")?;
     Ok(())
+}
+
+/// The TUN queue of an inner IPv4 packet's flow among `queues`: a hash of
+/// the addresses, protocol and (TCP, UDP, SCTP) ports, the same in both
+/// directions, so a flow's packets stay in order on one queue.
+pub fn queue_of(packet: &[u8], queues: usize) -> usize {
+    if queues < 2 {
+        return 0;
+    }
+    let word = |r: Range<usize>| {
+        packet
+            .get(r)
+            .map_or(0u64, |b| b.iter().fold(0u64, |a, x| a << 8 | u64::from(*x)))
+    };
+    let (a, b) = (word(12..16), word(16..20));
+    let proto = word(9..10);
+    let ihl = packet.first().map_or(20, |v| usize::from(v & 0x0f) * 4);
+    // Ports only in a first (or only) fragment.
+    let first_fragment = word(6..8) & 0x1fff == 0;
+    let (p, q) = if first_fragment && matches!(proto, 6 | 17 | 132) {
+        (word(ihl..ihl + 2), word(ihl + 2..ihl + 4))
+    } else {
+        (0, 0)
+    };
+    let key = (a.min(b) << 32 | a.max(b)) ^ (p.min(q) << 48 | p.max(q) << 32 | proto);
+    // splitmix64's finalizer: every output bit depends on every key bit
+    // (Linux gives connect()ed sockets even ports: the low bits alone
+    // would put every client flow on one queue).
+    let mut h = key ^ (key >> 30);
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h % queues as u64) as usize
 }
 
 fn report(r: Result<()>) {
@@ -350,11 +434,11 @@ fn send_batch(
 
 /// ESP → TUN: `recvmmsg` returns what the raw socket holds (at least
 /// one, at most [`BATCH`]); each packet is decrypted in place, its inner
-/// packet copied to [`OFFSET`] in an output buffer, and the batch written
-/// to the TUN device, which (with offload) coalesces a TCP flow's
-/// segments into one write.
+/// packet copied to [`OFFSET`] in an output buffer of its flow's queue
+/// ([`queue_of`]), and each queue's batch written to the TUN device,
+/// which (with offload) coalesces a TCP flow's segments into one write.
 fn inbound(
-    tun: &tun_rs::SyncDevice,
+    tuns: &[Arc<tun_rs::SyncDevice>],
     esp: &Socket,
     tunnel: &SharedTunnel,
     now_ms: fn() -> u64,
@@ -364,7 +448,10 @@ fn inbound(
     // Capacity for coalescing (tun-rs needs 2 x offset + the merged length).
     let cap = 2 * OFFSET + RX_LEN;
     let mut out: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(cap)).collect();
-    let mut gro = tun_rs::GROTable::default();
+    // Each ready packet's queue, then where it goes when grouped by queue.
+    let mut queue = Vec::with_capacity(BATCH);
+    let mut place = Vec::with_capacity(BATCH);
+    let mut gro: Vec<tun_rs::GROTable> = tuns.iter().map(|_| Default::default()).collect();
     let mut headers = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
     loop {
         lens.clear();
@@ -383,7 +470,6 @@ fn inbound(
                 Err(e) => return Err(anyhow!("reading the ESP socket: {e}")),
             }
         }
-        let mut ready = 0;
         {
             let now = now_ms();
             let mut t = lock(tunnel);
@@ -394,11 +480,11 @@ fn inbound(
                 let r = t.decapsulate(now, packet);
                 match r.map(|r| packet.get(r)) {
                     Ok(Some(inner)) => {
-                        if let Some(o) = out.get_mut(ready) {
+                        if let Some(o) = out.get_mut(queue.len()) {
                             o.clear();
                             o.resize(OFFSET, 0);
                             o.extend_from_slice(inner);
-                            ready += 1;
+                            queue.push(queue_of(inner, tuns.len()));
                         }
                     }
                     Ok(None) => {}
@@ -406,10 +492,114 @@ fn inbound(
                 }
             }
         }
-        if let Some(batch) = out.get_mut(..ready).filter(|b| !b.is_empty()) {
-            if let Err(e) = tun.send_multiple(&mut gro, batch, OFFSET) {
-                warn!(error = %e, "cannot write to the TUN device");
+        let ready = queue.len();
+        group_by_queue(&mut out, &queue, &mut place, tuns.len());
+        let mut from = 0;
+        for (q, (tun, gro)) in tuns.iter().zip(&mut gro).enumerate() {
+            let n = queue.iter().filter(|&&x| x == q).count();
+            if let Some(batch) = out.get_mut(from..from + n).filter(|b| !b.is_empty()) {
+                if let Err(e) = tun.send_multiple(gro, batch, OFFSET) {
+                    warn!(error = %e, "cannot write to the TUN device");
+                }
             }
+            from += n;
+        }
+        debug_assert_eq!(from, ready);
+        queue.clear();
+    }
+}
+
+/// Reorders `bufs[..queue.len()]` so each queue's packets lie together,
+/// queue 0 first, in their order of arrival within a queue (a stable
+/// counting sort, applied by swapping the buffers: nothing is copied or
+/// allocated, and one pool of buffers serves every queue).
+fn group_by_queue(bufs: &mut [Vec<u8>], queue: &[usize], place: &mut Vec<usize>, queues: usize) {
+    if queues < 2 {
+        return;
+    }
+    place.clear();
+    let mut next = 0;
+    let mut start = [0usize; MAX_QUEUES as usize];
+    for (q, s) in start.iter_mut().take(queues).enumerate() {
+        *s = next;
+        next += queue.iter().filter(|&&x| x == q).count();
+    }
+    for q in queue {
+        if let Some(s) = start.get_mut(*q) {
+            place.push(*s);
+            *s += 1;
+        }
+    }
+    // Apply the permutation in place, cycle by cycle.
+    for i in 0..place.len() {
+        while let Some(&j) = place.get(i).filter(|&&j| j != i) {
+            bufs.swap(i, j);
+            place.swap(i, j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, proto, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.resize(40, 0);
+        p
+    }
+
+    #[test]
+    fn a_flow_and_its_replies_take_one_queue_and_flows_spread() {
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let mut seen = [0usize; 4];
+        for port in 40_000..40_064 {
+            let out = queue_of(&packet(a, b, 6, port, 5201), 4);
+            assert_eq!(out, queue_of(&packet(b, a, 6, 5201, port), 4));
+            seen[out] += 1;
+        }
+        // 64 flows over 4 queues: every queue gets some.
+        assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+        // Client ports of one parity (Linux's connect()): still spread over 2.
+        let even: Vec<usize> = (0..16)
+            .map(|i| queue_of(&packet(a, b, 6, 45_000 + 2 * i, 5201), 2))
+            .collect();
+        assert!(even.contains(&0) && even.contains(&1), "{even:?}");
+        // One queue, short or odd packets: queue 0, no panic.
+        assert_eq!(queue_of(&packet(a, b, 6, 1, 2), 1), 0);
+        for len in 0..40 {
+            assert!(queue_of(&packet(a, b, 17, 1, 2)[..len], 3) < 3);
+        }
+        // A later fragment has no ports: it hashes like its flow's addresses.
+        let mut frag = packet(a, b, 17, 9, 9);
+        frag[7] = 1;
+        assert_eq!(queue_of(&frag, 4), queue_of(&packet(b, a, 17, 0, 0), 4));
+    }
+
+    #[test]
+    fn packets_are_grouped_by_queue_in_arrival_order() {
+        let queue = [2, 0, 1, 0, 2, 2, 1, 0];
+        let mut bufs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i]).collect();
+        let mut place = Vec::new();
+        group_by_queue(&mut bufs, &queue, &mut place, 3);
+        let order: Vec<u8> = bufs.iter().map(|b| b[0]).collect();
+        assert_eq!(order, [1, 3, 7, 2, 6, 0, 4, 5, 8, 9]);
+        // One queue: untouched.
+        group_by_queue(&mut bufs, &[0, 0], &mut place, 1);
+        assert_eq!(bufs[0], [1]);
+    }
+
+    #[test]
+    fn queues_outside_1_to_16_are_refused_with_the_range() {
+        assert_eq!(queues(1).unwrap(), 1);
+        assert_eq!(queues(16).unwrap(), 16);
+        for q in [0, 17, 1000] {
+            let e = queues(q).unwrap_err().to_string();
+            assert!(e.contains("1-16"), "{e}");
         }
     }
 }

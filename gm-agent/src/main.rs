@@ -81,6 +81,10 @@ struct Args {
     /// Dataplane: send protected traffic in clear until registered (fail-open).
     #[arg(long)]
     fail_open: bool,
+    /// Dataplane: TUN queues, each with its own encrypting thread (1-16;
+    /// default: the number of CPUs, at most 4).
+    #[arg(long)]
+    tun_queues: Option<u32>,
     /// Report health to the controller at this URL (`https://host:port`).
     #[arg(long)]
     report_url: Option<String>,
@@ -137,6 +141,7 @@ struct DataplaneFile {
     device: Option<String>,
     protect: Option<Vec<String>>,
     fail_close: Option<bool>,
+    queues: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +199,10 @@ fn dataplane_settings(
             .or(section.and_then(|d| d.device.clone()))
             .unwrap_or_else(|| dataplane::Settings::default().device),
         fail_close: !args.fail_open && section.and_then(|d| d.fail_close).unwrap_or(true),
+        queues: match args.tun_queues.or(section.and_then(|d| d.queues)) {
+            Some(q) => dataplane::queues(q)?,
+            None => dataplane::Settings::default().queues,
+        },
         ..dataplane::Settings::default()
     };
     let protect = args
@@ -434,7 +443,7 @@ async fn main() -> Result<()> {
     }
     let mut dp = if let Some((settings, protect)) = dp_settings {
         socket2::SockRef::from(&socket).set_mark(settings.fwmark)?;
-        let dev = dataplane::tun(&settings)?;
+        let devs = dataplane::tun(&settings)?;
         let mut routes = dataplane::Routes::new(&settings)?;
         if settings.fail_close {
             routes.protect(&protect)?;
@@ -443,8 +452,9 @@ async fn main() -> Result<()> {
         let t: dataplane::SharedTunnel =
             std::sync::Arc::new(std::sync::Mutex::new(Tunnel::default()));
         let io = t.clone();
-        dataplane::spawn(dev, esp, io, dataplane_now_ms)?;
-        info!(device = %settings.device, fail_close = settings.fail_close, "dataplane on");
+        let queues = devs.len();
+        dataplane::spawn(devs, esp, io, dataplane_now_ms)?;
+        info!(device = %settings.device, fail_close = settings.fail_close, queues, "dataplane on");
         Some((settings, routes, t))
     } else {
         None

@@ -259,6 +259,14 @@ fn bind_refusal_and_bad_options_are_clear_errors() {
             "key_servers = ['127.0.0.1:9']\ngroup = 1\npsk = 'k'\n[dataplane]\ntun = 'x'\n",
             "tun",
         ),
+        (
+            "key_servers = ['127.0.0.1:9']\ngroup = 1\npsk = 'k'\n[dataplane]\nqueues = 17\n",
+            "dataplane queues 17: out of range 1-16",
+        ),
+        (
+            "key_servers = ['127.0.0.1:9']\ngroup = 1\npsk = 'k'\n[dataplane]\nqueues = -1\n",
+            "queues",
+        ),
     ] {
         let f = dir.join("agent.toml");
         std::fs::write(&f, text).unwrap();
