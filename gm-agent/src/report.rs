@@ -48,10 +48,13 @@ impl Settings {
             r
         } else if let Some(r) = url.strip_prefix("http://") {
             let host = r.split('/').next().unwrap_or_default();
-            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            // `[v6]` or `[v6]:port`, else `host` or `host:port`.
+            let host = match host.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default(),
+                None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+            };
             let loopback = host == "localhost"
                 || host
-                    .trim_matches(['[', ']'])
                     .parse::<std::net::IpAddr>()
                     .is_ok_and(|a| a.is_loopback());
             if !loopback && !insecure_http {
@@ -201,6 +204,9 @@ mod tests {
         assert!(Settings::new("https://ks.example:8443/", token(), 30, None, false).is_ok());
         assert!(Settings::new("http://127.0.0.1:8080", token(), 30, None, false).is_ok());
         assert!(Settings::new("http://[::1]:8080", token(), 30, None, false).is_ok());
+        assert!(Settings::new("http://[::1]", token(), 30, None, false).is_ok());
+        assert!(Settings::new("http://localhost/", token(), 30, None, false).is_ok());
+        assert!(Settings::new("http://[2001:db8::1]", token(), 30, None, false).is_err());
         let e = Settings::new("http://10.0.0.1:8080", token(), 30, None, false)
             .err()
             .unwrap()
