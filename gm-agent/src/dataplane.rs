@@ -27,7 +27,9 @@ use gkm_dataplane::tunnel::{Tunnel, HEADROOM, TAILROOM};
 use gkm_dataplane::DataplaneError;
 use gkm_proto::group::Ipv4Prefix;
 use nix::errno::Errno;
-use nix::sys::socket::{recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrIn};
+use nix::sys::socket::{
+    recvmmsg, sendmmsg, ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
@@ -232,6 +234,10 @@ pub fn esp_socket(mark: u32) -> Result<Socket> {
     s.set_mark(mark)?;
     let _ = s.set_recv_buffer_size(8 << 20);
     let _ = s.set_send_buffer_size(8 << 20);
+    // The kernel's count of packets dropped on a full receive queue comes
+    // with each message (logged by `inbound`).
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RxqOvfl, &1)
+        .context("SO_RXQ_OVFL on the ESP socket")?;
     Ok(s)
 }
 
@@ -452,24 +458,15 @@ fn inbound(
     let mut queue = Vec::with_capacity(BATCH);
     let mut place = Vec::with_capacity(BATCH);
     let mut gro: Vec<tun_rs::GROTable> = tuns.iter().map(|_| Default::default()).collect();
-    let mut headers = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
+    let mut overflow = Overflow::default();
     loop {
-        lens.clear();
-        {
-            let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
-                rx.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
-            match recvmmsg(
-                esp.as_raw_fd(),
-                &mut headers,
-                &mut iovs,
-                MsgFlags::MSG_WAITFORONE,
-                None,
-            ) {
-                Ok(msgs) => lens.extend(msgs.map(|m| m.bytes)),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(anyhow!("reading the ESP socket: {e}")),
-            }
+        match receive(esp, &mut rx, &mut lens) {
+            Ok(Some(drops)) => overflow.total = drops,
+            Ok(None) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(anyhow!("reading the ESP socket: {e}")),
         }
+        overflow.warn();
         {
             let now = now_ms();
             let mut t = lock(tunnel);
@@ -506,6 +503,66 @@ fn inbound(
         }
         debug_assert_eq!(from, ready);
         queue.clear();
+    }
+}
+
+/// One `recvmmsg` (at least one packet, then what the socket holds):
+/// their lengths into `lens`, and the socket's drop count when the kernel
+/// reported one (SO_RXQ_OVFL, set by [`esp_socket`]).
+fn receive(esp: &Socket, rx: &mut [Vec<u8>], lens: &mut Vec<usize>) -> nix::Result<Option<u32>> {
+    lens.clear();
+    let mut iovs: Vec<[IoSliceMut<'_>; 1]> = rx.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+    // New headers every call: the kernel shrinks each message's control
+    // length to what it used (0 without a drop count), and nix's
+    // `recvmmsg` does not restore it, so reused headers would lose the
+    // count (seen: the test below failed that way).
+    let mut headers =
+        MultiHeaders::<SockaddrIn>::preallocate(iovs.len(), Some(nix::cmsg_space!(u32)));
+    let msgs = recvmmsg(
+        esp.as_raw_fd(),
+        &mut headers,
+        &mut iovs,
+        MsgFlags::MSG_WAITFORONE,
+        None,
+    )?;
+    let mut drops = None;
+    for m in msgs {
+        lens.push(m.bytes);
+        for c in m.cmsgs().into_iter().flatten() {
+            if let ControlMessageOwned::RxqOvfl(n) = c {
+                drops = Some(n);
+            }
+        }
+    }
+    Ok(drops)
+}
+
+/// The ESP socket's drop count (packets the kernel dropped because the
+/// receive queue was full: this host's CPU did not keep up), warned about
+/// at most once a minute.
+#[derive(Default)]
+struct Overflow {
+    total: u32,
+    warned: u32,
+    last: Option<std::time::Instant>,
+}
+
+impl Overflow {
+    fn warn(&mut self) {
+        if self.total == self.warned
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60))
+        {
+            return;
+        }
+        warn!(
+            dropped = self.total.wrapping_sub(self.warned),
+            total = self.total,
+            "ESP receive queue full: packets dropped before decryption (the host's CPU is not keeping up)"
+        );
+        self.warned = self.total;
+        self.last = Some(std::time::Instant::now());
     }
 }
 
@@ -591,6 +648,36 @@ mod tests {
         // One queue: untouched.
         group_by_queue(&mut bufs, &[0, 0], &mut place, 1);
         assert_eq!(bufs[0], [1]);
+    }
+
+    /// Root only (a raw socket), as in CI: a receive queue too small for
+    /// a burst drops packets, and the drop count reaches the agent.
+    #[test]
+    fn a_full_esp_receive_queue_reports_its_drops() {
+        let rx = esp_socket(0).expect("raw ESP socket (run as root)");
+        rx.set_recv_buffer_size(1).unwrap();
+        rx.bind(&SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into())
+            .unwrap();
+        let tx = esp_socket(0).unwrap();
+        let mut p = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 50, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+        ];
+        p.resize(1400, 0x5a);
+        p[2..4].copy_from_slice(&1400u16.to_be_bytes());
+        let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into();
+        for _ in 0..200 {
+            tx.send_to(&p, &to).unwrap();
+        }
+        let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; 2048]).collect();
+        let mut lens = Vec::new();
+        receive(&rx, &mut bufs, &mut lens).unwrap();
+        let queued = lens.len();
+        assert!(queued > 0 && queued < 200, "{queued}");
+        // The count comes with the first packet queued after the drops.
+        tx.send_to(&p, &to).unwrap();
+        let drops = receive(&rx, &mut bufs, &mut lens).unwrap();
+        assert_eq!(lens, [1400]);
+        assert_eq!(drops, Some(200 - queued as u32));
     }
 
     #[test]
