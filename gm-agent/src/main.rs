@@ -441,6 +441,8 @@ async fn main() -> Result<()> {
     if let Some(w) = d3p {
         info!(window = %w, "client d3p window override set");
     }
+    // A packet thread that stops ends the agent (see dataplane::Failed).
+    let (dp_failed, mut dp_stopped) = tokio::sync::mpsc::unbounded_channel();
     let mut dp = if let Some((settings, protect)) = dp_settings {
         socket2::SockRef::from(&socket).set_mark(settings.fwmark)?;
         let devs = dataplane::tun(&settings)?;
@@ -453,7 +455,7 @@ async fn main() -> Result<()> {
             std::sync::Arc::new(std::sync::Mutex::new(Tunnel::default()));
         let io = t.clone();
         let queues = devs.len();
-        dataplane::spawn(devs, esp, io, dataplane_now_ms)?;
+        dataplane::spawn(devs, esp, io, dataplane_now_ms, &dp_failed)?;
         info!(device = %settings.device, fail_close = settings.fail_close, queues, "dataplane on");
         Some((settings, routes, t))
     } else {
@@ -605,6 +607,7 @@ async fn main() -> Result<()> {
             _ = tokio::time::sleep_until(deadline), if args.once => bail!("not registered within {} s", args.timeout),
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = term.recv() => return Ok(()),
+            Some(e) = dp_stopped.recv() => return Err(e.context("the dataplane stopped")),
         }
     }
 }

@@ -47,7 +47,9 @@ impl Settings {
         let rest = if let Some(r) = url.strip_prefix("https://") {
             r
         } else if let Some(r) = url.strip_prefix("http://") {
-            let host = r.split('/').next().unwrap_or_default();
+            let authority = r.split('/').next().unwrap_or_default();
+            // The host is after any `user:password@`.
+            let host = authority.rsplit('@').next().unwrap_or_default();
             // `[v6]` or `[v6]:port`, else `host` or `host:port`.
             let host = match host.strip_prefix('[') {
                 Some(v6) => v6.split(']').next().unwrap_or_default(),
@@ -207,6 +209,13 @@ mod tests {
         assert!(Settings::new("http://[::1]", token(), 30, None, false).is_ok());
         assert!(Settings::new("http://localhost/", token(), 30, None, false).is_ok());
         assert!(Settings::new("http://[2001:db8::1]", token(), 30, None, false).is_err());
+        // Credentials before the host do not make it loopback.
+        for bad in ["http://[::1]@ks.example/", "http://localhost:x@ks.example"] {
+            assert!(
+                Settings::new(bad, token(), 30, None, false).is_err(),
+                "{bad}"
+            );
+        }
         let e = Settings::new("http://10.0.0.1:8080", token(), 30, None, false)
             .err()
             .unwrap()
