@@ -192,18 +192,19 @@ fn dataplane_settings(
         return Ok(None);
     }
     let section = file.dataplane.as_ref();
+    let default = dataplane::Settings::default();
     let settings = dataplane::Settings {
         device: args
             .tun_name
             .clone()
             .or(section.and_then(|d| d.device.clone()))
-            .unwrap_or_else(|| dataplane::Settings::default().device),
+            .unwrap_or_else(|| default.device.clone()),
         fail_close: !args.fail_open && section.and_then(|d| d.fail_close).unwrap_or(true),
         queues: match args.tun_queues.or(section.and_then(|d| d.queues)) {
             Some(q) => dataplane::queues(q)?,
-            None => dataplane::Settings::default().queues,
+            None => default.queues,
         },
-        ..dataplane::Settings::default()
+        ..default
     };
     let protect = args
         .protect
