@@ -121,6 +121,19 @@ enum GroupCmd {
         /// Name.
         name: String,
     },
+    /// Rotate a group's PSK (read from a file, or standard input with `-`).
+    SetPsk {
+        /// Name.
+        name: String,
+        /// File holding the key (trailing newline dropped).
+        #[arg(long)]
+        psk_file: PathBuf,
+    },
+    /// Clear a group's PSK (it then takes the configuration file's keyring).
+    ClearPsk {
+        /// Name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -413,6 +426,25 @@ fn run(args: &Args) -> Result<String> {
             GroupCmd::Delete { name } => {
                 c.call("DELETE", &format!("/api/v1/groups/{}", enc(name)), None)?;
                 Ok(format!("group {name} deleted"))
+            }
+            GroupCmd::SetPsk { name, psk_file } => {
+                let text = if psk_file.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin()).context("reading the PSK")?
+                } else {
+                    std::fs::read_to_string(psk_file)
+                        .with_context(|| format!("cannot read {}", psk_file.display()))?
+                };
+                let psk = text.trim_end_matches(['\r', '\n']);
+                c.call(
+                    "PUT",
+                    &format!("/api/v1/groups/{}/psk", enc(name)),
+                    Some(&json!({ "psk": psk })),
+                )?;
+                Ok(format!("PSK of group {name} rotated"))
+            }
+            GroupCmd::ClearPsk { name } => {
+                c.call("DELETE", &format!("/api/v1/groups/{}/psk", enc(name)), None)?;
+                Ok(format!("PSK of group {name} cleared"))
             }
         },
         Cmd::Rekey { kind, group } => {

@@ -71,6 +71,83 @@ impl Authorization {
     }
 }
 
+/// What authenticated a peer in phase 1. A GROUPKEY-PULL for a group
+/// succeeds only when the peer's credential is one the group accepts
+/// ([`GroupAuth`]): holding one group's PSK never opens another group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Credential {
+    /// The pre-shared key of the group with this identity number.
+    GroupPsk(u32),
+    /// Entry `n` of the configuration file's keyring (`[[psk]]`, in file order).
+    Keyring(usize),
+    /// A certificate chaining to the configured CAs.
+    Certificate,
+}
+
+impl std::fmt::Display for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::GroupPsk(g) => write!(f, "psk of group {g}"),
+            Self::Keyring(i) => write!(f, "keyring entry psk[{i}]"),
+            Self::Certificate => f.write_str("certificate"),
+        }
+    }
+}
+
+/// How a group's GMs authenticate in phase 1, and so which credentials
+/// its GROUPKEY-PULL accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupAuth {
+    /// Pre-shared key: the group's own PSK when it has one (a
+    /// [`PskEntry`] with [`Credential::GroupPsk`] of its identity), else
+    /// the configuration file's keyring.
+    #[default]
+    Psk,
+    /// Certificates from the configured CAs only.
+    Certificate,
+}
+
+/// One pre-shared key the phase 1 responder may try for a source address.
+#[derive(Clone)]
+pub struct PskEntry {
+    /// Whose key it is.
+    pub credential: Credential,
+    /// Source ranges it applies to; empty: any source.
+    pub ranges: Vec<Ipv4Prefix>,
+    /// The key.
+    pub key: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for PskEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PskEntry")
+            .field("credential", &self.credential)
+            .field("ranges", &self.ranges)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PskEntry {
+    /// How specifically the entry covers `a` (its longest covering range;
+    /// 0 for an entry without ranges), or None when it does not.
+    fn specificity(&self, a: Ipv4Addr) -> Option<u8> {
+        if self.ranges.is_empty() {
+            return Some(0);
+        }
+        self.ranges
+            .iter()
+            .filter(|p| p.contains(a))
+            .map(|p| p.len)
+            .max()
+    }
+}
+
+/// Most pre-shared keys the responder tries for one source address in
+/// main mode message 5 (the most specific ranges first). Each try costs
+/// a key derivation and one decryption of a short message, a small
+/// fraction of the Diffie-Hellman already done.
+pub const MAX_PSK_CANDIDATES: usize = 16;
+
 /// One group the key server serves.
 #[derive(Debug, Clone)]
 pub struct KsGroup {
@@ -80,6 +157,8 @@ pub struct KsGroup {
     pub keys: GroupKeys,
     /// Who may register.
     pub authorization: Authorization,
+    /// Which phase 1 credentials the group accepts.
+    pub authentication: GroupAuth,
     /// How and when the group is rekeyed.
     pub rekey: RekeyPolicy,
     /// Key state persisted before a restart (None: start from `keys`).
@@ -95,8 +174,9 @@ pub struct KsConfig {
     pub identity: Ipv4Addr,
     /// Groups by identity number.
     pub groups: Vec<KsGroup>,
-    /// Pre-shared keys by GM source range; the most specific match wins.
-    pub psks: Vec<(Ipv4Prefix, Zeroizing<Vec<u8>>)>,
+    /// Pre-shared keys: the keyring's and each PSK group's, with the
+    /// source ranges each applies to.
+    pub psks: Vec<PskEntry>,
     /// CAs for certificate authentication (None: certificates refused).
     pub ca: Option<CertificateAuthority>,
     /// The KS's certificate (DER) and key for certificate authentication.
@@ -157,6 +237,10 @@ pub enum Reject {
     UnknownGroup,
     /// The GM is not authorised for the group.
     Unauthorized,
+    /// The GM's phase 1 credential is not one the group accepts (another
+    /// group's PSK, a keyring entry for a group with its own PSK, a
+    /// certificate for a PSK group or a PSK for a certificate group).
+    CredentialNotAccepted,
     /// A message for an exchange the KS does not know or has finished.
     UnknownExchange,
     /// A repeated message; the cached answer was resent.
@@ -294,9 +378,10 @@ impl KsCounters {
 enum P1State {
     /// MM2 sent; waiting for MM3.
     SentSa,
-    /// MM4 sent; waiting for MM5.
+    /// MM4 sent; waiting for MM5. The keys are derived when MM5 comes:
+    /// with pre-shared keys, each candidate PSK for the source is tried.
     SentKe {
-        keys: Phase1Keys,
+        gxy: Zeroizing<Vec<u8>>,
         gxi: Vec<u8>,
         gxr: Vec<u8>,
         iv: [u8; 16],
@@ -306,6 +391,8 @@ enum P1State {
         keys: Phase1Keys,
         last_block: [u8; 16],
         identity: String,
+        /// What authenticated the peer (several only when groups share a PSK).
+        credentials: Vec<Credential>,
         expires: Millis,
     },
 }
@@ -950,19 +1037,49 @@ impl KeyServer {
         self.send(from, out);
     }
 
-    /// Replaces the pre-shared keys (by GM source range; the most specific wins).
-    pub fn set_psks(&mut self, psks: Vec<(Ipv4Prefix, Zeroizing<Vec<u8>>)>) {
+    /// Replaces the pre-shared keys. Exchanges past message 3 try the new
+    /// set when their message 5 arrives, so a rotation takes effect at once.
+    pub fn set_psks(&mut self, psks: Vec<PskEntry>) {
         self.cfg.psks = psks;
     }
 
-    fn psk_for(&self, addr: IpAddr) -> Option<Zeroizing<Vec<u8>>> {
-        let IpAddr::V4(a) = addr else { return None };
-        self.cfg
+    /// The PSKs to try for a source: every entry covering it, the most
+    /// specific first (table order among equals), at most
+    /// [`MAX_PSK_CANDIDATES`].
+    fn psk_candidates(&self, addr: IpAddr) -> Vec<&PskEntry> {
+        let IpAddr::V4(a) = addr else {
+            return Vec::new();
+        };
+        let mut v: Vec<(u8, &PskEntry)> = self
+            .cfg
             .psks
             .iter()
-            .filter(|(p, _)| p.contains(a))
-            .max_by_key(|(p, _)| p.len)
-            .map(|(_, k)| k.clone())
+            .filter_map(|e| e.specificity(a).map(|l| (l, e)))
+            .collect();
+        v.sort_by_key(|(l, _)| std::cmp::Reverse(*l));
+        v.truncate(MAX_PSK_CANDIDATES);
+        v.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// Whether group `gi` accepts any of `credentials`.
+    fn accepts(&self, gi: usize, credentials: &[Credential]) -> bool {
+        let Some(g) = self.cfg.groups.get(gi) else {
+            return false;
+        };
+        let id = g.keys.group_id;
+        match g.authentication {
+            GroupAuth::Certificate => credentials.contains(&Credential::Certificate),
+            GroupAuth::Psk => {
+                let own = Credential::GroupPsk(id);
+                if self.cfg.psks.iter().any(|e| e.credential == own) {
+                    credentials.contains(&own)
+                } else {
+                    credentials
+                        .iter()
+                        .any(|c| matches!(c, Credential::Keyring(_)))
+                }
+            }
+        }
     }
 
     fn mm3(&mut self, _now: Millis, from: SocketAddr, key: [u8; 16], data: &[u8]) {
@@ -992,20 +1109,14 @@ impl KeyServer {
                 Some(NotifyType::INVALID_KEY_INFORMATION),
             );
         }
-        let psk = match suite.auth {
-            AuthKind::Psk => match self.psk_for(from.ip()) {
-                Some(k) => Some(k),
-                None => {
-                    return self.fail_phase1(
-                        key,
-                        from,
-                        Reject::AuthenticationFailed,
-                        NotifyType::AUTHENTICATION_FAILED,
-                    );
-                }
-            },
-            AuthKind::RsaSig => None,
-        };
+        if suite.auth == AuthKind::Psk && self.psk_candidates(from.ip()).is_empty() {
+            return self.fail_phase1(
+                key,
+                from,
+                Reject::AuthenticationFailed,
+                NotifyType::AUTHENTICATION_FAILED,
+            );
+        }
         let (dh, gxr) = suite.group.generate(self.rng.as_mut(), self.cfg.dh_backend);
         let Ok(gxy) = dh.shared(gxi) else {
             return self.fail_phase1(
@@ -1016,15 +1127,6 @@ impl KeyServer {
             );
         };
         let nr = rng::bytes(self.rng.as_mut(), 32);
-        let keys = Phase1Keys::derive(
-            &suite,
-            psk.as_deref().map(|k| k.as_slice()),
-            ni,
-            &nr,
-            &gxy,
-            &icky,
-            &rcky,
-        );
         let iv = phase1_iv(&suite, gxi, &gxr);
         let mut payloads = vec![
             Payload::KeyExchange(KeyExchange(&gxr)),
@@ -1054,7 +1156,7 @@ impl KeyServer {
         sa.ni_b = ni.to_vec();
         sa.nr_b = nr;
         sa.state = P1State::SentKe {
-            keys,
+            gxy,
             gxi: gxi.to_vec(),
             gxr,
             iv,
@@ -1066,22 +1168,83 @@ impl KeyServer {
 
     fn mm5(&mut self, now: Millis, from: SocketAddr, key: [u8; 16], data: &[u8]) {
         let Some(sa) = self.sas.get(&key) else { return };
-        let P1State::SentKe { keys, gxi, gxr, iv } = &sa.state else {
+        let P1State::SentKe { gxy, gxi, gxr, iv } = &sa.state else {
             return;
         };
         let (icky, rcky, suite) = (sa.icky, sa.rcky, sa.suite);
-        // A wrong PSK shows up here: the message does not decrypt to a chain.
-        let dec = match decrypt_message(data, suite.cipher, &keys.enc_key, iv) {
-            Ok(d) => d,
-            Err(_) => {
-                return self.fail_phase1(
-                    key,
-                    from,
-                    Reject::AuthenticationFailed,
-                    NotifyType::AUTHENTICATION_FAILED,
-                );
+        let derive = |psk: Option<&[u8]>| {
+            Phase1Keys::derive(&suite, psk, &sa.ni_b, &sa.nr_b, gxy, &icky, &rcky)
+        };
+        // The keys, the decrypted message and what authenticated the peer.
+        // A wrong PSK shows up here: the message does not decrypt to a
+        // chain, or its HASH_I does not verify. With pre-shared keys every
+        // candidate for the source is tried (groups may share ranges).
+        let mut missing_id = false;
+        let found: Option<(Phase1Keys, Decrypted, Vec<Credential>)> = match suite.auth {
+            AuthKind::RsaSig => {
+                let keys = derive(None);
+                decrypt_message(data, suite.cipher, &keys.enc_key, iv)
+                    .ok()
+                    .map(|dec| (keys, dec, vec![Credential::Certificate]))
+            }
+            AuthKind::Psk => {
+                let candidates = self.psk_candidates(from.ip());
+                let mut found = None;
+                for (i, entry) in candidates.iter().enumerate() {
+                    if candidates
+                        .get(..i)
+                        .is_some_and(|before| before.iter().any(|e| e.key == entry.key))
+                    {
+                        continue;
+                    }
+                    let keys = derive(Some(&entry.key));
+                    let Ok(dec) = decrypt_message(data, suite.cipher, &keys.enc_key, iv) else {
+                        continue;
+                    };
+                    let (mut idii_b, mut hash) = (None, None);
+                    for r in
+                        gkm_wire::payload::PayloadIter::new(dec.header.next_payload, &dec.plaintext)
+                            .filter_map(Result::ok)
+                    {
+                        match r.payload_type {
+                            PayloadType::ID => idii_b = Some(r.body),
+                            PayloadType::HASH => hash = Some(r.body),
+                            _ => {}
+                        }
+                    }
+                    let Some(idii_b) = idii_b else {
+                        missing_id = true;
+                        continue;
+                    };
+                    let verified = hash.is_some_and(|h| {
+                        suite.prf.verify(
+                            &keys.skeyid,
+                            &[gxi, gxr, &icky, &rcky, &sa.sai_b, idii_b],
+                            h,
+                        )
+                    });
+                    if verified {
+                        let credentials = candidates
+                            .iter()
+                            .filter(|e| e.key == entry.key)
+                            .map(|e| e.credential)
+                            .collect();
+                        found = Some((keys, dec, credentials));
+                        break;
+                    }
+                }
+                found
             }
         };
+        let Some((keys, dec, credentials)) = found else {
+            let notify = if missing_id {
+                NotifyType::INVALID_ID_INFORMATION
+            } else {
+                NotifyType::AUTHENTICATION_FAILED
+            };
+            return self.fail_phase1(key, from, Reject::AuthenticationFailed, notify);
+        };
+        let (gxi, gxr, sai_b) = (gxi.clone(), gxr.clone(), sa.sai_b.clone());
         let raws: Vec<RawPayload<'_>> =
             gkm_wire::payload::PayloadIter::new(dec.header.next_payload, &dec.plaintext)
                 .filter_map(Result::ok)
@@ -1111,20 +1274,18 @@ impl KeyServer {
             );
         };
         let transcript = Transcript {
-            gxi,
-            gxr,
+            gxi: &gxi,
+            gxr: &gxr,
             cky_i: &icky,
             cky_r: &rcky,
-            sai_b: &sa.sai_b,
+            sai_b: &sai_b,
         };
         let authentic = match suite.auth {
-            AuthKind::Psk => hash.is_some_and(|h| {
-                suite.prf.verify(
-                    &keys.skeyid,
-                    &[gxi, gxr, &icky, &rcky, &sa.sai_b, idii_b],
-                    h,
-                )
-            }),
+            // Checked again on the ID payload that names the peer (the
+            // candidate search looked at raw payloads).
+            AuthKind::Psk => {
+                hash.is_some_and(|h| keys.verify_hash_i(suite.prf, &transcript, idii_b, h))
+            }
             AuthKind::RsaSig => {
                 let (Some(ca), Some(cert), Some(sig)) = (self.cfg.ca.as_ref(), cert, sig) else {
                     return self.fail_phase1(
@@ -1230,6 +1391,7 @@ impl KeyServer {
                 keys,
                 last_block,
                 identity: identity.clone(),
+                credentials: credentials.clone(),
                 expires,
             };
             sa.last_in = data.to_vec();
@@ -1243,9 +1405,24 @@ impl KeyServer {
             }
         }
         if initial_contact {
-            // RFC 2407 section 4.6.3.3: the peer has no other SAs with us; drop old ones.
-            let stale: Vec<[u8; 16]> = self.by_identity.get(&identity).cloned().unwrap_or_default();
-            for k in stale.iter().filter(|k| **k != key) {
+            // RFC 2407 section 4.6.3.3: the peer has no other SAs with us;
+            // drop old ones. Only those the same credential made: a PSK
+            // identity is the peer's claim, and one group's GM must not
+            // end another group's SAs by claiming its identity.
+            let stale: Vec<[u8; 16]> = self
+                .by_identity
+                .get(&identity)
+                .into_iter()
+                .flatten()
+                .filter(|k| **k != key)
+                .filter(|k| {
+                    self.sas.get(*k).is_some_and(|sa| {
+                        matches!(&sa.state, P1State::Established { credentials: c, .. } if *c == credentials)
+                    })
+                })
+                .copied()
+                .collect();
+            for k in &stale {
                 self.remove_sa(k);
             }
         }
@@ -1286,6 +1463,7 @@ impl KeyServer {
             keys,
             last_block,
             identity,
+            credentials,
             ..
         } = &sa.state
         else {
@@ -1340,6 +1518,14 @@ impl KeyServer {
                     );
                 };
                 let identity = identity.clone();
+                if !self.accepts(group_idx, credentials) {
+                    self.notify_protected(key, NotifyType::INVALID_ID_INFORMATION);
+                    return self.reject(
+                        from,
+                        Reject::CredentialNotAccepted,
+                        Some(NotifyType::INVALID_ID_INFORMATION),
+                    );
+                }
                 if !self.cfg.groups[group_idx]
                     .authorization
                     .allows(from.ip(), &identity)

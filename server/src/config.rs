@@ -154,6 +154,9 @@ pub struct GroupConfig {
     /// Who may register.
     #[serde(default)]
     pub authorization: AuthorizationConfig,
+    /// Phase 1 authentication of its GMs: `psk` (default: the keyring's
+    /// `[[psk]]` entries) or `pki` (certificates from `[pki]` only).
+    pub authentication: Option<String>,
     /// Rekey settings.
     #[serde(default)]
     pub rekey: RekeyConfig,
@@ -240,6 +243,12 @@ impl ServerConfig {
                     "group[{i}].kek_lifetime: {} is out of range: 300-604800 seconds",
                     g.kek_lifetime
                 );
+            }
+            match g.authentication.as_deref() {
+                None | Some("psk") => {}
+                Some("pki") if self.pki.is_some() => {}
+                Some("pki") => bail!("group[{i}].authentication: pki needs the [pki] section (CA, certificate and key)"),
+                Some(other) => bail!("group[{i}].authentication: {other:?} is not psk or pki"),
             }
             if let Some(a) = g.rekey_address {
                 if !a.is_multicast() {

@@ -22,7 +22,6 @@ use crate::Startup;
 use gkm_store::model::{GmRow, RekeyRecord};
 use gkm_web::{GroupStatus, KekPolicyStatus, RekeyAccepted, RekeyStatus as WebRekeyStatus};
 use tokio::sync::{mpsc, oneshot};
-use zeroize::Zeroizing;
 
 /// Wall-clock milliseconds, the engine's time.
 pub fn now_ms() -> u64 {
@@ -93,13 +92,15 @@ struct Driver {
     /// Rekeys in progress: (group, SEQ) → record so far.
     rekeys: HashMap<(u32, u32), RekeyRecord>,
     maker: crate::groups::KeyMaker,
-    config_psks: Vec<(gkm_proto::group::Ipv4Prefix, Zeroizing<Vec<u8>>)>,
-    group_psks: HashMap<u32, (Vec<gkm_proto::group::Ipv4Prefix>, Zeroizing<Vec<u8>>)>,
+    config_psks: Vec<gkm_proto::ks::PskEntry>,
+    group_psks: HashMap<u32, gkm_proto::ks::PskEntry>,
     policies: HashMap<u32, String>,
     key_log: Option<KeyLog>,
     /// Prepared rekeys whose state could not be persisted yet: retried, never sent unpersisted.
     unpersisted: Vec<(u32, u32)>,
     pause_after_persist: bool,
+    /// Rate limit of the "refused" log lines, per reason.
+    refusals: crate::logthrottle::Throttles<Reject>,
 }
 
 impl Driver {
@@ -306,10 +307,16 @@ impl Driver {
                 peer,
                 reason,
                 notify,
-            } => warn!(
-                %peer, reason = ?reason, notify = %notify.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-                "refused"
-            ),
+            } => {
+                // One line per reason every 10 s under a flood, with the
+                // count of those not written (the counters have them all).
+                if let Some(suppressed) = self.refusals.admit(reason) {
+                    warn!(
+                        %peer, reason = ?reason, notify = %notify.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                        suppressed, "refused"
+                    );
+                }
+            }
         }
     }
 }
@@ -416,6 +423,7 @@ pub async fn run(
         key_log,
         unpersisted: Vec::new(),
         pause_after_persist: std::env::var_os(FAULT_PAUSE_AFTER_SEQ_PERSIST).is_some(),
+        refusals: crate::logthrottle::Throttles::new(Duration::from_secs(10)),
     };
     ks.handle_timeout(now_ms());
     // Every group's keys are in the store before the first GM can take them.
@@ -608,9 +616,9 @@ impl Driver {
                             if let Some((addr, t)) = made.multicast {
                                 ttl.insert(addr, t);
                             }
-                            match &psk {
-                                Some(k) => {
-                                    self.group_psks.insert(g.identity, crate::group_psk(&g, k));
+                            match psk.as_deref().and_then(|k| crate::group_psk(&g, k)) {
+                                Some(entry) => {
+                                    self.group_psks.insert(g.identity, entry);
                                 }
                                 None => {
                                     self.group_psks.remove(&g.identity);

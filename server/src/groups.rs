@@ -10,7 +10,7 @@ use anyhow::{anyhow, Result};
 use gkm_proto::ack_policy::AckOption as EngineAck;
 use gkm_proto::crypto::{CbcCipher, RekeySigner};
 use gkm_proto::group::{GroupKeys, Ipv4Prefix, KekParams, Tek};
-use gkm_proto::ks::{Authorization, KsGroup};
+use gkm_proto::ks::{Authorization, GroupAuth, KsGroup};
 use gkm_proto::rekey::{RekeyPolicy, RekeyTransport};
 use gkm_store::model::{AckOption, GroupPolicy, RekeyTransport as StoreTransport};
 use gkm_wire::consts::EspTransformId;
@@ -144,6 +144,10 @@ impl KeyMaker {
                 name: name.to_owned(),
                 keys,
                 authorization,
+                authentication: match p.authentication {
+                    gkm_store::model::Authentication::Psk { .. } => GroupAuth::Psk,
+                    gkm_store::model::Authentication::Pki => GroupAuth::Certificate,
+                },
                 rekey: RekeyPolicy {
                     transport,
                     ack,
@@ -183,6 +187,7 @@ pub fn policy_from_config(g: &GroupConfig) -> Result<GroupPolicy> {
         "tek_rekey_before": r.tek_rekey_before,
         "kek_rekey_before": r.kek_rekey_before,
         "authorization": {"addresses": g.authorization.addresses, "identities": g.authorization.identities},
+        "authentication": {"method": g.authentication.as_deref().unwrap_or("psk")},
     });
     let p: GroupPolicy =
         serde_json::from_value(v).map_err(|e| anyhow!("group {:?}: {e}", g.name))?;

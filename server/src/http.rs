@@ -6,10 +6,37 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use gkm_web::oidc::{Oidc, OidcConfig};
-use tracing::info;
+use tracing::{info, warn};
+
+use crate::conns::{Conn, Limits, Table, Watched};
+
+/// File descriptors kept for everything but HTTP connections.
+const FD_RESERVE: u64 = 128;
+
+/// Raises the soft open-file limit to the hard one (each HTTP connection
+/// is a descriptor); returns the soft limit now in force.
+pub fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            warn!(error = %e, "cannot read the open-file limit");
+            1024
+        }
+    }
+}
 
 /// Dashboard and HTTP options.
 #[derive(Debug, Clone, Args)]
@@ -43,6 +70,16 @@ pub struct HttpArgs {
     /// Dashboard sessions end after this many seconds without a request (60-86400).
     #[arg(long, env = "GKM_SESSION_IDLE_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u32).range(60..=86_400))]
     pub session_idle_secs: u32,
+    /// Most HTTP connections open at once (16-65536); at the cap a new
+    /// connection closes the one idle longest.
+    #[arg(long, env = "GKM_HTTP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=65_536))]
+    pub http_max_connections: u32,
+    /// Seconds a request's headers (or a TLS handshake) may take (1-300).
+    #[arg(long, env = "GKM_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=300))]
+    pub http_header_timeout_secs: u32,
+    /// Seconds an HTTP connection may stay open without a request (1-3600).
+    #[arg(long, env = "GKM_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub http_idle_timeout_secs: u32,
     /// Dashboard sessions end this many seconds after sign-in (300-604800).
     #[arg(long, env = "GKM_SESSION_MAX_SECS", default_value_t = 43_200, value_parser = clap::value_parser!(u32).range(300..=604_800))]
     pub session_max_secs: u32,
@@ -52,6 +89,30 @@ impl HttpArgs {
     /// Whether the listener is TLS.
     pub fn tls(&self) -> bool {
         self.tls_cert.is_some()
+    }
+
+    /// The listener's connection limits, the cap lowered to fit `fd_limit`
+    /// (the process's open-file limit) with room for the store, the GDOI
+    /// socket and logs.
+    pub fn limits(&self, fd_limit: u64) -> Limits {
+        let room = usize::try_from(fd_limit.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+        let wanted = usize::try_from(self.http_max_connections).unwrap_or(usize::MAX);
+        let max_connections = wanted.min(room).max(16);
+        if max_connections < wanted {
+            warn!(
+                wanted,
+                max_connections,
+                fd_limit,
+                "--http-max-connections lowered to fit the open-file limit (RLIMIT_NOFILE); raise the limit (LimitNOFILE= in systemd)"
+            );
+        }
+        let header = Duration::from_secs(u64::from(self.http_header_timeout_secs));
+        Limits {
+            max_connections,
+            header_timeout: header,
+            idle_timeout: Duration::from_secs(u64::from(self.http_idle_timeout_secs)),
+            handshake_timeout: header,
+        }
     }
 
     /// Refuses plain HTTP off loopback unless forced.
@@ -120,28 +181,96 @@ pub async fn bootstrap_admin_password(
     Ok(())
 }
 
-/// Serves `router` on `listener`, over TLS when configured.
+/// Serves `router` on `listener`, over TLS when configured, within the
+/// connection limits of [`crate::conns`]. Under TLS every answer carries
+/// HSTS.
 pub async fn serve(
     listener: std::net::TcpListener,
     router: axum::Router,
     args: &HttpArgs,
+    limits: Limits,
 ) -> Result<()> {
-    match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let config = tls_config(cert, key)?;
-            axum_server::from_tcp_rustls(
-                listener,
-                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
-            )
-            .serve(router.into_make_service())
-            .await
-            .context("HTTPS server")
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(
+            cert, key,
+        )?))),
+        _ => None,
+    };
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let table = Table::new(limits);
+    let mut accept_errors = crate::logthrottle::Throttle::new(Duration::from_secs(10));
+    loop {
+        let slot = table.admit().await;
+        let (tcp, _peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                if let Some(n) = accept_errors.admit() {
+                    warn!(error = %e, suppressed = n, "HTTP accept failed");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let conn = slot.conn.clone();
+            match tls {
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(Watched::new(tcp, conn.clone()));
+                    let stream = tokio::select! {
+                        r = tokio::time::timeout(limits.handshake_timeout, handshake) => match r {
+                            Ok(Ok(s)) => s,
+                            _ => return,
+                        },
+                        () = conn.expired(limits) => return,
+                    };
+                    connection(stream, router, conn, limits, true).await;
+                }
+                None => {
+                    connection(Watched::new(tcp, conn.clone()), router, conn, limits, false).await
+                }
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// One connection, HTTP/1.1 with keep-alive, until the client closes it or
+/// it expires (idle, slow headers, or evicted for a newcomer).
+async fn connection<S>(io: S, router: axum::Router, conn: Arc<Conn>, limits: Limits, hsts: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt;
+    let state = conn.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let router = router.clone();
+        let state = state.clone();
+        async move {
+            state.begin();
+            let mut r = router
+                .oneshot(req.map(axum::body::Body::new))
+                .await
+                .unwrap_or_else(|never| match never {});
+            if hsts {
+                r.headers_mut().insert(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    axum::http::HeaderValue::from_static("max-age=31536000"),
+                );
+            }
+            state.end();
+            Ok::<_, std::convert::Infallible>(r)
         }
-        _ => {
-            listener.set_nonblocking(true)?;
-            let l = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(l, router).await.context("HTTP server")
-        }
+    });
+    let http = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::select! {
+        _ = http => {}
+        () = conn.expired(limits) => {}
     }
 }
 

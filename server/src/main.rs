@@ -9,12 +9,14 @@
 //! dashboard land with their issues.
 
 mod config;
+mod conns;
 mod control;
 mod demo;
 mod gdoi;
 mod groups;
 mod http;
 mod keylog;
+mod logthrottle;
 mod state;
 
 use std::collections::HashMap;
@@ -25,8 +27,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
 use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, RekeySigner, RsaSigner};
-use gkm_proto::group::{GroupKeys, Ipv4Prefix};
-use gkm_proto::ks::{KsConfig, KsLimits};
+use gkm_proto::group::GroupKeys;
+use gkm_proto::ks::{Credential, KsConfig, KsLimits, PskEntry};
 use rand_core::OsRng;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
@@ -188,40 +190,34 @@ pub struct Startup {
     pub multicast_ttl: HashMap<Ipv4Addr, u8>,
     /// Makes engine groups from the model (for groups changed at run time).
     pub maker: groups::KeyMaker,
-    /// PSKs from the configuration file.
-    pub config_psks: Vec<(Ipv4Prefix, Zeroizing<Vec<u8>>)>,
-    /// Each group's PSK and the GM ranges it applies to.
-    pub group_psks: HashMap<u32, (Vec<Ipv4Prefix>, Zeroizing<Vec<u8>>)>,
+    /// The configuration file's keyring.
+    pub config_psks: Vec<PskEntry>,
+    /// Each PSK group's key and the GM ranges it applies to.
+    pub group_psks: HashMap<u32, PskEntry>,
 }
 
-/// The PSK table the engine uses: the configuration file's, then each
-/// group's on its authorization ranges (anywhere when it has none).
-pub fn psk_table(
-    config: &[(Ipv4Prefix, Zeroizing<Vec<u8>>)],
-    groups: &HashMap<u32, (Vec<Ipv4Prefix>, Zeroizing<Vec<u8>>)>,
-) -> Vec<(Ipv4Prefix, Zeroizing<Vec<u8>>)> {
-    let mut out = config.to_vec();
+/// The PSK table the engine uses: the configuration file's keyring, then
+/// each PSK group's key on its authorization ranges (any source when it
+/// has none), in group identity order.
+pub fn psk_table(config: &[PskEntry], groups: &HashMap<u32, PskEntry>) -> Vec<PskEntry> {
     let mut ids: Vec<&u32> = groups.keys().collect();
     ids.sort();
-    for id in ids {
-        if let Some((ranges, k)) = groups.get(id) {
-            if ranges.is_empty() {
-                out.push((
-                    "0.0.0.0/0".parse().unwrap_or(Ipv4Prefix {
-                        addr: Ipv4Addr::UNSPECIFIED,
-                        len: 0,
-                    }),
-                    k.clone(),
-                ));
-            }
-            out.extend(ranges.iter().map(|r| (*r, k.clone())));
-        }
-    }
-    out
+    config
+        .iter()
+        .cloned()
+        .chain(ids.into_iter().filter_map(|id| groups.get(id).cloned()))
+        .collect()
 }
 
-/// A group's PSK entry for [`psk_table`].
-pub fn group_psk(g: &gkm_store::model::Group, psk: &str) -> (Vec<Ipv4Prefix>, Zeroizing<Vec<u8>>) {
+/// A group's entry for [`psk_table`]: only a group whose authentication is
+/// `psk` has one (a certificate group's old PSK authenticates nothing).
+pub fn group_psk(g: &gkm_store::model::Group, psk: &str) -> Option<PskEntry> {
+    if !matches!(
+        g.policy.authentication,
+        gkm_store::model::Authentication::Psk { .. }
+    ) {
+        return None;
+    }
     let ranges = g
         .policy
         .authorization
@@ -229,7 +225,11 @@ pub fn group_psk(g: &gkm_store::model::Group, psk: &str) -> (Vec<Ipv4Prefix>, Ze
         .iter()
         .filter_map(|a| a.parse().ok())
         .collect();
-    (ranges, Zeroizing::new(psk.as_bytes().to_vec()))
+    Some(PskEntry {
+        credential: Credential::GroupPsk(g.identity),
+        ranges,
+        key: Zeroizing::new(psk.as_bytes().to_vec()),
+    })
 }
 
 fn build(
@@ -246,10 +246,11 @@ fn build(
             (None, Some(f)) => read(f)?.trim_end().to_owned(),
             (None, None) => anyhow::bail!("psk[{i}]: no key"),
         };
-        config_psks.push((
-            prefix(&format!("psk[{i}].prefix"), &p.prefix)?,
-            Zeroizing::new(key.into_bytes()),
-        ));
+        config_psks.push(PskEntry {
+            credential: Credential::Keyring(i),
+            ranges: vec![prefix(&format!("psk[{i}].prefix"), &p.prefix)?],
+            key: Zeroizing::new(key.into_bytes()),
+        });
     }
     let (ca, certificate) = match &cfg.pki {
         None => (None, None),
@@ -280,8 +281,8 @@ fn build(
         if let Some((a, ttl)) = made.multicast {
             multicast_ttl.insert(a, ttl);
         }
-        if let Some(k) = psk {
-            group_psks.insert(g.identity, group_psk(g, k));
+        if let Some(entry) = psk.as_deref().and_then(|k| group_psk(g, k)) {
+            group_psks.insert(g.identity, entry);
         }
         let mut group = made.group;
         let policy = made.fingerprint;
@@ -443,6 +444,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         )
         .init();
     let args = Args::parse();
+    let fd_limit = http::raise_nofile_limit();
     let cfg = match &args.config {
         Some(p) => ServerConfig::load(p)?,
         None => ServerConfig::default(),
@@ -592,9 +594,16 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
     let bound = listener.local_addr()?;
     info!(http = %bound, "serving the REST API at /api/v1");
     info!("dashboard at {scheme}://{bound}/ (user admin; password in the data directory's admin-password)");
+    let limits = args.web.limits(fd_limit);
+    info!(
+        max_connections = limits.max_connections,
+        header_timeout_secs = limits.header_timeout.as_secs(),
+        idle_timeout_secs = limits.idle_timeout.as_secs(),
+        "HTTP connection limits"
+    );
     let web_args = args.web.clone();
     api.spawn(async move {
-        if let Err(e) = http::serve(listener, router, &web_args).await {
+        if let Err(e) = http::serve(listener, router, &web_args, limits).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });

@@ -156,7 +156,7 @@ pub struct Resumed {
 
 /// The store secret that holds a group's keys and SEQ.
 pub fn secret_name(group_id: u32) -> String {
-    format!("group-state/{group_id}")
+    gkm_store::group_state_secret(group_id)
 }
 
 /// A group's state as the plaintext of its secret.

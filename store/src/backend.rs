@@ -217,7 +217,7 @@ fn psk_of(p: &GroupPolicy) -> Option<&str> {
 }
 
 macro_rules! store_impl {
-    ($name:ident, $db:ty, $kind:expr, $json_page:expr) => {
+    ($name:ident, $db:ty, $kind:expr, $json_page:expr, $begin:expr, $for_update:expr) => {
         impl $name {
             async fn audit_tx(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -294,7 +294,7 @@ macro_rules! store_impl {
                 policy: &GroupPolicy,
             ) -> Result<Group> {
                 let now = now_ms();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let row = sqlx::query(&format!(
                     "INSERT INTO groups (name, identity, policy, version, created_at, updated_at) \
                      VALUES ($1, $2, $3, 1, $4, $4) RETURNING {GROUP_COLUMNS}"
@@ -326,7 +326,7 @@ macro_rules! store_impl {
                 policy: &GroupPolicy,
                 expected_version: Option<i64>,
             ) -> Result<Group> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let row = sqlx::query(&format!(
                     "UPDATE groups SET policy = $1, version = version + 1, updated_at = $2 \
                      WHERE name = $3 AND ($4 IS NULL OR version = $4) RETURNING {GROUP_COLUMNS}"
@@ -353,12 +353,25 @@ macro_rules! store_impl {
                     });
                 };
                 let group = group_of(&row)?;
-                if let Some(k) = psk_of(policy) {
-                    self.put_secret_tx(&mut tx, &psk_secret(name), k.as_bytes()).await?;
-                }
+                let psk = match &policy.authentication {
+                    crate::model::Authentication::Psk { psk: Some(k) } => {
+                        self.put_secret_tx(&mut tx, &psk_secret(name), k.as_bytes()).await?;
+                        ",\"psk\":\"rotated\""
+                    }
+                    crate::model::Authentication::Psk { psk: None } => "",
+                    // Certificates now: the PSK is retired with the change.
+                    crate::model::Authentication::Pki => {
+                        let gone = sqlx::query("DELETE FROM secrets WHERE name = $1")
+                            .bind(psk_secret(name))
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        if gone > 0 { ",\"psk\":\"retired\"" } else { "" }
+                    }
+                };
                 Self::audit_tx(
                     &mut tx,
-                    &audit_entry(actor, "group.update", name, format!("{{\"version\":{}}}", group.version)),
+                    &audit_entry(actor, "group.update", name, format!("{{\"version\":{}{psk}}}", group.version)),
                 )
                 .await?;
                 tx.commit().await?;
@@ -366,14 +379,15 @@ macro_rules! store_impl {
             }
 
             async fn delete_group(&self, actor: &Actor, name: &str) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
-                let id: Option<i64> = sqlx::query("SELECT id FROM groups WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|r| r.try_get("id"))
-                    .transpose()?;
-                let Some(id) = id else {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let id: Option<(i64, i64)> =
+                    sqlx::query(&format!("SELECT id, identity FROM groups WHERE name = $1{}", $for_update))
+                        .bind(name)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|r| Ok::<_, sqlx::Error>((r.try_get("id")?, r.try_get("identity")?)))
+                        .transpose()?;
+                let Some((id, identity)) = id else {
                     return Err(StoreError::NotFound(format!("group {name:?}")));
                 };
                 for table in ["gms", "rekeys", "gm_health", "d3p_errors"] {
@@ -382,8 +396,10 @@ macro_rules! store_impl {
                         .execute(&mut *tx)
                         .await?;
                 }
-                sqlx::query("DELETE FROM secrets WHERE name = $1")
+                // Every secret of the group: its PSK and its keys and SEQ.
+                sqlx::query("DELETE FROM secrets WHERE name = $1 OR name = $2")
                     .bind(psk_secret(name))
+                    .bind(crate::group_state_secret(u32_of(identity, "group identity")?))
                     .execute(&mut *tx)
                     .await?;
                 sqlx::query("DELETE FROM groups WHERE id = $1")
@@ -431,9 +447,42 @@ macro_rules! store_impl {
                 }
             }
 
+            async fn set_group_psk(&self, actor: &Actor, name: &str, psk: Option<&str>) -> Result<Group> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let row = sqlx::query(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE name = $1{}", $for_update))
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else {
+                    return Err(StoreError::NotFound(format!("group {name:?}")));
+                };
+                let group = group_of(&row)?;
+                let action = match psk {
+                    Some(k) => {
+                        if group.policy.authentication == crate::model::Authentication::Pki {
+                            return Err(StoreError::Conflict(format!(
+                                "group {name:?} authenticates GMs with certificates: set authentication to psk to give it a PSK"
+                            )));
+                        }
+                        self.put_secret_tx(&mut tx, &psk_secret(name), k.as_bytes()).await?;
+                        "group.psk.rotate"
+                    }
+                    None => {
+                        sqlx::query("DELETE FROM secrets WHERE name = $1")
+                            .bind(psk_secret(name))
+                            .execute(&mut *tx)
+                            .await?;
+                        "group.psk.clear"
+                    }
+                };
+                Self::audit_tx(&mut tx, &audit_entry(actor, action, name, "{}".into())).await?;
+                tx.commit().await?;
+                Ok(group)
+            }
+
             async fn put_key_server(&self, actor: &Actor, ks: &KeyServer) -> Result<()> {
                 let now = now_ms();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO key_servers (name, address, priority, role, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $5) \
@@ -458,7 +507,7 @@ macro_rules! store_impl {
             }
 
             async fn delete_key_server(&self, actor: &Actor, name: &str) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let n = sqlx::query("DELETE FROM key_servers WHERE name = $1")
                     .bind(name)
                     .execute(&mut *tx)
@@ -497,7 +546,7 @@ macro_rules! store_impl {
             }
 
             async fn put_gms(&self, gms: &[GmRow]) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 for gm in gms {
                     let r = sqlx::query(
                         "INSERT INTO gms (group_id, identity, address, class, version, features, state, \
@@ -548,7 +597,7 @@ macro_rules! store_impl {
             }
 
             async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let n = sqlx::query(
                     "DELETE FROM gms WHERE identity = $1 AND group_id = (SELECT id FROM groups WHERE identity = $2)",
                 )
@@ -643,11 +692,15 @@ macro_rules! store_impl {
                 };
                 let history = serde_json::to_string(&c.history)
                     .map_err(|e| corrupt(format!("history: {e}")))?;
-                let mut tx = self.pool.begin().await?;
-                let gid: Option<i64> = sqlx::query(
+                let mut tx = self.pool.begin_with($begin).await?;
+                // The GM's row locked (PostgreSQL; SQLite's BEGIN IMMEDIATE
+                // already holds the write lock): two reports of one GM at
+                // once count its error rise once.
+                let gid: Option<i64> = sqlx::query(&format!(
                     "SELECT m.group_id FROM gms m JOIN groups g ON g.id = m.group_id \
-                     WHERE g.identity = $1 AND m.identity = $2",
-                )
+                     WHERE g.identity = $1 AND m.identity = $2{}",
+                    if $for_update.is_empty() { "" } else { " FOR UPDATE OF m" }
+                ))
                 .bind(i64::from(h.group))
                 .bind(&h.identity)
                 .fetch_optional(&mut *tx)
@@ -896,7 +949,7 @@ macro_rules! store_impl {
             }
 
             async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 Self::audit_tx(&mut tx, e).await?;
                 tx.commit().await?;
                 Ok(())
@@ -909,7 +962,7 @@ macro_rules! store_impl {
                 role: Role,
                 token_hash: &[u8],
             ) -> Result<ApiToken> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let row = sqlx::query(
                     "INSERT INTO api_tokens (name, token_hash, role, created_at) VALUES ($1, $2, $3, $4) \
                      RETURNING id, name, role, created_at",
@@ -957,7 +1010,7 @@ macro_rules! store_impl {
             }
 
             async fn delete_token(&self, actor: &Actor, name: &str) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let n = sqlx::query("DELETE FROM api_tokens WHERE name = $1")
                     .bind(name)
                     .execute(&mut *tx)
@@ -973,7 +1026,7 @@ macro_rules! store_impl {
             }
 
             async fn put_secret(&self, name: &str, plain: &[u8]) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 self.put_secret_tx(&mut tx, name, plain).await?;
                 tx.commit().await?;
                 Ok(())
@@ -1107,6 +1160,18 @@ store_impl!(
         "SELECT json_group_array(json_array(group_identity, identity, address, class, version, \
          features, state, registered_at, last_seq_sent, last_seq_acked, misses, sids) \
          ORDER BY gid, identity) AS page FROM ("
-    )
+    ),
+    // Every transaction here writes: take SQLite's write lock up front, so
+    // concurrent writers wait (busy_timeout) instead of failing with
+    // "database is locked" when a read would have to become a write.
+    "BEGIN IMMEDIATE",
+    ""
 );
-store_impl!(PgStore, sqlx::Postgres, BackendKind::Postgres, None);
+store_impl!(
+    PgStore,
+    sqlx::Postgres,
+    BackendKind::Postgres,
+    None,
+    "BEGIN",
+    " FOR UPDATE"
+);

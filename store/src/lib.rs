@@ -63,6 +63,12 @@ pub struct GmPage {
     pub next: Option<(u32, String)>,
 }
 
+/// The secret that holds a group's keys and SEQ (sealed, named by the
+/// group's identity number); deleted with the group.
+pub fn group_state_secret(identity: u32) -> String {
+    format!("group-state/{identity}")
+}
+
 /// Everything the controller persists. Implemented once per dialect.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
@@ -95,6 +101,9 @@ pub trait Store: Send + Sync {
     async fn groups(&self) -> Result<Vec<Group>>;
     /// A group's PSK, opened.
     async fn group_psk(&self, name: &str) -> Result<Option<zeroize::Zeroizing<String>>>;
+    /// Rotates (`Some`) or clears (`None`) a group's PSK, audited. A group
+    /// whose authentication is `pki` takes no PSK (a conflict).
+    async fn set_group_psk(&self, actor: &Actor, name: &str, psk: Option<&str>) -> Result<Group>;
 
     /// Creates or replaces a key server by name.
     async fn put_key_server(&self, actor: &Actor, ks: &KeyServer) -> Result<()>;

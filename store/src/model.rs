@@ -259,6 +259,17 @@ fn default_rekey_before() -> u32 {
     90
 }
 
+/// A pre-shared key: 1-512 characters.
+pub fn check_psk(field: &str, k: &str) -> Result<(), Invalid> {
+    if k.is_empty() || k.len() > 512 {
+        return Err(invalid(
+            field,
+            "the pre-shared key must be 1-512 characters",
+        ));
+    }
+    Ok(())
+}
+
 fn check_prefix(field: &str, s: &str) -> Result<(), Invalid> {
     let bad = || {
         invalid(
@@ -407,12 +418,7 @@ impl GroupPolicy {
             check_prefix(&format!("/authorization/addresses/{i}"), a)?;
         }
         if let Authentication::Psk { psk: Some(k) } = &self.authentication {
-            if k.is_empty() || k.len() > 512 {
-                return Err(invalid(
-                    "/authentication/psk",
-                    "the pre-shared key must be 1-512 characters",
-                ));
-            }
+            check_psk("/authentication/psk", k)?;
         }
         Ok(())
     }

@@ -203,6 +203,7 @@ pub async fn create_group(
         return Err(invalid("/identity", "0 is out of range: 1-4294967295"));
     }
     body.policy.validate()?;
+    ops::check_psk_overlap(&s, &body.name, &body.policy).await?;
     let g = s
         .store
         .create_group(&c.actor(), &body.name, body.identity, &body.policy)
@@ -251,6 +252,43 @@ pub async fn delete_group(
     let g = group_named(&s, &name).await?;
     s.store.delete_group(&c.actor(), &name).await?;
     s.control.group_changed(g.identity, None, false).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /groups/{name}/psk` body: the group's new pre-shared key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PskRotation {
+    /// The key, 1-512 characters (never shown again).
+    pub psk: String,
+}
+
+/// Rotate a group's PSK: new phase 1 exchanges take the new key at once,
+/// without a restart; the old key authenticates nothing from then on.
+/// Phase 1 SAs made with the old key live out their lifetime.
+#[utoipa::path(put, path = "/api/v1/groups/{name}/psk", params(("name" = String, Path)), request_body = PskRotation, responses((status = 200, body = GroupView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+pub async fn rotate_psk(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<PskRotation>,
+) -> Result<Json<GroupView>, Problem> {
+    mutate(&c)?;
+    gkm_store::model::check_psk("/psk", &body.psk)?;
+    let g = ops::set_psk(&s, &c.actor(), &name, Some(&body.psk)).await?;
+    Ok(Json(view(&s, g).await?))
+}
+
+/// Clear a group's PSK: it then takes the configuration file's keyring
+/// (docs/OPERATIONS.md, Security model), or admits nobody without one.
+#[utoipa::path(delete, path = "/api/v1/groups/{name}/psk", params(("name" = String, Path)), responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn clear_psk(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Problem> {
+    mutate(&c)?;
+    ops::set_psk(&s, &c.actor(), &name, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -529,7 +567,7 @@ impl utoipa::Modify for BearerScheme {
 #[openapi(
     info(title = "GKM controller API", version = "1", description = "GDOI key server control: groups, GMs, key servers, tokens, rekeys."),
     paths(
-        list_groups, create_group, get_group, put_group, delete_group, rekey, status,
+        list_groups, create_group, get_group, put_group, delete_group, rotate_psk, clear_psk, rekey, status,
         list_gms, eject_gm, report_health, gm_health, list_key_servers, put_key_server, delete_key_server,
         list_tokens, create_token, delete_token, audit
     ),
@@ -563,6 +601,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/groups/{name}",
             get(get_group).put(put_group).delete(delete_group),
+        )
+        .route(
+            "/api/v1/groups/{name}/psk",
+            axum::routing::put(rotate_psk).delete(clear_psk),
         )
         .route("/api/v1/groups/{name}/rekey", post(rekey))
         .route("/api/v1/groups/{name}/status", get(status))

@@ -2,7 +2,7 @@
 //! place validates, writes (store first, with its audit entry) and tells
 //! the key-server engine, whatever the caller speaks (JSON or forms).
 
-use gkm_store::model::{ApiToken, AuditEntry, Group, GroupPolicy, Invalid, Role};
+use gkm_store::model::{ApiToken, AuditEntry, Authentication, Group, GroupPolicy, Invalid, Role};
 use gkm_store::Actor;
 
 use crate::auth::new_token;
@@ -42,6 +42,91 @@ pub fn check_name(field: &str, name: &str) -> Result<(), Problem> {
     }
 }
 
+/// Most PSK groups whose address ranges may cover one source address: the
+/// key server tries at most this many pre-shared keys for a source in
+/// main mode (`gkm_proto::ks::MAX_PSK_CANDIDATES`, which a server test
+/// keeps equal), so a group that would make more is refused here.
+pub const MAX_PSK_GROUPS_PER_SOURCE: usize = 16;
+
+/// An IPv4 prefix as (network, length); None when not one.
+fn ipv4_prefix(s: &str) -> Option<(u32, u8)> {
+    let (a, l) = s.split_once('/')?;
+    let addr: std::net::Ipv4Addr = a.parse().ok()?;
+    let len: u8 = l.parse().ok().filter(|l| *l <= 32)?;
+    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    Some((u32::from(addr) & mask, len))
+}
+
+/// Whether prefix `outer` contains prefix `inner`.
+fn covers(outer: (u32, u8), inner: (u32, u8)) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(outer.1)).unwrap_or(0);
+    outer.1 <= inner.1 && inner.0 & mask == outer.0
+}
+
+/// Refuses a PSK policy for group `name` that would put more than
+/// [`MAX_PSK_GROUPS_PER_SOURCE`] PSK groups on one source address (a group
+/// without address ranges covers every source). Groups may share ranges
+/// up to that: the key server tries each candidate PSK.
+pub async fn check_psk_overlap(
+    state: &ApiState,
+    name: &str,
+    policy: &GroupPolicy,
+) -> Result<(), Problem> {
+    let ranges = |p: &GroupPolicy| -> Vec<(u32, u8)> {
+        let v: Vec<(u32, u8)> = p
+            .authorization
+            .addresses
+            .iter()
+            .filter_map(|a| ipv4_prefix(a))
+            .collect();
+        if v.is_empty() {
+            vec![(0, 0)]
+        } else {
+            v
+        }
+    };
+    let is_psk = |p: &GroupPolicy| matches!(p.authentication, Authentication::Psk { .. });
+    if !is_psk(policy) {
+        return Ok(());
+    }
+    let mut groups: Vec<(String, Vec<(u32, u8)>)> = state
+        .store
+        .groups()
+        .await?
+        .into_iter()
+        .filter(|g| g.name != name && is_psk(&g.policy))
+        .map(|g| (g.name, ranges(&g.policy)))
+        .collect();
+    groups.push((name.to_owned(), ranges(policy)));
+    // The deepest overlap is at the most specific prefix of some group:
+    // count the groups with a range covering each prefix of each group.
+    for (_, rs) in &groups {
+        for p in rs {
+            let over: Vec<&str> = groups
+                .iter()
+                .filter(|(_, qs)| qs.iter().any(|q| covers(*q, *p)))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if over.len() > MAX_PSK_GROUPS_PER_SOURCE {
+                return Err(Problem {
+                    field: Some("/authorization/addresses".into()),
+                    ..Problem::conflict(format!(
+                        "group {name:?} would make {} PSK groups cover {}.{}.{}.{}/{} ({}); the key server tries at most {MAX_PSK_GROUPS_PER_SOURCE} pre-shared keys per source: give the group narrower authorization addresses",
+                        over.len(),
+                        p.0 >> 24,
+                        (p.0 >> 16) & 0xff,
+                        (p.0 >> 8) & 0xff,
+                        p.0 & 0xff,
+                        p.1,
+                        over.join(", ")
+                    ))
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The group called `name`, or 404.
 pub async fn group_named(state: &ApiState, name: &str) -> Result<Group, Problem> {
     state
@@ -63,6 +148,7 @@ pub async fn update_policy(
 ) -> Result<(Group, bool), Problem> {
     policy.validate()?;
     let old = group_named(state, name).await?;
+    check_psk_overlap(state, name, policy).await?;
     let replace = old.policy.needs_replace_for(policy);
     let g = state
         .store
@@ -73,6 +159,22 @@ pub async fn update_policy(
         .group_changed(g.identity, Some(&g), replace)
         .await;
     Ok((g, replace))
+}
+
+/// Rotates (`Some`) or clears (`None`) a group's PSK (audited), then hands
+/// the engine the group's new key set: new phase 1 exchanges use it at once.
+pub async fn set_psk(
+    state: &ApiState,
+    actor: &Actor,
+    name: &str,
+    psk: Option<&str>,
+) -> Result<Group, Problem> {
+    let g = state.store.set_group_psk(actor, name, psk).await?;
+    state
+        .control
+        .group_changed(g.identity, Some(&g), false)
+        .await;
+    Ok(g)
 }
 
 /// Rekey now (or rekey replace), audited.

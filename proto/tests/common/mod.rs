@@ -17,7 +17,9 @@ use gkm_proto::crypto::{
 };
 use gkm_proto::gm::{CertAuth, GmAuth, GmConfig, GmEvent, GmIdentity, GroupMember};
 use gkm_proto::group::{GroupKeys, Ipv4Prefix, KekParams};
-use gkm_proto::ks::{Authorization, KeyServer, KsConfig, KsEvent, KsGroup, KsLimits};
+use gkm_proto::ks::{
+    Authorization, Credential, GroupAuth, KeyServer, KsConfig, KsEvent, KsGroup, KsLimits, PskEntry,
+};
 use gkm_proto::rekey::RekeyPolicy;
 use gkm_wire::consts::SigAlgorithm;
 use rand_chacha::rand_core::SeedableRng;
@@ -37,7 +39,9 @@ pub fn prefix(s: &str) -> Ipv4Prefix {
     s.parse().unwrap()
 }
 
-pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
+/// A group with fresh keys from generator `seed`: two TEKs (10.1/16 and
+/// 10.2/16) and a KEK signed with the test rekey key.
+pub fn ks_group(name: &str, id: u32, seed: u64, authorization: Authorization) -> KsGroup {
     let signer = RsaSigner::from_pkcs8_pem(include_str!("../data/ks-rekey.pem")).unwrap();
     let spki = signer.public_spki_der().unwrap();
     let params = KekParams {
@@ -50,10 +54,10 @@ pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
         sig_key_spki: spki,
         sig_key_bits: 2048,
     };
-    let mut r = rng(1);
+    let mut r = rng(seed);
     let keys = GroupKeys::generate(
         r.as_mut(),
-        GROUP,
+        id,
         &[
             (prefix("10.1.0.0/16"), prefix("10.1.0.0/16")),
             (prefix("10.2.0.0/16"), prefix("10.2.0.0/16")),
@@ -61,17 +65,27 @@ pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
         3600,
         Some(&params),
     );
+    KsGroup {
+        name: name.into(),
+        keys,
+        authorization,
+        authentication: GroupAuth::Psk,
+        rekey: RekeyPolicy::default(),
+        resume: None,
+        d3p_window_ms: None,
+    }
+}
+
+pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
+    let signer = RsaSigner::from_pkcs8_pem(include_str!("../data/ks-rekey.pem")).unwrap();
     KsConfig {
         identity: Ipv4Addr::new(10, 0, 0, 1),
-        groups: vec![KsGroup {
-            name: "GET".into(),
-            keys,
-            authorization,
-            rekey: RekeyPolicy::default(),
-            resume: None,
-            d3p_window_ms: None,
+        groups: vec![ks_group("GET", GROUP, 1, authorization)],
+        psks: vec![PskEntry {
+            credential: Credential::Keyring(0),
+            ranges: vec![prefix("10.0.0.0/8")],
+            key: Zeroizing::new(psk.to_vec()),
         }],
-        psks: vec![(prefix("10.0.0.0/8"), Zeroizing::new(psk.to_vec()))],
         ca: None,
         certificate: None,
         asr9000: vec![prefix("10.9.0.0/16")],
@@ -91,6 +105,7 @@ pub fn ks(psk: &[u8], authorization: Authorization) -> KeyServer {
 /// A KS that also accepts certificates from the test CA.
 pub fn ks_with_pki() -> KeyServer {
     let mut cfg = ks_config(b"unused", Authorization::default());
+    cfg.groups[0].authentication = GroupAuth::Certificate;
     let ca = certificates_from_pem(include_str!("../data/ca.pem")).unwrap();
     cfg.ca = Some(CertificateAuthority::new(&ca).unwrap());
     let cert = certificates_from_pem(include_str!("../data/ks.pem"))
@@ -145,6 +160,11 @@ pub fn gm_at(i: u32, addr: SocketAddr, psk: &[u8], group: u32) -> GroupMember {
 /// A GM authenticating with a certificate: `which` is "gm" (issued by the
 /// test CA, SAN 10.0.1.1) or "rogue-gm" (same names, another CA).
 pub fn gm_with_cert(i: u32, which: &str) -> GroupMember {
+    gm_with_cert_to(i, which, GROUP)
+}
+
+/// [`gm_with_cert`] asking for `group`.
+pub fn gm_with_cert_to(i: u32, which: &str, group: u32) -> GroupMember {
     let (cert_pem, key_pem) = match which {
         "gm" => (
             include_str!("../data/gm.pem"),
@@ -167,7 +187,7 @@ pub fn gm_with_cert(i: u32, which: &str) -> GroupMember {
         ca,
     }));
     GroupMember::new(
-        base_config(i, GROUP, GmIdentity::Dn(dn), auth),
+        base_config(i, group, GmIdentity::Dn(dn), auth),
         rng(2000 + u64::from(i)),
     )
 }

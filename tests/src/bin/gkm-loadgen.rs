@@ -114,7 +114,9 @@ fn per_op(n: u32, mut f: impl FnMut()) -> f64 {
 /// microseconds of KS engine time per registration.
 fn ks_engine_only(n: u32) -> f64 {
     use gkm_proto::group::GroupKeys;
-    use gkm_proto::ks::{Authorization, KeyServer, KsConfig, KsGroup, KsLimits};
+    use gkm_proto::ks::{
+        Authorization, Credential, KeyServer, KsConfig, KsGroup, KsLimits, PskEntry,
+    };
     let signer = RsaSigner::from_pkcs8_pem(
         &std::fs::read_to_string("proto/tests/data/ks-rekey.pem").unwrap(),
     )
@@ -144,11 +146,16 @@ fn ks_engine_only(n: u32) -> f64 {
                 name: "B".into(),
                 keys,
                 authorization: Authorization::default(),
+                authentication: Default::default(),
                 rekey: Default::default(),
                 resume: None,
                 d3p_window_ms: None,
             }],
-            psks: vec![(p("0.0.0.0/0"), Zeroizing::new(b"k".to_vec()))],
+            psks: vec![PskEntry {
+                credential: Credential::Keyring(0),
+                ranges: vec![p("0.0.0.0/0")],
+                key: Zeroizing::new(b"k".to_vec()),
+            }],
             ca: None,
             certificate: None,
             asr9000: vec![],
