@@ -59,6 +59,12 @@ impl Conn {
             .max(1)
     }
 
+    /// The connection arrived (its place may have been taken earlier):
+    /// its idle time starts now.
+    pub fn accepted(&self) {
+        self.waiting_since.store(self.now(), Ordering::Release);
+    }
+
     /// A request begins to be answered.
     pub fn begin(&self) {
         self.busy.store(true, Ordering::Release);

@@ -213,6 +213,7 @@ pub async fn serve(
                 continue;
             }
         };
+        slot.conn.accepted();
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let tls = tls.clone();

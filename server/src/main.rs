@@ -620,3 +620,14 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_apis_psk_group_bound_is_the_engines_candidate_bound() {
+        assert_eq!(
+            gkm_web::ops::MAX_PSK_GROUPS_PER_SOURCE,
+            gkm_proto::ks::MAX_PSK_CANDIDATES
+        );
+    }
+}
