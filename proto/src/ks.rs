@@ -247,6 +247,10 @@ pub enum Reject {
     Retransmit,
     /// Dropped by the half-open caps.
     HalfOpenLimit,
+    /// A half-open exchange whose initiator had not yet proved its address
+    /// (no message 3) was forgotten to make room for a newer one at the
+    /// global half-open cap.
+    HalfOpenEvicted,
     /// A rekey ACK of a kind the group's `rekey acknowledgement` option
     /// does not accept (seed Table 2).
     AckNotAccepted,
@@ -441,6 +445,10 @@ pub struct KeyServer {
     by_identity: HashMap<String, Vec<[u8; 16]>>,
     half_open: usize,
     half_open_by_source: HashMap<IpAddr, usize>,
+    /// Exchanges that sent message 2, oldest first (entries that moved on
+    /// or are gone are skipped when met): at the global cap the oldest
+    /// whose initiator never answered is forgotten for a new one.
+    unproven: VecDeque<[u8; 16]>,
     pub(crate) next_sid: HashMap<u32, u32>,
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<KsEvent>,
@@ -584,6 +592,7 @@ impl KeyServer {
             by_identity: HashMap::new(),
             half_open: 0,
             half_open_by_source: HashMap::new(),
+            unproven: VecDeque::new(),
             next_sid: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -916,9 +925,7 @@ impl KeyServer {
             .get(&from.ip())
             .copied()
             .unwrap_or(0);
-        if self.half_open >= self.cfg.limits.max_half_open
-            || src_count >= self.cfg.limits.max_half_open_per_source
-        {
+        if src_count >= self.cfg.limits.max_half_open_per_source {
             return self.reject(from, Reject::HalfOpenLimit, None);
         }
         let Ok(msg) = Message::parse(data) else {
@@ -970,6 +977,9 @@ impl KeyServer {
                 Some(NotifyType::NO_PROPOSAL_CHOSEN),
             );
         };
+        if self.half_open >= self.cfg.limits.max_half_open && !self.evict_unproven() {
+            return self.reject(from, Reject::HalfOpenLimit, None);
+        }
         suite.life_secs = suite.life_secs.min(self.cfg.max_phase1_life_secs);
         // SAi_b: the whole body of the initiator's SA payload, as sent.
         let sai_b = gkm_wire::payload::PayloadIter::new(
@@ -1031,10 +1041,46 @@ impl KeyServer {
             },
         );
         self.by_icky.insert((from, header.initiator_cookie), rcky);
+        self.unproven.push_back(key);
+        if self.unproven.len() > 2 * self.cfg.limits.max_half_open + 64 {
+            let sas = &self.sas;
+            self.unproven.retain(|k| {
+                sas.get(k)
+                    .is_some_and(|sa| matches!(sa.state, P1State::SentSa))
+            });
+        }
         self.half_open += 1;
         self.sweep_by(now + self.cfg.limits.half_open_timeout_ms);
         *self.half_open_by_source.entry(from.ip()).or_insert(0) += 1;
         self.send(from, out);
+    }
+
+    /// At the global half-open cap: forgets the oldest exchange whose
+    /// initiator never sent message 3 (it never proved it receives at its
+    /// address: a forged message 1 looks like that). Exchanges past
+    /// message 3 are kept. False when there is none to forget.
+    ///
+    /// IKEv1 main mode gives the responder no way to stay stateless until
+    /// the initiator proves its address (message 3 carries neither the SA
+    /// offer nor anything of message 1, and HASH_I covers the offer), so a
+    /// forged flood costs bounded memory and, instead of locking real GMs
+    /// out, only shortens how long an unanswered message 2 is remembered:
+    /// at 28,000 forged messages a second and a 20,000 cap, 0.7 s, many
+    /// round trips.
+    fn evict_unproven(&mut self) -> bool {
+        while let Some(k) = self.unproven.pop_front() {
+            let Some(sa) = self.sas.get(&k) else {
+                continue;
+            };
+            if !matches!(sa.state, P1State::SentSa) {
+                continue;
+            }
+            let peer = sa.peer;
+            self.remove_sa(&k);
+            self.reject(peer, Reject::HalfOpenEvicted, None);
+            return true;
+        }
+        false
     }
 
     /// Replaces the pre-shared keys. Exchanges past message 3 try the new

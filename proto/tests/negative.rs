@@ -205,7 +205,14 @@ fn half_open_flood_stays_bounded_and_expires() {
         ks.half_open_count()
     );
     assert!(ks.phase1_sa_count() <= 100 + base);
-    assert!(ks.counters().rejected(Reject::HalfOpenLimit) >= 4900);
+    // Each forged message 1 past the caps is refused (its source is at
+    // its share) or takes the place of the oldest unanswered one.
+    assert!(
+        ks.counters().rejected(Reject::HalfOpenLimit)
+            + ks.counters().rejected(Reject::HalfOpenEvicted)
+            >= 4900
+    );
+    assert!(ks.counters().rejected(Reject::HalfOpenEvicted) > 0);
     // One source alone cannot take more than its share.
     let mut cfg = ks_config(b"k", Authorization::default());
     cfg.limits.max_half_open_per_source = 8;
@@ -312,5 +319,65 @@ fn after_a_refusal_the_gm_retries_and_registers() {
     let (got, _, gm_ev) = run_with(&mut ks, &mut gms, T0, T0 + 5_000, tamper_pull(1));
     assert!(notified(&gm_ev, NotifyType::INVALID_HASH_INFORMATION));
     assert_eq!(got.len(), 1);
+    assert_eq!(ks.counters().registrations, 1);
+}
+
+#[test]
+fn a_gm_registers_through_a_forged_message_1_flood() {
+    // Issue 16 item 4: 20,000 forged main-mode first messages from 400
+    // sources fill the default global half-open cap; a real GM sending
+    // in between still registers, because the oldest unanswered exchange
+    // makes room for each new one.
+    let mut ks = ks(b"k", Authorization::default());
+    let mut probe = vec![(gm_addr(1), gm(1, b"k", GROUP))];
+    let mut mm1 = None;
+    run_with(&mut ks, &mut probe, T0, T0, |dir, d| {
+        if dir == Dir::Up && mm1.is_none() {
+            mm1 = Some(d.clone());
+        }
+        false
+    });
+    let mm1 = mm1.unwrap();
+    let mut forged = 0u32;
+    let mut flood = |ks: &mut KeyServer, n: u32| {
+        for _ in 0..n {
+            let mut d = mm1.clone();
+            d[..4].copy_from_slice(&forged.to_be_bytes());
+            let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0xc633_6400 + forged % 400)), 500);
+            ks.handle_datagram(T0 + 1, src, &d);
+            forged += 1;
+        }
+    };
+    flood(&mut ks, 20_000);
+    assert_eq!(
+        ks.half_open_count(),
+        KsLimits::default().max_half_open,
+        "the cap is full"
+    );
+    let addr = gm_addr(7);
+    let mut g = gm(7, b"k", GROUP);
+    g.handle_timeout(T0 + 1);
+    let mut registered = false;
+    for _ in 0..50 {
+        while let Some(t) = g.poll_transmit() {
+            // Before each message of the real GM, 4,000 more forged ones.
+            flood(&mut ks, 4_000);
+            ks.handle_datagram(T0 + 1, addr, &t.payload);
+        }
+        while let Some(t) = ks.poll_transmit() {
+            if t.to == addr {
+                g.handle_datagram(T0 + 1, KS_ADDR, &t.payload);
+            }
+        }
+        while let Some(e) = g.poll_event() {
+            registered |= matches!(e, GmEvent::Registered { .. });
+        }
+        if registered {
+            break;
+        }
+    }
+    assert!(registered, "the real GM did not register during the flood");
+    assert!(ks.half_open_count() <= KsLimits::default().max_half_open);
+    assert!(ks.counters().rejected(Reject::HalfOpenEvicted) >= 16_000);
     assert_eq!(ks.counters().registrations, 1);
 }
