@@ -168,6 +168,12 @@ enum TokenCmd {
         /// agent (health reports only), viewer, operator or admin.
         #[arg(long)]
         role: String,
+        /// Agent tokens: the identity number of the GM's group.
+        #[arg(long, requires = "gm_identity")]
+        gm_group: Option<u32>,
+        /// Agent tokens: the GM's phase 1 identity (e.g. its address).
+        #[arg(long, requires = "gm_group")]
+        gm_identity: Option<String>,
     },
     /// List tokens.
     List,
@@ -495,11 +501,18 @@ fn run(args: &Args) -> Result<String> {
             }
         },
         Cmd::Token { cmd } => match cmd {
-            TokenCmd::Create { name, role } => pretty(c.call(
-                "POST",
-                "/api/v1/tokens",
-                Some(&json!({"name": name, "role": role})),
-            )?),
+            TokenCmd::Create {
+                name,
+                role,
+                gm_group,
+                gm_identity,
+            } => {
+                let mut body = json!({"name": name, "role": role});
+                if let (Some(group), Some(identity)) = (gm_group, gm_identity) {
+                    body["gm"] = json!({"group": group, "identity": identity});
+                }
+                pretty(c.call("POST", "/api/v1/tokens", Some(&body))?)
+            }
             TokenCmd::List => pretty(c.call("GET", "/api/v1/tokens", None)?),
             TokenCmd::Delete { name } => {
                 c.call("DELETE", &format!("/api/v1/tokens/{}", enc(name)), None)?;

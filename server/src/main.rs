@@ -378,6 +378,7 @@ async fn bootstrap_token(store: &dyn gkm_store::Store, data_dir: &Path) -> Resul
             "admin",
             gkm_store::model::Role::Admin,
             &hash,
+            None,
         )
         .await?;
     info!(path = %path.display(), "created the bootstrap admin API token (role admin); gkmctl reads it from there");

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::model::{
     ApiToken, AuditEntry, D3pErrorPoint, D3pSpike, GmFilter, GmHealth, GmRow, GmState, Group,
-    GroupPolicy, KeyServer, KsRole, Page, RekeyRecord, ReplayCounters, Role, WindowSource,
+    GroupPolicy, KeyServer, KsRole, Page, RekeyRecord, ReplayCounters, Role, TokenGm, WindowSource,
 };
 use crate::seal::MasterKey;
 use crate::{Actor, BackendKind, GmPage, Result, Store, StoreError};
@@ -56,6 +56,7 @@ fn psk_secret(group: &str) -> String {
 /// and small enough that the series' sums never overflow).
 const MAX_D3P_ERRORS_PER_MINUTE: i64 = 1 << 40;
 
+const TOKEN_COLUMNS: &str = "id, name, role, created_at, gm_group, gm_identity";
 const GROUP_COLUMNS: &str = "id, name, identity, policy, version, created_at, updated_at";
 const GM_COLUMNS: &str = "g.identity AS group_identity, m.identity, m.address, m.class, m.version, m.features, m.state, m.registered_at, m.last_seq_sent, m.last_seq_acked, m.misses, m.sids";
 
@@ -169,13 +170,26 @@ where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
     for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
     let role: String = r.try_get("role")?;
+    let gm_group: Option<i64> = r.try_get("gm_group")?;
+    let gm_identity: Option<String> = r.try_get("gm_identity")?;
+    let gm = match (gm_group, gm_identity) {
+        (Some(g), Some(identity)) => Some(TokenGm {
+            group: u32_of(g, "token GM group")?,
+            identity,
+        }),
+        (None, None) => None,
+        _ => return Err(corrupt("token GM binding is half set")),
+    };
     Ok(ApiToken {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
         role: Role::parse(&role).ok_or_else(|| corrupt(format!("token role {role}")))?,
         created_at: r.try_get("created_at")?,
+        gm,
     })
 }
 
@@ -961,34 +975,62 @@ macro_rules! store_impl {
                 name: &str,
                 role: Role,
                 token_hash: &[u8],
+                gm: Option<&TokenGm>,
             ) -> Result<ApiToken> {
                 let mut tx = self.pool.begin_with($begin).await?;
-                let row = sqlx::query(
-                    "INSERT INTO api_tokens (name, token_hash, role, created_at) VALUES ($1, $2, $3, $4) \
-                     RETURNING id, name, role, created_at",
-                )
+                let row = sqlx::query(&format!(
+                    "INSERT INTO api_tokens (name, token_hash, role, created_at, gm_group, gm_identity) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING {TOKEN_COLUMNS}"
+                ))
                 .bind(name)
                 .bind(token_hash)
                 .bind(role.as_str())
                 .bind(now_ms())
+                .bind(gm.map(|g| i64::from(g.group)))
+                .bind(gm.map(|g| g.identity.as_str()))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| db(e, &format!("a token named {name:?}")))?;
                 let t = token_of(&row)?;
-                Self::audit_tx(
-                    &mut tx,
-                    &audit_entry(actor, "token.create", name, format!("{{\"role\":\"{}\"}}", role.as_str())),
-                )
-                .await?;
+                let detail = serde_json::json!({
+                    "role": role.as_str(),
+                    "gm": gm.map(|g| serde_json::json!({"group": g.group, "identity": g.identity})),
+                });
+                Self::audit_tx(&mut tx, &audit_entry(actor, "token.create", name, detail.to_string()))
+                    .await?;
                 tx.commit().await?;
                 Ok(t)
+            }
+
+            async fn bind_token(&self, actor: &Actor, token_id: i64, gm: &TokenGm) -> Result<bool> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let name: Option<String> = sqlx::query(
+                    "UPDATE api_tokens SET gm_group = $1, gm_identity = $2 \
+                     WHERE id = $3 AND gm_group IS NULL AND gm_identity IS NULL RETURNING name",
+                )
+                .bind(i64::from(gm.group))
+                .bind(&gm.identity)
+                .bind(token_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("name"))
+                .transpose()?;
+                let Some(name) = name else {
+                    return Ok(false);
+                };
+                let detail = serde_json::json!({"gm": {"group": gm.group, "identity": gm.identity}});
+                Self::audit_tx(&mut tx, &audit_entry(actor, "token.bind", &name, detail.to_string()))
+                    .await?;
+                tx.commit().await?;
+                self.tokens.clear();
+                Ok(true)
             }
 
             async fn token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>> {
                 if let Some(t) = self.tokens.get(token_hash) {
                     return Ok(Some(t));
                 }
-                let t = sqlx::query("SELECT id, name, role, created_at FROM api_tokens WHERE token_hash = $1")
+                let t = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1"))
                     .bind(token_hash)
                     .fetch_optional(&self.pool)
                     .await?
@@ -1001,7 +1043,7 @@ macro_rules! store_impl {
             }
 
             async fn tokens(&self) -> Result<Vec<ApiToken>> {
-                sqlx::query("SELECT id, name, role, created_at FROM api_tokens ORDER BY name")
+                sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY name"))
                     .fetch_all(&self.pool)
                     .await?
                     .iter()

@@ -162,7 +162,11 @@ pub trait Store: Send + Sync {
         name: &str,
         role: Role,
         token_hash: &[u8],
+        gm: Option<&model::TokenGm>,
     ) -> Result<ApiToken>;
+    /// Binds an unbound agent token to `gm` (audited); false when the
+    /// token is already bound (to anything) or gone.
+    async fn bind_token(&self, actor: &Actor, token_id: i64, gm: &model::TokenGm) -> Result<bool>;
     /// The token with this hash.
     async fn token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>>;
     /// All tokens (without hashes).

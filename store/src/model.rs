@@ -836,6 +836,35 @@ impl Role {
     }
 }
 
+/// The one GM an agent token may report health for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenGm {
+    /// The group's identity number.
+    pub group: u32,
+    /// The GM's phase 1 identity (as the GM list shows it).
+    pub identity: String,
+}
+
+impl TokenGm {
+    /// Checks the binding's values.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.group == 0 {
+            return Err(invalid("/gm/group", "0 is out of range: 1-4294967295"));
+        }
+        if self.identity.is_empty()
+            || self.identity.len() > 255
+            || self.identity.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "/gm/identity",
+                "must be 1-255 characters without control characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// An API token as stored (its hash, never the token).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiToken {
@@ -847,6 +876,10 @@ pub struct ApiToken {
     pub role: Role,
     /// Created, UNIX ms.
     pub created_at: i64,
+    /// Agent tokens: the GM it reports for (absent on an agent token made
+    /// before bindings existed, until its first accepted report binds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gm: Option<TokenGm>,
 }
 
 #[cfg(test)]

@@ -367,7 +367,7 @@ async fn gm_listing_filters_and_pages_by_keyset() {
 async fn tokens_key_servers_rekeys_audit_and_secrets() {
     for s in backends().await {
         let t = s
-            .create_token(&admin(), "ci", Role::Operator, &[7u8; 32])
+            .create_token(&admin(), "ci", Role::Operator, &[7u8; 32], None)
             .await
             .unwrap();
         assert_eq!((t.name.as_str(), t.role), ("ci", Role::Operator));
@@ -377,7 +377,7 @@ async fn tokens_key_servers_rekeys_audit_and_secrets() {
         );
         assert!(s.token_by_hash(&[8u8; 32]).await.unwrap().is_none());
         assert!(matches!(
-            s.create_token(&admin(), "ci", Role::Viewer, &[9u8; 32])
+            s.create_token(&admin(), "ci", Role::Viewer, &[9u8; 32], None)
                 .await,
             Err(StoreError::Conflict(_))
         ));

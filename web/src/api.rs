@@ -146,6 +146,9 @@ pub struct NewToken {
     pub name: String,
     /// Role.
     pub role: Role,
+    /// Role agent only (and required there): the one GM the token reports for.
+    #[serde(default)]
+    pub gm: Option<gkm_store::model::TokenGm>,
 }
 
 /// A token just created: the only time the secret is shown.
@@ -422,8 +425,10 @@ pub async fn eject_gm(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Report a GM's health (role agent or above). The GM must be in the
-/// group's GM database (it registered); the report replaces its last one.
+/// Report a GM's health (role agent or above). An agent token reports for
+/// the one GM it is bound to: a report for any other gets 403 whether or
+/// not that GM exists. The GM must be in the group's GM database (it
+/// registered); the report replaces its last one.
 #[utoipa::path(post, path = "/api/v1/gm-health", request_body = GmHealth, responses((status = 204), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
 pub async fn report_health(
     State(s): State<ApiState>,
@@ -433,6 +438,47 @@ pub async fn report_health(
     c.require(Role::Agent)?;
     h.received_at = ops::now_ms();
     h.validate()?;
+    let this = gkm_store::model::TokenGm {
+        group: h.group,
+        identity: h.identity.clone(),
+    };
+    match (&c.gm, c.role) {
+        (Some(bound), _) if *bound == this => {}
+        (Some(bound), _) => {
+            return Err(Problem::forbidden(format!(
+                "token {:?} reports for GM {:?} of group {} only",
+                c.name, bound.identity, bound.group
+            )))
+        }
+        (None, Role::Agent) => {
+            // An agent token made before bindings existed: its first
+            // report for a GM in the GM database binds it (audited, at
+            // most once: the binding is a conditional update), and from
+            // then on it reports for that GM only.
+            let known = s
+                .store
+                .count_gms(&GmFilter {
+                    group: Some(h.group),
+                    identity: Some(h.identity.clone()),
+                    ..GmFilter::default()
+                })
+                .await?;
+            if known == 0 {
+                return Err(Problem::not_found(format!(
+                    "GM {:?} in group {}",
+                    h.identity, h.group
+                )));
+            }
+            if !s.store.bind_token(&c.actor(), c.token_id, &this).await? {
+                return Err(Problem::forbidden(format!(
+                    "token {:?} was bound to another GM meanwhile",
+                    c.name
+                )));
+            }
+            tracing::info!(token = ?c.name, group = h.group, gm = ?h.identity, "agent token bound to the GM of its first report");
+        }
+        (None, _) => {}
+    }
     s.store.put_gm_health(&h).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -514,7 +560,8 @@ pub async fn create_token(
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), Problem> {
     c.require(Role::Admin)?;
-    let (token, secret) = ops::create_token(&s, &c.actor(), &body.name, body.role).await?;
+    let (token, secret) =
+        ops::create_token(&s, &c.actor(), &body.name, body.role, body.gm.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { token, secret })))
 }
 
@@ -571,7 +618,7 @@ impl utoipa::Modify for BearerScheme {
         list_gms, eject_gm, report_health, gm_health, list_key_servers, put_key_server, delete_key_server,
         list_tokens, create_token, delete_token, audit
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, gkm_store::model::TokenGm)),
     modifiers(&BearerScheme)
 )]
 pub struct ApiDoc;

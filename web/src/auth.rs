@@ -37,6 +37,10 @@ pub struct Caller {
     pub name: String,
     /// Its role.
     pub role: Role,
+    /// The token's store id.
+    pub token_id: i64,
+    /// Agent tokens: the GM it reports for.
+    pub gm: Option<gkm_store::model::TokenGm>,
 }
 
 impl Caller {
@@ -85,6 +89,8 @@ impl FromRequestParts<ApiState> for Caller {
         Ok(Self {
             name: t.name,
             role: t.role,
+            token_id: t.id,
+            gm: t.gm,
         })
     }
 }

@@ -1416,6 +1416,11 @@ pub struct TokenForm {
     name: String,
     #[serde(default)]
     role: String,
+    /// Agent tokens: the GM's group (identity number) and phase 1 identity.
+    #[serde(default)]
+    gm_group: String,
+    #[serde(default)]
+    gm_identity: String,
 }
 
 async fn token_create(State(d): State<Dashboard>, s: Signed, Form(f): Form<TokenForm>) -> Response {
@@ -1433,7 +1438,28 @@ async fn token_create(State(d): State<Dashboard>, s: Signed, Form(f): Form<Token
         *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         return r;
     };
-    match ops::create_token(&d.api, &s.user.actor(), &f.name, role).await {
+    let gm = if f.gm_group.trim().is_empty() && f.gm_identity.trim().is_empty() {
+        None
+    } else {
+        match f.gm_group.trim().parse::<u32>() {
+            Ok(group) => Some(gkm_store::model::TokenGm {
+                group,
+                identity: f.gm_identity.trim().to_owned(),
+            }),
+            Err(_) => {
+                let mut r = tokens_page(
+                    &d,
+                    &s,
+                    None,
+                    Some("GM group: the group's identity number, 1-4294967295".into()),
+                )
+                .await;
+                *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+                return r;
+            }
+        }
+    };
+    match ops::create_token(&d.api, &s.user.actor(), &f.name, role, gm.as_ref()).await {
         Ok((_, secret)) => tokens_page(&d, &s, Some(secret), None).await,
         Err(p) => {
             let mut r = tokens_page(&d, &s, None, Some(p.detail.clone())).await;

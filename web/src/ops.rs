@@ -2,7 +2,9 @@
 //! place validates, writes (store first, with its audit entry) and tells
 //! the key-server engine, whatever the caller speaks (JSON or forms).
 
-use gkm_store::model::{ApiToken, AuditEntry, Authentication, Group, GroupPolicy, Invalid, Role};
+use gkm_store::model::{
+    ApiToken, AuditEntry, Authentication, Group, GroupPolicy, Invalid, Role, TokenGm,
+};
 use gkm_store::Actor;
 
 use crate::auth::new_token;
@@ -224,15 +226,31 @@ pub async fn eject(
         .map_err(Problem::unavailable)
 }
 
-/// Creates an API token; its secret is returned here only.
+/// Creates an API token; its secret is returned here only. An agent token
+/// is bound to the one GM it reports for; no other role takes a binding.
 pub async fn create_token(
     state: &ApiState,
     actor: &Actor,
     name: &str,
     role: Role,
+    gm: Option<&TokenGm>,
 ) -> Result<(ApiToken, String), Problem> {
     check_name("/name", name)?;
+    match (role, gm) {
+        (Role::Agent, Some(g)) => g.validate()?,
+        (Role::Agent, None) => {
+            return Err(invalid(
+                "/gm",
+                "an agent token is bound to the GM it reports for: give gm {group, identity}",
+            ))
+        }
+        (_, Some(_)) => return Err(invalid("/gm", "only agent tokens are bound to a GM")),
+        (_, None) => {}
+    }
     let (secret, hash) = new_token()?;
-    let token = state.store.create_token(actor, name, role, &hash).await?;
+    let token = state
+        .store
+        .create_token(actor, name, role, &hash, gm)
+        .await?;
     Ok((token, secret))
 }

@@ -41,7 +41,7 @@ async fn api(tag: &str) -> Api {
     for role in [Role::Admin, Role::Operator, Role::Viewer, Role::Agent] {
         let (secret, hash) = new_token().unwrap();
         store
-            .create_token(&Actor("bootstrap".into()), role.as_str(), role, &hash)
+            .create_token(&Actor("bootstrap".into()), role.as_str(), role, &hash, None)
             .await
             .unwrap();
         tokens.push(secret);
@@ -897,4 +897,121 @@ async fn agents_report_health_and_read_nothing() {
         .unwrap()
         .iter()
         .all(|e| e["action"] != "gm.health"));
+}
+
+fn registered(identity: &str) -> GmRow {
+    GmRow {
+        group: 1234,
+        identity: identity.into(),
+        address: format!("{identity}:848"),
+        class: "non-cisco".into(),
+        version: None,
+        features: 0,
+        state: GmState::Registered,
+        registered_at: 0,
+        last_seq_sent: None,
+        last_seq_acked: None,
+        misses: 0,
+        sids: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn an_agent_token_reports_for_its_own_gm_only() {
+    // Issue 16 item 6: one stolen agent token must not forge reports for
+    // other GMs, nor tell which GMs exist.
+    let a = api("token-binding").await;
+    a.admin(
+        "POST",
+        "/api/v1/groups",
+        Some(group_body("G", 1234, policy())),
+    )
+    .await;
+    a.store
+        .put_gms(&[registered("10.0.0.1"), registered("10.0.0.2")])
+        .await
+        .unwrap();
+    // An agent token is created bound; other roles take no binding.
+    let (st, v) = a
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "h1", "role": "agent"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["field"], "/gm");
+    let (st, v) = a
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "v", "role": "viewer", "gm": {"group": 1234, "identity": "10.0.0.1"}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (st, v) = a
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "h1", "role": "agent", "gm": {"group": 1234, "identity": "10.0.0.1"}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["gm"]["identity"], "10.0.0.1");
+    let h1 = v["secret"].as_str().unwrap().to_owned();
+    let post = |identity: &str, token: &str| {
+        let body = report(identity, 3).to_string();
+        let token = token.to_owned();
+        let a = &a;
+        async move {
+            a.call("POST", "/api/v1/gm-health", Some(&token), Some(&body))
+                .await
+        }
+    };
+    let (st, _, v) = post("10.0.0.1", &h1).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    // The attack: another GM, existing or not, gets the same 403.
+    let other = problem(post("10.0.0.2", &h1).await, StatusCode::FORBIDDEN, None);
+    let ghost = problem(post("10.0.0.99", &h1).await, StatusCode::FORBIDDEN, None);
+    assert_eq!(
+        other, ghost,
+        "the refusal must not tell whether the GM exists"
+    );
+    let mut g99 = report("10.0.0.1", 3);
+    g99["group"] = json!(99);
+    problem(
+        a.call(
+            "POST",
+            "/api/v1/gm-health",
+            Some(&h1),
+            Some(&g99.to_string()),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        None,
+    );
+    assert!(a.store.gm_health(1234, "10.0.0.2").await.unwrap().is_none());
+    // An agent token made before bindings existed is bound by its first
+    // accepted report, then holds to that GM.
+    let (st, _, v) = post("10.0.0.2", &a.agent).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    problem(
+        post("10.0.0.1", &a.agent).await,
+        StatusCode::FORBIDDEN,
+        None,
+    );
+    let (_, tokens) = a.admin("GET", "/api/v1/tokens", None).await;
+    let legacy = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "agent" && t["name"] == "agent")
+        .unwrap();
+    assert_eq!(legacy["gm"], json!({"group": 1234, "identity": "10.0.0.2"}));
+    let (_, audit) = a.admin("GET", "/api/v1/audit", None).await;
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "token.bind" && e["target"] == "agent"));
 }

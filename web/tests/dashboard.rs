@@ -640,6 +640,18 @@ async fn the_token_form_validates_and_shows_a_secret_once() {
             format!("csrf={csrf}&name=ok&role=root"),
             "choose viewer, operator or admin",
         ),
+        (
+            format!("csrf={csrf}&name=h1&role=agent"),
+            "bound to the GM it reports for",
+        ),
+        (
+            format!("csrf={csrf}&name=h1&role=agent&gm_group=x&gm_identity=10.0.0.1"),
+            "identity number",
+        ),
+        (
+            format!("csrf={csrf}&name=v1&role=viewer&gm_group=1234&gm_identity=10.0.0.1"),
+            "only agent tokens are bound",
+        ),
     ] {
         let a = u.call("POST", "/tokens", Some(&cookie), Some(&form)).await;
         assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{form}");
@@ -662,6 +674,22 @@ async fn the_token_form_validates_and_shows_a_secret_once() {
         list.body.contains("ci") && !list.body.contains(secret),
         "shown once"
     );
+    let agent = u
+        .call(
+            "POST",
+            "/tokens",
+            Some(&cookie),
+            Some(&format!(
+                "csrf={csrf}&name=h1&role=agent&gm_group=1234&gm_identity=10.0.0.1"
+            )),
+        )
+        .await;
+    assert_eq!(agent.status, StatusCode::OK, "{}", agent.body);
+    assert!(
+        agent.body.contains("10.0.0.1 in group 1234"),
+        "{}",
+        agent.body
+    );
     let dup = u
         .call(
             "POST",
@@ -680,7 +708,15 @@ async fn the_token_form_validates_and_shows_a_secret_once() {
         )
         .await;
     assert_eq!(del.location, "/tokens");
-    assert!(u.store.tokens().await.unwrap().is_empty());
+    let left: Vec<String> = u
+        .store
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(left, ["h1"], "ci deleted, the agent token stays");
 }
 
 #[tokio::test]
