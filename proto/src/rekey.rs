@@ -526,6 +526,19 @@ impl KeyServer {
             .state(identity)
     }
 
+    /// Whether a rekey of the group is in flight: prepared and not yet
+    /// sent, queued behind one, or sent by unicast with GMs yet to
+    /// acknowledge it (while its retransmissions last).
+    pub fn rekey_in_flight(&self, group_id: u32) -> bool {
+        self.group_index(group_id)
+            .and_then(|gi| self.runtime.get(gi))
+            .is_some_and(|rt| {
+                rt.pending.is_some()
+                    || rt.queued.is_some()
+                    || rt.round.as_ref().is_some_and(|r| r.acked < r.targets)
+            })
+    }
+
     /// Asks for a rekey now (`Manual` or `Replace`; the scheduler uses the
     /// expiry reasons). While another rekey waits to be persisted, the
     /// request runs right after it.

@@ -955,3 +955,32 @@ fn d3p_window_reaches_gms_at_registration_and_with_each_change() {
         assert_eq!(m.group().unwrap().d3p_window_ms, None, "IP-D3P off");
     }
 }
+
+#[test]
+fn a_rekey_is_in_flight_until_every_gm_acknowledged_or_its_round_closed() {
+    // What the API's "one rekey in flight" refusal (409) asks the engine.
+    let mut w = World::new(ks_config(b"k", Authorization::default()), gms(2));
+    w.run_until(T0 + 30_000);
+    assert!(!w.ks.rekey_in_flight(GROUP));
+    let silent = gm_addr(1);
+    w.hook = Box::new(move |dir, addr, payload| {
+        let ack = payload.get(18).is_some_and(|x| {
+            *x == ExchangeType::GROUPKEY_PUSH_ACK.0 || *x == ExchangeType::GKM_UNICAST_ACK.0
+        });
+        !(dir == Dir::Up && addr == silent && ack)
+    });
+    w.ks.rekey_now(w.now, GROUP, RekeyReason::Manual).unwrap();
+    assert!(w.ks.rekey_in_flight(GROUP), "prepared, not yet persisted");
+    w.settle();
+    assert!(w.ks.rekey_in_flight(GROUP), "a GM has yet to acknowledge");
+    w.run_until(w.now + 120_000);
+    assert!(!w.closed_rounds().is_empty());
+    assert!(!w.ks.rekey_in_flight(GROUP), "the round closed");
+    w.hook = Box::new(|_, _, _| true);
+    w.rekey(RekeyReason::Manual);
+    assert!(
+        !w.ks.rekey_in_flight(GROUP),
+        "every GM acknowledged at once"
+    );
+    assert!(!w.ks.rekey_in_flight(999), "an unknown group has none");
+}

@@ -223,9 +223,8 @@ impl ServerConfig {
         }
         let mut ids = std::collections::HashSet::new();
         for (i, g) in self.group.iter().enumerate() {
-            if g.name.trim().is_empty() {
-                bail!("group[{i}].name: must not be empty");
-            }
+            gkm_store::model::check_name(&format!("group[{i}].name"), &g.name)
+                .map_err(|e| anyhow!("{e}"))?;
             if !ids.insert(g.identity) {
                 bail!(
                     "group[{i}].identity: {} is used by another group",
@@ -333,6 +332,10 @@ mod tests {
             ("[[group]]\nname='G'\nidentity=1\nrekey.multicast_ttl=0\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "multicast_ttl"),
             ("[[group]]\nname='G'\nidentity=1\nrekey.bogus=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "bogus"),
             ("rekey_signature='dsa'", "rekey_signature"),
+            ("[[group]]\nname='G\nINFO forged'\nidentity=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
+            ("[[group]]\nname='G\u{202e}'\nidentity=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
+            ("[[group]]\nname='G'\nidentity=1\nauthentication='cert'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].authentication"),
+            ("[[group]]\nname='G'\nidentity=1\nauthentication='pki'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "needs the [pki] section"),
         ];
         for (text, field) in cases {
             let e = format!("{:#}", parse(text).unwrap_err());

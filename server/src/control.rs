@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use gkm_store::model::{GmRow, GmState, Group, RekeyRecord};
 use gkm_store::Store;
-use gkm_web::{Control, GroupStatus, RekeyAccepted};
+use gkm_web::{Control, GroupStatus, RekeyAccepted, RekeyRefused};
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 use zeroize::Zeroizing;
@@ -22,7 +22,7 @@ pub enum Command {
         /// Replace.
         replace: bool,
         /// The answer.
-        reply: oneshot::Sender<Result<RekeyAccepted, String>>,
+        reply: oneshot::Sender<Result<RekeyAccepted, RekeyRefused>>,
     },
     /// Eject a GM.
     Eject {
@@ -65,16 +65,17 @@ const GONE: &str = "the key-server engine is not running";
 
 #[async_trait::async_trait]
 impl Control for ControlHandle {
-    async fn rekey(&self, group: u32, replace: bool) -> Result<RekeyAccepted, String> {
+    async fn rekey(&self, group: u32, replace: bool) -> Result<RekeyAccepted, RekeyRefused> {
         let (reply, rx) = oneshot::channel();
+        let gone = || RekeyRefused::Unavailable(GONE.to_owned());
         self.tx
             .send(Command::Rekey {
                 group,
                 replace,
                 reply,
             })
-            .map_err(|_| GONE.to_owned())?;
-        rx.await.map_err(|_| GONE.to_owned())?
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     async fn eject(&self, group: u32, identity: &str) -> Result<(), String> {

@@ -101,7 +101,12 @@ struct Driver {
     pause_after_persist: bool,
     /// Rate limit of the "refused" log lines, per reason.
     refusals: crate::logthrottle::Throttles<Reject>,
+    /// When each group was last rekeyed through the API.
+    last_manual_rekey: HashMap<u32, u64>,
 }
+
+/// Least time between two rekeys of a group asked for through the API.
+const MANUAL_REKEY_SPACING_MS: u64 = 1000;
 
 impl Driver {
     /// Queues a group's keys and SEQ for the store, behind the GM rows
@@ -424,6 +429,7 @@ pub async fn run(
         unpersisted: Vec::new(),
         pause_after_persist: std::env::var_os(FAULT_PAUSE_AFTER_SEQ_PERSIST).is_some(),
         refusals: crate::logthrottle::Throttles::new(Duration::from_secs(10)),
+        last_manual_rekey: HashMap::new(),
     };
     ks.handle_timeout(now_ms());
     // Every group's keys are in the store before the first GM can take them.
@@ -578,11 +584,24 @@ impl Driver {
                 } else {
                     RekeyReason::Manual
                 };
-                info!(group, %reason, "rekey requested through the API");
-                let r = ks
-                    .rekey_now(now_ms(), group, reason)
-                    .map(|()| RekeyAccepted { group, replace })
-                    .map_err(|e| e.to_string());
+                let now = now_ms();
+                let recent = self
+                    .last_manual_rekey
+                    .get(&group)
+                    .is_some_and(|t| now < t + MANUAL_REKEY_SPACING_MS);
+                let r = if ks.rekey_in_flight(group) || recent {
+                    warn!(group, %reason, "rekey refused: the previous one is still in flight");
+                    Err(gkm_web::RekeyRefused::InFlight(format!(
+                        "group {group}: the previous rekey is still in flight (GMs have yet to acknowledge it, or it was asked for less than {} s ago); try again shortly",
+                        MANUAL_REKEY_SPACING_MS / 1000
+                    )))
+                } else {
+                    info!(group, %reason, "rekey requested through the API");
+                    self.last_manual_rekey.insert(group, now);
+                    ks.rekey_now(now, group, reason)
+                        .map(|()| RekeyAccepted { group, replace })
+                        .map_err(|e| gkm_web::RekeyRefused::Unavailable(e.to_string()))
+                };
                 let _ = reply.send(r);
             }
             Command::Eject {

@@ -15,6 +15,9 @@ use tracing::{info, warn};
 
 use crate::conns::{Conn, Limits, Table, Watched};
 
+/// The shortest `GKM_ADMIN_PASSWORD` taken.
+const MIN_ADMIN_PASSWORD: usize = 16;
+
 /// File descriptors kept for everything but HTTP connections.
 const FD_RESERVE: u64 = 128;
 
@@ -156,8 +159,8 @@ pub async fn bootstrap_admin_password(
     from_env: Option<String>,
 ) -> Result<()> {
     if let Some(pw) = from_env {
-        if pw.len() < 12 {
-            bail!("GKM_ADMIN_PASSWORD must be at least 12 characters");
+        if pw.chars().count() < MIN_ADMIN_PASSWORD {
+            bail!("GKM_ADMIN_PASSWORD must be at least {MIN_ADMIN_PASSWORD} characters");
         }
         let h = gkm_web::local::hash(&pw).map_err(|p| anyhow!(p.detail))?;
         store.put_secret(gkm_web::local::SECRET, &h).await?;
@@ -173,11 +176,16 @@ pub async fn bootstrap_admin_password(
     crate::create_secret(&path, format!("{pw}\n").as_bytes())?;
     let h = gkm_web::local::hash(&pw).map_err(|p| anyhow!(p.detail))?;
     store.put_secret(gkm_web::local::SECRET, &h).await?;
-    // Printed once, to the terminal only (not the log), as the quick start promises.
-    println!(
-        "gkm-server: dashboard user admin, password {pw} (also in {}); shown this once",
-        path.display()
-    );
+    // Printed once, to a terminal only (never to a log or a pipe), as the
+    // quick start promises; otherwise only where it is.
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        println!(
+            "gkm-server: dashboard user admin, password {pw} (also in {}); shown this once",
+            path.display()
+        );
+    } else {
+        info!(path = %path.display(), "dashboard: generated the local admin password (user admin); it is in this file");
+    }
     Ok(())
 }
 
@@ -202,7 +210,7 @@ pub async fn serve(
     let mut accept_errors = crate::logthrottle::Throttle::new(Duration::from_secs(10));
     loop {
         let slot = table.admit().await;
-        let (tcp, _peer) = match listener.accept().await {
+        let (tcp, peer) = match listener.accept().await {
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -229,10 +237,18 @@ pub async fn serve(
                         },
                         () = conn.expired(limits) => return,
                     };
-                    connection(stream, router, conn, limits, true).await;
+                    connection(stream, router, conn, peer, limits, true).await;
                 }
                 None => {
-                    connection(Watched::new(tcp, conn.clone()), router, conn, limits, false).await
+                    connection(
+                        Watched::new(tcp, conn.clone()),
+                        router,
+                        conn,
+                        peer,
+                        limits,
+                        false,
+                    )
+                    .await
                 }
             }
             drop(slot);
@@ -242,8 +258,14 @@ pub async fn serve(
 
 /// One connection, HTTP/1.1 with keep-alive, until the client closes it or
 /// it expires (idle, slow headers, or evicted for a newcomer).
-async fn connection<S>(io: S, router: axum::Router, conn: Arc<Conn>, limits: Limits, hsts: bool)
-where
+async fn connection<S>(
+    io: S,
+    router: axum::Router,
+    conn: Arc<Conn>,
+    peer: std::net::SocketAddr,
+    limits: Limits,
+    hsts: bool,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use tower::ServiceExt;
@@ -253,8 +275,12 @@ where
         let state = state.clone();
         async move {
             state.begin();
+            let mut req = req.map(axum::body::Body::new);
+            // The peer address, for sign-in throttling per source.
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             let mut r = router
-                .oneshot(req.map(axum::body::Body::new))
+                .oneshot(req)
                 .await
                 .unwrap_or_else(|never| match never {});
             if hsts {

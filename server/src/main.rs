@@ -362,6 +362,49 @@ fn build(
     })
 }
 
+/// Creates the data directory mode 0700, or narrows an existing one to
+/// 0700 (it holds the master key and, by default, the database).
+fn private_data_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (chmod 0700)", dir.display()))?;
+        warn!(dir = %dir.display(), was = format!("{mode:o}"), "data directory was open to other users: now 0700");
+    }
+    Ok(())
+}
+
+/// Narrows a SQLite store's database, WAL and shared-memory files to 0600
+/// (an earlier version or another umask may have made them wider).
+fn private_sqlite_files(url: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = match url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        Some(p) => p,
+        None if !url.contains("://") => url,
+        None => return Ok(()),
+    };
+    let path = path.split('?').next().unwrap_or(path);
+    for suffix in ["", "-wal", "-shm"] {
+        let f = PathBuf::from(format!("{path}{suffix}"));
+        if let Ok(m) = std::fs::metadata(&f) {
+            if m.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("cannot make {} private (chmod 0600)", f.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// On first start (no API token yet), creates the bootstrap admin token and
 /// writes it to `admin-token` in the data directory, mode 0600.
 async fn bootstrap_token(store: &dyn gkm_store::Store, data_dir: &Path) -> Result<()> {
@@ -445,6 +488,9 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         )
         .init();
     let args = Args::parse();
+    // Everything the server creates (database, WAL, key log, secrets) is
+    // its own: no group or other access.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let fd_limit = http::raise_nofile_limit();
     let cfg = match &args.config {
         Some(p) => ServerConfig::load(p)?,
@@ -459,8 +505,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         .clone()
         .or(cfg.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from("gkm-data"));
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    private_data_dir(&data_dir)?;
     let identity = cfg.identity.unwrap_or(match listen.ip() {
         IpAddr::V4(a) if !a.is_unspecified() => a,
         _ => {
@@ -500,6 +545,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             let store = gkm_store::open(&db_url, master)
                 .await
                 .with_context(|| format!("cannot open the store {db_url}"))?;
+            private_sqlite_files(&db_url)?;
             info!(backend = ?store.kind(), "store open");
             bootstrap_token(store.as_ref(), &data_dir).await?;
             http::bootstrap_admin_password(
@@ -587,6 +633,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         )),
         oidc: args.web.oidc(http)?,
         secure_cookies: args.web.tls(),
+        signin: std::sync::Arc::new(gkm_web::signin::SignIn::new().map_err(|p| anyhow!(p.detail))?),
     };
     let router = gkm_web::api::router(api_state).merge(gkm_web::dashboard::router(dashboard));
     let listener = std::net::TcpListener::bind(http)

@@ -486,12 +486,29 @@ pub struct KeyServer {
     pub role: KsRole,
 }
 
+/// Names of groups, tokens and key servers: 1-64 ASCII letters, digits,
+/// space, `-`, `_`, `.` (so no NUL, control or bidi character and no
+/// markup can reach a log line, a page or a shell).
+pub fn check_name(field: &str, name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            "must be 1-64 characters: letters, digits, space, '-', '_', '.'",
+        ))
+    }
+}
+
 impl KeyServer {
-    /// Checks the ranges.
+    /// Checks the name and ranges.
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.name.trim().is_empty() || self.name.len() > 64 {
-            return Err(invalid("/name", "must be 1-64 characters"));
-        }
+        check_name("/name", &self.name)?;
         if self.priority == 0 {
             return Err(invalid("/priority", "0 is out of range: 1-255"));
         }

@@ -101,7 +101,7 @@ try {
   // --- the audit log ---------------------------------------------------------
   await page.goto(`${base}/audit`);
   const audit = await page.textContent("#audit");
-  check(/user:alice\s*group\.update\s*GET/.test(audit.replace(/\n/g, " ")) || audit.includes("group.update"), "the policy change is in the audit log");
+  check(/oidc:http\S+\/\S+\s*group\.update\s*GET/.test(audit.replace(/\n/g, " ")), "the policy change is in the audit log, by the OIDC user's issuer and subject");
   check(audit.includes("rekey.now"), "the rekey is in the audit log");
   check(audit.includes("session.login"), "sign-ins are in the audit log");
   await page.screenshot({ path: `${out}/audit.png`, fullPage: true });

@@ -26,7 +26,11 @@ struct Idle;
 
 #[async_trait::async_trait]
 impl Control for Idle {
-    async fn rekey(&self, group: u32, replace: bool) -> Result<RekeyAccepted, String> {
+    async fn rekey(
+        &self,
+        group: u32,
+        replace: bool,
+    ) -> Result<RekeyAccepted, gkm_web::RekeyRefused> {
         Ok(RekeyAccepted { group, replace })
     }
     async fn eject(&self, _: u32, _: &str) -> Result<(), String> {
@@ -153,6 +157,7 @@ fn pages(c: &mut Criterion) {
             sessions,
             oidc: None,
             secure_cookies: false,
+            signin: std::sync::Arc::new(gkm_web::signin::SignIn::new().unwrap()),
         });
         (router, format!("gkm_session={id}"))
     });

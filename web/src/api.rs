@@ -3,8 +3,7 @@
 //! `/api/v1/openapi.json`. Every error is RFC 9457 problem+json; a request
 //! that fails validation writes nothing.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,29 +23,7 @@ use crate::{can_mutate, ApiState, GroupStatus, RekeyAccepted};
 /// Largest request body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// A JSON body whose rejection is a problem+json naming what is wrong
-/// (unknown field, wrong type, malformed JSON).
-pub struct ApiJson<T>(pub T);
-
-impl<T, S> FromRequest<S> for ApiJson<T>
-where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = Problem;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(e) => Err(Problem::bad_request(e.body_text())),
-        }
-    }
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
-    q.map(|Query(v)| v)
-        .map_err(|e| Problem::bad_request(e.body_text()))
-}
+pub use crate::extract::{ApiJson, ApiQuery};
 
 fn mutate(caller: &Caller) -> Result<(), Problem> {
     if can_mutate(caller.role) {
@@ -385,10 +362,9 @@ fn cursor_of(after: &Option<String>) -> Result<Option<(u32, String)>, Problem> {
 pub async fn list_gms(
     State(s): State<ApiState>,
     c: Caller,
-    q: Result<Query<GmQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<GmQuery>,
 ) -> Result<Json<GmList>, Problem> {
     c.require(Role::Viewer)?;
-    let q = query(q)?;
     let filter = gm_filter(&q)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -582,10 +558,9 @@ pub async fn delete_token(
 pub async fn audit(
     State(s): State<ApiState>,
     c: Caller,
-    q: Result<Query<AuditQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, Problem> {
     c.require(Role::Admin)?;
-    let q = query(q)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {
         return Err(invalid(

@@ -25,6 +25,7 @@ use crate::oidc::Oidc;
 use crate::ops::{self, now_ms};
 use crate::problem::Problem;
 use crate::session::{self, Login, Session, Sessions, User};
+use crate::signin::{self, SignIn};
 use crate::{can_mutate, local, ApiState, GroupStatus};
 
 /// GMs per page in the group page's table.
@@ -44,6 +45,8 @@ pub struct Dashboard {
     pub oidc: Option<Arc<Oidc>>,
     /// Mark cookies `Secure` (served over TLS).
     pub secure_cookies: bool,
+    /// The local sign-in's guard (login form tokens, throttling, PBKDF2 slots).
+    pub signin: Arc<SignIn>,
 }
 
 /// The navigation bar's view of the user.
@@ -240,27 +243,21 @@ impl FromRequestParts<Dashboard> for MaybeSession {
     }
 }
 
-fn login_response(
-    d: &Dashboard,
-    sid: Option<String>,
-    error: Option<String>,
-    status: StatusCode,
-) -> Response {
-    let (id, s, fresh) = match anonymous(d, sid) {
+/// The login page with a fresh login form (token and the cookie binding
+/// it to this browser; no server state).
+fn login_response(d: &Dashboard, error: Option<String>, status: StatusCode) -> Response {
+    let (cookie, token) = match d.signin.login_form(now_ms()) {
         Ok(v) => v,
         Err(p) => return problem_page(&p, None),
     };
     let mut r = render(&LoginPage {
         nav: None,
-        csrf: s.csrf,
+        csrf: token,
         oidc: d.oidc.is_some(),
         error,
     });
     *r.status_mut() = status;
-    if fresh {
-        r = with_cookie(r, &session::cookie(&id, d.secure_cookies));
-    }
-    r
+    with_cookie(r, &signin::login_cookie(&cookie, d.secure_cookies))
 }
 
 async fn login_page(State(d): State<Dashboard>, MaybeSession(sid): MaybeSession) -> Response {
@@ -269,7 +266,7 @@ async fn login_page(State(d): State<Dashboard>, MaybeSession(sid): MaybeSession)
             return Redirect::to("/").into_response();
         }
     }
-    login_response(&d, sid, None, StatusCode::OK)
+    login_response(&d, None, StatusCode::OK)
 }
 
 /// The local sign-in form.
@@ -280,49 +277,110 @@ pub struct LoginForm {
     password: String,
 }
 
+/// The login form's cookie, for the handler that checks its token.
+pub struct LoginCookie(pub Option<String>);
+
+impl FromRequestParts<Dashboard> for LoginCookie {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _d: &Dashboard,
+    ) -> Result<Self, std::convert::Infallible> {
+        Ok(Self(
+            parts
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|h| h.to_str().ok())
+                .find_map(signin::login_cookie_of)
+                .map(str::to_owned),
+        ))
+    }
+}
+
+/// The peer address of the connection (None when the server did not
+/// record it, as in tests that call the router directly).
+pub struct Source(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _s: &S,
+    ) -> Result<Self, std::convert::Infallible> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
 async fn login_local(
     State(d): State<Dashboard>,
     MaybeSession(sid): MaybeSession,
+    LoginCookie(cookie): LoginCookie,
+    Source(source): Source,
     Form(f): Form<LoginForm>,
 ) -> Response {
     let now = now_ms();
-    let session = sid.as_deref().and_then(|id| d.sessions.get(id, now));
-    if !session.is_some_and(|s| session::same_token(&s.csrf, &f.csrf)) {
+    if !d.signin.login_form_valid(cookie.as_deref(), &f.csrf, now) {
         return login_response(
             &d,
-            None,
             Some("the sign-in form expired; try again".into()),
             StatusCode::FORBIDDEN,
         );
+    }
+    if let Some(wait_ms) = d.signin.locked(source, &f.user, now) {
+        let secs = (wait_ms + 999) / 1000;
+        tracing::warn!(user = ?f.user, source = ?source, retry_after_s = secs, "dashboard: sign-in refused, too many failures");
+        let mut r = login_response(
+            &d,
+            Some(format!(
+                "too many failed sign-ins from this address or for this user: try again in {secs} s"
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
     }
     let stored = match d.api.store.secret(local::SECRET).await {
         Ok(v) => v,
         Err(e) => return problem_page(&Problem::from(e), None),
     };
-    // PBKDF2 takes a few hundred ms by design: off the async workers.
+    // PBKDF2 takes a few hundred ms by design: off the async workers, and
+    // no more at once than the guard's slots.
     let ok = match (f.user == local::USER, stored) {
-        (true, Some(h)) => {
-            let password = f.password.clone();
-            tokio::task::spawn_blocking(move || local::verify(&h, &password))
-                .await
-                .map_err(|_| local::BadHash)
-                .and_then(|r| r)
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "local admin");
-                    false
-                })
-        }
+        (true, Some(h)) => match d.signin.verify(h.to_vec(), f.password.clone()).await {
+            Ok(ok) => ok,
+            Err(_) => {
+                let mut r = login_response(
+                    &d,
+                    Some("sign-in is busy; try again in a few seconds".into()),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+                return r;
+            }
+        },
         _ => false,
     };
     if !ok {
-        tracing::warn!(user = %f.user, "dashboard: wrong user or password");
+        d.signin.failed(source, &f.user, now);
+        tracing::warn!(user = ?f.user, source = ?source, "dashboard: wrong user or password");
         return login_response(
             &d,
-            sid,
             Some("wrong user or password".into()),
             StatusCode::UNAUTHORIZED,
         );
     }
+    d.signin.succeeded(source, &f.user);
     let user = User {
         name: local::USER.into(),
         role: Role::Admin,
@@ -332,7 +390,7 @@ async fn login_local(
 }
 
 async fn signed_in(d: &Dashboard, old: Option<&str>, user: User) -> Response {
-    tracing::info!(user = %user.name, role = user.role.as_str(), "dashboard: signed in");
+    tracing::info!(user = ?user.name, actor = ?user.actor().0, role = user.role.as_str(), "dashboard: signed in");
     let _ = d
         .api
         .store
@@ -346,7 +404,7 @@ async fn signed_in(d: &Dashboard, old: Option<&str>, user: User) -> Response {
                 user.role.as_str(),
                 match user.login {
                     Login::Local => "local",
-                    Login::Oidc => "oidc",
+                    Login::Oidc { .. } => "oidc",
                 }
             ),
         })
@@ -384,7 +442,7 @@ async fn login_oidc(State(d): State<Dashboard>, MaybeSession(sid): MaybeSession)
         }
         Err(e) => {
             tracing::error!(error = %e, "OIDC");
-            login_response(&d, Some(id), Some(e.to_string()), StatusCode::BAD_GATEWAY)
+            login_response(&d, Some(e.to_string()), StatusCode::BAD_GATEWAY)
         }
     }
 }
@@ -414,7 +472,6 @@ async fn oidc_callback(
     let Some(pending) = session.and_then(|s| s.oidc) else {
         return login_response(
             &d,
-            sid,
             Some("no sign-in in progress in this browser; start again".into()),
             StatusCode::BAD_REQUEST,
         );
@@ -430,12 +487,11 @@ async fn oidc_callback(
                 .map(|d| format!(" ({d})"))
                 .unwrap_or_default()
         );
-        return login_response(&d, sid, Some(msg), StatusCode::UNAUTHORIZED);
+        return login_response(&d, Some(msg), StatusCode::UNAUTHORIZED);
     }
     let (Some(code), Some(state)) = (q.code, q.state) else {
         return login_response(
             &d,
-            sid,
             Some("the sign-in response lacks code or state".into()),
             StatusCode::BAD_REQUEST,
         );
@@ -448,7 +504,7 @@ async fn oidc_callback(
                 crate::oidc::OidcError::NoRole { .. } => StatusCode::FORBIDDEN,
                 _ => StatusCode::UNAUTHORIZED,
             };
-            login_response(&d, sid, Some(e.to_string()), status)
+            login_response(&d, Some(e.to_string()), status)
         }
     }
 }
@@ -1521,6 +1577,40 @@ async fn security_headers(mut r: Response) -> Response {
     r
 }
 
+/// The host (and port) an `Origin` or `Referer` value names.
+fn origin_host(v: &str) -> Option<&str> {
+    let rest = v.split_once("://")?.1;
+    Some(rest.split(['/', '?', '#']).next().unwrap_or(rest))
+}
+
+/// Refuses a dashboard POST whose `Origin` (or, without one, `Referer`)
+/// names another host than the request's `Host`: a cross-site form post
+/// fails here even before its CSRF token is looked at. A POST with
+/// neither header (not a browser) is left to the CSRF token.
+async fn same_origin_posts(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method() == axum::http::Method::POST {
+        let h = req.headers();
+        let text = |n| h.get(n).and_then(|v: &header::HeaderValue| v.to_str().ok());
+        let claimed = text(header::ORIGIN).or_else(|| text(header::REFERER));
+        if let Some(claimed) = claimed {
+            let host = text(header::HOST);
+            let same = match (origin_host(claimed), host) {
+                (Some(o), Some(h)) => o.eq_ignore_ascii_case(h),
+                _ => false,
+            };
+            if !same {
+                tracing::warn!(origin = ?claimed, host = ?host, path = %req.uri().path(), "dashboard: cross-origin POST refused");
+                return error_page(
+                    StatusCode::FORBIDDEN,
+                    None,
+                    "this form was posted from another site (Origin/Referer does not match); reload the page and try again",
+                );
+            }
+        }
+    }
+    next.run(req).await
+}
+
 /// The dashboard's routes (no fallback: merged beside the API's).
 pub fn router(d: Dashboard) -> Router {
     Router::new()
@@ -1543,6 +1633,7 @@ pub fn router(d: Dashboard) -> Router {
         .route("/tokens/{name}/delete", post(token_delete))
         .route("/static/gkm.css", get(css))
         .route("/static/live.js", get(live_js))
+        .layer(axum::middleware::from_fn(same_origin_posts))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(d)
 }

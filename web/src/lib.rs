@@ -9,12 +9,14 @@ pub mod api;
 pub mod auth;
 pub mod charts;
 pub mod dashboard;
+pub mod extract;
 pub mod forms;
 pub mod local;
 pub mod oidc;
 pub mod ops;
 pub mod problem;
 pub mod session;
+pub mod signin;
 
 use std::sync::Arc;
 
@@ -116,11 +118,30 @@ pub struct RekeyAccepted {
     pub replace: bool,
 }
 
+/// Why the engine did not take a rekey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RekeyRefused {
+    /// The group's previous rekey is still in flight (being prepared, or
+    /// GMs have yet to acknowledge it), or one was asked for within the
+    /// last second: a 409 for the caller to retry.
+    InFlight(String),
+    /// The engine cannot rekey the group (unknown, no KEK, not running).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for RekeyRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InFlight(d) | Self::Unavailable(d) => f.write_str(d),
+        }
+    }
+}
+
 /// The key-server engine as the web layer sees it (implemented by the server).
 #[async_trait::async_trait]
 pub trait Control: Send + Sync {
     /// Rekey a group now, or send it a rekey replace.
-    async fn rekey(&self, group: u32, replace: bool) -> Result<RekeyAccepted, String>;
+    async fn rekey(&self, group: u32, replace: bool) -> Result<RekeyAccepted, RekeyRefused>;
     /// Remove a GM from the engine's GM database (it gets no more rekeys).
     async fn eject(&self, group: u32, identity: &str) -> Result<(), String>;
     /// A group's live status, if the engine serves it.

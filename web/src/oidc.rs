@@ -217,7 +217,10 @@ impl Oidc {
         Ok(User {
             name,
             role,
-            login: Login::Oidc,
+            login: Login::Oidc {
+                issuer: claims.issuer().to_string(),
+                subject: claims.subject().to_string(),
+            },
         })
     }
 }

@@ -9,7 +9,7 @@ use gkm_store::Actor;
 
 use crate::auth::new_token;
 use crate::problem::Problem;
-use crate::{ApiState, RekeyAccepted};
+use crate::{ApiState, RekeyAccepted, RekeyRefused};
 
 /// Now, UNIX ms.
 pub fn now_ms() -> i64 {
@@ -27,21 +27,9 @@ pub fn invalid(field: &str, message: impl Into<String>) -> Problem {
     })
 }
 
-/// Names of groups, tokens and key servers: 1-64 letters, digits, space, `-_.`.
+/// Names of groups, tokens and key servers (the model's rule) as a 422.
 pub fn check_name(field: &str, name: &str) -> Result<(), Problem> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            "must be 1-64 characters: letters, digits, space, '-', '_', '.'",
-        ))
-    }
+    gkm_store::model::check_name(field, name).map_err(Problem::invalid)
 }
 
 /// Most PSK groups whose address ranges may cover one source address: the
@@ -191,7 +179,10 @@ pub async fn rekey(
         .control
         .rekey(g.identity, replace)
         .await
-        .map_err(Problem::unavailable)?;
+        .map_err(|e| match e {
+            RekeyRefused::InFlight(d) => Problem::conflict(d),
+            RekeyRefused::Unavailable(d) => Problem::unavailable(d),
+        })?;
     state
         .store
         .append_audit(&AuditEntry {

@@ -18,17 +18,27 @@ use crate::problem::Problem;
 /// The session cookie's name.
 pub const COOKIE: &str = "gkm_session";
 
-/// At most this many sessions (signed in or not); the oldest anonymous
-/// ones go first, so a flood of login-page visits cannot grow memory.
+/// At most this many signed-in sessions; when full, the oldest of them
+/// ends for a new sign-in.
 pub const MAX_SESSIONS: usize = 10_000;
 
+/// At most this many anonymous sessions (OIDC sign-ins in progress), held
+/// apart: a flood of them evicts only each other, never a signed-in
+/// session. The local login form needs none (its token is stateless).
+pub const MAX_ANONYMOUS: usize = 2_000;
+
 /// How a user signed in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Login {
     /// The local bootstrap admin (password).
     Local,
-    /// OpenID Connect.
-    Oidc,
+    /// OpenID Connect, as this subject of this issuer.
+    Oidc {
+        /// The ID token's `iss`.
+        issuer: String,
+        /// Its `sub`.
+        subject: String,
+    },
 }
 
 /// A signed-in dashboard user.
@@ -43,9 +53,14 @@ pub struct User {
 }
 
 impl User {
-    /// The audit actor: `user:<name>`.
+    /// The audit actor: `local:admin` for the local admin,
+    /// `oidc:<issuer>/<subject>` for an OIDC user (names can collide;
+    /// these cannot).
     pub fn actor(&self) -> gkm_store::Actor {
-        gkm_store::Actor(format!("user:{}", self.name))
+        gkm_store::Actor(match &self.login {
+            Login::Local => format!("local:{}", self.name),
+            Login::Oidc { issuer, subject } => format!("oidc:{issuer}/{subject}"),
+        })
     }
 }
 
@@ -132,16 +147,22 @@ impl Sessions {
             since: now,
             seen: now,
         };
+        let signed = s.user.is_some();
+        let cap = if signed { MAX_SESSIONS } else { MAX_ANONYMOUS };
         let mut t = self.lock();
-        if t.len() >= MAX_SESSIONS {
+        let kind = |t: &HashMap<String, Session>| {
+            t.values().filter(|x| x.user.is_some() == signed).count()
+        };
+        if kind(&t) >= cap {
             t.retain(|_, s| self.live(s, now));
         }
-        if t.len() >= MAX_SESSIONS {
-            // Still full of live sessions: drop the oldest anonymous one,
-            // else the oldest of all.
+        if kind(&t) >= cap {
+            // Still full of live sessions of this kind: the oldest of the
+            // same kind goes (anonymous ones never push out a sign-in).
             let victim = t
                 .iter()
-                .min_by_key(|(_, s)| (s.user.is_some(), s.seen))
+                .filter(|(_, x)| x.user.is_some() == signed)
+                .min_by_key(|(_, x)| x.seen)
                 .map(|(k, _)| k.clone());
             if let Some(v) = victim {
                 t.remove(&v);
@@ -280,8 +301,20 @@ mod tests {
         for i in 0..(MAX_SESSIONS + 10) {
             t.start(None, 1 + i64::try_from(i).unwrap()).unwrap();
         }
-        assert_eq!(t.len(), MAX_SESSIONS);
-        assert!(t.get(&keep, 20_000).is_some(), "signed-in sessions go last");
+        assert_eq!(t.len(), MAX_ANONYMOUS + 1);
+        assert!(
+            t.get(&keep, 20_000).is_some(),
+            "anonymous sessions never evict a sign-in"
+        );
+        for i in 0..(MAX_SESSIONS + 10) {
+            t.start(Some(admin()), 30_000 + i64::try_from(i).unwrap())
+                .unwrap();
+        }
+        assert_eq!(t.len(), MAX_ANONYMOUS + MAX_SESSIONS);
+        assert!(
+            t.get(&keep, 50_000).is_none(),
+            "the oldest sign-in made room"
+        );
     }
 
     #[test]

@@ -92,6 +92,32 @@ impl Api {
         (status, ctype, v)
     }
 
+    /// A request with any content type.
+    async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (StatusCode, String, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", content_type)
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            String::new(),
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
     async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let b = body.map(|b| b.to_string());
         let (s, _, v) = self
@@ -1014,4 +1040,131 @@ async fn an_agent_token_reports_for_its_own_gm_only() {
         .unwrap()
         .iter()
         .any(|e| e["action"] == "token.bind" && e["target"] == "agent"));
+}
+
+#[tokio::test]
+async fn every_400_names_the_failing_field_and_key_server_names_are_checked() {
+    // Issue 16 items 11 and 12.
+    let a = api("bad-bodies").await;
+    let send = |method: &'static str, path: &'static str, body: String| {
+        let a = &a;
+        async move { a.call(method, path, Some(&a.admin), Some(&body)).await }
+    };
+    let group = |policy: Value| json!({"name": "G", "identity": 7, "policy": policy}).to_string();
+    for (method, path, body, field) in [
+        // Wrong type, deep inside.
+        (
+            "POST",
+            "/api/v1/groups",
+            group(json!({"teks": [{"src": 10, "dst": "10.0.0.0/8"}]})),
+            "/policy/teks/0/src",
+        ),
+        // Unknown field.
+        (
+            "POST",
+            "/api/v1/groups",
+            group(json!({"teks": [], "keys": 1})),
+            "/policy/keys",
+        ),
+        // Overflow of the member's type.
+        (
+            "POST",
+            "/api/v1/groups",
+            json!({"name": "G", "identity": 4_294_967_296u64, "policy": {"teks": []}}).to_string(),
+            "/identity",
+        ),
+        (
+            "POST",
+            "/api/v1/groups",
+            group(
+                json!({"teks": [], "rekey": {"transport": "unicast", "retransmit_interval": -1}}),
+            ),
+            "/policy/rekey/retransmit_interval",
+        ),
+        // A missing member.
+        (
+            "POST",
+            "/api/v1/groups",
+            json!({"name": "G", "policy": {"teks": []}}).to_string(),
+            "/identity",
+        ),
+        // Malformed JSON: the whole body.
+        ("POST", "/api/v1/groups", "{\"name\": ".to_owned(), "/name"),
+        (
+            "POST",
+            "/api/v1/groups",
+            r#"{"name":"G","identity":7,"policy":{"teks":[]}} trailing"#.to_owned(),
+            "",
+        ),
+        (
+            "POST",
+            "/api/v1/tokens",
+            json!({"name": "t", "role": "root"}).to_string(),
+            "/role",
+        ),
+        (
+            "POST",
+            "/api/v1/tokens",
+            json!({"name": "t", "role": "agent", "gm": {"group": 1, "identity": "x", "k": 1}})
+                .to_string(),
+            "/gm/k",
+        ),
+        (
+            "PUT",
+            "/api/v1/key-servers/ks1",
+            json!({"name": "ks1", "address": "10.0.0.1", "priority": 256, "role": "primary"})
+                .to_string(),
+            "/priority",
+        ),
+        (
+            "POST",
+            "/api/v1/gm-health",
+            json!({"group": 1}).to_string(),
+            "/identity",
+        ),
+    ] {
+        let got = send(method, path, body.clone()).await;
+        let p = problem(got, StatusCode::BAD_REQUEST, Some(field));
+        assert!(p["detail"].as_str().unwrap().len() > 3, "{body}: {p}");
+    }
+    // Queries too.
+    for (path, field) in [
+        ("/api/v1/gms?limit=x", "/limit"),
+        ("/api/v1/gms?group=-1", "/group"),
+        ("/api/v1/gms?bogus=1", "/bogus"),
+        ("/api/v1/audit?limit=99999999999", "/limit"),
+    ] {
+        let got = a.call("GET", path, Some(&a.admin), None).await;
+        problem(got, StatusCode::BAD_REQUEST, Some(field));
+    }
+    // A body that is not JSON at all.
+    let (st, _, v) = a
+        .call_raw("POST", "/api/v1/groups", &a.admin, "text/plain", "x")
+        .await;
+    assert_eq!(st, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{v}");
+    // Key-server names take the group-name rule: no NUL, control or bidi
+    // characters, no markup; nothing is written.
+    for name in ["ks\u{0}1", "ks\n1", "ks\u{202e}1", "<b>ks</b>", ""] {
+        let body = json!({"name": name, "address": "10.0.0.1", "priority": 10, "role": "primary"});
+        let path = format!(
+            "/api/v1/key-servers/{}",
+            name.bytes()
+                .map(|b| format!("%{b:02X}"))
+                .collect::<String>()
+        );
+        let got = a
+            .call("PUT", &path, Some(&a.admin), Some(&body.to_string()))
+            .await;
+        assert!(
+            got.0 == StatusCode::UNPROCESSABLE_ENTITY
+                || got.0 == StatusCode::NOT_FOUND
+                || got.0 == StatusCode::METHOD_NOT_ALLOWED,
+            "{name:?}: {}",
+            got.2
+        );
+        if got.0 == StatusCode::UNPROCESSABLE_ENTITY {
+            assert_eq!(got.2["field"], "/name");
+        }
+    }
+    assert!(a.store.key_servers().await.unwrap().is_empty());
 }

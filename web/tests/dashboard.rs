@@ -32,6 +32,7 @@ struct Ui {
     store: Arc<dyn Store>,
     control: Arc<Recorder>,
     sessions: Arc<Sessions>,
+    signin: Arc<gkm_web::signin::SignIn>,
 }
 
 struct Answer {
@@ -77,6 +78,7 @@ async fn ui(tag: &str, idle_ms: i64, secure: bool) -> Ui {
         .unwrap();
     let control = Arc::new(Recorder::default());
     let sessions = Arc::new(Sessions::new(idle_ms, 3_600_000));
+    let signin = Arc::new(gkm_web::signin::SignIn::new().unwrap());
     let router = dashboard::router(Dashboard {
         api: ApiState {
             store: store.clone(),
@@ -85,12 +87,14 @@ async fn ui(tag: &str, idle_ms: i64, secure: bool) -> Ui {
         sessions: sessions.clone(),
         oidc: None,
         secure_cookies: secure,
+        signin: signin.clone(),
     });
     Ui {
         router,
         store,
         control,
         sessions,
+        signin,
     }
 }
 
@@ -114,6 +118,20 @@ impl Ui {
         cookie: Option<&str>,
         form: Option<&str>,
     ) -> Answer {
+        self.call_with(method, path, cookie, form, &[], None).await
+    }
+
+    /// [`Ui::call`] with extra headers and the peer address the server
+    /// would record for the connection.
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        form: Option<&str>,
+        headers: &[(&str, &str)],
+        source: Option<std::net::SocketAddr>,
+    ) -> Answer {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(c) = cookie {
             req = req.header(header::COOKIE, c);
@@ -121,23 +139,29 @@ impl Ui {
         if form.is_some() {
             req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         }
-        let resp = self
-            .router
-            .clone()
-            .oneshot(
-                req.body(Body::from(form.unwrap_or_default().to_owned()))
-                    .unwrap(),
-            )
-            .await
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut req = req
+            .body(Body::from(form.unwrap_or_default().to_owned()))
             .unwrap();
-        let h = |n| {
-            resp.headers()
-                .get(n)
-                .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
-                .unwrap_or_default()
+        if let Some(a) = source {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(a));
+        }
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let (location, set_cookie, csp) = {
+            let h = |n| {
+                resp.headers()
+                    .get(n)
+                    .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            };
+            (
+                h(header::LOCATION),
+                h(header::SET_COOKIE),
+                h(header::CONTENT_SECURITY_POLICY),
+            )
         };
-        let (location, set_cookie) = (h(header::LOCATION), h(header::SET_COOKIE));
-        let csp = h(header::CONTENT_SECURITY_POLICY);
         let status = resp.status();
         let body = String::from_utf8(
             resp.into_body()
@@ -166,7 +190,10 @@ impl Ui {
                 User {
                     name: name.into(),
                     role,
-                    login: Login::Oidc,
+                    login: Login::Oidc {
+                        issuer: "https://idp.test".into(),
+                        subject: format!("sub-{name}"),
+                    },
                 },
                 gkm_web::ops::now_ms(),
             )
@@ -224,7 +251,9 @@ async fn anonymous_requests_go_to_the_login_page_and_cookies_are_strict() {
     }
     let a = u.call("GET", "/login", None, None).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert!(a.set_cookie.starts_with("gkm_session="), "{}", a.set_cookie);
+    // The login form's cookie (no session: the form's token is stateless).
+    assert!(a.set_cookie.starts_with("gkm_login="), "{}", a.set_cookie);
+    assert!(a.set_cookie.contains("Path=/login"), "{}", a.set_cookie);
     assert!(a.set_cookie.contains("HttpOnly") && a.set_cookie.contains("SameSite=Lax"));
     assert!(!a.set_cookie.contains("Secure"));
     assert!(
@@ -297,6 +326,8 @@ async fn the_local_admin_signs_in_with_a_fresh_session_id() {
         (StatusCode::SEE_OTHER, "/")
     );
     let signed = cookie_of(&ok.set_cookie);
+    assert!(signed.starts_with("gkm_session="), "{}", ok.set_cookie);
+    assert!(ok.set_cookie.contains("HttpOnly") && ok.set_cookie.contains("SameSite=Lax"));
     assert_ne!(signed, anon, "sign-in issues a new session id");
     let home = u.call("GET", "/", Some(&signed), None).await;
     assert_eq!(home.status, StatusCode::OK);
@@ -309,7 +340,7 @@ async fn the_local_admin_signs_in_with_a_fresh_session_id() {
     let audit = u.store.audit(10).await.unwrap();
     assert!(audit
         .iter()
-        .any(|e| e.action == "session.login" && e.actor == "user:admin"));
+        .any(|e| e.action == "session.login" && e.actor == "local:admin"));
     // Sign out needs the CSRF token too, and ends the session.
     let csrf = csrf_in(&home.body);
     let bad = u
@@ -494,7 +525,7 @@ async fn roles_decide_what_a_user_sees_and_may_do() {
     let audit = u.store.audit(10).await.unwrap();
     assert!(audit
         .iter()
-        .any(|e| e.actor == "user:olivia" && e.action == "group.update"));
+        .any(|e| e.actor == "oidc:https://idp.test/sub-olivia" && e.action == "group.update"));
     assert_eq!(
         u.control.calls.lock().unwrap().as_slice(),
         ["changed 1234 true false", "eject 1234 10.0.0.7"]
@@ -855,4 +886,203 @@ async fn health_reports_show_on_the_gm_page_and_spikes_alert() {
     ] {
         assert!(gm.body.contains(want), "{want}: {}", gm.body);
     }
+}
+
+/// A fresh login form: (login cookie, token).
+async fn login_form(u: &Ui) -> (String, String) {
+    let a = u.call("GET", "/login", None, None).await;
+    (cookie_of(&a.set_cookie), csrf_in(&a.body))
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_throttled_per_source_and_per_user() {
+    // Issue 16 item 7.
+    let u = ui("throttle", 60_000, false).await;
+    let (cookie, csrf) = login_form(&u).await;
+    let from = |i: u8| Some(std::net::SocketAddr::from(([192, 0, 2, i], 40_000)));
+    let attempt = |password: &str, src: Option<std::net::SocketAddr>, user: &str| {
+        let form = format!("csrf={csrf}&user={user}&password={password}");
+        let cookie = cookie.clone();
+        let u = &u;
+        async move {
+            u.call_with("POST", "/login", Some(&cookie), Some(&form), &[], src)
+                .await
+        }
+    };
+    // Five free failures from one source, then a lockout: the right
+    // password is refused (429, Retry-After) without a PBKDF2 run.
+    for _ in 0..gkm_web::signin::FREE_FAILURES + 1 {
+        assert_eq!(
+            attempt("nope", from(1), "admin").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let locked = attempt(PASSWORD, from(1), "admin").await;
+    assert_eq!(
+        locked.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        locked.body
+    );
+    assert!(locked.body.contains("try again in 1 s"), "{}", locked.body);
+    // The user is locked from any source; another user from that source too.
+    assert_eq!(
+        attempt(PASSWORD, from(2), "admin").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        attempt("x", from(1), "alice").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // After the window the user signs in.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let ok = attempt(PASSWORD, from(2), "admin").await;
+    assert_eq!(
+        (ok.status, ok.location.as_str()),
+        (StatusCode::SEE_OTHER, "/")
+    );
+    // A success clears the user's failures.
+    assert_eq!(
+        attempt("nope", from(3), "admin").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn parallel_sign_ins_cannot_take_more_than_the_pbkdf2_slots() {
+    let u = ui("pbkdf2", 60_000, false).await;
+    let (cookie, csrf) = login_form(&u).await;
+    let u = Arc::new(u);
+    // 20 attempts at once, each from its own source (no lockout applies
+    // before the first fails).
+    let tasks: Vec<_> = (0..20u8)
+        .map(|i| {
+            let u = u.clone();
+            let (cookie, form) = (
+                cookie.clone(),
+                format!("csrf={csrf}&user=admin&password=wrong{i}"),
+            );
+            tokio::spawn(async move {
+                let src = std::net::SocketAddr::from(([198, 51, 100, i + 1], 40_000));
+                u.call_with("POST", "/login", Some(&cookie), Some(&form), &[], Some(src))
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    for t in tasks {
+        let s = t.await.unwrap();
+        assert!(
+            [
+                StatusCode::UNAUTHORIZED,
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::TOO_MANY_REQUESTS
+            ]
+            .contains(&s),
+            "{s}"
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let peak = u.signin.peak_concurrent_checks();
+    assert!(
+        peak >= 1 && peak <= (cores / 2).max(1),
+        "peak {peak} checks at once on {cores} CPUs"
+    );
+}
+
+#[tokio::test]
+async fn a_login_form_survives_a_flood_of_anonymous_requests() {
+    // Issue 16 item 10: the login form keeps no server state, so 12,000
+    // anonymous visits evict nothing and the first form still works.
+    let u = ui("login-flood", 60_000, false).await;
+    let (cookie, csrf) = login_form(&u).await;
+    for _ in 0..12_000 {
+        let a = u.call("GET", "/login", None, None).await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    assert_eq!(u.sessions.len(), 0, "no session per login page");
+    let ok = u
+        .call(
+            "POST",
+            "/login",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&user=admin&password={PASSWORD}")),
+        )
+        .await;
+    assert_eq!(
+        (ok.status, ok.location.as_str()),
+        (StatusCode::SEE_OTHER, "/")
+    );
+    // Another browser's cookie does not carry this token.
+    let (other, _) = login_form(&u).await;
+    let forged = u
+        .call(
+            "POST",
+            "/login",
+            Some(&other),
+            Some(&format!("csrf={csrf}&user=admin&password={PASSWORD}")),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn cross_origin_posts_are_refused_before_the_csrf_token() {
+    // Issue 16 item 15.
+    let u = ui("origin", 60_000, false).await;
+    let (cookie, csrf) = u.session("olivia", Role::Operator);
+    let rekey = |headers: Vec<(&'static str, String)>| {
+        let cookie = cookie.clone();
+        let form = format!("csrf={csrf}");
+        let u = &u;
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            u.call_with(
+                "POST",
+                "/groups/G1/rekey",
+                Some(&cookie),
+                Some(&form),
+                &h,
+                None,
+            )
+            .await
+        }
+    };
+    for evil in [
+        vec![
+            ("host", "gkm.example:8443".into()),
+            ("origin", "https://evil.example".into()),
+        ],
+        vec![
+            ("host", "gkm.example:8443".into()),
+            ("referer", "https://evil.example/x".into()),
+        ],
+        vec![
+            ("host", "gkm.example:8443".into()),
+            ("origin", "null".into()),
+        ],
+        vec![("origin", "https://gkm.example:8443".into())],
+    ] {
+        let a = rekey(evil.clone()).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{evil:?}");
+        assert!(a.body.contains("another site"), "{evil:?}: {}", a.body);
+    }
+    assert!(
+        u.control.calls.lock().unwrap().is_empty(),
+        "nothing reached the engine"
+    );
+    let same = rekey(vec![
+        ("host", "gkm.example:8443".into()),
+        ("origin", "https://gkm.example:8443".into()),
+    ])
+    .await;
+    assert_eq!(same.status, StatusCode::SEE_OTHER, "{}", same.body);
+    assert_eq!(u.control.calls.lock().unwrap().len(), 1);
+    // The engine says the previous rekey is in flight: 409, shown.
+    u.control
+        .busy
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let busy = rekey(vec![]).await;
+    assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.body);
+    assert!(busy.body.contains("in flight"), "{}", busy.body);
 }

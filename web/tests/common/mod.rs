@@ -12,11 +12,22 @@ use gkm_web::{Control, GroupStatus, RekeyAccepted, RekeyStatus};
 #[derive(Default)]
 pub struct Recorder {
     pub calls: Mutex<Vec<String>>,
+    /// Answer rekeys with "the previous one is in flight".
+    pub busy: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
 impl Control for Recorder {
-    async fn rekey(&self, group: u32, replace: bool) -> Result<RekeyAccepted, String> {
+    async fn rekey(
+        &self,
+        group: u32,
+        replace: bool,
+    ) -> Result<RekeyAccepted, gkm_web::RekeyRefused> {
+        if self.busy.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(gkm_web::RekeyRefused::InFlight(format!(
+                "group {group}: the previous rekey is still in flight"
+            )));
+        }
         self.calls
             .lock()
             .unwrap()
