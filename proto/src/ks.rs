@@ -1102,9 +1102,37 @@ impl KeyServer {
     }
 
     /// Replaces the pre-shared keys. Exchanges past message 3 try the new
-    /// set when their message 5 arrives, so a rotation takes effect at once.
+    /// set when their message 5 arrives, and established phase 1 SAs that
+    /// a key now changed or gone made are ended, so a rotation, a clear or
+    /// a switch to certificates leaves the old key opening nothing.
     pub fn set_psks(&mut self, psks: Vec<PskEntry>) {
+        let changed: Vec<Credential> = self
+            .cfg
+            .psks
+            .iter()
+            .filter(|old| {
+                !psks
+                    .iter()
+                    .any(|new| new.credential == old.credential && new.key == old.key)
+            })
+            .map(|e| e.credential)
+            .collect();
         self.cfg.psks = psks;
+        if changed.is_empty() {
+            return;
+        }
+        let stale: Vec<[u8; 16]> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| {
+                matches!(&sa.state, P1State::Established { credentials, .. }
+                    if credentials.iter().any(|c| changed.contains(c)))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &stale {
+            self.remove_sa(k);
+        }
     }
 
     /// The PSKs to try for a source: every entry covering it, the most

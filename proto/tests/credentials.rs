@@ -212,11 +212,16 @@ fn a_rotated_psk_takes_effect_for_new_exchanges_at_once() {
     let mut old = vec![(gm_addr(1), gm(1, b"key-of-group-a", A))];
     let (got, _, _) = run(&mut ks, &mut old, T0 + 3_000);
     assert_eq!(got.len(), 1);
-    // Rotate A's PSK (what the server does on PUT /groups/A/psk).
+    let mut of_b = vec![(gm_addr(9), gm(9, b"key-of-group-b", B))];
+    run(&mut ks, &mut of_b, T0 + 3_000);
+    assert_eq!(ks.phase1_sa_count(), 2);
+    // Rotate A's PSK (what the server does on PUT /groups/A/psk): the SA
+    // the old key made ends with it, B's stays.
     ks.set_psks(vec![
         entry(Credential::GroupPsk(A), &["10.0.0.0/8"], b"rotated-key-a"),
         entry(Credential::GroupPsk(B), &["10.0.0.0/8"], b"key-of-group-b"),
     ]);
+    assert_eq!(ks.phase1_sa_count(), 1, "the old key's phase 1 SA is gone");
     let mut stale = vec![(gm_addr(2), gm(2, b"key-of-group-a", A))];
     let (got, ev, gm_ev) = run(&mut ks, &mut stale, T0 + 3_000);
     assert!(got.is_empty(), "the old PSK authenticates nothing");

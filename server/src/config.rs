@@ -332,7 +332,7 @@ mod tests {
             ("[[group]]\nname='G'\nidentity=1\nrekey.multicast_ttl=0\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "multicast_ttl"),
             ("[[group]]\nname='G'\nidentity=1\nrekey.bogus=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "bogus"),
             ("rekey_signature='dsa'", "rekey_signature"),
-            ("[[group]]\nname='G\nINFO forged'\nidentity=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
+            ("[[group]]\nname=\"G\\nINFO forged\"\nidentity=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
             ("[[group]]\nname='G\u{202e}'\nidentity=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
             ("[[group]]\nname='G'\nidentity=1\nauthentication='cert'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].authentication"),
             ("[[group]]\nname='G'\nidentity=1\nauthentication='pki'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "needs the [pki] section"),
