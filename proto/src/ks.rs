@@ -267,6 +267,8 @@ pub enum KsEvent {
         peer: SocketAddr,
         /// Its identity.
         identity: String,
+        /// What authenticated it.
+        credentials: Vec<Credential>,
     },
     /// Phase 1 keys for the key log (only with `export_keys`): Wireshark's
     /// `ikev1_decryption_table` wants the initiator cookie and the cipher key.
@@ -1534,6 +1536,7 @@ impl KeyServer {
         self.events.push_back(KsEvent::Phase1Established {
             peer: from,
             identity,
+            credentials,
         });
         self.send(from, out);
     }

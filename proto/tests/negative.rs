@@ -30,6 +30,19 @@ fn ks_rejected(events: &[KsEvent], r: Reject, n: Option<NotifyType>) -> bool {
     )
 }
 
+/// A real GM's main-mode message 1 to `ks` (not delivered), to replay.
+fn first_message_1(ks: &mut KeyServer) -> Vec<u8> {
+    let mut probe = vec![(gm_addr(1), gm(1, b"k", GROUP))];
+    let mut mm1 = None;
+    run_with(ks, &mut probe, T0, T0, |dir, d| {
+        if dir == Dir::Up && mm1.is_none() {
+            mm1 = Some(d.clone());
+        }
+        false
+    });
+    mm1.expect("a message 1")
+}
+
 fn exchange(d: &[u8]) -> ExchangeType {
     IsakmpHeader::parse(d).unwrap().exchange_type
 }
@@ -181,15 +194,7 @@ fn half_open_flood_stays_bounded_and_expires() {
     };
     let mut ks = KeyServer::new(cfg, rng(3));
     // A real MM1 to replay with fresh cookies.
-    let mut probe = vec![(gm_addr(1), gm(1, b"k", GROUP))];
-    let mut mm1 = None;
-    run_with(&mut ks, &mut probe, T0, T0, |dir, d| {
-        if dir == Dir::Up && mm1.is_none() {
-            mm1 = Some(d.clone());
-        }
-        false
-    });
-    let mm1 = mm1.unwrap();
+    let mm1 = first_message_1(&mut ks);
     let base = ks.half_open_count();
     for i in 0..5000u32 {
         let mut d = mm1.clone();
@@ -277,13 +282,7 @@ fn expired_certificate_is_refused() {
 #[test]
 fn aggressive_mode_is_refused() {
     let mut ks = ks(b"k", Authorization::default());
-    let mut gms = vec![(gm_addr(1), gm(1, b"k", GROUP))];
-    let mut mm1 = None;
-    run_with(&mut ks, &mut gms, T0, T0, |_, d| {
-        mm1.get_or_insert_with(|| d.clone());
-        false
-    });
-    let mut am = mm1.unwrap();
+    let mut am = first_message_1(&mut ks);
     am[18] = ExchangeType::AGGRESSIVE.0;
     ks.handle_datagram(T0, gm_addr(2), &am);
     assert_eq!(ks.counters().rejected(Reject::UnsupportedExchange), 1);
@@ -329,15 +328,7 @@ fn a_gm_registers_through_a_forged_message_1_flood() {
     // in between still registers, because the oldest unanswered exchange
     // makes room for each new one.
     let mut ks = ks(b"k", Authorization::default());
-    let mut probe = vec![(gm_addr(1), gm(1, b"k", GROUP))];
-    let mut mm1 = None;
-    run_with(&mut ks, &mut probe, T0, T0, |dir, d| {
-        if dir == Dir::Up && mm1.is_none() {
-            mm1 = Some(d.clone());
-        }
-        false
-    });
-    let mm1 = mm1.unwrap();
+    let mm1 = first_message_1(&mut ks);
     let mut forged = 0u32;
     let mut flood = |ks: &mut KeyServer, n: u32| {
         for _ in 0..n {

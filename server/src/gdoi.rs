@@ -206,8 +206,13 @@ impl Driver {
                     features = r.features.0, sids = ?r.sids, "GM registered"
                 );
             }
-            KsEvent::Phase1Established { peer, identity } => {
-                debug!(%peer, %identity, "phase 1 established")
+            KsEvent::Phase1Established {
+                peer,
+                identity,
+                credentials,
+            } => {
+                let by: Vec<String> = credentials.iter().map(ToString::to_string).collect();
+                debug!(%peer, %identity, credentials = ?by, "phase 1 established")
             }
             KsEvent::Phase1Keys {
                 initiator_cookie,

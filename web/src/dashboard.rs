@@ -110,13 +110,7 @@ impl Signed {
 }
 
 fn session_id(parts: &Parts) -> Option<String> {
-    parts
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
-        .find_map(session::id_of_cookie_header)
-        .map(str::to_owned)
+    session::cookie_of_request(&parts.headers, session::id_of_cookie_header)
 }
 
 impl FromRequestParts<Dashboard> for Signed {
@@ -287,15 +281,10 @@ impl FromRequestParts<Dashboard> for LoginCookie {
         parts: &mut Parts,
         _d: &Dashboard,
     ) -> Result<Self, std::convert::Infallible> {
-        Ok(Self(
-            parts
-                .headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|h| h.to_str().ok())
-                .find_map(signin::login_cookie_of)
-                .map(str::to_owned),
-        ))
+        Ok(Self(session::cookie_of_request(
+            &parts.headers,
+            signin::login_cookie_of,
+        )))
     }
 }
 

@@ -243,12 +243,30 @@ pub fn cookie_clear(secure: bool) -> String {
 
 /// The session id in a `Cookie` header, if any.
 pub fn id_of_cookie_header(header: &str) -> Option<&str> {
+    cookie_in(header, COOKIE).filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The value of cookie `name` in a `Cookie` header, if any.
+pub fn cookie_in<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header
         .split(';')
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The value of cookie `name` in a request's `Cookie` headers, as
+/// `pick` accepts it.
+pub fn cookie_of_request<'a>(
+    headers: &'a axum::http::HeaderMap,
+    pick: impl Fn(&'a str) -> Option<&'a str>,
+) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .find_map(pick)
+        .map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -229,11 +229,7 @@ pub fn login_cookie(value: &str, secure: bool) -> String {
 
 /// The login cookie in a `Cookie` header, if any.
 pub fn login_cookie_of(header: &str) -> Option<&str> {
-    header
-        .split(';')
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == LOGIN_COOKIE)
-        .map(|(_, v)| v)
+    crate::session::cookie_in(header, LOGIN_COOKIE)
         .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.'))
 }
 

@@ -778,23 +778,7 @@ async fn agents_report_health_and_read_nothing() {
         Some(group_body("G", 1234, policy())),
     )
     .await;
-    a.store
-        .put_gms(&[GmRow {
-            group: 1234,
-            identity: "10.0.0.1".into(),
-            address: "10.0.0.1:848".into(),
-            class: "non-cisco".into(),
-            version: None,
-            features: 0,
-            state: GmState::Registered,
-            registered_at: 0,
-            last_seq_sent: None,
-            last_seq_acked: None,
-            misses: 0,
-            sids: Vec::new(),
-        }])
-        .await
-        .unwrap();
+    a.store.put_gms(&[registered("10.0.0.1")]).await.unwrap();
     let post = |body: Value, token: &str| {
         let body = body.to_string();
         let token = token.to_owned();
