@@ -1,6 +1,7 @@
 //! Types both engines share: outgoing datagrams, time, GM classes and
 //! Vendor ID interpretation.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use gkm_wire::gkm_vid::{FeatureBits, GdoiVersion, GkmVendorId};
@@ -12,6 +13,57 @@ pub struct Transmit {
     pub to: SocketAddr,
     /// UDP payload.
     pub payload: Vec<u8>,
+}
+
+/// What an engine has for its caller: datagrams to send and events to
+/// handle, each in the order produced. Both engines write to one and the
+/// caller drains it through their `poll_transmit` and `poll_event`; taking
+/// the oldest entry is O(1).
+#[derive(Debug)]
+pub struct Outbox<E> {
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<E>,
+}
+
+impl<E> Default for Outbox<E> {
+    fn default() -> Self {
+        Self {
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+}
+
+impl<E> Outbox<E> {
+    /// Queues a datagram.
+    pub fn send(&mut self, to: SocketAddr, payload: Vec<u8>) {
+        self.transmits.push_back(Transmit { to, payload });
+    }
+
+    /// Queues a datagram already made.
+    pub fn transmit(&mut self, t: Transmit) {
+        self.transmits.push_back(t);
+    }
+
+    /// Queues an event.
+    pub fn event(&mut self, e: E) {
+        self.events.push_back(e);
+    }
+
+    /// The oldest datagram, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The oldest event, if any.
+    pub fn poll_event(&mut self) -> Option<E> {
+        self.events.pop_front()
+    }
+
+    /// Datagrams queued.
+    pub fn transmits_queued(&self) -> usize {
+        self.transmits.len()
+    }
 }
 
 /// Engine time: milliseconds since the UNIX epoch, passed in on every call

@@ -214,8 +214,8 @@ pub struct GroupMember {
     state: State,
     last_out: Option<(Vec<u8>, Millis, u32)>,
     contacted: bool,
-    pub(crate) transmits: Vec<Transmit>,
-    pub(crate) events: Vec<GmEvent>,
+    /// Datagrams and events for the caller.
+    pub(crate) out: crate::engine::Outbox<GmEvent>,
     /// Keys and rekey state once registered.
     pub(crate) group: Option<crate::gm_rekey::GmGroup>,
     /// ACKs waiting out their multicast jitter.
@@ -234,8 +234,7 @@ impl GroupMember {
             state: State::Idle { at: 0 },
             last_out: None,
             contacted: false,
-            transmits: Vec::new(),
-            events: Vec::new(),
+            out: crate::engine::Outbox::default(),
             group: None,
             delayed: Vec::new(),
             counters: Default::default(),
@@ -254,20 +253,12 @@ impl GroupMember {
 
     /// Next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if self.transmits.is_empty() {
-            None
-        } else {
-            Some(self.transmits.remove(0))
-        }
+        self.out.poll_transmit()
     }
 
     /// Next event.
     pub fn poll_event(&mut self) -> Option<GmEvent> {
-        if self.events.is_empty() {
-            None
-        } else {
-            Some(self.events.remove(0))
-        }
+        self.out.poll_event()
     }
 
     /// When `handle_timeout` should next be called.
@@ -291,12 +282,12 @@ impl GroupMember {
     fn send(&mut self, now: Millis, payload: Vec<u8>) {
         let Some(to) = self.key_server() else { return };
         self.last_out = Some((payload.clone(), now + self.cfg.retransmit_initial_ms, 1));
-        self.transmits.push(Transmit { to, payload });
+        self.out.send(to, payload);
     }
 
     fn fail(&mut self, now: Millis, reason: GmFailure) {
         if let Some(ks) = self.key_server() {
-            self.events.push(GmEvent::Failed { ks, reason });
+            self.out.event(GmEvent::Failed { ks, reason });
         }
         self.ks_index = (self.ks_index + 1) % self.cfg.key_servers.len().max(1);
         self.last_out = None;
@@ -333,7 +324,7 @@ impl GroupMember {
         let backoff = self.cfg.retransmit_initial_ms << n.min(6);
         self.last_out = Some((payload.clone(), now + backoff, n + 1));
         if let Some(to) = self.key_server() {
-            self.transmits.push(Transmit { to, payload });
+            self.out.send(to, payload);
         }
     }
 
@@ -875,7 +866,7 @@ impl GroupMember {
                 }
                 let renew_at = self.renew_at(now);
                 self.last_out = None;
-                self.events.push(GmEvent::Registered {
+                self.out.event(GmEvent::Registered {
                     ks: from,
                     keys,
                     sids,

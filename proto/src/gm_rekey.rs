@@ -177,7 +177,9 @@ impl GroupMember {
     pub(crate) fn release_delayed(&mut self, now: Millis) {
         let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(at, _)| *at <= now);
         self.delayed = later;
-        self.transmits.extend(due.into_iter().map(|(_, t)| t));
+        for (_, t) in due {
+            self.out.transmit(t);
+        }
         if let Some(g) = self.group.as_mut() {
             g.teks.retain(|t| now < t.expires_at);
         }
@@ -203,7 +205,7 @@ impl GroupMember {
             Ok(o) => o,
             Err(e) => {
                 self.counters.count(e);
-                self.events.push(GmEvent::PushRejected(e));
+                self.out.event(GmEvent::PushRejected(e));
                 return;
             }
         };
@@ -224,30 +226,26 @@ impl GroupMember {
                 Ok(_) => {}
                 Err(_) => {
                     self.counters.count(PushError::Malformed);
-                    self.events
-                        .push(GmEvent::PushRejected(PushError::Malformed));
+                    self.out.event(GmEvent::PushRejected(PushError::Malformed));
                     return;
                 }
             }
         }
         let (Some(sa), Some(kd)) = (sa, kd) else {
             self.counters.count(PushError::Malformed);
-            self.events
-                .push(GmEvent::PushRejected(PushError::Malformed));
+            self.out.event(GmEvent::PushRejected(PushError::Malformed));
             return;
         };
         let Ok((keys, _)) = GroupKeys::from_pull(self.cfg.group_id, &sa, &kd, seq) else {
             self.counters.count(PushError::Malformed);
-            self.events
-                .push(GmEvent::PushRejected(PushError::Malformed));
+            self.out.event(GmEvent::PushRejected(PushError::Malformed));
             return;
         };
         let new_verifier = match verifier_for(keys.kek.as_ref()) {
             Ok(v) => v,
             Err(_) => {
                 self.counters.count(PushError::Malformed);
-                self.events
-                    .push(GmEvent::PushRejected(PushError::Malformed));
+                self.out.event(GmEvent::PushRejected(PushError::Malformed));
                 return;
             }
         };
@@ -302,7 +300,7 @@ impl GroupMember {
             self.counters.acks_sent += 1;
             let t = Transmit { to: from, payload };
             if kek.is_unicast() || self.cfg.multicast_ack_jitter_ms == 0 {
-                self.transmits.push(t);
+                self.out.transmit(t);
             } else {
                 let jitter =
                     u64::from(self.rng.next_u32()) % (self.cfg.multicast_ack_jitter_ms + 1);
@@ -311,7 +309,7 @@ impl GroupMember {
         }
         let renew_at = self.renew_at(now);
         self.set_renew_at(renew_at);
-        self.events.push(GmEvent::Rekeyed {
+        self.out.event(GmEvent::Rekeyed {
             seq,
             installed,
             deleted,

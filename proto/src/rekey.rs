@@ -652,7 +652,7 @@ impl KeyServer {
             new_teks,
             prepared_at: now,
         });
-        self.events.push_back(KsEvent::RekeyPrepared {
+        self.out.event(KsEvent::RekeyPrepared {
             group_id,
             seq,
             reason,
@@ -739,7 +739,7 @@ impl KeyServer {
                 for (id, m) in &rt.members {
                     if let Some(d) = datagrams.get(&m.class) {
                         rt.tracker.sent(id, seq);
-                        self.transmits.push_back(crate::engine::Transmit {
+                        self.out.transmit(crate::engine::Transmit {
                             to: m.addr,
                             payload: d.as_ref().clone(),
                         });
@@ -759,7 +759,7 @@ impl KeyServer {
             }
             RekeyTransport::Multicast { group, .. } => {
                 if let Some(d) = datagrams.get(&GmClass::NonCisco) {
-                    self.transmits.push_back(crate::engine::Transmit {
+                    self.out.transmit(crate::engine::Transmit {
                         to: SocketAddr::V4(group),
                         payload: d.as_ref().clone(),
                     });
@@ -769,9 +769,9 @@ impl KeyServer {
         }
         rt.state = Some(p.state);
         let queued = rt.queued.take();
-        self.counters.rekeys_sent += 1;
-        self.counters.push_datagrams += sent as u64;
-        self.events.push_back(KsEvent::RekeySent {
+        self.out.counters.rekeys_sent += 1;
+        self.out.counters.push_datagrams += sent as u64;
+        self.out.event(KsEvent::RekeySent {
             group_id,
             seq,
             reason: p.reason,
@@ -885,7 +885,7 @@ impl KeyServer {
         for id in rt.tracker.unacknowledged(seq) {
             if let Some(m) = rt.members.get(id) {
                 if let Some(d) = round.datagrams.get(&m.class) {
-                    self.transmits.push_back(crate::engine::Transmit {
+                    self.out.transmit(crate::engine::Transmit {
                         to: m.addr,
                         payload: d.as_ref().clone(),
                     });
@@ -893,8 +893,8 @@ impl KeyServer {
                 }
             }
         }
-        self.counters.push_datagrams += resent;
-        self.counters.push_retransmits += resent;
+        self.out.counters.push_datagrams += resent;
+        self.out.counters.push_retransmits += resent;
     }
 
     /// Ends the ACK wait of the open round: misses counted, the third
@@ -916,7 +916,7 @@ impl KeyServer {
                     removed += 1;
                     if let Some(m) = rt.members.remove(&id) {
                         rt.by_addr.retain(|_, v| *v != id);
-                        self.events.push_back(KsEvent::GmRemoved {
+                        self.out.event(KsEvent::GmRemoved {
                             group_id,
                             identity: id,
                             addr: m.addr,
@@ -926,8 +926,8 @@ impl KeyServer {
                 }
             }
         }
-        self.counters.gms_removed += removed as u64;
-        self.events.push_back(KsEvent::RekeyRoundClosed {
+        self.out.counters.gms_removed += removed as u64;
+        self.out.event(KsEvent::RekeyRoundClosed {
             group_id,
             seq: round.seq,
             acked,
@@ -996,17 +996,17 @@ impl KeyServer {
             return self.reject(from, Reject::BadAck, None);
         };
         let Some(id) = rt.by_addr.get(&ack.gm) else {
-            self.counters.acks_ignored += 1;
+            self.out.counters.acks_ignored += 1;
             return;
         };
         match rt.tracker.acked(id, ack.seq) {
             AckOutcome::Recorded => {
-                self.counters.acks_recorded += 1;
+                self.out.counters.acks_recorded += 1;
                 let group_id = self.cfg.groups.get(gi).map_or(0, |g| g.keys.group_id);
                 if let Some(r) = rt.round.as_mut().filter(|r| r.seq == ack.seq) {
                     r.acked += 1;
                     if r.acked == r.targets {
-                        self.events.push_back(KsEvent::RekeyAcked {
+                        self.out.event(KsEvent::RekeyAcked {
                             group_id,
                             seq: r.seq,
                             gms: r.targets,
@@ -1015,7 +1015,7 @@ impl KeyServer {
                     }
                 }
             }
-            AckOutcome::Ignored | AckOutcome::UnknownGm => self.counters.acks_ignored += 1,
+            AckOutcome::Ignored | AckOutcome::UnknownGm => self.out.counters.acks_ignored += 1,
         }
     }
 

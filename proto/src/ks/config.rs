@@ -1,0 +1,181 @@
+//! What the key server is told: its groups, keys, credentials and limits.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use zeroize::Zeroizing;
+
+use crate::crypto::{CertificateAuthority, DhBackend, RekeySigner, RsaSigner};
+use crate::group::{GroupKeys, Ipv4Prefix};
+use crate::rekey::{GroupState, RekeyPolicy};
+
+/// Bounds on responder state (the half-open flood defence).
+#[derive(Debug, Clone, Copy)]
+pub struct KsLimits {
+    /// Most phase 1 exchanges not yet authenticated, all peers together.
+    pub max_half_open: usize,
+    /// Most half-open exchanges from one source address.
+    pub max_half_open_per_source: usize,
+    /// A half-open exchange is forgotten after this long.
+    pub half_open_timeout_ms: u64,
+    /// A GROUPKEY-PULL not finished after this long is forgotten.
+    pub pull_timeout_ms: u64,
+}
+
+impl Default for KsLimits {
+    fn default() -> Self {
+        Self {
+            max_half_open: 20_000,
+            max_half_open_per_source: 64,
+            half_open_timeout_ms: 30_000,
+            pull_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Who may register to a group. Both lists empty: any authenticated GM.
+#[derive(Debug, Clone, Default)]
+pub struct Authorization {
+    /// Source address ranges.
+    pub addresses: Vec<Ipv4Prefix>,
+    /// Phase 1 identities (as [`identity_string`] renders them).
+    pub identities: Vec<String>,
+}
+
+impl Authorization {
+    pub(crate) fn allows(&self, addr: IpAddr, identity: &str) -> bool {
+        if self.addresses.is_empty() && self.identities.is_empty() {
+            return true;
+        }
+        let by_addr = match addr {
+            IpAddr::V4(a) => self.addresses.iter().any(|p| p.contains(a)),
+            IpAddr::V6(_) => false,
+        };
+        by_addr || self.identities.iter().any(|i| i == identity)
+    }
+}
+
+/// What authenticated a peer in phase 1. A GROUPKEY-PULL for a group
+/// succeeds only when the peer's credential is one the group accepts
+/// ([`GroupAuth`]): holding one group's PSK never opens another group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Credential {
+    /// The pre-shared key of the group with this identity number.
+    GroupPsk(u32),
+    /// Entry `n` of the configuration file's keyring (`[[psk]]`, in file order).
+    Keyring(usize),
+    /// A certificate chaining to the configured CAs.
+    Certificate,
+}
+
+impl std::fmt::Display for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::GroupPsk(g) => write!(f, "psk of group {g}"),
+            Self::Keyring(i) => write!(f, "keyring entry psk[{i}]"),
+            Self::Certificate => f.write_str("certificate"),
+        }
+    }
+}
+
+/// How a group's GMs authenticate in phase 1, and so which credentials
+/// its GROUPKEY-PULL accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupAuth {
+    /// Pre-shared key: the group's own PSK when it has one (a
+    /// [`PskEntry`] with [`Credential::GroupPsk`] of its identity), else
+    /// the configuration file's keyring.
+    #[default]
+    Psk,
+    /// Certificates from the configured CAs only.
+    Certificate,
+}
+
+/// One pre-shared key the phase 1 responder may try for a source address.
+#[derive(Clone)]
+pub struct PskEntry {
+    /// Whose key it is.
+    pub credential: Credential,
+    /// Source ranges it applies to; empty: any source.
+    pub ranges: Vec<Ipv4Prefix>,
+    /// The key.
+    pub key: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for PskEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PskEntry")
+            .field("credential", &self.credential)
+            .field("ranges", &self.ranges)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PskEntry {
+    /// How specifically the entry covers `a` (its longest covering range;
+    /// 0 for an entry without ranges), or None when it does not.
+    pub(crate) fn specificity(&self, a: Ipv4Addr) -> Option<u8> {
+        if self.ranges.is_empty() {
+            return Some(0);
+        }
+        self.ranges
+            .iter()
+            .filter(|p| p.contains(a))
+            .map(|p| p.len)
+            .max()
+    }
+}
+
+/// Most pre-shared keys the responder tries for one source address in
+/// main mode message 5 (the most specific ranges first). Each try costs
+/// a key derivation and one decryption of a short message, a small
+/// fraction of the Diffie-Hellman already done.
+pub const MAX_PSK_CANDIDATES: usize = 16;
+
+/// One group the key server serves.
+#[derive(Debug, Clone)]
+pub struct KsGroup {
+    /// Group name.
+    pub name: String,
+    /// Current keys and policy.
+    pub keys: GroupKeys,
+    /// Who may register.
+    pub authorization: Authorization,
+    /// Which phase 1 credentials the group accepts.
+    pub authentication: GroupAuth,
+    /// How and when the group is rekeyed.
+    pub rekey: RekeyPolicy,
+    /// Key state persisted before a restart (None: start from `keys`).
+    pub resume: Option<GroupState>,
+    /// `sa d3p window`: IP-D3P on with this window (ms), carried to GMs in
+    /// the GAP of every registration and rekey (seed section 1).
+    pub d3p_window_ms: Option<u32>,
+}
+
+/// Key server configuration.
+pub struct KsConfig {
+    /// The KS's own phase 1 identity.
+    pub identity: Ipv4Addr,
+    /// Groups by identity number.
+    pub groups: Vec<KsGroup>,
+    /// Pre-shared keys: the keyring's and each PSK group's, with the
+    /// source ranges each applies to.
+    pub psks: Vec<PskEntry>,
+    /// CAs for certificate authentication (None: certificates refused).
+    pub ca: Option<CertificateAuthority>,
+    /// The KS's certificate (DER) and key for certificate authentication.
+    pub certificate: Option<(Vec<u8>, RsaSigner)>,
+    /// Operator tags marking ASR 9000 GMs by address.
+    pub asr9000: Vec<Ipv4Prefix>,
+    /// Limits.
+    pub limits: KsLimits,
+    /// Phase 1 lifetime the KS accepts at most; longer offers are answered with this.
+    pub max_phase1_life_secs: u32,
+    /// Group 19 implementation (see [`DhBackend`]).
+    pub dh_backend: DhBackend,
+    /// Emit [`KsEvent::Phase1Keys`] for the operator's key log. Off by default.
+    pub export_keys: bool,
+    /// The rekey-signing key (None: groups are never rekeyed).
+    pub rekey_signer: Option<RekeySigner>,
+    /// Its name, as `show crypto gkm ks policy` prints it.
+    pub rekey_key_name: String,
+}

@@ -1,0 +1,238 @@
+//! What the key server tells its caller: events, refusals, counters, and
+//! the outbox they travel in with the datagrams to send.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use gkm_wire::consts::NotifyType;
+use gkm_wire::gkm_vid::{FeatureBits, GdoiVersion};
+use zeroize::Zeroizing;
+
+use super::config::Credential;
+use crate::engine::{GmClass, Millis, Outbox, Transmit};
+use crate::rekey::RekeyReason;
+
+/// What a registration told the KS about a GM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GmRecord {
+    /// Phase 1 identity.
+    pub identity: String,
+    /// Source address and port.
+    pub addr: SocketAddr,
+    /// Group identity number.
+    pub group_id: u32,
+    /// Class.
+    pub class: GmClass,
+    /// Reported version (GKM VID), if any.
+    pub version: Option<GdoiVersion>,
+    /// Reported features.
+    pub features: FeatureBits,
+    /// Sender IDs granted.
+    pub sids: Vec<u32>,
+    /// Registration time.
+    pub registered_at: Millis,
+}
+
+/// Why the KS refused or dropped something; each has a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// Not a well-formed ISAKMP message.
+    Malformed,
+    /// No acceptable proposal.
+    NoProposal,
+    /// Aggressive mode or another exchange GKM does not serve.
+    UnsupportedExchange,
+    /// No PSK for the peer, wrong PSK, bad signature.
+    AuthenticationFailed,
+    /// Untrusted, expired or mismatching certificate.
+    InvalidCertificate,
+    /// A HASH payload of a protected exchange does not verify.
+    InvalidHash,
+    /// The group does not exist.
+    UnknownGroup,
+    /// The GM is not authorised for the group.
+    Unauthorized,
+    /// The GM's phase 1 credential is not one the group accepts (another
+    /// group's PSK, a keyring entry for a group with its own PSK, a
+    /// certificate for a PSK group or a PSK for a certificate group).
+    CredentialNotAccepted,
+    /// A message for an exchange the KS does not know or has finished.
+    UnknownExchange,
+    /// A repeated message; the cached answer was resent.
+    Retransmit,
+    /// Dropped by the half-open caps.
+    HalfOpenLimit,
+    /// A half-open exchange whose initiator had not yet proved its address
+    /// (no message 3) was forgotten to make room for a newer one at the
+    /// global half-open cap.
+    HalfOpenEvicted,
+    /// A rekey ACK of a kind the group's `rekey acknowledgement` option
+    /// does not accept (seed Table 2).
+    AckNotAccepted,
+    /// A rekey ACK that does not verify or parse.
+    BadAck,
+}
+
+/// Something the caller should record or log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KsEvent {
+    /// Phase 1 completed.
+    Phase1Established {
+        /// Peer.
+        peer: SocketAddr,
+        /// Its identity.
+        identity: String,
+        /// What authenticated it.
+        credentials: Vec<Credential>,
+    },
+    /// Phase 1 keys for the key log (only with `export_keys`): Wireshark's
+    /// `ikev1_decryption_table` wants the initiator cookie and the cipher key.
+    Phase1Keys {
+        /// Initiator cookie.
+        initiator_cookie: [u8; 8],
+        /// The phase 1 cipher key.
+        enc_key: Zeroizing<Vec<u8>>,
+    },
+    /// A GM registered (PULL message 4 sent).
+    Registered(GmRecord),
+    /// A rekey is prepared: persist [`KeyServer::group_state`], then call
+    /// [`KeyServer::rekey_persisted`]. Nothing is sent before that.
+    RekeyPrepared {
+        /// Group.
+        group_id: u32,
+        /// Its new SEQ.
+        seq: u32,
+        /// Why.
+        reason: RekeyReason,
+    },
+    /// A GROUPKEY-PUSH went out (persist the group state again: GMs now
+    /// hold the new KEK).
+    RekeySent {
+        /// Group.
+        group_id: u32,
+        /// SEQ.
+        seq: u32,
+        /// Why.
+        reason: RekeyReason,
+        /// Datagrams queued (one per GM, or one multicast).
+        datagrams: usize,
+    },
+    /// Every GM a unicast rekey was sent to has acknowledged it.
+    RekeyAcked {
+        /// Group.
+        group_id: u32,
+        /// SEQ.
+        seq: u32,
+        /// GMs.
+        gms: usize,
+        /// From preparing the rekey to the last ACK.
+        elapsed_ms: u64,
+    },
+    /// The ACK wait of a unicast rekey ended.
+    RekeyRoundClosed {
+        /// Group.
+        group_id: u32,
+        /// SEQ.
+        seq: u32,
+        /// GMs that acknowledged.
+        acked: usize,
+        /// GMs that missed it (and stay).
+        missed: usize,
+        /// GMs removed for their third consecutive miss.
+        removed: usize,
+    },
+    /// A GM missed its third consecutive unicast rekey and was removed
+    /// from the GM database; it gets no rekeys until it registers again.
+    GmRemoved {
+        /// Group.
+        group_id: u32,
+        /// Its identity.
+        identity: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// The SEQ of the rekey it missed last.
+        seq: u32,
+    },
+    /// A message was refused; `notify` says what was answered, if anything.
+    Rejected {
+        /// Peer.
+        peer: SocketAddr,
+        /// Why.
+        reason: Reject,
+        /// Notification sent back.
+        notify: Option<NotifyType>,
+    },
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KsCounters {
+    /// Datagrams handled.
+    pub datagrams: u64,
+    /// Phase 1 SAs established.
+    pub phase1_established: u64,
+    /// Registrations completed.
+    pub registrations: u64,
+    /// Refusals by reason.
+    pub rejects: HashMap<Reject, u64>,
+    /// Rekeys sent (all groups).
+    pub rekeys_sent: u64,
+    /// GROUPKEY-PUSH datagrams queued, retransmissions included.
+    pub push_datagrams: u64,
+    /// GROUPKEY-PUSH retransmissions.
+    pub push_retransmits: u64,
+    /// ACKs recorded (for the last SEQ sent to that GM).
+    pub acks_recorded: u64,
+    /// Valid ACKs not recorded (late, duplicate, unknown GM).
+    pub acks_ignored: u64,
+    /// GMs removed after 3 consecutive missed rekeys.
+    pub gms_removed: u64,
+}
+
+impl KsCounters {
+    /// The count for one reason.
+    pub fn rejected(&self, r: Reject) -> u64 {
+        self.rejects.get(&r).copied().unwrap_or(0)
+    }
+}
+
+/// The key server's outbox: datagrams and events for the caller, and the
+/// counters every part adds to.
+#[derive(Debug, Default)]
+pub(crate) struct KsOutbox {
+    queue: Outbox<KsEvent>,
+    /// Counters.
+    pub(crate) counters: KsCounters,
+}
+
+impl KsOutbox {
+    pub(crate) fn transmit(&mut self, t: Transmit) {
+        self.queue.transmit(t);
+    }
+
+    pub(crate) fn send(&mut self, to: SocketAddr, payload: Vec<u8>) {
+        self.queue.send(to, payload);
+    }
+
+    pub(crate) fn event(&mut self, e: KsEvent) {
+        self.queue.event(e);
+    }
+
+    /// Counts a refusal and reports it.
+    pub(crate) fn reject(&mut self, peer: SocketAddr, reason: Reject, notify: Option<NotifyType>) {
+        *self.counters.rejects.entry(reason).or_insert(0) += 1;
+        self.queue.event(KsEvent::Rejected {
+            peer,
+            reason,
+            notify,
+        });
+    }
+
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.queue.poll_transmit()
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<KsEvent> {
+        self.queue.poll_event()
+    }
+}

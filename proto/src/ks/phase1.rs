@@ -1,0 +1,1048 @@
+//! The phase 1 responder: IKEv1 main mode (RFC 2409 section 5) with
+//! pre-shared keys or RSA signatures. It owns every phase 1 SA, half-open
+//! or established, the PSKs and the PKI, and the half-open flood defence;
+//! the GROUPKEY-PULL server reads established SAs through
+//! [`Phase1Responder::established`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use gkm_wire::consts::{
+    Doi, ExchangeType, Flags, NotifyType, PayloadType, ProtocolId, SIT_IDENTITY_ONLY,
+};
+use gkm_wire::payload::{
+    Cert, CertReq, IdPayload, KeyExchange, Nonce, Notification, Phase1Sa, Proposal, RawPayload, Sa,
+    SaLayout, Signature, VendorId,
+};
+use gkm_wire::{Body, Identity, IsakmpHeader, Message, Payload};
+use zeroize::Zeroizing;
+
+use super::config::{Credential, KsLimits, PskEntry, MAX_PSK_CANDIDATES};
+use super::events::{KsEvent, KsOutbox, Reject};
+use super::identity_string;
+use crate::crypto::{rng, CertificateAuthority, DhBackend, EngineRng, RsaSigner};
+use crate::engine::{own_vendor_id, Millis, PeerVendor};
+use crate::ike::{
+    decrypt_message, encrypt_body, hashed_chain, phase1_iv, phase2_iv, AuthKind, Decrypted,
+    Phase1Keys, Suite, Transcript,
+};
+
+/// How often expired state is swept.
+pub const SWEEP_INTERVAL_MS: u64 = 1000;
+
+/// A phase 1 SA's key: initiator cookie ‖ responder cookie.
+pub(crate) fn cookies(i: &[u8; 8], r: &[u8; 8]) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[..8].copy_from_slice(i);
+    c[8..].copy_from_slice(r);
+    c
+}
+
+enum P1State {
+    /// MM2 sent; waiting for MM3.
+    SentSa,
+    /// MM4 sent; waiting for MM5. The keys are derived when MM5 comes:
+    /// with pre-shared keys, each candidate PSK for the source is tried.
+    SentKe {
+        gxy: Zeroizing<Vec<u8>>,
+        gxi: Vec<u8>,
+        gxr: Vec<u8>,
+        iv: [u8; 16],
+    },
+    /// MM6 sent.
+    Established {
+        keys: Phase1Keys,
+        last_block: [u8; 16],
+        identity: String,
+        /// What authenticated the peer (several only when groups share a PSK).
+        credentials: Vec<Credential>,
+        expires: Millis,
+    },
+}
+
+struct P1Sa {
+    peer: SocketAddr,
+    icky: [u8; 8],
+    rcky: [u8; 8],
+    suite: Suite,
+    doi: Doi,
+    sai_b: Vec<u8>,
+    vendor: PeerVendor,
+    state: P1State,
+    created: Millis,
+    /// The last peer datagram and our answer, for retransmissions.
+    last_in: Vec<u8>,
+    last_out: Vec<u8>,
+    ni_b: Vec<u8>,
+    nr_b: Vec<u8>,
+}
+
+/// An established phase 1 SA as the GROUPKEY-PULL server sees it.
+pub(crate) struct EstablishedSa<'a> {
+    /// The peer's address and port.
+    pub peer: SocketAddr,
+    /// The negotiated suite.
+    pub suite: Suite,
+    /// The phase 1 keys.
+    pub keys: &'a Phase1Keys,
+    /// The last CBC block of main mode (phase 2 IVs derive from it).
+    pub last_block: &'a [u8; 16],
+    /// The peer's identity.
+    pub identity: &'a str,
+    /// What authenticated it.
+    pub credentials: &'a [Credential],
+    /// What its Vendor IDs said.
+    pub vendor: PeerVendor,
+}
+
+/// The phase 1 responder.
+pub(crate) struct Phase1Responder {
+    /// The KS's own phase 1 identity.
+    identity: Ipv4Addr,
+    psks: Vec<PskEntry>,
+    ca: Option<CertificateAuthority>,
+    certificate: Option<(Vec<u8>, RsaSigner)>,
+    limits: KsLimits,
+    max_life_secs: u32,
+    dh_backend: DhBackend,
+    export_keys: bool,
+    sas: HashMap<[u8; 16], P1Sa>,
+    /// (peer, initiator cookie) → responder cookie, for MM1 retransmissions.
+    by_icky: HashMap<(SocketAddr, [u8; 8]), [u8; 8]>,
+    /// Established phase 1 SAs by peer identity, for INITIAL-CONTACT.
+    by_identity: HashMap<String, Vec<[u8; 16]>>,
+    half_open: usize,
+    half_open_by_source: HashMap<IpAddr, usize>,
+    /// Exchanges that sent message 2, oldest first (entries that moved on
+    /// or are gone are skipped when met): at the global cap the oldest
+    /// whose initiator never answered is forgotten for a new one.
+    unproven: VecDeque<[u8; 16]>,
+    /// When the SA table (and the PULLs of its SAs) is next swept.
+    next_sweep: Millis,
+}
+
+/// What the responder is configured with.
+pub(crate) struct Phase1Config {
+    pub identity: Ipv4Addr,
+    pub psks: Vec<PskEntry>,
+    pub ca: Option<CertificateAuthority>,
+    pub certificate: Option<(Vec<u8>, RsaSigner)>,
+    pub limits: KsLimits,
+    pub max_life_secs: u32,
+    pub dh_backend: DhBackend,
+    pub export_keys: bool,
+}
+
+impl Phase1Responder {
+    /// A responder with no SA yet.
+    pub(crate) fn new(c: Phase1Config) -> Self {
+        Self {
+            identity: c.identity,
+            psks: c.psks,
+            ca: c.ca,
+            certificate: c.certificate,
+            limits: c.limits,
+            max_life_secs: c.max_life_secs,
+            dh_backend: c.dh_backend,
+            export_keys: c.export_keys,
+            sas: HashMap::new(),
+            by_icky: HashMap::new(),
+            by_identity: HashMap::new(),
+            half_open: 0,
+            half_open_by_source: HashMap::new(),
+            unproven: VecDeque::new(),
+            next_sweep: 0,
+        }
+    }
+
+    /// Phase 1 SAs held, half-open or established.
+    pub(crate) fn sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// Half-open exchanges.
+    pub(crate) fn half_open_count(&self) -> usize {
+        self.half_open
+    }
+
+    /// The established SA with these cookies.
+    pub(crate) fn established(&self, key: &[u8; 16]) -> Option<EstablishedSa<'_>> {
+        let sa = self.sas.get(key)?;
+        let P1State::Established {
+            keys,
+            last_block,
+            identity,
+            credentials,
+            ..
+        } = &sa.state
+        else {
+            return None;
+        };
+        Some(EstablishedSa {
+            peer: sa.peer,
+            suite: sa.suite,
+            keys,
+            last_block,
+            identity,
+            credentials,
+            vendor: sa.vendor,
+        })
+    }
+
+    /// Whether some PSK entry is group `group_id`'s own.
+    pub(crate) fn has_own_psk(&self, group_id: u32) -> bool {
+        let own = Credential::GroupPsk(group_id);
+        self.psks.iter().any(|e| e.credential == own)
+    }
+
+    /// When the next sweep is due, while there is anything to sweep.
+    pub(crate) fn sweep_at(&self) -> Option<Millis> {
+        (!self.sas.is_empty()).then_some(self.next_sweep)
+    }
+
+    /// Whether a sweep is due.
+    pub(crate) fn sweep_due(&self, now: Millis) -> bool {
+        now >= self.next_sweep
+    }
+
+    /// New state with a deadline: the sweep comes no later than it.
+    pub(crate) fn sweep_by(&mut self, deadline: Millis) {
+        self.next_sweep = self.next_sweep.min(deadline);
+    }
+
+    /// Sets the next sweep (the caller's earliest deadline, at least a
+    /// [`SWEEP_INTERVAL_MS`] away).
+    pub(crate) fn sweep_next(&mut self, at: Millis, now: Millis) {
+        self.next_sweep = at.max(now + SWEEP_INTERVAL_MS);
+    }
+
+    /// Forgets SAs past their lifetime and half-open exchanges past their
+    /// timeout; returns the earliest deadline among those left.
+    pub(crate) fn sweep(&mut self, now: Millis) -> Millis {
+        let mut gone = Vec::new();
+        let mut earliest = Millis::MAX;
+        for (k, sa) in &self.sas {
+            let deadline = match &sa.state {
+                P1State::Established { expires, .. } => *expires,
+                _ => sa.created + self.limits.half_open_timeout_ms,
+            };
+            if now >= deadline {
+                gone.push(*k);
+            } else {
+                earliest = earliest.min(deadline);
+            }
+        }
+        for k in gone {
+            self.remove_sa(&k);
+        }
+        earliest
+    }
+
+    /// Refuses an aggressive-mode message (GKM serves main mode only).
+    pub(crate) fn refuse_aggressive(
+        &self,
+        out: &mut KsOutbox,
+        from: SocketAddr,
+        header: &IsakmpHeader,
+    ) {
+        self.notify_clear(
+            out,
+            from,
+            header.initiator_cookie,
+            header.responder_cookie,
+            Doi::IPSEC,
+            NotifyType::UNSUPPORTED_EXCHANGE_TYPE,
+        );
+        out.reject(
+            from,
+            Reject::UnsupportedExchange,
+            Some(NotifyType::UNSUPPORTED_EXCHANGE_TYPE),
+        );
+    }
+
+    pub(crate) fn remove_sa(&mut self, k: &[u8; 16]) {
+        if let Some(sa) = self.sas.remove(k) {
+            self.by_icky.remove(&(sa.peer, sa.icky));
+            if let P1State::Established { identity, .. } = &sa.state {
+                if let Some(keys) = self.by_identity.get_mut(identity) {
+                    keys.retain(|x| x != k);
+                    if keys.is_empty() {
+                        self.by_identity.remove(identity);
+                    }
+                }
+            }
+            if !matches!(sa.state, P1State::Established { .. }) {
+                self.half_open = self.half_open.saturating_sub(1);
+                if let Some(n) = self.half_open_by_source.get_mut(&sa.peer.ip()) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.half_open_by_source.remove(&sa.peer.ip());
+                    }
+                }
+            }
+        }
+    }
+
+    /// An unprotected Informational notification (phase 1 not usable).
+    pub(crate) fn notify_clear(
+        &self,
+        out: &mut KsOutbox,
+        to: SocketAddr,
+        icky: [u8; 8],
+        rcky: [u8; 8],
+        doi: Doi,
+        t: NotifyType,
+    ) {
+        let header = IsakmpHeader {
+            initiator_cookie: icky,
+            responder_cookie: rcky,
+            next_payload: PayloadType::NOTIFICATION,
+            exchange_type: ExchangeType::INFORMATIONAL,
+            flags: Flags::default(),
+            message_id: 0,
+            length: 0,
+        };
+        let n = Notification {
+            doi,
+            protocol_id: ProtocolId::ISAKMP.0,
+            notify_type: t,
+            spi: &[],
+            data: &[],
+        };
+        if let Ok(b) = (Message {
+            header,
+            body: Body::Payloads(vec![Payload::Notification(n)]),
+        })
+        .to_vec()
+        {
+            out.send(to, b);
+        }
+    }
+
+    /// Ends a phase 1 exchange that failed: tells the peer in the clear
+    /// (it may not share our keys), forgets the SA, counts the reason.
+    fn fail_phase1(
+        &mut self,
+        out: &mut KsOutbox,
+        key: [u8; 16],
+        from: SocketAddr,
+        reason: Reject,
+        notify: NotifyType,
+    ) {
+        if let Some(sa) = self.sas.get(&key) {
+            let (icky, rcky, doi) = (sa.icky, sa.rcky, sa.doi);
+            self.notify_clear(out, from, icky, rcky, doi, notify);
+        }
+        self.remove_sa(&key);
+        out.reject(from, reason, Some(notify));
+    }
+
+    /// A protected Informational notification: HDR*, HASH(1), N.
+    pub(crate) fn notify_protected(
+        &self,
+        rng: &mut dyn EngineRng,
+        out: &mut KsOutbox,
+        key: [u8; 16],
+        t: NotifyType,
+    ) {
+        let Some(sa) = self.sas.get(&key) else { return };
+        let P1State::Established {
+            keys, last_block, ..
+        } = &sa.state
+        else {
+            return;
+        };
+        let mid = rng.next_u32() | 1;
+        let spi = key;
+        let n = Notification {
+            doi: Doi::GDOI,
+            protocol_id: ProtocolId::ISAKMP.0,
+            notify_type: t,
+            spi: &spi,
+            data: &[],
+        };
+        let Ok((_, body)) = hashed_chain(
+            sa.suite.prf,
+            &keys.skeyid_a,
+            mid,
+            &[],
+            &[Payload::Notification(n)],
+        ) else {
+            return;
+        };
+        let header = IsakmpHeader {
+            initiator_cookie: sa.icky,
+            responder_cookie: sa.rcky,
+            next_payload: PayloadType::HASH,
+            exchange_type: ExchangeType::INFORMATIONAL,
+            flags: Flags::default(),
+            message_id: mid,
+            length: 0,
+        };
+        let iv = phase2_iv(sa.suite.prf, last_block, mid);
+        if let Ok((bytes, _)) = encrypt_body(header, body, sa.suite.cipher, &keys.enc_key, &iv) {
+            let to = sa.peer;
+            out.send(to, bytes);
+        }
+    }
+
+    /// Handles a main-mode (identity protection) message.
+    pub(crate) fn main_mode(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        header: &IsakmpHeader,
+        data: &[u8],
+        rng: &mut dyn EngineRng,
+        out: &mut KsOutbox,
+    ) {
+        if header.responder_cookie == [0; 8] {
+            return self.mm1(now, from, header, data, rng, out);
+        }
+        let key = cookies(&header.initiator_cookie, &header.responder_cookie);
+        let Some(sa) = self.sas.get(&key) else {
+            return out.reject(from, Reject::UnknownExchange, None);
+        };
+        if sa.peer != from {
+            return out.reject(from, Reject::UnknownExchange, None);
+        }
+        if sa.last_in == data {
+            let reply = sa.last_out.clone();
+            out.send(from, reply);
+            return out.reject(from, Reject::Retransmit, None);
+        }
+        match sa.state {
+            P1State::SentSa => self.mm3(from, key, data, rng, out),
+            P1State::SentKe { .. } => self.mm5(now, from, key, data, rng, out),
+            P1State::Established { .. } => out.reject(from, Reject::UnknownExchange, None),
+        }
+    }
+
+    fn mm1(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        header: &IsakmpHeader,
+        data: &[u8],
+        rng: &mut dyn EngineRng,
+        out: &mut KsOutbox,
+    ) {
+        if let Some(rcky) = self.by_icky.get(&(from, header.initiator_cookie)).copied() {
+            let key = cookies(&header.initiator_cookie, &rcky);
+            if let Some(sa) = self.sas.get(&key) {
+                if sa.last_in == data {
+                    let reply = sa.last_out.clone();
+                    out.send(from, reply);
+                    return out.reject(from, Reject::Retransmit, None);
+                }
+            }
+            return out.reject(from, Reject::UnknownExchange, None);
+        }
+        let src_count = self
+            .half_open_by_source
+            .get(&from.ip())
+            .copied()
+            .unwrap_or(0);
+        if src_count >= self.limits.max_half_open_per_source {
+            return out.reject(from, Reject::HalfOpenLimit, None);
+        }
+        let Ok(msg) = Message::parse(data) else {
+            return out.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
+        };
+        let Some(payloads) = msg.payloads() else {
+            return out.reject(from, Reject::Malformed, None);
+        };
+        let mut vendor = PeerVendor::default();
+        let mut sa_payload = None;
+        for p in payloads {
+            match p {
+                Payload::Sa(Sa::Phase1(s)) => sa_payload = Some(s),
+                Payload::VendorId(v) => vendor.observe(v.0),
+                _ => {}
+            }
+        }
+        let Some(offer) = sa_payload else {
+            self.notify_clear(
+                out,
+                from,
+                header.initiator_cookie,
+                [0; 8],
+                Doi::IPSEC,
+                NotifyType::PAYLOAD_MALFORMED,
+            );
+            return out.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
+        };
+        let mut allowed = vec![AuthKind::Psk];
+        if self.ca.is_some() && self.certificate.is_some() {
+            allowed.push(AuthKind::RsaSig);
+        }
+        let chosen = offer.proposals.first().and_then(|prop| {
+            prop.transforms.iter().find_map(|t| {
+                Suite::from_transform(t, &allowed).map(|s| (prop.number, t.number, s))
+            })
+        });
+        let Some((prop_no, tr_no, mut suite)) = chosen.filter(|_| offer.proposals.len() == 1)
+        else {
+            self.notify_clear(
+                out,
+                from,
+                header.initiator_cookie,
+                [0; 8],
+                offer.doi,
+                NotifyType::NO_PROPOSAL_CHOSEN,
+            );
+            return out.reject(
+                from,
+                Reject::NoProposal,
+                Some(NotifyType::NO_PROPOSAL_CHOSEN),
+            );
+        };
+        if self.half_open >= self.limits.max_half_open && !self.evict_unproven(out) {
+            return out.reject(from, Reject::HalfOpenLimit, None);
+        }
+        suite.life_secs = suite.life_secs.min(self.max_life_secs);
+        // SAi_b: the whole body of the initiator's SA payload, as sent.
+        let sai_b = gkm_wire::payload::PayloadIter::new(
+            msg.header.next_payload,
+            data.get(28..).unwrap_or_default(),
+        )
+        .filter_map(Result::ok)
+        .find(|r| r.payload_type == PayloadType::SA)
+        .map(|r| r.body.to_vec())
+        .unwrap_or_default();
+        let rcky: [u8; 8] = loop {
+            let c = rng::array(rng);
+            if c != [0; 8] {
+                break c;
+            }
+        };
+        let answer = Payload::Sa(Sa::Phase1(Phase1Sa {
+            doi: offer.doi,
+            situation: SIT_IDENTITY_ONLY,
+            proposals: vec![Proposal {
+                number: prop_no,
+                protocol_id: ProtocolId::ISAKMP,
+                spi: &[],
+                transforms: vec![suite.transform(tr_no)],
+            }],
+        }));
+        let vid = own_vendor_id().to_bytes();
+        let h = IsakmpHeader {
+            responder_cookie: rcky,
+            flags: Flags::default(),
+            message_id: 0,
+            ..*header
+        };
+        let Ok(reply) = (Message {
+            header: h,
+            body: Body::Payloads(vec![answer, Payload::VendorId(VendorId(&vid))]),
+        })
+        .to_vec() else {
+            return;
+        };
+        let key = cookies(&header.initiator_cookie, &rcky);
+        self.sas.insert(
+            key,
+            P1Sa {
+                peer: from,
+                icky: header.initiator_cookie,
+                rcky,
+                suite,
+                doi: offer.doi,
+                sai_b,
+                vendor,
+                state: P1State::SentSa,
+                created: now,
+                last_in: data.to_vec(),
+                last_out: reply.clone(),
+                ni_b: Vec::new(),
+                nr_b: Vec::new(),
+            },
+        );
+        self.by_icky.insert((from, header.initiator_cookie), rcky);
+        self.unproven.push_back(key);
+        if self.unproven.len() > 2 * self.limits.max_half_open + 64 {
+            let sas = &self.sas;
+            self.unproven.retain(|k| {
+                sas.get(k)
+                    .is_some_and(|sa| matches!(sa.state, P1State::SentSa))
+            });
+        }
+        self.half_open += 1;
+        self.sweep_by(now + self.limits.half_open_timeout_ms);
+        *self.half_open_by_source.entry(from.ip()).or_insert(0) += 1;
+        out.send(from, reply);
+    }
+
+    /// At the global half-open cap: forgets the oldest exchange whose
+    /// initiator never sent message 3 (it never proved it receives at its
+    /// address: a forged message 1 looks like that). Exchanges past
+    /// message 3 are kept. False when there is none to forget.
+    ///
+    /// IKEv1 main mode gives the responder no way to stay stateless until
+    /// the initiator proves its address (message 3 carries neither the SA
+    /// offer nor anything of message 1, and HASH_I covers the offer), so a
+    /// forged flood costs bounded memory and, instead of locking real GMs
+    /// out, only shortens how long an unanswered message 2 is remembered:
+    /// at 28,000 forged messages a second and a 20,000 cap, 0.7 s, many
+    /// round trips.
+    fn evict_unproven(&mut self, out: &mut KsOutbox) -> bool {
+        while let Some(k) = self.unproven.pop_front() {
+            let Some(sa) = self.sas.get(&k) else {
+                continue;
+            };
+            if !matches!(sa.state, P1State::SentSa) {
+                continue;
+            }
+            let peer = sa.peer;
+            self.remove_sa(&k);
+            out.reject(peer, Reject::HalfOpenEvicted, None);
+            return true;
+        }
+        false
+    }
+
+    /// Replaces the pre-shared keys. Exchanges past message 3 try the new
+    /// set when their message 5 arrives, and established phase 1 SAs that
+    /// a key now changed or gone made are ended, so a rotation, a clear or
+    /// a switch to certificates leaves the old key opening nothing.
+    pub(crate) fn set_psks(&mut self, psks: Vec<PskEntry>) {
+        let changed: Vec<Credential> = self
+            .psks
+            .iter()
+            .filter(|old| {
+                !psks
+                    .iter()
+                    .any(|new| new.credential == old.credential && new.key == old.key)
+            })
+            .map(|e| e.credential)
+            .collect();
+        self.psks = psks;
+        if changed.is_empty() {
+            return;
+        }
+        let stale: Vec<[u8; 16]> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| {
+                matches!(&sa.state, P1State::Established { credentials, .. }
+                    if credentials.iter().any(|c| changed.contains(c)))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &stale {
+            self.remove_sa(k);
+        }
+    }
+
+    /// The PSKs to try for a source: every entry covering it, the most
+    /// specific first (table order among equals), at most
+    /// [`MAX_PSK_CANDIDATES`].
+    pub(crate) fn psk_candidates(&self, addr: IpAddr) -> Vec<&PskEntry> {
+        let IpAddr::V4(a) = addr else {
+            return Vec::new();
+        };
+        let mut v: Vec<(u8, &PskEntry)> = self
+            .psks
+            .iter()
+            .filter_map(|e| e.specificity(a).map(|l| (l, e)))
+            .collect();
+        v.sort_by_key(|(l, _)| std::cmp::Reverse(*l));
+        v.truncate(MAX_PSK_CANDIDATES);
+        v.into_iter().map(|(_, e)| e).collect()
+    }
+
+    fn mm3(
+        &mut self,
+        from: SocketAddr,
+        key: [u8; 16],
+        data: &[u8],
+        rng: &mut dyn EngineRng,
+        out: &mut KsOutbox,
+    ) {
+        let Ok(msg) = Message::parse(data) else {
+            return out.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
+        };
+        let (mut ke, mut ni) = (None, None);
+        for p in msg.payloads().unwrap_or_default() {
+            match p {
+                Payload::KeyExchange(k) => ke = Some(k.0),
+                Payload::Nonce(n) => ni = Some(n.0),
+                _ => {}
+            }
+        }
+        let Some(sa) = self.sas.get(&key) else { return };
+        let suite = sa.suite;
+        let (icky, rcky, doi) = (sa.icky, sa.rcky, sa.doi);
+        let (Some(gxi), Some(ni)) = (ke, ni) else {
+            self.notify_clear(out, from, icky, rcky, doi, NotifyType::PAYLOAD_MALFORMED);
+            return out.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
+        };
+        if gxi.len() != suite.group.public_len() || !(8..=256).contains(&ni.len()) {
+            self.notify_clear(
+                out,
+                from,
+                icky,
+                rcky,
+                doi,
+                NotifyType::INVALID_KEY_INFORMATION,
+            );
+            return out.reject(
+                from,
+                Reject::Malformed,
+                Some(NotifyType::INVALID_KEY_INFORMATION),
+            );
+        }
+        if suite.auth == AuthKind::Psk && self.psk_candidates(from.ip()).is_empty() {
+            return self.fail_phase1(
+                out,
+                key,
+                from,
+                Reject::AuthenticationFailed,
+                NotifyType::AUTHENTICATION_FAILED,
+            );
+        }
+        let (dh, gxr) = suite.group.generate(rng, self.dh_backend);
+        let Ok(gxy) = dh.shared(gxi) else {
+            return self.fail_phase1(
+                out,
+                key,
+                from,
+                Reject::Malformed,
+                NotifyType::INVALID_KEY_INFORMATION,
+            );
+        };
+        let nr = rng::bytes(rng, 32);
+        let iv = phase1_iv(&suite, gxi, &gxr);
+        let mut payloads = vec![
+            Payload::KeyExchange(KeyExchange(&gxr)),
+            Payload::Nonce(Nonce(&nr)),
+        ];
+        if suite.auth == AuthKind::RsaSig {
+            payloads.push(Payload::CertReq(CertReq {
+                encoding: gkm_wire::consts::CertEncoding::X509_SIGNATURE,
+                authority: &[],
+            }));
+        }
+        let h = IsakmpHeader {
+            flags: Flags::default(),
+            message_id: 0,
+            ..msg.header
+        };
+        let Ok(reply) = (Message {
+            header: h,
+            body: Body::Payloads(payloads),
+        })
+        .to_vec() else {
+            return;
+        };
+        let Some(sa) = self.sas.get_mut(&key) else {
+            return;
+        };
+        sa.ni_b = ni.to_vec();
+        sa.nr_b = nr;
+        sa.state = P1State::SentKe {
+            gxy,
+            gxi: gxi.to_vec(),
+            gxr,
+            iv,
+        };
+        sa.last_in = data.to_vec();
+        sa.last_out = reply.clone();
+        out.send(from, reply);
+    }
+
+    fn mm5(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        key: [u8; 16],
+        data: &[u8],
+        rng: &mut dyn EngineRng,
+        out: &mut KsOutbox,
+    ) {
+        let Some(sa) = self.sas.get(&key) else { return };
+        let P1State::SentKe { gxy, gxi, gxr, iv } = &sa.state else {
+            return;
+        };
+        let (icky, rcky, suite) = (sa.icky, sa.rcky, sa.suite);
+        let derive = |psk: Option<&[u8]>| {
+            Phase1Keys::derive(&suite, psk, &sa.ni_b, &sa.nr_b, gxy, &icky, &rcky)
+        };
+        // The keys, the decrypted message and what authenticated the peer.
+        // A wrong PSK shows up here: the message does not decrypt to a
+        // chain, or its HASH_I does not verify. With pre-shared keys every
+        // candidate for the source is tried (groups may share ranges).
+        let mut missing_id = false;
+        let found: Option<(Phase1Keys, Decrypted, Vec<Credential>)> = match suite.auth {
+            AuthKind::RsaSig => {
+                let keys = derive(None);
+                decrypt_message(data, suite.cipher, &keys.enc_key, iv)
+                    .ok()
+                    .map(|dec| (keys, dec, vec![Credential::Certificate]))
+            }
+            AuthKind::Psk => {
+                let candidates = self.psk_candidates(from.ip());
+                let mut found = None;
+                for (i, entry) in candidates.iter().enumerate() {
+                    if candidates
+                        .get(..i)
+                        .is_some_and(|before| before.iter().any(|e| e.key == entry.key))
+                    {
+                        continue;
+                    }
+                    let keys = derive(Some(&entry.key));
+                    let Ok(dec) = decrypt_message(data, suite.cipher, &keys.enc_key, iv) else {
+                        continue;
+                    };
+                    let (mut idii_b, mut hash) = (None, None);
+                    for r in
+                        gkm_wire::payload::PayloadIter::new(dec.header.next_payload, &dec.plaintext)
+                            .filter_map(Result::ok)
+                    {
+                        match r.payload_type {
+                            PayloadType::ID => idii_b = Some(r.body),
+                            PayloadType::HASH => hash = Some(r.body),
+                            _ => {}
+                        }
+                    }
+                    let Some(idii_b) = idii_b else {
+                        missing_id = true;
+                        continue;
+                    };
+                    let verified = hash.is_some_and(|h| {
+                        suite.prf.verify(
+                            &keys.skeyid,
+                            &[gxi, gxr, &icky, &rcky, &sa.sai_b, idii_b],
+                            h,
+                        )
+                    });
+                    if verified {
+                        let credentials = candidates
+                            .iter()
+                            .filter(|e| e.key == entry.key)
+                            .map(|e| e.credential)
+                            .collect();
+                        found = Some((keys, dec, credentials));
+                        break;
+                    }
+                }
+                found
+            }
+        };
+        let Some((keys, dec, credentials)) = found else {
+            let notify = if missing_id {
+                NotifyType::INVALID_ID_INFORMATION
+            } else {
+                NotifyType::AUTHENTICATION_FAILED
+            };
+            return self.fail_phase1(out, key, from, Reject::AuthenticationFailed, notify);
+        };
+        let (gxi, gxr, sai_b) = (gxi.clone(), gxr.clone(), sa.sai_b.clone());
+        let raws: Vec<RawPayload<'_>> =
+            gkm_wire::payload::PayloadIter::new(dec.header.next_payload, &dec.plaintext)
+                .filter_map(Result::ok)
+                .collect();
+        let mut id: Option<(&[u8], IdPayload<'_>)> = None;
+        let (mut hash, mut sig, mut cert, mut initial_contact) = (None, None, None, false);
+        let mut vendor = sa.vendor;
+        for r in &raws {
+            match Payload::parse(r.payload_type, r.body, SaLayout::Phase1) {
+                Ok(Payload::Id(i)) => id = Some((r.body, i)),
+                Ok(Payload::Hash(h)) => hash = Some(h.0),
+                Ok(Payload::Signature(s)) => sig = Some(s.0),
+                Ok(Payload::Cert(c)) => cert = Some(c.data),
+                Ok(Payload::Notification(n)) => {
+                    initial_contact |= n.notify_type == NotifyType::INITIAL_CONTACT
+                }
+                Ok(Payload::VendorId(v)) => vendor.observe(v.0),
+                _ => {}
+            }
+        }
+        let Some((idii_b, idii)) = id else {
+            return self.fail_phase1(
+                out,
+                key,
+                from,
+                Reject::AuthenticationFailed,
+                NotifyType::INVALID_ID_INFORMATION,
+            );
+        };
+        let transcript = Transcript {
+            gxi: &gxi,
+            gxr: &gxr,
+            cky_i: &icky,
+            cky_r: &rcky,
+            sai_b: &sai_b,
+        };
+        let authentic = match suite.auth {
+            // Checked again on the ID payload that names the peer (the
+            // candidate search looked at raw payloads).
+            AuthKind::Psk => {
+                hash.is_some_and(|h| keys.verify_hash_i(suite.prf, &transcript, idii_b, h))
+            }
+            AuthKind::RsaSig => {
+                let (Some(ca), Some(cert), Some(sig)) = (self.ca.as_ref(), cert, sig) else {
+                    return self.fail_phase1(
+                        out,
+                        key,
+                        from,
+                        Reject::AuthenticationFailed,
+                        NotifyType::AUTHENTICATION_FAILED,
+                    );
+                };
+                let verified = match ca.verify(cert, now / 1000) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        return self.fail_phase1(
+                            out,
+                            key,
+                            from,
+                            Reject::InvalidCertificate,
+                            NotifyType::INVALID_CERTIFICATE,
+                        );
+                    }
+                };
+                let id_matches = match idii.identity {
+                    Identity::DerAsn1Dn(dn) => dn == verified.subject_der.as_slice(),
+                    Identity::Ipv4Addr(a) => IpAddr::V4(a) == from.ip(),
+                    _ => false,
+                };
+                if !id_matches {
+                    return self.fail_phase1(
+                        out,
+                        key,
+                        from,
+                        Reject::InvalidCertificate,
+                        NotifyType::INVALID_ID_INFORMATION,
+                    );
+                }
+                verified
+                    .key
+                    .verify(&keys.hash_i(suite.prf, &transcript, idii_b), sig)
+                    .is_ok()
+            }
+        };
+        if !authentic {
+            return self.fail_phase1(
+                out,
+                key,
+                from,
+                Reject::AuthenticationFailed,
+                NotifyType::AUTHENTICATION_FAILED,
+            );
+        }
+        let identity = identity_string(&idii.identity);
+        // MM6: IDir, then HASH_R or CERT + SIG_R.
+        let idir = IdPayload {
+            protocol: idii.protocol,
+            port: idii.port,
+            identity: Identity::Ipv4Addr(self.identity),
+        };
+        let mut idir_b = Vec::new();
+        if idir.emit(&mut idir_b).is_err() {
+            return;
+        }
+        let hash_r = keys.hash_r(suite.prf, &transcript, &idir_b);
+        let mut out_payloads = vec![Payload::Id(idir)];
+        let sig_r;
+        match suite.auth {
+            AuthKind::Psk => out_payloads.push(Payload::Hash(gkm_wire::payload::Hash(&hash_r))),
+            AuthKind::RsaSig => {
+                let Some((cert_der, signer)) = self.certificate.as_ref() else {
+                    return;
+                };
+                sig_r = match signer.sign(rng, &hash_r) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+                out_payloads.push(Payload::Cert(Cert {
+                    encoding: gkm_wire::consts::CertEncoding::X509_SIGNATURE,
+                    data: cert_der,
+                }));
+                out_payloads.push(Payload::Signature(Signature(&sig_r)));
+            }
+        }
+        let h = IsakmpHeader {
+            flags: Flags::default(),
+            message_id: 0,
+            ..dec.header
+        };
+        let mut body = Vec::new();
+        let Ok(first) = gkm_wire::payload::emit_chain(&out_payloads, &mut body) else {
+            return;
+        };
+        let h = IsakmpHeader {
+            next_payload: first,
+            ..h
+        };
+        let Ok((reply, last_block)) =
+            encrypt_body(h, body, suite.cipher, &keys.enc_key, &dec.next_iv)
+        else {
+            return;
+        };
+        let keys = keys.clone();
+        let expires = now + u64::from(suite.life_secs) * 1000;
+        let peer_ip = from.ip();
+        if let Some(sa) = self.sas.get_mut(&key) {
+            sa.vendor = vendor;
+            sa.state = P1State::Established {
+                keys,
+                last_block,
+                identity: identity.clone(),
+                credentials: credentials.clone(),
+                expires,
+            };
+            sa.last_in = data.to_vec();
+            sa.last_out = reply.clone();
+        }
+        self.half_open = self.half_open.saturating_sub(1);
+        if let Some(n) = self.half_open_by_source.get_mut(&peer_ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.half_open_by_source.remove(&peer_ip);
+            }
+        }
+        if initial_contact {
+            // RFC 2407 section 4.6.3.3: the peer has no other SAs with us;
+            // drop old ones. Only those the same credential made: a PSK
+            // identity is the peer's claim, and one group's GM must not
+            // end another group's SAs by claiming its identity.
+            let stale: Vec<[u8; 16]> = self
+                .by_identity
+                .get(&identity)
+                .into_iter()
+                .flatten()
+                .filter(|k| **k != key)
+                .filter(|k| {
+                    self.sas.get(*k).is_some_and(|sa| {
+                        matches!(&sa.state, P1State::Established { credentials: c, .. } if *c == credentials)
+                    })
+                })
+                .copied()
+                .collect();
+            for k in &stale {
+                self.remove_sa(k);
+            }
+        }
+        self.by_identity
+            .entry(identity.clone())
+            .or_default()
+            .push(key);
+        out.counters.phase1_established += 1;
+        if self.export_keys {
+            if let Some(P1State::Established { keys, .. }) = self.sas.get(&key).map(|s| &s.state) {
+                out.event(KsEvent::Phase1Keys {
+                    initiator_cookie: icky,
+                    enc_key: keys.enc_key.clone(),
+                });
+            }
+        }
+        out.event(KsEvent::Phase1Established {
+            peer: from,
+            identity,
+            credentials,
+        });
+        out.send(from, reply);
+    }
+}
