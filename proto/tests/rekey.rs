@@ -984,3 +984,22 @@ fn a_rekey_is_in_flight_until_every_gm_acknowledged_or_its_round_closed() {
     );
     assert!(!w.ks.rekey_in_flight(999), "an unknown group has none");
 }
+
+#[test]
+fn a_deleted_group_asks_for_no_timeouts() {
+    // A deleted group keeps its key state (its index stays), but it is
+    // never rekeyed: its schedule must not wake the driver, or a deadline
+    // in the past would make it spin once the group's TEKs came due.
+    let mut w = World::new(ks_config(b"k", Authorization::default()), gms(2));
+    w.run_until(T0 + 30_000);
+    assert!(w.ks.disable_group(GROUP));
+    let later = T0 + 3_700_000;
+    w.ks.handle_timeout(later);
+    while w.ks.poll_event().is_some() {}
+    assert!(
+        w.ks.poll_timeout().is_none_or(|t| t > later),
+        "a deadline in the past: {:?}",
+        w.ks.poll_timeout()
+    );
+    assert!(w.ks.members(GROUP).next().is_none());
+}

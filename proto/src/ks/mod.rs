@@ -6,30 +6,35 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use gkm_wire::consts::{ExchangeType, Flags, IdType, NotifyType, PayloadType};
-use gkm_wire::payload::{Gap, Sa, SaLayout, Seq};
+use gkm_wire::payload::{Gap, SaLayout, Seq};
 use gkm_wire::{Identity, IsakmpHeader, Payload};
-use zeroize::Zeroizing;
 
 use crate::crypto::{rng, EngineRng};
 use crate::engine::{GmClass, Millis, PeerVendor, Transmit};
-use crate::group::GroupKeys;
+use crate::group::Ipv4Prefix;
 use crate::ike::{
     decrypt_message, encrypt_body, hashed_chain, hashed_raw_chain, phase2_iv, verify_hashed_chain,
     CryptError, Decrypted, Phase1Keys, Suite,
 };
-use crate::rekey::GroupRuntime;
+use crate::rekey::{GroupState, RekeyError, RekeyReason};
 
 mod config;
 mod events;
+mod groups;
 mod phase1;
+mod rekey;
+mod status;
 
 pub use config::{
     Authorization, Credential, GroupAuth, KsConfig, KsGroup, KsLimits, PskEntry, MAX_PSK_CANDIDATES,
 };
 pub(crate) use events::KsOutbox;
 pub use events::{GmRecord, KsCounters, KsEvent, Reject};
+use groups::GroupTable;
 pub use phase1::SWEEP_INTERVAL_MS;
 use phase1::{cookies, Phase1Config, Phase1Responder};
+use rekey::Rekeys;
+pub use status::{KekPolicyStatus, RekeyStatus};
 
 enum PullState {
     SentMsg2 { group_idx: usize },
@@ -46,70 +51,27 @@ struct Pull {
     last_out: Vec<u8>,
 }
 
-/// The key server engine.
+/// The key server engine: its owned parts composed. Each part keeps its
+/// own state behind its own methods; the engine routes datagrams and time
+/// to them and hands them the outbox and the generator.
 pub struct KeyServer {
-    pub(crate) cfg: KsConfig,
-    pub(crate) rng: Box<dyn EngineRng>,
+    /// The KS's phase 1 identity (its address, as GMs see it).
+    identity: Ipv4Addr,
+    rng: Box<dyn EngineRng>,
+    /// Datagrams, events and counters for the caller.
+    out: KsOutbox,
     /// Main mode: every phase 1 SA, the PSKs and the PKI.
     phase1: Phase1Responder,
     /// Open GROUPKEY-PULLs by (phase 1 SA, message ID), and how many each SA has.
     pulls: HashMap<([u8; 16], u32), Pull>,
     pulls_per_sa: HashMap<[u8; 16], usize>,
-    pub(crate) next_sid: HashMap<u32, u32>,
-    /// Datagrams, events and counters for the caller.
-    pub(crate) out: KsOutbox,
-    /// Each group's SA and KD payload bodies, encoded once: every GM of a
-    /// group receives the same octets. Rebuilt whenever keys change and
-    /// once per sweep (remaining lifetimes).
-    pub(crate) wire: Vec<GroupWire>,
-    /// When `wire` was encoded.
-    wire_at: Millis,
-    /// Per-group rekey state, same order as `cfg.groups`.
-    pub(crate) runtime: Vec<GroupRuntime>,
-    pub(crate) rekey_state_ready: bool,
-}
-
-/// A group's policy and keys as payload bodies: the SA without and with
-/// KEK_ACK_REQUESTED (seed Table 1 picks one per GM class), and the KD.
-pub(crate) struct GroupWire {
-    keys: GroupKeys,
-    sa: [Vec<u8>; 2],
-    kd: Zeroizing<Vec<u8>>,
-}
-
-impl GroupWire {
-    pub(crate) fn encode(keys: GroupKeys, d3p_window_ms: Option<u32>) -> Self {
-        let mut plain = Vec::with_capacity(256);
-        let mut with_ack = Vec::with_capacity(256);
-        let mut kd = Zeroizing::new(Vec::with_capacity(512));
-        let material = keys.kek_material();
-        // Encoding our own well-formed policy cannot fail short of a group
-        // larger than the codec limits, which configuration validation excludes.
-        let mut sa = keys.to_sa();
-        sa.gap = ks_gap(d3p_window_ms, None);
-        let _ = Sa::Gdoi(sa).emit(&mut plain);
-        let mut sa = keys.to_sa_with(Some(gkm_wire::consts::AckRequested::REKEY_ACK_KEK_SHA256));
-        sa.gap = ks_gap(d3p_window_ms, None);
-        let _ = Sa::Gdoi(sa).emit(&mut with_ack);
-        let _ = keys.to_kd(&material, None).emit(&mut kd);
-        Self {
-            keys,
-            sa: [plain, with_ack],
-            kd,
-        }
-    }
-}
-
-/// The GAP a KS sends: IP-D3P (type POSIX-TIME-MSEC and the window) when
-/// the group has it, and the activation time delay when it applies; none
-/// when neither.
-pub(crate) fn ks_gap(d3p_window_ms: Option<u32>, atd_secs: Option<u16>) -> Option<Gap<'static>> {
-    (d3p_window_ms.is_some() || atd_secs.is_some()).then(|| Gap {
-        activation_time_delay: atd_secs,
-        d3p_type: d3p_window_ms.map(|_| gkm_wire::consts::D3pType::POSIX_TIME_MSEC),
-        d3p_window_msec: d3p_window_ms,
-        ..Gap::default()
-    })
+    /// Groups, their keys and registration payloads, sender IDs.
+    groups: GroupTable,
+    /// GM databases, rekeys and ACKs.
+    rekeys: Rekeys,
+    /// Operator tags marking ASR 9000 GMs by address.
+    asr9000: Vec<Ipv4Prefix>,
+    limits: KsLimits,
 }
 
 /// Most GROUPKEY-PULL exchanges one phase 1 SA may have open at once.
@@ -185,46 +147,54 @@ pub fn identity_string(id: &Identity<'_>) -> String {
 
 impl KeyServer {
     /// A key server with its configuration and randomness.
-    pub fn new(mut cfg: KsConfig, rng: Box<dyn EngineRng>) -> Self {
+    pub fn new(cfg: KsConfig, rng: Box<dyn EngineRng>) -> Self {
+        let KsConfig {
+            identity,
+            groups,
+            psks,
+            ca,
+            certificate,
+            asr9000,
+            limits,
+            max_phase1_life_secs,
+            dh_backend,
+            export_keys,
+            rekey_signer,
+            rekey_key_name,
+        } = cfg;
         let phase1 = Phase1Responder::new(Phase1Config {
-            identity: cfg.identity,
-            psks: std::mem::take(&mut cfg.psks),
-            ca: cfg.ca.take(),
-            certificate: cfg.certificate.take(),
-            limits: cfg.limits,
-            max_life_secs: cfg.max_phase1_life_secs,
-            dh_backend: cfg.dh_backend,
-            export_keys: cfg.export_keys,
+            identity,
+            psks,
+            ca,
+            certificate,
+            limits,
+            max_life_secs: max_phase1_life_secs,
+            dh_backend,
+            export_keys,
         });
-        let wire = cfg
-            .groups
-            .iter()
-            .map(|g| GroupWire::encode(g.keys.clone(), g.d3p_window_ms))
-            .collect();
-        let runtime = cfg.groups.iter().map(|_| GroupRuntime::default()).collect();
+        let rekeys = Rekeys::new(rekey_signer, rekey_key_name, groups.len());
         Self {
-            wire,
-            runtime,
-            rekey_state_ready: false,
-            wire_at: 0,
-            cfg,
+            identity,
             rng,
+            out: KsOutbox::default(),
             phase1,
             pulls: HashMap::new(),
             pulls_per_sa: HashMap::new(),
-            next_sid: HashMap::new(),
-            out: KsOutbox::default(),
+            groups: GroupTable::new(groups),
+            rekeys,
+            asr9000,
+            limits,
         }
     }
 
     /// This key server's phase 1 identity (its address), as GMs see it.
     pub fn identity(&self) -> Ipv4Addr {
-        self.cfg.identity
+        self.identity
     }
 
-    /// The groups served.
+    /// The groups, served or deleted (a deleted group keeps its place).
     pub fn groups(&self) -> &[KsGroup] {
-        &self.cfg.groups
+        self.groups.all()
     }
 
     /// Counters.
@@ -258,21 +228,183 @@ impl KeyServer {
     /// idle KS with established SAs wakes only when one expires.
     pub fn poll_timeout(&self) -> Option<Millis> {
         let sweep = self.phase1.sweep_at();
-        [sweep, self.rekey_deadline()].into_iter().flatten().min()
+        [sweep, self.rekeys.deadline(&self.groups)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Re-encodes each group's registration payloads (keys changed, or
-    /// remaining lifetimes moved on).
-    pub(crate) fn refresh_wire(&mut self, now: Millis) {
-        self.wire_at = now;
-        for gi in 0..self.cfg.groups.len() {
-            let Some(keys) = self.registration_keys(gi, now) else {
-                continue;
-            };
-            let d3p = self.cfg.groups.get(gi).and_then(|g| g.d3p_window_ms);
-            if let Some(w) = self.wire.get_mut(gi) {
-                *w = GroupWire::encode(keys, d3p);
-            }
+    /// Adds a group, or changes one the KS serves (`group.keys` are fresh
+    /// keys of the new policy). A change of key policy (selectors,
+    /// transforms, lifetimes, KEK) reaches GMs as a rekey replace; a change
+    /// of the ACK option as a rekey (GMs must see KEK_ACK_REQUESTED change);
+    /// authorization and names apply at once. `replace` forces a rekey
+    /// replace (CMD <-> IP-D3P). Returns the rekey started, if any.
+    pub fn set_group(
+        &mut self,
+        now: Millis,
+        group: KsGroup,
+        replace: bool,
+    ) -> Result<Option<RekeyReason>, RekeyError> {
+        self.ensure_ready(now);
+        let Some(gi) = self.groups.any_index(group.keys.group_id) else {
+            self.groups.add(group, now);
+            self.rekeys.added();
+            return Ok(None);
+        };
+        let change = self.groups.change(gi, group, now);
+        let reason = if change.keys || replace || change.revived {
+            Some(RekeyReason::Replace)
+        } else if change.policy {
+            Some(RekeyReason::Manual)
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            self.rekeys
+                .prepare(now, gi, r, &self.groups, &mut self.out, self.rng.as_mut())?;
+        }
+        Ok(reason)
+    }
+
+    /// Stops serving a group (deleted): no registrations, no rekeys; its GM
+    /// database is dropped.
+    pub fn disable_group(&mut self, group_id: u32) -> bool {
+        let Some(gi) = self.groups.index(group_id) else {
+            return false;
+        };
+        self.groups.disable(gi);
+        self.rekeys.reset(gi);
+        true
+    }
+
+    /// Removes a GM from the GM database on the operator's word (eject):
+    /// no more rekeys until it registers again.
+    pub fn eject(&mut self, group_id: u32, identity: &str) -> bool {
+        self.groups
+            .index(group_id)
+            .is_some_and(|gi| self.rekeys.eject(gi, identity))
+    }
+
+    /// The durable state of a group: with a prepared rekey, the state to
+    /// persist before [`KeyServer::rekey_persisted`].
+    pub fn group_state(&self, group_id: u32) -> Option<GroupState> {
+        let gi = self.groups.index(group_id)?;
+        self.rekeys
+            .pending_state(gi)
+            .or_else(|| self.groups.state(gi))
+            .cloned()
+    }
+
+    /// A GM that registered before a restart (from the caller's GM
+    /// database): it receives unicast rekeys again, and its sender IDs
+    /// are never granted again.
+    pub fn restore_member(&mut self, record: GmRecord) {
+        let Some(gi) = self.groups.index(record.group_id) else {
+            return;
+        };
+        self.groups.note_sids(record.group_id, &record.sids);
+        self.rekeys.member_registered(gi, record);
+    }
+
+    /// The GMs of a group the KS rekeys (its GM database).
+    pub fn members(&self, group_id: u32) -> impl Iterator<Item = &GmRecord> {
+        self.groups
+            .index(group_id)
+            .into_iter()
+            .flat_map(|gi| self.rekeys.members(gi))
+    }
+
+    /// Every group's GMs.
+    pub fn all_members(&self) -> impl Iterator<Item = &GmRecord> {
+        self.rekeys.all_members()
+    }
+
+    /// One GM's ACK state.
+    pub fn member_ack_state(
+        &self,
+        group_id: u32,
+        identity: &str,
+    ) -> Option<crate::ack_tracker::AckState> {
+        self.rekeys
+            .ack_state(self.groups.index(group_id)?, identity)
+    }
+
+    /// Whether a rekey of the group is in flight: prepared and not yet
+    /// sent, queued behind one, or sent by unicast with GMs yet to
+    /// acknowledge it (while its retransmissions last).
+    pub fn rekey_in_flight(&self, group_id: u32) -> bool {
+        self.groups
+            .index(group_id)
+            .is_some_and(|gi| self.rekeys.in_flight(gi))
+    }
+
+    /// Asks for a rekey now (`Manual` or `Replace`; the scheduler uses the
+    /// expiry reasons). While another rekey waits to be persisted, the
+    /// request runs right after it.
+    pub fn rekey_now(
+        &mut self,
+        now: Millis,
+        group_id: u32,
+        reason: RekeyReason,
+    ) -> Result<(), RekeyError> {
+        let gi = self
+            .groups
+            .index(group_id)
+            .ok_or(RekeyError::UnknownGroup(group_id))?;
+        self.ensure_ready(now);
+        self.rekeys.prepare(
+            now,
+            gi,
+            reason,
+            &self.groups,
+            &mut self.out,
+            self.rng.as_mut(),
+        )
+    }
+
+    /// The caller has made [`KeyServer::group_state`] durable for the
+    /// prepared rekey `seq`: the engine switches to the new keys and sends
+    /// the GROUPKEY-PUSH.
+    pub fn rekey_persisted(
+        &mut self,
+        now: Millis,
+        group_id: u32,
+        seq: u32,
+    ) -> Result<(), RekeyError> {
+        let gi = self
+            .groups
+            .index(group_id)
+            .ok_or(RekeyError::UnknownGroup(group_id))?;
+        self.rekeys.persisted(
+            now,
+            gi,
+            seq,
+            &mut self.groups,
+            &mut self.out,
+            self.rng.as_mut(),
+        )
+    }
+
+    /// `show crypto gkm ks rekey` for a group.
+    pub fn rekey_status(&self, group_id: u32) -> Option<RekeyStatus> {
+        status::rekey_status(&self.groups, &self.rekeys, self.groups.index(group_id)?)
+    }
+
+    /// `show crypto gkm ks policy` (KEK part) for a group.
+    pub fn kek_policy_status(&self, group_id: u32, now: Millis) -> Option<KekPolicyStatus> {
+        status::kek_policy_status(
+            &self.groups,
+            &self.rekeys,
+            self.groups.index(group_id)?,
+            now,
+        )
+    }
+
+    /// Key states are set up the first time time is known.
+    fn ensure_ready(&mut self, now: Millis) {
+        if !self.groups.is_ready() {
+            self.groups.ensure_ready(now);
         }
     }
 
@@ -280,7 +412,7 @@ impl KeyServer {
     /// Cisco Vendor ID marks Cisco; anything else is non-Cisco.
     fn classify(&self, from: SocketAddr, vendor: &PeerVendor) -> GmClass {
         match from.ip() {
-            IpAddr::V4(a) if self.cfg.asr9000.iter().any(|p| p.contains(a)) => GmClass::Asr9000,
+            IpAddr::V4(a) if self.asr9000.iter().any(|p| p.contains(a)) => GmClass::Asr9000,
             _ if vendor.cisco => GmClass::Cisco,
             _ => GmClass::NonCisco,
         }
@@ -288,13 +420,15 @@ impl KeyServer {
 
     /// Expires half-open exchanges, finished PULLs and phase 1 SAs past their lifetime.
     pub fn handle_timeout(&mut self, now: Millis) {
-        self.rekey_timeout(now);
+        self.ensure_ready(now);
+        self.rekeys
+            .timeout(now, &mut self.groups, &mut self.out, self.rng.as_mut());
         if !self.phase1.sweep_due(now) {
             return;
         }
         let mut earliest = self.phase1.sweep(now);
         // A PULL ends with its time, or with its phase 1 SA.
-        let timeout = self.cfg.limits.pull_timeout_ms;
+        let timeout = self.limits.pull_timeout_ms;
         let phase1 = &self.phase1;
         self.pulls
             .retain(|(sa, _), p| now < p.started + timeout && phase1.established(sa).is_some());
@@ -344,10 +478,9 @@ impl KeyServer {
             }
             ExchangeType::GROUPKEY_PULL => self.pull(now, from, &header, data),
             ExchangeType::GROUPKEY_PUSH_ACK | ExchangeType::GKM_UNICAST_ACK => {
-                if !self.rekey_state_ready {
-                    self.init_rekey_state(now);
-                }
-                self.on_ack(now, from, &header, data)
+                self.ensure_ready(now);
+                self.rekeys
+                    .on_ack(now, from, &header, data, &self.groups, &mut self.out)
             }
             ExchangeType::INFORMATIONAL => {}
             ExchangeType::AGGRESSIVE => self.phase1.refuse_aggressive(&mut self.out, from, &header),
@@ -362,7 +495,7 @@ impl KeyServer {
     }
 
     fn accepts(&self, gi: usize, credentials: &[Credential]) -> bool {
-        let Some(g) = self.cfg.groups.get(gi) else {
+        let Some(g) = self.groups.get(gi) else {
             return false;
         };
         let id = g.keys.group_id;
@@ -382,13 +515,8 @@ impl KeyServer {
     }
 
     fn pull(&mut self, now: Millis, from: SocketAddr, header: &IsakmpHeader, data: &[u8]) {
-        if !self.rekey_state_ready {
-            self.init_rekey_state(now);
-        }
-        if now >= self.wire_at + 1000 {
-            // Remaining lifetimes handed out stay within a second of the truth.
-            self.refresh_wire(now);
-        }
+        self.ensure_ready(now);
+        self.groups.refresh(now);
         let key = cookies(&header.initiator_cookie, &header.responder_cookie);
         let mid = header.message_id;
         let Some(sa) = self.phase1.established(&key) else {
@@ -474,7 +602,7 @@ impl KeyServer {
         let Some(ni) = ni.filter(|n| (8..=128).contains(&n.len())) else {
             return self.refuse_pull(key, from, Reject::Malformed, NotifyType::PAYLOAD_MALFORMED);
         };
-        let Some(group_idx) = group.and_then(|g| self.serving_index(g)) else {
+        let Some(group_idx) = group.and_then(|g| self.groups.index(g)) else {
             return self.refuse_pull(
                 key,
                 from,
@@ -490,7 +618,7 @@ impl KeyServer {
                 NotifyType::INVALID_ID_INFORMATION,
             );
         }
-        let Some(group) = self.cfg.groups.get(group_idx) else {
+        let Some(group) = self.groups.get(group_idx) else {
             return;
         };
         if !group.authorization.allows(from.ip(), identity) {
@@ -505,7 +633,7 @@ impl KeyServer {
         let with_ack = group.rekey.transport.is_unicast()
             && group.rekey.ack.kek_ack_requested(class).is_some();
         let nr = rng::bytes(self.rng.as_mut(), 32);
-        let Some(wire) = self.wire.get(group_idx) else {
+        let Some(wire) = self.groups.payloads(group_idx) else {
             return;
         };
         let rest = [
@@ -538,7 +666,7 @@ impl KeyServer {
             },
         );
         *self.pulls_per_sa.entry(key).or_insert(0) += 1;
-        self.phase1.sweep_by(now + self.cfg.limits.pull_timeout_ms);
+        self.phase1.sweep_by(now + self.limits.pull_timeout_ms);
         self.send(from, out);
     }
 
@@ -573,22 +701,11 @@ impl KeyServer {
                     _ => None,
                 });
         let (ni_b, nr_b) = (p.ni_b.clone(), p.nr_b.clone());
-        let Some(group_id) = self.cfg.groups.get(group_idx).map(|g| g.keys.group_id) else {
+        let Some(group_id) = self.groups.get(group_idx).map(|g| g.keys.group_id) else {
             return;
         };
-        let sids: Vec<u32> = match sid_request {
-            Some(n) if n > 0 => {
-                let next = self.next_sid.entry(group_id).or_insert(1);
-                let n = u32::from(n.min(16));
-                let v: Vec<u32> = (*next..next.saturating_add(n))
-                    .filter(|s| *s < 0xffff)
-                    .collect();
-                *next = next.saturating_add(n);
-                v
-            }
-            _ => Vec::new(),
-        };
-        let Some(wire) = self.wire.get(group_idx) else {
+        let sids = self.groups.grant_sids(group_id, sid_request.unwrap_or(0));
+        let Some(wire) = self.groups.payloads(group_idx) else {
             return;
         };
         let seq = wire.keys.seq.to_be_bytes();
@@ -632,7 +749,7 @@ impl KeyServer {
             sids,
             registered_at: now,
         };
-        self.member_registered(group_idx, record.clone());
+        self.rekeys.member_registered(group_idx, record.clone());
         self.out.event(KsEvent::Registered(record));
         self.send(from, out);
     }
