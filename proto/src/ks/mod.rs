@@ -2,26 +2,21 @@
 //! by GROUPKEY-PULL (RFC 6407 section 3). Sans-IO: the caller feeds
 //! datagrams and time, then drains transmits and events.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 
-use gkm_wire::consts::{ExchangeType, Flags, IdType, NotifyType, PayloadType};
-use gkm_wire::payload::{Gap, SaLayout, Seq};
-use gkm_wire::{Identity, IsakmpHeader, Payload};
+use gkm_wire::consts::{ExchangeType, NotifyType};
+use gkm_wire::{Identity, IsakmpHeader};
 
-use crate::crypto::{rng, EngineRng};
-use crate::engine::{GmClass, Millis, PeerVendor, Transmit};
+use crate::crypto::EngineRng;
+use crate::engine::{Millis, Transmit};
 use crate::group::Ipv4Prefix;
-use crate::ike::{
-    decrypt_message, encrypt_body, hashed_chain, hashed_raw_chain, phase2_iv, verify_hashed_chain,
-    CryptError, Decrypted, Phase1Keys, Suite,
-};
 use crate::rekey::{GroupState, RekeyError, RekeyReason};
 
 mod config;
 mod events;
 mod groups;
 mod phase1;
+mod pull;
 mod rekey;
 mod status;
 
@@ -32,24 +27,11 @@ pub(crate) use events::KsOutbox;
 pub use events::{GmRecord, KsCounters, KsEvent, Reject};
 use groups::GroupTable;
 pub use phase1::SWEEP_INTERVAL_MS;
-use phase1::{cookies, Phase1Config, Phase1Responder};
+use phase1::{Phase1Config, Phase1Responder};
+pub use pull::MAX_PULLS_PER_SA;
+use pull::{PullContext, PullServer};
 use rekey::Rekeys;
 pub use status::{KekPolicyStatus, RekeyStatus};
-
-enum PullState {
-    SentMsg2 { group_idx: usize },
-    Done,
-}
-
-struct Pull {
-    ni_b: Vec<u8>,
-    nr_b: Vec<u8>,
-    iv: [u8; 16],
-    state: PullState,
-    started: Millis,
-    last_in: Vec<u8>,
-    last_out: Vec<u8>,
-}
 
 /// The key server engine: its owned parts composed. Each part keeps its
 /// own state behind its own methods; the engine routes datagrams and time
@@ -62,51 +44,14 @@ pub struct KeyServer {
     out: KsOutbox,
     /// Main mode: every phase 1 SA, the PSKs and the PKI.
     phase1: Phase1Responder,
-    /// Open GROUPKEY-PULLs by (phase 1 SA, message ID), and how many each SA has.
-    pulls: HashMap<([u8; 16], u32), Pull>,
-    pulls_per_sa: HashMap<[u8; 16], usize>,
+    /// Open GROUPKEY-PULLs.
+    pulls: PullServer,
     /// Groups, their keys and registration payloads, sender IDs.
     groups: GroupTable,
     /// GM databases, rekeys and ACKs.
     rekeys: Rekeys,
     /// Operator tags marking ASR 9000 GMs by address.
     asr9000: Vec<Ipv4Prefix>,
-    limits: KsLimits,
-}
-
-/// Most GROUPKEY-PULL exchanges one phase 1 SA may have open at once.
-pub const MAX_PULLS_PER_SA: usize = 8;
-
-/// A payload's type and body, copied out of a decrypted message.
-type OwnedPayload = (PayloadType, Vec<u8>);
-
-/// Decrypts a protected message of an exchange and checks its leading HASH
-/// (prf over M-ID, `prefix` and every octet after the HASH payload).
-/// Returns the plaintext and the payloads after the HASH.
-fn open_protected(
-    suite: Suite,
-    keys: &Phase1Keys,
-    data: &[u8],
-    iv: &[u8; 16],
-    prefix: &[&[u8]],
-) -> Result<(Decrypted, Vec<OwnedPayload>), Reject> {
-    let dec =
-        decrypt_message(data, suite.cipher, &keys.enc_key, iv).map_err(|_| Reject::Malformed)?;
-    let raws = match verify_hashed_chain(
-        suite.prf,
-        &keys.skeyid_a,
-        &dec.header,
-        &dec.plaintext,
-        prefix,
-    ) {
-        Ok(r) => r
-            .iter()
-            .map(|r| (r.payload_type, r.body.to_vec()))
-            .collect(),
-        Err(CryptError::BadHash) | Err(CryptError::NoHash) => return Err(Reject::InvalidHash),
-        Err(_) => return Err(Reject::Malformed),
-    };
-    Ok((dec, raws))
 }
 
 /// A peer-chosen name as GKM shows, logs and stores it: control, format
@@ -178,12 +123,10 @@ impl KeyServer {
             rng,
             out: KsOutbox::default(),
             phase1,
-            pulls: HashMap::new(),
-            pulls_per_sa: HashMap::new(),
+            pulls: PullServer::new(limits.pull_timeout_ms),
             groups: GroupTable::new(groups),
             rekeys,
             asr9000,
-            limits,
         }
     }
 
@@ -408,16 +351,6 @@ impl KeyServer {
         }
     }
 
-    /// The seed's GM class of a peer: an operator tag marks ASR 9000; a
-    /// Cisco Vendor ID marks Cisco; anything else is non-Cisco.
-    fn classify(&self, from: SocketAddr, vendor: &PeerVendor) -> GmClass {
-        match from.ip() {
-            IpAddr::V4(a) if self.asr9000.iter().any(|p| p.contains(a)) => GmClass::Asr9000,
-            _ if vendor.cisco => GmClass::Cisco,
-            _ => GmClass::NonCisco,
-        }
-    }
-
     /// Expires half-open exchanges, finished PULLs and phase 1 SAs past their lifetime.
     pub fn handle_timeout(&mut self, now: Millis) {
         self.ensure_ready(now);
@@ -426,42 +359,14 @@ impl KeyServer {
         if !self.phase1.sweep_due(now) {
             return;
         }
-        let mut earliest = self.phase1.sweep(now);
+        let earliest = self.phase1.sweep(now);
         // A PULL ends with its time, or with its phase 1 SA.
-        let timeout = self.limits.pull_timeout_ms;
-        let phase1 = &self.phase1;
-        self.pulls
-            .retain(|(sa, _), p| now < p.started + timeout && phase1.established(sa).is_some());
-        self.pulls_per_sa.clear();
-        for ((sa, _), p) in &self.pulls {
-            *self.pulls_per_sa.entry(*sa).or_insert(0) += 1;
-            earliest = earliest.min(p.started + timeout);
-        }
+        let earliest = earliest.min(self.pulls.sweep(now, &self.phase1));
         self.phase1.sweep_next(earliest, now);
     }
 
     pub(crate) fn reject(&mut self, peer: SocketAddr, reason: Reject, notify: Option<NotifyType>) {
         self.out.reject(peer, reason, notify);
-    }
-
-    fn send(&mut self, to: SocketAddr, payload: Vec<u8>) {
-        self.out.send(to, payload);
-    }
-
-    /// Refuses a protected message: a bad HASH is answered with a protected
-    /// INVALID-HASH-INFORMATION; anything else is only counted.
-    fn refuse_protected(&mut self, key: [u8; 16], from: SocketAddr, reason: Reject) {
-        if reason == Reject::InvalidHash {
-            self.phase1.notify_protected(
-                self.rng.as_mut(),
-                &mut self.out,
-                key,
-                NotifyType::INVALID_HASH_INFORMATION,
-            );
-            self.reject(from, reason, Some(NotifyType::INVALID_HASH_INFORMATION));
-        } else {
-            self.reject(from, reason, None);
-        }
     }
 
     /// Feeds one received datagram.
@@ -489,269 +394,26 @@ impl KeyServer {
     }
 
     /// Whether group `gi` accepts any of `credentials`.
-    /// Replaces the pre-shared keys (see [`Phase1Responder::set_psks`]).
-    pub fn set_psks(&mut self, psks: Vec<PskEntry>) {
-        self.phase1.set_psks(psks);
-    }
-
-    fn accepts(&self, gi: usize, credentials: &[Credential]) -> bool {
-        let Some(g) = self.groups.get(gi) else {
-            return false;
-        };
-        let id = g.keys.group_id;
-        match g.authentication {
-            GroupAuth::Certificate => credentials.contains(&Credential::Certificate),
-            GroupAuth::Psk => {
-                let own = Credential::GroupPsk(id);
-                if self.phase1.has_own_psk(id) {
-                    credentials.contains(&own)
-                } else {
-                    credentials
-                        .iter()
-                        .any(|c| matches!(c, Credential::Keyring(_)))
-                }
-            }
-        }
-    }
-
     fn pull(&mut self, now: Millis, from: SocketAddr, header: &IsakmpHeader, data: &[u8]) {
         self.ensure_ready(now);
         self.groups.refresh(now);
-        let key = cookies(&header.initiator_cookie, &header.responder_cookie);
-        let mid = header.message_id;
-        let Some(sa) = self.phase1.established(&key) else {
-            return self.reject(from, Reject::UnknownExchange, None);
+        let mut cx = PullContext {
+            phase1: &mut self.phase1,
+            groups: &mut self.groups,
+            asr9000: &self.asr9000,
+            out: &mut self.out,
+            rng: self.rng.as_mut(),
         };
-        if sa.peer != from || mid == 0 {
-            return self.reject(from, Reject::UnknownExchange, None);
-        }
-        let (suite, keys, last_block, vendor) =
-            (sa.suite, sa.keys.clone(), *sa.last_block, sa.vendor);
-        let (identity, credentials) = (sa.identity.to_owned(), sa.credentials.to_vec());
-        if let Some(p) = self.pulls.get(&(key, mid)) {
-            if p.last_in == data {
-                let out = p.last_out.clone();
-                self.send(from, out);
-                return self.reject(from, Reject::Retransmit, None);
-            }
-        }
-        let open = self.pulls_per_sa.get(&key).copied().unwrap_or(0);
-        match self.pulls.get(&(key, mid)).map(|p| &p.state) {
-            None if open >= MAX_PULLS_PER_SA => self.reject(from, Reject::HalfOpenLimit, None),
-            None => self.pull_message_1(
-                now,
-                from,
-                key,
-                mid,
-                data,
-                (suite, &keys, &last_block, vendor),
-                (&identity, &credentials),
-            ),
-            Some(PullState::SentMsg2 { group_idx }) => {
-                let group_idx = *group_idx;
-                self.pull_message_3(
-                    now,
-                    from,
-                    key,
-                    mid,
-                    data,
-                    group_idx,
-                    (suite, &keys, vendor),
-                    identity,
-                )
-            }
-            Some(PullState::Done) => self.reject(from, Reject::UnknownExchange, None),
+        if let Some((gi, record)) = self.pulls.handle(now, from, header, data, &mut cx) {
+            self.out.counters.registrations += 1;
+            self.rekeys.member_registered(gi, record.clone());
+            self.out.event(KsEvent::Registered(record));
         }
     }
 
-    /// Refuses a PULL with a protected notification.
-    fn refuse_pull(&mut self, key: [u8; 16], from: SocketAddr, reason: Reject, t: NotifyType) {
-        self.phase1
-            .notify_protected(self.rng.as_mut(), &mut self.out, key, t);
-        self.reject(from, reason, Some(t));
-    }
-
-    /// PULL message 1 (HASH(1), Ni, ID): checks the group, the credential
-    /// and the authorization, answers HASH(2), Nr, SA.
-    #[allow(clippy::too_many_arguments)]
-    fn pull_message_1(
-        &mut self,
-        now: Millis,
-        from: SocketAddr,
-        key: [u8; 16],
-        mid: u32,
-        data: &[u8],
-        (suite, keys, last_block, vendor): (Suite, &Phase1Keys, &[u8; 16], PeerVendor),
-        (identity, credentials): (&str, &[Credential]),
-    ) {
-        let iv = phase2_iv(suite.prf, last_block, mid);
-        let (dec, raws) = match open_protected(suite, keys, data, &iv, &[]) {
-            Ok(opened) => opened,
-            Err(reason) => return self.refuse_protected(key, from, reason),
-        };
-        let (mut ni, mut group) = (None, None);
-        for (t, body) in &raws {
-            match Payload::parse(*t, body, SaLayout::Gdoi) {
-                Ok(Payload::Nonce(n)) => ni = Some(n.0.to_vec()),
-                Ok(Payload::Id(i)) if i.identity.id_type() == IdType::KEY_ID => {
-                    group = i.identity.group_id()
-                }
-                _ => {}
-            }
-        }
-        let Some(ni) = ni.filter(|n| (8..=128).contains(&n.len())) else {
-            return self.refuse_pull(key, from, Reject::Malformed, NotifyType::PAYLOAD_MALFORMED);
-        };
-        let Some(group_idx) = group.and_then(|g| self.groups.index(g)) else {
-            return self.refuse_pull(
-                key,
-                from,
-                Reject::UnknownGroup,
-                NotifyType::INVALID_ID_INFORMATION,
-            );
-        };
-        if !self.accepts(group_idx, credentials) {
-            return self.refuse_pull(
-                key,
-                from,
-                Reject::CredentialNotAccepted,
-                NotifyType::INVALID_ID_INFORMATION,
-            );
-        }
-        let Some(group) = self.groups.get(group_idx) else {
-            return;
-        };
-        if !group.authorization.allows(from.ip(), identity) {
-            return self.refuse_pull(
-                key,
-                from,
-                Reject::Unauthorized,
-                NotifyType::INVALID_ID_INFORMATION,
-            );
-        }
-        let class = self.classify(from, &vendor);
-        let with_ack = group.rekey.transport.is_unicast()
-            && group.rekey.ack.kek_ack_requested(class).is_some();
-        let nr = rng::bytes(self.rng.as_mut(), 32);
-        let Some(wire) = self.groups.payloads(group_idx) else {
-            return;
-        };
-        let rest = [
-            (PayloadType::NONCE, nr.as_slice()),
-            (PayloadType::SA, wire.sa[usize::from(with_ack)].as_slice()),
-        ];
-        let Ok((first, body)) = hashed_raw_chain(suite.prf, &keys.skeyid_a, mid, &[&ni], &rest)
-        else {
-            return;
-        };
-        let h = IsakmpHeader {
-            next_payload: first,
-            flags: Flags::default(),
-            ..dec.header
-        };
-        let Ok((out, next_iv)) = encrypt_body(h, body, suite.cipher, &keys.enc_key, &dec.next_iv)
-        else {
-            return;
-        };
-        self.pulls.insert(
-            (key, mid),
-            Pull {
-                ni_b: ni,
-                nr_b: nr,
-                iv: next_iv,
-                state: PullState::SentMsg2 { group_idx },
-                started: now,
-                last_in: data.to_vec(),
-                last_out: out.clone(),
-            },
-        );
-        *self.pulls_per_sa.entry(key).or_insert(0) += 1;
-        self.phase1.sweep_by(now + self.limits.pull_timeout_ms);
-        self.send(from, out);
-    }
-
-    /// PULL message 3 (HASH(3), optionally a GAP asking for sender IDs):
-    /// grants the IDs, answers HASH(4), SEQ, KD, and registers the GM.
-    #[allow(clippy::too_many_arguments)]
-    fn pull_message_3(
-        &mut self,
-        now: Millis,
-        from: SocketAddr,
-        key: [u8; 16],
-        mid: u32,
-        data: &[u8],
-        group_idx: usize,
-        (suite, keys, vendor): (Suite, &Phase1Keys, PeerVendor),
-        identity: String,
-    ) {
-        let Some(p) = self.pulls.get(&(key, mid)) else {
-            return;
-        };
-        let (dec, raws) = match open_protected(suite, keys, data, &p.iv, &[&p.ni_b, &p.nr_b]) {
-            Ok(opened) => opened,
-            Err(reason) => return self.refuse_protected(key, from, reason),
-        };
-        let sid_request =
-            raws.iter()
-                .find_map(|(t, body)| match Payload::parse(*t, body, SaLayout::Gdoi) {
-                    Ok(Payload::Gap(Gap {
-                        sender_id_request: Some(n),
-                        ..
-                    })) => Some(n),
-                    _ => None,
-                });
-        let (ni_b, nr_b) = (p.ni_b.clone(), p.nr_b.clone());
-        let Some(group_id) = self.groups.get(group_idx).map(|g| g.keys.group_id) else {
-            return;
-        };
-        let sids = self.groups.grant_sids(group_id, sid_request.unwrap_or(0));
-        let Some(wire) = self.groups.payloads(group_idx) else {
-            return;
-        };
-        let seq = wire.keys.seq.to_be_bytes();
-        let built = if sids.is_empty() {
-            let rest = [
-                (PayloadType::SEQ, seq.as_slice()),
-                (PayloadType::KEY_DOWNLOAD, wire.kd.as_slice()),
-            ];
-            hashed_raw_chain(suite.prf, &keys.skeyid_a, mid, &[&ni_b, &nr_b], &rest)
-        } else {
-            let material = wire.keys.kek_material();
-            let kd = wire.keys.to_kd(&material, Some((16, sids.clone())));
-            let rest = [Payload::Seq(Seq(wire.keys.seq)), Payload::KeyDownload(kd)];
-            hashed_chain(suite.prf, &keys.skeyid_a, mid, &[&ni_b, &nr_b], &rest)
-        };
-        let Ok((first, body)) = built else {
-            return;
-        };
-        let h = IsakmpHeader {
-            next_payload: first,
-            flags: Flags::default(),
-            ..dec.header
-        };
-        let Ok((out, _)) = encrypt_body(h, body, suite.cipher, &keys.enc_key, &dec.next_iv) else {
-            return;
-        };
-        if let Some(p) = self.pulls.get_mut(&(key, mid)) {
-            p.state = PullState::Done;
-            p.last_in = data.to_vec();
-            p.last_out = out.clone();
-        }
-        let class = self.classify(from, &vendor);
-        self.out.counters.registrations += 1;
-        let record = GmRecord {
-            identity,
-            addr: from,
-            group_id,
-            class,
-            version: vendor.version(),
-            features: vendor.features(),
-            sids,
-            registered_at: now,
-        };
-        self.rekeys.member_registered(group_idx, record.clone());
-        self.out.event(KsEvent::Registered(record));
-        self.send(from, out);
+    /// Replaces the pre-shared keys (see [`Phase1Responder::set_psks`]).
+    pub fn set_psks(&mut self, psks: Vec<PskEntry>) {
+        self.phase1.set_psks(psks);
     }
 }
 
