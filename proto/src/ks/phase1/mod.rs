@@ -11,8 +11,8 @@ use gkm_wire::consts::{
     Doi, ExchangeType, Flags, NotifyType, PayloadType, ProtocolId, SIT_IDENTITY_ONLY,
 };
 use gkm_wire::payload::{
-    Cert, CertReq, IdPayload, KeyExchange, Nonce, Notification, Phase1Sa, Proposal, RawPayload, Sa,
-    SaLayout, Signature, VendorId,
+    Cert, CertReq, IdPayload, KeyExchange, Nonce, Notification, Phase1Sa, Proposal, Sa, Signature,
+    VendorId,
 };
 use gkm_wire::{Body, Identity, IsakmpHeader, Message, Payload};
 use zeroize::Zeroizing;
@@ -20,11 +20,12 @@ use zeroize::Zeroizing;
 use super::config::{Credential, KsLimits, PskEntry, MAX_PSK_CANDIDATES};
 use super::events::{KsEvent, KsOutbox, Reject};
 use super::identity_string;
+
+mod auth;
 use crate::crypto::{rng, CertificateAuthority, DhBackend, EngineRng, RsaSigner};
 use crate::engine::{own_vendor_id, Millis, PeerVendor};
 use crate::ike::{
-    decrypt_message, encrypt_body, hashed_chain, phase1_iv, phase2_iv, AuthKind, Decrypted,
-    Phase1Keys, Suite, Transcript,
+    encrypt_body, hashed_chain, phase1_iv, phase2_iv, AuthKind, Phase1Keys, Suite, Transcript,
 };
 
 /// How often expired state is swept.
@@ -765,185 +766,58 @@ impl Phase1Responder {
         let P1State::SentKe { gxy, gxi, gxr, iv } = &sa.state else {
             return;
         };
-        let (icky, rcky, suite) = (sa.icky, sa.rcky, sa.suite);
-        let derive = |psk: Option<&[u8]>| {
-            Phase1Keys::derive(&suite, psk, &sa.ni_b, &sa.nr_b, gxy, &icky, &rcky)
+        let (icky, suite) = (sa.icky, sa.suite);
+        let agreed = auth::Agreed {
+            suite,
+            gxy,
+            transcript: Transcript {
+                gxi,
+                gxr,
+                cky_i: &sa.icky,
+                cky_r: &sa.rcky,
+                sai_b: &sa.sai_b,
+            },
+            nonces: (&sa.ni_b, &sa.nr_b),
+            iv,
         };
-        // The keys, the decrypted message and what authenticated the peer.
-        // A wrong PSK shows up here: the message does not decrypt to a
-        // chain, or its HASH_I does not verify. With pre-shared keys every
-        // candidate for the source is tried (groups may share ranges).
-        let mut missing_id = false;
-        let found: Option<(Phase1Keys, Decrypted, Vec<Credential>)> = match suite.auth {
-            AuthKind::RsaSig => {
-                let keys = derive(None);
-                decrypt_message(data, suite.cipher, &keys.enc_key, iv)
-                    .ok()
-                    .map(|dec| (keys, dec, vec![Credential::Certificate]))
-            }
-            AuthKind::Psk => {
-                let candidates = self.psk_candidates(from.ip());
-                let mut found = None;
-                for (i, entry) in candidates.iter().enumerate() {
-                    if candidates
-                        .get(..i)
-                        .is_some_and(|before| before.iter().any(|e| e.key == entry.key))
-                    {
-                        continue;
-                    }
-                    let keys = derive(Some(&entry.key));
-                    let Ok(dec) = decrypt_message(data, suite.cipher, &keys.enc_key, iv) else {
-                        continue;
-                    };
-                    let (mut idii_b, mut hash) = (None, None);
-                    for r in
-                        gkm_wire::payload::PayloadIter::new(dec.header.next_payload, &dec.plaintext)
-                            .filter_map(Result::ok)
-                    {
-                        match r.payload_type {
-                            PayloadType::ID => idii_b = Some(r.body),
-                            PayloadType::HASH => hash = Some(r.body),
-                            _ => {}
-                        }
-                    }
-                    let Some(idii_b) = idii_b else {
-                        missing_id = true;
-                        continue;
-                    };
-                    let verified = hash.is_some_and(|h| {
-                        suite.prf.verify(
-                            &keys.skeyid,
-                            &[gxi, gxr, &icky, &rcky, &sa.sai_b, idii_b],
-                            h,
-                        )
-                    });
-                    if verified {
-                        let credentials = candidates
-                            .iter()
-                            .filter(|e| e.key == entry.key)
-                            .map(|e| e.credential)
-                            .collect();
-                        found = Some((keys, dec, credentials));
-                        break;
-                    }
-                }
-                found
+        // A wrong PSK shows up here: no candidate's keys open the message
+        // to a chain whose HASH_I verifies.
+        let candidates = self.psk_candidates(from.ip());
+        let opened = match auth::open(&agreed, &candidates, data) {
+            Ok(o) => o,
+            Err(notify) => {
+                return self.fail_phase1(out, key, from, Reject::AuthenticationFailed, notify)
             }
         };
-        let Some((keys, dec, credentials)) = found else {
-            let notify = if missing_id {
-                NotifyType::INVALID_ID_INFORMATION
-            } else {
-                NotifyType::AUTHENTICATION_FAILED
-            };
-            return self.fail_phase1(out, key, from, Reject::AuthenticationFailed, notify);
-        };
-        let (gxi, gxr, sai_b) = (gxi.clone(), gxr.clone(), sa.sai_b.clone());
-        let raws: Vec<RawPayload<'_>> =
-            gkm_wire::payload::PayloadIter::new(dec.header.next_payload, &dec.plaintext)
-                .filter_map(Result::ok)
-                .collect();
-        let mut id: Option<(&[u8], IdPayload<'_>)> = None;
-        let (mut hash, mut sig, mut cert, mut initial_contact) = (None, None, None, false);
         let mut vendor = sa.vendor;
-        for r in &raws {
-            match Payload::parse(r.payload_type, r.body, SaLayout::Phase1) {
-                Ok(Payload::Id(i)) => id = Some((r.body, i)),
-                Ok(Payload::Hash(h)) => hash = Some(h.0),
-                Ok(Payload::Signature(s)) => sig = Some(s.0),
-                Ok(Payload::Cert(c)) => cert = Some(c.data),
-                Ok(Payload::Notification(n)) => {
-                    initial_contact |= n.notify_type == NotifyType::INITIAL_CONTACT
-                }
-                Ok(Payload::VendorId(v)) => vendor.observe(v.0),
-                _ => {}
+        let who = match auth::initiator(&opened.dec, &mut vendor) {
+            Ok(w) => w,
+            Err(notify) => {
+                return self.fail_phase1(out, key, from, Reject::AuthenticationFailed, notify)
             }
+        };
+        if let Err((reason, notify)) =
+            auth::verify(&agreed, &opened.keys, &who, self.ca.as_ref(), now, from)
+        {
+            return self.fail_phase1(out, key, from, reason, notify);
         }
-        let Some((idii_b, idii)) = id else {
-            return self.fail_phase1(
-                out,
-                key,
-                from,
-                Reject::AuthenticationFailed,
-                NotifyType::INVALID_ID_INFORMATION,
-            );
-        };
-        let transcript = Transcript {
-            gxi: &gxi,
-            gxr: &gxr,
-            cky_i: &icky,
-            cky_r: &rcky,
-            sai_b: &sai_b,
-        };
-        let authentic = match suite.auth {
-            // Checked again on the ID payload that names the peer (the
-            // candidate search looked at raw payloads).
-            AuthKind::Psk => {
-                hash.is_some_and(|h| keys.verify_hash_i(suite.prf, &transcript, idii_b, h))
-            }
-            AuthKind::RsaSig => {
-                let (Some(ca), Some(cert), Some(sig)) = (self.ca.as_ref(), cert, sig) else {
-                    return self.fail_phase1(
-                        out,
-                        key,
-                        from,
-                        Reject::AuthenticationFailed,
-                        NotifyType::AUTHENTICATION_FAILED,
-                    );
-                };
-                let verified = match ca.verify(cert, now / 1000) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        return self.fail_phase1(
-                            out,
-                            key,
-                            from,
-                            Reject::InvalidCertificate,
-                            NotifyType::INVALID_CERTIFICATE,
-                        );
-                    }
-                };
-                let id_matches = match idii.identity {
-                    Identity::DerAsn1Dn(dn) => dn == verified.subject_der.as_slice(),
-                    Identity::Ipv4Addr(a) => IpAddr::V4(a) == from.ip(),
-                    _ => false,
-                };
-                if !id_matches {
-                    return self.fail_phase1(
-                        out,
-                        key,
-                        from,
-                        Reject::InvalidCertificate,
-                        NotifyType::INVALID_ID_INFORMATION,
-                    );
-                }
-                verified
-                    .key
-                    .verify(&keys.hash_i(suite.prf, &transcript, idii_b), sig)
-                    .is_ok()
-            }
-        };
-        if !authentic {
-            return self.fail_phase1(
-                out,
-                key,
-                from,
-                Reject::AuthenticationFailed,
-                NotifyType::AUTHENTICATION_FAILED,
-            );
-        }
-        let identity = identity_string(&idii.identity);
+        let identity = identity_string(&who.idii.identity);
+        let initial_contact = who.initial_contact;
         // MM6: IDir, then HASH_R or CERT + SIG_R.
         let idir = IdPayload {
-            protocol: idii.protocol,
-            port: idii.port,
+            protocol: who.idii.protocol,
+            port: who.idii.port,
             identity: Identity::Ipv4Addr(self.identity),
         };
         let mut idir_b = Vec::new();
         if idir.emit(&mut idir_b).is_err() {
             return;
         }
-        let hash_r = keys.hash_r(suite.prf, &transcript, &idir_b);
+        let hash_r = opened.keys.hash_r(suite.prf, &agreed.transcript, &idir_b);
+        let (header, next_iv) = (opened.dec.header, opened.dec.next_iv);
+        let auth::Opened {
+            keys, credentials, ..
+        } = opened;
         let mut out_payloads = vec![Payload::Id(idir)];
         let sig_r;
         match suite.auth {
@@ -966,7 +840,7 @@ impl Phase1Responder {
         let h = IsakmpHeader {
             flags: Flags::default(),
             message_id: 0,
-            ..dec.header
+            ..header
         };
         let mut body = Vec::new();
         let Ok(first) = gkm_wire::payload::emit_chain(&out_payloads, &mut body) else {
@@ -976,12 +850,10 @@ impl Phase1Responder {
             next_payload: first,
             ..h
         };
-        let Ok((reply, last_block)) =
-            encrypt_body(h, body, suite.cipher, &keys.enc_key, &dec.next_iv)
+        let Ok((reply, last_block)) = encrypt_body(h, body, suite.cipher, &keys.enc_key, &next_iv)
         else {
             return;
         };
-        let keys = keys.clone();
         let expires = now + u64::from(suite.life_secs) * 1000;
         let peer_ip = from.ip();
         if let Some(sa) = self.sas.get_mut(&key) {

@@ -1,0 +1,225 @@
+//! Main mode message 5 (RFC 2409 section 5): which key opens it, and
+//! whether the initiator is who its ID payload says. With pre-shared keys
+//! each candidate PSK for the source is tried (groups may share source
+//! ranges); with signatures the certificate must chain to the CA, name
+//! the peer, and sign HASH_I. Pure functions: the responder's state stays
+//! with the responder.
+
+use std::net::{IpAddr, SocketAddr};
+
+use gkm_wire::consts::{NotifyType, PayloadType};
+use gkm_wire::payload::{IdPayload, SaLayout};
+use gkm_wire::{Identity, Payload};
+
+use super::super::config::{Credential, PskEntry};
+use super::super::events::Reject;
+use crate::crypto::CertificateAuthority;
+use crate::engine::{Millis, PeerVendor};
+use crate::ike::{decrypt_message, AuthKind, Decrypted, Phase1Keys, Suite, Transcript};
+
+/// What main mode has agreed before message 5: enough to derive the keys
+/// for a given PSK (or none, with signatures) and check HASH_I.
+pub(crate) struct Agreed<'a> {
+    /// The suite.
+    pub suite: Suite,
+    /// g^xy.
+    pub gxy: &'a [u8],
+    /// The transcript HASH_I and HASH_R cover.
+    pub transcript: Transcript<'a>,
+    /// Ni_b and Nr_b.
+    pub nonces: (&'a [u8], &'a [u8]),
+    /// The IV of message 5.
+    pub iv: &'a [u8; 16],
+}
+
+impl Agreed<'_> {
+    fn derive(&self, psk: Option<&[u8]>) -> Phase1Keys {
+        let t = &self.transcript;
+        Phase1Keys::derive(
+            &self.suite,
+            psk,
+            self.nonces.0,
+            self.nonces.1,
+            self.gxy,
+            t.cky_i,
+            t.cky_r,
+        )
+    }
+}
+
+/// Message 5 opened: the keys that opened it, the plaintext, and what
+/// authenticated the peer (checked by [`verify`]).
+pub(crate) struct Opened {
+    /// Phase 1 keys.
+    pub keys: Phase1Keys,
+    /// The decrypted message.
+    pub dec: Decrypted,
+    /// The credentials whose key opened it (several only when groups
+    /// share a PSK); the certificate for signatures.
+    pub credentials: Vec<Credential>,
+}
+
+/// Finds the key that opens message 5: the one PSK among `candidates`
+/// (distinct keys tried once each) whose keys decrypt it to a chain with
+/// an ID payload and a HASH_I that verifies; with signatures, the one
+/// key set. The notification to send when none does.
+pub(crate) fn open(
+    agreed: &Agreed<'_>,
+    candidates: &[&PskEntry],
+    data: &[u8],
+) -> Result<Opened, NotifyType> {
+    let suite = agreed.suite;
+    if suite.auth == AuthKind::RsaSig {
+        let keys = agreed.derive(None);
+        return decrypt_message(data, suite.cipher, &keys.enc_key, agreed.iv)
+            .map(|dec| Opened {
+                keys,
+                dec,
+                credentials: vec![Credential::Certificate],
+            })
+            .map_err(|_| NotifyType::AUTHENTICATION_FAILED);
+    }
+    let mut missing_id = false;
+    for (i, entry) in candidates.iter().enumerate() {
+        if candidates
+            .get(..i)
+            .is_some_and(|before| before.iter().any(|e| e.key == entry.key))
+        {
+            continue;
+        }
+        let keys = agreed.derive(Some(&entry.key));
+        let Ok(dec) = decrypt_message(data, suite.cipher, &keys.enc_key, agreed.iv) else {
+            continue;
+        };
+        let (mut idii_b, mut hash) = (None, None);
+        for r in gkm_wire::payload::PayloadIter::new(dec.header.next_payload, &dec.plaintext)
+            .filter_map(Result::ok)
+        {
+            match r.payload_type {
+                PayloadType::ID => idii_b = Some(r.body),
+                PayloadType::HASH => hash = Some(r.body),
+                _ => {}
+            }
+        }
+        let Some(idii_b) = idii_b else {
+            missing_id = true;
+            continue;
+        };
+        if hash.is_some_and(|h| keys.verify_hash_i(suite.prf, &agreed.transcript, idii_b, h)) {
+            let credentials = candidates
+                .iter()
+                .filter(|e| e.key == entry.key)
+                .map(|e| e.credential)
+                .collect();
+            return Ok(Opened {
+                keys,
+                dec,
+                credentials,
+            });
+        }
+    }
+    Err(if missing_id {
+        NotifyType::INVALID_ID_INFORMATION
+    } else {
+        NotifyType::AUTHENTICATION_FAILED
+    })
+}
+
+/// The initiator's payloads in message 5.
+pub(crate) struct Initiator<'a> {
+    /// The ID payload's body, as HASH_I covers it.
+    pub idii_b: &'a [u8],
+    /// The ID payload.
+    pub idii: IdPayload<'a>,
+    hash: Option<&'a [u8]>,
+    sig: Option<&'a [u8]>,
+    cert: Option<&'a [u8]>,
+    /// It sent INITIAL-CONTACT.
+    pub initial_contact: bool,
+}
+
+/// Reads the initiator's payloads (its Vendor IDs into `vendor`); the
+/// notification to send when there is no ID payload.
+pub(crate) fn initiator<'a>(
+    dec: &'a Decrypted,
+    vendor: &mut PeerVendor,
+) -> Result<Initiator<'a>, NotifyType> {
+    let mut id: Option<(&[u8], IdPayload<'_>)> = None;
+    let (mut hash, mut sig, mut cert, mut initial_contact) = (None, None, None, false);
+    for r in gkm_wire::payload::PayloadIter::new(dec.header.next_payload, &dec.plaintext)
+        .filter_map(Result::ok)
+    {
+        match Payload::parse(r.payload_type, r.body, SaLayout::Phase1) {
+            Ok(Payload::Id(i)) => id = Some((r.body, i)),
+            Ok(Payload::Hash(h)) => hash = Some(h.0),
+            Ok(Payload::Signature(s)) => sig = Some(s.0),
+            Ok(Payload::Cert(c)) => cert = Some(c.data),
+            Ok(Payload::Notification(n)) => {
+                initial_contact |= n.notify_type == NotifyType::INITIAL_CONTACT
+            }
+            Ok(Payload::VendorId(v)) => vendor.observe(v.0),
+            _ => {}
+        }
+    }
+    let (idii_b, idii) = id.ok_or(NotifyType::INVALID_ID_INFORMATION)?;
+    Ok(Initiator {
+        idii_b,
+        idii,
+        hash,
+        sig,
+        cert,
+        initial_contact,
+    })
+}
+
+/// Whether the initiator proved who it is: HASH_I under the PSK's keys
+/// (checked again on the ID payload that names the peer: the search in
+/// [`open`] looked at raw payloads), or a certificate from `ca` naming
+/// the peer whose key signed HASH_I. The refusal and notification when not.
+pub(crate) fn verify(
+    agreed: &Agreed<'_>,
+    keys: &Phase1Keys,
+    who: &Initiator<'_>,
+    ca: Option<&CertificateAuthority>,
+    now: Millis,
+    from: SocketAddr,
+) -> Result<(), (Reject, NotifyType)> {
+    let suite = agreed.suite;
+    let failed = (
+        Reject::AuthenticationFailed,
+        NotifyType::AUTHENTICATION_FAILED,
+    );
+    let authentic = match suite.auth {
+        AuthKind::Psk => who
+            .hash
+            .is_some_and(|h| keys.verify_hash_i(suite.prf, &agreed.transcript, who.idii_b, h)),
+        AuthKind::RsaSig => {
+            let (Some(ca), Some(cert), Some(sig)) = (ca, who.cert, who.sig) else {
+                return Err(failed);
+            };
+            let verified = ca
+                .verify(cert, now / 1000)
+                .map_err(|_| (Reject::InvalidCertificate, NotifyType::INVALID_CERTIFICATE))?;
+            let id_matches = match who.idii.identity {
+                Identity::DerAsn1Dn(dn) => dn == verified.subject_der.as_slice(),
+                Identity::Ipv4Addr(a) => IpAddr::V4(a) == from.ip(),
+                _ => false,
+            };
+            if !id_matches {
+                return Err((
+                    Reject::InvalidCertificate,
+                    NotifyType::INVALID_ID_INFORMATION,
+                ));
+            }
+            verified
+                .key
+                .verify(&keys.hash_i(suite.prf, &agreed.transcript, who.idii_b), sig)
+                .is_ok()
+        }
+    };
+    if authentic {
+        Ok(())
+    } else {
+        Err(failed)
+    }
+}
