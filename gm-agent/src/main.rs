@@ -280,7 +280,7 @@ fn dataplane_now_ms() -> u64 {
 /// Returns the TEKs' destination prefixes.
 fn sync_tunnel(
     t: &dataplane::SharedTunnel,
-    g: &gkm_proto::gm_rekey::GmGroup,
+    g: &gkm_proto::gm::GmGroup,
     sid: Option<u32>,
     window: Option<u32>,
 ) -> Vec<Ipv4Prefix> {

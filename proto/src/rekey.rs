@@ -1,7 +1,7 @@
 //! Rekey policy and key state as the key server's configuration and its
 //! caller see them: transport, ACK option and timing, why a rekey happens,
 //! why one is refused, and the state that must survive a restart. The
-//! rekey engine itself is [`crate::ks`]'s rekey part.
+//! rekey engine itself is the key server's rekey part (`ks::rekey`).
 
 use std::net::SocketAddrV4;
 

@@ -37,7 +37,7 @@ impl Default for KsLimits {
 pub struct Authorization {
     /// Source address ranges.
     pub addresses: Vec<Ipv4Prefix>,
-    /// Phase 1 identities (as [`identity_string`] renders them).
+    /// Phase 1 identities (as [`crate::identity::identity_string`] renders them).
     pub identities: Vec<String>,
 }
 

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use super::config::{Credential, KsLimits, PskEntry, MAX_PSK_CANDIDATES};
 use super::events::{KsEvent, KsOutbox, Reject};
-use super::identity_string;
+use crate::identity::identity_string;
 
 mod auth;
 use crate::crypto::{rng, CertificateAuthority, DhBackend, EngineRng, RsaSigner};

@@ -1,8 +1,9 @@
-//! Rekeys on the group member (RFC 6407 section 4; seed sections 2-3):
-//! open and verify a GROUPKEY-PUSH under the KEK from registration,
-//! require a greater SEQ, apply Delete, SA and KD, honour ATD (send on a
-//! new TEK only after it) and DTD (keep an old TEK for receiving until
-//! then), and acknowledge as told.
+//! The group member's group (RFC 6407 section 4; seed sections 2-3): the
+//! keys from registration and each rekey. [`GmGroup::apply_push`] opens
+//! and verifies a GROUPKEY-PUSH under the KEK it holds, requires a greater
+//! SEQ, applies Delete, SA and KD, honours ATD (send on a new TEK only
+//! after it) and DTD (keep an old TEK for receiving until then), and says
+//! how to acknowledge; the engine sends the ACK.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -12,8 +13,7 @@ use gkm_wire::Payload;
 
 use crate::ack::{seal_rfc8263_ack, seal_unicast_ack};
 use crate::crypto::RekeyVerifier;
-use crate::engine::{Millis, Transmit};
-use crate::gm::{GmEvent, GmIdentity, GroupMember};
+use crate::engine::Millis;
 use crate::group::{GroupKeys, Kek, Tek};
 use crate::push::{open_push, PushError};
 
@@ -75,7 +75,8 @@ impl GmGroup {
 }
 
 impl GmCounters {
-    fn count(&mut self, e: PushError) {
+    /// Counts a refused push.
+    pub(crate) fn count(&mut self, e: PushError) {
         match e {
             PushError::Malformed | PushError::Build => self.pushes_malformed += 1,
             PushError::WrongKek => self.pushes_wrong_kek += 1,
@@ -101,16 +102,32 @@ fn verifier_for(kek: Option<&Kek>) -> Result<Option<RekeyVerifier>, &'static str
         .map_err(|_| "the rekey-signing key cannot be used")
 }
 
-impl GroupMember {
-    /// Keys from a completed registration; the SEQ restarts from the KS's.
-    pub(crate) fn install_registration(
-        &mut self,
+/// A push the group member accepted: what changed, and the ACK to send
+/// (under the KEK that protected the push).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AcceptedPush {
+    /// Its SEQ.
+    pub seq: u32,
+    /// TEK SPIs installed.
+    pub installed: Vec<u32>,
+    /// TEK SPIs deleted.
+    pub deleted: Vec<u32>,
+    /// The KEK rolled.
+    pub new_kek: bool,
+    /// The ACK, if one is due: its octets, and whether the push came by
+    /// multicast (its ACK is jittered).
+    pub ack: Option<(Vec<u8>, bool)>,
+}
+
+impl GmGroup {
+    /// The group from a completed registration; the SEQ restarts from the KS's.
+    pub(crate) fn registered(
         now: Millis,
         ks: SocketAddr,
         keys: &GroupKeys,
         ack_requested: Option<AckRequested>,
         d3p_window_ms: Option<u32>,
-    ) -> Result<(), &'static str> {
+    ) -> Result<Self, &'static str> {
         let verifier = verifier_for(keys.kek.as_ref())?;
         let teks = keys
             .teks
@@ -121,7 +138,7 @@ impl GroupMember {
                 expires_at: now + u64::from(t.lifetime_secs) * 1000,
             })
             .collect();
-        self.group = Some(GmGroup {
+        Ok(Self {
             ks,
             kek: keys.kek.clone(),
             verifier,
@@ -129,36 +146,24 @@ impl GroupMember {
             last_seq: keys.seq,
             teks,
             d3p_window_ms,
-        });
-        Ok(())
+        })
     }
 
-    /// Re-register this long before the last TEK expires, unless a rekey comes.
-    pub(crate) fn renew_at(&self, now: Millis) -> Millis {
+    /// When to register again, `before_ms` ahead of the last TEK's expiry,
+    /// unless a rekey comes first.
+    pub(crate) fn renew_at(&self, now: Millis, before_ms: u64) -> Millis {
         let last = self
-            .group
-            .as_ref()
-            .and_then(|g| g.teks.iter().map(|t| t.expires_at).max())
+            .teks
+            .iter()
+            .map(|t| t.expires_at)
+            .max()
             .unwrap_or(now + 3_600_000);
-        last.saturating_sub(self.cfg.reregister_before_ms)
-            .max(now + 1000)
-    }
-
-    /// The group state, once registered.
-    pub fn group(&self) -> Option<&GmGroup> {
-        self.group.as_ref()
-    }
-
-    /// Rekey counters.
-    pub fn rekey_counters(&self) -> GmCounters {
-        self.counters
+        last.saturating_sub(before_ms).max(now + 1000)
     }
 
     /// The TEK to send on at `now`: the newest one whose ATD has passed.
-    pub fn outbound_tek(&self, now: Millis) -> Option<&Tek> {
-        self.group
-            .as_ref()?
-            .teks
+    pub(crate) fn outbound_tek(&self, now: Millis) -> Option<&Tek> {
+        self.teks
             .iter()
             .filter(|t| t.send_from <= now && now < t.expires_at)
             .max_by_key(|t| t.expires_at)
@@ -166,49 +171,32 @@ impl GroupMember {
     }
 
     /// TEKs accepted for receiving at `now`.
-    pub fn inbound_teks(&self, now: Millis) -> impl Iterator<Item = &Tek> {
-        self.group
+    pub(crate) fn inbound_teks(&self, now: Millis) -> impl Iterator<Item = &Tek> {
+        self.teks
             .iter()
-            .flat_map(|g| g.teks.iter())
             .filter(move |t| now < t.expires_at)
             .map(|t| &t.tek)
     }
 
-    pub(crate) fn release_delayed(&mut self, now: Millis) {
-        let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(at, _)| *at <= now);
-        self.delayed = later;
-        for (_, t) in due {
-            self.out.transmit(t);
-        }
-        if let Some(g) = self.group.as_mut() {
-            g.teks.retain(|t| now < t.expires_at);
-        }
+    /// Forgets TEKs past their expiry.
+    pub(crate) fn expire(&mut self, now: Millis) {
+        self.teks.retain(|t| now < t.expires_at);
     }
 
-    fn ack_address(&self) -> Ipv4Addr {
-        self.cfg.ack_address.unwrap_or(match &self.cfg.identity {
-            GmIdentity::Ipv4(a) => *a,
-            GmIdentity::Dn(_) => Ipv4Addr::UNSPECIFIED,
-        })
-    }
-
-    pub(crate) fn on_push(&mut self, now: Millis, from: SocketAddr, data: &[u8]) {
-        let Some(g) = self.group.as_ref() else {
-            self.counters.pushes_unregistered += 1;
-            return;
+    /// Opens, verifies and applies a GROUPKEY-PUSH of group `group_id`; an
+    /// ACK from `ack_address` is made when the KEK policy asks for one (or
+    /// the push came by unicast). A refused push changes nothing.
+    pub(crate) fn apply_push(
+        &mut self,
+        now: Millis,
+        group_id: u32,
+        data: &[u8],
+        ack_address: Ipv4Addr,
+    ) -> Result<AcceptedPush, PushError> {
+        let (Some(kek), Some(verifier)) = (self.kek.clone(), self.verifier.as_ref()) else {
+            return Err(PushError::WrongKek);
         };
-        let (Some(kek), Some(verifier)) = (g.kek.clone(), g.verifier.as_ref()) else {
-            self.counters.pushes_unregistered += 1;
-            return;
-        };
-        let opened = match open_push(data, &kek, verifier, g.last_seq) {
-            Ok(o) => o,
-            Err(e) => {
-                self.counters.count(e);
-                self.out.event(GmEvent::PushRejected(e));
-                return;
-            }
-        };
+        let opened = open_push(data, &kek, verifier, self.last_seq)?;
         let seq = opened.seq;
         let (mut sa, mut kd, mut deleted) =
             (None::<GdoiSa<'_>>, None::<KeyDownload<'_>>, Vec::new());
@@ -224,31 +212,16 @@ impl GroupMember {
                     );
                 }
                 Ok(_) => {}
-                Err(_) => {
-                    self.counters.count(PushError::Malformed);
-                    self.out.event(GmEvent::PushRejected(PushError::Malformed));
-                    return;
-                }
+                Err(_) => return Err(PushError::Malformed),
             }
         }
         let (Some(sa), Some(kd)) = (sa, kd) else {
-            self.counters.count(PushError::Malformed);
-            self.out.event(GmEvent::PushRejected(PushError::Malformed));
-            return;
+            return Err(PushError::Malformed);
         };
-        let Ok((keys, _)) = GroupKeys::from_pull(self.cfg.group_id, &sa, &kd, seq) else {
-            self.counters.count(PushError::Malformed);
-            self.out.event(GmEvent::PushRejected(PushError::Malformed));
-            return;
+        let Ok((keys, _)) = GroupKeys::from_pull(group_id, &sa, &kd, seq) else {
+            return Err(PushError::Malformed);
         };
-        let new_verifier = match verifier_for(keys.kek.as_ref()) {
-            Ok(v) => v,
-            Err(_) => {
-                self.counters.count(PushError::Malformed);
-                self.out.event(GmEvent::PushRejected(PushError::Malformed));
-                return;
-            }
-        };
+        let new_verifier = verifier_for(keys.kek.as_ref()).map_err(|_| PushError::Malformed)?;
         let gap = sa.gap.as_ref();
         let atd_ms = gap
             .and_then(|g| g.activation_time_delay)
@@ -257,22 +230,20 @@ impl GroupMember {
             .and_then(|g| g.deactivation_time_delay)
             .map(|s| u64::from(s) * 1000);
         let ack_policy = sa.kek.as_ref().map(|k| k.policy.ack_requested);
-        let d3p = d3p_window_of(gap);
-        let Some(g) = self.group.as_mut() else { return };
-        g.d3p_window_ms = d3p;
-        g.teks.retain(|t| !deleted.contains(&t.tek.spi));
+        self.d3p_window_ms = d3p_window_of(gap);
+        self.teks.retain(|t| !deleted.contains(&t.tek.spi));
         let mut installed = Vec::new();
         for t in &keys.teks {
-            if g.teks.iter().any(|x| x.tek.spi == t.spi) {
+            if self.teks.iter().any(|x| x.tek.spi == t.spi) {
                 continue;
             }
             if let Some(d) = dtd_ms {
-                for old in g.teks.iter_mut() {
+                for old in self.teks.iter_mut() {
                     old.expires_at = old.expires_at.min(now + d);
                 }
             }
             installed.push(t.spi);
-            g.teks.push(InstalledTek {
+            self.teks.push(InstalledTek {
                 tek: t.clone(),
                 send_from: now + atd_ms,
                 expires_at: now + u64::from(t.lifetime_secs) * 1000,
@@ -280,41 +251,26 @@ impl GroupMember {
         }
         let new_kek = keys.kek.as_ref().is_some_and(|k| k.spi != kek.spi);
         if keys.kek.is_some() {
-            g.kek = keys.kek;
-            g.verifier = new_verifier;
+            self.kek = keys.kek;
+            self.verifier = new_verifier;
         }
         if let Some(a) = ack_policy {
-            g.ack_requested = a;
+            self.ack_requested = a;
         }
-        g.last_seq = seq;
-        let ack_requested = g.ack_requested;
-        self.counters.pushes_accepted += 1;
+        self.last_seq = seq;
         // ACK under the KEK that protected this push (its cookies name it).
-        let me = self.ack_address();
-        let ack = match ack_requested {
-            Some(a) => seal_rfc8263_ack(&kek, a, seq, me).ok(),
-            None if kek.is_unicast() => seal_unicast_ack(&kek, seq, me).ok(),
+        let ack = match self.ack_requested {
+            Some(a) => seal_rfc8263_ack(&kek, a, seq, ack_address).ok(),
+            None if kek.is_unicast() => seal_unicast_ack(&kek, seq, ack_address).ok(),
             None => None,
         };
-        if let Some(payload) = ack {
-            self.counters.acks_sent += 1;
-            let t = Transmit { to: from, payload };
-            if kek.is_unicast() || self.cfg.multicast_ack_jitter_ms == 0 {
-                self.out.transmit(t);
-            } else {
-                let jitter =
-                    u64::from(self.rng.next_u32()) % (self.cfg.multicast_ack_jitter_ms + 1);
-                self.delayed.push((now + jitter, t));
-            }
-        }
-        let renew_at = self.renew_at(now);
-        self.set_renew_at(renew_at);
-        self.out.event(GmEvent::Rekeyed {
+        Ok(AcceptedPush {
             seq,
             installed,
             deleted,
             new_kek,
-        });
+            ack: ack.map(|a| (a, !kek.is_unicast())),
+        })
     }
 }
 

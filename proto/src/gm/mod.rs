@@ -16,12 +16,17 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{rng, CertificateAuthority, DhBackend, DhPrivate, EngineRng, RsaSigner};
 use crate::engine::{own_vendor_id, Millis, Transmit};
-use crate::gm_rekey::d3p_window_of;
+use crate::group::Tek;
+use group::d3p_window_of;
+
+mod group;
+
 use crate::group::GroupKeys;
 use crate::ike::{
     decrypt_message, encrypt_body, hashed_chain, phase1_iv, phase2_iv, verify_hashed_chain,
     AuthKind, Phase1Keys, Suite, Transcript,
 };
+pub use group::{GmCounters, GmGroup, InstalledTek};
 
 /// How the GM authenticates in phase 1.
 pub enum GmAuth {
@@ -60,9 +65,9 @@ impl GmIdentity {
     }
 
     /// How the key server's GM database names this GM
-    /// ([`crate::ks::identity_string`]).
+    /// ([`crate::identity::identity_string`]).
     pub fn shown(&self) -> String {
-        crate::ks::identity_string(&self.payload())
+        crate::identity::identity_string(&self.payload())
     }
 }
 
@@ -207,20 +212,20 @@ struct P1 {
 
 /// The group member engine.
 pub struct GroupMember {
-    pub(crate) cfg: GmConfig,
-    pub(crate) rng: Box<dyn EngineRng>,
+    cfg: GmConfig,
+    rng: Box<dyn EngineRng>,
     ks_index: usize,
     icky: [u8; 8],
     state: State,
     last_out: Option<(Vec<u8>, Millis, u32)>,
     contacted: bool,
     /// Datagrams and events for the caller.
-    pub(crate) out: crate::engine::Outbox<GmEvent>,
+    out: crate::engine::Outbox<GmEvent>,
     /// Keys and rekey state once registered.
-    pub(crate) group: Option<crate::gm_rekey::GmGroup>,
+    group: Option<GmGroup>,
     /// ACKs waiting out their multicast jitter.
-    pub(crate) delayed: Vec<(Millis, Transmit)>,
-    pub(crate) counters: crate::gm_rekey::GmCounters,
+    delayed: Vec<(Millis, Transmit)>,
+    counters: GmCounters,
 }
 
 impl GroupMember {
@@ -273,7 +278,7 @@ impl GroupMember {
     }
 
     /// A rekey moved the re-registration time.
-    pub(crate) fn set_renew_at(&mut self, at: Millis) {
+    fn set_renew_at(&mut self, at: Millis) {
         if let State::Registered { renew_at } = &mut self.state {
             *renew_at = at;
         }
@@ -861,8 +866,9 @@ impl GroupMember {
                     .and_then(|s| s.kek.as_ref())
                     .and_then(|k| k.policy.ack_requested);
                 let d3p = sa.as_ref().and_then(|s| d3p_window_of(s.gap.as_ref()));
-                if let Err(why) = self.install_registration(now, from, &keys, ack_requested, d3p) {
-                    return self.failed(now, GmFailure::BadResponse(why));
+                match GmGroup::registered(now, from, &keys, ack_requested, d3p) {
+                    Ok(g) => self.group = Some(g),
+                    Err(why) => return self.failed(now, GmFailure::BadResponse(why)),
                 }
                 let renew_at = self.renew_at(now);
                 self.last_out = None;
@@ -875,5 +881,97 @@ impl GroupMember {
             }
             Err(why) => self.failed(now, GmFailure::BadResponse(why)),
         }
+    }
+}
+
+impl GroupMember {
+    /// Re-register this long before the last TEK expires, unless a rekey comes.
+    fn renew_at(&self, now: Millis) -> Millis {
+        self.group.as_ref().map_or(now + 3_600_000, |g| {
+            g.renew_at(now, self.cfg.reregister_before_ms)
+        })
+    }
+
+    /// The group state, once registered.
+    pub fn group(&self) -> Option<&GmGroup> {
+        self.group.as_ref()
+    }
+
+    /// Rekey counters.
+    pub fn rekey_counters(&self) -> GmCounters {
+        self.counters
+    }
+
+    /// The TEK to send on at `now`: the newest one whose ATD has passed.
+    pub fn outbound_tek(&self, now: Millis) -> Option<&Tek> {
+        self.group.as_ref()?.outbound_tek(now)
+    }
+
+    /// TEKs accepted for receiving at `now`.
+    pub fn inbound_teks(&self, now: Millis) -> impl Iterator<Item = &Tek> {
+        self.group.iter().flat_map(move |g| g.inbound_teks(now))
+    }
+
+    /// Sends the ACKs whose multicast jitter has passed; forgets expired TEKs.
+    fn release_delayed(&mut self, now: Millis) {
+        let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(at, _)| *at <= now);
+        self.delayed = later;
+        for (_, t) in due {
+            self.out.transmit(t);
+        }
+        if let Some(g) = self.group.as_mut() {
+            g.expire(now);
+        }
+    }
+
+    /// The address ACKs name: the configured one, else the IPv4 identity.
+    fn ack_address(&self) -> Ipv4Addr {
+        self.cfg.ack_address.unwrap_or(match &self.cfg.identity {
+            GmIdentity::Ipv4(a) => *a,
+            GmIdentity::Dn(_) => Ipv4Addr::UNSPECIFIED,
+        })
+    }
+
+    /// A GROUPKEY-PUSH: applied by the group, acknowledged as it says (a
+    /// multicast push's ACK after a random jitter).
+    fn on_push(&mut self, now: Millis, from: SocketAddr, data: &[u8]) {
+        let me = self.ack_address();
+        let group_id = self.cfg.group_id;
+        let Some(g) = self
+            .group
+            .as_mut()
+            .filter(|g| g.kek.is_some() && g.verifier().is_some())
+        else {
+            self.counters.pushes_unregistered += 1;
+            return;
+        };
+        let accepted = match g.apply_push(now, group_id, data, me) {
+            Ok(a) => a,
+            Err(e) => {
+                self.counters.count(e);
+                self.out.event(GmEvent::PushRejected(e));
+                return;
+            }
+        };
+        self.counters.pushes_accepted += 1;
+        if let Some((payload, multicast)) = accepted.ack {
+            self.counters.acks_sent += 1;
+            let t = Transmit { to: from, payload };
+            if !multicast || self.cfg.multicast_ack_jitter_ms == 0 {
+                self.out.transmit(t);
+            } else {
+                let jitter =
+                    u64::from(self.rng.next_u32()) % (self.cfg.multicast_ack_jitter_ms + 1);
+                self.delayed.push((now + jitter, t));
+            }
+        }
+        let renew_at = self.renew_at(now);
+        self.set_renew_at(renew_at);
+        self.out.event(GmEvent::Rekeyed {
+            seq: accepted.seq,
+            installed: accepted.installed,
+            deleted: accepted.deleted,
+            new_kek: accepted.new_kek,
+        });
     }
 }
