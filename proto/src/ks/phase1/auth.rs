@@ -5,17 +5,19 @@
 //! the peer, and sign HASH_I. Pure functions: the responder's state stays
 //! with the responder.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use gkm_wire::consts::{NotifyType, PayloadType};
-use gkm_wire::payload::{IdPayload, SaLayout};
-use gkm_wire::{Identity, Payload};
+use gkm_wire::consts::{CertEncoding, Flags, NotifyType, PayloadType};
+use gkm_wire::payload::{Cert, Hash, IdPayload, SaLayout, Signature};
+use gkm_wire::{Identity, IsakmpHeader, Payload};
 
 use super::super::config::{Credential, PskEntry};
 use super::super::events::Reject;
-use crate::crypto::CertificateAuthority;
+use crate::crypto::{CertificateAuthority, EngineRng, RsaSigner};
 use crate::engine::{Millis, PeerVendor};
-use crate::ike::{decrypt_message, AuthKind, Decrypted, Phase1Keys, Suite, Transcript};
+use crate::ike::{
+    decrypt_message, encrypt_body, AuthKind, Decrypted, Phase1Keys, Suite, Transcript,
+};
 
 /// What main mode has agreed before message 5: enough to derive the keys
 /// for a given PSK (or none, with signatures) and check HASH_I.
@@ -222,4 +224,56 @@ pub(crate) fn verify(
     } else {
         Err(failed)
     }
+}
+
+/// Main mode message 6: IDir, then HASH_R (PSK) or CERT and SIG_R
+/// (signatures), encrypted; with the last CBC block (phase 2 IVs derive
+/// from it). None when it cannot be made (no certificate to sign with).
+pub(crate) fn message_6(
+    agreed: &Agreed<'_>,
+    opened: &Opened,
+    who: &Initiator<'_>,
+    identity: Ipv4Addr,
+    certificate: Option<&(Vec<u8>, RsaSigner)>,
+    rng: &mut dyn EngineRng,
+) -> Option<(Vec<u8>, [u8; 16])> {
+    let suite = agreed.suite;
+    let idir = IdPayload {
+        protocol: who.idii.protocol,
+        port: who.idii.port,
+        identity: Identity::Ipv4Addr(identity),
+    };
+    let mut idir_b = Vec::new();
+    idir.emit(&mut idir_b).ok()?;
+    let hash_r = opened.keys.hash_r(suite.prf, &agreed.transcript, &idir_b);
+    let mut payloads = vec![Payload::Id(idir)];
+    let sig_r;
+    match suite.auth {
+        AuthKind::Psk => payloads.push(Payload::Hash(Hash(&hash_r))),
+        AuthKind::RsaSig => {
+            let (cert_der, signer) = certificate?;
+            sig_r = signer.sign(rng, &hash_r).ok()?;
+            payloads.push(Payload::Cert(Cert {
+                encoding: CertEncoding::X509_SIGNATURE,
+                data: cert_der,
+            }));
+            payloads.push(Payload::Signature(Signature(&sig_r)));
+        }
+    }
+    let mut body = Vec::new();
+    let first = gkm_wire::payload::emit_chain(&payloads, &mut body).ok()?;
+    let header = IsakmpHeader {
+        flags: Flags::default(),
+        message_id: 0,
+        next_payload: first,
+        ..opened.dec.header
+    };
+    encrypt_body(
+        header,
+        body,
+        suite.cipher,
+        &opened.keys.enc_key,
+        &opened.dec.next_iv,
+    )
+    .ok()
 }

@@ -4,17 +4,12 @@
 //! the GROUPKEY-PULL server reads established SAs through
 //! [`Phase1Responder::established`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use gkm_wire::consts::{
-    Doi, ExchangeType, Flags, NotifyType, PayloadType, ProtocolId, SIT_IDENTITY_ONLY,
-};
-use gkm_wire::payload::{
-    Cert, CertReq, IdPayload, KeyExchange, Nonce, Notification, Phase1Sa, Proposal, Sa, Signature,
-    VendorId,
-};
-use gkm_wire::{Body, Identity, IsakmpHeader, Message, Payload};
+use gkm_wire::consts::{Doi, Flags, NotifyType, PayloadType, ProtocolId, SIT_IDENTITY_ONLY};
+use gkm_wire::payload::{CertReq, KeyExchange, Nonce, Phase1Sa, Proposal, Sa, VendorId};
+use gkm_wire::{Body, IsakmpHeader, Message, Payload};
 use zeroize::Zeroizing;
 
 use super::config::{Credential, KsLimits, PskEntry, MAX_PSK_CANDIDATES};
@@ -22,11 +17,13 @@ use super::events::{KsEvent, KsOutbox, Reject};
 use crate::identity::identity_string;
 
 mod auth;
+mod half_open;
+mod notify;
+
 use crate::crypto::{rng, CertificateAuthority, DhBackend, EngineRng, RsaSigner};
 use crate::engine::{own_vendor_id, Millis, PeerVendor};
-use crate::ike::{
-    encrypt_body, hashed_chain, phase1_iv, phase2_iv, AuthKind, Phase1Keys, Suite, Transcript,
-};
+use crate::ike::{phase1_iv, AuthKind, Phase1Keys, Suite, Transcript};
+use half_open::HalfOpen;
 
 /// How often expired state is swept.
 pub const SWEEP_INTERVAL_MS: u64 = 1000;
@@ -112,12 +109,8 @@ pub(crate) struct Phase1Responder {
     by_icky: HashMap<(SocketAddr, [u8; 8]), [u8; 8]>,
     /// Established phase 1 SAs by peer identity, for INITIAL-CONTACT.
     by_identity: HashMap<String, Vec<[u8; 16]>>,
-    half_open: usize,
-    half_open_by_source: HashMap<IpAddr, usize>,
-    /// Exchanges that sent message 2, oldest first (entries that moved on
-    /// or are gone are skipped when met): at the global cap the oldest
-    /// whose initiator never answered is forgotten for a new one.
-    unproven: VecDeque<[u8; 16]>,
+    /// The half-open flood defence.
+    half_open: HalfOpen,
     /// When the SA table (and the PULLs of its SAs) is next swept.
     next_sweep: Millis,
 }
@@ -149,9 +142,7 @@ impl Phase1Responder {
             sas: HashMap::new(),
             by_icky: HashMap::new(),
             by_identity: HashMap::new(),
-            half_open: 0,
-            half_open_by_source: HashMap::new(),
-            unproven: VecDeque::new(),
+            half_open: HalfOpen::new(c.limits),
             next_sweep: 0,
         }
     }
@@ -163,7 +154,7 @@ impl Phase1Responder {
 
     /// Half-open exchanges.
     pub(crate) fn half_open_count(&self) -> usize {
-        self.half_open
+        self.half_open.count()
     }
 
     /// The established SA with these cookies.
@@ -246,11 +237,10 @@ impl Phase1Responder {
         from: SocketAddr,
         header: &IsakmpHeader,
     ) {
-        self.notify_clear(
+        notify::clear(
             out,
             from,
-            header.initiator_cookie,
-            header.responder_cookie,
+            (header.initiator_cookie, header.responder_cookie),
             Doi::IPSEC,
             NotifyType::UNSUPPORTED_EXCHANGE_TYPE,
         );
@@ -273,50 +263,8 @@ impl Phase1Responder {
                 }
             }
             if !matches!(sa.state, P1State::Established { .. }) {
-                self.half_open = self.half_open.saturating_sub(1);
-                if let Some(n) = self.half_open_by_source.get_mut(&sa.peer.ip()) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.half_open_by_source.remove(&sa.peer.ip());
-                    }
-                }
+                self.half_open.closed(sa.peer.ip());
             }
-        }
-    }
-
-    /// An unprotected Informational notification (phase 1 not usable).
-    pub(crate) fn notify_clear(
-        &self,
-        out: &mut KsOutbox,
-        to: SocketAddr,
-        icky: [u8; 8],
-        rcky: [u8; 8],
-        doi: Doi,
-        t: NotifyType,
-    ) {
-        let header = IsakmpHeader {
-            initiator_cookie: icky,
-            responder_cookie: rcky,
-            next_payload: PayloadType::NOTIFICATION,
-            exchange_type: ExchangeType::INFORMATIONAL,
-            flags: Flags::default(),
-            message_id: 0,
-            length: 0,
-        };
-        let n = Notification {
-            doi,
-            protocol_id: ProtocolId::ISAKMP.0,
-            notify_type: t,
-            spi: &[],
-            data: &[],
-        };
-        if let Ok(b) = (Message {
-            header,
-            body: Body::Payloads(vec![Payload::Notification(n)]),
-        })
-        .to_vec()
-        {
-            out.send(to, b);
         }
     }
 
@@ -332,7 +280,7 @@ impl Phase1Responder {
     ) {
         if let Some(sa) = self.sas.get(&key) {
             let (icky, rcky, doi) = (sa.icky, sa.rcky, sa.doi);
-            self.notify_clear(out, from, icky, rcky, doi, notify);
+            notify::clear(out, from, (icky, rcky), doi, notify);
         }
         self.remove_sa(&key);
         out.reject(from, reason, Some(notify));
@@ -353,38 +301,18 @@ impl Phase1Responder {
         else {
             return;
         };
-        let mid = rng.next_u32() | 1;
-        let spi = key;
-        let n = Notification {
-            doi: Doi::GDOI,
-            protocol_id: ProtocolId::ISAKMP.0,
-            notify_type: t,
-            spi: &spi,
-            data: &[],
-        };
-        let Ok((_, body)) = hashed_chain(
-            sa.suite.prf,
-            &keys.skeyid_a,
-            mid,
-            &[],
-            &[Payload::Notification(n)],
-        ) else {
-            return;
-        };
-        let header = IsakmpHeader {
-            initiator_cookie: sa.icky,
-            responder_cookie: sa.rcky,
-            next_payload: PayloadType::HASH,
-            exchange_type: ExchangeType::INFORMATIONAL,
-            flags: Flags::default(),
-            message_id: mid,
-            length: 0,
-        };
-        let iv = phase2_iv(sa.suite.prf, last_block, mid);
-        if let Ok((bytes, _)) = encrypt_body(header, body, sa.suite.cipher, &keys.enc_key, &iv) {
-            let to = sa.peer;
-            out.send(to, bytes);
-        }
+        notify::protected(
+            out,
+            rng,
+            notify::Protection {
+                peer: sa.peer,
+                cookies: (sa.icky, sa.rcky),
+                suite: sa.suite,
+                keys,
+                last_block,
+            },
+            t,
+        );
     }
 
     /// Handles a main-mode (identity protection) message.
@@ -439,12 +367,7 @@ impl Phase1Responder {
             }
             return out.reject(from, Reject::UnknownExchange, None);
         }
-        let src_count = self
-            .half_open_by_source
-            .get(&from.ip())
-            .copied()
-            .unwrap_or(0);
-        if src_count >= self.limits.max_half_open_per_source {
+        if self.half_open.source_full(from.ip()) {
             return out.reject(from, Reject::HalfOpenLimit, None);
         }
         let Ok(msg) = Message::parse(data) else {
@@ -463,11 +386,10 @@ impl Phase1Responder {
             }
         }
         let Some(offer) = sa_payload else {
-            self.notify_clear(
+            notify::clear(
                 out,
                 from,
-                header.initiator_cookie,
-                [0; 8],
+                (header.initiator_cookie, [0; 8]),
                 Doi::IPSEC,
                 NotifyType::PAYLOAD_MALFORMED,
             );
@@ -484,11 +406,10 @@ impl Phase1Responder {
         });
         let Some((prop_no, tr_no, mut suite)) = chosen.filter(|_| offer.proposals.len() == 1)
         else {
-            self.notify_clear(
+            notify::clear(
                 out,
                 from,
-                header.initiator_cookie,
-                [0; 8],
+                (header.initiator_cookie, [0; 8]),
                 offer.doi,
                 NotifyType::NO_PROPOSAL_CHOSEN,
             );
@@ -498,7 +419,7 @@ impl Phase1Responder {
                 Some(NotifyType::NO_PROPOSAL_CHOSEN),
             );
         };
-        if self.half_open >= self.limits.max_half_open && !self.evict_unproven(out) {
+        if self.half_open.full() && !self.evict_unproven(out) {
             return out.reject(from, Reject::HalfOpenLimit, None);
         }
         suite.life_secs = suite.life_secs.min(self.max_life_secs);
@@ -561,46 +482,31 @@ impl Phase1Responder {
             },
         );
         self.by_icky.insert((from, header.initiator_cookie), rcky);
-        self.unproven.push_back(key);
-        if self.unproven.len() > 2 * self.limits.max_half_open + 64 {
-            let sas = &self.sas;
-            self.unproven.retain(|k| {
-                sas.get(k)
-                    .is_some_and(|sa| matches!(sa.state, P1State::SentSa))
-            });
-        }
-        self.half_open += 1;
+        let sas = &self.sas;
+        self.half_open.opened(key, from.ip(), |k| {
+            sas.get(k)
+                .is_some_and(|sa| matches!(sa.state, P1State::SentSa))
+        });
         self.sweep_by(now + self.limits.half_open_timeout_ms);
-        *self.half_open_by_source.entry(from.ip()).or_insert(0) += 1;
         out.send(from, reply);
     }
 
-    /// At the global half-open cap: forgets the oldest exchange whose
-    /// initiator never sent message 3 (it never proved it receives at its
-    /// address: a forged message 1 looks like that). Exchanges past
-    /// message 3 are kept. False when there is none to forget.
-    ///
-    /// IKEv1 main mode gives the responder no way to stay stateless until
-    /// the initiator proves its address (message 3 carries neither the SA
-    /// offer nor anything of message 1, and HASH_I covers the offer), so a
-    /// forged flood costs bounded memory and, instead of locking real GMs
-    /// out, only shortens how long an unanswered message 2 is remembered:
-    /// at 28,000 forged messages a second and a 20,000 cap, 0.7 s, many
-    /// round trips.
+    /// At the global half-open cap: forgets the oldest exchange still
+    /// waiting for message 3 (see [`half_open`]). False when there is none.
     fn evict_unproven(&mut self, out: &mut KsOutbox) -> bool {
-        while let Some(k) = self.unproven.pop_front() {
-            let Some(sa) = self.sas.get(&k) else {
-                continue;
-            };
-            if !matches!(sa.state, P1State::SentSa) {
-                continue;
-            }
-            let peer = sa.peer;
-            self.remove_sa(&k);
+        let sas = &self.sas;
+        let Some(k) = self.half_open.oldest_unproven(|k| {
+            sas.get(k)
+                .is_some_and(|sa| matches!(sa.state, P1State::SentSa))
+        }) else {
+            return false;
+        };
+        let peer = self.sas.get(&k).map(|sa| sa.peer);
+        self.remove_sa(&k);
+        if let Some(peer) = peer {
             out.reject(peer, Reject::HalfOpenEvicted, None);
-            return true;
         }
-        false
+        true
     }
 
     /// Replaces the pre-shared keys. Exchanges past message 3 try the new
@@ -676,15 +582,14 @@ impl Phase1Responder {
         let suite = sa.suite;
         let (icky, rcky, doi) = (sa.icky, sa.rcky, sa.doi);
         let (Some(gxi), Some(ni)) = (ke, ni) else {
-            self.notify_clear(out, from, icky, rcky, doi, NotifyType::PAYLOAD_MALFORMED);
+            notify::clear(out, from, (icky, rcky), doi, NotifyType::PAYLOAD_MALFORMED);
             return out.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
         };
         if gxi.len() != suite.group.public_len() || !(8..=256).contains(&ni.len()) {
-            self.notify_clear(
+            notify::clear(
                 out,
                 from,
-                icky,
-                rcky,
+                (icky, rcky),
                 doi,
                 NotifyType::INVALID_KEY_INFORMATION,
             );
@@ -803,57 +708,19 @@ impl Phase1Responder {
         }
         let identity = identity_string(&who.idii.identity);
         let initial_contact = who.initial_contact;
-        // MM6: IDir, then HASH_R or CERT + SIG_R.
-        let idir = IdPayload {
-            protocol: who.idii.protocol,
-            port: who.idii.port,
-            identity: Identity::Ipv4Addr(self.identity),
-        };
-        let mut idir_b = Vec::new();
-        if idir.emit(&mut idir_b).is_err() {
+        let Some((reply, last_block)) = auth::message_6(
+            &agreed,
+            &opened,
+            &who,
+            self.identity,
+            self.certificate.as_ref(),
+            rng,
+        ) else {
             return;
-        }
-        let hash_r = opened.keys.hash_r(suite.prf, &agreed.transcript, &idir_b);
-        let (header, next_iv) = (opened.dec.header, opened.dec.next_iv);
+        };
         let auth::Opened {
             keys, credentials, ..
         } = opened;
-        let mut out_payloads = vec![Payload::Id(idir)];
-        let sig_r;
-        match suite.auth {
-            AuthKind::Psk => out_payloads.push(Payload::Hash(gkm_wire::payload::Hash(&hash_r))),
-            AuthKind::RsaSig => {
-                let Some((cert_der, signer)) = self.certificate.as_ref() else {
-                    return;
-                };
-                sig_r = match signer.sign(rng, &hash_r) {
-                    Ok(s) => s,
-                    Err(_) => return,
-                };
-                out_payloads.push(Payload::Cert(Cert {
-                    encoding: gkm_wire::consts::CertEncoding::X509_SIGNATURE,
-                    data: cert_der,
-                }));
-                out_payloads.push(Payload::Signature(Signature(&sig_r)));
-            }
-        }
-        let h = IsakmpHeader {
-            flags: Flags::default(),
-            message_id: 0,
-            ..header
-        };
-        let mut body = Vec::new();
-        let Ok(first) = gkm_wire::payload::emit_chain(&out_payloads, &mut body) else {
-            return;
-        };
-        let h = IsakmpHeader {
-            next_payload: first,
-            ..h
-        };
-        let Ok((reply, last_block)) = encrypt_body(h, body, suite.cipher, &keys.enc_key, &next_iv)
-        else {
-            return;
-        };
         let expires = now + u64::from(suite.life_secs) * 1000;
         let peer_ip = from.ip();
         if let Some(sa) = self.sas.get_mut(&key) {
@@ -868,13 +735,7 @@ impl Phase1Responder {
             sa.last_in = data.to_vec();
             sa.last_out = reply.clone();
         }
-        self.half_open = self.half_open.saturating_sub(1);
-        if let Some(n) = self.half_open_by_source.get_mut(&peer_ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.half_open_by_source.remove(&peer_ip);
-            }
-        }
+        self.half_open.closed(peer_ip);
         if initial_contact {
             // RFC 2407 section 4.6.3.3: the peer has no other SAs with us;
             // drop old ones. Only those the same credential made: a PSK
