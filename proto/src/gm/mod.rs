@@ -12,203 +12,25 @@ use gkm_wire::payload::{
     Signature, VendorId,
 };
 use gkm_wire::{Body, Identity, IsakmpHeader, Message, Payload};
-use zeroize::Zeroizing;
 
-use crate::crypto::{rng, CertificateAuthority, DhBackend, DhPrivate, EngineRng, RsaSigner};
+use crate::crypto::{rng, EngineRng};
 use crate::engine::{own_vendor_id, Millis, Transmit};
 use crate::group::Tek;
-use group::d3p_window_of;
 
+mod config;
 mod group;
+mod pull;
+mod state;
 
-use crate::group::GroupKeys;
+use state::{SentId, SentKe, SentPull1, SentPull3, State, P1};
+
+pub use config::{CertAuth, GmAuth, GmConfig, GmEvent, GmFailure, GmIdentity};
+
 use crate::ike::{
     decrypt_message, encrypt_body, hashed_chain, phase1_iv, phase2_iv, verify_hashed_chain,
     AuthKind, Phase1Keys, Suite, Transcript,
 };
 pub use group::{GmCounters, GmGroup, InstalledTek};
-
-/// How the GM authenticates in phase 1.
-pub enum GmAuth {
-    /// Pre-shared key.
-    Psk(Zeroizing<Vec<u8>>),
-    /// Certificate authentication.
-    Certificate(Box<CertAuth>),
-}
-
-/// A GM's certificate (DER), its key, and the CAs that may sign the KS's certificate.
-pub struct CertAuth {
-    /// The GM's certificate.
-    pub cert: Vec<u8>,
-    /// Its private key.
-    pub key: RsaSigner,
-    /// Trusted CAs.
-    pub ca: CertificateAuthority,
-}
-
-/// The GM's phase 1 identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GmIdentity {
-    /// ID_IPV4_ADDR.
-    Ipv4(Ipv4Addr),
-    /// ID_DER_ASN1_DN (a certificate subject).
-    Dn(Vec<u8>),
-}
-
-impl GmIdentity {
-    /// Its phase 1 ID payload.
-    pub fn payload(&self) -> Identity<'_> {
-        match self {
-            Self::Ipv4(a) => Identity::Ipv4Addr(*a),
-            Self::Dn(d) => Identity::DerAsn1Dn(d),
-        }
-    }
-
-    /// How the key server's GM database names this GM
-    /// ([`crate::identity::identity_string`]).
-    pub fn shown(&self) -> String {
-        crate::identity::identity_string(&self.payload())
-    }
-}
-
-/// Group member configuration.
-pub struct GmConfig {
-    /// Key servers in order of preference.
-    pub key_servers: Vec<SocketAddr>,
-    /// Group identity number.
-    pub group_id: u32,
-    /// Phase 1 identity.
-    pub identity: GmIdentity,
-    /// Phase 1 authentication.
-    pub auth: GmAuth,
-    /// Phase 1 lifetime offered.
-    pub phase1_life_secs: u32,
-    /// Sender IDs to request (0: none).
-    pub sender_ids: u16,
-    /// Re-register this long before the earliest TEK expires, if no rekey came.
-    pub reregister_before_ms: u64,
-    /// First retransmission after this long; doubles each time.
-    pub retransmit_initial_ms: u64,
-    /// Transmissions of one message before trying the next key server.
-    pub max_transmissions: u32,
-    /// Group 19 implementation (see [`DhBackend`]).
-    pub dh_backend: DhBackend,
-    /// Send INITIAL-CONTACT in the first main mode (RFC 2407 section
-    /// 4.6.3.3), so the KS drops phase 1 SAs a restarted GM left behind.
-    /// On by default; a load generator sharing one identity among many
-    /// simulated GMs turns it off.
-    pub initial_contact: bool,
-    /// The address the GM names in its rekey ACKs' ID payload (the KS
-    /// matches it to the registration); defaults to an IPv4 identity.
-    pub ack_address: Option<Ipv4Addr>,
-    /// Most random delay before acknowledging a multicast rekey, so that a
-    /// group's ACKs do not all arrive at once.
-    pub multicast_ack_jitter_ms: u64,
-    /// Vendor IDs sent in main mode besides GKM's own (interoperability
-    /// tests present themselves as another vendor's GM with these).
-    pub extra_vendor_ids: Vec<Vec<u8>>,
-}
-
-/// Why a registration attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GmFailure {
-    /// The KS answered with a notification.
-    Notified(NotifyType),
-    /// No answer after all retransmissions.
-    Timeout,
-    /// The KS's answer did not authenticate or parse.
-    BadResponse(&'static str),
-}
-
-/// Something the caller should act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GmEvent {
-    /// Registered: install these keys.
-    Registered {
-        /// The key server.
-        ks: SocketAddr,
-        /// Keys and policy.
-        keys: GroupKeys,
-        /// Sender IDs granted.
-        sids: Vec<u32>,
-    },
-    /// A GROUPKEY-PUSH was accepted and applied.
-    Rekeyed {
-        /// Its SEQ.
-        seq: u32,
-        /// TEK SPIs installed.
-        installed: Vec<u32>,
-        /// TEK SPIs deleted at once (rekey replace).
-        deleted: Vec<u32>,
-        /// Whether it carried a new KEK.
-        new_kek: bool,
-    },
-    /// A GROUPKEY-PUSH was refused (and counted).
-    PushRejected(crate::push::PushError),
-    /// An attempt at `ks` failed; the engine moves on by itself.
-    Failed {
-        /// The key server.
-        ks: SocketAddr,
-        /// Why.
-        reason: GmFailure,
-    },
-}
-
-enum State {
-    Idle { at: Millis },
-    Mm1 { sai_b: Vec<u8> },
-    Mm3(SentKe),
-    Mm5(SentId),
-    Pull1(SentPull1),
-    Pull3(SentPull3),
-    Registered { renew_at: Millis },
-}
-
-/// Main mode after message 3 (KE, Ni) was sent.
-struct SentKe {
-    sai_b: Vec<u8>,
-    suite: Suite,
-    dh: DhPrivate,
-    gxi: Vec<u8>,
-    ni: Vec<u8>,
-    rcky: [u8; 8],
-}
-
-/// Main mode after message 5 (ID, proof) was sent.
-struct SentId {
-    suite: Suite,
-    keys: Phase1Keys,
-    iv: [u8; 16],
-    sai_b: Vec<u8>,
-    gxi: Vec<u8>,
-    gxr: Vec<u8>,
-    rcky: [u8; 8],
-}
-
-/// GROUPKEY-PULL after message 1 was sent.
-struct SentPull1 {
-    p1: P1,
-    mid: u32,
-    ni: Vec<u8>,
-    iv: [u8; 16],
-}
-
-/// GROUPKEY-PULL after message 3 was sent; `sa_plain` keeps message 2.
-struct SentPull3 {
-    p1: P1,
-    mid: u32,
-    ni: Vec<u8>,
-    nr: Vec<u8>,
-    sa_plain: Vec<u8>,
-    iv: [u8; 16],
-}
-
-struct P1 {
-    suite: Suite,
-    keys: Phase1Keys,
-    rcky: [u8; 8],
-    last_block: [u8; 16],
-}
 
 /// The group member engine.
 pub struct GroupMember {
@@ -839,33 +661,13 @@ impl GroupMember {
                 GmFailure::BadResponse("GROUPKEY-PULL message 4: HASH(4) does not verify"),
             );
         };
-        let (mut seq, mut kd) = (0, None);
-        for r in &raws {
-            match Payload::parse(r.payload_type, r.body, SaLayout::Gdoi) {
-                Ok(Payload::Seq(s)) => seq = s.0,
-                Ok(Payload::KeyDownload(k)) => kd = Some(k),
-                _ => {}
-            }
-        }
-        let sa = gkm_wire::payload::PayloadIter::new(PayloadType::HASH, &sa_plain)
-            .filter_map(Result::ok)
-            .find(|r| r.payload_type == PayloadType::SA)
-            .and_then(|r| match Sa::parse(r.body, SaLayout::Gdoi) {
-                Ok(Sa::Gdoi(g)) => Some(g),
-                _ => None,
-            });
-        let result = match (sa.as_ref(), kd) {
-            (Some(sa), Some(kd)) => GroupKeys::from_pull(self.cfg.group_id, sa, &kd, seq)
-                .map_err(|_| "inconsistent policy"),
-            _ => Err("SA or KD missing"),
-        };
-        match result {
-            Ok((keys, sids)) => {
-                let ack_requested = sa
-                    .as_ref()
-                    .and_then(|s| s.kek.as_ref())
-                    .and_then(|k| k.policy.ack_requested);
-                let d3p = sa.as_ref().and_then(|s| d3p_window_of(s.gap.as_ref()));
+        match pull::registration(self.cfg.group_id, &raws, &sa_plain) {
+            Ok(pull::Registration {
+                keys,
+                sids,
+                ack_requested,
+                d3p,
+            }) => {
                 match GmGroup::registered(now, from, &keys, ack_requested, d3p) {
                     Ok(g) => self.group = Some(g),
                     Err(why) => return self.failed(now, GmFailure::BadResponse(why)),
