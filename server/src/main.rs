@@ -1,12 +1,9 @@
 //! `gkm-server`: the GKM key server.
 //!
 //! Owns (DESIGN.md): configuration, start-up, the UDP 848 driver around the
-//! key-server engine, the rekey scheduler, the COOP driver, metrics, and
-//! mounting `gkm-web`. This build registers group members (main mode +
-//! GROUPKEY-PULL) for the groups in its configuration file and keeps them
-//! rekeyed (GROUPKEY-PUSH, ACKs, removal after 3 misses), persisting keys,
-//! SEQ and the GM database in the data directory; the REST API and
-//! dashboard land with their issues.
+//! key-server engine (registration, rekeys, ACKs), the store writer, the
+//! HTTP listener (REST API and dashboard from `gkm-web`, with its
+//! connection limits), and the demo mode.
 
 mod config;
 mod conns;
