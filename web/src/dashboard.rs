@@ -324,8 +324,9 @@ async fn login_local(
         );
     }
     if let Some(wait_ms) = d.signin.locked(source, &f.user, now) {
+        // Logged when the lockout began, not for each refusal (a flood of
+        // attempts must not become a flood of log lines).
         let secs = (wait_ms + 999) / 1000;
-        tracing::warn!(user = ?f.user, source = ?source, retry_after_s = secs, "dashboard: sign-in refused, too many failures");
         let mut r = login_response(
             &d,
             Some(format!(
@@ -361,8 +362,15 @@ async fn login_local(
         _ => false,
     };
     if !ok {
-        d.signin.failed(source, &f.user, now);
-        tracing::warn!(user = ?f.user, source = ?source, "dashboard: wrong user or password");
+        match d.signin.failed(source, &f.user, now) {
+            None => {
+                tracing::warn!(user = ?f.user, source = ?source, "dashboard: wrong user or password")
+            }
+            Some(ms) => tracing::warn!(
+                user = ?f.user, source = ?source, locked_out_ms = ms,
+                "dashboard: wrong user or password; sign-ins from this address and for this user locked out"
+            ),
+        }
         return login_response(
             &d,
             Some("wrong user or password".into()),

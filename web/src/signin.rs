@@ -170,15 +170,21 @@ impl SignIn {
         (until > now).then_some(until - now)
     }
 
-    /// Records a failed sign-in.
-    pub fn failed(&self, source: Option<IpAddr>, user: &str, now: i64) {
+    /// Records a failed sign-in; returns the lockout it starts (ms), if any.
+    pub fn failed(&self, source: Option<IpAddr>, user: &str, now: i64) -> Option<i64> {
         let mut f = self.lock();
+        let mut until = 0;
         if let Some(s) = source {
             bound(&mut f.by_source, now);
-            strike(f.by_source.entry(s).or_default(), now);
+            let st = f.by_source.entry(s).or_default();
+            strike(st, now);
+            until = until.max(st.until);
         }
         bound(&mut f.by_user, now);
-        strike(f.by_user.entry(user.to_owned()).or_default(), now);
+        let st = f.by_user.entry(user.to_owned()).or_default();
+        strike(st, now);
+        until = until.max(st.until);
+        (until > now).then_some(until - now)
     }
 
     /// A successful sign-in clears the user's and the source's failures.
@@ -267,11 +273,11 @@ mod tests {
         let mut now = 0;
         for _ in 0..FREE_FAILURES {
             assert_eq!(g.locked(Some(src), "admin", now), None);
-            g.failed(Some(src), "admin", now);
+            assert_eq!(g.failed(Some(src), "admin", now), None, "no lockout yet");
             now += 10;
         }
         assert_eq!(g.locked(Some(src), "admin", now), None, "5 free failures");
-        g.failed(Some(src), "admin", now);
+        assert_eq!(g.failed(Some(src), "admin", now), Some(FIRST_LOCKOUT_MS));
         assert_eq!(g.locked(Some(src), "admin", now), Some(FIRST_LOCKOUT_MS));
         // The user is locked from any source, and the source for any user.
         assert!(g
