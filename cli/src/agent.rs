@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gkm_dataplane::replay::GroupReplay;
+use gkm_model::health::GroupReplay;
 
 /// Where agents serve their status by default (one socket per group).
 pub const DEFAULT_DIR: &str = "/run/gkm-agent";

@@ -1,5 +1,5 @@
 //! `gkmctl`'s library: the REST client and the `show crypto gkm ...` text
-//! layouts (spec/seed-features.md sections 1, 4 and 5), as pure functions
+//! layouts (docs/FEATURES.md sections 1, 4 and 5), as pure functions
 //! from the API's JSON to text so golden tests pin them.
 
 pub mod agent;

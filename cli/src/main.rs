@@ -390,7 +390,7 @@ fn run(args: &Args) -> Result<String> {
         if args.json {
             return pretty(v);
         }
-        let replay = gkm_dataplane::replay::GroupReplay {
+        let replay = gkm_model::health::GroupReplay {
             group: v["group"]
                 .as_u64()
                 .and_then(|g| u32::try_from(g).ok())

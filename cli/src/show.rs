@@ -1,5 +1,5 @@
 //! The `show crypto gkm ...` layouts network engineers already read, from
-//! the API's JSON. Field names and order follow spec/seed-features.md
+//! the API's JSON. Field names and order follow docs/FEATURES.md
 //! sections 1, 4 and 5; values come only from the controller.
 
 use std::fmt::Write as _;
@@ -199,24 +199,8 @@ pub fn ks_replay(groups: &[Value]) -> String {
     out
 }
 
-/// `show crypto gkm feature ip-d3p|gdoi-interop-ack` (seed section 4):
-/// `key_servers` and `gms` are (id, version, supported) rows.
-pub fn feature(
-    group: &str,
-    key_servers: &[(String, String, bool)],
-    gms: &[(String, String, bool)],
-) -> String {
-    let yes = |b: bool| if b { "Yes" } else { "No" };
-    let mut out = format!("Group Name: {group}\n\nKey Server ID     Version   Feature Supported\n");
-    for (id, v, f) in key_servers {
-        let _ = writeln!(out, "{id:<18}{v:<10}{}", yes(*f));
-    }
-    out.push_str("\nGroup Member ID   Version   Feature Supported\n");
-    for (id, v, f) in gms {
-        let _ = writeln!(out, "{id:<18}{v:<10}{}", yes(*f));
-    }
-    out
-}
+/// `show crypto gkm feature ip-d3p|gdoi-interop-ack` (docs/FEATURES.md).
+pub use gkm_model::show::feature_table as feature;
 
 /// POSIX milliseconds as `show crypto gkm gm replay` prints times:
 /// seconds with two decimals.
@@ -237,7 +221,7 @@ fn window_secs(ms: u32) -> String {
 
 /// `show crypto gkm gm replay` (seed section 1, GM side), from the agent's
 /// status. Times are POSIX seconds with two decimals; `win` is in seconds.
-pub fn gm_replay(groups: &[gkm_dataplane::replay::GroupReplay]) -> String {
+pub fn gm_replay(groups: &[gkm_model::health::GroupReplay]) -> String {
     let mut out = String::new();
     for g in groups {
         let c = &g.counters;
@@ -262,7 +246,7 @@ pub fn gm_replay(groups: &[gkm_dataplane::replay::GroupReplay]) -> String {
         let _ = writeln!(
             out,
             "IP-D3P Error History (sampled at {}pak/min):",
-            gkm_dataplane::replay::HISTORY_PER_MINUTE
+            gkm_model::health::HISTORY_PER_MINUTE
         );
         for e in &c.history {
             let _ = writeln!(

@@ -84,7 +84,7 @@ Group Member ID   Version   Feature Supported\n\
 
 #[test]
 fn gm_replay_layout_is_the_seeds_example() {
-    use gkm_dataplane::replay::{D3pError, GroupReplay, ReplayCounters, WindowSource};
+    use gkm_model::health::{D3pError, GroupReplay, ReplayCounters, WindowSource};
     let g = GroupReplay {
         group: 1234,
         name: "GET".into(),

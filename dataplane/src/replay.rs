@@ -3,58 +3,33 @@
 //! output IP-D3P error packets, and the error history, sampled at most
 //! [`HISTORY_PER_MINUTE`] entries per minute.
 
-use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
+pub use gkm_model::health::{
+    D3pError, GroupReplay, ReplayCounters, WindowSource, HISTORY_PER_MINUTE,
+};
+/// History entries kept (the oldest are dropped first).
+pub use gkm_model::MAX_HISTORY as HISTORY_KEPT;
 
 use crate::d3p::{check, D3pVerdict};
 
-/// At most this many history entries are taken in any 60 s.
-pub const HISTORY_PER_MINUTE: usize = 10;
-
-/// History entries kept (the oldest are dropped first).
-pub const HISTORY_KEPT: usize = 100;
-
-/// One sampled IP-D3P error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct D3pError {
-    /// The sender's address.
-    pub src: Ipv4Addr,
-    /// The receiver's clock, POSIX ms.
-    pub my_time_ms: u64,
-    /// The sender's stamp, POSIX ms.
-    pub peer_time_ms: u64,
-    /// The window in force, ms.
-    pub window_ms: u32,
-}
-
-/// A group's anti-replay counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplayCounters {
-    /// Packets decrypted and accepted or refused by D3P.
-    pub input_packets: u64,
-    /// Packets encrypted and sent.
-    pub output_packets: u64,
-    /// Input packets dropped for a D3P timestamp outside the window.
-    pub input_errors: u64,
-    /// Output packets that could not be stamped (no clock).
-    pub output_errors: u64,
-    /// Sampled errors, oldest first.
-    pub history: VecDeque<D3pError>,
-}
-
-impl ReplayCounters {
+/// Counting into a group's [`ReplayCounters`]: the dataplane's side of
+/// `show crypto gkm gm replay`.
+pub trait CountReplay {
     /// Judges an input packet's D3P stamp, counting it; an error is
     /// sampled into the history unless [`HISTORY_PER_MINUTE`] entries were
     /// taken in the last 60 s.
-    pub fn input(
-        &mut self,
-        now_ms: u64,
-        src: Ipv4Addr,
-        stamp_ms: u64,
-        window_ms: u32,
-    ) -> D3pVerdict {
+    fn input(&mut self, now_ms: u64, src: Ipv4Addr, stamp_ms: u64, window_ms: u32) -> D3pVerdict;
+    /// Counts an input packet on a group without IP-D3P.
+    fn input_unstamped(&mut self);
+    /// Counts an output packet.
+    fn output(&mut self);
+    /// Counts an output packet that could not be stamped.
+    fn output_error(&mut self);
+}
+
+impl CountReplay for ReplayCounters {
+    fn input(&mut self, now_ms: u64, src: Ipv4Addr, stamp_ms: u64, window_ms: u32) -> D3pVerdict {
         self.input_packets += 1;
         let verdict = check(now_ms, stamp_ms, window_ms);
         if verdict != D3pVerdict::Fresh {
@@ -80,48 +55,17 @@ impl ReplayCounters {
         verdict
     }
 
-    /// Counts an input packet on a group without IP-D3P.
-    pub fn input_unstamped(&mut self) {
+    fn input_unstamped(&mut self) {
         self.input_packets += 1;
     }
 
-    /// Counts an output packet.
-    pub fn output(&mut self) {
+    fn output(&mut self) {
         self.output_packets += 1;
     }
 
-    /// Counts an output packet that could not be stamped.
-    pub fn output_error(&mut self) {
+    fn output_error(&mut self) {
         self.output_errors += 1;
     }
-}
-
-/// Where a GM's IP-D3P window comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WindowSource {
-    /// The KS's GAP (D3P-WINDOWSIZE).
-    Ks,
-    /// The agent's `client d3p window` override.
-    Client,
-}
-
-/// What an agent reports for one group: the data of `show crypto gkm gm
-/// replay`, served on the agent's status socket as one JSON line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupReplay {
-    /// Group identity number.
-    pub group: u32,
-    /// Group name (the agent's configuration).
-    pub name: String,
-    /// The IP-D3P window in force, ms; none while IP-D3P is off.
-    pub d3p_window_ms: Option<u32>,
-    /// Where that window comes from.
-    pub d3p_window_source: Option<WindowSource>,
-    /// The agent's clock when it answered, POSIX ms.
-    pub posix_time_ms: u64,
-    /// The counters and error history.
-    pub counters: ReplayCounters,
 }
 
 #[cfg(test)]

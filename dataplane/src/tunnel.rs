@@ -28,7 +28,7 @@ use gkm_wire::d3p::{D3pHeader, D3P_HEADER_LEN};
 use crate::d3p::D3pVerdict;
 use crate::esp::{GroupSa, IvSource, ESP_HEADER_LEN, ESP_TRAILER_MAX};
 use crate::ipv4::{self, Ipv4Header};
-use crate::replay::ReplayCounters;
+use crate::replay::{CountReplay, ReplayCounters};
 use crate::DataplaneError;
 
 /// Octets [`Tunnel::encapsulate_in_place`] needs before the inner packet:

@@ -13,17 +13,18 @@ mod status;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use gkm_dataplane::esp::IvSource;
-use gkm_dataplane::replay::{GroupReplay, ReplayCounters, WindowSource};
 use gkm_dataplane::tunnel::Tunnel;
-use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, RsaSigner};
+use gkm_model::clock::unix_ms as now_ms;
+use gkm_model::health::{GroupReplay, ReplayCounters, WindowSource};
+use gkm_model::D3pWindow;
+use gkm_proto::crypto::PkiCredentials;
 use gkm_proto::gm::{CertAuth, GmAuth, GmConfig, GmEvent, GmIdentity, GroupMember};
 use gkm_proto::group::Ipv4Prefix;
-use gkm_proto::policy::D3pWindow;
 use rand_core::OsRng;
 use serde::Deserialize;
 use tokio::net::UdpSocket;
@@ -318,13 +319,6 @@ fn sync_tunnel(
 /// Sender-ID length GKM's KS grants (the KD's NUMBER_OF_SID_BITS).
 const SID_BITS: u8 = 16;
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, Option<D3pWindow>)> {
     let key_servers = if args.key_servers.is_empty() {
         file.key_servers.clone().unwrap_or_default()
@@ -367,13 +361,8 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
             GmIdentity::Ipv4(identity_addr),
         ),
         (None, Some(pki)) => {
-            let cas = certificates_from_pem(&read(&pki.ca)?).map_err(|e| anyhow!("pki.ca: {e}"))?;
-            let ca = CertificateAuthority::new(&cas).map_err(|e| anyhow!("pki.ca: {e}"))?;
-            let cert = certificates_from_pem(&read(&pki.cert)?)
-                .map_err(|e| anyhow!("pki.cert: {e}"))?
-                .remove(0);
-            let key =
-                RsaSigner::from_pkcs8_pem(&read(&pki.key)?).map_err(|e| anyhow!("pki.key: {e}"))?;
+            let PkiCredentials { ca, cert, key } =
+                PkiCredentials::from_pem(&read(&pki.ca)?, &read(&pki.cert)?, &read(&pki.key)?)?;
             let (_, parsed) = x509_parser::parse_x509_certificate(&cert)
                 .map_err(|_| anyhow!("pki.cert: not X.509"))?;
             let dn = parsed.subject().as_raw().to_vec();

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use gkm_dataplane::replay::{ReplayCounters, WindowSource};
-use serde::Serialize;
+use gkm_model::GmHealth;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
@@ -84,19 +83,6 @@ impl Settings {
     }
 }
 
-/// One report, as `POST /api/v1/gm-health` takes it.
-#[derive(Debug, Serialize)]
-struct Report<'a> {
-    group: u32,
-    identity: &'a str,
-    agent_version: &'static str,
-    registered: bool,
-    d3p_window_ms: Option<u32>,
-    d3p_window_source: Option<WindowSource>,
-    agent_time_ms: u64,
-    counters: &'a ReplayCounters,
-}
-
 fn http_agent(ca: Option<&PathBuf>) -> Result<ureq::Agent> {
     use ureq::tls::{Certificate, RootCerts, TlsConfig};
     let mut tls = TlsConfig::builder();
@@ -143,15 +129,18 @@ pub fn spawn(
             loop {
                 std::thread::sleep(settings.interval);
                 let s = crate::status::snapshot(&status, tunnel.as_ref(), now_ms);
-                let report = Report {
+                // As `POST /api/v1/gm-health` takes it (the controller
+                // stamps `received_at`).
+                let report = GmHealth {
                     group: s.group,
-                    identity: &identity,
-                    agent_version: env!("CARGO_PKG_VERSION"),
+                    identity: identity.clone(),
+                    received_at: 0,
+                    agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                     registered: registered.load(Ordering::Relaxed),
                     d3p_window_ms: s.d3p_window_ms,
                     d3p_window_source: s.d3p_window_source,
                     agent_time_ms: s.posix_time_ms,
-                    counters: &s.counters,
+                    counters: s.counters,
                 };
                 let outcome = agent
                     .post(&endpoint)

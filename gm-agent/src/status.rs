@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use gkm_dataplane::replay::GroupReplay;
+use gkm_model::health::GroupReplay;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info};
@@ -108,7 +108,8 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gkm_dataplane::replay::{ReplayCounters, WindowSource};
+    use gkm_dataplane::replay::CountReplay;
+    use gkm_model::health::{ReplayCounters, WindowSource};
 
     async fn ask(path: &Path, req: &[u8]) -> String {
         let mut c = UnixStream::connect(path).await.unwrap();

@@ -1,27 +1,15 @@
-//! The seed's rekey acknowledgement tables (spec/seed-features.md section
+//! The seed's rekey acknowledgement tables (docs/FEATURES.md section
 //! 3) and ATD eligibility (section 2), as data.
 //!
 //! Table 1: what the KEK SA carries, per `rekey acknowledgement` option and
 //! GM class. Table 2: which ACK kind each option accepts. Each table is a
 //! constant the code looks up; nothing about them is scattered in `if`s.
 
-use core::fmt;
-
 use gkm_wire::consts::AckRequested;
 
 use crate::engine::GmClass;
 
-/// `rekey acknowledgement {cisco | interoperable | any}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum AckOption {
-    /// The default: Cisco-style (GKM's encrypted unicast) ACKs only.
-    #[default]
-    Cisco,
-    /// RFC 8263 ACKs only.
-    Interoperable,
-    /// Both, per GM.
-    Any,
-}
+pub use gkm_model::AckOption;
 
 /// The kind of a received ACK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,30 +55,30 @@ const TABLE_2: [(AckOption, bool, bool); 3] = [
 /// non-Cisco GMs, never others).
 const ATD_CLASSES: [GmClass; 2] = [GmClass::Asr9000, GmClass::NonCisco];
 
-impl AckOption {
-    /// Table 1: the KEK_ACK_REQUESTED value for a GM of `class`, or none.
-    pub fn kek_ack_requested(self, class: GmClass) -> Option<AckRequested> {
-        let col = CLASSES.iter().position(|c| *c == class)?;
-        TABLE_1
-            .iter()
-            .find(|(o, _)| *o == self)
-            .and_then(|(_, row)| row.get(col).copied().flatten())
-    }
+/// Table 1: the KEK_ACK_REQUESTED value for a GM of `class` under
+/// `option`, or none.
+pub fn kek_ack_requested(option: AckOption, class: GmClass) -> Option<AckRequested> {
+    let col = CLASSES.iter().position(|c| *c == class)?;
+    TABLE_1
+        .iter()
+        .find(|(o, _)| *o == option)
+        .and_then(|(_, row)| row.get(col).copied().flatten())
+}
 
-    /// Table 2: whether an ACK of `kind` is accepted under this option.
-    pub fn accepts(self, kind: AckKind) -> Result<(), AckNotAccepted> {
-        let ok = TABLE_2
+/// Table 2: whether an ACK of `kind` is accepted under `option`.
+pub fn accepts(option: AckOption, kind: AckKind) -> Result<(), AckNotAccepted> {
+    let ok =
+        TABLE_2
             .iter()
-            .find(|(o, _, _)| *o == self)
+            .find(|(o, _, _)| *o == option)
             .is_some_and(|(_, rfc, cisco)| match kind {
                 AckKind::Rfc8263 => *rfc,
                 AckKind::CiscoUnicast => *cisco,
             });
-        if ok {
-            Ok(())
-        } else {
-            Err(AckNotAccepted { option: self, kind })
-        }
+    if ok {
+        Ok(())
+    } else {
+        Err(AckNotAccepted { option, kind })
     }
 }
 
@@ -98,30 +86,6 @@ impl AckOption {
 /// seed names, only with a single TEK, only with unicast rekeys.
 pub fn atd_applies(class: GmClass, tek_count: usize, unicast: bool) -> bool {
     unicast && tek_count == 1 && ATD_CLASSES.contains(&class)
-}
-
-impl fmt::Display for AckOption {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Cisco => "cisco",
-            Self::Interoperable => "interoperable",
-            Self::Any => "any",
-        })
-    }
-}
-
-impl core::str::FromStr for AckOption {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "cisco" => Ok(Self::Cisco),
-            "interoperable" => Ok(Self::Interoperable),
-            "any" => Ok(Self::Any),
-            other => Err(format!(
-                "rekey acknowledgement {other:?}: use cisco, interoperable or any"
-            )),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -147,7 +111,7 @@ mod tests {
             (O::Any, C::NonCisco, REQ),
         ];
         for (option, class, attr) in want {
-            assert_eq!(option.kek_ack_requested(class), attr, "{option} x {class}");
+            assert_eq!(kek_ack_requested(option, class), attr, "{option} x {class}");
         }
     }
 
@@ -165,7 +129,7 @@ mod tests {
             (Any, CiscoUnicast, true),
         ];
         for (option, kind, ok) in want {
-            let r = option.accepts(kind);
+            let r = accepts(option, kind);
             assert_eq!(r.is_ok(), ok, "{option} x {kind:?}");
             if !ok {
                 assert_eq!(r, Err(AckNotAccepted { option, kind }));

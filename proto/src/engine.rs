@@ -71,7 +71,7 @@ impl<E> Outbox<E> {
 /// simulated clock).
 pub type Millis = u64;
 
-/// The seed's GM classes (spec/seed-features.md sections 2-3), which decide
+/// The seed's GM classes (docs/FEATURES.md sections 2-3), which decide
 /// ACK and ATD policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GmClass {

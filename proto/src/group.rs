@@ -16,68 +16,20 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{rng, CbcCipher, EngineRng};
 
-/// An IPv4 prefix, as a TEK selector or an authorization range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv4Prefix {
-    /// Network address.
-    pub addr: Ipv4Addr,
-    /// Prefix length 0-32.
-    pub len: u8,
+pub use gkm_model::Ipv4Prefix;
+
+/// A prefix as a GDOI traffic selector's identity (RFC 2407 section 4.6.2).
+fn prefix_identity(p: &Ipv4Prefix) -> Identity<'static> {
+    Identity::Ipv4Subnet(p.addr(), p.mask())
 }
 
-impl Ipv4Prefix {
-    /// The netmask.
-    pub fn mask(&self) -> Ipv4Addr {
-        let len = u32::from(self.len.min(32));
-        Ipv4Addr::from(if len == 0 { 0 } else { u32::MAX << (32 - len) })
-    }
-
-    /// Whether `a` lies in the prefix.
-    pub fn contains(&self, a: Ipv4Addr) -> bool {
-        let m = u32::from(self.mask());
-        u32::from(a) & m == u32::from(self.addr) & m
-    }
-
-    fn identity(&self) -> Identity<'static> {
-        Identity::Ipv4Subnet(self.addr, self.mask())
-    }
-
-    fn from_identity(id: &Identity<'_>) -> Option<Self> {
-        match *id {
-            Identity::Ipv4Subnet(addr, mask) => {
-                let m = u32::from(mask);
-                let len = m.leading_ones();
-                (m.checked_shl(len).unwrap_or(0) == 0).then_some(Self {
-                    addr,
-                    len: len as u8,
-                })
-            }
-            Identity::Ipv4Addr(addr) => Some(Self { addr, len: 32 }),
-            _ => None,
-        }
-    }
-}
-
-impl core::str::FromStr for Ipv4Prefix {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, l) = s.split_once('/').unwrap_or((s, "32"));
-        let addr = a
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IPv4 prefix (a.b.c.d/len)"))?;
-        let len: u8 = l
-            .parse()
-            .map_err(|_| format!("{s:?}: prefix length must be 0-32"))?;
-        if len > 32 {
-            return Err(format!("{s:?}: prefix length must be 0-32"));
-        }
-        Ok(Self { addr, len })
-    }
-}
-
-impl core::fmt::Display for Ipv4Prefix {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
+/// A traffic selector's identity as a prefix; none for a non-contiguous
+/// mask or another identity type.
+fn prefix_from_identity(id: &Identity<'_>) -> Option<Ipv4Prefix> {
+    match *id {
+        Identity::Ipv4Subnet(addr, mask) => Ipv4Prefix::from_netmask(addr, mask),
+        Identity::Ipv4Addr(addr) => Ipv4Prefix::new(addr, 32),
+        _ => None,
     }
 }
 
@@ -327,11 +279,11 @@ impl GroupKeys {
                     body: TekBody::Ipsec(IpsecTek {
                         protocol: 0,
                         src: TrafficSelector {
-                            identity: t.src.identity(),
+                            identity: prefix_identity(&t.src),
                             port: 0,
                         },
                         dst: TrafficSelector {
-                            identity: t.dst.identity(),
+                            identity: prefix_identity(&t.dst),
                             port: 0,
                         },
                         transform_id: t.transform,
@@ -430,9 +382,9 @@ impl GroupKeys {
                 spi: t.spi,
                 transform: t.transform_id,
                 key: Zeroizing::new(key.to_vec()),
-                src: Ipv4Prefix::from_identity(&t.src.identity)
+                src: prefix_from_identity(&t.src.identity)
                     .ok_or(GroupError::Inconsistent("TEK source selector"))?,
-                dst: Ipv4Prefix::from_identity(&t.dst.identity)
+                dst: prefix_from_identity(&t.dst.identity)
                     .ok_or(GroupError::Inconsistent("TEK destination selector"))?,
                 lifetime_secs: t.attributes.life_seconds.unwrap_or(3600),
             });

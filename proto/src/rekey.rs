@@ -3,39 +3,12 @@
 //! why one is refused, and the state that must survive a restart. The
 //! rekey engine itself is the key server's rekey part (`ks::rekey`).
 
-use std::net::SocketAddrV4;
-
 use crate::ack_policy::AckOption;
 pub use crate::ack_tracker::MAX_MISSED_ACKS;
 use crate::engine::Millis;
 use crate::group::{GroupKeys, Kek, Tek};
 
-/// How a group's rekeys travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RekeyTransport {
-    /// One GROUPKEY-PUSH per GM, sent `1 + retransmits` times at most,
-    /// `interval_ms` apart, to GMs that have not acknowledged it.
-    Unicast {
-        /// Retransmissions after the first send.
-        retransmits: u32,
-        /// Time between transmissions, and the ACK wait after the last one.
-        interval_ms: u64,
-    },
-    /// One GROUPKEY-PUSH to a multicast group (no ACKs, seed section 3).
-    Multicast {
-        /// Group address and port.
-        group: SocketAddrV4,
-        /// IP TTL the driver sets on multicast rekeys.
-        ttl: u8,
-    },
-}
-
-impl RekeyTransport {
-    /// Whether rekeys are unicast.
-    pub fn is_unicast(&self) -> bool {
-        matches!(self, Self::Unicast { .. })
-    }
-}
+pub use gkm_model::RekeyTransport;
 
 /// A group's rekey policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,13 +28,10 @@ impl Default for RekeyPolicy {
     /// before expiry.
     fn default() -> Self {
         Self {
-            transport: RekeyTransport::Unicast {
-                retransmits: 2,
-                interval_ms: 10_000,
-            },
-            ack: AckOption::Cisco,
-            tek_rekey_before_ms: 90_000,
-            kek_rekey_before_ms: 90_000,
+            transport: RekeyTransport::default(),
+            ack: AckOption::default(),
+            tek_rekey_before_ms: u64::from(gkm_model::policy::REKEY_BEFORE_SECS) * 1000,
+            kek_rekey_before_ms: u64::from(gkm_model::policy::REKEY_BEFORE_SECS) * 1000,
         }
     }
 }

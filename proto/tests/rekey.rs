@@ -205,7 +205,8 @@ fn use_ecdsa(cfg: &mut KsConfig) {
 /// Rekeys to the multicast group `MCAST`.
 fn use_multicast(cfg: &mut KsConfig) {
     cfg.groups[0].rekey.transport = RekeyTransport::Multicast {
-        group: MCAST,
+        address: *MCAST.ip(),
+        port: MCAST.port(),
         ttl: 1,
     };
     if let Some(k) = cfg.groups[0].keys.kek.as_mut() {
@@ -800,7 +801,7 @@ fn show_data_for_ks_rekey_and_policy() {
     w.run_until(T0 + 30_000);
     let s = w.ks.rekey_status(GROUP).unwrap();
     assert_eq!(
-        (s.ack_type_in_use, s.rekeys_sent, s.seq, s.gms),
+        (s.ack_type_in_use.as_str(), s.rekeys_sent, s.seq, s.gms),
         ("Cisco", 0, 0, 2)
     );
     w.rekey(RekeyReason::Manual);
@@ -811,9 +812,11 @@ fn show_data_for_ks_rekey_and_policy() {
     assert_eq!(p.teks, 2);
     assert_eq!(p.seq, 1);
     assert_eq!(p.transport, "Unicast");
-    assert_eq!(p.spi, kek.spi);
+    let spi_hex: String = kek.spi.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(p.spi, spi_hex);
+    assert_eq!(p.spi.len(), 32);
     assert_eq!(
-        (p.encryption_algorithm, p.iv_len, p.key_size_bits),
+        (p.encryption_algorithm.as_str(), p.iv_len, p.key_size_bits),
         ("AES", 16, 128)
     );
     assert_eq!(p.original_lifetime_secs, 86_400);
@@ -821,7 +824,10 @@ fn show_data_for_ks_rekey_and_policy() {
     assert_eq!(p.remaining_lifetime_secs, 86_400 - 30);
     // The TEKs (3600 s, made at the manual rekey just now) are rekeyed 90 s early.
     assert_eq!(p.time_to_rekey_secs, 3600 - 90);
-    assert_eq!((p.sig_algorithm, p.sig_hash_algorithm), ("RSA", "SHA256"));
+    assert_eq!(
+        (p.sig_algorithm.as_str(), p.sig_hash_algorithm.as_str()),
+        ("RSA", "SHA256")
+    );
     assert_eq!((p.sig_key_bits, p.sig_size), (2048, 256));
     assert_eq!(p.sig_key_name, "ks-rekey");
     assert_eq!(p.acknowledgement, "cisco");

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use gkm_proto::group::Ipv4Prefix;
+use gkm_model::{Ipv4Prefix, RekeyTransport};
+use gkm_store::model::{KekPolicy, TekPolicy};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -93,20 +94,21 @@ impl Default for RekeyConfig {
     }
 }
 
+// The defaults are the model's (gkm-model, gkm-store), defined once.
 fn default_retransmit_interval() -> u32 {
-    10
+    RekeyTransport::RETRANSMIT_INTERVAL_SECS
 }
 fn default_retransmit_number() -> u32 {
-    2
+    RekeyTransport::RETRANSMIT_NUMBER
 }
 fn default_rekey_before() -> u32 {
-    90
+    gkm_model::policy::REKEY_BEFORE_SECS
 }
 fn default_multicast_port() -> u16 {
-    848
+    RekeyTransport::MULTICAST_PORT
 }
 fn default_multicast_ttl() -> u8 {
-    1
+    RekeyTransport::MULTICAST_TTL
 }
 
 /// One PSK.
@@ -163,11 +165,11 @@ pub struct GroupConfig {
 }
 
 fn default_tek_lifetime() -> u32 {
-    3600
+    TekPolicy::LIFETIME_SECS
 }
 
 fn default_kek_lifetime() -> u32 {
-    86_400
+    KekPolicy::LIFETIME_SECS
 }
 
 /// One TEK's selectors.
@@ -256,7 +258,7 @@ impl ServerConfig {
             }
             let r = &g.rekey;
             if let Some(a) = &r.acknowledgement {
-                a.parse::<gkm_proto::ack_policy::AckOption>()
+                a.parse::<gkm_model::AckOption>()
                     .map_err(|e| anyhow!("group[{i}].rekey.acknowledgement: {e}"))?;
                 if g.rekey_address.is_some() {
                     bail!("group[{i}].rekey.acknowledgement: rekey acknowledgement requires unicast rekey (remove rekey_address, or remove acknowledgement: multicast rekeys are not acknowledged)");

@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use gkm_model::clock::unix_ms as now_ms;
 use gkm_proto::gm::{GmAuth, GmConfig, GmIdentity, GroupMember};
-use gkm_store::model::{D3pErrorSample, GmHealth, GroupPolicy, ReplayCounters, WindowSource};
+use gkm_store::model::{D3pError, GmHealth, GroupPolicy, ReplayCounters, WindowSource};
 use gkm_store::{Actor, Store};
 use rand_core::OsRng;
 use tokio::net::UdpSocket;
@@ -67,13 +68,6 @@ pub async fn prepare(store: &dyn Store) -> Result<()> {
     Ok(())
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// Whether a flaky GM ignores the network now (two minutes in four).
 fn deaf(now_ms: u64) -> bool {
     (now_ms / 120_000) % 2 == 1
@@ -89,7 +83,7 @@ fn simulated_health(addr: Ipv4Addr, n: u64, skewed: bool, now: u64) -> GmHealth 
     let errors = if skewed { (n / 3) * 12 } else { 0 };
     let history = if errors > 0 {
         (0..errors.min(10))
-            .map(|i| D3pErrorSample {
+            .map(|i| D3pError {
                 src: Ipv4Addr::new(10, 42, 0, 99),
                 my_time_ms: now - 1000 * i,
                 peer_time_ms: now - 1000 * i - 6500,
@@ -97,7 +91,7 @@ fn simulated_health(addr: Ipv4Addr, n: u64, skewed: bool, now: u64) -> GmHealth 
             })
             .collect()
     } else {
-        Vec::new()
+        Default::default()
     };
     GmHealth {
         group: IDENTITY,

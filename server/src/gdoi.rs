@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::ErrorKind as IoErrorKind;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use gkm_proto::ks::{GmRecord, KeyServer, KsEvent, Reject};
@@ -20,16 +20,11 @@ use crate::control::{Command, Write};
 use crate::keylog::KeyLog;
 use crate::Startup;
 use gkm_store::model::{GmRow, RekeyRecord};
-use gkm_web::{GroupStatus, KekPolicyStatus, RekeyAccepted, RekeyStatus as WebRekeyStatus};
+use gkm_web::{GroupStatus, RekeyAccepted};
 use tokio::sync::{mpsc, oneshot};
 
 /// Wall-clock milliseconds, the engine's time.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use gkm_model::clock::unix_ms as now_ms;
 
 /// Binds the GDOI socket with an error that says how to fix a refusal.
 pub async fn bind(addr: SocketAddr) -> Result<UdpSocket> {
@@ -538,36 +533,9 @@ pub(crate) fn gm_row(r: &GmRecord, ack: Option<gkm_proto::ack_tracker::AckState>
 fn status_of(ks: &KeyServer, group: u32) -> Option<GroupStatus> {
     let r = ks.rekey_status(group)?;
     let own = gkm_proto::engine::own_vendor_id();
-    let kek = ks
-        .kek_policy_status(group, now_ms())
-        .map(|k| KekPolicyStatus {
-            teks: k.teks as u64,
-            seq: k.seq,
-            transport: k.transport.into(),
-            spi: hex::encode(k.spi),
-            management_algorithm: k.management_algorithm.into(),
-            encryption_algorithm: k.encryption_algorithm.into(),
-            iv_len: u32::try_from(k.iv_len).unwrap_or(0),
-            key_size_bits: u32::from(k.key_size_bits),
-            original_lifetime_secs: u64::from(k.original_lifetime_secs),
-            remaining_lifetime_secs: k.remaining_lifetime_secs,
-            time_to_rekey_secs: k.time_to_rekey_secs,
-            sig_hash_algorithm: k.sig_hash_algorithm.into(),
-            sig_algorithm: k.sig_algorithm.into(),
-            sig_key_bits: u32::from(k.sig_key_bits),
-            sig_size: u32::try_from(k.sig_size).unwrap_or(0),
-            sig_key_name: k.sig_key_name,
-            acknowledgement: k.acknowledgement.into(),
-        });
     Some(GroupStatus {
-        rekey: WebRekeyStatus {
-            ack_type_in_use: r.ack_type_in_use.into(),
-            rekeys_sent: r.rekeys_sent,
-            seq: r.seq,
-            gms: r.gms as u64,
-            gms_at_risk: r.gms_at_risk as u64,
-        },
-        kek,
+        rekey: r,
+        kek: ks.kek_policy_status(group, now_ms()),
         key_servers: vec![gkm_web::KeyServerFeatures {
             identity: ks.identity().to_string(),
             version: own.version.to_string(),

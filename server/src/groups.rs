@@ -4,15 +4,15 @@
 //! depend on (persisted with them: a change means new keys and a rekey
 //! replace).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 
 use anyhow::{anyhow, Result};
-use gkm_proto::ack_policy::AckOption as EngineAck;
+use gkm_model::{AckOption, RekeyTransport};
 use gkm_proto::crypto::{CbcCipher, RekeySigner};
-use gkm_proto::group::{GroupKeys, Ipv4Prefix, KekParams, Tek};
+use gkm_proto::group::{GroupKeys, KekParams, Tek};
 use gkm_proto::ks::{Authorization, GroupAuth, KsGroup};
-use gkm_proto::rekey::{RekeyPolicy, RekeyTransport};
-use gkm_store::model::{AckOption, GroupPolicy, RekeyTransport as StoreTransport};
+use gkm_proto::rekey::RekeyPolicy;
+use gkm_store::model::{GroupPolicy, KekPolicy, TekPolicy};
 use gkm_wire::consts::EspTransformId;
 use rand_core::OsRng;
 
@@ -36,10 +36,6 @@ pub struct Made {
     pub multicast: Option<(Ipv4Addr, u8)>,
 }
 
-fn prefix(field: &str, s: &str) -> Result<Ipv4Prefix> {
-    s.parse::<Ipv4Prefix>().map_err(|e| anyhow!("{field}: {e}"))
-}
-
 impl KeyMaker {
     /// For a KS at `identity` signing with `signer`.
     pub fn new(identity: Ipv4Addr, signer: &RekeySigner) -> Result<Self> {
@@ -54,35 +50,20 @@ impl KeyMaker {
 
     /// The engine group for a validated policy, with fresh keys.
     pub fn make(&self, name: &str, identity: u32, p: &GroupPolicy) -> Result<Made> {
-        let mut selectors = Vec::new();
-        for (i, t) in p.teks.iter().enumerate() {
-            selectors.push((
-                prefix(&format!("/teks/{i}/src"), &t.src)?,
-                prefix(&format!("/teks/{i}/dst"), &t.dst)?,
-            ));
-        }
-        let (dst, port, multicast, transport) = match &p.rekey {
-            StoreTransport::Unicast {
-                retransmit_interval,
-                retransmit_number,
-            } => (
-                Ipv4Addr::UNSPECIFIED,
-                gkm_wire::consts::GDOI_PORT,
-                None,
-                RekeyTransport::Unicast {
-                    retransmits: *retransmit_number,
-                    interval_ms: u64::from(*retransmit_interval) * 1000,
-                },
-            ),
-            StoreTransport::Multicast { address, port, ttl } => (
-                *address,
-                *port,
-                Some((*address, *ttl)),
-                RekeyTransport::Multicast {
-                    group: SocketAddrV4::new(*address, *port),
-                    ttl: *ttl,
-                },
-            ),
+        let selectors = p
+            .teks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| t.selectors(&format!("/teks/{i}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("{e}"))?;
+        let (dst, port, multicast) = match p.rekey {
+            RekeyTransport::Unicast { .. } => {
+                (Ipv4Addr::UNSPECIFIED, gkm_wire::consts::GDOI_PORT, None)
+            }
+            RekeyTransport::Multicast { address, port, ttl } => {
+                (address, port, Some((address, ttl)))
+            }
         };
         let cipher = if p.kek.algorithm == "aes-cbc-256" {
             CbcCipher::Aes256
@@ -125,19 +106,8 @@ impl KeyMaker {
             self.spki_digest
         );
         let authorization = Authorization {
-            addresses: p
-                .authorization
-                .addresses
-                .iter()
-                .enumerate()
-                .map(|(j, a)| prefix(&format!("/authorization/addresses/{j}"), a))
-                .collect::<Result<_>>()?,
+            addresses: p.authorization.prefixes().map_err(|e| anyhow!("{e}"))?,
             identities: p.authorization.identities.clone(),
-        };
-        let ack = match p.acknowledgement.unwrap_or_default() {
-            AckOption::Cisco => EngineAck::Cisco,
-            AckOption::Interoperable => EngineAck::Interoperable,
-            AckOption::Any => EngineAck::Any,
         };
         Ok(Made {
             group: KsGroup {
@@ -149,8 +119,8 @@ impl KeyMaker {
                     gkm_store::model::Authentication::Pki => GroupAuth::Certificate,
                 },
                 rekey: RekeyPolicy {
-                    transport,
-                    ack,
+                    transport: p.rekey,
+                    ack: p.acknowledgement.unwrap_or_default(),
                     tek_rekey_before_ms: u64::from(p.tek_rekey_before) * 1000,
                     kek_rekey_before_ms: u64::from(p.kek_rekey_before) * 1000,
                 },
@@ -164,33 +134,60 @@ impl KeyMaker {
 }
 
 /// A configuration-file group as the controller's model (imported into the
-/// store the first time the server sees it).
+/// store the first time the server sees it). The file keeps its own,
+/// older shape (`tek_lifetime` per group, `rekey_address`, ...) so that
+/// existing files load unchanged; this maps it field by field and the
+/// model's defaults fill the rest.
 pub fn policy_from_config(g: &GroupConfig) -> Result<GroupPolicy> {
-    let teks: Vec<serde_json::Value> = g
-        .tek
-        .iter()
-        .map(|t| serde_json::json!({"src": t.src, "dst": t.dst, "lifetime": g.tek_lifetime}))
-        .collect();
     let r = &g.rekey;
-    let rekey = match g.rekey_address {
-        Some(a) => serde_json::json!({"transport": "multicast", "address": a.to_string(),
-                                      "port": r.multicast_port, "ttl": r.multicast_ttl}),
-        None => serde_json::json!({"transport": "unicast",
-                                   "retransmit_interval": r.retransmit_interval,
-                                   "retransmit_number": r.retransmit_number}),
+    let acknowledgement = r
+        .acknowledgement
+        .as_deref()
+        .map(str::parse::<AckOption>)
+        .transpose()
+        .map_err(|e| anyhow!("group {:?}: {e}", g.name))?;
+    let p = GroupPolicy {
+        kek: KekPolicy {
+            lifetime: g.kek_lifetime,
+            ..KekPolicy::default()
+        },
+        teks: g
+            .tek
+            .iter()
+            .map(|t| TekPolicy {
+                src: t.src.clone(),
+                dst: t.dst.clone(),
+                transform: TekPolicy::DEFAULT_TRANSFORM.to_owned(),
+                lifetime: g.tek_lifetime,
+            })
+            .collect(),
+        rekey: match g.rekey_address {
+            Some(address) => RekeyTransport::Multicast {
+                address,
+                port: r.multicast_port,
+                ttl: r.multicast_ttl,
+            },
+            None => RekeyTransport::Unicast {
+                retransmit_interval: r.retransmit_interval,
+                retransmit_number: r.retransmit_number,
+            },
+        },
+        tek_rekey_before: r.tek_rekey_before,
+        kek_rekey_before: r.kek_rekey_before,
+        acknowledgement,
+        activation_time_delay: None,
+        d3p_window: None,
+        gm_error_detection: false,
+        cmd_inline_tagging: false,
+        authorization: gkm_store::model::Authorization {
+            addresses: g.authorization.addresses.clone(),
+            identities: g.authorization.identities.clone(),
+        },
+        authentication: match g.authentication.as_deref() {
+            Some("pki") => gkm_store::model::Authentication::Pki,
+            _ => gkm_store::model::Authentication::Psk { psk: None },
+        },
     };
-    let v = serde_json::json!({
-        "kek": {"lifetime": g.kek_lifetime},
-        "teks": teks,
-        "rekey": rekey,
-        "acknowledgement": r.acknowledgement,
-        "tek_rekey_before": r.tek_rekey_before,
-        "kek_rekey_before": r.kek_rekey_before,
-        "authorization": {"addresses": g.authorization.addresses, "identities": g.authorization.identities},
-        "authentication": {"method": g.authentication.as_deref().unwrap_or("psk")},
-    });
-    let p: GroupPolicy =
-        serde_json::from_value(v).map_err(|e| anyhow!("group {:?}: {e}", g.name))?;
     p.validate()
         .map_err(|e| anyhow!("group {:?}: {e}", g.name))?;
     Ok(p)

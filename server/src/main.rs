@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
-use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, RekeySigner, RsaSigner};
+use gkm_proto::crypto::{PkiCredentials, RekeySigner, RsaSigner};
 use gkm_proto::group::GroupKeys;
 use gkm_proto::ks::{Credential, KsConfig, KsLimits, PskEntry};
 use rand_core::OsRng;
@@ -252,13 +252,8 @@ fn build(
     let (ca, certificate) = match &cfg.pki {
         None => (None, None),
         Some(pki) => {
-            let cas = certificates_from_pem(&read(&pki.ca)?).map_err(|e| anyhow!("pki.ca: {e}"))?;
-            let ca = CertificateAuthority::new(&cas).map_err(|e| anyhow!("pki.ca: {e}"))?;
-            let cert = certificates_from_pem(&read(&pki.cert)?)
-                .map_err(|e| anyhow!("pki.cert: {e}"))?
-                .remove(0);
-            let key =
-                RsaSigner::from_pkcs8_pem(&read(&pki.key)?).map_err(|e| anyhow!("pki.key: {e}"))?;
+            let PkiCredentials { ca, cert, key } =
+                PkiCredentials::from_pem(&read(&pki.ca)?, &read(&pki.cert)?, &read(&pki.key)?)?;
             (Some(ca), Some((cert, key)))
         }
     };

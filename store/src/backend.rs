@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use gkm_model::clock::unix_ms_i64 as now_ms;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -22,13 +22,6 @@ use crate::model::{
 };
 use crate::seal::MasterKey;
 use crate::{Actor, BackendKind, GmPage, Result, Store, StoreError};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// A database error, with unique violations as conflicts.
 fn db(e: sqlx::Error, what: &str) -> StoreError {

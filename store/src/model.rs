@@ -1,128 +1,16 @@
 //! The controller's data model: what the store keeps and the API speaks,
-//! with the seed's validation rules (spec/seed-features.md). Validation
+//! with the seed's validation rules (docs/FEATURES.md). Validation
 //! names the failing field with a JSON-pointer-like path and says what is
 //! allowed; a value that fails is never stored.
 
 use serde::{Deserialize, Serialize};
 
-/// One validation failure: the field and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema)]
-#[error("{field}: {message}")]
-pub struct Invalid {
-    /// Path of the failing field, e.g. `/d3p_window/msec`.
-    pub field: String,
-    /// What is wrong and what is allowed.
-    pub message: String,
-}
+pub use gkm_model::health::{D3pError, GmHealth, ReplayCounters, WindowSource, MAX_HISTORY};
+pub use gkm_model::policy::{AckOption, D3pWindow, RekeyTransport};
+pub use gkm_model::{Invalid, Ipv4Prefix};
 
 fn invalid(field: &str, message: impl Into<String>) -> Invalid {
-    Invalid {
-        field: field.to_owned(),
-        message: message.into(),
-    }
-}
-
-/// An IP-D3P window as the seed writes it: `sec` 1-100 or `msec` 100-10000.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum D3pWindow {
-    /// Seconds, 1-100.
-    Sec(u32),
-    /// Milliseconds, 100-10000.
-    Msec(u32),
-}
-
-impl D3pWindow {
-    /// Accepted `sec` values.
-    pub const SEC_RANGE: (u32, u32) = (1, 100);
-    /// Accepted `msec` values.
-    pub const MSEC_RANGE: (u32, u32) = (100, 10_000);
-
-    /// Checks the seed's ranges.
-    pub fn validate(&self, field: &str) -> Result<(), Invalid> {
-        let (unit, v, (lo, hi)) = match *self {
-            Self::Sec(v) => ("sec", v, Self::SEC_RANGE),
-            Self::Msec(v) => ("msec", v, Self::MSEC_RANGE),
-        };
-        if (lo..=hi).contains(&v) {
-            Ok(())
-        } else {
-            Err(invalid(
-                &format!("{field}/{unit}"),
-                format!("{v} is out of range: {unit} must be {lo}-{hi}"),
-            ))
-        }
-    }
-
-    /// The window in milliseconds.
-    pub fn as_msec(&self) -> u32 {
-        match *self {
-            Self::Sec(s) => s * 1000,
-            Self::Msec(m) => m,
-        }
-    }
-}
-
-/// `rekey acknowledgement {cisco | interoperable | any}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AckOption {
-    /// Cisco-style unicast ACKs (the default).
-    #[default]
-    Cisco,
-    /// RFC 8263 ACKs.
-    Interoperable,
-    /// Both.
-    Any,
-}
-
-/// How a group's rekeys travel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "transport", rename_all = "lowercase", deny_unknown_fields)]
-pub enum RekeyTransport {
-    /// One GROUPKEY-PUSH per GM.
-    Unicast {
-        /// Seconds between retransmissions, 1-60.
-        #[serde(default = "default_retransmit_interval")]
-        retransmit_interval: u32,
-        /// Retransmissions, 0-10.
-        #[serde(default = "default_retransmit_number")]
-        retransmit_number: u32,
-    },
-    /// One GROUPKEY-PUSH to a multicast group.
-    Multicast {
-        /// Group address (224.0.0.0/4).
-        #[schema(value_type = String, format = Ipv4)]
-        address: std::net::Ipv4Addr,
-        /// UDP port.
-        #[serde(default = "default_port")]
-        port: u16,
-        /// IP TTL, 1-255.
-        #[serde(default = "default_ttl")]
-        ttl: u8,
-    },
-}
-
-fn default_retransmit_interval() -> u32 {
-    10
-}
-fn default_retransmit_number() -> u32 {
-    2
-}
-fn default_port() -> u16 {
-    848
-}
-fn default_ttl() -> u8 {
-    1
-}
-
-impl Default for RekeyTransport {
-    fn default() -> Self {
-        Self::Unicast {
-            retransmit_interval: default_retransmit_interval(),
-            retransmit_number: default_retransmit_number(),
-        }
-    }
+    Invalid::new(field, message)
 }
 
 /// A TEK's traffic selectors, transform and lifetime.
@@ -141,11 +29,18 @@ pub struct TekPolicy {
     pub lifetime: u32,
 }
 
+impl TekPolicy {
+    /// The transform a TEK gets unless its policy names one.
+    pub const DEFAULT_TRANSFORM: &'static str = "aes-gcm-128";
+    /// A TEK's lifetime unless its policy says otherwise, seconds.
+    pub const LIFETIME_SECS: u32 = 3600;
+}
+
 fn default_transform() -> String {
-    "aes-gcm-128".into()
+    TekPolicy::DEFAULT_TRANSFORM.into()
 }
 fn default_tek_lifetime() -> u32 {
-    3600
+    TekPolicy::LIFETIME_SECS
 }
 
 /// The KEK policy.
@@ -160,11 +55,18 @@ pub struct KekPolicy {
     pub lifetime: u32,
 }
 
+impl KekPolicy {
+    /// The KEK's algorithm unless the policy names one.
+    pub const DEFAULT_ALGORITHM: &'static str = "aes-cbc-128";
+    /// The KEK's lifetime unless the policy says otherwise, seconds.
+    pub const LIFETIME_SECS: u32 = 86_400;
+}
+
 fn default_kek_algorithm() -> String {
-    "aes-cbc-128".into()
+    KekPolicy::DEFAULT_ALGORITHM.into()
 }
 fn default_kek_lifetime() -> u32 {
-    86_400
+    KekPolicy::LIFETIME_SECS
 }
 
 impl Default for KekPolicy {
@@ -256,7 +158,7 @@ pub struct GroupPolicy {
 }
 
 fn default_rekey_before() -> u32 {
-    90
+    gkm_model::policy::REKEY_BEFORE_SECS
 }
 
 /// A pre-shared key: 1-512 characters.
@@ -270,18 +172,30 @@ pub fn check_psk(field: &str, k: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn check_prefix(field: &str, s: &str) -> Result<(), Invalid> {
-    let bad = || {
-        invalid(
-            field,
-            format!("{s:?} is not an IPv4 prefix (a.b.c.d/len, len 0-32)"),
-        )
-    };
-    let (a, l) = s.split_once('/').unwrap_or((s, "32"));
-    a.parse::<std::net::Ipv4Addr>().map_err(|_| bad())?;
-    match l.parse::<u8>() {
-        Ok(len) if len <= 32 => Ok(()),
-        _ => Err(bad()),
+/// A prefix as written (`a.b.c.d/len`, a bare address being a /32).
+pub fn parse_prefix(field: &str, s: &str) -> Result<Ipv4Prefix, Invalid> {
+    s.parse().map_err(|e| invalid(field, format!("{e}")))
+}
+
+impl TekPolicy {
+    /// Its source and destination selectors; the failure names
+    /// `{field}/src` or `{field}/dst`.
+    pub fn selectors(&self, field: &str) -> Result<(Ipv4Prefix, Ipv4Prefix), Invalid> {
+        Ok((
+            parse_prefix(&format!("{field}/src"), &self.src)?,
+            parse_prefix(&format!("{field}/dst"), &self.dst)?,
+        ))
+    }
+}
+
+impl Authorization {
+    /// Its address ranges; the failure names `/authorization/addresses/{i}`.
+    pub fn prefixes(&self) -> Result<Vec<Ipv4Prefix>, Invalid> {
+        self.addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| parse_prefix(&format!("/authorization/addresses/{i}"), a))
+            .collect()
     }
 }
 
@@ -307,8 +221,7 @@ impl GroupPolicy {
             return Err(invalid("/teks", "at most 16 TEKs"));
         }
         for (i, t) in self.teks.iter().enumerate() {
-            check_prefix(&format!("/teks/{i}/src"), &t.src)?;
-            check_prefix(&format!("/teks/{i}/dst"), &t.dst)?;
+            t.selectors(&format!("/teks/{i}"))?;
             if !["aes-gcm-128", "aes-gcm-256"].contains(&t.transform.as_str()) {
                 return Err(invalid(
                     &format!("/teks/{i}/transform"),
@@ -414,9 +327,7 @@ impl GroupPolicy {
                 ));
             }
         }
-        for (i, a) in self.authorization.addresses.iter().enumerate() {
-            check_prefix(&format!("/authorization/addresses/{i}"), a)?;
-        }
+        self.authorization.prefixes()?;
         if let Authentication::Psk { psk: Some(k) } = &self.authentication {
             check_psk("/authentication/psk", k)?;
         }
@@ -576,152 +487,6 @@ pub struct GmRow {
     pub misses: u32,
     /// Sender IDs (RFC 6054) granted to it.
     pub sids: Vec<u32>,
-}
-
-/// Most D3P error samples a report may carry (the agent keeps 100).
-pub const MAX_HISTORY: usize = 100;
-
-/// One sampled IP-D3P error, as `show crypto gkm gm replay` lists it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct D3pErrorSample {
-    /// The sender's address.
-    #[schema(value_type = String, format = Ipv4)]
-    pub src: std::net::Ipv4Addr,
-    /// The receiving GM's clock, POSIX ms.
-    pub my_time_ms: u64,
-    /// The sender's stamp, POSIX ms.
-    pub peer_time_ms: u64,
-    /// The window in force, ms.
-    pub window_ms: u32,
-}
-
-/// A GM's anti-replay counters since its agent started (they restart at
-/// zero when the agent does).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReplayCounters {
-    /// Packets decrypted (accepted or refused by IP-D3P).
-    pub input_packets: u64,
-    /// Packets encrypted and sent.
-    pub output_packets: u64,
-    /// Input packets dropped for a D3P stamp outside the window.
-    pub input_errors: u64,
-    /// Output packets that could not be stamped.
-    pub output_errors: u64,
-    /// Sampled errors, oldest first (at most [`MAX_HISTORY`]).
-    pub history: Vec<D3pErrorSample>,
-}
-
-/// Where a GM's IP-D3P window comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum WindowSource {
-    /// The key server's policy (GAP).
-    Ks,
-    /// The agent's `client d3p window` override.
-    Client,
-}
-
-impl WindowSource {
-    /// Its word in the store.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Ks => "ks",
-            Self::Client => "client",
-        }
-    }
-
-    /// From its word.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "ks" => Some(Self::Ks),
-            "client" => Some(Self::Client),
-            _ => None,
-        }
-    }
-}
-
-/// A GM's health report, sent by its agent (DESIGN.md data flow 5): the
-/// data of the seed's `show crypto gkm gm replay`, with the agent's
-/// version and registration state. The agent sends every field but
-/// `received_at`, which the controller sets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GmHealth {
-    /// Group identity number.
-    pub group: u32,
-    /// The GM's phase 1 identity, as the GM database names it (its IPv4
-    /// address for PSK GMs).
-    pub identity: String,
-    /// When the controller received it, UNIX ms (its own clock; not sent).
-    #[serde(skip_deserializing)]
-    #[schema(read_only)]
-    pub received_at: i64,
-    /// The agent's version.
-    pub agent_version: String,
-    /// Whether the agent holds the group's keys.
-    pub registered: bool,
-    /// The IP-D3P window in force, ms; none while IP-D3P is off.
-    pub d3p_window_ms: Option<u32>,
-    /// Where that window comes from.
-    pub d3p_window_source: Option<WindowSource>,
-    /// The agent's clock when it sampled, POSIX ms (compare with
-    /// `received_at` to see its skew).
-    pub agent_time_ms: u64,
-    /// The counters and error history.
-    pub counters: ReplayCounters,
-}
-
-impl GmHealth {
-    /// Checks what the store cannot hold or the seed does not allow.
-    pub fn validate(&self) -> Result<(), Invalid> {
-        let big = i64::MAX as u64;
-        for (field, v) in [
-            ("/agent_time_ms", self.agent_time_ms),
-            ("/counters/input_packets", self.counters.input_packets),
-            ("/counters/output_packets", self.counters.output_packets),
-            ("/counters/input_errors", self.counters.input_errors),
-            ("/counters/output_errors", self.counters.output_errors),
-        ] {
-            if v > big {
-                return Err(invalid(field, format!("{v} is out of range: 0-{big}")));
-            }
-        }
-        if self.agent_version.is_empty() || self.agent_version.len() > 64 {
-            return Err(invalid("/agent_version", "must be 1-64 characters"));
-        }
-        if self.identity.is_empty() || self.identity.len() > 1024 {
-            return Err(invalid("/identity", "must be 1-1024 characters"));
-        }
-        if let Some(w) = self.d3p_window_ms {
-            // The seed's windows: sec 1-100 or msec 100-10000.
-            if !(100..=100_000).contains(&w) {
-                return Err(invalid(
-                    "/d3p_window_ms",
-                    format!("{w} is out of range: 100-100000 ms"),
-                ));
-            }
-        }
-        if self.counters.history.len() > MAX_HISTORY {
-            return Err(invalid(
-                "/counters/history",
-                format!(
-                    "{} entries: at most {MAX_HISTORY}",
-                    self.counters.history.len()
-                ),
-            ));
-        }
-        for (i, h) in self.counters.history.iter().enumerate() {
-            if h.my_time_ms > big || h.peer_time_ms > big {
-                return Err(invalid(
-                    &format!("/counters/history/{i}"),
-                    format!("times are out of range: 0-{big}"),
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// D3P errors of a group in one time bucket.

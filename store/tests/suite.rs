@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use gkm_store::model::{
-    AuditEntry, Authentication, D3pErrorSample, GmFilter, GmHealth, GmRow, GmState, GroupPolicy,
+    AuditEntry, Authentication, D3pError, GmFilter, GmHealth, GmRow, GmState, GroupPolicy,
     KeyServer, KsRole, Page, RekeyRecord, ReplayCounters, Role, WindowSource,
 };
 use gkm_store::seal::MasterKey;
@@ -503,12 +503,13 @@ fn health(group: u32, identity: &str, at: i64, input_errors: u64) -> GmHealth {
             output_packets: 50,
             input_errors,
             output_errors: 0,
-            history: vec![D3pErrorSample {
+            history: vec![D3pError {
                 src: "10.0.0.9".parse().unwrap(),
                 my_time_ms: 1_700_000_001_500,
                 peer_time_ms: 1_700_000_000_000,
                 window_ms: 1000,
-            }],
+            }]
+            .into(),
         },
     }
 }

@@ -3,6 +3,8 @@
 
 use std::net::Ipv4Addr;
 
+use gkm_dataplane::ipv4::checksum;
+
 /// One UDP datagram to record.
 #[derive(Debug, Clone)]
 pub struct UdpRecord {
@@ -12,17 +14,6 @@ pub struct UdpRecord {
     pub dst: (Ipv4Addr, u16),
     /// UDP payload.
     pub payload: Vec<u8>,
-}
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// Builds a pcap file holding the records, one per frame, a millisecond apart.

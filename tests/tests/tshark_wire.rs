@@ -14,6 +14,9 @@
     clippy::panic
 )]
 
+#[path = "../../wire/tests/fixtures/mod.rs"]
+mod fixtures;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -57,28 +60,7 @@ fn message(h: IsakmpHeader, payloads: Vec<Payload<'_>>) -> Vec<u8> {
 }
 
 fn sak() -> SaKek<'static> {
-    SaKek {
-        protocol: 17,
-        src: TrafficSelector {
-            identity: Identity::Ipv4Addr(KS),
-            port: 848,
-        },
-        dst: TrafficSelector {
-            identity: Identity::Ipv4Addr(Ipv4Addr::new(239, 1, 1, 1)),
-            port: 848,
-        },
-        spi: KEK_SPI,
-        policy: KekPolicy {
-            algorithm: Some(KekAlgorithm::AES),
-            key_length_bits: Some(128),
-            key_lifetime_secs: Some(86_400),
-            sig_hash_algorithm: Some(SigHashAlgorithm::SHA256),
-            sig_algorithm: Some(SigAlgorithm::RSA),
-            sig_key_length_bits: Some(2048),
-            ack_requested: Some(AckRequested::REKEY_ACK_KEK_SHA256),
-            ..KekPolicy::default()
-        },
-    }
+    fixtures::sa_kek(KS, KEK_SPI)
 }
 
 fn sat(spi: u32, transform: EspTransformId, net: u8) -> SaTek<'static> {

@@ -1285,22 +1285,7 @@ pub struct LackingQuery {
 }
 
 /// The seed's `show crypto gkm feature <name>` layout for one group.
-pub fn feature_table(
-    group: &str,
-    key_servers: &[(String, String, bool)],
-    gms: &[(String, String, bool)],
-) -> String {
-    let yes = |b: bool| if b { "Yes" } else { "No" };
-    let mut out = format!("Group Name: {group}\n\nKey Server ID     Version   Feature Supported\n");
-    for (id, v, f) in key_servers {
-        out.push_str(&format!("{id:<18}{v:<10}{}\n", yes(*f)));
-    }
-    out.push_str("\nGroup Member ID   Version   Feature Supported\n");
-    for (id, v, f) in gms {
-        out.push_str(&format!("{id:<18}{v:<10}{}\n", yes(*f)));
-    }
-    out
-}
+pub use gkm_model::show::feature_table;
 
 async fn features(
     State(d): State<Dashboard>,

@@ -31,59 +31,7 @@ pub fn can_mutate(role: Role) -> bool {
     role >= Role::Operator
 }
 
-/// What `show crypto gkm ks rekey` shows for a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RekeyStatus {
-    /// `Acknowledgement Type In-Use`: Cisco, Interoperable, Any, or None (multicast).
-    pub ack_type_in_use: String,
-    /// `Number of Rekeys sent`.
-    pub rekeys_sent: u64,
-    /// Current SEQ.
-    pub seq: u32,
-    /// GMs registered to this KS.
-    pub gms: u64,
-    /// GMs one missed rekey away from removal.
-    pub gms_at_risk: u64,
-}
-
-/// What `show crypto gkm ks policy` shows for a group's KEK.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct KekPolicyStatus {
-    /// Number of TEKs.
-    pub teks: u64,
-    /// Current SEQ.
-    pub seq: u32,
-    /// `Unicast` or `Multicast`.
-    pub transport: String,
-    /// KEK SPI, 32 hex digits.
-    pub spi: String,
-    /// Management algorithm.
-    pub management_algorithm: String,
-    /// Encryption algorithm.
-    pub encryption_algorithm: String,
-    /// IV length in octets.
-    pub iv_len: u32,
-    /// Key size in bits.
-    pub key_size_bits: u32,
-    /// Original lifetime, seconds.
-    pub original_lifetime_secs: u64,
-    /// Remaining lifetime, seconds.
-    pub remaining_lifetime_secs: u64,
-    /// Time to the next rekey, seconds.
-    pub time_to_rekey_secs: u64,
-    /// Signature hash algorithm.
-    pub sig_hash_algorithm: String,
-    /// Signature algorithm.
-    pub sig_algorithm: String,
-    /// Signature key length, bits.
-    pub sig_key_bits: u32,
-    /// Signature size, octets.
-    pub sig_size: u32,
-    /// Signature key name.
-    pub sig_key_name: String,
-    /// `cisco`, `interoperable`, `any`, or `none` (multicast).
-    pub acknowledgement: String,
-}
+pub use gkm_model::status::{KekPolicyStatus, RekeyStatus};
 
 /// A key server serving a group, with what it supports (the `Key Server
 /// ID` rows of `show crypto gkm feature`).

@@ -3,7 +3,7 @@
 //! the key-server engine, whatever the caller speaks (JSON or forms).
 
 use gkm_store::model::{
-    ApiToken, AuditEntry, Authentication, Group, GroupPolicy, Invalid, Role, TokenGm,
+    ApiToken, AuditEntry, Authentication, Group, GroupPolicy, Invalid, Ipv4Prefix, Role, TokenGm,
 };
 use gkm_store::Actor;
 
@@ -12,19 +12,11 @@ use crate::problem::Problem;
 use crate::{ApiState, RekeyAccepted, RekeyRefused};
 
 /// Now, UNIX ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use gkm_model::clock::unix_ms_i64 as now_ms;
 
 /// A 422 problem for one field.
 pub fn invalid(field: &str, message: impl Into<String>) -> Problem {
-    Problem::invalid(Invalid {
-        field: field.to_owned(),
-        message: message.into(),
-    })
+    Problem::invalid(Invalid::new(field, message))
 }
 
 /// Names of groups, tokens and key servers (the model's rule) as a 422.
@@ -38,21 +30,6 @@ pub fn check_name(field: &str, name: &str) -> Result<(), Problem> {
 /// keeps equal), so a group that would make more is refused here.
 pub const MAX_PSK_GROUPS_PER_SOURCE: usize = 16;
 
-/// An IPv4 prefix as (network, length); None when not one.
-fn ipv4_prefix(s: &str) -> Option<(u32, u8)> {
-    let (a, l) = s.split_once('/')?;
-    let addr: std::net::Ipv4Addr = a.parse().ok()?;
-    let len: u8 = l.parse().ok().filter(|l| *l <= 32)?;
-    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-    Some((u32::from(addr) & mask, len))
-}
-
-/// Whether prefix `outer` contains prefix `inner`.
-fn covers(outer: (u32, u8), inner: (u32, u8)) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(outer.1)).unwrap_or(0);
-    outer.1 <= inner.1 && inner.0 & mask == outer.0
-}
-
 /// Refuses a PSK policy for group `name` that would put more than
 /// [`MAX_PSK_GROUPS_PER_SOURCE`] PSK groups on one source address (a group
 /// without address ranges covers every source). Groups may share ranges
@@ -62,15 +39,15 @@ pub async fn check_psk_overlap(
     name: &str,
     policy: &GroupPolicy,
 ) -> Result<(), Problem> {
-    let ranges = |p: &GroupPolicy| -> Vec<(u32, u8)> {
-        let v: Vec<(u32, u8)> = p
+    let ranges = |p: &GroupPolicy| -> Vec<Ipv4Prefix> {
+        let v: Vec<Ipv4Prefix> = p
             .authorization
             .addresses
             .iter()
-            .filter_map(|a| ipv4_prefix(a))
+            .filter_map(|a| a.parse().ok())
             .collect();
         if v.is_empty() {
-            vec![(0, 0)]
+            vec![Ipv4Prefix::any()]
         } else {
             v
         }
@@ -79,7 +56,7 @@ pub async fn check_psk_overlap(
     if !is_psk(policy) {
         return Ok(());
     }
-    let mut groups: Vec<(String, Vec<(u32, u8)>)> = state
+    let mut groups: Vec<(String, Vec<Ipv4Prefix>)> = state
         .store
         .groups()
         .await?
@@ -94,20 +71,17 @@ pub async fn check_psk_overlap(
         for p in rs {
             let over: Vec<&str> = groups
                 .iter()
-                .filter(|(_, qs)| qs.iter().any(|q| covers(*q, *p)))
+                .filter(|(_, qs)| qs.iter().any(|q| q.covers(p)))
                 .map(|(n, _)| n.as_str())
                 .collect();
             if over.len() > MAX_PSK_GROUPS_PER_SOURCE {
                 return Err(Problem {
                     field: Some("/authorization/addresses".into()),
                     ..Problem::conflict(format!(
-                        "group {name:?} would make {} PSK groups cover {}.{}.{}.{}/{} ({}); the key server tries at most {MAX_PSK_GROUPS_PER_SOURCE} pre-shared keys per source: give the group narrower authorization addresses",
+                        "group {name:?} would make {} PSK groups cover {}/{} ({}); the key server tries at most {MAX_PSK_GROUPS_PER_SOURCE} pre-shared keys per source: give the group narrower authorization addresses",
                         over.len(),
-                        p.0 >> 24,
-                        (p.0 >> 16) & 0xff,
-                        (p.0 >> 8) & 0xff,
-                        p.0 & 0xff,
-                        p.1,
+                        p.network(),
+                        p.prefix_len(),
                         over.join(", ")
                     ))
                 });

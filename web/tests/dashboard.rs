@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::Recorder;
 use gkm_store::model::{
-    D3pErrorSample, GmHealth, GmRow, GmState, GroupPolicy, ReplayCounters, Role, WindowSource,
+    D3pError, GmHealth, GmRow, GmState, GroupPolicy, ReplayCounters, Role, WindowSource,
 };
 use gkm_store::{Actor, Store};
 use gkm_web::dashboard::{self, Dashboard};
@@ -844,12 +844,13 @@ async fn health_reports_show_on_the_gm_page_and_spikes_alert() {
             output_packets: 400,
             input_errors: errors,
             output_errors: 0,
-            history: vec![D3pErrorSample {
+            history: vec![D3pError {
                 src: "10.0.0.9".parse().unwrap(),
                 my_time_ms: 1_700_000_001_500,
                 peer_time_ms: 1_700_000_000_000,
                 window_ms: 1000,
-            }],
+            }]
+            .into(),
         },
     };
     // 9 errors: below the spike threshold; then 14 more within 5 minutes.

@@ -3,6 +3,9 @@
 //! (2 TEK, 1 KEK); a 256-octet SIG. Target (issue 2): at most 1 µs each.
 #![allow(missing_docs, clippy::unwrap_used, clippy::indexing_slicing)]
 
+#[path = "../tests/fixtures/mod.rs"]
+mod fixtures;
+
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
@@ -42,28 +45,7 @@ fn push_body<'a>(keys: &'a [u8], spki: &'a [u8], sig: &'a [u8]) -> Vec<Payload<'
         Payload::Seq(Seq(42)),
         Payload::Sa(Sa::Gdoi(GdoiSa {
             situation: 0,
-            kek: Some(SaKek {
-                protocol: 17,
-                src: TrafficSelector {
-                    identity: Identity::Ipv4Addr(Ipv4Addr::new(10, 0, 0, 1)),
-                    port: 848,
-                },
-                dst: TrafficSelector {
-                    identity: Identity::Ipv4Addr(Ipv4Addr::new(239, 1, 1, 1)),
-                    port: 848,
-                },
-                spi: [7; 16],
-                policy: KekPolicy {
-                    algorithm: Some(KekAlgorithm::AES),
-                    key_length_bits: Some(128),
-                    key_lifetime_secs: Some(86_400),
-                    sig_hash_algorithm: Some(SigHashAlgorithm::SHA256),
-                    sig_algorithm: Some(SigAlgorithm::RSA),
-                    sig_key_length_bits: Some(2048),
-                    ack_requested: Some(AckRequested::REKEY_ACK_KEK_SHA256),
-                    ..KekPolicy::default()
-                },
-            }),
+            kek: Some(fixtures::sa_kek(Ipv4Addr::new(10, 0, 0, 1), [7; 16])),
             gap: Some(Gap {
                 activation_time_delay: Some(3570),
                 deactivation_time_delay: Some(60),

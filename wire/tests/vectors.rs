@@ -8,6 +8,8 @@
     clippy::panic
 )]
 
+mod fixtures;
+
 use std::net::Ipv4Addr;
 
 use gkm_wire::consts::*;
@@ -125,31 +127,13 @@ fn sak_body() -> Vec<u8> {
 }
 
 fn sak_expected() -> SaKek<'static> {
-    SaKek {
-        protocol: 17,
-        src: TrafficSelector {
-            identity: Identity::Ipv4Addr(Ipv4Addr::new(10, 0, 0, 1)),
-            port: 848,
-        },
-        dst: TrafficSelector {
-            identity: Identity::Ipv4Addr(Ipv4Addr::new(239, 1, 1, 1)),
-            port: 848,
-        },
-        spi: [
+    fixtures::sa_kek(
+        Ipv4Addr::new(10, 0, 0, 1),
+        [
             0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad,
             0xae, 0xaf,
         ],
-        policy: KekPolicy {
-            algorithm: Some(KekAlgorithm::AES),
-            key_length_bits: Some(128),
-            key_lifetime_secs: Some(86_400),
-            sig_hash_algorithm: Some(SigHashAlgorithm::SHA256),
-            sig_algorithm: Some(SigAlgorithm::RSA),
-            sig_key_length_bits: Some(2048),
-            ack_requested: Some(AckRequested::REKEY_ACK_KEK_SHA256),
-            ..KekPolicy::default()
-        },
-    }
+    )
 }
 
 fn sat_body() -> Vec<u8> {

@@ -16,6 +16,6 @@ pub use prf::Prf;
 pub use rekey_sig::{RekeySigner, RekeyVerifier};
 pub use rng::EngineRng;
 pub use sig::{
-    certificates_from_pem, CertError, CertificateAuthority, RsaSigner, RsaVerifier, SigError,
-    VerifiedCert,
+    certificates_from_pem, CertError, CertificateAuthority, PkiCredentials, PkiLoadError,
+    RsaSigner, RsaVerifier, SigError, VerifiedCert,
 };

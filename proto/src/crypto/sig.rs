@@ -141,6 +141,48 @@ pub struct VerifiedCert {
     pub subject_der: Vec<u8>,
 }
 
+/// A party's certificate credentials for phase 1, from the three PEM
+/// files an operator configures (`[pki]` `ca`, `cert`, `key`): the CAs it
+/// trusts, its own certificate (the file's first, DER) and its RSA key.
+#[derive(Debug)]
+pub struct PkiCredentials {
+    /// The trusted CAs.
+    pub ca: CertificateAuthority,
+    /// Its own certificate, DER.
+    pub cert: Vec<u8>,
+    /// Its private key.
+    pub key: RsaSigner,
+}
+
+/// Which of the three PEM files was refused, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiLoadError {
+    /// The CA file.
+    #[error("pki.ca: {0}")]
+    Ca(CertError),
+    /// The certificate file.
+    #[error("pki.cert: {0}")]
+    Cert(CertError),
+    /// The key file.
+    #[error("pki.key: {0}")]
+    Key(SigError),
+}
+
+impl PkiCredentials {
+    /// Parses the CA, certificate and key PEM documents.
+    pub fn from_pem(ca: &str, cert: &str, key: &str) -> Result<Self, PkiLoadError> {
+        let cas = certificates_from_pem(ca).map_err(PkiLoadError::Ca)?;
+        let ca = CertificateAuthority::new(&cas).map_err(PkiLoadError::Ca)?;
+        let cert = certificates_from_pem(cert)
+            .map_err(PkiLoadError::Cert)?
+            .into_iter()
+            .next()
+            .ok_or(PkiLoadError::Cert(CertError::Malformed))?;
+        let key = RsaSigner::from_pkcs8_pem(key).map_err(PkiLoadError::Key)?;
+        Ok(Self { ca, cert, key })
+    }
+}
+
 /// The DER certificates in a PEM document, in order.
 pub fn certificates_from_pem(pem: &str) -> Result<Vec<Vec<u8>>, CertError> {
     let mut out = Vec::new();

@@ -120,7 +120,7 @@ impl PskEntry {
         self.ranges
             .iter()
             .filter(|p| p.contains(a))
-            .map(|p| p.len)
+            .map(|p| p.prefix_len())
             .max()
     }
 }

@@ -320,7 +320,7 @@ impl PullServer {
         }
         let class = classify(cx.asr9000, from, &vendor);
         let with_ack = group.rekey.transport.is_unicast()
-            && group.rekey.ack.kek_ack_requested(class).is_some();
+            && crate::ack_policy::kek_ack_requested(group.rekey.ack, class).is_some();
         let nr = rng::bytes(cx.rng, 32);
         let Some(wire) = cx.groups.payloads(group_idx) else {
             return;

@@ -12,7 +12,7 @@
 //! (KEK_ACK_REQUESTED, ATD) variant, not once per GM.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use gkm_wire::consts::{AckRequested, Doi, ExchangeType, GdoiProtocol};
 use gkm_wire::payload::{Delete, Sa, Seq};
@@ -21,7 +21,7 @@ use gkm_wire::{IsakmpHeader, Payload};
 use super::events::{GmRecord, KsEvent, KsOutbox, Reject};
 use super::groups::{ks_gap, secs_left, GroupTable};
 use crate::ack::{open_rfc8263_ack, open_unicast_ack};
-use crate::ack_policy::{atd_applies, AckKind};
+use crate::ack_policy::{accepts, atd_applies, kek_ack_requested, AckKind};
 use crate::ack_tracker::{AckOutcome, AckState, AckTracker, RoundOutcome};
 use crate::crypto::{EngineRng, RekeySigner};
 use crate::engine::{GmClass, Millis, Transmit};
@@ -374,7 +374,7 @@ impl Rekeys {
         let mut datagrams = HashMap::new();
         for class in [GmClass::Cisco, GmClass::Asr9000, GmClass::NonCisco] {
             let ack_req = if unicast {
-                policy.ack.kek_ack_requested(class)
+                kek_ack_requested(policy.ack, class)
             } else {
                 None
             };
@@ -401,7 +401,11 @@ impl Rekeys {
         p.state.push_kek = p.state.keys.kek.clone();
         let mut sent = 0usize;
         match policy.transport {
-            RekeyTransport::Unicast { interval_ms, .. } => {
+            RekeyTransport::Unicast {
+                retransmit_interval,
+                ..
+            } => {
+                let interval_ms = u64::from(retransmit_interval) * 1000;
                 for (id, m) in &g.members {
                     if let Some(d) = datagrams.get(&m.class) {
                         g.tracker.sent(id, seq);
@@ -423,10 +427,10 @@ impl Rekeys {
                     acked: 0,
                 });
             }
-            RekeyTransport::Multicast { group, .. } => {
+            RekeyTransport::Multicast { address, port, .. } => {
                 if let Some(d) = datagrams.get(&GmClass::NonCisco) {
                     out.transmit(Transmit {
-                        to: SocketAddr::V4(group),
+                        to: SocketAddr::V4(SocketAddrV4::new(address, port)),
                         payload: d.as_ref().clone(),
                     });
                     sent = 1;
@@ -533,11 +537,7 @@ impl Rekeys {
         policy: RekeyPolicy,
         out: &mut KsOutbox,
     ) {
-        let RekeyTransport::Unicast {
-            retransmits,
-            interval_ms,
-        } = policy.transport
-        else {
+        let Some((retransmits, interval_ms)) = policy.transport.unicast_schedule() else {
             return;
         };
         let Some(g) = self.groups.get_mut(gi) else {
@@ -654,7 +654,7 @@ impl Rekeys {
         let Some((option, group_id)) = table.get(gi).map(|g| (g.rekey.ack, g.keys.group_id)) else {
             return;
         };
-        if option.accepts(kind).is_err() {
+        if accepts(option, kind).is_err() {
             return out.reject(from, Reject::AckNotAccepted, None);
         }
         let Some(g) = self.groups.get_mut(gi) else {

@@ -6,59 +6,7 @@ use super::rekey::Rekeys;
 use crate::ack_policy::AckOption;
 use crate::engine::Millis;
 
-/// What `show crypto gkm ks rekey` shows for a group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RekeyStatus {
-    /// `Acknowledgement Type In-Use`: Cisco, Interoperable, Any, or None (multicast).
-    pub ack_type_in_use: &'static str,
-    /// `Number of Rekeys sent`.
-    pub rekeys_sent: u64,
-    /// SEQ of the last rekey (the group's current SEQ).
-    pub seq: u32,
-    /// GMs registered and tracked.
-    pub gms: usize,
-    /// GMs one miss away from removal.
-    pub gms_at_risk: usize,
-}
-
-/// What `show crypto gkm ks policy` shows for a group's KEK.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KekPolicyStatus {
-    /// Number of TEKs.
-    pub teks: usize,
-    /// Current SEQ.
-    pub seq: u32,
-    /// `Unicast` or `Multicast`.
-    pub transport: &'static str,
-    /// KEK SPI, 16 octets.
-    pub spi: [u8; 16],
-    /// Management algorithm.
-    pub management_algorithm: &'static str,
-    /// Encryption algorithm, e.g. `AES`.
-    pub encryption_algorithm: &'static str,
-    /// IV length in octets.
-    pub iv_len: usize,
-    /// Key size in bits.
-    pub key_size_bits: u16,
-    /// Original lifetime in seconds.
-    pub original_lifetime_secs: u32,
-    /// Remaining lifetime in seconds.
-    pub remaining_lifetime_secs: u64,
-    /// Seconds until the next scheduled rekey (TEK or KEK, whichever first).
-    pub time_to_rekey_secs: u64,
-    /// Signature hash algorithm.
-    pub sig_hash_algorithm: &'static str,
-    /// Signature algorithm.
-    pub sig_algorithm: &'static str,
-    /// Signature key length in bits.
-    pub sig_key_bits: u16,
-    /// Signature size in octets.
-    pub sig_size: usize,
-    /// Signature key name.
-    pub sig_key_name: String,
-    /// `cisco`, `interoperable`, `any`, or `none` for multicast.
-    pub acknowledgement: &'static str,
-}
+pub use gkm_model::status::{KekPolicyStatus, RekeyStatus};
 
 /// `show crypto gkm ks rekey` for group `gi`.
 pub(crate) fn rekey_status(table: &GroupTable, rekeys: &Rekeys, gi: usize) -> Option<RekeyStatus> {
@@ -73,11 +21,12 @@ pub(crate) fn rekey_status(table: &GroupTable, rekeys: &Rekeys, gi: usize) -> Op
             }
         } else {
             "None"
-        },
+        }
+        .to_owned(),
         rekeys_sent: table.state(gi).map_or(0, |s| s.rekeys_sent),
         seq: g.keys.seq,
-        gms,
-        gms_at_risk,
+        gms: gms as u64,
+        gms_at_risk: gms_at_risk as u64,
     })
 }
 
@@ -101,34 +50,32 @@ pub(crate) fn kek_policy_status(
                 .saturating_sub(g.rekey.kek_rekey_before_ms),
         );
     Some(KekPolicyStatus {
-        teks: g.keys.teks.len(),
+        teks: g.keys.teks.len() as u64,
         seq: g.keys.seq,
-        transport: if unicast { "Unicast" } else { "Multicast" },
-        spi: kek.spi,
-        management_algorithm: "disabled",
-        encryption_algorithm: "AES",
-        iv_len: kek.iv.len(),
-        key_size_bits: kek.cipher.key_bits(),
-        original_lifetime_secs: kek.lifetime_secs,
+        transport: if unicast { "Unicast" } else { "Multicast" }.to_owned(),
+        spi: kek.spi.iter().map(|b| format!("{b:02x}")).collect(),
+        management_algorithm: "disabled".to_owned(),
+        encryption_algorithm: "AES".to_owned(),
+        iv_len: kek.iv.len() as u32,
+        key_size_bits: u32::from(kek.cipher.key_bits()),
+        original_lifetime_secs: u64::from(kek.lifetime_secs),
         remaining_lifetime_secs: secs_left(state.kek_expires_at, now),
         time_to_rekey_secs: secs_left(next_rekey, now),
-        sig_hash_algorithm: "SHA256",
+        sig_hash_algorithm: "SHA256".to_owned(),
         sig_algorithm: if kek.sig_algorithm == gkm_wire::consts::SigAlgorithm::RSA {
             "RSA"
         } else {
             "ECDSA-256"
-        },
-        sig_key_bits: kek.sig_key_bits,
-        sig_size: rekeys.signature_len(),
+        }
+        .to_owned(),
+        sig_key_bits: u32::from(kek.sig_key_bits),
+        sig_size: u32::try_from(rekeys.signature_len()).unwrap_or(u32::MAX),
         sig_key_name: rekeys.key_name().to_owned(),
         acknowledgement: if unicast {
-            match g.rekey.ack {
-                AckOption::Cisco => "cisco",
-                AckOption::Interoperable => "interoperable",
-                AckOption::Any => "any",
-            }
+            g.rekey.ack.as_str()
         } else {
             "none"
-        },
+        }
+        .to_owned(),
     })
 }

@@ -13,8 +13,9 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use gkm_model::clock::unix_ms as now_ms;
 use gkm_proto::crypto::{
     certificates_from_pem, CbcCipher, CertificateAuthority, DhBackend, DhGroup, Prf, RsaSigner,
 };
@@ -78,13 +79,6 @@ fn args() -> Args {
         i += 2;
     }
     a
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// CPU time (user + system) of a process in seconds, from /proc.

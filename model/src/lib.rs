@@ -1,0 +1,21 @@
+//! GKM's domain vocabulary: the types the key server's engine, the store,
+//! the REST API, the dashboard, the agent and the CLI all speak, each
+//! defined once (docs/ARCHITECTURE.md). Data and its validation only: no
+//! I/O, no protocol state, no crypto. The seed behaviours they carry are
+//! in docs/FEATURES.md.
+//!
+//! The `openapi` feature derives the REST API's schemas (utoipa).
+
+pub mod clock;
+pub mod health;
+pub mod invalid;
+pub mod policy;
+pub mod prefix;
+pub mod show;
+pub mod status;
+
+pub use health::{D3pError, GmHealth, ReplayCounters, WindowSource, MAX_HISTORY};
+pub use invalid::Invalid;
+pub use policy::{AckOption, D3pWindow, D3pWindowError, RekeyTransport};
+pub use prefix::{Ipv4Prefix, PrefixError};
+pub use status::{KekPolicyStatus, RekeyStatus};

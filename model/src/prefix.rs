@@ -1,0 +1,166 @@
+//! IPv4 prefixes: TEK traffic selectors and authorization ranges.
+
+use core::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An IPv4 prefix as an operator writes it, `a.b.c.d/len` (a bare address
+/// is a /32). The address is kept as written, host bits and all: it goes
+/// on the wire as the selector's address, and containment ignores them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Prefix(Ipv4Net);
+
+/// Why a prefix was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IPv4 prefix (a.b.c.d/len, len 0-32)")]
+pub struct PrefixError(String);
+
+impl Ipv4Prefix {
+    /// 0.0.0.0/0, every address.
+    pub fn any() -> Self {
+        Self(Ipv4Net::default())
+    }
+
+    /// `addr/len`; none when `len` is over 32.
+    pub fn new(addr: Ipv4Addr, len: u8) -> Option<Self> {
+        Ipv4Net::new(addr, len).ok().map(Self)
+    }
+
+    /// The address as written.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.0.addr()
+    }
+
+    /// The prefix length, 0-32.
+    pub fn prefix_len(&self) -> u8 {
+        self.0.prefix_len()
+    }
+
+    /// The netmask.
+    pub fn mask(&self) -> Ipv4Addr {
+        self.0.netmask()
+    }
+
+    /// The network address (host bits cleared).
+    pub fn network(&self) -> Ipv4Addr {
+        self.0.network()
+    }
+
+    /// Whether `a` lies in the prefix.
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        self.0.contains(&a)
+    }
+
+    /// Whether every address of `inner` lies in this prefix.
+    pub fn covers(&self, inner: &Self) -> bool {
+        self.0.contains(&inner.0.trunc())
+    }
+
+    /// From an address and a netmask; none when the mask is not contiguous.
+    pub fn from_netmask(addr: Ipv4Addr, mask: Ipv4Addr) -> Option<Self> {
+        Ipv4Net::with_netmask(addr, mask).ok().map(Self)
+    }
+}
+
+impl core::str::FromStr for Ipv4Prefix {
+    type Err = PrefixError;
+    fn from_str(s: &str) -> Result<Self, PrefixError> {
+        let bad = || PrefixError(s.to_owned());
+        if s.contains('/') {
+            s.parse::<Ipv4Net>().map(Self).map_err(|_| bad())
+        } else {
+            s.parse::<Ipv4Addr>()
+                .map(|a| Self(Ipv4Net::from(a)))
+                .map_err(|_| bad())
+        }
+    }
+}
+
+impl fmt::Display for Ipv4Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr(), self.prefix_len())
+    }
+}
+
+impl Serialize for Ipv4Prefix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Prefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Ipv4Prefix {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_as_operators_write_it() {
+        assert_eq!(p("10.0.0.0/8").to_string(), "10.0.0.0/8");
+        assert_eq!(p("10.1.2.3").to_string(), "10.1.2.3/32");
+        assert_eq!(p("10.1.2.3/8").addr(), Ipv4Addr::new(10, 1, 2, 3));
+        assert_eq!(p("10.1.2.3/8").network(), Ipv4Addr::new(10, 0, 0, 0));
+        assert_eq!(p("0.0.0.0/0").mask(), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(p("1.2.3.4/24").mask(), Ipv4Addr::new(255, 255, 255, 0));
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "10.0.0.0/",
+            "x/8",
+            "::1/128",
+            "10.0.0.0/8/8",
+            " 10.0.0.0/8",
+        ] {
+            let e = bad.parse::<Ipv4Prefix>().unwrap_err();
+            assert!(
+                e.to_string().contains("is not an IPv4 prefix"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn containment_ignores_host_bits() {
+        let net = p("10.1.2.3/8");
+        assert!(net.contains(Ipv4Addr::new(10, 200, 0, 1)));
+        assert!(!net.contains(Ipv4Addr::new(11, 0, 0, 1)));
+        assert!(p("0.0.0.0/0").contains(Ipv4Addr::BROADCAST));
+        assert_eq!(Ipv4Prefix::any(), p("0.0.0.0/0"));
+        assert!(net.covers(&p("10.9.0.0/16")));
+        assert!(!p("10.9.0.0/16").covers(&net));
+        assert!(p("10.0.0.0/8").covers(&p("10.0.0.0/8")));
+    }
+
+    #[test]
+    fn netmasks_round_trip() {
+        let a = Ipv4Addr::new(192, 0, 2, 1);
+        assert_eq!(
+            Ipv4Prefix::from_netmask(a, Ipv4Addr::new(255, 255, 255, 0)),
+            Ipv4Prefix::new(a, 24)
+        );
+        assert_eq!(
+            Ipv4Prefix::from_netmask(a, Ipv4Addr::new(255, 0, 255, 0)),
+            None
+        );
+        assert_eq!(Ipv4Prefix::new(a, 33), None);
+    }
+
+    #[test]
+    fn json_is_the_written_string() {
+        let v: Ipv4Prefix = serde_json::from_str("\"10.0.0.0/8\"").unwrap();
+        assert_eq!(serde_json::to_string(&v).unwrap(), "\"10.0.0.0/8\"");
+        assert!(serde_json::from_str::<Ipv4Prefix>("\"10.0.0.0/40\"").is_err());
+    }
+}
