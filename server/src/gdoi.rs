@@ -650,3 +650,74 @@ fn manual(ks: &mut KeyServer, groups: &[u32], reason: RekeyReason) {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gkm_proto::ack_tracker::AckState;
+    use gkm_proto::engine::GmClass;
+    use gkm_store::model::GmState;
+    use gkm_wire::gkm_vid::{FeatureBits, GdoiVersion};
+
+    fn record() -> GmRecord {
+        GmRecord {
+            identity: "10.0.0.2".into(),
+            addr: "10.0.0.2:848".parse().unwrap(),
+            group_id: 7,
+            class: GmClass::Asr9000,
+            version: Some(GdoiVersion {
+                major: 1,
+                minor: 0,
+                mini: 26,
+            }),
+            features: FeatureBits(5),
+            sids: vec![3, 4],
+            registered_at: 1_700_000_000_123,
+        }
+    }
+
+    /// The GM database row the API and the dashboard show, field by field.
+    #[test]
+    fn a_gm_record_becomes_its_row() {
+        let row = gm_row(&record(), None);
+        assert_eq!(
+            (row.group, row.identity.as_str(), row.address.as_str()),
+            (7, "10.0.0.2", "10.0.0.2:848")
+        );
+        assert_eq!(row.class, "asr9000");
+        assert_eq!(row.version.as_deref(), Some("1.0.26"));
+        assert_eq!((row.features, row.sids.as_slice()), (5, &[3, 4][..]));
+        assert_eq!(row.registered_at, 1_700_000_000_123);
+        assert_eq!(row.state, GmState::Registered);
+        assert_eq!(
+            (row.last_seq_sent, row.last_seq_acked, row.misses),
+            (None, None, 0)
+        );
+
+        let acked = AckState {
+            last_sent: Some(9),
+            last_acked: Some(9),
+            misses: 0,
+        };
+        let row = gm_row(&record(), Some(acked));
+        assert_eq!((row.last_seq_sent, row.last_seq_acked), (Some(9), Some(9)));
+        assert_eq!(row.state, GmState::Registered);
+
+        let missed = AckState {
+            last_sent: Some(11),
+            last_acked: Some(9),
+            misses: 2,
+        };
+        let row = gm_row(&record(), Some(missed));
+        assert_eq!((row.state, row.misses), (GmState::Lagging, 2));
+
+        let far = GmRecord {
+            registered_at: u64::MAX,
+            version: None,
+            ..record()
+        };
+        let row = gm_row(&far, None);
+        assert_eq!((row.registered_at, row.version), (i64::MAX, None));
+    }
+}

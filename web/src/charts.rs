@@ -1,25 +1,45 @@
-//! Small server-rendered SVG charts (no JavaScript, no external assets).
-//! Every number is formatted by us and every label escaped, so the output
-//! is safe to embed in a page.
+//! The dashboard's SVG charts, server-rendered (no JavaScript): geometry
+//! computed here, markup in askama templates (`templates/charts/`), whose
+//! HTML escaping covers every text that reaches them.
 
-use std::fmt::Write;
-
+use askama::Template;
 use gkm_store::model::{D3pErrorPoint, RekeyRecord};
 
-/// Escapes text for SVG/HTML.
-pub fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
+/// A chart's markup; a template that cannot render (it cannot fail on
+/// this data) gives an empty chart and an error log line.
+fn svg(t: &impl Template) -> String {
+    t.render().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "chart template");
+        String::new()
+    })
+}
+
+/// One rekey's bar in [`ack_timeline`].
+struct AckBar<'a> {
+    seq: u32,
+    reason: &'a str,
+    acked: u32,
+    sent: u32,
+    pct: u64,
+    x: usize,
+    ys: usize,
+    hs: usize,
+    ya: usize,
+    ha: usize,
+    label: bool,
+}
+
+#[derive(Template)]
+#[template(path = "charts/ack_timeline.svg", escape = "html")]
+struct AckTimeline<'a> {
+    w: usize,
+    h: usize,
+    bar: usize,
+    bars: Vec<AckBar<'a>>,
+    label_y: usize,
+    end_x: usize,
+    end_y: usize,
+    max: u32,
 }
 
 /// The rekey ACK timeline: one bar per rekey (oldest left), its height the
@@ -27,53 +47,46 @@ pub fn escape(s: &str) -> String {
 pub fn ack_timeline(rekeys: &[RekeyRecord]) -> String {
     const W: usize = 640;
     const H: usize = 160;
-    let mut s = format!(
-        r#"<svg class="chart" role="img" aria-label="Rekey acknowledgements" viewBox="0 0 {W} {h}" width="{W}" height="{h}" xmlns="http://www.w3.org/2000/svg">"#,
-        h = H + 30
-    );
-    if rekeys.is_empty() {
-        s.push_str(r#"<text x="10" y="20">no rekey yet</text></svg>"#);
-        return s;
-    }
     let max = rekeys.iter().map(|r| r.sent).max().unwrap_or(0).max(1);
     let n = rekeys.len();
     let slot = W / n.max(1);
     let bar = slot.saturating_sub(4).max(2);
-    for (i, r) in rekeys.iter().rev().enumerate() {
-        let x = i * slot + 2;
-        let hs = scale(r.sent, max, H);
-        let ha = scale(r.acked.min(r.sent), max, H);
-        let pct = if r.sent == 0 {
-            100
-        } else {
-            u64::from(r.acked) * 100 / u64::from(r.sent)
-        };
-        let _ = write!(
-            s,
-            r#"<g><title>SEQ {seq} ({reason}): {acked}/{sent} acknowledged ({pct} %)</title><rect class="sent" x="{x}" y="{ys}" width="{bar}" height="{hs}"/><rect class="acked" x="{x}" y="{ya}" width="{bar}" height="{ha}"/></g>"#,
-            seq = r.seq,
-            reason = escape(&r.reason),
-            acked = r.acked,
-            sent = r.sent,
-            ys = H - hs,
-            ya = H - ha,
-        );
-        if n <= 20 || i % (n / 10).max(1) == 0 {
-            let _ = write!(
-                s,
-                r#"<text x="{x}" y="{y}" font-size="10">{seq}</text>"#,
-                y = H + 14,
-                seq = r.seq
-            );
-        }
-    }
-    let _ = write!(
-        s,
-        r#"<text x="{x}" y="{y}" font-size="10" text-anchor="end">SEQ → (max {max} GMs)</text></svg>"#,
-        x = W - 2,
-        y = H + 28
-    );
-    s
+    let bars = rekeys
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, r)| {
+            let hs = scale(r.sent, max, H);
+            let ha = scale(r.acked.min(r.sent), max, H);
+            AckBar {
+                seq: r.seq,
+                reason: &r.reason,
+                acked: r.acked,
+                sent: r.sent,
+                pct: if r.sent == 0 {
+                    100
+                } else {
+                    u64::from(r.acked) * 100 / u64::from(r.sent)
+                },
+                x: i * slot + 2,
+                ys: H - hs,
+                hs,
+                ya: H - ha,
+                ha,
+                label: n <= 20 || i % (n / 10).max(1) == 0,
+            }
+        })
+        .collect();
+    svg(&AckTimeline {
+        w: W,
+        h: H + 30,
+        bar,
+        bars,
+        label_y: H + 14,
+        end_x: W - 2,
+        end_y: H + 28,
+        max,
+    })
 }
 
 fn scale(v: u32, max: u32, h: usize) -> usize {
@@ -81,31 +94,71 @@ fn scale(v: u32, max: u32, h: usize) -> usize {
     usize::try_from(v * h as u64 / u64::from(max.max(1))).unwrap_or(h)
 }
 
+/// One state's part of [`gm_states`].
+struct StateSegment {
+    class: &'static str,
+    n: u64,
+    x: u64,
+    w: u64,
+}
+
+#[derive(Template)]
+#[template(path = "charts/gm_states.svg", escape = "html")]
+struct GmStates {
+    segments: Vec<StateSegment>,
+    registered: u64,
+    lagging: u64,
+    removed: u64,
+}
+
 /// GMs by state as one stacked horizontal bar with a legend.
 pub fn gm_states(registered: u64, lagging: u64, removed: u64) -> String {
     const W: u64 = 400;
     let total = registered + lagging + removed;
-    let mut s = String::from(
-        r#"<svg class="chart" role="img" aria-label="GMs by state" viewBox="0 0 400 44" width="400" height="44" xmlns="http://www.w3.org/2000/svg">"#,
-    );
     let mut x = 0u64;
-    for (class, n) in [
+    let segments = [
         ("registered", registered),
         ("lagging", lagging),
         ("removed", removed),
-    ] {
+    ]
+    .into_iter()
+    .map(|(class, n)| {
         let w = (n * W).checked_div(total).unwrap_or(0);
-        let _ = write!(
-            s,
-            r#"<rect class="{class}" x="{x}" y="0" width="{w}" height="18"><title>{class}: {n}</title></rect>"#
-        );
+        let s = StateSegment { class, n, x, w };
         x += w;
-    }
-    let _ = write!(
-        s,
-        r#"<text x="0" y="36" font-size="12">registered {registered} · lagging {lagging} · removed {removed}</text></svg>"#
-    );
-    s
+        s
+    })
+    .collect();
+    svg(&GmStates {
+        segments,
+        registered,
+        lagging,
+        removed,
+    })
+}
+
+/// One time bucket's bar in [`d3p_errors`].
+struct D3pBar {
+    x: usize,
+    y: usize,
+    h: usize,
+    mins: i64,
+    input: u64,
+    output: u64,
+}
+
+#[derive(Template)]
+#[template(path = "charts/d3p_errors.svg", escape = "html")]
+struct D3pErrors {
+    w: usize,
+    h: usize,
+    bar: usize,
+    bars: Vec<D3pBar>,
+    label_y: usize,
+    span_min: i64,
+    total: u64,
+    max: u64,
+    bucket_secs: i64,
 }
 
 /// IP-D3P errors over time: `buckets` bars of `bucket_ms` each, the last
@@ -118,46 +171,46 @@ pub fn d3p_errors(points: &[D3pErrorPoint], now: i64, bucket_ms: i64, buckets: u
     let buckets = buckets.max(1);
     let last = now / bucket_ms * bucket_ms;
     let first = last - bucket_ms * (buckets as i64 - 1);
-    let mut bars = vec![(0u64, 0u64); buckets];
+    let mut sums = vec![(0u64, 0u64); buckets];
     for p in points {
         if p.at >= first && p.at <= last {
             let i = usize::try_from((p.at - first) / bucket_ms).unwrap_or(0);
-            if let Some(b) = bars.get_mut(i) {
+            if let Some(b) = sums.get_mut(i) {
                 b.0 += p.input_errors;
                 b.1 += p.output_errors;
             }
         }
     }
-    let total: u64 = bars.iter().map(|b| b.0).sum();
-    let max = bars.iter().map(|b| b.0).max().unwrap_or(0).max(1);
-    let mut s = format!(
-        r#"<svg class="chart" role="img" aria-label="IP-D3P errors over time" viewBox="0 0 {W} {h}" width="{W}" height="{h}" xmlns="http://www.w3.org/2000/svg">"#,
-        h = H + 30
-    );
+    let total: u64 = sums.iter().map(|b| b.0).sum();
+    let max = sums.iter().map(|b| b.0).max().unwrap_or(0).max(1);
     let slot = W / buckets;
-    let bar = slot.saturating_sub(2).max(1);
-    for (i, (inp, out)) in bars.iter().enumerate() {
-        if *inp == 0 && *out == 0 {
-            continue;
-        }
-        let h = usize::try_from(inp * H as u64 / max).unwrap_or(H).max(1);
-        let at = first + bucket_ms * i as i64;
-        let _ = write!(
-            s,
-            r#"<rect class="d3p" x="{x}" y="{y}" width="{bar}" height="{h}"><title>{mins} min ago: {inp} input, {out} output D3P errors</title></rect>"#,
-            x = i * slot,
-            y = H - h,
-            mins = (now - at) / 60_000,
-        );
-    }
-    let span_min = bucket_ms * buckets as i64 / 60_000;
-    let _ = write!(
-        s,
-        r#"<text x="0" y="{y}" font-size="10">{span_min} min ago</text><text x="{W}" y="{y}" font-size="10" text-anchor="end">now · {total} input D3P errors (max {max} per {b} s)</text></svg>"#,
-        y = H + 14,
-        b = bucket_ms / 1000,
-    );
-    s
+    let bars = sums
+        .iter()
+        .enumerate()
+        .filter(|(_, (inp, out))| *inp != 0 || *out != 0)
+        .map(|(i, (inp, out))| {
+            let h = usize::try_from(inp * H as u64 / max).unwrap_or(H).max(1);
+            D3pBar {
+                x: i * slot,
+                y: H - h,
+                h,
+                mins: (now - (first + bucket_ms * i as i64)) / 60_000,
+                input: *inp,
+                output: *out,
+            }
+        })
+        .collect();
+    svg(&D3pErrors {
+        w: W,
+        h: H + 30,
+        bar: slot.saturating_sub(2).max(1),
+        bars,
+        label_y: H + 14,
+        span_min: bucket_ms * buckets as i64 / 60_000,
+        total,
+        max,
+        bucket_secs: bucket_ms / 1000,
+    })
 }
 
 #[cfg(test)]
@@ -180,7 +233,10 @@ mod tests {
     #[test]
     fn timeline_scales_and_escapes() {
         let svg = ack_timeline(&[r(3, 10, 5), r(2, 10, 10)]);
-        assert!(svg.contains("SEQ 3 (&lt;scheduled&gt;): 5/10 acknowledged (50 %)"));
+        assert!(
+            svg.contains("SEQ 3 (&#60;scheduled&#62;): 5/10 acknowledged (50 %)"),
+            "{svg}"
+        );
         assert!(
             svg.contains(r#"y="80" width"#),
             "half height for 5 of 10: {svg}"

@@ -227,18 +227,32 @@ impl Sessions {
 
 /// The `Set-Cookie` value for session `id` (`secure` under TLS).
 pub fn cookie(id: &str, secure: bool) -> String {
-    format!(
-        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax{}",
-        if secure { "; Secure" } else { "" }
-    )
+    set_cookie(COOKIE, id, "/", secure, None)
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, `Secure` under TLS,
+/// `max_age_secs` if given (0 deletes it).
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    secure: bool,
+    max_age_secs: Option<i64>,
+) -> String {
+    let mut c = cookie::Cookie::build((name, value))
+        .path(path)
+        .http_only(true)
+        .same_site(cookie::SameSite::Lax)
+        .secure(secure);
+    if let Some(secs) = max_age_secs {
+        c = c.max_age(cookie::time::Duration::seconds(secs));
+    }
+    c.build().to_string()
 }
 
 /// The `Set-Cookie` value that deletes the session cookie.
 pub fn cookie_clear(secure: bool) -> String {
-    format!(
-        "{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        if secure { "; Secure" } else { "" }
-    )
+    set_cookie(COOKIE, "", "/", secure, Some(0))
 }
 
 /// The session id in a `Cookie` header, if any.
@@ -248,11 +262,10 @@ pub fn id_of_cookie_header(header: &str) -> Option<&str> {
 
 /// The value of cookie `name` in a `Cookie` header, if any.
 pub fn cookie_in<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header
-        .split(';')
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+    cookie::Cookie::split_parse(header)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .and_then(|c| c.value_raw())
 }
 
 /// The value of cookie `name` in a request's `Cookie` headers, as
@@ -341,6 +354,11 @@ mod tests {
         let c = cookie(&id, true);
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.contains("Secure"));
         assert!(!cookie(&id, false).contains("Secure"));
+        assert!(c.contains("Path=/") && c.starts_with(&format!("{COOKIE}={id}")));
+        let gone = cookie_clear(false);
+        assert!(gone.starts_with(&format!("{COOKIE}=;")) && gone.contains("Max-Age=0"));
+        assert_eq!(cookie_in("a=1;b=2 ; c=3", "b"), Some("2"));
+        assert_eq!(cookie_in("a=1; b", "b"), None);
         assert_eq!(
             id_of_cookie_header(&format!("x=1; {COOKIE}={id}; y=2")),
             Some(id.as_str())

@@ -226,10 +226,12 @@ impl SignIn {
 
 /// The login cookie's `Set-Cookie` value (`secure` under TLS).
 pub fn login_cookie(value: &str, secure: bool) -> String {
-    format!(
-        "{LOGIN_COOKIE}={value}; Path=/login; HttpOnly; SameSite=Lax; Max-Age={}{}",
-        LOGIN_FORM_TTL_MS / 1000,
-        if secure { "; Secure" } else { "" }
+    crate::session::set_cookie(
+        LOGIN_COOKIE,
+        value,
+        "/login",
+        secure,
+        Some(LOGIN_FORM_TTL_MS / 1000),
     )
 }
 

@@ -1,0 +1,168 @@
+//! The GM page: one GM's registration and health report, and its ejection.
+
+use super::*;
+
+#[derive(Template)]
+#[template(path = "gm.html")]
+pub(super) struct GmPage {
+    nav: Option<Nav>,
+    group: String,
+    gm: GmLine,
+    features: Vec<(&'static str, &'static str)>,
+    can_mutate: bool,
+    health: Option<HealthView>,
+}
+
+/// A GM's latest health report as the GM page shows it (the seed's
+/// `show crypto gkm gm replay` data).
+pub(super) struct HealthView {
+    received: String,
+    agent_version: String,
+    registered: &'static str,
+    window: String,
+    clock_skew: String,
+    input_packets: u64,
+    output_packets: u64,
+    input_errors: u64,
+    output_errors: u64,
+    /// src, my_time, peer_time, difference, window.
+    history: Vec<(String, String, String, String, String)>,
+}
+
+impl From<GmHealth> for HealthView {
+    fn from(h: GmHealth) -> Self {
+        let c = h.counters;
+        let signed = |ms: i128| format!("{ms:+} ms");
+        Self {
+            received: fmt_time(h.received_at),
+            agent_version: h.agent_version,
+            registered: if h.registered { "yes" } else { "no" },
+            window: match (h.d3p_window_ms, h.d3p_window_source) {
+                (None, _) => "IP-D3P off".into(),
+                (Some(w), Some(WindowSource::Client)) => format!("{w} ms (client d3p window)"),
+                (Some(w), _) => format!("{w} ms (from the key server)"),
+            },
+            clock_skew: signed(i128::from(h.agent_time_ms) - i128::from(h.received_at)),
+            input_packets: c.input_packets,
+            output_packets: c.output_packets,
+            input_errors: c.input_errors,
+            output_errors: c.output_errors,
+            history: c
+                .history
+                .iter()
+                .rev()
+                .map(|e| {
+                    (
+                        e.src.to_string(),
+                        e.my_time_ms.to_string(),
+                        e.peer_time_ms.to_string(),
+                        signed(i128::from(e.my_time_ms) - i128::from(e.peer_time_ms)),
+                        format!("{} ms", e.window_ms),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+pub(super) async fn gm_row(
+    d: &Dashboard,
+    name: &str,
+    identity: &str,
+) -> Result<(Group, GmRow), Problem> {
+    let g = ops::group_named(&d.api, name).await?;
+    let page = d
+        .api
+        .store
+        .gms(
+            &GmFilter {
+                group: Some(g.identity),
+                identity: Some(identity.to_owned()),
+                ..GmFilter::default()
+            },
+            &Page {
+                after: None,
+                limit: 1,
+            },
+        )
+        .await?;
+    let m = page
+        .gms
+        .into_iter()
+        .next()
+        .ok_or_else(|| Problem::not_found(format!("GM {identity:?} in group {name:?}")))?;
+    Ok((g, m))
+}
+
+pub(super) async fn gm_page(
+    State(d): State<Dashboard>,
+    s: Signed,
+    Path((name, identity)): Path<(String, String)>,
+) -> PageResult {
+    let (g, m) = gm_row(&d, &name, &identity).await.or_page(s.nav())?;
+    let features = FEATURES
+        .iter()
+        .map(|(n, b)| (*n, if m.features & b != 0 { "Yes" } else { "No" }))
+        .collect();
+    let health = d
+        .api
+        .store
+        .gm_health(g.identity, &m.identity)
+        .await
+        .or_page(s.nav())?
+        .map(HealthView::from);
+    Ok(render(&GmPage {
+        nav: s.nav(),
+        group: g.name,
+        gm: GmLine::from(m),
+        features,
+        can_mutate: can_mutate(s.user.role),
+        health,
+    }))
+}
+
+pub(super) async fn eject_confirm(
+    State(d): State<Dashboard>,
+    s: Signed,
+    Path((name, identity)): Path<(String, String)>,
+) -> PageResult {
+    if s.user.role < Role::Operator {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            s.nav(),
+            "ejecting needs the operator role",
+        ));
+    }
+    gm_row(&d, &name, &identity).await.or_page(s.nav())?;
+    let base = format!(
+        "/groups/{}/gms/{}",
+        query_escape(&name),
+        query_escape(&identity)
+    );
+    Ok(render(&ConfirmPage {
+        nav: s.nav(),
+        csrf: s.session.csrf.clone(),
+        title: "Eject GM".into(),
+        message: format!(
+            "Remove {identity} from group {name}? It gets no more rekeys and loses the group's traffic when its keys expire, unless it registers again."
+        ),
+        action: format!("{base}/eject"),
+        back: base,
+        replace: false,
+    }))
+}
+
+pub(super) async fn eject_do(
+    State(d): State<Dashboard>,
+    s: Signed,
+    Path((name, identity)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> PageResult {
+    if let Some(r) = s.refuse(&f.csrf, Role::Operator) {
+        return Ok(r);
+    }
+    ops::eject(&d.api, &s.user.actor(), &name, &identity)
+        .await
+        .or_page(s.nav())?;
+    Ok(Redirect::to(&format!("/groups/{}", query_escape(&name))).into_response())
+}

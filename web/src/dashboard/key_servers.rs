@@ -1,0 +1,38 @@
+//! The key servers page.
+
+use super::*;
+
+#[derive(Template)]
+#[template(path = "key_servers.html")]
+pub(super) struct KeyServersPage {
+    nav: Option<Nav>,
+    key_servers: Vec<KeyServerLine>,
+}
+
+/// A key server as shown.
+#[derive(Debug, Clone)]
+pub struct KeyServerLine {
+    pub(super) name: String,
+    pub(super) address: String,
+    pub(super) priority: u8,
+    pub(super) role: String,
+}
+
+pub(super) fn ks_lines(v: Vec<KeyServer>) -> Vec<KeyServerLine> {
+    v.into_iter()
+        .map(|k| KeyServerLine {
+            name: k.name,
+            address: k.address.to_string(),
+            priority: k.priority,
+            role: format!("{:?}", k.role).to_lowercase(),
+        })
+        .collect()
+}
+
+pub(super) async fn key_servers(State(d): State<Dashboard>, s: Signed) -> PageResult {
+    let v = d.api.store.key_servers().await.or_page(s.nav())?;
+    Ok(render(&KeyServersPage {
+        nav: s.nav(),
+        key_servers: ks_lines(v),
+    }))
+}
