@@ -98,7 +98,9 @@ struct Args {
     /// PEM trust anchors for the controller's certificate (a private CA).
     #[arg(long)]
     report_ca: Option<PathBuf>,
-    /// Testing only: shift the dataplane's clock (IP-D3P stamps and checks) by this many ms.
+    /// Testing only: shift the dataplane's clock (IP-D3P stamps and checks)
+    /// by this many ms. Only in builds with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, allow_hyphen_values = true)]
     test_clock_offset_ms: Option<i64>,
 }
@@ -268,11 +270,19 @@ fn report_settings(args: &Args, file: &AgentConfig) -> Result<Option<report::Set
 }
 
 /// TEST ONLY shift of the dataplane clock (`--test-clock-offset-ms`).
+#[cfg(feature = "test-hooks")]
 static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
-/// The dataplane's clock: wall-clock ms, shifted only in tests.
+/// The dataplane's clock: wall-clock ms, shifted only in test builds.
+#[cfg(feature = "test-hooks")]
 fn dataplane_now_ms() -> u64 {
     now_ms().saturating_add_signed(CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The dataplane's clock: wall-clock ms.
+#[cfg(not(feature = "test-hooks"))]
+fn dataplane_now_ms() -> u64 {
+    now_ms()
 }
 
 /// Makes the tunnel hold exactly the GM's TEKs: new ones installed (with
@@ -420,6 +430,7 @@ async fn main() -> Result<()> {
         // every other GM's under the shared key (gkm_dataplane::esp).
         cfg.sender_ids = 1;
     }
+    #[cfg(feature = "test-hooks")]
     if let Some(off) = args.test_clock_offset_ms {
         warn!(offset_ms = off, "TEST ONLY: the dataplane clock is shifted");
         CLOCK_OFFSET_MS.store(off, std::sync::atomic::Ordering::Relaxed);
@@ -598,6 +609,27 @@ async fn main() -> Result<()> {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = term.recv() => return Ok(()),
             Some(e) = dp_stopped.recv() => return Err(e.context("the dataplane stopped")),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The shipped agent (built without `test-hooks`) has no clock-shifting
+    /// option; the test build has it. `scripts/test` runs this both ways.
+    #[test]
+    fn the_clock_offset_option_exists_only_in_test_builds() {
+        let r = Args::try_parse_from(["gkm-agent", "--test-clock-offset-ms", "5000"]);
+        if cfg!(feature = "test-hooks") {
+            assert!(r.is_ok(), "{r:?}");
+        } else {
+            assert_eq!(
+                r.unwrap_err().kind(),
+                clap::error::ErrorKind::UnknownArgument
+            );
         }
     }
 }

@@ -67,7 +67,9 @@ const SENDS_PER_RECEIVE_PASS: usize = 256;
 
 /// Fault injection for the crash-safety test: with this variable set, the
 /// server stops right after persisting a rekey's SEQ and before sending
-/// it, prints one line, and waits to be killed.
+/// it, prints one line, and waits to be killed. Only in builds with the
+/// `test-hooks` feature (the test suite's); a release build has none.
+#[cfg(feature = "test-hooks")]
 const FAULT_PAUSE_AFTER_SEQ_PERSIST: &str = "GKM_FAULT_PAUSE_AFTER_SEQ_PERSIST";
 
 /// How long the GDOI loop waits for the store to confirm a write of keys.
@@ -93,6 +95,8 @@ struct Driver {
     key_log: Option<KeyLog>,
     /// Prepared rekeys whose state could not be persisted yet: retried, never sent unpersisted.
     unpersisted: Vec<(u32, u32)>,
+    /// The crash-safety test's fault point (feature `test-hooks` only).
+    #[cfg(feature = "test-hooks")]
     pause_after_persist: bool,
     /// Rate limit of the "refused" log lines, per reason.
     refusals: crate::logthrottle::Throttles<Reject>,
@@ -157,6 +161,7 @@ impl Driver {
         for (group_id, seq) in waiting {
             match self.persist(ks, group_id).await {
                 Ok(()) => {
+                    #[cfg(feature = "test-hooks")]
                     if self.pause_after_persist {
                         eprintln!("fault point: paused after persisting SEQ {seq} of group {group_id}, before sending");
                         loop {
@@ -427,6 +432,7 @@ pub async fn run(
         policies: startup.policies,
         key_log,
         unpersisted: Vec::new(),
+        #[cfg(feature = "test-hooks")]
         pause_after_persist: std::env::var_os(FAULT_PAUSE_AFTER_SEQ_PERSIST).is_some(),
         refusals: crate::logthrottle::Throttles::new(Duration::from_secs(10)),
         last_manual_rekey: HashMap::new(),

@@ -31,16 +31,28 @@ pub fn without_test_cargo_env(cmd: &mut Command) {
     }
 }
 
+/// The features the scenario tests' binaries are built with: the test-only
+/// hooks (`scripts/test` and the e2e scripts build with the same).
+pub const TEST_FEATURES: &str = "gkm-server/test-hooks,gkm-agent/test-hooks";
+
 /// Path of a workspace binary. The first call in a test process runs
-/// `cargo build --workspace --bins` (what `scripts/test` runs before the
-/// tests, so normally a no-op; the same command keeps the same feature
-/// set, so nothing is rebuilt) and a test never runs a stale binary.
+/// `cargo build --workspace --bins --features TEST_FEATURES` (what
+/// `scripts/test` runs before the tests, so normally a no-op; the same
+/// command keeps the same feature set, so nothing is rebuilt) and a test
+/// never runs a stale binary.
 pub fn binary(package: &str, name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bins",
+            "--features",
+            TEST_FEATURES,
+        ]);
         without_test_cargo_env(&mut cmd);
         if bin_dir().ends_with("release") {
             cmd.arg("--release");
