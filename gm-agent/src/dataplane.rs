@@ -304,7 +304,7 @@ pub fn spawn(
     esp: Socket,
     tunnel: SharedTunnel,
     now_ms: fn() -> u64,
-    failed: &Failed,
+    failed: &ThreadFailures,
 ) -> Result<()> {
     let tuns: Vec<Arc<tun_rs::SyncDevice>> = tuns.into_iter().map(Arc::new).collect();
     let esp = Arc::new(esp);
@@ -359,9 +359,9 @@ pub fn queue_of(packet: &[u8], queues: usize) -> usize {
 /// Where a packet thread that stops sends why: the agent then ends (its
 /// routes and rules go with it), rather than run on with a queue nobody
 /// reads, whose flows the kernel would keep sending into it.
-pub type Failed = tokio::sync::mpsc::UnboundedSender<anyhow::Error>;
+pub type ThreadFailures = tokio::sync::mpsc::UnboundedSender<anyhow::Error>;
 
-fn report(r: Result<()>, failed: &Failed) {
+fn report(r: Result<()>, failed: &ThreadFailures) {
     if let Err(e) = r {
         tracing::error!(error = %format!("{e:#}"), "dataplane stopped");
         let _ = failed.send(e);

@@ -442,7 +442,7 @@ async fn main() -> Result<()> {
     if let Some(w) = d3p {
         info!(window = %w, "client d3p window override set");
     }
-    // A packet thread that stops ends the agent (see dataplane::Failed).
+    // A packet thread that stops ends the agent (see dataplane::ThreadFailures).
     let (dp_failed, mut dp_stopped) = tokio::sync::mpsc::unbounded_channel();
     let mut dp = if let Some((settings, protect)) = dp_settings {
         socket2::SockRef::from(&socket).set_mark(settings.fwmark)?;

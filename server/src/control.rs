@@ -114,7 +114,7 @@ impl Control for ControlHandle {
 }
 
 /// A write for the store.
-pub enum Write {
+pub enum StoreWrite {
     /// GMs registered or their ACK state changed.
     Gms(Vec<GmRow>),
     /// A GM's state changed.
@@ -138,12 +138,12 @@ pub enum Write {
 /// written are kept and retried; a group state queued behind them is not
 /// confirmed until they are in (a rekey never counts on a GM the store
 /// would forget).
-pub async fn store_writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Write>) {
+pub async fn store_writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<StoreWrite>) {
     let mut gms: Vec<GmRow> = Vec::new();
     loop {
         if gms.is_empty() {
             match rx.recv().await {
-                Some(Write::Gms(g)) => gms.extend(g),
+                Some(StoreWrite::Gms(g)) => gms.extend(g),
                 Some(other) => {
                     apply(store.as_ref(), other, true).await;
                     continue;
@@ -156,7 +156,7 @@ pub async fn store_writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver
         let mut others = Vec::new();
         while gms.len() < GM_BATCH {
             match rx.try_recv() {
-                Ok(Write::Gms(g)) => gms.extend(g),
+                Ok(StoreWrite::Gms(g)) => gms.extend(g),
                 Ok(w) => {
                     others.push(w);
                     break;
@@ -188,12 +188,12 @@ const GM_BATCH: usize = 5000;
 
 /// Applies one write that is not a GM batch; `gms_ok` says whether the GM
 /// rows queued before it are in the store.
-async fn apply(store: &dyn Store, w: Write, gms_ok: bool) {
+async fn apply(store: &dyn Store, w: StoreWrite, gms_ok: bool) {
     let r = match w {
-        Write::GmState(g, id, s) => store.set_gm_state(g, &id, s).await,
-        Write::Rekey(r) => store.put_rekey(&r).await,
-        Write::Gms(g) => store.put_gms(&g).await,
-        Write::GroupState { name, plain, done } => {
+        StoreWrite::GmState(g, id, s) => store.set_gm_state(g, &id, s).await,
+        StoreWrite::Rekey(r) => store.put_rekey(&r).await,
+        StoreWrite::Gms(g) => store.put_gms(&g).await,
+        StoreWrite::GroupState { name, plain, done } => {
             let r = store.put_secret(&name, &plain).await;
             if let Some(done) = done {
                 let answer = match (&r, gms_ok) {

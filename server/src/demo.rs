@@ -2,7 +2,7 @@
 //! creates a group `DEMO` (if absent) and runs simulated GMs inside its own
 //! process: each is the real GM engine (`gkm_proto::gm`) on its own UDP
 //! socket on 127.0.66.x, registering over loopback to this server's GDOI
-//! port and acknowledging rekeys. Every eighth GM turns deaf for two
+//! port and acknowledging rekeys. Every eighth GM ignores the network for two
 //! minutes in four, so it misses rekeys, lags, is removed after three and
 //! registers again: the GM-state chart and the ACK ratios move. A rekey is
 //! sent every 30 s so the ACK timeline fills. Every 10 s each registered
@@ -69,7 +69,7 @@ pub async fn prepare(store: &dyn Store) -> Result<()> {
 }
 
 /// Whether a flaky GM ignores the network now (two minutes in four).
-fn deaf(now_ms: u64) -> bool {
+fn ignores_the_network(now_ms: u64) -> bool {
     (now_ms / 120_000) % 2 == 1
 }
 
@@ -146,7 +146,7 @@ async fn run_gm(
         let now = now_ms();
         if now >= next_report {
             next_report = now + REPORT_EVERY_MS;
-            if gm.group().is_some() && !(flaky && deaf(now)) {
+            if gm.group().is_some() && !(flaky && ignores_the_network(now)) {
                 reports += 1;
                 let h = simulated_health(addr, reports, skewed, now);
                 if let Err(e) = store.put_gm_health(&h).await {
@@ -165,7 +165,7 @@ async fn run_gm(
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let (n, from) = r?;
-                if !(flaky && deaf(now_ms())) {
+                if !(flaky && ignores_the_network(now_ms())) {
                     gm.handle_datagram(now_ms(), from, buf.get(..n).unwrap_or_default());
                 }
             }
@@ -212,11 +212,11 @@ mod tests {
 
     #[test]
     fn flaky_gms_are_deaf_half_the_time() {
-        assert!(!deaf(0));
-        assert!(!deaf(119_999));
-        assert!(deaf(120_000));
-        assert!(deaf(239_999));
-        assert!(!deaf(240_000));
+        assert!(!ignores_the_network(0));
+        assert!(!ignores_the_network(119_999));
+        assert!(ignores_the_network(120_000));
+        assert!(ignores_the_network(239_999));
+        assert!(!ignores_the_network(240_000));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
 
-use crate::control::{Command, Write};
+use crate::control::{Command, StoreWrite};
 use crate::keylog::KeyLog;
 use crate::Startup;
 use gkm_store::model::{GmRow, RekeyRecord};
@@ -80,12 +80,12 @@ pub struct Channels {
     /// Commands from the web layer.
     pub commands: mpsc::UnboundedReceiver<Command>,
     /// Writes for the store writer.
-    pub writes: mpsc::UnboundedSender<Write>,
+    pub writes: mpsc::UnboundedSender<StoreWrite>,
 }
 
 /// The driver's state besides the engine.
 struct Driver {
-    writes: mpsc::UnboundedSender<Write>,
+    writes: mpsc::UnboundedSender<StoreWrite>,
     /// Rekeys in progress: (group, SEQ) → record so far.
     rekeys: HashMap<(u32, u32), RekeyRecord>,
     maker: crate::groups::KeyMaker,
@@ -122,7 +122,7 @@ impl Driver {
         let policy = self.policies.get(&group_id).cloned().unwrap_or_default();
         let plain = crate::state::encode_group(&policy, &state)?;
         self.writes
-            .send(Write::GroupState {
+            .send(StoreWrite::GroupState {
                 name: crate::state::secret_name(group_id),
                 plain,
                 done,
@@ -199,7 +199,7 @@ impl Driver {
     fn event(&mut self, ks: &KeyServer, e: KsEvent) {
         match e {
             KsEvent::Registered(r) => {
-                let _ = self.writes.send(Write::Gms(vec![gm_row(&r, None)]));
+                let _ = self.writes.send(StoreWrite::Gms(vec![gm_row(&r, None)]));
                 info!(
                     gm = %r.identity, addr = %r.addr, group = r.group_id, class = %r.class,
                     version = %r.version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
@@ -248,7 +248,7 @@ impl Driver {
                     acked: 0,
                     duration_ms: None,
                 };
-                let _ = self.writes.send(Write::Rekey(record.clone()));
+                let _ = self.writes.send(StoreWrite::Rekey(record.clone()));
                 self.rekeys.insert((group_id, seq), record);
                 // The KEK in use for pushes may have rolled: keep it too (no
                 // new SEQ, so nothing waits for this write).
@@ -270,7 +270,7 @@ impl Driver {
                 if let Some(r) = self.rekeys.get_mut(&(group_id, seq)) {
                     r.acked = u32::try_from(gms).unwrap_or(u32::MAX);
                     r.duration_ms = i64::try_from(elapsed_ms).ok();
-                    let _ = self.writes.send(Write::Rekey(r.clone()));
+                    let _ = self.writes.send(StoreWrite::Rekey(r.clone()));
                 }
             }
             KsEvent::RekeyRoundClosed {
@@ -286,14 +286,14 @@ impl Driver {
                 );
                 if let Some(mut r) = self.rekeys.remove(&(group_id, seq)) {
                     r.acked = u32::try_from(acked).unwrap_or(u32::MAX);
-                    let _ = self.writes.send(Write::Rekey(r));
+                    let _ = self.writes.send(StoreWrite::Rekey(r));
                 }
                 // The GM database's ACK state, for the API and the dashboard.
                 let rows = ks
                     .members(group_id)
                     .map(|m| gm_row(m, ks.member_ack_state(group_id, &m.identity)))
                     .collect();
-                let _ = self.writes.send(Write::Gms(rows));
+                let _ = self.writes.send(StoreWrite::Gms(rows));
             }
             KsEvent::GmRemoved {
                 group_id,
@@ -302,7 +302,7 @@ impl Driver {
                 seq,
             } => {
                 warn!(group = group_id, gm = %identity, %addr, seq, "GM removed from the GM database after 3 consecutive unacknowledged rekeys; it gets no rekeys until it registers again");
-                let _ = self.writes.send(Write::GmState(
+                let _ = self.writes.send(StoreWrite::GmState(
                     group_id,
                     identity.clone(),
                     gkm_store::model::GmState::Removed,

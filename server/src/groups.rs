@@ -27,7 +27,7 @@ pub struct KeyMaker {
 }
 
 /// An engine group made from the model.
-pub struct Made {
+pub struct EngineGroup {
     /// The group, with fresh keys.
     pub group: KsGroup,
     /// What the keys depend on.
@@ -49,7 +49,7 @@ impl KeyMaker {
     }
 
     /// The engine group for a validated policy, with fresh keys.
-    pub fn make(&self, name: &str, identity: u32, p: &GroupPolicy) -> Result<Made> {
+    pub fn make(&self, name: &str, identity: u32, p: &GroupPolicy) -> Result<EngineGroup> {
         let selectors = p
             .teks
             .iter()
@@ -109,7 +109,7 @@ impl KeyMaker {
             addresses: p.authorization.prefixes().map_err(|e| anyhow!("{e}"))?,
             identities: p.authorization.identities.clone(),
         };
-        Ok(Made {
+        Ok(EngineGroup {
             group: KsGroup {
                 name: name.to_owned(),
                 keys,

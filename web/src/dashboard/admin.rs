@@ -9,7 +9,7 @@ pub(super) struct AuditPage {
     entries: Vec<(String, AuditEntry)>,
 }
 
-pub(super) async fn audit(State(d): State<Dashboard>, s: Signed) -> PageResult {
+pub(super) async fn audit(State(d): State<Dashboard>, s: SignedIn) -> PageResult {
     if s.user.role < Role::Admin {
         return Err(PageError::new(
             StatusCode::FORBIDDEN,
@@ -36,7 +36,7 @@ pub(super) struct TokensPage {
 
 pub(super) async fn tokens_page(
     d: &Dashboard,
-    s: &Signed,
+    s: &SignedIn,
     created: Option<String>,
     error: Option<String>,
 ) -> PageResult {
@@ -59,7 +59,7 @@ pub(super) async fn tokens_page(
 /// The tokens page with `error` shown, and `status`.
 async fn tokens_refused(
     d: &Dashboard,
-    s: &Signed,
+    s: &SignedIn,
     error: String,
     status: StatusCode,
 ) -> PageResult {
@@ -68,7 +68,7 @@ async fn tokens_refused(
     Ok(r)
 }
 
-pub(super) async fn tokens(State(d): State<Dashboard>, s: Signed) -> PageResult {
+pub(super) async fn tokens(State(d): State<Dashboard>, s: SignedIn) -> PageResult {
     if s.user.role < Role::Admin {
         return Err(PageError::new(
             StatusCode::FORBIDDEN,
@@ -97,7 +97,7 @@ pub struct TokenForm {
 
 pub(super) async fn token_create(
     State(d): State<Dashboard>,
-    s: Signed,
+    s: SignedIn,
     Form(f): Form<TokenForm>,
 ) -> PageResult {
     if let Some(r) = s.refuse(&f.csrf, Role::Admin) {
@@ -142,7 +142,7 @@ pub(super) async fn token_create(
 
 pub(super) async fn token_delete(
     State(d): State<Dashboard>,
-    s: Signed,
+    s: SignedIn,
     Path(name): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {

@@ -29,7 +29,7 @@ pub use gkm_model::show::feature_table;
 
 pub(super) async fn features(
     State(d): State<Dashboard>,
-    s: Signed,
+    s: SignedIn,
     q: Result<Query<LackingQuery>, QueryRejection>,
 ) -> PageResult {
     let lacking = match q {

@@ -96,7 +96,7 @@ pub(super) async fn gm_row(
 
 pub(super) async fn gm_page(
     State(d): State<Dashboard>,
-    s: Signed,
+    s: SignedIn,
     Path((name, identity)): Path<(String, String)>,
 ) -> PageResult {
     let (g, m) = gm_row(&d, &name, &identity).await.or_page(s.nav())?;
@@ -123,7 +123,7 @@ pub(super) async fn gm_page(
 
 pub(super) async fn eject_confirm(
     State(d): State<Dashboard>,
-    s: Signed,
+    s: SignedIn,
     Path((name, identity)): Path<(String, String)>,
 ) -> PageResult {
     if s.user.role < Role::Operator {
@@ -154,7 +154,7 @@ pub(super) async fn eject_confirm(
 
 pub(super) async fn eject_do(
     State(d): State<Dashboard>,
-    s: Signed,
+    s: SignedIn,
     Path((name, identity)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {

@@ -112,7 +112,7 @@ pub(super) fn query_escape(s: &str) -> String {
 
 pub(super) async fn group_page_of(
     d: &Dashboard,
-    s: &Signed,
+    s: &SignedIn,
     g: Group,
     q: &GmQuery,
     form: Option<PolicyForm>,
@@ -217,7 +217,7 @@ pub(super) async fn group_page_of(
 
 pub(super) async fn group_page(
     State(d): State<Dashboard>,
-    s: Signed,
+    s: SignedIn,
     Path(name): Path<String>,
     q: Result<Query<GmQuery>, QueryRejection>,
 ) -> PageResult {
@@ -236,7 +236,7 @@ pub(super) async fn group_page(
 
 pub(super) async fn group_save(
     State(d): State<Dashboard>,
-    s: Signed,
+    s: SignedIn,
     Path(name): Path<String>,
     Form(f): Form<PolicyForm>,
 ) -> PageResult {
@@ -317,7 +317,7 @@ pub struct ReplaceQuery {
 
 pub(super) async fn rekey_confirm(
     State(d): State<Dashboard>,
-    s: Signed,
+    s: SignedIn,
     Path(name): Path<String>,
     q: Result<Query<ReplaceQuery>, QueryRejection>,
 ) -> PageResult {
@@ -355,7 +355,7 @@ pub(super) async fn rekey_confirm(
 
 pub(super) async fn rekey_do(
     State(d): State<Dashboard>,
-    s: Signed,
+    s: SignedIn,
     Path(name): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {

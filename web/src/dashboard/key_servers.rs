@@ -29,7 +29,7 @@ pub(super) fn ks_lines(v: Vec<KeyServer>) -> Vec<KeyServerLine> {
         .collect()
 }
 
-pub(super) async fn key_servers(State(d): State<Dashboard>, s: Signed) -> PageResult {
+pub(super) async fn key_servers(State(d): State<Dashboard>, s: SignedIn) -> PageResult {
     let v = d.api.store.key_servers().await.or_page(s.nav())?;
     Ok(render(&KeyServersPage {
         nav: s.nav(),

@@ -32,7 +32,7 @@ pub(super) fn anonymous(
     Ok((id, s, true))
 }
 
-/// The request's session id, for handlers that take no [`Signed`].
+/// The request's session id, for handlers that take no [`SignedIn`].
 pub struct MaybeSession(pub Option<String>);
 
 impl FromRequestParts<Dashboard> for MaybeSession {
@@ -332,7 +332,7 @@ pub struct CsrfForm {
 
 pub(super) async fn logout(
     State(d): State<Dashboard>,
-    s: Signed,
+    s: SignedIn,
     Form(f): Form<CsrfForm>,
 ) -> Response {
     if let Some(r) = s.refuse(&f.csrf, Role::Viewer) {

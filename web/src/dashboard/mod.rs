@@ -50,7 +50,7 @@ pub const REKEY_HISTORY: u32 = 50;
 pub struct Dashboard {
     /// Store and engine, as the API has them.
     pub api: ApiState,
-    /// Signed-in sessions.
+    /// SignedIn-in sessions.
     pub sessions: Arc<Sessions>,
     /// OIDC sign-in, when configured.
     pub oidc: Option<Arc<Oidc>>,
@@ -75,7 +75,7 @@ pub struct Nav {
 
 /// A request from a signed-in session.
 #[derive(Debug, Clone)]
-pub struct Signed {
+pub struct SignedIn {
     /// Session id.
     pub id: String,
     /// The session.
@@ -84,7 +84,7 @@ pub struct Signed {
     pub user: User,
 }
 
-impl Signed {
+impl SignedIn {
     fn nav(&self) -> Option<Nav> {
         Some(Nav {
             user: self.user.name.clone(),
@@ -124,7 +124,7 @@ fn session_id(parts: &Parts) -> Option<String> {
     session::cookie_of_request(&parts.headers, session::id_of_cookie_header)
 }
 
-impl FromRequestParts<Dashboard> for Signed {
+impl FromRequestParts<Dashboard> for SignedIn {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, d: &Dashboard) -> Result<Self, Response> {

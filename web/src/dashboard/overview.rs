@@ -86,12 +86,12 @@ pub fn group_alerts(name: &str, status: Option<&GroupStatus>) -> Vec<String> {
     out
 }
 
-pub(super) async fn overview(State(d): State<Dashboard>, s: Signed) -> PageResult {
+pub(super) async fn overview(State(d): State<Dashboard>, s: SignedIn) -> PageResult {
     let page = overview_page(&d, &s).await.or_page(s.nav())?;
     Ok(render(&page))
 }
 
-pub(super) async fn overview_page(d: &Dashboard, s: &Signed) -> Result<OverviewPage, Problem> {
+pub(super) async fn overview_page(d: &Dashboard, s: &SignedIn) -> Result<OverviewPage, Problem> {
     let mut groups = Vec::new();
     let mut alerts = Vec::new();
     let (mut reg, mut lag, mut rem) = (0, 0, 0);
