@@ -1,13 +1,13 @@
 //! `gkm-agent`: the GKM group member.
 //!
-//! Owns (DESIGN.md): the UDP driver around the group-member engine,
-//! installing keys into the dataplane, health reports to the controller,
-//! and enrollment. This build registers (main mode + GROUPKEY-PULL) to its
-//! key servers in order, takes and acknowledges rekeys (unicast on its
-//! socket, multicast on the group's address), re-registers when no rekey
-//! comes, and prints what it holds; the dataplane lands with its issue.
+//! Owns (DESIGN.md): the UDP driver around the group-member engine, the
+//! encrypting dataplane it starts ([`gkm_agent::dataplane`]) and keys
+//! ([`gkm_agent::session`]), the local status socket and health reports
+//! to the controller. It registers (main mode + GROUPKEY-PULL) to its key
+//! servers in order, takes and acknowledges rekeys (unicast on its socket,
+//! multicast on the group's address), re-registers when no rekey comes,
+//! and prints what it holds.
 
-mod dataplane;
 mod report;
 mod status;
 
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use gkm_dataplane::esp::IvSource;
+use gkm_agent::{dataplane, session};
 use gkm_dataplane::tunnel::Tunnel;
 use gkm_model::clock::unix_ms as now_ms;
 use gkm_model::health::{GroupReplay, ReplayCounters, WindowSource};
@@ -285,50 +285,6 @@ fn dataplane_now_ms() -> u64 {
     now_ms()
 }
 
-/// Makes the tunnel hold exactly the GM's TEKs: new ones installed (with
-/// this sender's IV space), timing of known ones updated (never
-/// reinstalled: that would restart an IV counter), others removed.
-/// Returns the TEKs' destination prefixes.
-fn sync_tunnel(
-    t: &dataplane::SharedTunnel,
-    g: &gkm_proto::gm::GmGroup,
-    sid: Option<u32>,
-    window: Option<u32>,
-) -> Vec<Ipv4Prefix> {
-    use rand_core::RngCore;
-    let mut t = dataplane::lock(t);
-    t.set_d3p_window(window);
-    for it in &g.teks {
-        let spi = it.tek.spi;
-        if t.has(spi) {
-            t.set_timing(spi, it.send_from, it.expires_at);
-            continue;
-        }
-        let iv = sid
-            .and_then(|s| IvSource::from_sid(s, SID_BITS))
-            .unwrap_or_else(|| IvSource::random_prefix(OsRng.next_u32()));
-        match t.install(
-            spi,
-            it.tek.transform,
-            &it.tek.key,
-            it.send_from,
-            it.expires_at,
-            iv,
-        ) {
-            Ok(()) => info!(spi = format!("{spi:#010x}"), "SA installed"),
-            Err(e) => warn!(spi = format!("{spi:#010x}"), error = %e, "SA not installed"),
-        }
-    }
-    let live: Vec<u32> = g.teks.iter().map(|x| x.tek.spi).collect();
-    t.retain(|spi| live.contains(&spi));
-    let mut prefixes: Vec<Ipv4Prefix> = g.teks.iter().map(|x| x.tek.dst).collect();
-    prefixes.dedup();
-    prefixes
-}
-
-/// Sender-ID length GKM's KS grants (the KD's NUMBER_OF_SID_BITS).
-const SID_BITS: u8 = 16;
-
 fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, Option<D3pWindow>)> {
     let key_servers = if args.key_servers.is_empty() {
         file.key_servers.clone().unwrap_or_default()
@@ -523,18 +479,20 @@ async fn main() -> Result<()> {
                 let mut r = replay
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                (r.d3p_window_ms, r.d3p_window_source) = match (d3p, ks_window) {
-                    (Some(w), _) => (Some(w.as_msec()), Some(WindowSource::Client)),
-                    (None, Some(w)) => (Some(w), Some(WindowSource::Ks)),
-                    (None, None) => (None, None),
-                };
+                (r.d3p_window_ms, r.d3p_window_source) = session::window_in_force(d3p, ks_window);
                 let window = r.d3p_window_ms;
                 drop(r);
                 if let GmEvent::Registered { sids, .. } = &e {
                     sid = sids.first().copied();
                 }
                 if let (Some((_, routes, t)), Some(g)) = (dp.as_mut(), gm.group()) {
-                    let prefixes = sync_tunnel(t, g, sid, window);
+                    let prefixes = session::sync_tunnel(
+                        &mut dataplane::lock(t),
+                        &g.teks,
+                        sid,
+                        window,
+                        &mut OsRng,
+                    );
                     if let Err(e) = routes.protect(&prefixes) {
                         warn!(error = %format!("{e:#}"), "cannot route the protected prefixes");
                     }
