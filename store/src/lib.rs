@@ -4,14 +4,14 @@
 //! zero-setup default: a file, WAL mode) and a PostgreSQL backend, chosen
 //! from the URL scheme ([`open`]); a migration set per dialect in
 //! `migrations/`; secrets sealed at rest with AES-256-GCM ([`seal`]). Both
-//! backends run the same runtime queries (written once, see `backend.rs`)
-//! and the same test suite. Every mutation writes its audit entry in the
+//! backends are one generic implementation over sqlx's `Database`, a
+//! module per aggregate (`sql/`), and run the same test suite. Every mutation writes its audit entry in the
 //! same transaction; on any error nothing is written.
 
 pub mod model;
 pub mod seal;
 
-mod backend;
+mod sql;
 
 use std::sync::Arc;
 
@@ -185,8 +185,8 @@ pub trait Store: Send + Sync {
 /// applies its migrations.
 pub async fn open(url: &str, master: seal::MasterKey) -> Result<Arc<dyn Store>> {
     match BackendKind::from_url(url).map_err(|e| StoreError::NotFound(e.to_string()))? {
-        BackendKind::Sqlite => Ok(Arc::new(backend::SqliteStore::open(url, master).await?)),
-        BackendKind::Postgres => Ok(Arc::new(backend::PgStore::open(url, master).await?)),
+        BackendKind::Sqlite => Ok(Arc::new(sql::open_sqlite(url, master).await?)),
+        BackendKind::Postgres => Ok(Arc::new(sql::open_postgres(url, master).await?)),
     }
 }
 

@@ -1,0 +1,251 @@
+//! Groups: their policy (JSON, the PSK never in it), version for
+//! optimistic updates, and the sealed PSK beside them. Deleting a group
+//! deletes its GMs, rekey history, health reports and secrets.
+
+use gkm_model::clock::unix_ms_i64 as now_ms;
+use zeroize::Zeroizing;
+
+use super::{audit, corrupt, db, u32_of, Args, Backend, Col, Run, SqlStore};
+use crate::model::{Authentication, Group, GroupPolicy};
+use crate::{Actor, Result, StoreError};
+
+const GROUP_COLUMNS: &str = "id, name, identity, policy, version, created_at, updated_at";
+
+/// The name of a group's sealed PSK.
+fn psk_secret(group: &str) -> String {
+    format!("group/{group}/psk")
+}
+
+/// The policy as stored: the PSK is never in it (it is sealed apart).
+fn policy_json(p: &GroupPolicy) -> Result<String> {
+    serde_json::to_string(p).map_err(|e| corrupt(format!("policy: {e}")))
+}
+
+fn psk_of(p: &GroupPolicy) -> Option<&str> {
+    match &p.authentication {
+        Authentication::Psk { psk: Some(k) } => Some(k),
+        _ => None,
+    }
+}
+
+impl<DB: Backend> SqlStore<DB> {
+    fn group_of(r: &DB::Row) -> Result<Group> {
+        let policy: String = r.col("policy")?;
+        Ok(Group {
+            id: r.col("id")?,
+            name: r.col("name")?,
+            identity: u32_of(r.col("identity")?, "group identity")?,
+            policy: serde_json::from_str(&policy)
+                .map_err(|e| corrupt(format!("group policy: {e}")))?,
+            version: r.col("version")?,
+            created_at: r.col("created_at")?,
+            updated_at: r.col("updated_at")?,
+        })
+    }
+
+    pub(super) async fn insert_group(
+        &self,
+        actor: &Actor,
+        name: &str,
+        identity: u32,
+        policy: &GroupPolicy,
+    ) -> Result<Group> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let row = Self::sql(&format!(
+            "INSERT INTO groups (name, identity, policy, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, 1, $4, $4) RETURNING {GROUP_COLUMNS}"
+        ))
+        .arg(name)
+        .arg(i64::from(identity))
+        .arg(policy_json(policy)?)
+        .arg(now)
+        .one(&mut *tx)
+        .await
+        .map_err(|e| db(e, &format!("a group named {name:?} or numbered {identity}")))?;
+        let group = Self::group_of(&row)?;
+        if let Some(k) = psk_of(policy) {
+            self.put_secret_tx(&mut tx, &psk_secret(name), k.as_bytes())
+                .await?;
+        }
+        let detail = format!("{{\"identity\":{identity}}}");
+        Self::audit_tx(&mut tx, &audit::entry(actor, "group.create", name, detail)).await?;
+        tx.commit().await?;
+        Ok(group)
+    }
+
+    pub(super) async fn replace_policy(
+        &self,
+        actor: &Actor,
+        name: &str,
+        policy: &GroupPolicy,
+        expected_version: Option<i64>,
+    ) -> Result<Group> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let row = Self::sql(&format!(
+            "UPDATE groups SET policy = $1, version = version + 1, updated_at = $2 \
+             WHERE name = $3 AND ($4 IS NULL OR version = $4) RETURNING {GROUP_COLUMNS}"
+        ))
+        .arg(policy_json(policy)?)
+        .arg(now_ms())
+        .arg(name)
+        .arg(expected_version)
+        .optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            let exists = Self::sql("SELECT 1 FROM groups WHERE name = $1")
+                .arg(name)
+                .optional(&mut *tx)
+                .await?
+                .is_some();
+            return Err(if exists {
+                StoreError::Conflict(format!(
+                    "group {name:?} changed since version {}",
+                    expected_version.unwrap_or(0)
+                ))
+            } else {
+                StoreError::NotFound(format!("group {name:?}"))
+            });
+        };
+        let group = Self::group_of(&row)?;
+        let psk = match &policy.authentication {
+            Authentication::Psk { psk: Some(k) } => {
+                self.put_secret_tx(&mut tx, &psk_secret(name), k.as_bytes())
+                    .await?;
+                ",\"psk\":\"rotated\""
+            }
+            Authentication::Psk { psk: None } => "",
+            // Certificates now: the PSK is retired with the change.
+            Authentication::Pki => {
+                let gone = Self::sql("DELETE FROM secrets WHERE name = $1")
+                    .arg(psk_secret(name))
+                    .run(&mut *tx)
+                    .await?;
+                if DB::rows_affected(&gone) > 0 {
+                    ",\"psk\":\"retired\""
+                } else {
+                    ""
+                }
+            }
+        };
+        let detail = format!("{{\"version\":{}{psk}}}", group.version);
+        Self::audit_tx(&mut tx, &audit::entry(actor, "group.update", name, detail)).await?;
+        tx.commit().await?;
+        Ok(group)
+    }
+
+    pub(super) async fn remove_group(&self, actor: &Actor, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let sql = format!(
+            "SELECT id, identity FROM groups WHERE name = $1{}",
+            DB::FOR_UPDATE
+        );
+        let Some(row) = Self::sql(&sql).arg(name).optional(&mut *tx).await? else {
+            return Err(StoreError::NotFound(format!("group {name:?}")));
+        };
+        let id: i64 = row.col("id")?;
+        let identity = u32_of(row.col("identity")?, "group identity")?;
+        for table in ["gms", "rekeys", "gm_health", "d3p_errors"] {
+            Self::sql(&format!("DELETE FROM {table} WHERE group_id = $1"))
+                .arg(id)
+                .run(&mut *tx)
+                .await?;
+        }
+        // Every secret of the group: its PSK and its keys and SEQ.
+        Self::sql("DELETE FROM secrets WHERE name = $1 OR name = $2")
+            .arg(psk_secret(name))
+            .arg(crate::group_state_secret(identity))
+            .run(&mut *tx)
+            .await?;
+        Self::sql("DELETE FROM groups WHERE id = $1")
+            .arg(id)
+            .run(&mut *tx)
+            .await?;
+        Self::audit_tx(
+            &mut tx,
+            &audit::entry(actor, "group.delete", name, "{}".into()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn group_named(&self, name: &str) -> Result<Option<Group>> {
+        Self::sql(&format!(
+            "SELECT {GROUP_COLUMNS} FROM groups WHERE name = $1"
+        ))
+        .arg(name)
+        .optional(&mut *self.conn().await?)
+        .await?
+        .map(|r| Self::group_of(&r))
+        .transpose()
+    }
+
+    pub(super) async fn group_numbered(&self, identity: u32) -> Result<Option<Group>> {
+        Self::sql(&format!(
+            "SELECT {GROUP_COLUMNS} FROM groups WHERE identity = $1"
+        ))
+        .arg(i64::from(identity))
+        .optional(&mut *self.conn().await?)
+        .await?
+        .map(|r| Self::group_of(&r))
+        .transpose()
+    }
+
+    pub(super) async fn all_groups(&self) -> Result<Vec<Group>> {
+        Self::sql(&format!("SELECT {GROUP_COLUMNS} FROM groups ORDER BY name"))
+            .all(&mut *self.conn().await?)
+            .await?
+            .iter()
+            .map(Self::group_of)
+            .collect()
+    }
+
+    pub(super) async fn open_psk(&self, name: &str) -> Result<Option<Zeroizing<String>>> {
+        match self.open_secret(&psk_secret(name)).await? {
+            None => Ok(None),
+            Some(b) => String::from_utf8(b.to_vec())
+                .map(|s| Some(Zeroizing::new(s)))
+                .map_err(|_| corrupt("PSK is not UTF-8")),
+        }
+    }
+
+    pub(super) async fn rotate_psk(
+        &self,
+        actor: &Actor,
+        name: &str,
+        psk: Option<&str>,
+    ) -> Result<Group> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let sql = format!(
+            "SELECT {GROUP_COLUMNS} FROM groups WHERE name = $1{}",
+            DB::FOR_UPDATE
+        );
+        let Some(row) = Self::sql(&sql).arg(name).optional(&mut *tx).await? else {
+            return Err(StoreError::NotFound(format!("group {name:?}")));
+        };
+        let group = Self::group_of(&row)?;
+        let action = match psk {
+            Some(k) => {
+                if group.policy.authentication == Authentication::Pki {
+                    return Err(StoreError::Conflict(format!(
+                        "group {name:?} authenticates GMs with certificates: set authentication to psk to give it a PSK"
+                    )));
+                }
+                self.put_secret_tx(&mut tx, &psk_secret(name), k.as_bytes())
+                    .await?;
+                "group.psk.rotate"
+            }
+            None => {
+                Self::sql("DELETE FROM secrets WHERE name = $1")
+                    .arg(psk_secret(name))
+                    .run(&mut *tx)
+                    .await?;
+                "group.psk.clear"
+            }
+        };
+        Self::audit_tx(&mut tx, &audit::entry(actor, action, name, "{}".into())).await?;
+        tx.commit().await?;
+        Ok(group)
+    }
+}

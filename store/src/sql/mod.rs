@@ -1,0 +1,493 @@
+//! The two backends as one generic [`SqlStore`] over sqlx's [`Database`].
+//!
+//! The SQL is the same for both dialects: runtime queries with `$N`
+//! placeholders (SQLite reads them as named parameters numbered in order
+//! of appearance), and the few queries whose filters vary are written by
+//! [`Sql`], which numbers its placeholders as values are added. What does
+//! differ is a [`Backend`]: how a writing transaction begins, row locks,
+//! SQLite's one-row JSON page; the schema differs too and lives in
+//! `migrations/`.
+//!
+//! The code is by aggregate, each an `impl<DB: Backend>` block of
+//! [`SqlStore`] in a module of its own: `groups`, `key_servers`, `gms`
+//! (the GM database), `health` (reports and the D3P error series),
+//! `rekeys`, `audit`, `auth` (API and agent tokens) and `secrets`. The
+//! [`Store`] impl here only forwards to them.
+//!
+//! Why the small layer below ([`Bind`], [`Column`], [`Exec`] and the
+//! [`Args`], [`Run`], [`Col`] methods) instead of sqlx's own `bind`,
+//! `fetch_*` and `try_get`: those need bounds such as
+//! `for<'q> i64: Encode<'q, DB>` and
+//! `for<'c> &'c mut DB::Connection: Executor<'c>`, and Rust does not carry
+//! a trait's `where` clauses to the code that uses the trait, so every
+//! generic block would restate a dozen of them. Supertraits *are* carried:
+//! [`Backend`] lists each capability as one, each with a blanket impl
+//! over sqlx's own bounds, so `DB: Backend` is the only bound anywhere.
+
+mod audit;
+mod auth;
+mod gms;
+mod groups;
+mod health;
+mod key_servers;
+mod postgres;
+mod rekeys;
+mod secrets;
+mod sqlite;
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::pool::PoolConnection;
+use sqlx::query::Query;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use zeroize::Zeroizing;
+
+use crate::model::{
+    ApiToken, AuditEntry, D3pErrorPoint, D3pSpike, GmFilter, GmHealth, GmRow, GmState, Group,
+    GroupPolicy, KeyServer, Page, RekeyRecord, Role, TokenGm,
+};
+use crate::seal::MasterKey;
+use crate::{Actor, BackendKind, GmPage, Result, Store, StoreError};
+
+pub use postgres::open as open_postgres;
+pub use sqlite::open as open_sqlite;
+
+/// A statement with its arguments, in a dialect.
+type Q<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
+
+/// A database call's future.
+type DbFuture<'e, T> =
+    Pin<Box<dyn Future<Output = core::result::Result<T, sqlx::Error>> + Send + 'e>>;
+
+/// The dialect binds `T` as a statement argument.
+pub trait Bind<'q, T>: Database {
+    /// `q` with `v` as its next argument.
+    fn bind_to(q: Q<'q, Self>, v: T) -> Q<'q, Self>;
+}
+
+impl<'q, DB: Database, T> Bind<'q, T> for DB
+where
+    T: 'q + Encode<'q, DB> + Type<DB>,
+{
+    fn bind_to(q: Q<'q, Self>, v: T) -> Q<'q, Self> {
+        q.bind(v)
+    }
+}
+
+/// The dialect reads a column as `T`.
+pub trait Column<T>: Database {
+    /// Column `name` of `r`.
+    fn column(r: &Self::Row, name: &str) -> core::result::Result<T, sqlx::Error>;
+}
+
+impl<DB: Database, T> Column<T> for DB
+where
+    T: for<'r> Decode<'r, DB> + Type<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+{
+    fn column(r: &Self::Row, name: &str) -> core::result::Result<T, sqlx::Error> {
+        r.try_get(name)
+    }
+}
+
+/// The dialect runs statements on a connection (or a transaction's).
+pub trait Exec: Database {
+    /// Runs `q`.
+    fn execute<'e, 'q: 'e>(
+        q: Q<'q, Self>,
+        c: &'e mut Self::Connection,
+    ) -> DbFuture<'e, Self::QueryResult>;
+    /// Runs `q`: all its rows.
+    fn fetch_all<'e, 'q: 'e>(
+        q: Q<'q, Self>,
+        c: &'e mut Self::Connection,
+    ) -> DbFuture<'e, Vec<Self::Row>>;
+    /// Runs `q`: its first row, if any.
+    fn fetch_optional<'e, 'q: 'e>(
+        q: Q<'q, Self>,
+        c: &'e mut Self::Connection,
+    ) -> DbFuture<'e, Option<Self::Row>>;
+}
+
+impl<DB: Database> Exec for DB
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    fn execute<'e, 'q: 'e>(
+        q: Q<'q, Self>,
+        c: &'e mut Self::Connection,
+    ) -> DbFuture<'e, Self::QueryResult> {
+        Box::pin(q.execute(c))
+    }
+    fn fetch_all<'e, 'q: 'e>(
+        q: Q<'q, Self>,
+        c: &'e mut Self::Connection,
+    ) -> DbFuture<'e, Vec<Self::Row>> {
+        Box::pin(q.fetch_all(c))
+    }
+    fn fetch_optional<'e, 'q: 'e>(
+        q: Q<'q, Self>,
+        c: &'e mut Self::Connection,
+    ) -> DbFuture<'e, Option<Self::Row>> {
+        Box::pin(q.fetch_optional(c))
+    }
+}
+
+/// What differs between the dialects beyond the schema, and (as
+/// supertraits) every value type the store binds and reads.
+pub trait Backend:
+    Exec
+    + for<'q> Bind<'q, i64>
+    + for<'q> Bind<'q, Option<i64>>
+    + for<'q> Bind<'q, bool>
+    + for<'q> Bind<'q, String>
+    + for<'q> Bind<'q, &'q str>
+    + for<'q> Bind<'q, Option<&'q str>>
+    + for<'q> Bind<'q, Vec<u8>>
+    + for<'q> Bind<'q, &'q [u8]>
+    + Column<i64>
+    + Column<Option<i64>>
+    + Column<bool>
+    + Column<String>
+    + Column<Option<String>>
+    + Column<Vec<u8>>
+{
+    /// Which backend this is.
+    const KIND: BackendKind;
+    /// How every transaction here begins (each one writes).
+    const BEGIN: &'static str;
+    /// The row lock a read-then-write takes, appended to its `SELECT`
+    /// (none on SQLite, whose `BEGIN IMMEDIATE` holds the write lock).
+    const FOR_UPDATE: &'static str;
+    /// Where a GM page comes back as one JSON value, the `SELECT` that
+    /// wraps the page's query (see `gms.rs`).
+    const JSON_PAGE: Option<&'static str>;
+    /// Rows a statement changed.
+    fn rows_affected(r: &Self::QueryResult) -> u64;
+}
+
+/// Arguments, in order: `.arg(v)` is sqlx's `.bind(v)`.
+pub trait Args<'q, DB: Database>: Sized {
+    /// The statement with `v` as its next argument.
+    fn arg<T>(self, v: T) -> Self
+    where
+        DB: Bind<'q, T>;
+}
+
+impl<'q, DB: Database> Args<'q, DB> for Q<'q, DB> {
+    fn arg<T>(self, v: T) -> Self
+    where
+        DB: Bind<'q, T>,
+    {
+        DB::bind_to(self, v)
+    }
+}
+
+/// Running a statement: sqlx's `execute`, `fetch_all`, `fetch_optional`
+/// and `fetch_one` on a connection.
+pub trait Run<'q, DB: Exec>: Sized {
+    /// Runs it; the rows changed.
+    fn run<'e>(self, c: &'e mut DB::Connection) -> DbFuture<'e, DB::QueryResult>
+    where
+        'q: 'e;
+    /// Runs it; all rows.
+    fn all<'e>(self, c: &'e mut DB::Connection) -> DbFuture<'e, Vec<DB::Row>>
+    where
+        'q: 'e;
+    /// Runs it; the first row, if any.
+    fn optional<'e>(self, c: &'e mut DB::Connection) -> DbFuture<'e, Option<DB::Row>>
+    where
+        'q: 'e;
+    /// Runs it; the first row, which must exist.
+    fn one<'e>(self, c: &'e mut DB::Connection) -> DbFuture<'e, DB::Row>
+    where
+        'q: 'e,
+        Self: Send + 'e,
+    {
+        let rows = self.optional(c);
+        Box::pin(async move { rows.await?.ok_or(sqlx::Error::RowNotFound) })
+    }
+}
+
+impl<'q, DB: Exec> Run<'q, DB> for Q<'q, DB> {
+    fn run<'e>(self, c: &'e mut DB::Connection) -> DbFuture<'e, DB::QueryResult>
+    where
+        'q: 'e,
+    {
+        DB::execute(self, c)
+    }
+    fn all<'e>(self, c: &'e mut DB::Connection) -> DbFuture<'e, Vec<DB::Row>>
+    where
+        'q: 'e,
+    {
+        DB::fetch_all(self, c)
+    }
+    fn optional<'e>(self, c: &'e mut DB::Connection) -> DbFuture<'e, Option<DB::Row>>
+    where
+        'q: 'e,
+    {
+        DB::fetch_optional(self, c)
+    }
+}
+
+/// Reading a row's column: `.col("name")` is sqlx's `.try_get("name")`.
+pub trait Col: Row {
+    /// Column `name`.
+    fn col<T>(&self, name: &str) -> core::result::Result<T, sqlx::Error>
+    where
+        Self::Database: Column<T>;
+}
+
+impl<R: Row> Col for R {
+    fn col<T>(&self, name: &str) -> core::result::Result<T, sqlx::Error>
+    where
+        R::Database: Column<T>,
+    {
+        <R::Database as Column<T>>::column(self, name)
+    }
+}
+
+/// The store over one database.
+pub struct SqlStore<DB: Database> {
+    pool: Pool<DB>,
+    master: MasterKey,
+    tokens: auth::TokenCache,
+}
+
+impl<DB: Database> SqlStore<DB> {
+    fn new(pool: Pool<DB>, master: MasterKey) -> Self {
+        Self {
+            pool,
+            master,
+            tokens: auth::TokenCache::default(),
+        }
+    }
+
+    /// A statement in this store's dialect (sqlx's `query`).
+    fn sql(text: &str) -> Q<'_, DB> {
+        sqlx::query(text)
+    }
+
+    /// A connection from the pool, for a statement outside a transaction.
+    async fn conn(&self) -> Result<PoolConnection<DB>> {
+        Ok(self.pool.acquire().await?)
+    }
+}
+
+/// One value of a [`Sql`] statement.
+enum Value<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+/// A statement whose text depends on its filters: each value added writes
+/// the next `$N` placeholder into the text.
+struct Sql<'a> {
+    text: String,
+    binds: Vec<Value<'a>>,
+}
+
+impl<'a> Sql<'a> {
+    fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            binds: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    fn placeholder(&mut self, b: Value<'a>) -> &mut Self {
+        self.binds.push(b);
+        let _ = write!(self.text, "${}", self.binds.len());
+        self
+    }
+
+    fn int(&mut self, v: i64) -> &mut Self {
+        self.placeholder(Value::Int(v))
+    }
+
+    fn text(&mut self, v: &'a str) -> &mut Self {
+        self.placeholder(Value::Text(v))
+    }
+
+    /// The statement with its values bound, in order.
+    fn query<DB: Backend>(&self) -> Q<'_, DB> {
+        self.binds
+            .iter()
+            .fold(sqlx::query(&self.text), |q, b| match b {
+                Value::Int(v) => q.arg(*v),
+                Value::Text(v) => q.arg(*v),
+            })
+    }
+}
+
+/// A database error, with unique violations as conflicts.
+fn db(e: sqlx::Error, what: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict(format!("{what} already exists"))
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(what.into())
+}
+
+fn u32_of(v: i64, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| corrupt(format!("{what} {v}")))
+}
+
+fn u64_of(v: i64, what: &str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| corrupt(format!("{what} {v}")))
+}
+
+#[async_trait::async_trait]
+impl<DB: Backend> Store for SqlStore<DB> {
+    fn kind(&self) -> BackendKind {
+        DB::KIND
+    }
+
+    async fn create_group(
+        &self,
+        actor: &Actor,
+        name: &str,
+        identity: u32,
+        policy: &GroupPolicy,
+    ) -> Result<Group> {
+        self.insert_group(actor, name, identity, policy).await
+    }
+    async fn update_group(
+        &self,
+        actor: &Actor,
+        name: &str,
+        policy: &GroupPolicy,
+        expected_version: Option<i64>,
+    ) -> Result<Group> {
+        self.replace_policy(actor, name, policy, expected_version)
+            .await
+    }
+    async fn delete_group(&self, actor: &Actor, name: &str) -> Result<()> {
+        self.remove_group(actor, name).await
+    }
+    async fn group(&self, name: &str) -> Result<Option<Group>> {
+        self.group_named(name).await
+    }
+    async fn group_by_identity(&self, identity: u32) -> Result<Option<Group>> {
+        self.group_numbered(identity).await
+    }
+    async fn groups(&self) -> Result<Vec<Group>> {
+        self.all_groups().await
+    }
+    async fn group_psk(&self, name: &str) -> Result<Option<Zeroizing<String>>> {
+        self.open_psk(name).await
+    }
+    async fn set_group_psk(&self, actor: &Actor, name: &str, psk: Option<&str>) -> Result<Group> {
+        self.rotate_psk(actor, name, psk).await
+    }
+
+    async fn put_key_server(&self, actor: &Actor, ks: &KeyServer) -> Result<()> {
+        self.upsert_key_server(actor, ks).await
+    }
+    async fn delete_key_server(&self, actor: &Actor, name: &str) -> Result<()> {
+        self.remove_key_server(actor, name).await
+    }
+    async fn key_servers(&self) -> Result<Vec<KeyServer>> {
+        self.all_key_servers().await
+    }
+
+    async fn put_gms(&self, gms: &[GmRow]) -> Result<()> {
+        self.upsert_gms(gms).await
+    }
+    async fn set_gm_state(&self, group: u32, identity: &str, state: GmState) -> Result<()> {
+        self.update_gm_state(group, identity, state).await
+    }
+    async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()> {
+        self.eject_gm(actor, group, identity).await
+    }
+    async fn gms(&self, filter: &GmFilter, page: &Page) -> Result<GmPage> {
+        self.gm_page(filter, page).await
+    }
+    async fn live_gms(&self) -> Result<Vec<GmRow>> {
+        self.gms_not_removed().await
+    }
+    async fn count_gms(&self, filter: &GmFilter) -> Result<u64> {
+        self.gm_count(filter).await
+    }
+
+    async fn put_gm_health(&self, h: &GmHealth) -> Result<()> {
+        self.record_health(h).await
+    }
+    async fn gm_health(&self, group: u32, identity: &str) -> Result<Option<GmHealth>> {
+        self.latest_health(group, identity).await
+    }
+    async fn d3p_errors(
+        &self,
+        group: Option<u32>,
+        since: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<D3pErrorPoint>> {
+        self.d3p_series(group, since, bucket_ms).await
+    }
+    async fn d3p_spikes(&self, since: i64, min: u64, limit: u32) -> Result<Vec<D3pSpike>> {
+        self.d3p_top(since, min, limit).await
+    }
+
+    async fn put_rekey(&self, r: &RekeyRecord) -> Result<()> {
+        self.upsert_rekey(r).await
+    }
+    async fn rekeys(&self, group: u32, limit: u32) -> Result<Vec<RekeyRecord>> {
+        self.latest_rekeys(group, limit).await
+    }
+
+    async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.latest_audit(limit).await
+    }
+    async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        Self::audit_tx(&mut tx, e).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_token(
+        &self,
+        actor: &Actor,
+        name: &str,
+        role: Role,
+        token_hash: &[u8],
+        gm: Option<&TokenGm>,
+    ) -> Result<ApiToken> {
+        self.insert_token(actor, name, role, token_hash, gm).await
+    }
+    async fn bind_token(&self, actor: &Actor, token_id: i64, gm: &TokenGm) -> Result<bool> {
+        self.bind_unbound_token(actor, token_id, gm).await
+    }
+    async fn token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>> {
+        self.token_hashed(token_hash).await
+    }
+    async fn tokens(&self) -> Result<Vec<ApiToken>> {
+        self.all_tokens().await
+    }
+    async fn delete_token(&self, actor: &Actor, name: &str) -> Result<()> {
+        self.remove_token(actor, name).await
+    }
+
+    async fn put_secret(&self, name: &str, plain: &[u8]) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        self.put_secret_tx(&mut tx, name, plain).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    async fn secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        self.open_secret(name).await
+    }
+}
