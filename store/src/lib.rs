@@ -69,12 +69,29 @@ pub fn group_state_secret(identity: u32) -> String {
     format!("group-state/{identity}")
 }
 
-/// Everything the controller persists. Implemented once per dialect.
-#[async_trait::async_trait]
-pub trait Store: Send + Sync {
+/// Everything the controller persists: one trait per aggregate, each
+/// implemented once for both dialects (`sql/`). Code holds an
+/// `Arc<dyn Store>` and calls any aggregate's methods on it (a trait
+/// object's supertraits' methods need no import).
+pub trait Store:
+    GroupStore
+    + KeyServerStore
+    + GmStore
+    + HealthStore
+    + RekeyStore
+    + AuditStore
+    + TokenStore
+    + SecretStore
+    + Send
+    + Sync
+{
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
+}
 
+/// Groups: policy, version, the sealed PSK; deleting one deletes all it owns.
+#[async_trait::async_trait]
+pub trait GroupStore: Send + Sync {
     /// Creates a group; `psk` (if any) is sealed into the secrets table.
     async fn create_group(
         &self,
@@ -104,14 +121,22 @@ pub trait Store: Send + Sync {
     /// Rotates (`Some`) or clears (`None`) a group's PSK, audited. A group
     /// whose authentication is `pki` takes no PSK (a conflict).
     async fn set_group_psk(&self, actor: &Actor, name: &str, psk: Option<&str>) -> Result<Group>;
+}
 
+/// The deployment's key servers (the cooperative key servers' peer rows).
+#[async_trait::async_trait]
+pub trait KeyServerStore: Send + Sync {
     /// Creates or replaces a key server by name.
     async fn put_key_server(&self, actor: &Actor, ks: &KeyServer) -> Result<()>;
     /// Deletes a key server.
     async fn delete_key_server(&self, actor: &Actor, name: &str) -> Result<()>;
     /// All key servers, by priority (highest first).
     async fn key_servers(&self) -> Result<Vec<KeyServer>>;
+}
 
+/// The GM database the key-server engine keeps.
+#[async_trait::async_trait]
+pub trait GmStore: Send + Sync {
     /// Inserts or updates GMs (the KS engine's GM database).
     async fn put_gms(&self, gms: &[GmRow]) -> Result<()>;
     /// Sets a GM's state (e.g. removed after 3 missed rekeys).
@@ -124,7 +149,11 @@ pub trait Store: Send + Sync {
     async fn live_gms(&self) -> Result<Vec<GmRow>>;
     /// How many GMs match `filter`.
     async fn count_gms(&self, filter: &GmFilter) -> Result<u64>;
+}
 
+/// GM health reports and the D3P error series.
+#[async_trait::async_trait]
+pub trait HealthStore: Send + Sync {
     /// Stores a GM's health report (replacing its previous one) and, when
     /// its D3P error counters rose, the increase in the D3P error series
     /// (a counter below the previous report's means the agent restarted:
@@ -144,17 +173,29 @@ pub trait Store: Send + Sync {
     /// GMs whose input D3P errors since `since` add up to at least `min`,
     /// most first, at most `limit`.
     async fn d3p_spikes(&self, since: i64, min: u64, limit: u32) -> Result<Vec<D3pSpike>>;
+}
 
+/// Each group's rekey history.
+#[async_trait::async_trait]
+pub trait RekeyStore: Send + Sync {
     /// Records a rekey, or updates it by (group, SEQ).
     async fn put_rekey(&self, r: &RekeyRecord) -> Result<()>;
     /// A group's latest rekeys, newest first.
     async fn rekeys(&self, group: u32, limit: u32) -> Result<Vec<RekeyRecord>>;
+}
 
+/// The audit log (mutations write theirs in their own transaction).
+#[async_trait::async_trait]
+pub trait AuditStore: Send + Sync {
     /// The latest audit entries, newest first.
     async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>>;
     /// Appends an audit entry on its own (actions that change no row).
     async fn append_audit(&self, e: &AuditEntry) -> Result<()>;
+}
 
+/// API and agent tokens (hashes only).
+#[async_trait::async_trait]
+pub trait TokenStore: Send + Sync {
     /// Stores a new API token's hash with its role.
     async fn create_token(
         &self,
@@ -173,7 +214,11 @@ pub trait Store: Send + Sync {
     async fn tokens(&self) -> Result<Vec<ApiToken>>;
     /// Deletes a token.
     async fn delete_token(&self, actor: &Actor, name: &str) -> Result<()>;
+}
 
+/// Secrets, sealed with the master key.
+#[async_trait::async_trait]
+pub trait SecretStore: Send + Sync {
     /// Seals and stores a secret under `name`.
     async fn put_secret(&self, name: &str, plain: &[u8]) -> Result<()>;
     /// Opens a secret.

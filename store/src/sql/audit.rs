@@ -7,7 +7,7 @@ use sqlx::Transaction;
 
 use super::{Args, Backend, Col, Run, SqlStore};
 use crate::model::AuditEntry;
-use crate::{Actor, Result};
+use crate::{Actor, AuditStore, Result};
 
 /// An entry by `actor`, now.
 pub(super) fn entry(actor: &Actor, action: &str, target: &str, detail: String) -> AuditEntry {
@@ -35,8 +35,11 @@ impl<DB: Backend> SqlStore<DB> {
         .await?;
         Ok(())
     }
+}
 
-    pub(super) async fn latest_audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+#[async_trait::async_trait]
+impl<DB: Backend> AuditStore for SqlStore<DB> {
+    async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
         Self::sql("SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT $1")
             .arg(i64::from(limit.clamp(1, 10_000)))
             .all(&mut *self.conn().await?)
@@ -52,5 +55,12 @@ impl<DB: Backend> SqlStore<DB> {
                 })
             })
             .collect()
+    }
+
+    async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        Self::audit_tx(&mut tx, e).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

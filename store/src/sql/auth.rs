@@ -10,7 +10,7 @@ use gkm_model::clock::unix_ms_i64 as now_ms;
 
 use super::{audit, corrupt, db, u32_of, Args, Backend, Col, Run, SqlStore};
 use crate::model::{ApiToken, Role, TokenGm};
-use crate::{Actor, Result, StoreError};
+use crate::{Actor, Result, StoreError, TokenStore};
 
 const TOKEN_COLUMNS: &str = "id, name, role, created_at, gm_group, gm_identity";
 
@@ -69,8 +69,11 @@ impl<DB: Backend> SqlStore<DB> {
             gm,
         })
     }
+}
 
-    pub(super) async fn insert_token(
+#[async_trait::async_trait]
+impl<DB: Backend> TokenStore for SqlStore<DB> {
+    async fn create_token(
         &self,
         actor: &Actor,
         name: &str,
@@ -103,12 +106,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(t)
     }
 
-    pub(super) async fn bind_unbound_token(
-        &self,
-        actor: &Actor,
-        token_id: i64,
-        gm: &TokenGm,
-    ) -> Result<bool> {
+    async fn bind_token(&self, actor: &Actor, token_id: i64, gm: &TokenGm) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let row = Self::sql(
             "UPDATE api_tokens SET gm_group = $1, gm_identity = $2 \
@@ -131,7 +129,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(true)
     }
 
-    pub(super) async fn token_hashed(&self, token_hash: &[u8]) -> Result<Option<ApiToken>> {
+    async fn token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>> {
         if let Some(t) = self.tokens.get(token_hash) {
             return Ok(Some(t));
         }
@@ -149,7 +147,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(t)
     }
 
-    pub(super) async fn all_tokens(&self) -> Result<Vec<ApiToken>> {
+    async fn tokens(&self) -> Result<Vec<ApiToken>> {
         Self::sql(&format!(
             "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY name"
         ))
@@ -160,7 +158,7 @@ impl<DB: Backend> SqlStore<DB> {
         .collect()
     }
 
-    pub(super) async fn remove_token(&self, actor: &Actor, name: &str) -> Result<()> {
+    async fn delete_token(&self, actor: &Actor, name: &str) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let r = Self::sql("DELETE FROM api_tokens WHERE name = $1")
             .arg(name)

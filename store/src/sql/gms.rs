@@ -5,7 +5,7 @@
 
 use super::{audit, corrupt, u32_of, Args, Backend, Col, Run, Sql, SqlStore};
 use crate::model::{GmFilter, GmRow, GmState, Page};
-use crate::{Actor, GmPage, Result, StoreError};
+use crate::{Actor, GmPage, GmStore, Result, StoreError};
 
 const GM_COLUMNS: &str = "g.identity AS group_identity, m.identity, m.address, m.class, m.version, m.features, m.state, m.registered_at, m.last_seq_sent, m.last_seq_acked, m.misses, m.sids";
 
@@ -120,8 +120,11 @@ impl<DB: Backend> SqlStore<DB> {
             sids: sids_of(&r.col::<String>("sids")?)?,
         })
     }
+}
 
-    pub(super) async fn upsert_gms(&self, gms: &[GmRow]) -> Result<()> {
+#[async_trait::async_trait]
+impl<DB: Backend> GmStore for SqlStore<DB> {
+    async fn put_gms(&self, gms: &[GmRow]) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         for gm in gms {
             let r = Self::sql(
@@ -156,12 +159,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(())
     }
 
-    pub(super) async fn update_gm_state(
-        &self,
-        group: u32,
-        identity: &str,
-        state: GmState,
-    ) -> Result<()> {
+    async fn set_gm_state(&self, group: u32, identity: &str, state: GmState) -> Result<()> {
         let r = Self::sql(
             "UPDATE gms SET state = $1 WHERE identity = $2 \
              AND group_id = (SELECT id FROM groups WHERE identity = $3)",
@@ -180,7 +178,7 @@ impl<DB: Backend> SqlStore<DB> {
     }
 
     /// Ejects a GM: its row and its health report go, audited.
-    pub(super) async fn eject_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()> {
+    async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let r = Self::sql(
             "DELETE FROM gms WHERE identity = $1 \
@@ -209,7 +207,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(())
     }
 
-    pub(super) async fn gm_page(&self, f: &GmFilter, page: &Page) -> Result<GmPage> {
+    async fn gms(&self, f: &GmFilter, page: &Page) -> Result<GmPage> {
         let limit = page.limit.clamp(1, 1000);
         let mut q = Sql::new(format!(
             "{}SELECT m.group_id AS gid, {GM_COLUMNS} FROM gms m JOIN groups g ON g.id = m.group_id",
@@ -246,7 +244,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(GmPage { gms, next })
     }
 
-    pub(super) async fn gms_not_removed(&self) -> Result<Vec<GmRow>> {
+    async fn live_gms(&self) -> Result<Vec<GmRow>> {
         let rows = Self::sql(&format!(
             "SELECT {GM_COLUMNS} FROM gms m JOIN groups g ON g.id = m.group_id \
              WHERE m.state <> 'removed' ORDER BY m.group_id, m.identity"
@@ -256,7 +254,7 @@ impl<DB: Backend> SqlStore<DB> {
         rows.iter().map(Self::gm_of).collect()
     }
 
-    pub(super) async fn gm_count(&self, f: &GmFilter) -> Result<u64> {
+    async fn count_gms(&self, f: &GmFilter) -> Result<u64> {
         let mut q = Sql::new("SELECT COUNT(*) AS n FROM gms m JOIN groups g ON g.id = m.group_id");
         filter(&mut q, f);
         let n: i64 = q

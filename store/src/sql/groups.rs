@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use super::{audit, corrupt, db, u32_of, Args, Backend, Col, Run, SqlStore};
 use crate::model::{Authentication, Group, GroupPolicy};
-use crate::{Actor, Result, StoreError};
+use crate::{Actor, GroupStore, Result, SecretStore, StoreError};
 
 const GROUP_COLUMNS: &str = "id, name, identity, policy, version, created_at, updated_at";
 
@@ -42,8 +42,11 @@ impl<DB: Backend> SqlStore<DB> {
             updated_at: r.col("updated_at")?,
         })
     }
+}
 
-    pub(super) async fn insert_group(
+#[async_trait::async_trait]
+impl<DB: Backend> GroupStore for SqlStore<DB> {
+    async fn create_group(
         &self,
         actor: &Actor,
         name: &str,
@@ -74,7 +77,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(group)
     }
 
-    pub(super) async fn replace_policy(
+    async fn update_group(
         &self,
         actor: &Actor,
         name: &str,
@@ -134,7 +137,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(group)
     }
 
-    pub(super) async fn remove_group(&self, actor: &Actor, name: &str) -> Result<()> {
+    async fn delete_group(&self, actor: &Actor, name: &str) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let sql = format!(
             "SELECT id, identity FROM groups WHERE name = $1{}",
@@ -170,7 +173,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(())
     }
 
-    pub(super) async fn group_named(&self, name: &str) -> Result<Option<Group>> {
+    async fn group(&self, name: &str) -> Result<Option<Group>> {
         Self::sql(&format!(
             "SELECT {GROUP_COLUMNS} FROM groups WHERE name = $1"
         ))
@@ -181,7 +184,7 @@ impl<DB: Backend> SqlStore<DB> {
         .transpose()
     }
 
-    pub(super) async fn group_numbered(&self, identity: u32) -> Result<Option<Group>> {
+    async fn group_by_identity(&self, identity: u32) -> Result<Option<Group>> {
         Self::sql(&format!(
             "SELECT {GROUP_COLUMNS} FROM groups WHERE identity = $1"
         ))
@@ -192,7 +195,7 @@ impl<DB: Backend> SqlStore<DB> {
         .transpose()
     }
 
-    pub(super) async fn all_groups(&self) -> Result<Vec<Group>> {
+    async fn groups(&self) -> Result<Vec<Group>> {
         Self::sql(&format!("SELECT {GROUP_COLUMNS} FROM groups ORDER BY name"))
             .all(&mut *self.conn().await?)
             .await?
@@ -201,8 +204,8 @@ impl<DB: Backend> SqlStore<DB> {
             .collect()
     }
 
-    pub(super) async fn open_psk(&self, name: &str) -> Result<Option<Zeroizing<String>>> {
-        match self.open_secret(&psk_secret(name)).await? {
+    async fn group_psk(&self, name: &str) -> Result<Option<Zeroizing<String>>> {
+        match self.secret(&psk_secret(name)).await? {
             None => Ok(None),
             Some(b) => String::from_utf8(b.to_vec())
                 .map(|s| Some(Zeroizing::new(s)))
@@ -210,12 +213,7 @@ impl<DB: Backend> SqlStore<DB> {
         }
     }
 
-    pub(super) async fn rotate_psk(
-        &self,
-        actor: &Actor,
-        name: &str,
-        psk: Option<&str>,
-    ) -> Result<Group> {
+    async fn set_group_psk(&self, actor: &Actor, name: &str, psk: Option<&str>) -> Result<Group> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let sql = format!(
             "SELECT {GROUP_COLUMNS} FROM groups WHERE name = $1{}",

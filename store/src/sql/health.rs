@@ -4,7 +4,7 @@
 
 use super::{corrupt, u32_of, u64_of, Args, Backend, Col, Run, Sql, SqlStore};
 use crate::model::{D3pErrorPoint, D3pSpike, GmHealth, ReplayCounters, WindowSource};
-use crate::{Result, StoreError};
+use crate::{HealthStore, Result, StoreError};
 
 /// The most D3P errors one GM's minute holds (2^40: far beyond any link,
 /// and small enough that the series' sums never overflow).
@@ -24,8 +24,9 @@ fn rise(now: i64, was: Option<i64>) -> i64 {
     }
 }
 
-impl<DB: Backend> SqlStore<DB> {
-    pub(super) async fn record_health(&self, h: &GmHealth) -> Result<()> {
+#[async_trait::async_trait]
+impl<DB: Backend> HealthStore for SqlStore<DB> {
+    async fn put_gm_health(&self, h: &GmHealth) -> Result<()> {
         let c = &h.counters;
         let history =
             serde_json::to_string(&c.history).map_err(|e| corrupt(format!("history: {e}")))?;
@@ -123,11 +124,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(())
     }
 
-    pub(super) async fn latest_health(
-        &self,
-        group: u32,
-        identity: &str,
-    ) -> Result<Option<GmHealth>> {
+    async fn gm_health(&self, group: u32, identity: &str) -> Result<Option<GmHealth>> {
         let Some(r) = Self::sql(
             "SELECT h.received_at, h.agent_version, h.registered, h.d3p_window_ms, \
              h.d3p_window_source, h.agent_time_ms, h.input_packets, h.output_packets, \
@@ -170,7 +167,7 @@ impl<DB: Backend> SqlStore<DB> {
         }))
     }
 
-    pub(super) async fn d3p_series(
+    async fn d3p_errors(
         &self,
         group: Option<u32>,
         since: i64,
@@ -207,7 +204,7 @@ impl<DB: Backend> SqlStore<DB> {
             .collect()
     }
 
-    pub(super) async fn d3p_top(&self, since: i64, min: u64, limit: u32) -> Result<Vec<D3pSpike>> {
+    async fn d3p_spikes(&self, since: i64, min: u64, limit: u32) -> Result<Vec<D3pSpike>> {
         Self::sql(
             "SELECT g.identity AS gi, e.identity, CAST(SUM(e.input_errors) AS BIGINT) AS n \
              FROM d3p_errors e JOIN groups g ON g.id = e.group_id WHERE e.at >= $1 \

@@ -5,10 +5,11 @@ use gkm_model::clock::unix_ms_i64 as now_ms;
 
 use super::{audit, corrupt, db, Args, Backend, Col, Run, SqlStore};
 use crate::model::{KeyServer, KsRole};
-use crate::{Actor, Result, StoreError};
+use crate::{Actor, KeyServerStore, Result, StoreError};
 
-impl<DB: Backend> SqlStore<DB> {
-    pub(super) async fn upsert_key_server(&self, actor: &Actor, ks: &KeyServer) -> Result<()> {
+#[async_trait::async_trait]
+impl<DB: Backend> KeyServerStore for SqlStore<DB> {
+    async fn put_key_server(&self, actor: &Actor, ks: &KeyServer) -> Result<()> {
         let now = now_ms();
         let role = match ks.role {
             KsRole::Primary => "primary",
@@ -35,7 +36,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(())
     }
 
-    pub(super) async fn remove_key_server(&self, actor: &Actor, name: &str) -> Result<()> {
+    async fn delete_key_server(&self, actor: &Actor, name: &str) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let r = Self::sql("DELETE FROM key_servers WHERE name = $1")
             .arg(name)
@@ -50,7 +51,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(())
     }
 
-    pub(super) async fn all_key_servers(&self) -> Result<Vec<KeyServer>> {
+    async fn key_servers(&self) -> Result<Vec<KeyServer>> {
         Self::sql(
             "SELECT name, address, priority, role FROM key_servers ORDER BY priority DESC, name",
         )

@@ -8,11 +8,11 @@
 //! SQLite's one-row JSON page; the schema differs too and lives in
 //! `migrations/`.
 //!
-//! The code is by aggregate, each an `impl<DB: Backend>` block of
-//! [`SqlStore`] in a module of its own: `groups`, `key_servers`, `gms`
-//! (the GM database), `health` (reports and the D3P error series),
-//! `rekeys`, `audit`, `auth` (API and agent tokens) and `secrets`. The
-//! [`Store`] impl here only forwards to them.
+//! The code is by aggregate: each module implements one of the store's
+//! traits for [`SqlStore`] (`groups`: [`crate::GroupStore`], `key_servers`,
+//! `gms` (the GM database), `health` (reports and the D3P error series),
+//! `rekeys`, `audit`, `auth` (API and agent tokens) and `secrets`), with
+//! the row decoding and in-transaction helpers it shares beside it.
 //!
 //! Why the small layer below ([`Bind`], [`Column`], [`Exec`] and the
 //! [`Args`], [`Run`], [`Col`] methods) instead of sqlx's own `bind`,
@@ -42,14 +42,9 @@ use std::pin::Pin;
 use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
-use zeroize::Zeroizing;
 
-use crate::model::{
-    ApiToken, AuditEntry, D3pErrorPoint, D3pSpike, GmFilter, GmHealth, GmRow, GmState, Group,
-    GroupPolicy, KeyServer, Page, RekeyRecord, Role, TokenGm,
-};
 use crate::seal::MasterKey;
-use crate::{Actor, BackendKind, GmPage, Result, Store, StoreError};
+use crate::{BackendKind, Result, Store, StoreError};
 
 pub use postgres::open as open_postgres;
 pub use sqlite::open as open_sqlite;
@@ -350,144 +345,8 @@ fn u64_of(v: i64, what: &str) -> Result<u64> {
     u64::try_from(v).map_err(|_| corrupt(format!("{what} {v}")))
 }
 
-#[async_trait::async_trait]
 impl<DB: Backend> Store for SqlStore<DB> {
     fn kind(&self) -> BackendKind {
         DB::KIND
-    }
-
-    async fn create_group(
-        &self,
-        actor: &Actor,
-        name: &str,
-        identity: u32,
-        policy: &GroupPolicy,
-    ) -> Result<Group> {
-        self.insert_group(actor, name, identity, policy).await
-    }
-    async fn update_group(
-        &self,
-        actor: &Actor,
-        name: &str,
-        policy: &GroupPolicy,
-        expected_version: Option<i64>,
-    ) -> Result<Group> {
-        self.replace_policy(actor, name, policy, expected_version)
-            .await
-    }
-    async fn delete_group(&self, actor: &Actor, name: &str) -> Result<()> {
-        self.remove_group(actor, name).await
-    }
-    async fn group(&self, name: &str) -> Result<Option<Group>> {
-        self.group_named(name).await
-    }
-    async fn group_by_identity(&self, identity: u32) -> Result<Option<Group>> {
-        self.group_numbered(identity).await
-    }
-    async fn groups(&self) -> Result<Vec<Group>> {
-        self.all_groups().await
-    }
-    async fn group_psk(&self, name: &str) -> Result<Option<Zeroizing<String>>> {
-        self.open_psk(name).await
-    }
-    async fn set_group_psk(&self, actor: &Actor, name: &str, psk: Option<&str>) -> Result<Group> {
-        self.rotate_psk(actor, name, psk).await
-    }
-
-    async fn put_key_server(&self, actor: &Actor, ks: &KeyServer) -> Result<()> {
-        self.upsert_key_server(actor, ks).await
-    }
-    async fn delete_key_server(&self, actor: &Actor, name: &str) -> Result<()> {
-        self.remove_key_server(actor, name).await
-    }
-    async fn key_servers(&self) -> Result<Vec<KeyServer>> {
-        self.all_key_servers().await
-    }
-
-    async fn put_gms(&self, gms: &[GmRow]) -> Result<()> {
-        self.upsert_gms(gms).await
-    }
-    async fn set_gm_state(&self, group: u32, identity: &str, state: GmState) -> Result<()> {
-        self.update_gm_state(group, identity, state).await
-    }
-    async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()> {
-        self.eject_gm(actor, group, identity).await
-    }
-    async fn gms(&self, filter: &GmFilter, page: &Page) -> Result<GmPage> {
-        self.gm_page(filter, page).await
-    }
-    async fn live_gms(&self) -> Result<Vec<GmRow>> {
-        self.gms_not_removed().await
-    }
-    async fn count_gms(&self, filter: &GmFilter) -> Result<u64> {
-        self.gm_count(filter).await
-    }
-
-    async fn put_gm_health(&self, h: &GmHealth) -> Result<()> {
-        self.record_health(h).await
-    }
-    async fn gm_health(&self, group: u32, identity: &str) -> Result<Option<GmHealth>> {
-        self.latest_health(group, identity).await
-    }
-    async fn d3p_errors(
-        &self,
-        group: Option<u32>,
-        since: i64,
-        bucket_ms: i64,
-    ) -> Result<Vec<D3pErrorPoint>> {
-        self.d3p_series(group, since, bucket_ms).await
-    }
-    async fn d3p_spikes(&self, since: i64, min: u64, limit: u32) -> Result<Vec<D3pSpike>> {
-        self.d3p_top(since, min, limit).await
-    }
-
-    async fn put_rekey(&self, r: &RekeyRecord) -> Result<()> {
-        self.upsert_rekey(r).await
-    }
-    async fn rekeys(&self, group: u32, limit: u32) -> Result<Vec<RekeyRecord>> {
-        self.latest_rekeys(group, limit).await
-    }
-
-    async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
-        self.latest_audit(limit).await
-    }
-    async fn append_audit(&self, e: &AuditEntry) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
-        Self::audit_tx(&mut tx, e).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn create_token(
-        &self,
-        actor: &Actor,
-        name: &str,
-        role: Role,
-        token_hash: &[u8],
-        gm: Option<&TokenGm>,
-    ) -> Result<ApiToken> {
-        self.insert_token(actor, name, role, token_hash, gm).await
-    }
-    async fn bind_token(&self, actor: &Actor, token_id: i64, gm: &TokenGm) -> Result<bool> {
-        self.bind_unbound_token(actor, token_id, gm).await
-    }
-    async fn token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>> {
-        self.token_hashed(token_hash).await
-    }
-    async fn tokens(&self) -> Result<Vec<ApiToken>> {
-        self.all_tokens().await
-    }
-    async fn delete_token(&self, actor: &Actor, name: &str) -> Result<()> {
-        self.remove_token(actor, name).await
-    }
-
-    async fn put_secret(&self, name: &str, plain: &[u8]) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
-        self.put_secret_tx(&mut tx, name, plain).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-    async fn secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
-        self.open_secret(name).await
     }
 }

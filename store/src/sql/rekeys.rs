@@ -3,10 +3,11 @@
 
 use super::{u32_of, Args, Backend, Col, Run, SqlStore};
 use crate::model::RekeyRecord;
-use crate::{Result, StoreError};
+use crate::{RekeyStore, Result, StoreError};
 
-impl<DB: Backend> SqlStore<DB> {
-    pub(super) async fn upsert_rekey(&self, r: &RekeyRecord) -> Result<()> {
+#[async_trait::async_trait]
+impl<DB: Backend> RekeyStore for SqlStore<DB> {
+    async fn put_rekey(&self, r: &RekeyRecord) -> Result<()> {
         let done = Self::sql(
             "INSERT INTO rekeys (group_id, seq, reason, started_at, sent, acked, duration_ms) \
              SELECT id, $1, $2, $3, $4, $5, $6 FROM groups WHERE identity = $7 \
@@ -29,7 +30,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(())
     }
 
-    pub(super) async fn latest_rekeys(&self, group: u32, limit: u32) -> Result<Vec<RekeyRecord>> {
+    async fn rekeys(&self, group: u32, limit: u32) -> Result<Vec<RekeyRecord>> {
         Self::sql(
             "SELECT r.seq, r.reason, r.started_at, r.sent, r.acked, r.duration_ms FROM rekeys r \
              JOIN groups g ON g.id = r.group_id WHERE g.identity = $1 ORDER BY r.seq DESC LIMIT $2",

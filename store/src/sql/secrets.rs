@@ -7,7 +7,7 @@ use sqlx::Transaction;
 use zeroize::Zeroizing;
 
 use super::{Args, Backend, Col, Run, SqlStore};
-use crate::Result;
+use crate::{Result, SecretStore};
 
 impl<DB: Backend> SqlStore<DB> {
     /// Seals `plain` and stores it under `name` in the caller's transaction.
@@ -29,8 +29,11 @@ impl<DB: Backend> SqlStore<DB> {
         .await?;
         Ok(())
     }
+}
 
-    pub(super) async fn open_secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+#[async_trait::async_trait]
+impl<DB: Backend> SecretStore for SqlStore<DB> {
+    async fn secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let row = Self::sql("SELECT sealed FROM secrets WHERE name = $1")
             .arg(name)
             .optional(&mut *self.conn().await?)
@@ -42,5 +45,12 @@ impl<DB: Backend> SqlStore<DB> {
                 Ok(Some(self.master.open(name, &sealed)?))
             }
         }
+    }
+
+    async fn put_secret(&self, name: &str, plain: &[u8]) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        self.put_secret_tx(&mut tx, name, plain).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
