@@ -10,6 +10,8 @@
 
 pub mod model;
 pub mod seal;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 mod sql;
 

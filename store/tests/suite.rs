@@ -19,35 +19,11 @@ use gkm_store::model::{
 };
 use gkm_store::seal::MasterKey;
 use gkm_store::{open, Actor, BackendKind, Store, StoreError};
-use sqlx::Connection;
 
 static N: AtomicU32 = AtomicU32::new(0);
 
 fn master() -> MasterKey {
     MasterKey::from_hex(&"42".repeat(32)).unwrap()
-}
-
-/// A fresh PostgreSQL database on the test server.
-async fn postgres_url() -> String {
-    let admin = std::env::var("GKM_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "GKM_TEST_POSTGRES_URL is not set: the store suite needs a real PostgreSQL. \
-             Run scripts/test (it starts a throwaway PostgreSQL 15), or point the variable \
-             at a server where this user may CREATE DATABASE"
-        )
-    });
-    let name = format!(
-        "gkm_test_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    format!("{base}/{name}")
 }
 
 async fn backends() -> Vec<Arc<dyn Store>> {
@@ -60,7 +36,12 @@ async fn backends() -> Vec<Arc<dyn Store>> {
     let sqlite = open(dir.join("gkm.db").to_str().unwrap(), master())
         .await
         .unwrap();
-    let pg = open(&postgres_url().await, master()).await.unwrap();
+    let pg = open(
+        &gkm_store::testing::postgres_database().await.unwrap(),
+        master(),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (sqlite.kind(), pg.kind()),
         (BackendKind::Sqlite, BackendKind::Postgres)

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::Recorder;
+use common::{Backend, Recorder};
 use gkm_store::model::{GmRow, GmState, Role};
 use gkm_store::{Actor, Store};
 use gkm_web::auth::{new_token, token_hash};
@@ -35,8 +35,8 @@ struct Api {
     agent: String,
 }
 
-async fn api(tag: &str) -> Api {
-    let store = common::store(tag).await;
+async fn api(tag: &str, backend: Backend) -> Api {
+    let store = common::store(tag, backend).await;
     let mut tokens = Vec::new();
     for role in [Role::Admin, Role::Operator, Role::Viewer, Role::Agent] {
         let (secret, hash) = new_token().unwrap();
@@ -149,9 +149,8 @@ fn problem(got: (StatusCode, String, Value), status: StatusCode, field: Option<&
     got.2
 }
 
-#[tokio::test]
-async fn group_crud_and_the_psk_never_comes_back() {
-    let a = api("crud").await;
+async fn group_crud_and_the_psk_never_comes_back(backend: Backend) {
+    let a = api("crud", backend).await;
     let (s, v) = a
         .admin(
             "POST",
@@ -231,9 +230,10 @@ async fn group_crud_and_the_psk_never_comes_back() {
     assert_eq!(v[0]["actor"], "token:admin");
 }
 
-#[tokio::test]
-async fn every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_nothing() {
-    let a = api("validation").await;
+async fn every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_nothing(
+    backend: Backend,
+) {
+    let a = api("validation", backend).await;
     let with = |f: &dyn Fn(&mut Value)| {
         let mut p = policy();
         f(&mut p);
@@ -393,9 +393,8 @@ async fn every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_not
     assert_eq!(a.store.group("G").await.unwrap().unwrap().version, 1);
 }
 
-#[tokio::test]
-async fn switching_between_cmd_and_d3p_schedules_a_rekey_replace() {
-    let a = api("cmd-d3p").await;
+async fn switching_between_cmd_and_d3p_schedules_a_rekey_replace(backend: Backend) {
+    let a = api("cmd-d3p", backend).await;
     let mut cmd = policy();
     cmd["cmd_inline_tagging"] = json!(true);
     a.admin("POST", "/api/v1/groups", Some(group_body("G", 7, cmd)))
@@ -413,9 +412,8 @@ async fn switching_between_cmd_and_d3p_schedules_a_rekey_replace() {
     );
 }
 
-#[tokio::test]
-async fn tokens_and_roles() {
-    let a = api("roles").await;
+async fn tokens_and_roles(backend: Backend) {
+    let a = api("roles", backend).await;
     // Missing, malformed and unknown tokens.
     problem(
         a.call("GET", "/api/v1/groups", None, None).await,
@@ -531,9 +529,8 @@ async fn tokens_and_roles() {
     problem(bad_role, StatusCode::BAD_REQUEST, None);
 }
 
-#[tokio::test]
-async fn gms_list_filters_pages_and_eject() {
-    let a = api("gms").await;
+async fn gms_list_filters_pages_and_eject(backend: Backend) {
+    let a = api("gms", backend).await;
     a.admin(
         "POST",
         "/api/v1/groups",
@@ -644,9 +641,8 @@ async fn gms_list_filters_pages_and_eject() {
     );
 }
 
-#[tokio::test]
-async fn key_servers_status_rekey_and_openapi() {
-    let a = api("misc").await;
+async fn key_servers_status_rekey_and_openapi(backend: Backend) {
+    let a = api("misc", backend).await;
     let ks = r#"{"name":"ks1","address":"10.0.8.1","priority":100,"role":"primary"}"#;
     let (s, _, _) = a
         .call("PUT", "/api/v1/key-servers/ks1", Some(&a.admin), Some(ks))
@@ -769,9 +765,8 @@ fn report(identity: &str, input_errors: u64) -> Value {
     })
 }
 
-#[tokio::test]
-async fn agents_report_health_and_read_nothing() {
-    let a = api("health").await;
+async fn agents_report_health_and_read_nothing(backend: Backend) {
+    let a = api("health", backend).await;
     a.admin(
         "POST",
         "/api/v1/groups",
@@ -926,11 +921,10 @@ fn registered(identity: &str) -> GmRow {
     }
 }
 
-#[tokio::test]
-async fn an_agent_token_reports_for_its_own_gm_only() {
+async fn an_agent_token_reports_for_its_own_gm_only(backend: Backend) {
     // Issue 16 item 6: one stolen agent token must not forge reports for
     // other GMs, nor tell which GMs exist.
-    let a = api("token-binding").await;
+    let a = api("token-binding", backend).await;
     a.admin(
         "POST",
         "/api/v1/groups",
@@ -1026,10 +1020,9 @@ async fn an_agent_token_reports_for_its_own_gm_only() {
         .any(|e| e["action"] == "token.bind" && e["target"] == "agent"));
 }
 
-#[tokio::test]
-async fn every_400_names_the_failing_field_and_key_server_names_are_checked() {
+async fn every_400_names_the_failing_field_and_key_server_names_are_checked(backend: Backend) {
     // Issue 16 items 11 and 12.
-    let a = api("bad-bodies").await;
+    let a = api("bad-bodies", backend).await;
     let send = |method: &'static str, path: &'static str, body: String| {
         let a = &a;
         async move { a.call(method, path, Some(&a.admin), Some(&body)).await }
@@ -1152,3 +1145,15 @@ async fn every_400_names_the_failing_field_and_key_server_names_are_checked() {
     }
     assert!(a.store.key_servers().await.unwrap().is_empty());
 }
+
+common::on_both_backends!(
+    group_crud_and_the_psk_never_comes_back,
+    every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_nothing,
+    switching_between_cmd_and_d3p_schedules_a_rekey_replace,
+    tokens_and_roles,
+    gms_list_filters_pages_and_eject,
+    key_servers_status_rekey_and_openapi,
+    agents_report_health_and_read_nothing,
+    an_agent_token_reports_for_its_own_gm_only,
+    every_400_names_the_failing_field_and_key_server_names_are_checked,
+);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use common::Recorder;
+use common::{Backend, Recorder};
 use gkm_store::model::{
     D3pError, GmHealth, GmRow, GmState, GroupPolicy, ReplayCounters, Role, WindowSource,
 };
@@ -49,8 +49,8 @@ fn policy() -> GroupPolicy {
     serde_json::from_str(r#"{"teks":[{"src":"10.0.0.0/8","dst":"10.0.0.0/8"}]}"#).unwrap()
 }
 
-async fn ui(tag: &str, idle_ms: i64, secure: bool) -> Ui {
-    let store = common::store(tag).await;
+async fn ui(tag: &str, idle_ms: i64, secure: bool, backend: Backend) -> Ui {
+    let store = common::store(tag, backend).await;
     store
         .put_secret(local::SECRET, &local::hash(PASSWORD).unwrap())
         .await
@@ -233,9 +233,8 @@ fn policy_form(csrf: &str, version: i64, changes: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-#[tokio::test]
-async fn anonymous_requests_go_to_the_login_page_and_cookies_are_strict() {
-    let u = ui("anon", 60_000, false).await;
+async fn anonymous_requests_go_to_the_login_page_and_cookies_are_strict(backend: Backend) {
+    let u = ui("anon", 60_000, false, backend).await;
     for (m, p) in [
         ("GET", "/"),
         ("GET", "/groups/G1"),
@@ -261,7 +260,7 @@ async fn anonymous_requests_go_to_the_login_page_and_cookies_are_strict() {
         "{}",
         a.csp
     );
-    let tls = ui("anon-tls", 60_000, true).await;
+    let tls = ui("anon-tls", 60_000, true, backend).await;
     let a = tls.call("GET", "/login", None, None).await;
     assert!(a.set_cookie.contains("; Secure"), "{}", a.set_cookie);
     // A cookie that names no session is a new visitor.
@@ -276,9 +275,8 @@ async fn anonymous_requests_go_to_the_login_page_and_cookies_are_strict() {
     assert_eq!(a.location, "/login");
 }
 
-#[tokio::test]
-async fn the_local_admin_signs_in_with_a_fresh_session_id() {
-    let u = ui("local", 60_000, false).await;
+async fn the_local_admin_signs_in_with_a_fresh_session_id(backend: Backend) {
+    let u = ui("local", 60_000, false, backend).await;
     let a = u.call("GET", "/login", None, None).await;
     let anon = cookie_of(&a.set_cookie);
     let csrf = csrf_in(&a.body);
@@ -363,9 +361,8 @@ async fn the_local_admin_signs_in_with_a_fresh_session_id() {
     );
 }
 
-#[tokio::test]
-async fn sessions_expire_when_idle() {
-    let u = ui("expiry", 300, false).await;
+async fn sessions_expire_when_idle(backend: Backend) {
+    let u = ui("expiry", 300, false, backend).await;
     let (cookie, _) = u.session("alice", Role::Admin);
     assert_eq!(
         u.call("GET", "/", Some(&cookie), None).await.status,
@@ -380,9 +377,8 @@ async fn sessions_expire_when_idle() {
     assert!(u.sessions.is_empty(), "the expired session was dropped");
 }
 
-#[tokio::test]
-async fn every_form_refuses_a_missing_or_wrong_csrf_token() {
-    let u = ui("csrf", 60_000, false).await;
+async fn every_form_refuses_a_missing_or_wrong_csrf_token(backend: Backend) {
+    let u = ui("csrf", 60_000, false, backend).await;
     let (cookie, csrf) = u.session("alice", Role::Admin);
     let v = u.version().await;
     let audit_before = u.store.audit(1000).await.unwrap().len();
@@ -445,9 +441,8 @@ async fn every_form_refuses_a_missing_or_wrong_csrf_token() {
     );
 }
 
-#[tokio::test]
-async fn roles_decide_what_a_user_sees_and_may_do() {
-    let u = ui("roles", 60_000, false).await;
+async fn roles_decide_what_a_user_sees_and_may_do(backend: Backend) {
+    let u = ui("roles", 60_000, false, backend).await;
     let v = u.version().await;
     let (viewer, vcsrf) = u.session("bob", Role::Viewer);
     let page = u.call("GET", "/groups/G1", Some(&viewer), None).await;
@@ -532,9 +527,8 @@ async fn roles_decide_what_a_user_sees_and_may_do() {
     );
 }
 
-#[tokio::test]
-async fn the_policy_form_reports_each_error_next_to_its_field_and_saves_nothing() {
-    let u = ui("policy", 60_000, false).await;
+async fn the_policy_form_reports_each_error_next_to_its_field_and_saves_nothing(backend: Backend) {
+    let u = ui("policy", 60_000, false, backend).await;
     let (cookie, csrf) = u.session("alice", Role::Admin);
     let v = u.version().await;
     type Changes<'a> = &'a [(&'a str, &'a str)];
@@ -654,9 +648,8 @@ async fn the_policy_form_reports_each_error_next_to_its_field_and_saves_nothing(
     );
 }
 
-#[tokio::test]
-async fn the_token_form_validates_and_shows_a_secret_once() {
-    let u = ui("tokens", 60_000, false).await;
+async fn the_token_form_validates_and_shows_a_secret_once(backend: Backend) {
+    let u = ui("tokens", 60_000, false, backend).await;
     let (cookie, csrf) = u.session("alice", Role::Admin);
     for (form, message) in [
         (
@@ -750,9 +743,8 @@ async fn the_token_form_validates_and_shows_a_secret_once() {
     assert_eq!(left, ["h1"], "ci deleted, the agent token stays");
 }
 
-#[tokio::test]
-async fn pages_render_and_bad_queries_are_refused() {
-    let u = ui("pages", 60_000, false).await;
+async fn pages_render_and_bad_queries_are_refused(backend: Backend) {
+    let u = ui("pages", 60_000, false, backend).await;
     let (cookie, _) = u.session("alice", Role::Admin);
     for p in [
         "/",
@@ -812,9 +804,8 @@ async fn pages_render_and_bad_queries_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn health_reports_show_on_the_gm_page_and_spikes_alert() {
-    let u = ui("health", 60_000, false).await;
+async fn health_reports_show_on_the_gm_page_and_spikes_alert(backend: Backend) {
+    let u = ui("health", 60_000, false, backend).await;
     let (cookie, _) = u.session("alice", Role::Viewer);
     let gm = u
         .call("GET", "/groups/G1/gms/10.0.0.7", Some(&cookie), None)
@@ -895,10 +886,9 @@ async fn login_form(u: &Ui) -> (String, String) {
     (cookie_of(&a.set_cookie), csrf_in(&a.body))
 }
 
-#[tokio::test]
-async fn failed_sign_ins_are_throttled_per_source_and_per_user() {
+async fn failed_sign_ins_are_throttled_per_source_and_per_user(backend: Backend) {
     // Issue 16 item 7.
-    let u = ui("throttle", 60_000, false).await;
+    let u = ui("throttle", 60_000, false, backend).await;
     let (cookie, csrf) = login_form(&u).await;
     let from = |i: u8| Some(std::net::SocketAddr::from(([192, 0, 2, i], 40_000)));
     let attempt = |password: &str, src: Option<std::net::SocketAddr>, user: &str| {
@@ -949,9 +939,8 @@ async fn failed_sign_ins_are_throttled_per_source_and_per_user() {
     );
 }
 
-#[tokio::test]
-async fn parallel_sign_ins_cannot_take_more_than_the_pbkdf2_slots() {
-    let u = ui("pbkdf2", 60_000, false).await;
+async fn parallel_sign_ins_cannot_take_more_than_the_pbkdf2_slots(backend: Backend) {
+    let u = ui("pbkdf2", 60_000, false, backend).await;
     let (cookie, csrf) = login_form(&u).await;
     let u = Arc::new(u);
     // 20 attempts at once, each from its own source (no lockout applies
@@ -991,11 +980,10 @@ async fn parallel_sign_ins_cannot_take_more_than_the_pbkdf2_slots() {
     );
 }
 
-#[tokio::test]
-async fn a_login_form_survives_a_flood_of_anonymous_requests() {
+async fn a_login_form_survives_a_flood_of_anonymous_requests(backend: Backend) {
     // Issue 16 item 10: the login form keeps no server state, so 12,000
     // anonymous visits evict nothing and the first form still works.
-    let u = ui("login-flood", 60_000, false).await;
+    let u = ui("login-flood", 60_000, false, backend).await;
     let (cookie, csrf) = login_form(&u).await;
     for _ in 0..12_000 {
         let a = u.call("GET", "/login", None, None).await;
@@ -1027,10 +1015,9 @@ async fn a_login_form_survives_a_flood_of_anonymous_requests() {
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
 }
 
-#[tokio::test]
-async fn cross_origin_posts_are_refused_before_the_csrf_token() {
+async fn cross_origin_posts_are_refused_before_the_csrf_token(backend: Backend) {
     // Issue 16 item 15.
-    let u = ui("origin", 60_000, false).await;
+    let u = ui("origin", 60_000, false, backend).await;
     let (cookie, csrf) = u.session("olivia", Role::Operator);
     let rekey = |headers: Vec<(&'static str, String)>| {
         let cookie = cookie.clone();
@@ -1087,3 +1074,19 @@ async fn cross_origin_posts_are_refused_before_the_csrf_token() {
     assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.body);
     assert!(busy.body.contains("in flight"), "{}", busy.body);
 }
+
+common::on_both_backends!(
+    anonymous_requests_go_to_the_login_page_and_cookies_are_strict,
+    the_local_admin_signs_in_with_a_fresh_session_id,
+    sessions_expire_when_idle,
+    every_form_refuses_a_missing_or_wrong_csrf_token,
+    roles_decide_what_a_user_sees_and_may_do,
+    the_policy_form_reports_each_error_next_to_its_field_and_saves_nothing,
+    the_token_form_validates_and_shows_a_secret_once,
+    pages_render_and_bad_queries_are_refused,
+    health_reports_show_on_the_gm_page_and_spikes_alert,
+    failed_sign_ins_are_throttled_per_source_and_per_user,
+    parallel_sign_ins_cannot_take_more_than_the_pbkdf2_slots,
+    a_login_form_survives_a_flood_of_anonymous_requests,
+    cross_origin_posts_are_refused_before_the_csrf_token,
+);

@@ -1,5 +1,6 @@
 //! What the web tests share: a recording stand-in for the key-server
-//! engine and a fresh SQLite store.
+//! engine, and a fresh store on either backend: every web test runs on
+//! SQLite and on a real PostgreSQL ([`on_both_backends`]).
 #![allow(dead_code, clippy::unwrap_used, missing_docs)]
 
 use std::sync::{Arc, Mutex};
@@ -66,15 +67,47 @@ impl Control for Recorder {
     }
 }
 
-/// A fresh SQLite store in a directory named after the test.
-pub async fn store(tag: &str) -> Arc<dyn Store> {
-    let dir = std::env::temp_dir().join(format!("gkm-web-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    gkm_store::open(
-        dir.join("gkm.db").to_str().unwrap(),
-        MasterKey::from_hex(&"07".repeat(32)).unwrap(),
-    )
-    .await
-    .unwrap()
+/// Which database a test's store is on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    /// A SQLite file in a directory named after the test.
+    Sqlite,
+    /// A fresh database on the PostgreSQL of `GKM_TEST_POSTGRES_URL`.
+    Postgres,
 }
+
+/// A fresh, empty store on `backend`.
+pub async fn store(tag: &str, backend: Backend) -> Arc<dyn Store> {
+    let url = match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("gkm-web-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            dir.join("gkm.db").to_str().unwrap().to_owned()
+        }
+        Backend::Postgres => gkm_store::testing::postgres_database().await.unwrap(),
+    };
+    gkm_store::open(&url, MasterKey::from_hex(&"07".repeat(32)).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Each named test body (an `async fn(Backend)` of the calling file) as
+/// two tests, `sqlite::NAME` and `postgres::NAME`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::common::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::common::Backend::Postgres).await
+            })*
+        }
+    };
+}
+pub(crate) use on_both_backends;

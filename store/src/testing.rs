@@ -1,0 +1,34 @@
+//! Test support (feature `testing`, for the test suites of this crate and
+//! its users; never in a shipped build): a fresh PostgreSQL database per
+//! test on the server `GKM_TEST_POSTGRES_URL` names (`scripts/test` starts
+//! a throwaway PostgreSQL 15 and sets it).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sqlx::Connection;
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+/// The URL of a new, empty database; an error says how to get a server.
+pub async fn postgres_database() -> Result<String, String> {
+    let admin = std::env::var("GKM_TEST_POSTGRES_URL").map_err(|_| {
+        "GKM_TEST_POSTGRES_URL is not set: the PostgreSQL tests need a real PostgreSQL. \
+         Run scripts/test (it starts a throwaway PostgreSQL 15), or point the variable \
+         at a server where this user may CREATE DATABASE"
+            .to_string()
+    })?;
+    let name = format!(
+        "gkm_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut c = sqlx::PgConnection::connect(&admin)
+        .await
+        .map_err(|e| format!("{admin}: {e}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Ok(format!("{base}/{name}"))
+}
