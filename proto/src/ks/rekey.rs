@@ -202,7 +202,7 @@ impl Rekeys {
     pub(crate) fn gm_counts(&self, gi: usize) -> (usize, usize) {
         self.groups
             .get(gi)
-            .map_or((0, 0), |g| (g.members.len(), g.tracker.at_risk().count()))
+            .map_or((0, 0), |g| (g.members.len(), g.tracker.at_risk_count()))
     }
 
     /// Whether a rekey of group `gi` is in flight: prepared and not yet
