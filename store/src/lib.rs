@@ -65,16 +65,6 @@ pub struct GmPage {
     pub next: Option<(u32, String)>,
 }
 
-/// GMs listed as the API sends them: `json` is a JSON array of
-/// [`GmRow`] objects (in [`GmRow`]'s serde form), built by the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GmPageJson {
-    /// The rows, a JSON array.
-    pub json: String,
-    /// Pass as `Page::after` for the next page; none on the last page.
-    pub next: Option<(u32, String)>,
-}
-
 /// The secret that holds a group's keys and SEQ (sealed, named by the
 /// group's identity number); deleted with the group.
 pub fn group_state_secret(identity: u32) -> String {
@@ -157,9 +147,6 @@ pub trait GmStore: Send + Sync {
     async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()>;
     /// GMs matching `filter`, ordered by group (creation order) then identity.
     async fn gms(&self, filter: &GmFilter, page: &Page) -> Result<GmPage>;
-    /// The same page as JSON, made by the database (what the API sends:
-    /// no row is decoded and encoded again on the way).
-    async fn gms_json(&self, filter: &GmFilter, page: &Page) -> Result<GmPageJson>;
     /// Every GM the key-server engine serves (all but removed ones), for a restart.
     async fn live_gms(&self) -> Result<Vec<GmRow>>;
     /// How many GMs match `filter`.

@@ -3,11 +3,27 @@
 //! SEQs sent and acknowledged, misses, sender IDs), paged by
 //! (group, identity).
 
-use super::{audit, corrupt, u32_of, Args, Backend, Col, JsonDialect, Run, Sql, SqlStore};
+use super::{audit, corrupt, u32_of, Args, Backend, Col, Run, Sql, SqlStore};
 use crate::model::{GmFilter, GmRow, GmState, Page};
-use crate::{Actor, GmPage, GmPageJson, GmStore, Result, StoreError};
+use crate::{Actor, GmPage, GmStore, Result, StoreError};
 
 const GM_COLUMNS: &str = "g.identity AS group_identity, m.identity, m.address, m.class, m.version, m.features, m.state, m.registered_at, m.last_seq_sent, m.last_seq_acked, m.misses, m.sids";
+
+/// One GM as the JSON page lists it (the columns of [`GM_COLUMNS`] in order).
+type JsonGm = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    String,
+);
 
 fn state_of(s: &str) -> Result<GmState> {
     GmState::parse(s).ok_or_else(|| corrupt(format!("GM state {s}")))
@@ -17,41 +33,28 @@ fn seq_of(v: Option<i64>, what: &str) -> Result<Option<u32>> {
     v.map(|x| u32_of(x, what)).transpose()
 }
 
-/// The `SELECT` that turns `rows` (a query of [`GM_COLUMNS`] with each
-/// row's place `rn`, at most `limit` + 1 rows) into one row: the first
-/// `limit` as a JSON array of [`GmRow`] objects, the place of the last of
-/// them (`last_group`, `last_identity`) and how many rows there were.
-/// One row, not one per GM: on SQLite sqlx hands rows over one by one
-/// between threads, which cost more than the query, and no row is decoded
-/// and encoded again on its way to the API.
-fn page_json(j: JsonDialect, rows: &str, limit: u32) -> String {
-    let fields: String = [
-        ("group", "group_identity"),
-        ("identity", "identity"),
-        ("address", "address"),
-        ("class", "class"),
-        ("version", "version"),
-        ("features", "features"),
-        ("state", "state"),
-        ("registered_at", "registered_at"),
-        ("last_seq_sent", "last_seq_sent"),
-        ("last_seq_acked", "last_seq_acked"),
-        ("misses", "misses"),
-    ]
-    .iter()
-    .map(|(key, col)| format!("'{key}', {col}, "))
-    .collect();
-    let (parse, parsed) = j.parse;
-    let (text, texted) = j.text;
-    format!(
-        "SELECT {text}{array}({object}({fields}'sids', {parse}'[' || sids || ']'{parsed}) \
-         ORDER BY rn) FILTER (WHERE rn <= {limit}){texted} AS page, \
-         MAX(CASE WHEN rn = {limit} THEN group_identity END) AS last_group, \
-         MAX(CASE WHEN rn = {limit} THEN identity END) AS last_identity, \
-         COUNT(*) AS n FROM ({rows}) p",
-        array = j.array,
-        object = j.object,
-    )
+/// A page of GMs from its JSON form (SQLite's [`Backend::JSON_PAGE`]).
+fn gms_of_json(json: &str) -> Result<Vec<GmRow>> {
+    let rows: Vec<JsonGm> =
+        serde_json::from_str(json).map_err(|e| corrupt(format!("GM page: {e}")))?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(GmRow {
+                group: u32_of(r.0, "group identity")?,
+                identity: r.1,
+                address: r.2,
+                class: r.3,
+                version: r.4,
+                features: u32_of(r.5, "features")?,
+                state: state_of(&r.6)?,
+                registered_at: r.7,
+                last_seq_sent: seq_of(r.8, "last_seq_sent")?,
+                last_seq_acked: seq_of(r.9, "last_seq_acked")?,
+                misses: u32_of(r.10, "misses")?,
+                sids: sids_of(&r.11)?,
+            })
+        })
+        .collect()
 }
 
 /// Sender IDs as stored: comma-separated decimals.
@@ -205,16 +208,10 @@ impl<DB: Backend> GmStore for SqlStore<DB> {
     }
 
     async fn gms(&self, f: &GmFilter, page: &Page) -> Result<GmPage> {
-        let GmPageJson { json, next } = self.gms_json(f, page).await?;
-        let gms = serde_json::from_str(&json).map_err(|e| corrupt(format!("GM page: {e}")))?;
-        Ok(GmPage { gms, next })
-    }
-
-    async fn gms_json(&self, f: &GmFilter, page: &Page) -> Result<GmPageJson> {
         let limit = page.limit.clamp(1, 1000);
         let mut q = Sql::new(format!(
-            "SELECT row_number() OVER (ORDER BY m.group_id, m.identity) AS rn, {GM_COLUMNS} \
-             FROM gms m JOIN groups g ON g.id = m.group_id"
+            "{}SELECT m.group_id AS gid, {GM_COLUMNS} FROM gms m JOIN groups g ON g.id = m.group_id",
+            DB::JSON_PAGE.unwrap_or("")
         ));
         filter(&mut q, f);
         if let Some((g, id)) = &page.after {
@@ -229,21 +226,22 @@ impl<DB: Backend> GmStore for SqlStore<DB> {
         }
         q.push(" ORDER BY m.group_id, m.identity LIMIT ")
             .int(i64::from(limit) + 1);
-        q.text = page_json(DB::JSON, &q.text, limit);
-        let row = q.query::<DB>().one(&mut *self.conn().await?).await?;
-        let json: String = row.col("page")?;
-        let n: i64 = row.col("n")?;
-        let next = if n > i64::from(limit) {
-            let group: Option<i64> = row.col("last_group")?;
-            let identity: Option<String> = row.col("last_identity")?;
-            match (group, identity) {
-                (Some(g), Some(id)) => Some((u32_of(g, "group identity")?, id)),
-                _ => return Err(corrupt("GM page without its last row")),
-            }
+        let mut gms = if DB::JSON_PAGE.is_some() {
+            q.push(") p");
+            let row = q.query::<DB>().one(&mut *self.conn().await?).await?;
+            let json: Option<String> = row.col("page")?;
+            gms_of_json(json.as_deref().unwrap_or("[]"))?
+        } else {
+            let rows = q.query::<DB>().all(&mut *self.conn().await?).await?;
+            rows.iter().map(Self::gm_of).collect::<Result<Vec<_>>>()?
+        };
+        let next = if gms.len() > limit as usize {
+            gms.truncate(limit as usize);
+            gms.last().map(|g| (g.group, g.identity.clone()))
         } else {
             None
         };
-        Ok(GmPageJson { json, next })
+        Ok(GmPage { gms, next })
     }
 
     async fn live_gms(&self) -> Result<Vec<GmRow>> {

@@ -49,19 +49,6 @@ use crate::{BackendKind, Result, Store, StoreError};
 pub use postgres::open as open_postgres;
 pub use sqlite::open as open_sqlite;
 
-/// How a dialect builds JSON.
-#[derive(Debug, Clone, Copy)]
-pub struct JsonDialect {
-    /// `json_object` / `json_build_object`.
-    pub object: &'static str,
-    /// The aggregate into a JSON array: `json_group_array` / `json_agg`.
-    pub array: &'static str,
-    /// Text holding JSON made a JSON value: `json(X)` / `(X)::json`.
-    pub parse: (&'static str, &'static str),
-    /// A JSON value as text, and the empty array for no rows.
-    pub text: (&'static str, &'static str),
-}
-
 /// A statement with its arguments, in a dialect.
 type Q<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
 
@@ -170,9 +157,9 @@ pub trait Backend:
     /// The row lock a read-then-write takes, appended to its `SELECT`
     /// (none on SQLite, whose `BEGIN IMMEDIATE` holds the write lock).
     const FOR_UPDATE: &'static str;
-    /// The dialect's JSON functions, for GM pages built in the database
-    /// (see `gms.rs`).
-    const JSON: JsonDialect;
+    /// Where a GM page comes back as one JSON value, the `SELECT` that
+    /// wraps the page's query (see `gms.rs`).
+    const JSON_PAGE: Option<&'static str>;
     /// Rows a statement changed.
     fn rows_affected(r: &Self::QueryResult) -> u64;
 }

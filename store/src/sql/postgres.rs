@@ -3,7 +3,7 @@
 use sqlx::postgres::{PgPoolOptions, PgQueryResult};
 use sqlx::Postgres;
 
-use super::{Backend, JsonDialect, SqlStore};
+use super::{Backend, SqlStore};
 use crate::seal::MasterKey;
 use crate::{BackendKind, Result};
 
@@ -11,12 +11,8 @@ impl Backend for Postgres {
     const KIND: BackendKind = BackendKind::Postgres;
     const BEGIN: &'static str = "BEGIN";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
-    const JSON: JsonDialect = JsonDialect {
-        object: "json_build_object",
-        array: "json_agg",
-        parse: ("(", ")::json"),
-        text: ("COALESCE(", ", '[]')::text"),
-    };
+    // PostgreSQL's row protocol is cheaper than building JSON there.
+    const JSON_PAGE: Option<&'static str> = None;
 
     fn rows_affected(r: &PgQueryResult) -> u64 {
         r.rows_affected()
