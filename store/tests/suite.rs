@@ -272,7 +272,7 @@ async fn gm_listing_filters_and_pages_by_keyset() {
             .unwrap();
         assert_eq!((with, without), (63, 187));
         // Keyset pages cover everything once, in order.
-        let mut seen = Vec::new();
+        let (mut seen, mut paged) = (Vec::new(), Vec::new());
         let mut after = None;
         loop {
             let p = s
@@ -287,12 +287,28 @@ async fn gm_listing_filters_and_pages_by_keyset() {
                 .unwrap();
             assert!(p.gms.len() <= 40);
             seen.extend(p.gms.iter().map(|g| (g.group, g.identity.clone())));
+            paged.extend(p.gms);
             match p.next {
                 Some(n) => after = Some(n),
                 None => break,
             }
         }
         assert_eq!(seen.len(), 250);
+        // SQLite's pages come as one JSON value: they hold what the rows
+        // hold (read apart, column by column).
+        assert_eq!(paged, s.live_gms().await.unwrap(), "{k:?}");
+        // A page that ends exactly at the last row has no next page.
+        let whole = s
+            .gms(
+                &f(Some(1), None, None, None),
+                &Page {
+                    after: None,
+                    limit: 125,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!((whole.gms.len(), whole.next), (125, None), "{k:?}");
         let mut sorted = seen.clone();
         sorted.sort();
         sorted.dedup();
