@@ -208,6 +208,21 @@ async fn gm_listing_filters_and_pages_by_keyset() {
         again.misses = 2;
         s.put_gms(&[again.clone()]).await.unwrap();
         assert_eq!(s.count_gms(&GmFilter::default()).await.unwrap(), 250);
+        // One GM twice in a batch: the later row is the one kept.
+        let mut later = rows[1].clone();
+        later.misses = 1;
+        s.put_gms(&[rows[1].clone(), later.clone()]).await.unwrap();
+        rows[1] = later.clone();
+        // A batch naming a group that does not exist writes nothing.
+        let mut stray = rows[3].clone();
+        stray.group = 99;
+        let mut changed = rows[5].clone();
+        changed.misses = 2;
+        let e = s.put_gms(&[changed, stray]).await.unwrap_err();
+        assert!(
+            matches!(&e, StoreError::NotFound(m) if m.contains("group 99")),
+            "{k:?} {e}"
+        );
         // What a restarted KS loads: every GM but removed ones, with its SIDs.
         let mut two = rows[2].clone();
         two.sids = vec![7, 8, 4_000_000_000];
@@ -221,6 +236,11 @@ async fn gm_listing_filters_and_pages_by_keyset() {
         assert_eq!(
             live.iter().find(|g| g.identity == again.identity),
             Some(&again)
+        );
+        assert!(live.contains(&later), "{k:?}: the later row of the two");
+        assert!(
+            live.contains(&rows[5]),
+            "{k:?}: the refused batch wrote nothing"
         );
         s.set_gm_state(two.group, &two.identity, GmState::Registered)
             .await

@@ -3,9 +3,15 @@
 //! SEQs sent and acknowledged, misses, sender IDs), paged by
 //! (group, identity).
 
+use std::collections::HashMap;
+
 use super::{audit, corrupt, u32_of, Args, Backend, Col, Run, Sql, SqlStore};
 use crate::model::{GmFilter, GmRow, GmState, Page};
 use crate::{Actor, GmPage, GmStore, Result, StoreError};
+
+/// GM rows one upsert statement writes at most (12 arguments each: far
+/// below either dialect's limit on arguments).
+const GMS_PER_STATEMENT: usize = 200;
 
 const GM_COLUMNS: &str = "g.identity AS group_identity, m.identity, m.address, m.class, m.version, m.features, m.state, m.registered_at, m.last_seq_sent, m.last_seq_acked, m.misses, m.sids";
 
@@ -125,34 +131,77 @@ impl<DB: Backend> SqlStore<DB> {
 #[async_trait::async_trait]
 impl<DB: Backend> GmStore for SqlStore<DB> {
     async fn put_gms(&self, gms: &[GmRow]) -> Result<()> {
+        // The last row of each GM only: one statement may not change a row
+        // twice (PostgreSQL refuses it).
+        let mut last: HashMap<(u32, &str), usize> = HashMap::new();
+        for (i, gm) in gms.iter().enumerate() {
+            last.insert((gm.group, gm.identity.as_str()), i);
+        }
+        let mut rows: Vec<&GmRow> = gms
+            .iter()
+            .enumerate()
+            .filter(|(i, gm)| last.get(&(gm.group, gm.identity.as_str())) == Some(i))
+            .map(|(_, gm)| gm)
+            .collect();
+        rows.sort_by_key(|gm| (gm.group, gm.identity.as_str()));
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
-        for gm in gms {
-            let r = Self::sql(
+        for chunk in rows.chunks(GMS_PER_STATEMENT) {
+            let sids: Vec<String> = chunk.iter().map(|gm| sids_text(&gm.sids)).collect();
+            let mut q = Sql::new::<DB>(
                 "INSERT INTO gms (group_id, identity, address, class, version, features, state, \
                  registered_at, last_seq_sent, last_seq_acked, misses, sids) \
-                 SELECT id, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM groups WHERE identity = $12 \
+                 SELECT g.id, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
+                 v.column8, v.column9, v.column10, v.column11, v.column12 FROM (VALUES ",
+            );
+            for (i, (gm, sids)) in chunk.iter().zip(&sids).enumerate() {
+                q.push(if i == 0 { "(" } else { ", (" })
+                    .int(i64::from(gm.group))
+                    .push(", ")
+                    .text(&gm.identity)
+                    .push(", ")
+                    .text(&gm.address)
+                    .push(", ")
+                    .text(&gm.class)
+                    .push(", ")
+                    .maybe_text(gm.version.as_deref())
+                    .push(", ")
+                    .int(i64::from(gm.features))
+                    .push(", ")
+                    .text(gm.state.as_str())
+                    .push(", ")
+                    .int(gm.registered_at)
+                    .push(", ")
+                    .maybe_int(gm.last_seq_sent.map(i64::from))
+                    .push(", ")
+                    .maybe_int(gm.last_seq_acked.map(i64::from))
+                    .push(", ")
+                    .int(i64::from(gm.misses))
+                    .push(", ")
+                    .text(sids)
+                    .push(")");
+            }
+            // `WHERE true`: SQLite's upsert after a SELECT needs a WHERE.
+            q.push(
+                ") AS v JOIN groups g ON g.identity = v.column1 WHERE true \
                  ON CONFLICT (group_id, identity) DO UPDATE SET address = excluded.address, \
                  class = excluded.class, version = excluded.version, features = excluded.features, \
                  state = excluded.state, registered_at = excluded.registered_at, \
                  last_seq_sent = excluded.last_seq_sent, last_seq_acked = excluded.last_seq_acked, \
                  misses = excluded.misses, sids = excluded.sids",
-            )
-            .arg(gm.identity.as_str())
-            .arg(gm.address.as_str())
-            .arg(gm.class.as_str())
-            .arg(gm.version.as_deref())
-            .arg(i64::from(gm.features))
-            .arg(gm.state.as_str())
-            .arg(gm.registered_at)
-            .arg(gm.last_seq_sent.map(i64::from))
-            .arg(gm.last_seq_acked.map(i64::from))
-            .arg(i64::from(gm.misses))
-            .arg(sids_text(&gm.sids))
-            .arg(i64::from(gm.group))
-            .run(&mut *tx)
-            .await?;
-            if DB::rows_affected(&r) == 0 {
-                return Err(StoreError::NotFound(format!("group {}", gm.group)));
+            );
+            let r = q.query::<DB>().run(&mut *tx).await?;
+            if DB::rows_affected(&r) < chunk.len() as u64 {
+                // A GM of a group that does not exist: name it (nothing is written).
+                for gm in chunk {
+                    let known = Self::sql("SELECT 1 FROM groups WHERE identity = $1")
+                        .arg(i64::from(gm.group))
+                        .optional(&mut *tx)
+                        .await?;
+                    if known.is_none() {
+                        return Err(StoreError::NotFound(format!("group {}", gm.group)));
+                    }
+                }
+                return Err(corrupt("GM rows not written"));
             }
         }
         tx.commit().await?;
@@ -209,7 +258,7 @@ impl<DB: Backend> GmStore for SqlStore<DB> {
 
     async fn gms(&self, f: &GmFilter, page: &Page) -> Result<GmPage> {
         let limit = page.limit.clamp(1, 1000);
-        let mut q = Sql::new(format!(
+        let mut q = Sql::new::<DB>(format!(
             "{}SELECT m.group_id AS gid, {GM_COLUMNS} FROM gms m JOIN groups g ON g.id = m.group_id",
             DB::JSON_PAGE.unwrap_or("")
         ));
@@ -255,7 +304,8 @@ impl<DB: Backend> GmStore for SqlStore<DB> {
     }
 
     async fn count_gms(&self, f: &GmFilter) -> Result<u64> {
-        let mut q = Sql::new("SELECT COUNT(*) AS n FROM gms m JOIN groups g ON g.id = m.group_id");
+        let mut q =
+            Sql::new::<DB>("SELECT COUNT(*) AS n FROM gms m JOIN groups g ON g.id = m.group_id");
         filter(&mut q, f);
         let n: i64 = q
             .query::<DB>()

@@ -174,7 +174,7 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
         bucket_ms: i64,
     ) -> Result<Vec<D3pErrorPoint>> {
         let bucket = bucket_ms.max(1);
-        let mut q = Sql::new("SELECT (e.at / ");
+        let mut q = Sql::new::<DB>("SELECT (e.at / ");
         q.int(bucket)
             .push(") * ")
             .int(bucket)

@@ -14,6 +14,8 @@ impl Backend for Postgres {
     // PostgreSQL's row protocol is cheaper than building JSON there.
     const JSON_PAGE: Option<&'static str> = None;
 
+    const NUMBERED: bool = true;
+
     fn rows_affected(r: &PgQueryResult) -> u64 {
         r.rows_affected()
     }

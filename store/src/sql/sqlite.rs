@@ -28,6 +28,8 @@ impl Backend for Sqlite {
          ORDER BY gid, identity) AS page FROM (",
     );
 
+    const NUMBERED: bool = false;
+
     fn rows_affected(r: &SqliteQueryResult) -> u64 {
         r.rows_affected()
     }
