@@ -12,12 +12,14 @@ use gkm_proto::rekey::RekeyReason;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_core::OsRng;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
 
 use crate::control::{Command, StoreWrite};
 use crate::keylog::KeyLog;
+use crate::udp;
 use crate::Startup;
 use gkm_store::model::{GmRow, RekeyRecord};
 use gkm_web::{GroupStatus, RekeyAccepted};
@@ -335,61 +337,105 @@ impl Driver {
 struct Io {
     socket: UdpSocket,
     /// The same socket without tokio's readiness cache: while a fan-out
-    /// runs without yielding, tokio's `try_recv_from` keeps answering
-    /// WouldBlock from its cache; this one asks the kernel each time.
+    /// runs without yielding, tokio's `try_io` keeps answering WouldBlock
+    /// from its cache; this one asks the kernel each time.
     raw: std::net::UdpSocket,
     /// Multicast rekey TTL per group address, and the TTL set now.
     ttl: HashMap<Ipv4Addr, u8>,
     cur_ttl: u8,
-    scratch: Vec<u8>,
+    rx: udp::RecvBatch,
+    tx: Vec<(SocketAddr, Vec<u8>)>,
+    tx_headers: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
 }
 
 impl Io {
-    /// Sends what the engine queued, setting each group's multicast TTL.
-    /// During a long fan-out it also takes in what arrived meanwhile, so
-    /// ACKs are not dropped while pushes are still going out.
+    /// Sends what the engine queued, a batch per system call, setting each
+    /// group's multicast TTL. During a long fan-out it also takes in what
+    /// arrived meanwhile, so ACKs are not dropped while pushes are still
+    /// going out.
     async fn flush(&mut self, ks: &mut KeyServer) {
-        let mut sent = 0usize;
+        let mut queued = 0usize;
         while let Some(t) = ks.poll_transmit() {
-            sent += 1;
-            if sent % SENDS_PER_RECEIVE_PASS == 0 {
+            queued += 1;
+            if queued % SENDS_PER_RECEIVE_PASS == 0 {
                 // Take in up to four times what was sent since the last look:
                 // a pass that finds the queue momentarily empty must not leave
                 // the backlog to grow past the socket buffer (ACKs would be lost).
+                self.send_queued().await;
                 self.receive_ready(ks, 4 * SENDS_PER_RECEIVE_PASS);
             }
             if let SocketAddr::V4(a) = t.to {
                 if let Some(&want) = self.ttl.get(a.ip()) {
-                    if want != self.cur_ttl
-                        && self.socket.set_multicast_ttl_v4(u32::from(want)).is_ok()
-                    {
-                        self.cur_ttl = want;
+                    if want != self.cur_ttl {
+                        // The TTL is the socket's: what is queued goes first.
+                        self.send_queued().await;
+                        if self.socket.set_multicast_ttl_v4(u32::from(want)).is_ok() {
+                            self.cur_ttl = want;
+                        }
                     }
                 }
             }
-            let result = match self.socket.try_send_to(&t.payload, t.to) {
-                Ok(_) => Ok(()),
-                Err(e) if e.kind() == IoErrorKind::WouldBlock => {
-                    self.socket.send_to(&t.payload, t.to).await.map(|_| ())
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                warn!(peer = %t.to, error = %e, "send failed");
+            self.tx.push((t.to, t.payload));
+            if self.tx.len() == udp::BATCH {
+                self.send_queued().await;
             }
         }
+        self.send_queued().await;
+    }
+
+    /// Sends the queued datagrams, waiting while the send buffer is full;
+    /// a datagram the kernel refuses is logged and dropped.
+    async fn send_queued(&mut self) {
+        let mut from = 0;
+        while from < self.tx.len() {
+            let rest = self.tx.get(from..).unwrap_or_default();
+            match udp::send(&self.raw, &mut self.tx_headers, rest) {
+                udp::Sent::Some(n) => from += n.max(1),
+                udp::Sent::WouldBlock => {
+                    if let Err(e) = self.socket.writable().await {
+                        warn!(error = %e, "GDOI socket not writable");
+                        break;
+                    }
+                }
+                udp::Sent::Refused(e) => {
+                    if let Some((to, _)) = rest.first() {
+                        warn!(peer = %to, error = %e, "send failed");
+                    }
+                    from += 1;
+                }
+            }
+        }
+        self.tx.clear();
     }
 
     /// Feeds up to `max` datagrams already queued on the socket.
     fn receive_ready(&mut self, ks: &mut KeyServer, max: usize) {
-        for _ in 0..max {
-            match self.raw.recv_from(&mut self.scratch) {
-                Ok((n, from)) => {
-                    ks.handle_datagram(now_ms(), from, self.scratch.get(..n).unwrap_or_default())
+        let mut left = max;
+        while left > 0 {
+            match self.rx.receive(&self.raw, left) {
+                Ok(n) if n > 0 => {
+                    left = left.saturating_sub(n);
+                    for (from, data) in self.rx.datagrams() {
+                        ks.handle_datagram(now_ms(), from, data);
+                    }
                 }
-                Err(_) => return,
+                _ => return,
             }
         }
+    }
+
+    /// Feeds one batch of what the socket holds (clearing tokio's
+    /// readiness when it holds nothing); how many datagrams.
+    fn receive_batch(&mut self, ks: &mut KeyServer) -> std::io::Result<usize> {
+        let rx = &mut self.rx;
+        let raw = &self.raw;
+        let n = self
+            .socket
+            .try_io(Interest::READABLE, || rx.receive(raw, udp::BATCH))?;
+        for (from, data) in self.rx.datagrams() {
+            ks.handle_datagram(now_ms(), from, data);
+        }
+        Ok(n)
     }
 }
 
@@ -457,9 +503,10 @@ pub async fn run(
         raw,
         ttl: startup.multicast_ttl,
         cur_ttl: 1,
-        scratch: vec![0u8; 65_536],
+        rx: udp::RecvBatch::default(),
+        tx: Vec::with_capacity(udp::BATCH),
+        tx_headers: udp::send_headers(),
     };
-    let mut buf = vec![0u8; 65_536];
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
     loop {
@@ -477,18 +524,17 @@ pub async fn run(
             .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
-            r = io.socket.recv_from(&mut buf) => {
-                let (n, from) = r?;
-                ks.handle_datagram(now_ms(), from, buf.get(..n).unwrap_or_default());
-                io.flush(&mut ks).await;
-                // Serve whatever else is already queued, answering each at once.
-                for _ in 0..256 {
-                    match io.socket.try_recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            ks.handle_datagram(now_ms(), from, buf.get(..n).unwrap_or_default());
-                            io.flush(&mut ks).await;
-                        }
-                        Err(_) => break,
+            r = io.socket.readable() => {
+                r?;
+                // Serve what is queued a batch at a time, answering each
+                // batch at once (at most 8 batches before timers and
+                // commands get their turn).
+                for _ in 0..8 {
+                    match io.receive_batch(&mut ks) {
+                        Ok(0) => break,
+                        Ok(_) => io.flush(&mut ks).await,
+                        Err(e) if e.kind() == IoErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }

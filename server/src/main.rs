@@ -15,6 +15,7 @@ mod http;
 mod keylog;
 mod logthrottle;
 mod state;
+mod udp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
