@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use model::{
     ApiToken, AuditEntry, D3pErrorPoint, D3pSpike, GmFilter, GmHealth, GmRow, Group, GroupPolicy,
-    KeyServer, Page, RekeyRecord, Role,
+    Page, PeerKeyServer, RekeyRecord, Role,
 };
 
 /// How long D3P error rows are kept, ms (7 days).
@@ -129,11 +129,11 @@ pub trait GroupStore: Send + Sync {
 #[async_trait::async_trait]
 pub trait KeyServerStore: Send + Sync {
     /// Creates or replaces a key server by name.
-    async fn put_key_server(&self, actor: &Actor, ks: &KeyServer) -> Result<()>;
+    async fn put_key_server(&self, actor: &Actor, ks: &PeerKeyServer) -> Result<()>;
     /// Deletes a key server.
     async fn delete_key_server(&self, actor: &Actor, name: &str) -> Result<()>;
     /// All key servers, by priority (highest first).
-    async fn key_servers(&self) -> Result<Vec<KeyServer>>;
+    async fn key_servers(&self) -> Result<Vec<PeerKeyServer>>;
 }
 
 /// The GM database the key-server engine keeps.
@@ -143,8 +143,9 @@ pub trait GmStore: Send + Sync {
     async fn put_gms(&self, gms: &[GmRow]) -> Result<()>;
     /// Sets a GM's state (e.g. removed after 3 missed rekeys).
     async fn set_gm_state(&self, group: u32, identity: &str, state: model::GmState) -> Result<()>;
-    /// Removes a GM (eject); records who did it.
-    async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()>;
+    /// Ejects a GM (the operator's action: its row and health report go; a GM
+    /// the engine drops after 3 missed rekeys is `removed`, a state); audited.
+    async fn eject_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()>;
     /// GMs matching `filter`, ordered by group (creation order) then identity.
     async fn gms(&self, filter: &GmFilter, page: &Page) -> Result<GmPage>;
     /// Every GM the key-server engine serves (all but removed ones), for a restart.

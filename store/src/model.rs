@@ -382,10 +382,13 @@ pub enum KsRole {
     Secondary,
 }
 
+// The peer row, apart from the engine that serves GMs
+// (`gkm_proto::ks::KeyServer`); the API's schema keeps the name `KeyServer`.
 /// A cooperative key server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = KeyServer)]
 #[serde(deny_unknown_fields)]
-pub struct KeyServer {
+pub struct PeerKeyServer {
     /// Name.
     pub name: String,
     /// Address (IPv4).
@@ -416,7 +419,7 @@ pub fn check_name(field: &str, name: &str) -> Result<(), Invalid> {
     }
 }
 
-impl KeyServer {
+impl PeerKeyServer {
     /// Checks the name and ranges.
     pub fn validate(&self) -> Result<(), Invalid> {
         check_name("/name", &self.name)?;

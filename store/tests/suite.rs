@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use gkm_store::model::{
-    AuditEntry, Authentication, D3pError, GmFilter, GmHealth, GmRow, GmState, GroupPolicy,
-    KeyServer, KsRole, Page, RekeyRecord, ReplayCounters, Role, WindowSource,
+    AuditEntry, Authentication, D3pError, GmFilter, GmHealth, GmRow, GmState, GroupPolicy, KsRole,
+    Page, PeerKeyServer, RekeyRecord, ReplayCounters, Role, WindowSource,
 };
 use gkm_store::seal::MasterKey;
 use gkm_store::{open, Actor, BackendKind, Store, StoreError};
@@ -362,9 +362,9 @@ async fn gm_listing_filters_and_pages_by_keyset() {
             Err(StoreError::NotFound(_))
         ));
         // Eject.
-        s.remove_gm(&admin(), 1, &again.identity).await.unwrap();
+        s.eject_gm(&admin(), 1, &again.identity).await.unwrap();
         assert!(matches!(
-            s.remove_gm(&admin(), 1, &again.identity).await,
+            s.eject_gm(&admin(), 1, &again.identity).await,
             Err(StoreError::NotFound(_))
         ));
         assert_eq!(s.count_gms(&GmFilter::default()).await.unwrap(), 249);
@@ -402,7 +402,7 @@ async fn tokens_key_servers_rekeys_audit_and_secrets() {
         s.delete_token(&admin(), "ci").await.unwrap();
         assert!(s.token_by_hash(&[7u8; 32]).await.unwrap().is_none());
 
-        let ks = |name: &str, last: u8, priority| KeyServer {
+        let ks = |name: &str, last: u8, priority| PeerKeyServer {
             name: name.into(),
             address: std::net::Ipv4Addr::new(10, 0, 8, last),
             priority,
@@ -624,7 +624,7 @@ async fn gm_health_reports_d3p_series_spikes_and_cleanup() {
         let pts = s.d3p_errors(Some(1), 0, 1000).await.unwrap();
         assert_eq!(pts.len(), 1, "{k:?}: {pts:?}");
         // An ejected GM's report goes with it; a deleted group's all go.
-        s.remove_gm(&admin(), 1, b).await.unwrap();
+        s.eject_gm(&admin(), 1, b).await.unwrap();
         assert_eq!(s.gm_health(1, b).await.unwrap(), None, "{k:?}");
         s.delete_group(&admin(), "G2").await.unwrap();
         assert!(s

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use gkm_store::model::{
     feature_bit, ApiToken, AuditEntry, GmFilter, GmHealth, GmRow, GmState, Group, GroupPolicy,
-    KeyServer, Page, Role, FEATURES,
+    Page, PeerKeyServer, Role, FEATURES,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -480,23 +480,23 @@ pub async fn gm_health(
 }
 
 /// List key servers.
-#[utoipa::path(get, path = "/api/v1/key-servers", responses((status = 200, body = [KeyServer])), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/key-servers", responses((status = 200, body = [PeerKeyServer])), security(("bearer" = [])))]
 pub async fn list_key_servers(
     State(s): State<ApiState>,
     c: Caller,
-) -> Result<Json<Vec<KeyServer>>, Problem> {
+) -> Result<Json<Vec<PeerKeyServer>>, Problem> {
     c.require(Role::Viewer)?;
     Ok(Json(s.store.key_servers().await?))
 }
 
 /// Create or replace a key server (admin).
-#[utoipa::path(put, path = "/api/v1/key-servers/{name}", params(("name" = String, Path)), request_body = KeyServer, responses((status = 200, body = KeyServer), (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/api/v1/key-servers/{name}", params(("name" = String, Path)), request_body = PeerKeyServer, responses((status = 200, body = PeerKeyServer), (status = 409, body = Problem), (status = 422, body = Problem)), security(("bearer" = [])))]
 pub async fn put_key_server(
     State(s): State<ApiState>,
     c: Caller,
     Path(name): Path<String>,
-    ApiJson(ks): ApiJson<KeyServer>,
-) -> Result<Json<KeyServer>, Problem> {
+    ApiJson(ks): ApiJson<PeerKeyServer>,
+) -> Result<Json<PeerKeyServer>, Problem> {
     c.require(Role::Admin)?;
     if ks.name != name {
         return Err(invalid("/name", "must equal the name in the path"));

@@ -183,7 +183,7 @@ pub async fn eject(
     identity: &str,
 ) -> Result<(), Problem> {
     let g = group_named(state, name).await?;
-    state.store.remove_gm(actor, g.identity, identity).await?;
+    state.store.eject_gm(actor, g.identity, identity).await?;
     state
         .control
         .eject(g.identity, identity)

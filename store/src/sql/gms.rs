@@ -227,7 +227,7 @@ impl<DB: Backend> GmStore for SqlStore<DB> {
     }
 
     /// Ejects a GM: its row and its health report go, audited.
-    async fn remove_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()> {
+    async fn eject_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let r = Self::sql(
             "DELETE FROM gms WHERE identity = $1 \

@@ -4,12 +4,12 @@
 use gkm_model::clock::unix_ms_i64 as now_ms;
 
 use super::{audit, corrupt, db, Args, Backend, Col, Run, SqlStore};
-use crate::model::{KeyServer, KsRole};
+use crate::model::{KsRole, PeerKeyServer};
 use crate::{Actor, KeyServerStore, Result, StoreError};
 
 #[async_trait::async_trait]
 impl<DB: Backend> KeyServerStore for SqlStore<DB> {
-    async fn put_key_server(&self, actor: &Actor, ks: &KeyServer) -> Result<()> {
+    async fn put_key_server(&self, actor: &Actor, ks: &PeerKeyServer) -> Result<()> {
         let now = now_ms();
         let role = match ks.role {
             KsRole::Primary => "primary",
@@ -51,7 +51,7 @@ impl<DB: Backend> KeyServerStore for SqlStore<DB> {
         Ok(())
     }
 
-    async fn key_servers(&self) -> Result<Vec<KeyServer>> {
+    async fn key_servers(&self) -> Result<Vec<PeerKeyServer>> {
         Self::sql(
             "SELECT name, address, priority, role FROM key_servers ORDER BY priority DESC, name",
         )
@@ -62,7 +62,7 @@ impl<DB: Backend> KeyServerStore for SqlStore<DB> {
             let address: String = r.col("address")?;
             let role: String = r.col("role")?;
             let priority: i64 = r.col("priority")?;
-            Ok(KeyServer {
+            Ok(PeerKeyServer {
                 name: r.col("name")?,
                 address: address.parse().map_err(|_| corrupt("key server address"))?,
                 priority: u8::try_from(priority).map_err(|_| corrupt("priority"))?,

@@ -18,7 +18,7 @@ pub struct KeyServerLine {
     pub(super) role: String,
 }
 
-pub(super) fn ks_lines(v: Vec<KeyServer>) -> Vec<KeyServerLine> {
+pub(super) fn ks_lines(v: Vec<PeerKeyServer>) -> Vec<KeyServerLine> {
     v.into_iter()
         .map(|k| KeyServerLine {
             name: k.name,

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use gkm_store::model::{
-    feature_bit, AuditEntry, GmFilter, GmHealth, GmRow, GmState, Group, KeyServer, Page,
+    feature_bit, AuditEntry, GmFilter, GmHealth, GmRow, GmState, Group, Page, PeerKeyServer,
     RekeyTransport, Role, WindowSource, FEATURES,
 };
 use serde::Deserialize;
