@@ -389,15 +389,21 @@ impl Io {
         let mut from = 0;
         while from < self.tx.len() {
             let rest = self.tx.get(from..).unwrap_or_default();
-            match udp::send(&self.raw, &mut self.tx_headers, rest) {
-                udp::Sent::Some(n) => from += n.max(1),
-                udp::Sent::WouldBlock => {
+            let (raw, headers) = (&self.raw, &mut self.tx_headers);
+            // Through tokio's try_io: a full send buffer clears the write
+            // readiness, so `writable()` waits for room instead of spinning.
+            match self
+                .socket
+                .try_io(Interest::WRITABLE, || udp::send(raw, headers, rest))
+            {
+                Ok(n) => from += n.max(1),
+                Err(e) if e.kind() == IoErrorKind::WouldBlock => {
                     if let Err(e) = self.socket.writable().await {
                         warn!(error = %e, "GDOI socket not writable");
                         break;
                     }
                 }
-                udp::Sent::Refused(e) => {
+                Err(e) => {
                     if let Some((to, _)) = rest.first() {
                         warn!(peer = %to, error = %e, "send failed");
                     }

@@ -8,7 +8,6 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
-use nix::errno::Errno;
 use nix::sys::socket::{
     recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
 };
@@ -81,26 +80,18 @@ fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
         .map(|a| SocketAddr::V6(SocketAddrV6::from(*a)))
 }
 
-/// What one `sendmmsg` did with the datagrams it was given.
-#[derive(Debug)]
-pub enum Sent {
-    /// The first this many left.
-    Some(usize),
-    /// The socket's send buffer is full: wait until it is writable.
-    WouldBlock,
-    /// The first datagram was refused (e.g. no route to its destination).
-    Refused(io::Error),
-}
-
 /// Sends `datagrams` (destination, payload) in order with one system call
-/// without waiting; the kernel may take fewer than all.
+/// without waiting: how many left (the kernel may take fewer than all);
+/// `WouldBlock` when the send buffer is full, another error when the first
+/// datagram was refused (e.g. no route to its destination). Call it through
+/// tokio's `try_io`, so a full buffer clears the socket's write readiness.
 pub fn send(
     fd: &impl AsRawFd,
     headers: &mut MultiHeaders<SockaddrStorage>,
     datagrams: &[(SocketAddr, Vec<u8>)],
-) -> Sent {
+) -> io::Result<usize> {
     if datagrams.is_empty() {
-        return Sent::Some(0);
+        return Ok(0);
     }
     let iovs: Vec<[IoSlice<'_>; 1]> = datagrams.iter().map(|(_, p)| [IoSlice::new(p)]).collect();
     let addrs: Vec<Option<SockaddrStorage>> = datagrams
@@ -108,18 +99,16 @@ pub fn send(
         .map(|(to, _)| Some(SockaddrStorage::from(*to)))
         .collect();
     let cmsgs: [ControlMessage<'_>; 0] = [];
-    match sendmmsg(
+    sendmmsg(
         fd.as_raw_fd(),
         headers,
         &iovs,
         &addrs,
         cmsgs,
         MsgFlags::MSG_DONTWAIT,
-    ) {
-        Ok(r) => Sent::Some(r.count()),
-        Err(Errno::EAGAIN) => Sent::WouldBlock,
-        Err(e) => Sent::Refused(io::Error::from(e)),
-    }
+    )
+    .map(|r| r.count())
+    .map_err(io::Error::from)
 }
 
 /// Send headers for [`send`], reused.
@@ -146,10 +135,7 @@ mod tests {
         let mut sent = 0;
         while sent < datagrams.len() {
             let end = (sent + BATCH).min(datagrams.len());
-            match send(&tx, &mut headers, &datagrams[sent..end]) {
-                Sent::Some(n) => sent += n,
-                other => panic!("{other:?}"),
-            }
+            sent += send(&tx, &mut headers, &datagrams[sent..end]).unwrap();
         }
         let mut batch = RecvBatch::default();
         let mut got = Vec::new();
