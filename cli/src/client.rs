@@ -58,19 +58,7 @@ impl Client {
     /// A client that trusts the certificates in `pem` (a private CA)
     /// instead of the public web PKI roots.
     pub fn with_ca(base: &str, token: Option<String>, pem: &[u8]) -> Result<Self, String> {
-        use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
-        let mut certs = Vec::new();
-        for item in parse_pem(pem) {
-            if let PemItem::Certificate(c) = item.map_err(|e| e.to_string())? {
-                certs.push(c);
-            }
-        }
-        if certs.is_empty() {
-            return Err("no certificate in it".into());
-        }
-        let tls = TlsConfig::builder()
-            .root_certs(RootCerts::new_with_certs(&certs))
-            .build();
+        let tls = gkm_model::api_client::private_ca_tls(pem)?;
         Ok(Self::build(base, token, tls))
     }
 

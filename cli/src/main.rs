@@ -93,9 +93,10 @@ enum GroupCmd {
     Create {
         /// Name.
         name: String,
-        /// Group identity number.
-        #[arg(long)]
-        identity: u32,
+        /// Group ID: the GDOI group identity number, 1-4294967295
+        /// (`--identity` in GKM 0.1).
+        #[arg(long, alias = "identity")]
+        group_id: u32,
         /// Policy file (JSON; see docs/openapi.json, GroupPolicy).
         #[arg(long)]
         policy: PathBuf,
@@ -154,8 +155,8 @@ enum GmCmd {
     Eject {
         /// Group name.
         group: String,
-        /// GM identity.
-        identity: String,
+        /// The GM's phase 1 identity (e.g. its address).
+        gm_identity: String,
     },
 }
 
@@ -168,7 +169,7 @@ enum TokenCmd {
         /// agent (health reports only), viewer, operator or admin.
         #[arg(long)]
         role: String,
-        /// Agent tokens: the identity number of the GM's group.
+        /// Agent tokens: the group ID of the GM's group.
         #[arg(long, requires = "gm_identity")]
         gm_group: Option<u32>,
         /// Agent tokens: the GM's phase 1 identity (e.g. its address).
@@ -254,7 +255,7 @@ fn show_cmd(c: &Client, words: &[String], lacking: bool, as_json: bool) -> Resul
         let mut out = String::new();
         let mut all = Vec::new();
         for g in &groups {
-            let id = g["identity"].as_u64().unwrap_or(0);
+            let id = g["group_id"].as_u64().unwrap_or(0);
             let mut gms = Vec::new();
             let mut after: Option<String> = None;
             loop {
@@ -281,7 +282,7 @@ fn show_cmd(c: &Client, words: &[String], lacking: bool, as_json: bool) -> Resul
             // A device's row: a GM or a key server, both as the API lists them.
             let row = |m: &Value| {
                 (
-                    m["identity"].as_str().unwrap_or("-").to_owned(),
+                    m["gm_identity"].as_str().unwrap_or("-").to_owned(),
                     m["version"].as_str().unwrap_or("-").to_owned(),
                     m["features"].as_u64().unwrap_or(0) & bit != 0,
                 )
@@ -409,12 +410,12 @@ fn run(args: &Args) -> Result<String> {
         Cmd::Group { cmd } => match cmd {
             GroupCmd::Create {
                 name,
-                identity,
+                group_id,
                 policy,
             } => pretty(c.call(
                 "POST",
                 "/api/v1/groups",
-                Some(&json!({"name": name, "identity": identity, "policy": read_json(policy)?})),
+                Some(&json!({"name": name, "group_id": group_id, "policy": read_json(policy)?})),
             )?),
             GroupCmd::Set {
                 name,
@@ -491,13 +492,13 @@ fn run(args: &Args) -> Result<String> {
                 }
                 pretty(c.call("GET", &q, None)?)
             }
-            GmCmd::Eject { group, identity } => {
+            GmCmd::Eject { group, gm_identity } => {
                 c.call(
                     "DELETE",
-                    &format!("/api/v1/groups/{}/gms/{}", enc(group), enc(identity)),
+                    &format!("/api/v1/groups/{}/gms/{}", enc(group), enc(gm_identity)),
                     None,
                 )?;
-                Ok(format!("GM {identity} ejected from group {group}"))
+                Ok(format!("GM {gm_identity} ejected from group {group}"))
             }
         },
         Cmd::Token { cmd } => match cmd {
@@ -508,8 +509,8 @@ fn run(args: &Args) -> Result<String> {
                 gm_identity,
             } => {
                 let mut body = json!({"name": name, "role": role});
-                if let (Some(group), Some(identity)) = (gm_group, gm_identity) {
-                    body["gm"] = json!({"group": group, "identity": identity});
+                if let (Some(group), Some(gm_identity)) = (gm_group, gm_identity) {
+                    body["gm"] = json!({"group": group, "gm_identity": gm_identity});
                 }
                 pretty(c.call("POST", "/api/v1/tokens", Some(&body))?)
             }

@@ -39,7 +39,7 @@ pub fn gkm(groups: &[Value], statuses: &[Value]) -> String {
         let kek = &st["kek"];
         let _ = writeln!(out, "GROUP INFORMATION\n");
         let _ = writeln!(out, "    Group Name               : {}", s(&g["name"]));
-        let _ = writeln!(out, "    Group Identity           : {}", s(&g["identity"]));
+        let _ = writeln!(out, "    Group Identity           : {}", s(&g["group_id"]));
         let _ = writeln!(out, "    Group Type               : GDOI (ISAKMP)");
         let _ = writeln!(
             out,
@@ -77,7 +77,7 @@ pub fn ks(groups: &[Value], statuses: &[Value]) -> String {
         let n = st["rekey"]["gms"].as_u64().unwrap_or(0);
         let _ = writeln!(out, "Key Server Information For Group {}:", s(&g["name"]));
         let _ = writeln!(out, "    Group Name               : {}", s(&g["name"]));
-        let _ = writeln!(out, "    Group Identity           : {}", s(&g["identity"]));
+        let _ = writeln!(out, "    Group Identity           : {}", s(&g["group_id"]));
         let _ = writeln!(out, "    Group Type               : GDOI (ISAKMP)");
         let _ = writeln!(
             out,
@@ -118,7 +118,7 @@ pub fn ks_policy(groups: &[Value], statuses: &[Value]) -> String {
             out,
             "For group {} (handle: {}):\n",
             s(&g["name"]),
-            s(&g["identity"])
+            s(&g["group_id"])
         );
         let _ = writeln!(
             out,

@@ -22,12 +22,12 @@ fn golden(name: &str, got: &str) {
 
 fn fixture() -> (Vec<Value>, Vec<Value>) {
     let g = json!({
-        "name": "GET", "identity": 1234, "acknowledgement": "interoperable",
+        "name": "GET", "group_id": 1234, "acknowledgement": "interoperable",
         "policy": {"kek": {"lifetime": 86400}, "rekey": {"transport": "unicast"},
                    "d3p_window": {"msec": 5000}}
     });
     let m = json!({
-        "name": "MCAST", "identity": 77, "acknowledgement": "none",
+        "name": "MCAST", "group_id": 77, "acknowledgement": "none",
         "policy": {"kek": {"lifetime": 3600}, "rekey": {"transport": "multicast"}}
     });
     let st = json!({

@@ -1,11 +1,11 @@
 //! `gkm-dataplane`: GKM's encrypting dataplane.
 //!
 //! Owns (DESIGN.md): ESP tunnel mode with address preservation, AES-GCM,
-//! D3P stamping and checking, the SA table with ATD/DTD transitions,
-//! counters, and TUN/raw-socket I/O behind traits (the only code in the
-//! tree allowed `unsafe`, in its I/O module). Framing comes from
-//! `gkm-wire`. Sans-IO so far: [`tunnel::Tunnel`] turns inner packets into
-//! outer ESP packets and back; the I/O lands with the rest of issue 7.
+//! D3P stamping and checking, the SA table with ATD/DTD transitions and
+//! counters. Framing comes from `gkm-wire`. It is sans-IO:
+//! [`tunnel::Tunnel`] turns inner packets into outer ESP packets and back;
+//! the TUN device, the raw ESP socket and the packet threads are the
+//! agent's (`gm-agent/src/dataplane/`, see docs/ARCHITECTURE.md).
 
 pub mod d3p;
 pub mod esp;

@@ -84,25 +84,14 @@ impl Settings {
 }
 
 fn http_agent(ca: Option<&PathBuf>) -> Result<ureq::Agent> {
-    use ureq::tls::{Certificate, RootCerts, TlsConfig};
-    let mut tls = TlsConfig::builder();
+    let mut tls = ureq::tls::TlsConfig::default();
     if let Some(path) = ca {
         let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let certs = ureq::tls::parse_pem(&pem)
-            .filter_map(|i| match i {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<Result<Vec<Certificate<'static>>, _>>()
+        tls = gkm_model::api_client::private_ca_tls(&pem)
             .map_err(|e| anyhow!("report.ca {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            bail!("report.ca {}: no certificate in it", path.display());
-        }
-        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
     Ok(ureq::Agent::config_builder()
-        .tls_config(tls.build())
+        .tls_config(tls)
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
@@ -133,7 +122,7 @@ pub fn spawn(
                 // stamps `received_at`).
                 let report = GmHealth {
                     group: s.group,
-                    identity: identity.clone(),
+                    gm_identity: identity.clone(),
                     received_at: 0,
                     agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                     registered: registered.load(Ordering::Relaxed),

@@ -110,8 +110,9 @@ pub struct GmHealth {
     /// Group identity number.
     pub group: u32,
     /// The GM's phase 1 identity, as the GM database names it (its IPv4
-    /// address for PSK GMs).
-    pub identity: String,
+    /// address for PSK GMs). Accepted as `identity` (GKM 0.1 agents).
+    #[serde(alias = "identity")]
+    pub gm_identity: String,
     /// When the controller received it, UNIX ms (its own clock; never
     /// sent, so 0 in an agent's report until the controller stamps it).
     #[serde(skip_deserializing, skip_serializing_if = "GmHealth::not_received")]
@@ -154,8 +155,8 @@ impl GmHealth {
         if self.agent_version.is_empty() || self.agent_version.len() > 64 {
             return Err(Invalid::new("/agent_version", "must be 1-64 characters"));
         }
-        if self.identity.is_empty() || self.identity.len() > 1024 {
-            return Err(Invalid::new("/identity", "must be 1-1024 characters"));
+        if self.gm_identity.is_empty() || self.gm_identity.len() > 1024 {
+            return Err(Invalid::new("/gm_identity", "must be 1-1024 characters"));
         }
         if let Some(w) = self.d3p_window_ms {
             // The seed's windows: sec 1-100 or msec 100-10000.
@@ -194,7 +195,7 @@ mod tests {
     fn report() -> GmHealth {
         GmHealth {
             group: 1,
-            identity: "10.0.0.2".into(),
+            gm_identity: "10.0.0.2".into(),
             received_at: 0,
             agent_version: "0.1.0".into(),
             registered: true,

@@ -4,8 +4,12 @@
 //! I/O, no protocol state, no crypto. The seed behaviours they carry are
 //! in docs/FEATURES.md.
 //!
-//! The `openapi` feature derives the REST API's schemas (utoipa).
+//! The `openapi` feature derives the REST API's schemas (utoipa); the
+//! `api-client` feature adds [`api_client`], the TLS trust of the API's
+//! clients.
 
+#[cfg(feature = "api-client")]
+pub mod api_client;
 pub mod clock;
 pub mod health;
 pub mod invalid;

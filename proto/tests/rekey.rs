@@ -384,7 +384,7 @@ fn a_gm_that_stops_acknowledging_is_removed_after_exactly_three_misses_then_regi
         .ks_events
         .iter()
         .filter_map(|e| match e {
-            KsEvent::GmRemoved { identity, .. } => Some(identity.clone()),
+            KsEvent::GmRemoved { gm_identity, .. } => Some(gm_identity.clone()),
             _ => None,
         })
         .collect();

@@ -17,8 +17,10 @@ use gkm_store::model::{KekPolicy, TekPolicy};
 pub struct ServerConfig {
     /// UDP address for GDOI.
     pub listen: Option<SocketAddr>,
-    /// The KS's phase 1 identity and rekey source address.
-    pub identity: Option<Ipv4Addr>,
+    /// The KS's address: its phase 1 identity and rekey source. Accepted
+    /// as `identity` (its name in GKM 0.1).
+    #[serde(alias = "identity")]
+    pub ks_address: Option<Ipv4Addr>,
     /// Data directory.
     pub data_dir: Option<PathBuf>,
     /// Store URL (`sqlite://PATH` or `postgres://...`).
@@ -141,8 +143,10 @@ pub struct Pki {
 pub struct GroupConfig {
     /// Name.
     pub name: String,
-    /// Identity number.
-    pub identity: u32,
+    /// Group ID: the GDOI group identity number, 1-4294967295. Accepted as
+    /// `identity` (its name in GKM 0.1).
+    #[serde(alias = "identity")]
+    pub group_id: u32,
     /// TEK lifetime in seconds (300-86400).
     #[serde(default = "default_tek_lifetime")]
     pub tek_lifetime: u32,
@@ -227,10 +231,10 @@ impl ServerConfig {
         for (i, g) in self.group.iter().enumerate() {
             gkm_store::model::check_name(&format!("group[{i}].name"), &g.name)
                 .map_err(|e| anyhow!("{e}"))?;
-            if !ids.insert(g.identity) {
+            if !ids.insert(g.group_id) {
                 bail!(
-                    "group[{i}].identity: {} is used by another group",
-                    g.identity
+                    "group[{i}].group_id: {} is used by another group",
+                    g.group_id
                 );
             }
             if !(300..=86_400).contains(&g.tek_lifetime) {
@@ -314,30 +318,42 @@ mod tests {
     }
 
     #[test]
+    fn names_of_gkm_0_1_still_load() {
+        let old = "identity='10.0.0.1'\n[[group]]\nname='GET'\nidentity=7\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n";
+        let c = parse(old).unwrap();
+        assert_eq!(c.ks_address, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(c.group[0].group_id, 7);
+        // Both names at once is a duplicate field, not a silent choice.
+        let both = "[[group]]\nname='GET'\nidentity=7\ngroup_id=8\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n";
+        let e = parse(both).unwrap_err().to_string();
+        assert!(e.contains("group_id"), "{e}");
+    }
+
+    #[test]
     fn bad_files_name_the_field() {
-        let ok = "[[group]]\nname='GET'\nidentity=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n";
+        let ok = "[[group]]\nname='GET'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n";
         assert!(parse(ok).is_ok());
         let cases = [
             ("listen = 'x'", "listen"),
             ("bogus = 1", "bogus"),
             ("[[psk]]\nprefix='10.0.0.0/33'\nkey='k'", "psk[0].prefix"),
             ("[[psk]]\nprefix='10.0.0.0/8'", "psk[0]"),
-            ("[[group]]\nname='G'\nidentity=1\ntek_lifetime=10\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "tek_lifetime"),
-            ("[[group]]\nname='G'\nidentity=1\nrekey_address='10.0.0.1'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "rekey_address"),
-            ("[[group]]\nname='G'\nidentity=1\ntek=[]", "group[0].tek"),
-            ("[[group]]\nname='G'\nidentity=1\n[[group.tek]]\nsrc='10.0.0.0'\ndst='ten'", "group[0].tek[0].dst"),
-            ("[[group]]\nname='G'\nidentity=1\nrekey_address='239.1.1.1'\nrekey.acknowledgement='any'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "requires unicast rekey"),
-            ("[[group]]\nname='G'\nidentity=1\nrekey.acknowledgement='Cisco'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].rekey.acknowledgement"),
-            ("[[group]]\nname='G'\nidentity=1\nrekey.retransmit_interval=0\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "retransmit_interval"),
-            ("[[group]]\nname='G'\nidentity=1\nrekey.retransmit_number=11\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "retransmit_number"),
-            ("[[group]]\nname='G'\nidentity=1\nrekey.tek_rekey_before=1800\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "tek_rekey_before"),
-            ("[[group]]\nname='G'\nidentity=1\nrekey.multicast_ttl=0\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "multicast_ttl"),
-            ("[[group]]\nname='G'\nidentity=1\nrekey.bogus=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "bogus"),
+            ("[[group]]\nname='G'\ngroup_id=1\ntek_lifetime=10\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "tek_lifetime"),
+            ("[[group]]\nname='G'\ngroup_id=1\nrekey_address='10.0.0.1'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "rekey_address"),
+            ("[[group]]\nname='G'\ngroup_id=1\ntek=[]", "group[0].tek"),
+            ("[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0'\ndst='ten'", "group[0].tek[0].dst"),
+            ("[[group]]\nname='G'\ngroup_id=1\nrekey_address='239.1.1.1'\nrekey.acknowledgement='any'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "requires unicast rekey"),
+            ("[[group]]\nname='G'\ngroup_id=1\nrekey.acknowledgement='Cisco'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].rekey.acknowledgement"),
+            ("[[group]]\nname='G'\ngroup_id=1\nrekey.retransmit_interval=0\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "retransmit_interval"),
+            ("[[group]]\nname='G'\ngroup_id=1\nrekey.retransmit_number=11\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "retransmit_number"),
+            ("[[group]]\nname='G'\ngroup_id=1\nrekey.tek_rekey_before=1800\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "tek_rekey_before"),
+            ("[[group]]\nname='G'\ngroup_id=1\nrekey.multicast_ttl=0\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "multicast_ttl"),
+            ("[[group]]\nname='G'\ngroup_id=1\nrekey.bogus=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "bogus"),
             ("rekey_signature='dsa'", "rekey_signature"),
-            ("[[group]]\nname=\"G\\nINFO forged\"\nidentity=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
-            ("[[group]]\nname='G\u{202e}'\nidentity=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
-            ("[[group]]\nname='G'\nidentity=1\nauthentication='cert'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].authentication"),
-            ("[[group]]\nname='G'\nidentity=1\nauthentication='pki'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "needs the [pki] section"),
+            ("[[group]]\nname=\"G\\nINFO forged\"\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
+            ("[[group]]\nname='G\u{202e}'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
+            ("[[group]]\nname='G'\ngroup_id=1\nauthentication='cert'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].authentication"),
+            ("[[group]]\nname='G'\ngroup_id=1\nauthentication='pki'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "needs the [pki] section"),
         ];
         for (text, field) in cases {
             let e = format!("{:#}", parse(text).unwrap_err());

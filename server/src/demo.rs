@@ -45,7 +45,7 @@ pub async fn prepare(store: &dyn Store) -> Result<()> {
     if store.group(GROUP).await?.is_some() {
         return Ok(());
     }
-    if let Some(g) = store.group_by_identity(IDENTITY).await? {
+    if let Some(g) = store.group_by_group_id(IDENTITY).await? {
         anyhow::bail!(
             "--demo needs group identity {IDENTITY}, which group {:?} has",
             g.name
@@ -64,7 +64,7 @@ pub async fn prepare(store: &dyn Store) -> Result<()> {
     store
         .create_group(&Actor("demo".into()), GROUP, IDENTITY, &policy)
         .await?;
-    info!(group = GROUP, identity = IDENTITY, "demo: group created");
+    info!(group = GROUP, group_id = IDENTITY, "demo: group created");
     Ok(())
 }
 
@@ -95,7 +95,7 @@ fn simulated_health(addr: Ipv4Addr, n: u64, skewed: bool, now: u64) -> GmHealth 
     };
     GmHealth {
         group: IDENTITY,
-        identity: addr.to_string(),
+        gm_identity: addr.to_string(),
         received_at: i64::try_from(now).unwrap_or(i64::MAX),
         agent_version: "demo".into(),
         registered: true,

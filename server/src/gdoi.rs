@@ -203,18 +203,18 @@ impl Driver {
             KsEvent::Registered(r) => {
                 let _ = self.writes.send(StoreWrite::Gms(vec![gm_row(&r, None)]));
                 info!(
-                    gm = %r.identity, addr = %r.addr, group = r.group_id, class = %r.class,
+                    gm = %r.gm_identity, addr = %r.addr, group = r.group_id, class = %r.class,
                     version = %r.version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
                     features = r.features.0, sids = ?r.sids, "GM registered"
                 );
             }
             KsEvent::Phase1Established {
                 peer,
-                identity,
+                peer_identity,
                 credentials,
             } => {
                 let by: Vec<String> = credentials.iter().map(ToString::to_string).collect();
-                debug!(%peer, %identity, credentials = ?by, "phase 1 established")
+                debug!(%peer, identity = %peer_identity, credentials = ?by, "phase 1 established")
             }
             KsEvent::Phase1Keys {
                 initiator_cookie,
@@ -293,20 +293,20 @@ impl Driver {
                 // The GM database's ACK state, for the API and the dashboard.
                 let rows = ks
                     .members(group_id)
-                    .map(|m| gm_row(m, ks.member_ack_state(group_id, &m.identity)))
+                    .map(|m| gm_row(m, ks.member_ack_state(group_id, &m.gm_identity)))
                     .collect();
                 let _ = self.writes.send(StoreWrite::Gms(rows));
             }
             KsEvent::GmRemoved {
                 group_id,
-                identity,
+                gm_identity,
                 addr,
                 seq,
             } => {
-                warn!(group = group_id, gm = %identity, %addr, seq, "GM removed from the GM database after 3 consecutive unacknowledged rekeys; it gets no rekeys until it registers again");
+                warn!(group = group_id, gm = %gm_identity, %addr, seq, "GM removed from the GM database after 3 consecutive unacknowledged rekeys; it gets no rekeys until it registers again");
                 let _ = self.writes.send(StoreWrite::GmState(
                     group_id,
-                    identity.clone(),
+                    gm_identity.clone(),
                     gkm_store::model::GmState::Removed,
                 ));
             }
@@ -570,7 +570,7 @@ pub(crate) fn gm_row(r: &GmRecord, ack: Option<gkm_proto::ack_tracker::AckState>
     let misses = ack.map_or(0, |a| a.misses);
     GmRow {
         group: r.group_id,
-        identity: r.identity.clone(),
+        gm_identity: r.gm_identity.clone(),
         address: r.addr.to_string(),
         class: r.class.to_string(),
         version: r.version.map(|v| v.to_string()),
@@ -595,7 +595,7 @@ fn status_of(ks: &KeyServer, group: u32) -> Option<GroupStatus> {
         rekey: r,
         kek: ks.kek_policy_status(group, now_ms()),
         key_servers: vec![gkm_web::KeyServerFeatures {
-            identity: ks.identity().to_string(),
+            address: ks.address().to_string(),
             version: own.version.to_string(),
             features: own.features.0,
         }],
@@ -660,18 +660,18 @@ impl Driver {
                         self.group_psks.remove(&identity);
                         info!(group = identity, "group deleted: no longer served");
                     }
-                    Some(g) => match self.maker.make(&g.name, g.identity, &g.policy) {
+                    Some(g) => match self.maker.make(&g.name, g.group_id, &g.policy) {
                         Ok(made) => {
-                            self.policies.insert(g.identity, made.fingerprint);
+                            self.policies.insert(g.group_id, made.fingerprint);
                             if let Some((addr, t)) = made.multicast {
                                 ttl.insert(addr, t);
                             }
                             match psk.as_deref().and_then(|k| crate::group_psk(&g, k)) {
                                 Some(entry) => {
-                                    self.group_psks.insert(g.identity, entry);
+                                    self.group_psks.insert(g.group_id, entry);
                                 }
                                 None => {
-                                    self.group_psks.remove(&g.identity);
+                                    self.group_psks.remove(&g.group_id);
                                 }
                             }
                             match ks.set_group(now_ms(), made.group, replace) {
@@ -679,10 +679,10 @@ impl Driver {
                                     info!(group = %g.name, rekey = ?r, "group policy applied");
                                     // A new group's keys (a changed one's are
                                     // persisted with the rekey it prepared).
-                                    if let Err(e) = self.persist(ks, g.identity).await {
+                                    if let Err(e) = self.persist(ks, g.group_id).await {
                                         error!(group = %g.name, error = %format!("{e:#}"), "cannot persist the group's keys");
                                     }
-                                    self.log_teks(ks, g.identity);
+                                    self.log_teks(ks, g.group_id);
                                 }
                                 Err(e) => {
                                     error!(group = %g.name, error = %e, "group policy not applied")
@@ -720,7 +720,7 @@ mod tests {
 
     fn record() -> GmRecord {
         GmRecord {
-            identity: "10.0.0.2".into(),
+            gm_identity: "10.0.0.2".into(),
             addr: "10.0.0.2:848".parse().unwrap(),
             group_id: 7,
             class: GmClass::Asr9000,
@@ -740,7 +740,7 @@ mod tests {
     fn a_gm_record_becomes_its_row() {
         let row = gm_row(&record(), None);
         assert_eq!(
-            (row.group, row.identity.as_str(), row.address.as_str()),
+            (row.group, row.gm_identity.as_str(), row.address.as_str()),
             (7, "10.0.0.2", "10.0.0.2:848")
         );
         assert_eq!(row.class, "asr9000");

@@ -196,7 +196,7 @@ pub struct Startup {
 
 /// The PSK table the engine uses: the configuration file's keyring, then
 /// each PSK group's key on its authorization ranges (any source when it
-/// has none), in group identity order.
+/// has none), in group ID order.
 pub fn psk_table(config: &[PskEntry], groups: &HashMap<u32, PskEntry>) -> Vec<PskEntry> {
     let mut ids: Vec<&u32> = groups.keys().collect();
     ids.sort();
@@ -224,7 +224,7 @@ pub fn group_psk(g: &gkm_store::model::Group, psk: &str) -> Option<PskEntry> {
         .filter_map(|a| a.parse().ok())
         .collect();
     Some(PskEntry {
-        credential: Credential::GroupPsk(g.identity),
+        credential: Credential::GroupPsk(g.group_id),
         ranges,
         key: Zeroizing::new(psk.as_bytes().to_vec()),
     })
@@ -232,7 +232,7 @@ pub fn group_psk(g: &gkm_store::model::Group, psk: &str) -> Option<PskEntry> {
 
 fn build(
     cfg: &ServerConfig,
-    identity: Ipv4Addr,
+    ks_address: Ipv4Addr,
     signer: RekeySigner,
     export_keys: bool,
     stored: &mut [StoredGroup],
@@ -258,7 +258,7 @@ fn build(
             (Some(ca), Some((cert, key)))
         }
     };
-    let maker = groups::KeyMaker::new(identity, &signer)?;
+    let maker = groups::KeyMaker::new(ks_address, &signer)?;
     let mut ks_groups = Vec::new();
     let mut policies = HashMap::new();
     let mut replace = Vec::new();
@@ -270,12 +270,12 @@ fn build(
         saved,
     } in stored.iter_mut()
     {
-        let made = maker.make(&g.name, g.identity, &g.policy)?;
+        let made = maker.make(&g.name, g.group_id, &g.policy)?;
         if let Some((a, ttl)) = made.multicast {
             multicast_ttl.insert(a, ttl);
         }
         if let Some(entry) = psk.as_deref().and_then(|k| group_psk(g, k)) {
-            group_psks.insert(g.identity, entry);
+            group_psks.insert(g.group_id, entry);
         }
         let mut group = made.group;
         let policy = made.fingerprint;
@@ -288,7 +288,7 @@ fn build(
             }
             Some(old) => {
                 warn!(group = %g.name, "group policy changed since the keys were persisted: new keys, sent as a rekey replace at start");
-                replace.push(g.identity);
+                replace.push(g.group_id);
                 let mut previous = old.state.previous_teks.clone();
                 previous.extend(
                     old.state
@@ -320,13 +320,13 @@ fn build(
                 (keys, Some(resume))
             }
         };
-        policies.insert(g.identity, policy);
+        policies.insert(g.group_id, policy);
         group.keys = keys;
         group.resume = resume;
         ks_groups.push(group);
     }
     let ks = KsConfig {
-        identity,
+        address: ks_address,
         groups: ks_groups,
         psks: psk_table(&config_psks, &group_psks),
         ca,
@@ -426,7 +426,7 @@ async fn bootstrap_token(store: &dyn gkm_store::Store, data_dir: &Path) -> Resul
 async fn import_config_groups(store: &dyn gkm_store::Store, cfg: &ServerConfig) -> Result<()> {
     for g in &cfg.group {
         let known = store.group(&g.name).await?.is_some()
-            || store.group_by_identity(g.identity).await?.is_some();
+            || store.group_by_group_id(g.group_id).await?.is_some();
         if known {
             continue;
         }
@@ -435,11 +435,11 @@ async fn import_config_groups(store: &dyn gkm_store::Store, cfg: &ServerConfig) 
             .create_group(
                 &gkm_store::Actor("config".into()),
                 &g.name,
-                g.identity,
+                g.group_id,
                 &policy,
             )
             .await?;
-        info!(group = %g.name, identity = g.identity, "group imported from the configuration file");
+        info!(group = %g.name, group_id = g.group_id, "group imported from the configuration file");
     }
     Ok(())
 }
@@ -499,11 +499,11 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         .or(cfg.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from("gkm-data"));
     private_data_dir(&data_dir)?;
-    let identity = cfg.identity.unwrap_or(match listen.ip() {
+    let ks_address = cfg.ks_address.unwrap_or(match listen.ip() {
         IpAddr::V4(a) if !a.is_unspecified() => a,
         _ => {
             if !cfg.group.is_empty() {
-                warn!("identity not set while listening on all addresses: using 127.0.0.1 as the KS identity and rekey source; set `identity` in the configuration");
+                warn!("ks_address not set while listening on all addresses: using 127.0.0.1 as the KS address (its phase 1 identity and rekey source); set `ks_address` in the configuration");
             }
             Ipv4Addr::LOCALHOST
         }
@@ -554,8 +554,8 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             let mut stored = Vec::new();
             for g in store.groups().await? {
                 let psk = store.group_psk(&g.name).await?;
-                let saved = match store.secret(&state::secret_name(g.identity)).await? {
-                    Some(plain) => Some(state::decode_group(g.identity, &plain)?),
+                let saved = match store.secret(&state::secret_name(g.group_id)).await? {
+                    Some(plain) => Some(state::decode_group(g.group_id, &plain)?),
                     None => None,
                 };
                 stored.push(StoredGroup {
@@ -579,7 +579,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         .await
         .context("the API runtime stopped")??
     };
-    let startup = build(&cfg, identity, signer, key_log.is_some(), &mut stored)?;
+    let startup = build(&cfg, ks_address, signer, key_log.is_some(), &mut stored)?;
     let ks_config = &startup.ks;
     if ks_config.groups.is_empty() {
         warn!("no groups configured: pass --config FILE (see docs/OPERATIONS.md); GMs will get INVALID-ID-INFORMATION");
@@ -590,7 +590,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         }
     }
     for g in &ks_config.groups {
-        info!(group = %g.name, identity = g.keys.group_id, teks = g.keys.teks.len(), "serving group");
+        info!(group = %g.name, group_id = g.keys.group_id, teks = g.keys.teks.len(), "serving group");
     }
     let socket = gdoi::bind(listen).await?;
     info!(listen = %socket.local_addr()?, data_dir = %data_dir.display(), "gkm-server {} serving GDOI", env!("CARGO_PKG_VERSION"));

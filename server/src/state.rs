@@ -236,9 +236,9 @@ fn version_from(s: &str) -> Result<GdoiVersion> {
 
 /// A GM database row back as the engine's record (a restart).
 pub fn gm_record(row: &GmRow) -> Result<GmRecord> {
-    let what = || format!("GM {:?} of group {}", row.identity, row.group);
+    let what = || format!("GM {:?} of group {}", row.gm_identity, row.group);
     Ok(GmRecord {
-        identity: row.identity.clone(),
+        gm_identity: row.gm_identity.clone(),
         addr: row
             .address
             .parse::<SocketAddr>()
@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn gm_rows_come_back_as_the_records_they_were_made_from() {
         let rec = GmRecord {
-            identity: "gm-1".into(),
+            gm_identity: "gm-1".into(),
             addr: "10.0.0.9:848".parse().unwrap(),
             group_id: 7,
             class: GmClass::Asr9000,

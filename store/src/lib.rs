@@ -67,8 +67,8 @@ pub struct GmPage {
 
 /// The secret that holds a group's keys and SEQ (sealed, named by the
 /// group's identity number); deleted with the group.
-pub fn group_state_secret(identity: u32) -> String {
-    format!("group-state/{identity}")
+pub fn group_state_secret(group_id: u32) -> String {
+    format!("group-state/{group_id}")
 }
 
 /// Everything the controller persists: one trait per aggregate, each
@@ -99,7 +99,7 @@ pub trait GroupStore: Send + Sync {
         &self,
         actor: &Actor,
         name: &str,
-        identity: u32,
+        group_id: u32,
         policy: &GroupPolicy,
     ) -> Result<Group>;
     /// Replaces a group's policy; with `expected_version`, only if it still matches.
@@ -114,8 +114,8 @@ pub trait GroupStore: Send + Sync {
     async fn delete_group(&self, actor: &Actor, name: &str) -> Result<()>;
     /// One group by name.
     async fn group(&self, name: &str) -> Result<Option<Group>>;
-    /// One group by identity number.
-    async fn group_by_identity(&self, identity: u32) -> Result<Option<Group>>;
+    /// One group by its group ID.
+    async fn group_by_group_id(&self, group_id: u32) -> Result<Option<Group>>;
     /// All groups, by name.
     async fn groups(&self) -> Result<Vec<Group>>;
     /// A group's PSK, opened.
@@ -142,10 +142,15 @@ pub trait GmStore: Send + Sync {
     /// Inserts or updates GMs (the KS engine's GM database).
     async fn put_gms(&self, gms: &[GmRow]) -> Result<()>;
     /// Sets a GM's state (e.g. removed after 3 missed rekeys).
-    async fn set_gm_state(&self, group: u32, identity: &str, state: model::GmState) -> Result<()>;
+    async fn set_gm_state(
+        &self,
+        group: u32,
+        gm_identity: &str,
+        state: model::GmState,
+    ) -> Result<()>;
     /// Ejects a GM (the operator's action: its row and health report go; a GM
     /// the engine drops after 3 missed rekeys is `removed`, a state); audited.
-    async fn eject_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()>;
+    async fn eject_gm(&self, actor: &Actor, group: u32, gm_identity: &str) -> Result<()>;
     /// GMs matching `filter`, ordered by group (creation order) then identity.
     async fn gms(&self, filter: &GmFilter, page: &Page) -> Result<GmPage>;
     /// Every GM the key-server engine serves (all but removed ones), for a restart.
@@ -164,7 +169,7 @@ pub trait HealthStore: Send + Sync {
     /// `NotFound` unless the GM is in the group's GM database.
     async fn put_gm_health(&self, h: &GmHealth) -> Result<()>;
     /// A GM's latest health report.
-    async fn gm_health(&self, group: u32, identity: &str) -> Result<Option<GmHealth>>;
+    async fn gm_health(&self, group: u32, gm_identity: &str) -> Result<Option<GmHealth>>;
     /// D3P errors reported since `since` (UNIX ms) in buckets of `bucket_ms`,
     /// oldest first, empty buckets left out; one group's or all groups'.
     async fn d3p_errors(

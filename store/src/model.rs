@@ -360,8 +360,11 @@ pub struct Group {
     pub id: i64,
     /// Name.
     pub name: String,
-    /// Group identity number.
-    pub identity: u32,
+    /// Group ID: the GDOI group identity number, 1-4294967295 (the wire's
+    /// ID payload; Cisco's "Group Identity"). Accepted as `identity` on input
+    /// (its name in GKM 0.1).
+    #[serde(alias = "identity")]
+    pub group_id: u32,
     /// Policy.
     pub policy: GroupPolicy,
     /// Bumped by every change.
@@ -468,8 +471,10 @@ impl GmState {
 pub struct GmRow {
     /// Group identity number.
     pub group: u32,
-    /// Phase 1 identity.
-    pub identity: String,
+    /// The GM's phase 1 identity (its IPv4 address for PSK GMs). Accepted as
+    /// `identity` on input (its name in GKM 0.1).
+    #[serde(alias = "identity")]
+    pub gm_identity: String,
     /// Address and port.
     pub address: String,
     /// `cisco`, `asr9000` or `non-cisco`.
@@ -509,7 +514,7 @@ pub struct D3pSpike {
     /// Group identity number.
     pub group: u32,
     /// The GM.
-    pub identity: String,
+    pub gm_identity: String,
     /// Input D3P errors in the period.
     pub input_errors: u64,
 }
@@ -530,7 +535,7 @@ pub struct GmFilter {
     /// Only this group.
     pub group: Option<u32>,
     /// Only the GM with this phase 1 identity.
-    pub identity: Option<String>,
+    pub gm_identity: Option<String>,
     /// Only this state.
     pub state: Option<GmState>,
     /// Only this class.
@@ -627,8 +632,10 @@ impl Role {
 pub struct TokenGm {
     /// The group's identity number.
     pub group: u32,
-    /// The GM's phase 1 identity (as the GM list shows it).
-    pub identity: String,
+    /// The GM's phase 1 identity (as the GM list shows it). Accepted as
+    /// `identity` on input (its name in GKM 0.1).
+    #[serde(alias = "identity")]
+    pub gm_identity: String,
 }
 
 impl TokenGm {
@@ -637,12 +644,12 @@ impl TokenGm {
         if self.group == 0 {
             return Err(invalid("/gm/group", "0 is out of range: 1-4294967295"));
         }
-        if self.identity.is_empty()
-            || self.identity.len() > 255
-            || self.identity.chars().any(char::is_control)
+        if self.gm_identity.is_empty()
+            || self.gm_identity.len() > 255
+            || self.gm_identity.chars().any(char::is_control)
         {
             return Err(invalid(
-                "/gm/identity",
+                "/gm/gm_identity",
                 "must be 1-255 characters without control characters",
             ));
         }

@@ -64,7 +64,7 @@ fn admin() -> Actor {
 fn gm(group: u32, i: u32, class: &str, features: u32, state: GmState) -> GmRow {
     GmRow {
         group,
-        identity: format!("10.0.{}.{}", i / 256, i % 256),
+        gm_identity: format!("10.0.{}.{}", i / 256, i % 256),
         address: format!("10.0.{}.{}:848", i / 256, i % 256),
         class: class.into(),
         version: Some("1.0.11".into()),
@@ -87,7 +87,7 @@ async fn groups_crud_with_versions_conflicts_and_sealed_psk() {
             .await
             .unwrap();
         assert_eq!(
-            (g.name.as_str(), g.identity, g.version),
+            (g.name.as_str(), g.group_id, g.version),
             ("GET", 1234, 1),
             "{k:?}"
         );
@@ -102,7 +102,7 @@ async fn groups_crud_with_versions_conflicts_and_sealed_psk() {
             "group-secret"
         );
         assert_eq!(
-            s.group_by_identity(1234).await.unwrap().unwrap().name,
+            s.group_by_group_id(1234).await.unwrap().unwrap().name,
             "GET"
         );
         // Name and number are unique.
@@ -227,14 +227,14 @@ async fn gm_listing_filters_and_pages_by_keyset() {
         let mut two = rows[2].clone();
         two.sids = vec![7, 8, 4_000_000_000];
         s.put_gms(&[two.clone()]).await.unwrap();
-        s.set_gm_state(two.group, &two.identity, GmState::Removed)
+        s.set_gm_state(two.group, &two.gm_identity, GmState::Removed)
             .await
             .unwrap();
         let live = s.live_gms().await.unwrap();
         assert_eq!(live.len(), 249, "{k:?}");
-        assert!(!live.iter().any(|g| g.identity == two.identity));
+        assert!(!live.iter().any(|g| g.gm_identity == two.gm_identity));
         assert_eq!(
-            live.iter().find(|g| g.identity == again.identity),
+            live.iter().find(|g| g.gm_identity == again.gm_identity),
             Some(&again)
         );
         assert!(live.contains(&later), "{k:?}: the later row of the two");
@@ -242,27 +242,30 @@ async fn gm_listing_filters_and_pages_by_keyset() {
             live.contains(&rows[5]),
             "{k:?}: the refused batch wrote nothing"
         );
-        s.set_gm_state(two.group, &two.identity, GmState::Registered)
+        s.set_gm_state(two.group, &two.gm_identity, GmState::Registered)
             .await
             .unwrap();
         let back = s.live_gms().await.unwrap();
-        let two_back = back.iter().find(|g| g.identity == two.identity).unwrap();
+        let two_back = back
+            .iter()
+            .find(|g| g.gm_identity == two.gm_identity)
+            .unwrap();
         assert_eq!(two_back.sids, vec![7, 8, 4_000_000_000], "{k:?}");
         let f = |group, state, class: Option<&str>, feature| GmFilter {
             group,
-            identity: None,
+            gm_identity: None,
             state,
             class: class.map(str::to_owned),
             feature,
         };
         let one = GmFilter {
             group: Some(1),
-            identity: Some(two.identity.clone()),
+            gm_identity: Some(two.gm_identity.clone()),
             ..GmFilter::default()
         };
         assert_eq!(s.count_gms(&one).await.unwrap(), 1, "{k:?}");
         let none = GmFilter {
-            identity: Some("no-such-gm".into()),
+            gm_identity: Some("no-such-gm".into()),
             ..GmFilter::default()
         };
         assert_eq!(s.count_gms(&none).await.unwrap(), 0, "{k:?}");
@@ -306,7 +309,7 @@ async fn gm_listing_filters_and_pages_by_keyset() {
                 .await
                 .unwrap();
             assert!(p.gms.len() <= 40);
-            seen.extend(p.gms.iter().map(|g| (g.group, g.identity.clone())));
+            seen.extend(p.gms.iter().map(|g| (g.group, g.gm_identity.clone())));
             paged.extend(p.gms);
             match p.next {
                 Some(n) => after = Some(n),
@@ -348,7 +351,7 @@ async fn gm_listing_filters_and_pages_by_keyset() {
             .unwrap();
         assert_eq!(first.gms[0], again, "the row reads back as written");
         // State changes (removed after 3 misses) keep the row.
-        s.set_gm_state(1, &again.identity, GmState::Removed)
+        s.set_gm_state(1, &again.gm_identity, GmState::Removed)
             .await
             .unwrap();
         assert_eq!(
@@ -362,9 +365,9 @@ async fn gm_listing_filters_and_pages_by_keyset() {
             Err(StoreError::NotFound(_))
         ));
         // Eject.
-        s.eject_gm(&admin(), 1, &again.identity).await.unwrap();
+        s.eject_gm(&admin(), 1, &again.gm_identity).await.unwrap();
         assert!(matches!(
-            s.eject_gm(&admin(), 1, &again.identity).await,
+            s.eject_gm(&admin(), 1, &again.gm_identity).await,
             Err(StoreError::NotFound(_))
         ));
         assert_eq!(s.count_gms(&GmFilter::default()).await.unwrap(), 249);
@@ -508,7 +511,7 @@ async fn secrets_need_the_same_master_key_and_a_sqlite_file_survives_reopening()
 fn health(group: u32, identity: &str, at: i64, input_errors: u64) -> GmHealth {
     GmHealth {
         group,
-        identity: identity.into(),
+        gm_identity: identity.into(),
         received_at: at,
         agent_version: "0.1.0".into(),
         registered: true,
@@ -598,7 +601,7 @@ async fn gm_health_reports_d3p_series_spikes_and_cleanup() {
         let spikes = s.d3p_spikes(t0 + 100_000, 10, 10).await.unwrap();
         let got: Vec<(u32, &str, u64)> = spikes
             .iter()
-            .map(|x| (x.group, x.identity.as_str(), x.input_errors))
+            .map(|x| (x.group, x.gm_identity.as_str(), x.input_errors))
             .collect();
         assert_eq!(got, vec![(2, c, 40), (1, b, 20), (1, a, 10)], "{k:?}");
         assert_eq!(s.d3p_spikes(t0 + 100_000, 11, 10).await.unwrap().len(), 2);
@@ -640,7 +643,7 @@ async fn gm_health_reports_d3p_series_spikes_and_cleanup() {
 async fn psk_rotation_retirement_and_deletion_leave_no_secret_behind() {
     for s in backends().await {
         let g = s.create_group(&admin(), "P", 77, &policy()).await.unwrap();
-        let state = gkm_store::group_state_secret(g.identity);
+        let state = gkm_store::group_state_secret(g.group_id);
         s.put_secret(&state, b"keys and SEQ").await.unwrap();
         // Rotate, then clear, each audited, the key never in the audit log.
         s.set_group_psk(&admin(), "P", Some("rotated-secret"))
@@ -732,7 +735,7 @@ async fn concurrent_writers_never_fail() {
         s.put_gms(&[gm(1234, 1, "non-cisco", 0, GmState::Registered)])
             .await
             .unwrap();
-        let identity = gm(1234, 1, "non-cisco", 0, GmState::Registered).identity;
+        let identity = gm(1234, 1, "non-cisco", 0, GmState::Registered).gm_identity;
         let tasks: Vec<_> = (0..400u64)
             .map(|i| {
                 let s = s.clone();

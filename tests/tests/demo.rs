@@ -33,7 +33,7 @@ fn demo_mode_brings_simulated_gms_in() {
         v
     };
     let g = get("/api/v1/groups/DEMO");
-    assert_eq!(g["identity"], 4242, "{g}");
+    assert_eq!(g["group_id"], 4242, "{g}");
     assert_eq!(g["policy"]["d3p_window"]["sec"], 5, "{g}");
     let start = Instant::now();
     let registered = loop {
@@ -48,7 +48,7 @@ fn demo_mode_brings_simulated_gms_in() {
     assert_eq!(rows.len(), 6, "{registered}");
     for m in rows {
         assert!(
-            m["identity"].as_str().unwrap().starts_with("127.0.66."),
+            m["gm_identity"].as_str().unwrap().starts_with("127.0.66."),
             "{m}"
         );
         assert_eq!(m["state"], "registered", "{m}");

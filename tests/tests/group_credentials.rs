@@ -95,7 +95,7 @@ fn each_groups_psk_opens_its_own_group_only() {
             201,
             "POST",
             "/api/v1/groups",
-            Some(&json!({"name": name, "identity": id, "policy": policy(Some(psk), &["127.0.0.0/8"])})),
+            Some(&json!({"name": name, "group_id": id, "policy": policy(Some(psk), &["127.0.0.0/8"])})),
         );
         assert_eq!(g["psk_set"], true);
     }
@@ -189,7 +189,7 @@ fn each_groups_psk_opens_its_own_group_only() {
             201,
             "POST",
             "/api/v1/groups",
-            Some(&json!({"name": format!("C{i}"), "identity": 5000 + i,
+            Some(&json!({"name": format!("C{i}"), "group_id": 5000 + i,
                           "policy": policy(Some(&format!("psk-c-{i}")), &[])})),
         );
     }
@@ -197,7 +197,7 @@ fn each_groups_psk_opens_its_own_group_only() {
         409,
         "POST",
         "/api/v1/groups",
-        Some(&json!({"name": "C15", "identity": 5015, "policy": policy(Some("psk-c-15"), &["127.0.9.0/24"])})),
+        Some(&json!({"name": "C15", "group_id": 5015, "policy": policy(Some("psk-c-15"), &["127.0.9.0/24"])})),
     );
     let detail = p["detail"].as_str().unwrap();
     assert!(

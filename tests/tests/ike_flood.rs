@@ -73,7 +73,7 @@ fn a_real_agent_registers_during_a_forged_message_1_flood() {
         format!(
             "listen = \"127.0.0.1:{udp}\"\n\
              [[psk]]\nprefix = \"127.0.0.0/8\"\nkey = \"flood-test-psk\"\n\
-             [[group]]\nname = \"GET\"\nidentity = 4321\n\
+             [[group]]\nname = \"GET\"\ngroup_id = 4321\n\
              [[group.tek]]\nsrc = \"10.1.0.0/16\"\ndst = \"10.1.0.0/16\"\n"
         ),
     )

@@ -22,7 +22,7 @@ fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
         format!(
             "listen = \"127.0.0.1:{port}\"\n\
              [[psk]]\nprefix = \"127.0.0.0/8\"\nkey = \"loopback-test-psk\"\n\
-             [[group]]\nname = \"GET\"\nidentity = 4321\n\
+             [[group]]\nname = \"GET\"\ngroup_id = 4321\n\
              [[group.tek]]\nsrc = \"10.1.0.0/16\"\ndst = \"10.1.0.0/16\"\n\
              [[group.tek]]\nsrc = \"10.2.0.0/16\"\ndst = \"10.2.0.0/16\"\n"
         ),
@@ -215,7 +215,7 @@ fn bind_refusal_and_bad_options_are_clear_errors() {
     assert!(err.contains("another process holds this port"), "{err}");
     // A bad config value names the field and starts nothing.
     let cfg = dir.join("bad.toml");
-    std::fs::write(&cfg, "[[group]]\nname='G'\nidentity=1\ntek_lifetime=5\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n").unwrap();
+    std::fs::write(&cfg, "[[group]]\nname='G'\ngroup_id=1\ntek_lifetime=5\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n").unwrap();
     let out = Command::new(binary("gkm-server", "gkm-server"))
         .arg("--config")
         .arg(&cfg)

@@ -29,7 +29,7 @@ fn unicast_config(dir: &Path, port: u16) -> PathBuf {
         format!(
             "listen = \"127.0.0.1:{port}\"\n\
              [[psk]]\nprefix = \"127.0.0.0/8\"\nkey = \"rekey-test-psk\"\n\
-             [[group]]\nname = \"GET\"\nidentity = 4321\n\
+             [[group]]\nname = \"GET\"\ngroup_id = 4321\n\
              rekey.retransmit_interval = 1\n\
              [[group.tek]]\nsrc = \"10.1.0.0/16\"\ndst = \"10.1.0.0/16\"\n"
         ),
@@ -271,9 +271,9 @@ fn multicast_rekeys_reach_agents_in_another_namespace() {
     let cfg = dir.join("ks.toml");
     std::fs::write(
         &cfg,
-        "listen = \"10.99.0.1:848\"\nidentity = \"10.99.0.1\"\n\
+        "listen = \"10.99.0.1:848\"\nks_address = \"10.99.0.1\"\n\
          [[psk]]\nprefix = \"10.99.0.0/24\"\nkey = \"rekey-test-psk\"\n\
-         [[group]]\nname = \"GET\"\nidentity = 4321\nrekey_address = \"239.1.2.3\"\n\
+         [[group]]\nname = \"GET\"\ngroup_id = 4321\nrekey_address = \"239.1.2.3\"\n\
          rekey.multicast_port = 8848\nrekey.multicast_ttl = 2\n\
          [[group.tek]]\nsrc = \"10.1.0.0/16\"\ndst = \"10.1.0.0/16\"\n",
     )

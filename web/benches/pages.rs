@@ -63,7 +63,7 @@ fn pages(c: &mut Criterion) {
         let rows: Vec<GmRow> = (0..GMS)
             .map(|i| GmRow {
                 group: 1234,
-                identity: format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
+                gm_identity: format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
                 address: format!("10.{}.{}.{}:848", i >> 16, (i >> 8) & 255, i & 255),
                 class: ["cisco", "asr9000", "non-cisco"][(i % 3) as usize].into(),
                 version: Some("1.0.11".into()),
@@ -105,7 +105,7 @@ fn pages(c: &mut Criterion) {
                 store
                     .put_gm_health(&GmHealth {
                         group: 1234,
-                        identity: m.identity.clone(),
+                        gm_identity: m.gm_identity.clone(),
                         received_at: now - ago,
                         agent_version: "0.1.0".into(),
                         registered: true,

@@ -39,8 +39,10 @@ fn mutate(caller: &Caller) -> Result<(), Problem> {
 pub struct NewGroup {
     /// Name, 1-64 characters.
     pub name: String,
-    /// Group identity number, 1-4294967295.
-    pub identity: u32,
+    /// Group ID: the GDOI group identity number, 1-4294967295. Accepted as
+    /// `identity` (its name in GKM 0.1).
+    #[serde(alias = "identity")]
+    pub group_id: u32,
     /// Policy.
     pub policy: GroupPolicy,
 }
@@ -179,16 +181,16 @@ pub async fn create_group(
 ) -> Result<(StatusCode, Json<GroupView>), Problem> {
     mutate(&c)?;
     check_name("/name", &body.name)?;
-    if body.identity == 0 {
-        return Err(invalid("/identity", "0 is out of range: 1-4294967295"));
+    if body.group_id == 0 {
+        return Err(invalid("/group_id", "0 is out of range: 1-4294967295"));
     }
     body.policy.validate()?;
     ops::check_psk_overlap(&s, &body.name, &body.policy).await?;
     let g = s
         .store
-        .create_group(&c.actor(), &body.name, body.identity, &body.policy)
+        .create_group(&c.actor(), &body.name, body.group_id, &body.policy)
         .await?;
-    s.control.group_changed(g.identity, Some(&g), false).await;
+    s.control.group_changed(g.group_id, Some(&g), false).await;
     Ok((StatusCode::CREATED, Json(view(&s, g).await?)))
 }
 
@@ -231,7 +233,7 @@ pub async fn delete_group(
     mutate(&c)?;
     let g = group_named(&s, &name).await?;
     s.store.delete_group(&c.actor(), &name).await?;
-    s.control.group_changed(g.identity, None, false).await;
+    s.control.group_changed(g.group_id, None, false).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -294,7 +296,7 @@ pub async fn status(
 ) -> Result<Json<GroupStatus>, Problem> {
     c.require(Role::Viewer)?;
     let g = group_named(&s, &name).await?;
-    s.control.status(g.identity).await.map(Json).ok_or_else(|| {
+    s.control.status(g.group_id).await.map(Json).ok_or_else(|| {
         Problem::unavailable(format!("the key server does not serve group {name:?} yet"))
     })
 }
@@ -339,7 +341,7 @@ fn gm_filter(q: &GmQuery) -> Result<GmFilter, Problem> {
     };
     Ok(GmFilter {
         group: q.group,
-        identity: None,
+        gm_identity: None,
         state,
         class: q.class.clone(),
         feature,
@@ -390,14 +392,14 @@ pub async fn list_gms(
 }
 
 /// Eject a GM: removed from the GM database, no more rekeys.
-#[utoipa::path(delete, path = "/api/v1/groups/{name}/gms/{identity}", params(("name" = String, Path), ("identity" = String, Path)), responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/groups/{name}/gms/{gm_identity}", params(("name" = String, Path), ("gm_identity" = String, Path)), responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn eject_gm(
     State(s): State<ApiState>,
     c: Caller,
-    Path((name, identity)): Path<(String, String)>,
+    Path((name, gm_identity)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
     mutate(&c)?;
-    ops::eject(&s, &c.actor(), &name, &identity).await?;
+    ops::eject(&s, &c.actor(), &name, &gm_identity).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -416,14 +418,14 @@ pub async fn report_health(
     h.validate()?;
     let this = gkm_store::model::TokenGm {
         group: h.group,
-        identity: h.identity.clone(),
+        gm_identity: h.gm_identity.clone(),
     };
     match (&c.gm, c.role) {
         (Some(bound), _) if *bound == this => {}
         (Some(bound), _) => {
             return Err(Problem::forbidden(format!(
                 "token {:?} reports for GM {:?} of group {} only",
-                c.name, bound.identity, bound.group
+                c.name, bound.gm_identity, bound.group
             )))
         }
         (None, Role::Agent) => {
@@ -435,14 +437,14 @@ pub async fn report_health(
                 .store
                 .count_gms(&GmFilter {
                     group: Some(h.group),
-                    identity: Some(h.identity.clone()),
+                    gm_identity: Some(h.gm_identity.clone()),
                     ..GmFilter::default()
                 })
                 .await?;
             if known == 0 {
                 return Err(Problem::not_found(format!(
                     "GM {:?} in group {}",
-                    h.identity, h.group
+                    h.gm_identity, h.group
                 )));
             }
             if !s.store.bind_token(&c.actor(), c.token_id, &this).await? {
@@ -451,7 +453,7 @@ pub async fn report_health(
                     c.name
                 )));
             }
-            tracing::info!(token = ?c.name, group = h.group, gm = ?h.identity, "agent token bound to the GM of its first report");
+            tracing::info!(token = ?c.name, group = h.group, gm = ?h.gm_identity, "agent token bound to the GM of its first report");
         }
         (None, _) => {}
     }
@@ -460,21 +462,21 @@ pub async fn report_health(
 }
 
 /// A GM's latest health report.
-#[utoipa::path(get, path = "/api/v1/groups/{name}/gms/{identity}/health", params(("name" = String, Path), ("identity" = String, Path)), responses((status = 200, body = GmHealth), (status = 404, body = Problem)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/groups/{name}/gms/{gm_identity}/health", params(("name" = String, Path), ("gm_identity" = String, Path)), responses((status = 200, body = GmHealth), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn gm_health(
     State(s): State<ApiState>,
     c: Caller,
-    Path((name, identity)): Path<(String, String)>,
+    Path((name, gm_identity)): Path<(String, String)>,
 ) -> Result<Json<GmHealth>, Problem> {
     c.require(Role::Viewer)?;
     let g = group_named(&s, &name).await?;
     s.store
-        .gm_health(g.identity, &identity)
+        .gm_health(g.group_id, &gm_identity)
         .await?
         .map(Json)
         .ok_or_else(|| {
             Problem::not_found(format!(
-                "no health report from GM {identity:?} in group {name:?}"
+                "no health report from GM {gm_identity:?} in group {name:?}"
             ))
         })
 }
@@ -631,11 +633,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/groups/{name}/rekey", post(rekey))
         .route("/api/v1/groups/{name}/status", get(status))
         .route(
-            "/api/v1/groups/{name}/gms/{identity}",
+            "/api/v1/groups/{name}/gms/{gm_identity}",
             axum::routing::delete(eject_gm),
         )
         .route(
-            "/api/v1/groups/{name}/gms/{identity}/health",
+            "/api/v1/groups/{name}/gms/{gm_identity}/health",
             get(gm_health),
         )
         .route("/api/v1/gms", get(list_gms))

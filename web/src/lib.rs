@@ -37,8 +37,8 @@ pub use gkm_model::status::{KekPolicyStatus, RekeyStatus};
 /// ID` rows of `show crypto gkm feature`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyServerFeatures {
-    /// Its identity (address).
-    pub identity: String,
+    /// Its address (its phase 1 identity).
+    pub address: String,
     /// GDOI version `major.minor.mini`.
     pub version: String,
     /// Feature bits (as a GM's `features`).
@@ -91,12 +91,12 @@ pub trait Control: Send + Sync {
     /// Rekey a group now, or send it a rekey replace.
     async fn rekey(&self, group: u32, replace: bool) -> Result<RekeyAccepted, RekeyRefused>;
     /// Remove a GM from the engine's GM database (it gets no more rekeys).
-    async fn eject(&self, group: u32, identity: &str) -> Result<(), String>;
+    async fn eject(&self, group: u32, gm_identity: &str) -> Result<(), String>;
     /// A group's live status, if the engine serves it.
     async fn status(&self, group: u32) -> Option<GroupStatus>;
     /// A group was created or changed (`replace`: GMs must get a rekey
     /// replace, e.g. on a switch between CMD and IP-D3P), or deleted (`None`).
-    async fn group_changed(&self, identity: u32, group: Option<&Group>, replace: bool);
+    async fn group_changed(&self, group_id: u32, group: Option<&Group>, replace: bool);
 }
 
 /// What every handler shares.

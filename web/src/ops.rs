@@ -120,7 +120,7 @@ pub async fn update_policy(
         .await?;
     state
         .control
-        .group_changed(g.identity, Some(&g), replace)
+        .group_changed(g.group_id, Some(&g), replace)
         .await;
     Ok((g, replace))
 }
@@ -136,7 +136,7 @@ pub async fn set_psk(
     let g = state.store.set_group_psk(actor, name, psk).await?;
     state
         .control
-        .group_changed(g.identity, Some(&g), false)
+        .group_changed(g.group_id, Some(&g), false)
         .await;
     Ok(g)
 }
@@ -151,7 +151,7 @@ pub async fn rekey(
     let g = group_named(state, name).await?;
     let accepted = state
         .control
-        .rekey(g.identity, replace)
+        .rekey(g.group_id, replace)
         .await
         .map_err(|e| match e {
             RekeyRefused::InFlight(d) => Problem::conflict(d),
@@ -183,10 +183,10 @@ pub async fn eject(
     identity: &str,
 ) -> Result<(), Problem> {
     let g = group_named(state, name).await?;
-    state.store.eject_gm(actor, g.identity, identity).await?;
+    state.store.eject_gm(actor, g.group_id, identity).await?;
     state
         .control
-        .eject(g.identity, identity)
+        .eject(g.group_id, identity)
         .await
         .map_err(Problem::unavailable)
 }

@@ -127,8 +127,8 @@ impl Api {
     }
 }
 
-fn group_body(name: &str, identity: u32, policy: Value) -> Value {
-    json!({"name": name, "identity": identity, "policy": policy})
+fn group_body(name: &str, group_id: u32, policy: Value) -> Value {
+    json!({"name": name, "group_id": group_id, "policy": policy})
 }
 
 fn policy() -> Value {
@@ -329,7 +329,7 @@ async fn every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_not
         (group_body("", 1, policy()).to_string(), "/name", "1-64"),
         (
             group_body("G", 0, policy()).to_string(),
-            "/identity",
+            "/group_id",
             "out of range",
         ),
     ];
@@ -347,19 +347,19 @@ async fn every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_not
     for (body, words) in [
         ("{", "EOF"),
         (
-            r#"{"name":"G","identity":1,"policy":{"teks":[]},"extra":1}"#,
+            r#"{"name":"G","group_id":1,"policy":{"teks":[]},"extra":1}"#,
             "extra",
         ),
         (
-            r#"{"name":"G","identity":1,"policy":{"teks":[],"d3p_window":{"minutes":5}}}"#,
+            r#"{"name":"G","group_id":1,"policy":{"teks":[],"d3p_window":{"minutes":5}}}"#,
             "minutes",
         ),
         (
-            r#"{"name":"G","identity":"one","policy":{"teks":[]}}"#,
-            "identity",
+            r#"{"name":"G","group_id":"one","policy":{"teks":[]}}"#,
+            "group_id",
         ),
         (
-            r#"{"name":"G","identity":1,"policy":{"teks":[],"rekey":{"transport":"carrier-pigeon"}}}"#,
+            r#"{"name":"G","group_id":1,"policy":{"teks":[],"rekey":{"transport":"carrier-pigeon"}}}"#,
             "carrier-pigeon",
         ),
     ] {
@@ -540,7 +540,7 @@ async fn gms_list_filters_pages_and_eject(backend: Backend) {
     let rows: Vec<GmRow> = (0..30u32)
         .map(|i| GmRow {
             group: 1234,
-            identity: format!("10.0.0.{i:02}"),
+            gm_identity: format!("10.0.0.{i:02}"),
             address: format!("10.0.0.{i}:848"),
             class: if i % 2 == 0 { "non-cisco" } else { "cisco" }.into(),
             version: Some("1.0.11".into()),
@@ -754,9 +754,9 @@ async fn key_servers_status_rekey_and_openapi(backend: Backend) {
     );
 }
 
-fn report(identity: &str, input_errors: u64) -> Value {
+fn report(gm_identity: &str, input_errors: u64) -> Value {
     json!({
-        "group": 1234, "identity": identity, "agent_version": "0.1.0", "registered": true,
+        "group": 1234, "gm_identity": gm_identity, "agent_version": "0.1.0", "registered": true,
         "d3p_window_ms": 1000, "d3p_window_source": "ks", "agent_time_ms": 1_700_000_000_000u64,
         "counters": {"input_packets": 10, "output_packets": 20, "input_errors": input_errors,
                      "output_errors": 0,
@@ -907,7 +907,7 @@ async fn agents_report_health_and_read_nothing(backend: Backend) {
 fn registered(identity: &str) -> GmRow {
     GmRow {
         group: 1234,
-        identity: identity.into(),
+        gm_identity: identity.into(),
         address: format!("{identity}:848"),
         class: "non-cisco".into(),
         version: None,
@@ -949,7 +949,7 @@ async fn an_agent_token_reports_for_its_own_gm_only(backend: Backend) {
         .admin(
             "POST",
             "/api/v1/tokens",
-            Some(json!({"name": "v", "role": "viewer", "gm": {"group": 1234, "identity": "10.0.0.1"}})),
+            Some(json!({"name": "v", "role": "viewer", "gm": {"group": 1234, "gm_identity": "10.0.0.1"}})),
         )
         .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
@@ -957,11 +957,11 @@ async fn an_agent_token_reports_for_its_own_gm_only(backend: Backend) {
         .admin(
             "POST",
             "/api/v1/tokens",
-            Some(json!({"name": "h1", "role": "agent", "gm": {"group": 1234, "identity": "10.0.0.1"}})),
+            Some(json!({"name": "h1", "role": "agent", "gm": {"group": 1234, "gm_identity": "10.0.0.1"}})),
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
-    assert_eq!(v["gm"]["identity"], "10.0.0.1");
+    assert_eq!(v["gm"]["gm_identity"], "10.0.0.1");
     let h1 = v["secret"].as_str().unwrap().to_owned();
     let post = |identity: &str, token: &str| {
         let body = report(identity, 3).to_string();
@@ -1011,7 +1011,10 @@ async fn an_agent_token_reports_for_its_own_gm_only(backend: Backend) {
         .iter()
         .find(|t| t["role"] == "agent" && t["name"] == "agent")
         .unwrap();
-    assert_eq!(legacy["gm"], json!({"group": 1234, "identity": "10.0.0.2"}));
+    assert_eq!(
+        legacy["gm"],
+        json!({"group": 1234, "gm_identity": "10.0.0.2"})
+    );
     let (_, audit) = a.admin("GET", "/api/v1/audit", None).await;
     assert!(audit
         .as_array()
@@ -1027,7 +1030,7 @@ async fn every_400_names_the_failing_field_and_key_server_names_are_checked(back
         let a = &a;
         async move { a.call(method, path, Some(&a.admin), Some(&body)).await }
     };
-    let group = |policy: Value| json!({"name": "G", "identity": 7, "policy": policy}).to_string();
+    let group = |policy: Value| json!({"name": "G", "group_id": 7, "policy": policy}).to_string();
     for (method, path, body, field) in [
         // Wrong type, deep inside.
         (
@@ -1047,8 +1050,8 @@ async fn every_400_names_the_failing_field_and_key_server_names_are_checked(back
         (
             "POST",
             "/api/v1/groups",
-            json!({"name": "G", "identity": 4_294_967_296u64, "policy": {"teks": []}}).to_string(),
-            "/identity",
+            json!({"name": "G", "group_id": 4_294_967_296u64, "policy": {"teks": []}}).to_string(),
+            "/group_id",
         ),
         (
             "POST",
@@ -1063,14 +1066,14 @@ async fn every_400_names_the_failing_field_and_key_server_names_are_checked(back
             "POST",
             "/api/v1/groups",
             json!({"name": "G", "policy": {"teks": []}}).to_string(),
-            "/identity",
+            "/group_id",
         ),
         // Malformed JSON: the whole body.
         ("POST", "/api/v1/groups", "{\"name\": ".to_owned(), "/name"),
         (
             "POST",
             "/api/v1/groups",
-            r#"{"name":"G","identity":7,"policy":{"teks":[]}} trailing"#.to_owned(),
+            r#"{"name":"G","group_id":7,"policy":{"teks":[]}} trailing"#.to_owned(),
             "",
         ),
         (
@@ -1082,7 +1085,7 @@ async fn every_400_names_the_failing_field_and_key_server_names_are_checked(back
         (
             "POST",
             "/api/v1/tokens",
-            json!({"name": "t", "role": "agent", "gm": {"group": 1, "identity": "x", "k": 1}})
+            json!({"name": "t", "role": "agent", "gm": {"group": 1, "gm_identity": "x", "k": 1}})
                 .to_string(),
             "/gm/k",
         ),
@@ -1097,7 +1100,7 @@ async fn every_400_names_the_failing_field_and_key_server_names_are_checked(back
             "POST",
             "/api/v1/gm-health",
             json!({"group": 1}).to_string(),
-            "/identity",
+            "/gm_identity",
         ),
     ] {
         let got = send(method, path, body.clone()).await;
@@ -1146,6 +1149,68 @@ async fn every_400_names_the_failing_field_and_key_server_names_are_checked(back
     assert!(a.store.key_servers().await.unwrap().is_empty());
 }
 
+async fn names_of_gkm_0_1_are_accepted_on_input(backend: Backend) {
+    // Issue 17 item 3: `identity` became `group_id` (a group) and
+    // `gm_identity` (a GM). Clients and agents written against the old
+    // names keep working on input; output carries the new names only.
+    let a = api("old-names", backend).await;
+    let (st, g) = a
+        .admin(
+            "POST",
+            "/api/v1/groups",
+            Some(json!({"name": "OLD", "identity": 77, "policy": policy()})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{g}");
+    assert_eq!(g["group_id"], 77, "{g}");
+    assert!(g.get("identity").is_none(), "{g}");
+    // Both names at once is a duplicate field, refused naming it.
+    let both = json!({"name": "TWO", "identity": 78, "group_id": 78, "policy": policy()});
+    let v = problem(
+        a.call(
+            "POST",
+            "/api/v1/groups",
+            Some(&a.admin),
+            Some(&both.to_string()),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        None,
+    );
+    assert!(v["detail"].as_str().unwrap().contains("group_id"), "{v}");
+    assert!(a.store.group("TWO").await.unwrap().is_none());
+    let (st, t) = a
+        .admin(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "old-agent", "role": "agent", "gm": {"group": 77, "identity": "10.0.0.1"}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    assert_eq!(
+        t["gm"],
+        json!({"group": 77, "gm_identity": "10.0.0.1"}),
+        "{t}"
+    );
+    let mut gm = registered("10.0.0.1");
+    gm.group = 77;
+    a.store.put_gms(&[gm]).await.unwrap();
+    let mut old = report("10.0.0.1", 0);
+    old["group"] = json!(77);
+    let old = old.to_string().replace("\"gm_identity\"", "\"identity\"");
+    let (st, _, v) = a
+        .call(
+            "POST",
+            "/api/v1/gm-health",
+            t["secret"].as_str(),
+            Some(&old),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    let h = a.store.gm_health(77, "10.0.0.1").await.unwrap().unwrap();
+    assert_eq!(h.gm_identity, "10.0.0.1");
+}
+
 common::on_both_backends!(
     group_crud_and_the_psk_never_comes_back,
     every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_nothing,
@@ -1156,4 +1221,5 @@ common::on_both_backends!(
     agents_report_health_and_read_nothing,
     an_agent_token_reports_for_its_own_gm_only,
     every_400_names_the_failing_field_and_key_server_names_are_checked,
+    names_of_gkm_0_1_are_accepted_on_input,
 );

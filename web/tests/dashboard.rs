@@ -62,7 +62,7 @@ async fn ui(tag: &str, idle_ms: i64, secure: bool, backend: Backend) -> Ui {
     store
         .put_gms(&[GmRow {
             group: 1234,
-            identity: "10.0.0.7".into(),
+            gm_identity: "10.0.0.7".into(),
             address: "10.0.0.7:848".into(),
             class: "non-cisco".into(),
             version: Some("1.0.11".into()),
@@ -670,7 +670,7 @@ async fn the_token_form_validates_and_shows_a_secret_once(backend: Backend) {
         ),
         (
             format!("csrf={csrf}&name=h1&role=agent&gm_group=x&gm_identity=10.0.0.1"),
-            "identity number",
+            "the group ID, 1-4294967295",
         ),
         (
             format!("csrf={csrf}&name=v1&role=viewer&gm_group=1234&gm_identity=10.0.0.1"),
@@ -823,7 +823,7 @@ async fn health_reports_show_on_the_gm_page_and_spikes_alert(backend: Backend) {
     .unwrap();
     let report = |errors: u64, at: i64| GmHealth {
         group: 1234,
-        identity: "10.0.0.7".into(),
+        gm_identity: "10.0.0.7".into(),
         received_at: at,
         agent_version: "0.1.0".into(),
         registered: true,

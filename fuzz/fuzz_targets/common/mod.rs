@@ -71,7 +71,7 @@ pub fn ks() -> KeyServer {
     );
     KeyServer::new(
         KsConfig {
-            identity: Ipv4Addr::new(10, 0, 0, 1),
+            address: Ipv4Addr::new(10, 0, 0, 1),
             groups: vec![KsGroup {
                 name: "FUZZ".into(),
                 keys,

@@ -153,8 +153,8 @@ pub struct KsGroup {
 
 /// Key server configuration.
 pub struct KsConfig {
-    /// The KS's own phase 1 identity.
-    pub identity: Ipv4Addr,
+    /// The KS's own address (its phase 1 identity and rekey source).
+    pub address: Ipv4Addr,
     /// Groups by identity number.
     pub groups: Vec<KsGroup>,
     /// Pre-shared keys: the keyring's and each PSK group's, with the

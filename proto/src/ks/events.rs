@@ -15,8 +15,8 @@ use crate::rekey::RekeyReason;
 /// What a registration told the KS about a GM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GmRecord {
-    /// Phase 1 identity.
-    pub identity: String,
+    /// Its phase 1 identity.
+    pub gm_identity: String,
     /// Source address and port.
     pub addr: SocketAddr,
     /// Group identity number.
@@ -80,8 +80,8 @@ pub enum KsEvent {
     Phase1Established {
         /// Peer.
         peer: SocketAddr,
-        /// Its identity.
-        identity: String,
+        /// Its phase 1 identity.
+        peer_identity: String,
         /// What authenticated it.
         credentials: Vec<Credential>,
     },
@@ -146,8 +146,8 @@ pub enum KsEvent {
     GmRemoved {
         /// Group.
         group_id: u32,
-        /// Its identity.
-        identity: String,
+        /// Its phase 1 identity.
+        gm_identity: String,
         /// Its address.
         addr: SocketAddr,
         /// The SEQ of the rekey it missed last.

@@ -38,8 +38,8 @@ pub use status::{KekPolicyStatus, RekeyStatus};
 /// own state behind its own methods; the engine routes datagrams and time
 /// to them and hands them the outbox and the generator.
 pub struct KeyServer {
-    /// The KS's phase 1 identity (its address, as GMs see it).
-    identity: Ipv4Addr,
+    /// The KS's address (its phase 1 identity, as GMs see it).
+    address: Ipv4Addr,
     rng: Box<dyn EngineRng>,
     /// Datagrams, events and counters for the caller.
     out: KsOutbox,
@@ -59,7 +59,7 @@ impl KeyServer {
     /// A key server with its configuration and randomness.
     pub fn new(cfg: KsConfig, rng: Box<dyn EngineRng>) -> Self {
         let KsConfig {
-            identity,
+            address,
             groups,
             psks,
             ca,
@@ -73,7 +73,7 @@ impl KeyServer {
             rekey_key_name,
         } = cfg;
         let phase1 = Phase1Responder::new(Phase1Config {
-            identity,
+            address,
             psks,
             ca,
             certificate,
@@ -84,7 +84,7 @@ impl KeyServer {
         });
         let rekeys = Rekeys::new(rekey_signer, rekey_key_name, groups.len());
         Self {
-            identity,
+            address,
             rng,
             out: KsOutbox::default(),
             phase1,
@@ -95,9 +95,9 @@ impl KeyServer {
         }
     }
 
-    /// This key server's phase 1 identity (its address), as GMs see it.
-    pub fn identity(&self) -> Ipv4Addr {
-        self.identity
+    /// This key server's address (its phase 1 identity), as GMs see it.
+    pub fn address(&self) -> Ipv4Addr {
+        self.address
     }
 
     /// The groups, served or deleted (a deleted group keeps its place).
@@ -188,10 +188,10 @@ impl KeyServer {
 
     /// Removes a GM from the GM database on the operator's word (eject):
     /// no more rekeys until it registers again.
-    pub fn eject(&mut self, group_id: u32, identity: &str) -> bool {
+    pub fn eject(&mut self, group_id: u32, gm_identity: &str) -> bool {
         self.groups
             .index(group_id)
-            .is_some_and(|gi| self.rekeys.eject(gi, identity))
+            .is_some_and(|gi| self.rekeys.eject(gi, gm_identity))
     }
 
     /// The durable state of a group: with a prepared rekey, the state to
@@ -232,10 +232,10 @@ impl KeyServer {
     pub fn member_ack_state(
         &self,
         group_id: u32,
-        identity: &str,
+        gm_identity: &str,
     ) -> Option<crate::ack_tracker::AckState> {
         self.rekeys
-            .ack_state(self.groups.index(group_id)?, identity)
+            .ack_state(self.groups.index(group_id)?, gm_identity)
     }
 
     /// Whether a rekey of the group is in flight: prepared and not yet

@@ -202,7 +202,7 @@ impl PullServer {
         }
         let (suite, keys, last_block, vendor) =
             (sa.suite, sa.keys.clone(), *sa.last_block, sa.vendor);
-        let (identity, credentials) = (sa.identity.to_owned(), sa.credentials.to_vec());
+        let (gm_identity, credentials) = (sa.peer_identity.to_owned(), sa.credentials.to_vec());
         if let Some(p) = self.pulls.get(&(key, mid)) {
             if p.last_in == data {
                 cx.out.send(from, p.last_out.clone());
@@ -224,7 +224,7 @@ impl PullServer {
                     mid,
                     data,
                     (suite, &keys, &last_block, vendor),
-                    (&identity, &credentials),
+                    (&gm_identity, &credentials),
                     cx,
                 );
                 None
@@ -239,7 +239,7 @@ impl PullServer {
                     data,
                     group_idx,
                     (suite, &keys, vendor),
-                    identity,
+                    gm_identity,
                     cx,
                 )
             }
@@ -261,7 +261,7 @@ impl PullServer {
         mid: u32,
         data: &[u8],
         (suite, keys, last_block, vendor): (Suite, &Phase1Keys, &[u8; 16], PeerVendor),
-        (identity, credentials): (&str, &[Credential]),
+        (gm_identity, credentials): (&str, &[Credential]),
         cx: &mut PullContext<'_>,
     ) {
         let iv = phase2_iv(suite.prf, last_block, mid);
@@ -309,7 +309,7 @@ impl PullServer {
         let Some(group) = cx.groups.get(group_idx) else {
             return;
         };
-        if !group.authorization.allows(from.ip(), identity) {
+        if !group.authorization.allows(from.ip(), gm_identity) {
             return refuse(
                 cx,
                 key,
@@ -371,7 +371,7 @@ impl PullServer {
         data: &[u8],
         group_idx: usize,
         (suite, keys, vendor): (Suite, &Phase1Keys, PeerVendor),
-        identity: String,
+        gm_identity: String,
         cx: &mut PullContext<'_>,
     ) -> Option<(usize, GmRecord)> {
         let p = self.pulls.get(&(key, mid))?;
@@ -427,7 +427,7 @@ impl PullServer {
         }
         let class = classify(cx.asr9000, from, &vendor);
         let record = GmRecord {
-            identity,
+            gm_identity,
             addr: from,
             group_id,
             class,

@@ -143,15 +143,15 @@ impl Rekeys {
     }
 
     /// Removes a GM from the GM database (eject).
-    pub(crate) fn eject(&mut self, gi: usize, identity: &str) -> bool {
+    pub(crate) fn eject(&mut self, gi: usize, gm_identity: &str) -> bool {
         let Some(g) = self.groups.get_mut(gi) else {
             return false;
         };
-        if g.members.remove(identity).is_none() {
+        if g.members.remove(gm_identity).is_none() {
             return false;
         }
-        g.by_addr.retain(|_, v| v != identity);
-        g.tracker.forget(identity);
+        g.by_addr.retain(|_, v| v != gm_identity);
+        g.tracker.forget(gm_identity);
         true
     }
 
@@ -165,19 +165,19 @@ impl Rekeys {
         let Some(g) = self.groups.get_mut(gi) else {
             return;
         };
-        if let Some(old) = g.members.get(&record.identity) {
+        if let Some(old) = g.members.get(&record.gm_identity) {
             if let Some(a) = ipv4(old.addr) {
                 g.by_addr.remove(&a);
             }
         }
         if let Some(a) = ipv4(record.addr) {
-            g.by_addr.insert(a, record.identity.clone());
+            g.by_addr.insert(a, record.gm_identity.clone());
         }
-        if let Ok(a) = record.identity.parse::<Ipv4Addr>() {
-            g.by_addr.insert(a, record.identity.clone());
+        if let Ok(a) = record.gm_identity.parse::<Ipv4Addr>() {
+            g.by_addr.insert(a, record.gm_identity.clone());
         }
-        g.tracker.registered(&record.identity);
-        g.members.insert(record.identity.clone(), record);
+        g.tracker.registered(&record.gm_identity);
+        g.members.insert(record.gm_identity.clone(), record);
     }
 
     /// Group `gi`'s GM database.
@@ -194,8 +194,8 @@ impl Rekeys {
     }
 
     /// One GM's ACK state.
-    pub(crate) fn ack_state(&self, gi: usize, identity: &str) -> Option<AckState> {
-        self.groups.get(gi)?.tracker.state(identity)
+    pub(crate) fn ack_state(&self, gi: usize, gm_identity: &str) -> Option<AckState> {
+        self.groups.get(gi)?.tracker.state(gm_identity)
     }
 
     /// GMs registered and tracked, and those one miss from removal.
@@ -588,7 +588,7 @@ impl Rekeys {
                         g.by_addr.retain(|_, v| *v != id);
                         out.event(KsEvent::GmRemoved {
                             group_id,
-                            identity: id,
+                            gm_identity: id,
                             addr: m.addr,
                             seq: round.seq,
                         });

@@ -79,7 +79,7 @@ pub fn ks_group(name: &str, id: u32, seed: u64, authorization: Authorization) ->
 pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
     let signer = RsaSigner::from_pkcs8_pem(include_str!("../data/ks-rekey.pem")).unwrap();
     KsConfig {
-        identity: Ipv4Addr::new(10, 0, 0, 1),
+        address: Ipv4Addr::new(10, 0, 0, 1),
         groups: vec![ks_group("GET", GROUP, 1, authorization)],
         psks: vec![PskEntry {
             credential: Credential::Keyring(0),

@@ -54,9 +54,9 @@ impl<DB: Backend> SqlStore<DB> {
         let gm_group: Option<i64> = r.col("gm_group")?;
         let gm_identity: Option<String> = r.col("gm_identity")?;
         let gm = match (gm_group, gm_identity) {
-            (Some(g), Some(identity)) => Some(TokenGm {
+            (Some(g), Some(gm_identity)) => Some(TokenGm {
                 group: u32_of(g, "token GM group")?,
-                identity,
+                gm_identity,
             }),
             (None, None) => None,
             _ => return Err(corrupt("token GM binding is half set")),
@@ -91,14 +91,14 @@ impl<DB: Backend> TokenStore for SqlStore<DB> {
         .arg(role.as_str())
         .arg(now_ms())
         .arg(gm.map(|g| i64::from(g.group)))
-        .arg(gm.map(|g| g.identity.as_str()))
+        .arg(gm.map(|g| g.gm_identity.as_str()))
         .one(&mut *tx)
         .await
         .map_err(|e| db(e, &format!("a token named {name:?}")))?;
         let t = Self::token_of(&row)?;
         let detail = serde_json::json!({
             "role": role.as_str(),
-            "gm": gm.map(|g| serde_json::json!({"group": g.group, "identity": g.identity})),
+            "gm": gm.map(|g| serde_json::json!({"group": g.group, "gm_identity": g.gm_identity})),
         });
         let e = audit::entry(actor, "token.create", name, detail.to_string());
         Self::audit_tx(&mut tx, &e).await?;
@@ -113,7 +113,7 @@ impl<DB: Backend> TokenStore for SqlStore<DB> {
              WHERE id = $3 AND gm_group IS NULL AND gm_identity IS NULL RETURNING name",
         )
         .arg(i64::from(gm.group))
-        .arg(gm.identity.as_str())
+        .arg(gm.gm_identity.as_str())
         .arg(token_id)
         .optional(&mut *tx)
         .await?;
@@ -121,7 +121,7 @@ impl<DB: Backend> TokenStore for SqlStore<DB> {
             return Ok(false);
         };
         let name: String = row.col("name")?;
-        let detail = serde_json::json!({"gm": {"group": gm.group, "identity": gm.identity}});
+        let detail = serde_json::json!({"gm": {"group": gm.group, "gm_identity": gm.gm_identity}});
         let e = audit::entry(actor, "token.bind", &name, detail.to_string());
         Self::audit_tx(&mut tx, &e).await?;
         tx.commit().await?;

@@ -47,7 +47,7 @@ fn gms_of_json(json: &str) -> Result<Vec<GmRow>> {
         .map(|r| {
             Ok(GmRow {
                 group: u32_of(r.0, "group identity")?,
-                identity: r.1,
+                gm_identity: r.1,
                 address: r.2,
                 class: r.3,
                 version: r.4,
@@ -92,7 +92,7 @@ fn filter<'a>(q: &mut Sql<'a>, f: &'a GmFilter) {
             .int(i64::from(g))
             .push(")");
     }
-    if let Some(id) = &f.identity {
+    if let Some(id) = &f.gm_identity {
         q.push(" AND m.identity = ").text(id);
     }
     if let Some(s) = f.state {
@@ -113,7 +113,7 @@ impl<DB: Backend> SqlStore<DB> {
         let state: String = r.col("state")?;
         Ok(GmRow {
             group: u32_of(r.col("group_identity")?, "group identity")?,
-            identity: r.col("identity")?,
+            gm_identity: r.col("identity")?,
             address: r.col("address")?,
             class: r.col("class")?,
             version: r.col("version")?,
@@ -135,15 +135,15 @@ impl<DB: Backend> GmStore for SqlStore<DB> {
         // twice (PostgreSQL refuses it).
         let mut last: HashMap<(u32, &str), usize> = HashMap::new();
         for (i, gm) in gms.iter().enumerate() {
-            last.insert((gm.group, gm.identity.as_str()), i);
+            last.insert((gm.group, gm.gm_identity.as_str()), i);
         }
         let mut rows: Vec<&GmRow> = gms
             .iter()
             .enumerate()
-            .filter(|(i, gm)| last.get(&(gm.group, gm.identity.as_str())) == Some(i))
+            .filter(|(i, gm)| last.get(&(gm.group, gm.gm_identity.as_str())) == Some(i))
             .map(|(_, gm)| gm)
             .collect();
-        rows.sort_by_key(|gm| (gm.group, gm.identity.as_str()));
+        rows.sort_by_key(|gm| (gm.group, gm.gm_identity.as_str()));
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         for chunk in rows.chunks(GMS_PER_STATEMENT) {
             let sids: Vec<String> = chunk.iter().map(|gm| sids_text(&gm.sids)).collect();
@@ -157,7 +157,7 @@ impl<DB: Backend> GmStore for SqlStore<DB> {
                 q.push(if i == 0 { "(" } else { ", (" })
                     .int(i64::from(gm.group))
                     .push(", ")
-                    .text(&gm.identity)
+                    .text(&gm.gm_identity)
                     .push(", ")
                     .text(&gm.address)
                     .push(", ")
@@ -208,50 +208,54 @@ impl<DB: Backend> GmStore for SqlStore<DB> {
         Ok(())
     }
 
-    async fn set_gm_state(&self, group: u32, identity: &str, state: GmState) -> Result<()> {
+    async fn set_gm_state(&self, group: u32, gm_identity: &str, state: GmState) -> Result<()> {
         let r = Self::sql(
             "UPDATE gms SET state = $1 WHERE identity = $2 \
              AND group_id = (SELECT id FROM groups WHERE identity = $3)",
         )
         .arg(state.as_str())
-        .arg(identity)
+        .arg(gm_identity)
         .arg(i64::from(group))
         .run(&mut *self.conn().await?)
         .await?;
         if DB::rows_affected(&r) == 0 {
             return Err(StoreError::NotFound(format!(
-                "GM {identity:?} in group {group}"
+                "GM {gm_identity:?} in group {group}"
             )));
         }
         Ok(())
     }
 
     /// Ejects a GM: its row and its health report go, audited.
-    async fn eject_gm(&self, actor: &Actor, group: u32, identity: &str) -> Result<()> {
+    async fn eject_gm(&self, actor: &Actor, group: u32, gm_identity: &str) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let r = Self::sql(
             "DELETE FROM gms WHERE identity = $1 \
              AND group_id = (SELECT id FROM groups WHERE identity = $2)",
         )
-        .arg(identity)
+        .arg(gm_identity)
         .arg(i64::from(group))
         .run(&mut *tx)
         .await?;
         if DB::rows_affected(&r) == 0 {
             return Err(StoreError::NotFound(format!(
-                "GM {identity:?} in group {group}"
+                "GM {gm_identity:?} in group {group}"
             )));
         }
         Self::sql(
             "DELETE FROM gm_health WHERE identity = $1 \
              AND group_id = (SELECT id FROM groups WHERE identity = $2)",
         )
-        .arg(identity)
+        .arg(gm_identity)
         .arg(i64::from(group))
         .run(&mut *tx)
         .await?;
         let detail = format!("{{\"group\":{group}}}");
-        Self::audit_tx(&mut tx, &audit::entry(actor, "gm.eject", identity, detail)).await?;
+        Self::audit_tx(
+            &mut tx,
+            &audit::entry(actor, "gm.eject", gm_identity, detail),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -286,7 +290,7 @@ impl<DB: Backend> GmStore for SqlStore<DB> {
         };
         let next = if gms.len() > limit as usize {
             gms.truncate(limit as usize);
-            gms.last().map(|g| (g.group, g.identity.clone()))
+            gms.last().map(|g| (g.group, g.gm_identity.clone()))
         } else {
             None
         };

@@ -34,7 +34,7 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(Group {
             id: r.col("id")?,
             name: r.col("name")?,
-            identity: u32_of(r.col("identity")?, "group identity")?,
+            group_id: u32_of(r.col("identity")?, "group identity")?,
             policy: serde_json::from_str(&policy)
                 .map_err(|e| corrupt(format!("group policy: {e}")))?,
             version: r.col("version")?,
@@ -50,7 +50,7 @@ impl<DB: Backend> GroupStore for SqlStore<DB> {
         &self,
         actor: &Actor,
         name: &str,
-        identity: u32,
+        group_id: u32,
         policy: &GroupPolicy,
     ) -> Result<Group> {
         let now = now_ms();
@@ -60,18 +60,18 @@ impl<DB: Backend> GroupStore for SqlStore<DB> {
              VALUES ($1, $2, $3, 1, $4, $4) RETURNING {GROUP_COLUMNS}"
         ))
         .arg(name)
-        .arg(i64::from(identity))
+        .arg(i64::from(group_id))
         .arg(policy_json(policy)?)
         .arg(now)
         .one(&mut *tx)
         .await
-        .map_err(|e| db(e, &format!("a group named {name:?} or numbered {identity}")))?;
+        .map_err(|e| db(e, &format!("a group named {name:?} or numbered {group_id}")))?;
         let group = Self::group_of(&row)?;
         if let Some(k) = psk_of(policy) {
             self.put_secret_tx(&mut tx, &psk_secret(name), k.as_bytes())
                 .await?;
         }
-        let detail = format!("{{\"identity\":{identity}}}");
+        let detail = format!("{{\"group_id\":{group_id}}}");
         Self::audit_tx(&mut tx, &audit::entry(actor, "group.create", name, detail)).await?;
         tx.commit().await?;
         Ok(group)
@@ -184,11 +184,11 @@ impl<DB: Backend> GroupStore for SqlStore<DB> {
         .transpose()
     }
 
-    async fn group_by_identity(&self, identity: u32) -> Result<Option<Group>> {
+    async fn group_by_group_id(&self, group_id: u32) -> Result<Option<Group>> {
         Self::sql(&format!(
             "SELECT {GROUP_COLUMNS} FROM groups WHERE identity = $1"
         ))
-        .arg(i64::from(identity))
+        .arg(i64::from(group_id))
         .optional(&mut *self.conn().await?)
         .await?
         .map(|r| Self::group_of(&r))

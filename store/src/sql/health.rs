@@ -45,13 +45,13 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
         );
         let Some(row) = Self::sql(&sql)
             .arg(i64::from(h.group))
-            .arg(h.identity.as_str())
+            .arg(h.gm_identity.as_str())
             .optional(&mut *tx)
             .await?
         else {
             return Err(StoreError::NotFound(format!(
                 "GM {:?} in group {}",
-                h.identity, h.group
+                h.gm_identity, h.group
             )));
         };
         let gid: i64 = row.col("group_id")?;
@@ -59,7 +59,7 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
             "SELECT input_errors, output_errors FROM gm_health WHERE group_id = $1 AND identity = $2",
         )
         .arg(gid)
-        .arg(h.identity.as_str())
+        .arg(h.gm_identity.as_str())
         .optional(&mut *tx)
         .await?;
         let (was_in, was_out): (Option<i64>, Option<i64>) = match &before {
@@ -82,7 +82,7 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
              output_errors = excluded.output_errors, history = excluded.history",
         )
         .arg(gid)
-        .arg(h.identity.as_str())
+        .arg(h.gm_identity.as_str())
         .arg(h.received_at)
         .arg(h.agent_version.as_str())
         .arg(h.registered)
@@ -107,7 +107,7 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
                  THEN $6 ELSE d3p_errors.output_errors + excluded.output_errors END",
             )
             .arg(gid)
-            .arg(h.identity.as_str())
+            .arg(h.gm_identity.as_str())
             .arg(h.received_at / 60_000 * 60_000)
             .arg(d_in.min(MAX_D3P_ERRORS_PER_MINUTE))
             .arg(d_out.min(MAX_D3P_ERRORS_PER_MINUTE))
@@ -124,7 +124,7 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
         Ok(())
     }
 
-    async fn gm_health(&self, group: u32, identity: &str) -> Result<Option<GmHealth>> {
+    async fn gm_health(&self, group: u32, gm_identity: &str) -> Result<Option<GmHealth>> {
         let Some(r) = Self::sql(
             "SELECT h.received_at, h.agent_version, h.registered, h.d3p_window_ms, \
              h.d3p_window_source, h.agent_time_ms, h.input_packets, h.output_packets, \
@@ -133,7 +133,7 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
              WHERE g.identity = $1 AND h.identity = $2",
         )
         .arg(i64::from(group))
-        .arg(identity)
+        .arg(gm_identity)
         .optional(&mut *self.conn().await?)
         .await?
         else {
@@ -145,7 +145,7 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
         let window: Option<i64> = r.col("d3p_window_ms")?;
         Ok(Some(GmHealth {
             group,
-            identity: identity.to_owned(),
+            gm_identity: gm_identity.to_owned(),
             received_at: r.col("received_at")?,
             agent_version: r.col("agent_version")?,
             registered: r.col("registered")?,
@@ -220,7 +220,7 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
         .map(|r| {
             Ok(D3pSpike {
                 group: u32_of(r.col("gi")?, "group identity")?,
-                identity: r.col("identity")?,
+                gm_identity: r.col("identity")?,
                 input_errors: u64_of(r.col("n")?, "D3P errors")?,
             })
         })

@@ -57,7 +57,7 @@ async fn populate(v: &[String]) {
     for i in 0..n {
         batch.push(GmRow {
             group: 1234,
-            identity: format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255),
+            gm_identity: format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255),
             address: format!("10.{}.{}.{}:848", i >> 16 & 255, i >> 8 & 255, i & 255),
             class: ["non-cisco", "cisco", "asr9000"][i as usize % 3].into(),
             version: Some("1.0.0".into()),

@@ -135,7 +135,7 @@ fn ks_engine_only(n: u32) -> f64 {
     );
     let mut ks = KeyServer::new(
         KsConfig {
-            identity: Ipv4Addr::LOCALHOST,
+            address: Ipv4Addr::LOCALHOST,
             groups: vec![KsGroup {
                 name: "B".into(),
                 keys,

@@ -88,7 +88,7 @@ pub struct TokenForm {
     name: String,
     #[serde(default)]
     role: String,
-    /// Agent tokens: the GM's group (identity number) and phase 1 identity.
+    /// Agent tokens: the GM's group (its group ID) and phase 1 identity.
     #[serde(default)]
     gm_group: String,
     #[serde(default)]
@@ -118,13 +118,13 @@ pub(super) async fn token_create(
         match f.gm_group.trim().parse::<u32>() {
             Ok(group) => Some(gkm_store::model::TokenGm {
                 group,
-                identity: f.gm_identity.trim().to_owned(),
+                gm_identity: f.gm_identity.trim().to_owned(),
             }),
             Err(_) => {
                 return tokens_refused(
                     &d,
                     &s,
-                    "GM group: the group's identity number, 1-4294967295".into(),
+                    "GM group: the group ID, 1-4294967295".into(),
                     StatusCode::UNPROCESSABLE_ENTITY,
                 )
                 .await;

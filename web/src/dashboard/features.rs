@@ -51,7 +51,7 @@ pub(super) async fn features(
                         .store
                         .gms(
                             &GmFilter {
-                                group: Some(g.identity),
+                                group: Some(g.group_id),
                                 feature: lacking.then_some((bit, false)),
                                 ..GmFilter::default()
                             },
@@ -60,7 +60,7 @@ pub(super) async fn features(
                         .await?;
                     rows.extend(page.gms.into_iter().map(|m| {
                         (
-                            m.identity,
+                            m.gm_identity,
                             m.version.unwrap_or_else(|| "-".into()),
                             m.features & bit != 0,
                         )
@@ -73,12 +73,12 @@ pub(super) async fn features(
                 let key_servers: Vec<(String, String, bool)> = d
                     .api
                     .control
-                    .status(g.identity)
+                    .status(g.group_id)
                     .await
                     .map(|st| st.key_servers)
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|k| (k.identity, k.version, k.features & bit != 0))
+                    .map(|k| (k.address, k.version, k.features & bit != 0))
                     .filter(|k| !(lacking && k.2))
                     .collect();
                 text.push_str(&feature_table(&g.name, &key_servers, &rows));

@@ -68,7 +68,7 @@ impl From<GmHealth> for HealthView {
 pub(super) async fn gm_row(
     d: &Dashboard,
     name: &str,
-    identity: &str,
+    gm_identity: &str,
 ) -> Result<(Group, GmRow), Problem> {
     let g = ops::group_named(&d.api, name).await?;
     let page = d
@@ -76,8 +76,8 @@ pub(super) async fn gm_row(
         .store
         .gms(
             &GmFilter {
-                group: Some(g.identity),
-                identity: Some(identity.to_owned()),
+                group: Some(g.group_id),
+                gm_identity: Some(gm_identity.to_owned()),
                 ..GmFilter::default()
             },
             &Page {
@@ -90,16 +90,16 @@ pub(super) async fn gm_row(
         .gms
         .into_iter()
         .next()
-        .ok_or_else(|| Problem::not_found(format!("GM {identity:?} in group {name:?}")))?;
+        .ok_or_else(|| Problem::not_found(format!("GM {gm_identity:?} in group {name:?}")))?;
     Ok((g, m))
 }
 
 pub(super) async fn gm_page(
     State(d): State<Dashboard>,
     s: SignedIn,
-    Path((name, identity)): Path<(String, String)>,
+    Path((name, gm_identity)): Path<(String, String)>,
 ) -> PageResult {
-    let (g, m) = gm_row(&d, &name, &identity).await.or_page(s.nav())?;
+    let (g, m) = gm_row(&d, &name, &gm_identity).await.or_page(s.nav())?;
     let features = FEATURES
         .iter()
         .map(|(n, b)| (*n, if m.features & b != 0 { "Yes" } else { "No" }))
@@ -107,7 +107,7 @@ pub(super) async fn gm_page(
     let health = d
         .api
         .store
-        .gm_health(g.identity, &m.identity)
+        .gm_health(g.group_id, &m.gm_identity)
         .await
         .or_page(s.nav())?
         .map(HealthView::from);
@@ -124,7 +124,7 @@ pub(super) async fn gm_page(
 pub(super) async fn eject_confirm(
     State(d): State<Dashboard>,
     s: SignedIn,
-    Path((name, identity)): Path<(String, String)>,
+    Path((name, gm_identity)): Path<(String, String)>,
 ) -> PageResult {
     if s.user.role < Role::Operator {
         return Err(PageError::new(
@@ -133,18 +133,18 @@ pub(super) async fn eject_confirm(
             "ejecting needs the operator role",
         ));
     }
-    gm_row(&d, &name, &identity).await.or_page(s.nav())?;
+    gm_row(&d, &name, &gm_identity).await.or_page(s.nav())?;
     let base = format!(
         "/groups/{}/gms/{}",
         query_escape(&name),
-        query_escape(&identity)
+        query_escape(&gm_identity)
     );
     Ok(render(&ConfirmPage {
         nav: s.nav(),
         csrf: s.session.csrf.clone(),
         title: "Eject GM".into(),
         message: format!(
-            "Remove {identity} from group {name}? It gets no more rekeys and loses the group's traffic when its keys expire, unless it registers again."
+            "Remove {gm_identity} from group {name}? It gets no more rekeys and loses the group's traffic when its keys expire, unless it registers again."
         ),
         action: format!("{base}/eject"),
         back: base,
@@ -155,13 +155,13 @@ pub(super) async fn eject_confirm(
 pub(super) async fn eject_do(
     State(d): State<Dashboard>,
     s: SignedIn,
-    Path((name, identity)): Path<(String, String)>,
+    Path((name, gm_identity)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
     if let Some(r) = s.refuse(&f.csrf, Role::Operator) {
         return Ok(r);
     }
-    ops::eject(&d.api, &s.user.actor(), &name, &identity)
+    ops::eject(&d.api, &s.user.actor(), &name, &gm_identity)
         .await
         .or_page(s.nav())?;
     Ok(Redirect::to(&format!("/groups/{}", query_escape(&name))).into_response())

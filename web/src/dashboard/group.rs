@@ -5,7 +5,7 @@ use super::*;
 /// A GM as a table row.
 #[derive(Debug, Clone)]
 pub struct GmLine {
-    pub(super) identity: String,
+    pub(super) gm_identity: String,
     pub(super) address: String,
     pub(super) class: String,
     pub(super) version: String,
@@ -24,7 +24,7 @@ pub(super) fn opt<T: ToString>(v: Option<T>) -> String {
 impl From<GmRow> for GmLine {
     fn from(m: GmRow) -> Self {
         Self {
-            identity: m.identity,
+            gm_identity: m.gm_identity,
             address: m.address,
             class: m.class,
             version: m.version.unwrap_or_else(|| "-".into()),
@@ -76,7 +76,7 @@ pub(super) struct GroupPage {
     nav: Option<Nav>,
     csrf: String,
     name: String,
-    identity: u32,
+    group_id: u32,
     transport: &'static str,
     unicast: bool,
     d3p_shown: String,
@@ -139,8 +139,8 @@ pub(super) async fn group_page_of(
         )),
     };
     let filter = GmFilter {
-        group: Some(g.identity),
-        identity: None,
+        group: Some(g.group_id),
+        gm_identity: None,
         state,
         class,
         feature,
@@ -151,7 +151,7 @@ pub(super) async fn group_page_of(
         .gms(
             &filter,
             &Page {
-                after: (!q.after.is_empty()).then(|| (g.identity, q.after.clone())),
+                after: (!q.after.is_empty()).then(|| (g.group_id, q.after.clone())),
                 limit: GM_PAGE,
             },
         )
@@ -167,8 +167,8 @@ pub(super) async fn group_page_of(
             query_escape(&id)
         )
     });
-    let rekeys = d.api.store.rekeys(g.identity, REKEY_HISTORY).await?;
-    let status = d.api.control.status(g.identity).await;
+    let rekeys = d.api.store.rekeys(g.group_id, REKEY_HISTORY).await?;
+    let status = d.api.control.status(g.group_id).await;
     let d3p_shown = match g.policy.d3p_window {
         None => "disabled".to_owned(),
         Some(w) => format!("Type = POSIX-TIME-MSEC, Window-size = {} msec", w.as_msec()),
@@ -177,7 +177,7 @@ pub(super) async fn group_page_of(
         nav: s.nav(),
         csrf: s.session.csrf.clone(),
         name: g.name.clone(),
-        identity: g.identity,
+        group_id: g.group_id,
         transport: transport_of(&g),
         unicast: matches!(g.policy.rekey, RekeyTransport::Unicast { .. }),
         d3p_shown,
@@ -194,7 +194,7 @@ pub(super) async fn group_page_of(
         errors,
         saved,
         chart: charts::ack_timeline(&rekeys),
-        d3p_chart: d3p_chart(d, Some(g.identity)).await?,
+        d3p_chart: d3p_chart(d, Some(g.group_id)).await?,
         rekeys: rekeys
             .into_iter()
             .map(|r| RekeyLine {

@@ -345,9 +345,9 @@ pub fn router(d: Dashboard) -> Router {
         .route("/logout", post(logout))
         .route("/groups/{name}", get(group_page).post(group_save))
         .route("/groups/{name}/rekey", get(rekey_confirm).post(rekey_do))
-        .route("/groups/{name}/gms/{identity}", get(gm_page))
+        .route("/groups/{name}/gms/{gm_identity}", get(gm_page))
         .route(
-            "/groups/{name}/gms/{identity}/eject",
+            "/groups/{name}/gms/{gm_identity}/eject",
             get(eject_confirm).post(eject_do),
         )
         .route("/features", get(features))

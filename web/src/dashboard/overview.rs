@@ -6,7 +6,7 @@ use super::*;
 #[derive(Debug, Clone)]
 pub struct GroupLine {
     name: String,
-    identity: u32,
+    group_id: u32,
     transport: &'static str,
     registered: u64,
     lagging: u64,
@@ -104,23 +104,23 @@ pub(super) async fn overview_page(d: &Dashboard, s: &SignedIn) -> Result<Overvie
     {
         let name = all
             .iter()
-            .find(|g| g.identity == spike.group)
+            .find(|g| g.group_id == spike.group)
             .map_or_else(|| spike.group.to_string(), |g| g.name.clone());
         alerts.push(format!(
             "{name}: GM {} reported {} IP-D3P input errors in the last {} min (delayed path or skewed clock?)",
-            spike.identity,
+            spike.gm_identity,
             spike.input_errors,
             D3P_SPIKE_WINDOW_MS / 60_000
         ));
     }
     for g in all {
-        let registered = count(d, g.identity, GmState::Registered).await?;
-        let lagging = count(d, g.identity, GmState::Lagging).await?;
-        let removed = count(d, g.identity, GmState::Removed).await?;
+        let registered = count(d, g.group_id, GmState::Registered).await?;
+        let lagging = count(d, g.group_id, GmState::Lagging).await?;
+        let removed = count(d, g.group_id, GmState::Removed).await?;
         reg += registered;
         lag += lagging;
         rem += removed;
-        let last = d.api.store.rekeys(g.identity, 1).await?;
+        let last = d.api.store.rekeys(g.group_id, 1).await?;
         let (last_rekey, ack_ratio) = match last.first() {
             Some(r) => (
                 format!("SEQ {} at {}", r.seq, fmt_time(r.started_at)),
@@ -137,12 +137,12 @@ pub(super) async fn overview_page(d: &Dashboard, s: &SignedIn) -> Result<Overvie
             ),
             None => ("none yet".into(), "-".into()),
         };
-        let status = d.api.control.status(g.identity).await;
+        let status = d.api.control.status(g.group_id).await;
         alerts.extend(group_alerts(&g.name, status.as_ref()));
         groups.push(GroupLine {
             transport: transport_of(&g),
             name: g.name,
-            identity: g.identity,
+            group_id: g.group_id,
             registered,
             lagging,
             removed,

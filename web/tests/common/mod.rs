@@ -35,11 +35,11 @@ impl Control for Recorder {
             .push(format!("rekey {group} {replace}"));
         Ok(RekeyAccepted { group, replace })
     }
-    async fn eject(&self, group: u32, identity: &str) -> Result<(), String> {
+    async fn eject(&self, group: u32, gm_identity: &str) -> Result<(), String> {
         self.calls
             .lock()
             .unwrap()
-            .push(format!("eject {group} {identity}"));
+            .push(format!("eject {group} {gm_identity}"));
         Ok(())
     }
     async fn status(&self, group: u32) -> Option<GroupStatus> {
@@ -53,17 +53,17 @@ impl Control for Recorder {
             },
             kek: None,
             key_servers: vec![gkm_web::KeyServerFeatures {
-                identity: "10.0.8.1".into(),
+                address: "10.0.8.1".into(),
                 version: "1.0.0".into(),
                 features: 2,
             }],
         })
     }
-    async fn group_changed(&self, identity: u32, group: Option<&Group>, replace: bool) {
+    async fn group_changed(&self, group_id: u32, group: Option<&Group>, replace: bool) {
         self.calls
             .lock()
             .unwrap()
-            .push(format!("changed {identity} {} {replace}", group.is_some()));
+            .push(format!("changed {group_id} {} {replace}", group.is_some()));
     }
 }
 

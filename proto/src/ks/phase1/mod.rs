@@ -51,7 +51,7 @@ enum P1State {
     Established {
         keys: Phase1Keys,
         last_block: [u8; 16],
-        identity: String,
+        peer_identity: String,
         /// What authenticated the peer (several only when groups share a PSK).
         credentials: Vec<Credential>,
         expires: Millis,
@@ -86,7 +86,7 @@ pub(crate) struct EstablishedSa<'a> {
     /// The last CBC block of main mode (phase 2 IVs derive from it).
     pub last_block: &'a [u8; 16],
     /// The peer's identity.
-    pub identity: &'a str,
+    pub peer_identity: &'a str,
     /// What authenticated it.
     pub credentials: &'a [Credential],
     /// What its Vendor IDs said.
@@ -95,8 +95,8 @@ pub(crate) struct EstablishedSa<'a> {
 
 /// The phase 1 responder.
 pub(crate) struct Phase1Responder {
-    /// The KS's own phase 1 identity.
-    identity: Ipv4Addr,
+    /// The KS's own address (its phase 1 identity).
+    address: Ipv4Addr,
     psks: Vec<PskEntry>,
     ca: Option<CertificateAuthority>,
     certificate: Option<(Vec<u8>, RsaSigner)>,
@@ -108,7 +108,7 @@ pub(crate) struct Phase1Responder {
     /// (peer, initiator cookie) → responder cookie, for MM1 retransmissions.
     by_icky: HashMap<(SocketAddr, [u8; 8]), [u8; 8]>,
     /// Established phase 1 SAs by peer identity, for INITIAL-CONTACT.
-    by_identity: HashMap<String, Vec<[u8; 16]>>,
+    by_peer_identity: HashMap<String, Vec<[u8; 16]>>,
     /// The half-open flood defence.
     half_open: HalfOpen,
     /// When the SA table (and the PULLs of its SAs) is next swept.
@@ -117,7 +117,8 @@ pub(crate) struct Phase1Responder {
 
 /// What the responder is configured with.
 pub(crate) struct Phase1Config {
-    pub identity: Ipv4Addr,
+    /// The KS's own address (its phase 1 identity).
+    pub address: Ipv4Addr,
     pub psks: Vec<PskEntry>,
     pub ca: Option<CertificateAuthority>,
     pub certificate: Option<(Vec<u8>, RsaSigner)>,
@@ -131,7 +132,7 @@ impl Phase1Responder {
     /// A responder with no SA yet.
     pub(crate) fn new(c: Phase1Config) -> Self {
         Self {
-            identity: c.identity,
+            address: c.address,
             psks: c.psks,
             ca: c.ca,
             certificate: c.certificate,
@@ -141,7 +142,7 @@ impl Phase1Responder {
             export_keys: c.export_keys,
             sas: HashMap::new(),
             by_icky: HashMap::new(),
-            by_identity: HashMap::new(),
+            by_peer_identity: HashMap::new(),
             half_open: HalfOpen::new(c.limits),
             next_sweep: 0,
         }
@@ -163,7 +164,7 @@ impl Phase1Responder {
         let P1State::Established {
             keys,
             last_block,
-            identity,
+            peer_identity,
             credentials,
             ..
         } = &sa.state
@@ -175,7 +176,7 @@ impl Phase1Responder {
             suite: sa.suite,
             keys,
             last_block,
-            identity,
+            peer_identity,
             credentials,
             vendor: sa.vendor,
         })
@@ -254,11 +255,11 @@ impl Phase1Responder {
     pub(crate) fn remove_sa(&mut self, k: &[u8; 16]) {
         if let Some(sa) = self.sas.remove(k) {
             self.by_icky.remove(&(sa.peer, sa.icky));
-            if let P1State::Established { identity, .. } = &sa.state {
-                if let Some(keys) = self.by_identity.get_mut(identity) {
+            if let P1State::Established { peer_identity, .. } = &sa.state {
+                if let Some(keys) = self.by_peer_identity.get_mut(peer_identity) {
                     keys.retain(|x| x != k);
                     if keys.is_empty() {
-                        self.by_identity.remove(identity);
+                        self.by_peer_identity.remove(peer_identity);
                     }
                 }
             }
@@ -706,13 +707,13 @@ impl Phase1Responder {
         {
             return self.fail_phase1(out, key, from, reason, notify);
         }
-        let identity = identity_string(&who.idii.identity);
+        let peer_identity = identity_string(&who.idii.identity);
         let initial_contact = who.initial_contact;
         let Some((reply, last_block)) = auth::message_6(
             &agreed,
             &opened,
             &who,
-            self.identity,
+            self.address,
             self.certificate.as_ref(),
             rng,
         ) else {
@@ -728,7 +729,7 @@ impl Phase1Responder {
             sa.state = P1State::Established {
                 keys,
                 last_block,
-                identity: identity.clone(),
+                peer_identity: peer_identity.clone(),
                 credentials: credentials.clone(),
                 expires,
             };
@@ -742,8 +743,8 @@ impl Phase1Responder {
             // identity is the peer's claim, and one group's GM must not
             // end another group's SAs by claiming its identity.
             let stale: Vec<[u8; 16]> = self
-                .by_identity
-                .get(&identity)
+                .by_peer_identity
+                .get(&peer_identity)
                 .into_iter()
                 .flatten()
                 .filter(|k| **k != key)
@@ -758,8 +759,8 @@ impl Phase1Responder {
                 self.remove_sa(k);
             }
         }
-        self.by_identity
-            .entry(identity.clone())
+        self.by_peer_identity
+            .entry(peer_identity.clone())
             .or_default()
             .push(key);
         out.counters.phase1_established += 1;
@@ -773,7 +774,7 @@ impl Phase1Responder {
         }
         out.event(KsEvent::Phase1Established {
             peer: from,
-            identity,
+            peer_identity,
             credentials,
         });
         out.send(from, reply);
