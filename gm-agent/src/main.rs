@@ -525,7 +525,7 @@ async fn main() -> Result<()> {
                         }
                     }
                 }
-                GmEvent::Failed { ks, reason } => {
+                GmEvent::AttemptFailed { ks, reason } => {
                     warn!(%ks, ?reason, "registration attempt failed")
                 }
                 GmEvent::Rekeyed {

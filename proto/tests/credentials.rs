@@ -62,7 +62,7 @@ fn refused_credential(events: &[KsEvent]) -> bool {
 
 fn notified(events: &[(SocketAddr, GmEvent)], n: NotifyType) -> bool {
     events.iter().any(
-        |(_, e)| matches!(e, GmEvent::Failed { reason: GmFailure::Notified(x), .. } if *x == n),
+        |(_, e)| matches!(e, GmEvent::AttemptFailed { reason: GmFailure::Notified(x), .. } if *x == n),
     )
 }
 

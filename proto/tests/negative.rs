@@ -20,7 +20,7 @@ use gkm_wire::IsakmpHeader;
 
 fn notified(events: &[(SocketAddr, GmEvent)], n: NotifyType) -> bool {
     events.iter().any(
-        |(_, e)| matches!(e, GmEvent::Failed { reason: GmFailure::Notified(x), .. } if *x == n),
+        |(_, e)| matches!(e, GmEvent::AttemptFailed { reason: GmFailure::Notified(x), .. } if *x == n),
     )
 }
 

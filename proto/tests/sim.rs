@@ -71,7 +71,7 @@ fn wrong_psk_is_refused_with_authentication_failed() {
     let (got, events, gm_events) = run(&mut ks, &mut gms, T0 + 5_000);
     assert!(got.is_empty());
     assert!(events.iter().any(|e| matches!(e, KsEvent::Rejected { reason: Reject::AuthenticationFailed, notify: Some(n), .. } if *n == gkm_wire::consts::NotifyType::AUTHENTICATION_FAILED)));
-    assert!(gm_events.iter().any(|(_, e)| matches!(e, GmEvent::Failed { reason: gkm_proto::gm::GmFailure::Notified(n), .. } if *n == gkm_wire::consts::NotifyType::AUTHENTICATION_FAILED)));
+    assert!(gm_events.iter().any(|(_, e)| matches!(e, GmEvent::AttemptFailed { reason: gkm_proto::gm::GmFailure::Notified(n), .. } if *n == gkm_wire::consts::NotifyType::AUTHENTICATION_FAILED)));
     assert!(ks.counters().rejected(Reject::AuthenticationFailed) >= 1);
     assert_eq!(ks.counters().registrations, 0);
     assert_eq!(ks.half_open_count(), 0, "nothing left behind");
@@ -84,7 +84,7 @@ fn unknown_group_and_unauthorized_gm_get_invalid_id_information() {
     let (got, _, gm_events) = run(&mut ks1, &mut gms, T0 + 5_000);
     assert!(got.is_empty());
     assert!(ks1.counters().rejected(Reject::UnknownGroup) >= 1);
-    assert!(gm_events.iter().any(|(_, e)| matches!(e, GmEvent::Failed { reason: gkm_proto::gm::GmFailure::Notified(n), .. } if *n == gkm_wire::consts::NotifyType::INVALID_ID_INFORMATION)));
+    assert!(gm_events.iter().any(|(_, e)| matches!(e, GmEvent::AttemptFailed { reason: gkm_proto::gm::GmFailure::Notified(n), .. } if *n == gkm_wire::consts::NotifyType::INVALID_ID_INFORMATION)));
 
     let auth = Authorization {
         addresses: vec![prefix("10.0.1.0/30")],
@@ -118,7 +118,7 @@ fn lost_answers_are_retransmitted_with_backoff_then_the_attempt_times_out() {
     assert!(got.is_empty());
     assert!(gm_ev.iter().any(|(_, e)| matches!(
         e,
-        GmEvent::Failed {
+        GmEvent::AttemptFailed {
             reason: gkm_proto::gm::GmFailure::Timeout,
             ..
         }
@@ -203,7 +203,7 @@ fn gm_fails_over_to_the_next_key_server_in_order() {
     let mut gms = vec![(gm_addr(1), GroupMember::new(cfg, common::rng(5)))];
     let (got, _, gm_ev) = run(&mut ks, &mut gms, T0 + 60_000);
     assert_eq!(got.len(), 1, "registered with the second key server");
-    assert!(gm_ev.iter().any(|(_, e)| matches!(e, GmEvent::Failed { ks, reason: gkm_proto::gm::GmFailure::Timeout } if *ks == dead)));
+    assert!(gm_ev.iter().any(|(_, e)| matches!(e, GmEvent::AttemptFailed { ks, reason: gkm_proto::gm::GmFailure::Timeout } if *ks == dead)));
     assert!(gm_ev
         .iter()
         .any(|(_, e)| matches!(e, GmEvent::Registered { ks, .. } if *ks == common::KS_ADDR)));

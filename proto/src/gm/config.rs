@@ -128,7 +128,7 @@ pub enum GmEvent {
     /// A GROUPKEY-PUSH was refused (and counted).
     PushRejected(crate::push::PushError),
     /// An attempt at `ks` failed; the engine moves on by itself.
-    Failed {
+    AttemptFailed {
         /// The key server.
         ks: SocketAddr,
         /// Why.

@@ -114,7 +114,7 @@ impl GroupMember {
 
     fn fail(&mut self, now: Millis, reason: GmFailure) {
         if let Some(ks) = self.key_server() {
-            self.out.event(GmEvent::Failed { ks, reason });
+            self.out.event(GmEvent::AttemptFailed { ks, reason });
         }
         self.ks_index = (self.ks_index + 1) % self.cfg.key_servers.len().max(1);
         self.last_out = None;

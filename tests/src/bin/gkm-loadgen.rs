@@ -398,7 +398,7 @@ fn main() {
                 while let Some(e) = g.poll_event() {
                     match e {
                         GmEvent::Registered { .. } => finished = true,
-                        GmEvent::Failed { .. } => retries += 1,
+                        GmEvent::AttemptFailed { .. } => retries += 1,
                         GmEvent::Rekeyed { .. } | GmEvent::PushRejected(_) => {}
                     }
                 }
