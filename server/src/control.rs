@@ -151,17 +151,20 @@ pub async fn store_writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver
                 None => return,
             }
         }
-        // More GM rows while they come in a row; the first other write
-        // ends the batch and is applied right after it.
+        // More GM rows while they come within GM_LINGER; the first other
+        // write ends the batch at once and is applied right after it (a
+        // rekey's confirmation never waits for the linger).
         let mut others = Vec::new();
+        let linger = tokio::time::Instant::now() + GM_LINGER;
         while gms.len() < GM_BATCH {
-            match rx.try_recv() {
-                Ok(StoreWrite::Gms(g)) => gms.extend(g),
-                Ok(w) => {
+            match tokio::time::timeout_at(linger, rx.recv()).await {
+                Ok(Some(StoreWrite::Gms(g))) => gms.extend(g),
+                Ok(Some(w)) => {
                     others.push(w);
                     break;
                 }
-                Err(_) => break,
+                // Closed (written, then the loop ends) or lingered enough.
+                Ok(None) | Err(_) => break,
             }
         }
         let gms_written = match store.put_gms(&gms).await {
@@ -185,6 +188,13 @@ pub async fn store_writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver
 
 /// GM rows written in one transaction at most.
 const GM_BATCH: usize = 5000;
+
+/// How long a GM batch waits for more rows before it is written: at a few
+/// thousand registrations a second, one transaction per registration cost
+/// more than the registration's own engine work (docs/BENCHMARKS.md). A GM
+/// row is not key material: the delay only moves when the GM database
+/// shows a GM, by at most this.
+const GM_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Applies one write that is not a GM batch; `gms_ok` says whether the GM
 /// rows queued before it are in the store.
