@@ -41,6 +41,10 @@ struct Args {
     /// Key servers, in order of preference (repeat the flag).
     #[arg(long = "key-server")]
     key_servers: Vec<SocketAddr>,
+    /// A key server to offer phase 1 in the IPsec DOI (1) instead of
+    /// GDOI's (2), for peers that want it (repeat the flag).
+    #[arg(long = "ipsec-doi-key-server")]
+    ipsec_doi_key_servers: Vec<SocketAddr>,
     /// Group identity number.
     #[arg(long)]
     group: Option<u32>,
@@ -110,6 +114,7 @@ struct Args {
 #[serde(deny_unknown_fields)]
 struct AgentConfig {
     key_servers: Option<Vec<SocketAddr>>,
+    ipsec_doi_key_servers: Option<Vec<SocketAddr>>,
     group: Option<u32>,
     bind: Option<SocketAddr>,
     psk: Option<String>,
@@ -294,6 +299,17 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
     if key_servers.is_empty() {
         bail!("key_servers: give at least one key server (--key-server ADDR:PORT)");
     }
+    let ipsec_doi_key_servers = if args.ipsec_doi_key_servers.is_empty() {
+        file.ipsec_doi_key_servers.clone().unwrap_or_default()
+    } else {
+        args.ipsec_doi_key_servers.clone()
+    };
+    if let Some(a) = ipsec_doi_key_servers
+        .iter()
+        .find(|a| !key_servers.contains(a))
+    {
+        bail!("ipsec_doi_key_servers: {a} is not one of the key servers");
+    }
     let group_id = args
         .group
         .or(file.group)
@@ -343,6 +359,7 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
     Ok((
         GmConfig {
             key_servers,
+            ipsec_doi_key_servers,
             group_id,
             identity,
             auth,
@@ -589,5 +606,42 @@ mod tests {
                 clap::error::ErrorKind::UnknownArgument
             );
         }
+    }
+
+    #[test]
+    fn an_ipsec_doi_key_server_must_be_one_of_the_key_servers() {
+        let args = |extra: &[&str]| {
+            let mut v = vec![
+                "gkm-agent",
+                "--key-server",
+                "127.0.0.1:848",
+                "--group",
+                "1234",
+                "--psk",
+                "k",
+            ];
+            v.extend_from_slice(extra);
+            Args::try_parse_from(v).unwrap()
+        };
+        let file = AgentConfig::default();
+        let (cfg, _, _) = gm_config(&args(&[]), &file).unwrap();
+        assert!(
+            cfg.ipsec_doi_key_servers.is_empty(),
+            "GDOI's DOI by default"
+        );
+        let (cfg, _, _) =
+            gm_config(&args(&["--ipsec-doi-key-server", "127.0.0.1:848"]), &file).unwrap();
+        assert_eq!(
+            cfg.ipsec_doi_key_servers,
+            ["127.0.0.1:848".parse().unwrap()]
+        );
+        let e = gm_config(&args(&["--ipsec-doi-key-server", "127.0.0.2:848"]), &file)
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            "ipsec_doi_key_servers: 127.0.0.2:848 is not one of the key servers"
+        );
     }
 }

@@ -124,6 +124,7 @@ async fn run_gm(
         .with_context(|| format!("demo GM {addr}: bind"))?;
     let cfg = GmConfig {
         key_servers: vec![ks],
+        ipsec_doi_key_servers: Vec::new(),
         group_id: IDENTITY,
         identity: GmIdentity::Ipv4(addr),
         auth: GmAuth::Psk(Zeroizing::new(PSK.as_bytes().to_vec())),

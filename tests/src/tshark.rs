@@ -54,3 +54,27 @@ pub fn fields_with(
         .map(|l| l.split('\t').map(str::to_owned).collect())
         .collect()
 }
+
+/// A copy of a capture whose main mode SA payloads say DOI 1 (IPsec,
+/// SIT_IDENTITY_ONLY) where they said DOI 2 (GDOI, situation 0), and how
+/// many were rewritten. Wireshark reads a DOI 2 SA in the GDOI layout
+/// only, so it learns no phase 1 cipher from GKM's main mode and cannot
+/// decrypt the rest; the rewrite (same length, in the SA bodies only:
+/// DOI, situation, then a proposal payload numbered 1 for PROTO_ISAKMP)
+/// lets it decode the exchange with the key log (docs/WIRE.md, "tshark").
+pub fn phase1_doi_as_ipsec(capture: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = capture.to_vec();
+    let mut n = 0;
+    let mut i = 0;
+    while i + 14 <= out.len() {
+        let w = &out[i..i + 14];
+        if w[..10] == [0, 0, 0, 2, 0, 0, 0, 0, 0, 0] && w[12] == 1 && w[13] == 1 {
+            out[i..i + 8].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+            n += 1;
+            i += 14;
+        } else {
+            i += 1;
+        }
+    }
+    (out, n)
+}

@@ -163,6 +163,26 @@ fn tshark_decrypts_a_captured_registration_with_the_key_log() {
         "_ws.expert.message",
     ];
     let port_arg = format!("udp.port=={port},isakmp");
+    // The agent offers phase 1 in GDOI's DOI (2) and the KS answers in
+    // kind; Wireshark reads those SAs in the GDOI layout, learns no cipher
+    // and decrypts nothing, so the decrypting pass reads a copy whose two
+    // main mode SAs say DOI 1 (docs/WIRE.md, "tshark").
+    let sent = tshark::fields_with(
+        &capture,
+        &["isakmp.sa.doi", "isakmp.sa.situation"],
+        None,
+        &["-d", &port_arg],
+    );
+    assert_eq!(
+        sent[0],
+        ["2", "00000000"],
+        "main mode 1: GDOI's DOI, situation 0"
+    );
+    assert_eq!(sent[1], ["2", "00000000"], "main mode 2: answered in kind");
+    let (rewritten, n) = tshark::phase1_doi_as_ipsec(&std::fs::read(&capture).unwrap());
+    assert_eq!(n, 2, "the two main mode SA payloads");
+    let capture = dir.join("registration-doi1.pcap");
+    std::fs::write(&capture, rewritten).unwrap();
     let rows = tshark::fields_with(&capture, &fields, Some(&conf), &["-d", &port_arg]);
     assert_eq!(
         rows.len(),

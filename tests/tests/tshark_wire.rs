@@ -129,7 +129,11 @@ fn frames() -> Vec<(UdpRecord, Expect)> {
     };
     let mut out = Vec::new();
 
-    // 1. Phase 1 main mode message 1: SA (DOI 1, proposal, 2 transforms) + GKM VID.
+    // 1. Phase 1 main mode message 1: SA (proposal, 2 transforms) + GKM VID,
+    // in GDOI's DOI (2, situation 0: what GKM sends, RFC 6407 section 2.1)
+    // and in the IPsec DOI (1, SIT_IDENTITY_ONLY: for peers set to it).
+    // Wireshark reads a DOI 2 SA in the GDOI layout only: it shows the DOI
+    // and situation and no proposals, and flags nothing (docs/WIRE.md).
     let oakley = |group: OakleyGroup| OakleyAttributes {
         encryption: Some(OakleyEncryption::AES_CBC),
         key_length_bits: Some(256),
@@ -139,39 +143,44 @@ fn frames() -> Vec<(UdpRecord, Expect)> {
         life_seconds: Some(86_400),
         ..OakleyAttributes::default()
     };
-    out.push((
-        up(message(
-            header(ExchangeType::IDENTITY_PROTECTION, ICOOKIE, [0; 8], 0),
-            vec![
-                Payload::Sa(Sa::Phase1(Phase1Sa {
-                    doi: Doi::IPSEC,
-                    situation: SIT_IDENTITY_ONLY,
-                    proposals: vec![Proposal {
-                        number: 1,
-                        protocol_id: ProtocolId::ISAKMP,
-                        spi: &[],
-                        transforms: vec![
-                            Transform {
-                                number: 1,
-                                transform_id: IsakmpTransformId::KEY_IKE,
-                                attributes: oakley(OakleyGroup::ECP_256),
-                            },
-                            Transform {
-                                number: 2,
-                                transform_id: IsakmpTransformId::KEY_IKE,
-                                attributes: oakley(OakleyGroup::MODP_2048),
-                            },
-                        ],
-                    }],
-                })),
-                Payload::VendorId(VendorId(&vid)),
-            ],
-        )),
-        Expect {
-            doi: Some(1),
-            ..Expect::default()
-        },
-    ));
+    for (doi, situation) in [
+        (Doi::GDOI, GDOI_SITUATION_NONE),
+        (Doi::IPSEC, SIT_IDENTITY_ONLY),
+    ] {
+        out.push((
+            up(message(
+                header(ExchangeType::IDENTITY_PROTECTION, ICOOKIE, [0; 8], 0),
+                vec![
+                    Payload::Sa(Sa::Phase1(Phase1Sa {
+                        doi,
+                        situation,
+                        proposals: vec![Proposal {
+                            number: 1,
+                            protocol_id: ProtocolId::ISAKMP,
+                            spi: &[],
+                            transforms: vec![
+                                Transform {
+                                    number: 1,
+                                    transform_id: IsakmpTransformId::KEY_IKE,
+                                    attributes: oakley(OakleyGroup::ECP_256),
+                                },
+                                Transform {
+                                    number: 2,
+                                    transform_id: IsakmpTransformId::KEY_IKE,
+                                    attributes: oakley(OakleyGroup::MODP_2048),
+                                },
+                            ],
+                        }],
+                    })),
+                    Payload::VendorId(VendorId(&vid)),
+                ],
+            )),
+            Expect {
+                doi: Some(doi.0),
+                ..Expect::default()
+            },
+        ));
+    }
     // 2. Main mode message 3 shape: KE, NONCE, CERTREQ.
     out.push((
         up(message(

@@ -104,6 +104,7 @@ pub fn gm() -> GroupMember {
     GroupMember::new(
         GmConfig {
             key_servers: vec![KS],
+            ipsec_doi_key_servers: Vec::new(),
             group_id: GROUP,
             identity: GmIdentity::Ipv4(Ipv4Addr::new(10, 0, 1, 1)),
             auth: GmAuth::Psk(Zeroizing::new(PSK.to_vec())),

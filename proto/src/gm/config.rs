@@ -57,6 +57,11 @@ impl GmIdentity {
 pub struct GmConfig {
     /// Key servers in order of preference.
     pub key_servers: Vec<SocketAddr>,
+    /// Key servers offered phase 1 in the IPsec DOI (DOI 1, situation
+    /// SIT_IDENTITY_ONLY) instead of the GDOI DOI (DOI 2, situation 0) that
+    /// RFC 6407 section 2.1 calls for and every other key server gets: for
+    /// peers that want the IPsec DOI in phase 1 (docs/INTEROP.md).
+    pub ipsec_doi_key_servers: Vec<SocketAddr>,
     /// Group identity number.
     pub group_id: u32,
     /// Phase 1 identity.

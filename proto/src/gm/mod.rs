@@ -5,7 +5,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use gkm_wire::consts::{
-    CertEncoding, Doi, ExchangeType, Flags, NotifyType, PayloadType, ProtocolId, SIT_IDENTITY_ONLY,
+    CertEncoding, Doi, ExchangeType, Flags, NotifyType, PayloadType, ProtocolId,
+    GDOI_SITUATION_NONE, SIT_IDENTITY_ONLY,
 };
 use gkm_wire::payload::{
     Cert, Gap, IdPayload, KeyExchange, Nonce, Notification, Phase1Sa, Proposal, Sa, SaLayout,
@@ -172,9 +173,15 @@ impl GroupMember {
             .zip(1u8..)
             .map(|(s, n)| s.transform(n))
             .collect();
+        let (doi, situation) = match self.key_server() {
+            Some(ks) if self.cfg.ipsec_doi_key_servers.contains(&ks) => {
+                (Doi::IPSEC, SIT_IDENTITY_ONLY)
+            }
+            _ => (Doi::GDOI, GDOI_SITUATION_NONE),
+        };
         let sa = Phase1Sa {
-            doi: Doi::IPSEC,
-            situation: SIT_IDENTITY_ONLY,
+            doi,
+            situation,
             proposals: vec![Proposal {
                 number: 1,
                 protocol_id: ProtocolId::ISAKMP,

@@ -125,6 +125,7 @@ pub fn gm_addr(i: u32) -> SocketAddr {
 pub fn base_config(i: u32, group: u32, identity: GmIdentity, auth: GmAuth) -> GmConfig {
     GmConfig {
         key_servers: vec![KS_ADDR],
+        ipsec_doi_key_servers: Vec::new(),
         group_id: group,
         identity,
         auth,

@@ -170,6 +170,7 @@ fn ks_engine_only(n: u32) -> f64 {
         let mut gm = GroupMember::new(
             GmConfig {
                 key_servers: vec![ks_addr],
+                ipsec_doi_key_servers: Vec::new(),
                 group_id: 1234,
                 identity: GmIdentity::Ipv4(Ipv4Addr::from(0x0a00_0000 + i)),
                 auth: GmAuth::Psk(Zeroizing::new(b"k".to_vec())),
@@ -341,6 +342,7 @@ fn main() {
         GroupMember::new(
             GmConfig {
                 key_servers: vec![a.ks],
+                ipsec_doi_key_servers: Vec::new(),
                 group_id: a.group,
                 identity,
                 auth,

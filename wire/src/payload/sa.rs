@@ -159,9 +159,11 @@ pub struct Proposal<'a> {
 /// A phase 1 SA payload body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Phase1Sa<'a> {
-    /// DOI: 1 (IPsec) or 2 (GDOI, RFC 6407 section 2.1).
+    /// DOI: 2 (GDOI, RFC 6407 section 2.1) or 1 (IPsec, for peers that
+    /// want it).
     pub doi: Doi,
-    /// Situation; SIT_IDENTITY_ONLY is the only one framed.
+    /// Situation: with DOI 1 SIT_IDENTITY_ONLY, the only one framed; with
+    /// DOI 2 GDOI defines none and sends 0, and any value is kept as sent.
     pub situation: u32,
     /// Proposals.
     pub proposals: Vec<Proposal<'a>>,

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use gkm_wire::consts::{Doi, Flags, NotifyType, PayloadType, ProtocolId, SIT_IDENTITY_ONLY};
+use gkm_wire::consts::{Doi, Flags, NotifyType, PayloadType, ProtocolId};
 use gkm_wire::payload::{CertReq, KeyExchange, Nonce, Phase1Sa, Proposal, Sa, VendorId};
 use gkm_wire::{Body, IsakmpHeader, Message, Payload};
 use zeroize::Zeroizing;
@@ -439,9 +439,13 @@ impl Phase1Responder {
                 break c;
             }
         };
+        // The DOI and situation as offered: GDOI's (2, situation 0, RFC
+        // 6407 section 2.1) or the IPsec DOI's (1, SIT_IDENTITY_ONLY, which
+        // the parser demands with DOI 1). Echoing SIT_IDENTITY_ONLY to a
+        // DOI 2 offer made a real GDOI peer drop the reply.
         let answer = Payload::Sa(Sa::Phase1(Phase1Sa {
             doi: offer.doi,
-            situation: SIT_IDENTITY_ONLY,
+            situation: offer.situation,
             proposals: vec![Proposal {
                 number: prop_no,
                 protocol_id: ProtocolId::ISAKMP,
