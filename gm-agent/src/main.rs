@@ -550,7 +550,11 @@ async fn main() -> Result<()> {
                     installed,
                     deleted,
                     new_kek,
+                    kek_packet_relabelled,
                 } => {
+                    if kek_packet_relabelled {
+                        info!(group, seq, "the KS labelled the new KEK's key packet with the old KEK's SPI (RFC 6407 section 5.6 has the new one); installed under the SA KEK's SPI");
+                    }
                     info!(group, seq, ?installed, ?deleted, new_kek, "rekey applied");
                     println!(
                         "rekeyed group {group}: SEQ {seq}, {} new TEK(s), {} deleted, new KEK {new_kek}, KEK {}",

@@ -20,9 +20,9 @@ use crate::group::Kek;
 /// Why a GROUPKEY-PUSH was refused by a GM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
-    /// Not a well-formed encrypted GROUPKEY-PUSH.
-    #[error("malformed GROUPKEY-PUSH")]
-    Malformed,
+    /// Not a well-formed encrypted GROUPKEY-PUSH, and what in it is not.
+    #[error("malformed GROUPKEY-PUSH: {0}")]
+    Malformed(MalformedPush),
     /// The cookies do not name the KEK this GM holds.
     #[error("GROUPKEY-PUSH for another KEK")]
     WrongKek,
@@ -40,6 +40,47 @@ pub enum PushError {
     /// The KS's key could not sign or the chain could not be encoded.
     #[error("GROUPKEY-PUSH could not be built")]
     Build,
+}
+
+/// What part of a GROUPKEY-PUSH is malformed: the message says which
+/// field, and with SPIs which value did not match which (counters count
+/// all of them as one kind, never by value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedPush {
+    /// The message's framing: header, encryption, payload order.
+    #[error("{0}")]
+    Framing(&'static str),
+    /// A payload inside does not parse (the wire field that failed).
+    #[error("{}: {:?}", .0.field, .0.kind)]
+    Payload(gkm_wire::Error),
+    /// SA and KD disagree or are incomplete (which part).
+    #[error("{0}")]
+    Policy(&'static str),
+    /// The KD's KEK packet is labelled with neither the SA KEK's SPI nor,
+    /// in the rollover form a real peer sends, the KEK in use.
+    #[error(
+        "KD KEK packet SPI {} matches neither the SA KEK's {} nor the KEK in use {}",
+        hex(.packet), hex(.sa_kek), hex(.current)
+    )]
+    KekPacketSpi {
+        /// The KEK packet's SPI.
+        packet: [u8; 16],
+        /// The SA KEK's SPI.
+        sa_kek: [u8; 16],
+        /// The KEK that protected the push.
+        current: [u8; 16],
+    },
+    /// The new KEK's rekey-signing key cannot be used.
+    #[error("the new rekey-signing key cannot be used")]
+    SigningKey,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn framing(what: &'static str) -> PushError {
+    PushError::Malformed(MalformedPush::Framing(what))
 }
 
 /// What the SIG payload signs: `"rekey" ‖ HDR ‖ payloads before SIG`.
@@ -129,33 +170,41 @@ pub fn open_push(
     ks_key: &RekeyVerifier,
     last_seq: u32,
 ) -> Result<OpenedPush, PushError> {
-    let msg = Message::parse(datagram).map_err(|_| PushError::Malformed)?;
+    let msg =
+        Message::parse(datagram).map_err(|e| PushError::Malformed(MalformedPush::Payload(e)))?;
     let h = msg.header;
-    if h.exchange_type != ExchangeType::GROUPKEY_PUSH || h.message_id != 0 {
-        return Err(PushError::Malformed);
+    if h.exchange_type != ExchangeType::GROUPKEY_PUSH {
+        return Err(framing("exchange type is not GROUPKEY-PUSH"));
+    }
+    if h.message_id != 0 {
+        return Err(framing("message ID is not 0"));
     }
     if h.kek_spi() != kek.spi {
         return Err(PushError::WrongKek);
     }
     let Body::Encrypted(ct) = msg.body else {
-        return Err(PushError::Malformed);
+        return Err(framing("not encrypted"));
     };
     let mut pt = kek
         .cipher
         .decrypt(&kek.key, &kek.iv, ct)
-        .map_err(|_| PushError::Malformed)?;
+        .map_err(|_| framing("ciphertext is not a whole number of blocks"))?;
     let mut it = PayloadIter::with_padding(h.next_payload, &pt, 16);
     let mut sig_at = None;
     let mut seq = None;
     let mut last_type = PayloadType::NONE;
     let mut offset = 0usize;
     for p in it.by_ref() {
-        let p = p.map_err(|_| PushError::Malformed)?;
+        let p = p.map_err(|e| PushError::Malformed(MalformedPush::Payload(e)))?;
         if offset == 0 {
             if p.payload_type != PayloadType::SEQ {
-                return Err(PushError::Malformed);
+                return Err(framing("first payload is not SEQ"));
             }
-            seq = Some(Seq::parse(p.body).map_err(|_| PushError::Malformed)?.0);
+            seq = Some(
+                Seq::parse(p.body)
+                    .map_err(|e| PushError::Malformed(MalformedPush::Payload(e)))?
+                    .0,
+            );
         }
         if p.payload_type == PayloadType::SIG {
             sig_at = Some((offset, p.body.to_vec()));
@@ -166,10 +215,10 @@ pub fn open_push(
     let chain_len = pt.len() - it.remaining();
     pt.truncate(chain_len);
     let (Some((sig_offset, sig)), Some(seq), PayloadType::SIG) = (sig_at, seq, last_type) else {
-        return Err(PushError::Malformed);
+        return Err(framing("SIG is not the last payload"));
     };
     let signed_header = IsakmpHeader {
-        length: u32::try_from(ISAKMP_HEADER_LEN + chain_len).map_err(|_| PushError::Malformed)?,
+        length: u32::try_from(ISAKMP_HEADER_LEN + chain_len).map_err(|_| framing("length"))?,
         ..h
     };
     let signed = signed_message(&signed_header, pt.get(..sig_offset).unwrap_or_default());

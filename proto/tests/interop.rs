@@ -11,10 +11,12 @@
 mod common;
 
 use common::*;
+use gkm_proto::crypto::{RekeySigner, RsaSigner};
 use gkm_proto::gm::{GmAuth, GmEvent, GmIdentity, GroupMember};
 use gkm_proto::ks::Authorization;
+use gkm_proto::push::{seal_push, MalformedPush, PushError};
 use gkm_wire::consts::{Doi, ExchangeType, GDOI_SITUATION_NONE, SIT_IDENTITY_ONLY};
-use gkm_wire::payload::Sa;
+use gkm_wire::payload::{KeyPacket, Sa, Seq};
 use gkm_wire::{Body, Message, Payload};
 use std::net::{IpAddr, SocketAddr};
 use zeroize::Zeroizing;
@@ -159,4 +161,109 @@ fn a_real_gdoi_peers_main_mode_1_is_read_and_refused_for_its_suite_only() {
     }
     assert!(rejected);
     assert_eq!(ks.half_open_count(), 0, "nothing kept for a refused offer");
+}
+
+/// A GROUPKEY-PUSH under the group's current KEK, signed by the KS's rekey
+/// key, announcing a new KEK (SPI `new_spi`) whose KD packet is labelled
+/// `packet_spi`.
+fn rollover_push(
+    ks: &gkm_proto::ks::KeyServer,
+    new_spi: [u8; 16],
+    packet_spi: [u8; 16],
+    seq: u32,
+) -> Vec<u8> {
+    let old = &ks.groups()[0].keys;
+    let mut new = old.clone();
+    let k = new.kek.as_mut().unwrap();
+    k.spi = new_spi;
+    k.key = Zeroizing::new(vec![0x55; k.key.len()]);
+    let material = new.kek_material();
+    let mut kd = new.to_kd(&material, None);
+    for p in &mut kd.packets {
+        if let KeyPacket::Kek(k) = p {
+            k.spi = packet_spi;
+        }
+    }
+    let signer = RekeySigner::Rsa(Box::new(
+        RsaSigner::from_pkcs8_pem(include_str!("data/ks-rekey.pem")).unwrap(),
+    ));
+    seal_push(
+        old.kek.as_ref().unwrap(),
+        &signer,
+        rng(5).as_mut(),
+        &[
+            Payload::Seq(Seq(seq)),
+            Payload::Sa(Sa::Gdoi(new.to_sa())),
+            Payload::KeyDownload(kd),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_kek_rollover_labelled_with_the_old_spi_is_taken_and_any_other_label_is_named() {
+    // gdoid's KS announces a new KEK in the SA KEK but labels the KD's KEK
+    // packet with the old SPI. GKM refused it as "malformed", then every
+    // later push as "for another KEK": the GM stranded itself.
+    let mut ks = ks(b"group-psk", Authorization::default());
+    let mut gms = vec![(gm_addr(1), gm(1, b"group-psk", GROUP))];
+    let (got, _, _) = run(&mut ks, &mut gms, T0 + 10_000);
+    assert_eq!(got.len(), 1);
+    let old_spi = ks.groups()[0].keys.kek.as_ref().unwrap().spi;
+    let seq = ks.groups()[0].keys.seq + 1;
+    let new_spi = [0x77; 16];
+    let g = &mut gms[0].1;
+
+    // A label that is neither the new nor the current SPI: refused, and the
+    // reason names all three; nothing changes.
+    let stray = [0x99; 16];
+    g.handle_datagram(
+        T0 + 20_000,
+        KS_ADDR,
+        &rollover_push(&ks, new_spi, stray, seq),
+    );
+    let e = std::iter::from_fn(|| g.poll_event())
+        .find_map(|e| match e {
+            GmEvent::PushRejected(why) => Some(why),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        e,
+        PushError::Malformed(MalformedPush::KekPacketSpi {
+            packet: stray,
+            sa_kek: new_spi,
+            current: old_spi
+        })
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "malformed GROUPKEY-PUSH: KD KEK packet SPI {} matches neither the SA KEK's {} nor the KEK in use {}",
+            "99".repeat(16),
+            "77".repeat(16),
+            old_spi.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    );
+    assert_eq!(g.group().unwrap().kek.as_ref().unwrap().spi, old_spi);
+
+    // The peer's form: taken, the key installed under the SA KEK's SPI.
+    g.handle_datagram(
+        T0 + 21_000,
+        KS_ADDR,
+        &rollover_push(&ks, new_spi, old_spi, seq),
+    );
+    let rekeyed = std::iter::from_fn(|| g.poll_event()).find_map(|e| match e {
+        GmEvent::Rekeyed {
+            seq,
+            new_kek,
+            kek_packet_relabelled,
+            ..
+        } => Some((seq, new_kek, kek_packet_relabelled)),
+        _ => None,
+    });
+    assert_eq!(rekeyed, Some((seq, true, true)));
+    let kek = g.group().unwrap().kek.as_ref().unwrap();
+    assert_eq!(kek.spi, new_spi);
+    assert_eq!(&kek.key[..], &vec![0x55; kek.key.len()][..]);
 }

@@ -317,7 +317,17 @@ fn thousand_gms_fifty_rekeys_with_kek_rollovers_all_acknowledged() {
     // KEK rollover: the KEK changed and every GM followed.
     let kek_rollovers = w.gm_events[..]
         .iter()
-        .filter(|(a, e)| *a == gm_addr(0) && matches!(e, GmEvent::Rekeyed { new_kek: true, .. }))
+        .filter(|(a, e)| {
+            *a == gm_addr(0)
+                && matches!(
+                    e,
+                    GmEvent::Rekeyed {
+                        new_kek: true,
+                        kek_packet_relabelled: false,
+                        ..
+                    }
+                )
+        })
         .count();
     assert!(kek_rollovers >= 1, "{kek_rollovers} KEK rollovers");
     assert!(reasons.contains(&RekeyReason::KekExpiry));

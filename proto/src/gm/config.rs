@@ -129,6 +129,9 @@ pub enum GmEvent {
         deleted: Vec<u32>,
         /// Whether it carried a new KEK.
         new_kek: bool,
+        /// The new KEK's key packet was labelled with the old KEK's SPI
+        /// (the rollover form a real peer sends) and taken as the SA KEK's.
+        kek_packet_relabelled: bool,
     },
     /// A GROUPKEY-PUSH was refused (and counted).
     PushRejected(crate::push::PushError),

@@ -8,14 +8,14 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use gkm_wire::consts::{AckRequested, GdoiProtocol};
-use gkm_wire::payload::{GdoiSa, KeyDownload, Sa, SaLayout};
+use gkm_wire::payload::{GdoiSa, KeyDownload, KeyPacket, Sa, SaLayout};
 use gkm_wire::Payload;
 
 use crate::ack::{seal_rfc8263_ack, seal_unicast_ack};
 use crate::crypto::RekeyVerifier;
 use crate::engine::Millis;
 use crate::group::{GroupKeys, Kek, Tek};
-use crate::push::{open_push, PushError};
+use crate::push::{open_push, MalformedPush, PushError};
 
 /// A TEK as the GM holds it, with when it may be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl GmCounters {
     /// Counts a refused push.
     pub(crate) fn count(&mut self, e: PushError) {
         match e {
-            PushError::Malformed | PushError::Build => self.pushes_malformed += 1,
+            PushError::Malformed(_) | PushError::Build => self.pushes_malformed += 1,
             PushError::WrongKek => self.pushes_wrong_kek += 1,
             PushError::BadSignature => self.pushes_bad_signature += 1,
             PushError::Replay { .. } => self.pushes_replayed += 1,
@@ -114,6 +114,9 @@ pub(crate) struct AcceptedPush {
     pub deleted: Vec<u32>,
     /// The KEK rolled.
     pub new_kek: bool,
+    /// The KD's KEK packet carried the old KEK's SPI and was taken as the
+    /// new SA KEK's (the rollover form a real peer sends).
+    pub kek_packet_relabelled: bool,
     /// The ACK, if one is due: its octets, and whether the push came by
     /// multicast (its ACK is jittered).
     pub ack: Option<(Vec<u8>, bool)>,
@@ -212,16 +215,22 @@ impl GmGroup {
                     );
                 }
                 Ok(_) => {}
-                Err(_) => return Err(PushError::Malformed),
+                Err(e) => return Err(PushError::Malformed(MalformedPush::Payload(e))),
             }
         }
-        let (Some(sa), Some(kd)) = (sa, kd) else {
-            return Err(PushError::Malformed);
+        let Some(sa) = sa else {
+            return Err(PushError::Malformed(MalformedPush::Policy("no SA payload")));
         };
-        let Ok((keys, _)) = GroupKeys::from_pull(group_id, &sa, &kd, seq) else {
-            return Err(PushError::Malformed);
+        let Some(mut kd) = kd else {
+            return Err(PushError::Malformed(MalformedPush::Policy("no KD payload")));
         };
-        let new_verifier = verifier_for(keys.kek.as_ref()).map_err(|_| PushError::Malformed)?;
+        let kek_packet_relabelled = relabel_rollover_kek_packet(&sa, &mut kd, &kek.spi)?;
+        let (keys, _) = GroupKeys::from_pull(group_id, &sa, &kd, seq).map_err(|e| {
+            let crate::group::GroupError::Inconsistent(what) = e;
+            PushError::Malformed(MalformedPush::Policy(what))
+        })?;
+        let new_verifier = verifier_for(keys.kek.as_ref())
+            .map_err(|_| PushError::Malformed(MalformedPush::SigningKey))?;
         let gap = sa.gap.as_ref();
         let atd_ms = gap
             .and_then(|g| g.activation_time_delay)
@@ -269,9 +278,47 @@ impl GmGroup {
             installed,
             deleted,
             new_kek,
+            kek_packet_relabelled,
             ack: ack.map(|a| (a, !kek.is_unicast())),
         })
     }
+}
+
+/// A KEK rollover as a real peer sends it (docs/INTEROP.md): the SA KEK
+/// names a new SPI while the KD's one KEK packet carries the SPI of the
+/// KEK in use (RFC 6407 section 5.6 has the packet carry the SA KEK's).
+/// The push is otherwise verified already (signed by the KS, under the
+/// current KEK), so the packet's key is the new KEK's: relabel it with
+/// the SA KEK's SPI and say so. Any other KEK packet SPI that matches
+/// neither is refused, naming all three SPIs.
+fn relabel_rollover_kek_packet(
+    sa: &GdoiSa<'_>,
+    kd: &mut KeyDownload<'_>,
+    current: &[u8; 16],
+) -> Result<bool, PushError> {
+    let Some(sak) = &sa.kek else {
+        return Ok(false);
+    };
+    let mut keks = kd.packets.iter_mut().filter_map(|p| match p {
+        KeyPacket::Kek(k) => Some(k),
+        _ => None,
+    });
+    let (Some(k), None) = (keks.next(), keks.next()) else {
+        // None or several KEK packets: from_pull says what is missing.
+        return Ok(false);
+    };
+    if k.spi == sak.spi {
+        return Ok(false);
+    }
+    if k.spi == *current && sak.spi != *current {
+        k.spi = sak.spi;
+        return Ok(true);
+    }
+    Err(PushError::Malformed(MalformedPush::KekPacketSpi {
+        packet: k.spi,
+        sa_kek: sak.spi,
+        current: *current,
+    }))
 }
 
 #[cfg(test)]

@@ -781,6 +781,7 @@ impl GroupMember {
             installed: accepted.installed,
             deleted: accepted.deleted,
             new_kek: accepted.new_kek,
+            kek_packet_relabelled: accepted.kek_packet_relabelled,
         });
     }
 }
