@@ -15,8 +15,8 @@ use gkm_proto::crypto::{RekeySigner, RsaSigner};
 use gkm_proto::gm::{GmAuth, GmEvent, GmIdentity, GroupMember};
 use gkm_proto::ks::Authorization;
 use gkm_proto::push::{seal_push, MalformedPush, PushError};
-use gkm_wire::consts::{Doi, ExchangeType, GDOI_SITUATION_NONE, SIT_IDENTITY_ONLY};
-use gkm_wire::payload::{KeyPacket, Sa, Seq};
+use gkm_wire::consts::{Doi, ExchangeType, PayloadType, GDOI_SITUATION_NONE, SIT_IDENTITY_ONLY};
+use gkm_wire::payload::{KeyPacket, PayloadIter, Sa, SaLayout, Seq};
 use gkm_wire::{Body, Message, Payload};
 use std::net::{IpAddr, SocketAddr};
 use zeroize::Zeroizing;
@@ -266,4 +266,115 @@ fn a_kek_rollover_labelled_with_the_old_spi_is_taken_and_any_other_label_is_name
     let kek = g.group().unwrap().kek.as_ref().unwrap();
     assert_eq!(kek.spi, new_spi);
     assert_eq!(&kek.key[..], &vec![0x55; kek.key.len()][..]);
+}
+
+/// gdoid's logged plaintext `who dump n` (`who` is "ks" or "gm").
+fn gdoid_plaintext(who: &str, n: usize) -> Vec<u8> {
+    let text = include_str!("data/gdoid/plaintexts.txt");
+    let mut lines = text.lines();
+    let head = format!("{who} dump {n} ");
+    lines.find(|l| l.starts_with(&head)).unwrap();
+    let hex = lines.next().unwrap().trim();
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Each payload of a plaintext chain starting with `first`: its type and
+/// what gkm-wire makes of it (GDOI layout, 3DES padding of up to 8).
+fn chain(first: PayloadType, data: &[u8]) -> Vec<(PayloadType, Result<String, gkm_wire::Error>)> {
+    PayloadIter::with_padding(first, data, 8)
+        .map(|r| {
+            let r = r.unwrap();
+            (
+                r.payload_type,
+                Payload::parse(r.payload_type, r.body, SaLayout::Gdoi).map(|p| format!("{p:?}")),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_gdoi_peers_plaintexts_are_read_or_refused_with_the_exact_reason() {
+    use gkm_wire::payload::SA_KEK_RFC3547;
+    let read = |who: &str, n: usize, first: PayloadType| {
+        chain(first, &gdoid_plaintext(who, n))
+            .into_iter()
+            .map(|(t, r)| (t, r.map(|_| ()).map_err(|e| e.field)))
+            .collect::<Vec<_>>()
+    };
+    let ok = |t: PayloadType| (t, Ok(()));
+    // Main mode 5 and 6: ID, HASH and INITIAL-CONTACT (in the IPsec DOI,
+    // as GKM's agent sends it): read.
+    for who in ["ks", "gm"] {
+        for n in [1, 2] {
+            assert_eq!(
+                read(who, n, PayloadType::ID),
+                [
+                    ok(PayloadType::ID),
+                    ok(PayloadType::HASH),
+                    ok(PayloadType::NOTIFICATION)
+                ],
+                "{who} dump {n}"
+            );
+        }
+    }
+    // PULL 1: read, but its ID_KEY_ID is the group number in host order
+    // (1234 as d2 04 00 00), so GKM reads group 3,523,477,504 and answers
+    // INVALID-ID-INFORMATION (RFC 6407 section 5: network order).
+    assert_eq!(
+        read("ks", 3, PayloadType::HASH),
+        [
+            ok(PayloadType::HASH),
+            ok(PayloadType::NONCE),
+            ok(PayloadType::ID)
+        ]
+    );
+    let pull1 = gdoid_plaintext("ks", 3);
+    let id = PayloadIter::with_padding(PayloadType::HASH, &pull1, 8)
+        .map(Result::unwrap)
+        .find(|r| r.payload_type == PayloadType::ID)
+        .unwrap();
+    let Ok(Payload::Id(id)) = Payload::parse(PayloadType::ID, id.body, SaLayout::Gdoi) else {
+        panic!()
+    };
+    assert_eq!(id.identity.group_id(), Some(0xd204_0000));
+    // PULL 2 and every PUSH: the SA refused, naming RFC 3547's SA KEK.
+    let rfc3547 = (PayloadType::SA, Err(SA_KEK_RFC3547));
+    assert_eq!(
+        read("ks", 4, PayloadType::HASH),
+        [ok(PayloadType::HASH), ok(PayloadType::NONCE), rfc3547]
+    );
+    for n in [7, 8, 9, 10] {
+        assert_eq!(
+            read("ks", n, PayloadType::SEQ),
+            [
+                ok(PayloadType::SEQ),
+                rfc3547,
+                ok(PayloadType::KEY_DOWNLOAD),
+                ok(PayloadType::SIG)
+            ],
+            "ks dump {n}"
+        );
+    }
+    // PULL 3 (HASH), PULL 4 (HASH, SEQ, KD) and the push that only
+    // deletes TEKs (SEQ, Delete in the GDOI DOI, SIG): read.
+    assert_eq!(read("ks", 5, PayloadType::HASH), [ok(PayloadType::HASH)]);
+    assert_eq!(
+        read("ks", 6, PayloadType::HASH),
+        [
+            ok(PayloadType::HASH),
+            ok(PayloadType::SEQ),
+            ok(PayloadType::KEY_DOWNLOAD)
+        ]
+    );
+    assert_eq!(
+        read("ks", 11, PayloadType::SEQ),
+        [
+            ok(PayloadType::SEQ),
+            ok(PayloadType::DELETE),
+            ok(PayloadType::SIG)
+        ]
+    );
 }

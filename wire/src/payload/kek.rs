@@ -6,7 +6,7 @@ use crate::consts::{
     AckRequested, IdType, KekAlgorithm, KekAttribute, KekManagementAlgorithm, SigAlgorithm,
     SigHashAlgorithm, KEK_SPI_LEN, SA_TEK_ID_DATA_LEN_OCTETS,
 };
-use crate::error::Result;
+use crate::error::{err, ErrorKind, Result};
 use crate::id::Identity;
 
 /// One side of a traffic description: identity (address, subnet, range...)
@@ -164,6 +164,9 @@ pub struct SaKek<'a> {
     pub policy: KekPolicy<'a>,
 }
 
+/// The field named when an SA KEK has RFC 3547's 6 octets after the SPI.
+pub const SA_KEK_RFC3547: &str = "sa_kek.reserved2 (6 octets, RFC 3547-era; RFC 6407 has 4)";
+
 impl<'a> SaKek<'a> {
     /// Parses the body.
     pub fn parse(body: &'a [u8]) -> Result<Self> {
@@ -173,7 +176,18 @@ impl<'a> SaKek<'a> {
         let dst = TrafficSelector::parse(&mut r, SelectorIn::SaKek, "sa_kek.dst_id")?;
         let spi = r.array("sa_kek.spi")?;
         let _reserved2 = r.u32("sa_kek.reserved2")?;
-        let policy = KekPolicy::parse(r.rest())?;
+        let rest = r.rest();
+        let policy = KekPolicy::parse(rest).map_err(|e| {
+            // RFC 3547's SA KEK had 6 octets here (POP algorithm and key
+            // length) where RFC 6407 has 4 reserved: say so rather than
+            // blame the attribute the shift broke (docs/INTEROP.md).
+            match rest {
+                [0, 0, tail @ ..] if KekPolicy::parse(tail).is_ok() => {
+                    err(ErrorKind::Unsupported, SA_KEK_RFC3547)
+                }
+                _ => e,
+            }
+        })?;
         Ok(Self {
             protocol,
             src,

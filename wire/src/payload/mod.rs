@@ -19,7 +19,7 @@ mod tek;
 
 pub use gap::Gap;
 pub use kd::{KekKeyPacket, KeyDownload, KeyPacket, OtherKeyPacket, SidKeyPacket, TekKeyPacket};
-pub use kek::{KekPolicy, SaKek, TrafficSelector};
+pub use kek::{KekPolicy, SaKek, TrafficSelector, SA_KEK_RFC3547};
 pub use notify::{Delete, Notification};
 pub use sa::{GdoiSa, OakleyAttributes, Phase1Sa, Proposal, Sa, SaLayout, Transform};
 pub use simple::{Cert, CertReq, Hash, IdPayload, KeyExchange, Nonce, Seq, Signature, VendorId};
