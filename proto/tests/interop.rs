@@ -149,17 +149,21 @@ fn a_real_gdoi_peers_main_mode_1_is_read_and_refused_for_its_suite_only() {
         gkm_wire::consts::NotifyType::NO_PROPOSAL_CHOSEN
     );
     assert_eq!(notify.doi, Doi::GDOI, "answered in the DOI offered");
-    let mut rejected = false;
-    while let Some(e) = ks.poll_event() {
-        rejected |= matches!(
-            e,
-            gkm_proto::ks::KsEvent::Rejected {
-                reason: gkm_proto::ks::Reject::NoProposal,
-                ..
-            }
-        );
-    }
-    assert!(rejected);
+    // The log line says what was offered, so an operator sees why.
+    let detail = std::iter::from_fn(|| ks.poll_event()).find_map(|e| match e {
+        gkm_proto::ks::KsEvent::Rejected {
+            reason: gkm_proto::ks::Reject::NoProposal,
+            detail,
+            ..
+        } => Some(detail),
+        _ => None,
+    });
+    assert_eq!(
+        detail,
+        Some(Some(
+            "offered 3DES-CBC/SHA/Pre-Shared Key/MODP-1024".to_owned()
+        ))
+    );
     assert_eq!(ks.half_open_count(), 0, "nothing kept for a refused offer");
 }
 
@@ -377,4 +381,22 @@ fn a_real_gdoi_peers_plaintexts_are_read_or_refused_with_the_exact_reason() {
             ok(PayloadType::SIG)
         ]
     );
+}
+
+#[test]
+fn a_refused_main_mode_1_names_the_field_in_the_log_line() {
+    // gdoid's MM1 with DOI 1 and a situation the IPsec DOI does not frame.
+    let mut mm1 = gdoid_frame(1);
+    mm1[32..40].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 5]);
+    let mut ks = ks(b"mekmitasdigoat", Authorization::default());
+    ks.handle_datagram(T0, "10.0.224.37:848".parse().unwrap(), &mm1);
+    let detail = std::iter::from_fn(|| ks.poll_event()).find_map(|e| match e {
+        gkm_proto::ks::KsEvent::Rejected {
+            reason: gkm_proto::ks::Reject::Malformed,
+            detail,
+            ..
+        } => Some(detail),
+        _ => None,
+    });
+    assert_eq!(detail, Some(Some("sa.situation: Unsupported".to_owned())));
 }

@@ -81,9 +81,21 @@ fn wrong_psk_is_refused_with_authentication_failed() {
 fn unknown_group_and_unauthorized_gm_get_invalid_id_information() {
     let mut ks1 = ks(b"k", Authorization::default());
     let mut gms = vec![(gm_addr(1), gm(1, b"k", 999))];
-    let (got, _, gm_events) = run(&mut ks1, &mut gms, T0 + 5_000);
+    let (got, ks_events, gm_events) = run(&mut ks1, &mut gms, T0 + 5_000);
     assert!(got.is_empty());
     assert!(ks1.counters().rejected(Reject::UnknownGroup) >= 1);
+    // The KS's log line names the group asked for (the GM gets only the
+    // notification, as before).
+    let detail = |events: &[KsEvent], why: Reject| {
+        events.iter().find_map(|e| match e {
+            KsEvent::Rejected { reason, detail, .. } if *reason == why => detail.clone(),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        detail(&ks_events, Reject::UnknownGroup).as_deref(),
+        Some("PULL 1 asks for group 999, which this KS does not serve")
+    );
     assert!(gm_events.iter().any(|(_, e)| matches!(e, GmEvent::AttemptFailed { reason: gkm_proto::gm::GmFailure::Notified(n), .. } if *n == gkm_wire::consts::NotifyType::INVALID_ID_INFORMATION)));
 
     let auth = Authorization {
@@ -96,10 +108,14 @@ fn unknown_group_and_unauthorized_gm_get_invalid_id_information() {
         (gm_addr(1), gm(1, b"k", GROUP)),
         (gm_addr(9), gm(9, b"k", GROUP)),
     ];
-    let (got, _, _) = run(&mut ks2, &mut gms, T0 + 5_000);
+    let (got, ks_events, _) = run(&mut ks2, &mut gms, T0 + 5_000);
     assert_eq!(got.len(), 1);
     assert!(got.contains_key(&gm_addr(1)));
     assert!(ks2.counters().rejected(Reject::Unauthorized) >= 1);
+    assert_eq!(
+        detail(&ks_events, Reject::Unauthorized).as_deref(),
+        Some(format!("GM \"10.0.1.9\" from 10.0.1.9 is not authorised for group {GROUP}").as_str())
+    );
     assert_eq!(ks2.counters().registrations, 1);
 }
 

@@ -319,13 +319,15 @@ impl Driver {
                 peer,
                 reason,
                 notify,
+                detail,
             } => {
                 // One line per reason every 10 s under a flood, with the
                 // count of those not written (the counters have them all).
+                // The detail comes from the peer's message: Debug-escaped.
                 if let Some(suppressed) = self.refusals.admit(reason) {
                     warn!(
                         %peer, reason = ?reason, notify = %notify.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-                        suppressed, "refused"
+                        detail = ?detail.as_deref().unwrap_or("-"), suppressed, "refused"
                     );
                 }
             }

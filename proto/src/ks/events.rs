@@ -161,6 +161,11 @@ pub enum KsEvent {
         reason: Reject,
         /// Notification sent back.
         notify: Option<NotifyType>,
+        /// What in the message was refused, with its value where a peer
+        /// can act on it (e.g. `sa.situation: Unsupported`, `offered
+        /// 3DES-CBC/SHA/MODP-1024`); for the log line only: counters count
+        /// `reason`, never this.
+        detail: Option<String>,
     },
 }
 
@@ -220,11 +225,23 @@ impl KsOutbox {
 
     /// Counts a refusal and reports it.
     pub(crate) fn reject(&mut self, peer: SocketAddr, reason: Reject, notify: Option<NotifyType>) {
+        self.refuse(peer, reason, notify, None);
+    }
+
+    /// As [`Self::reject`], saying what in the message was refused.
+    pub(crate) fn refuse(
+        &mut self,
+        peer: SocketAddr,
+        reason: Reject,
+        notify: Option<NotifyType>,
+        detail: Option<String>,
+    ) {
         *self.counters.rejects.entry(reason).or_insert(0) += 1;
         self.queue.event(KsEvent::Rejected {
             peer,
             reason,
             notify,
+            detail,
         });
     }
 
@@ -235,4 +252,9 @@ impl KsOutbox {
     pub(crate) fn poll_event(&mut self) -> Option<KsEvent> {
         self.queue.poll_event()
     }
+}
+
+/// A wire error as a refusal's detail: the field and what is wrong with it.
+pub(crate) fn wire_detail(e: gkm_wire::Error) -> Option<String> {
+    Some(format!("{}: {:?}", e.field, e.kind))
 }

@@ -339,7 +339,11 @@ impl KeyServer {
         self.out.counters.datagrams += 1;
         let header = match IsakmpHeader::parse(data) {
             Ok(h) => h,
-            Err(_) => return self.reject(from, Reject::Malformed, None),
+            Err(e) => {
+                return self
+                    .out
+                    .refuse(from, Reject::Malformed, None, events::wire_detail(e))
+            }
         };
         match header.exchange_type {
             ExchangeType::IDENTITY_PROTECTION => {

@@ -93,11 +93,11 @@ fn refuse(
     cx: &mut PullContext<'_>,
     key: [u8; 16],
     from: SocketAddr,
-    reason: Reject,
-    t: NotifyType,
+    (reason, t): (Reject, NotifyType),
+    detail: Option<String>,
 ) {
     cx.phase1.notify_protected(cx.rng, cx.out, key, t);
-    cx.out.reject(from, reason, Some(t));
+    cx.out.refuse(from, reason, Some(t), detail);
 }
 
 /// The seed's GM class of a peer: an operator tag marks ASR 9000; a
@@ -279,13 +279,18 @@ impl PullServer {
                 _ => {}
             }
         }
+        let nonce_len = ni.as_ref().map(Vec::len);
         let Some(ni) = ni.filter(|n| (8..=128).contains(&n.len())) else {
+            let detail = match nonce_len {
+                Some(n) => format!("PULL 1 NONCE length {n} (8-128)"),
+                None => "PULL 1 has no NONCE payload".into(),
+            };
             return refuse(
                 cx,
                 key,
                 from,
-                Reject::Malformed,
-                NotifyType::PAYLOAD_MALFORMED,
+                (Reject::Malformed, NotifyType::PAYLOAD_MALFORMED),
+                Some(detail),
             );
         };
         let Some(group_idx) = group.and_then(|g| cx.groups.index(g)) else {
@@ -293,8 +298,11 @@ impl PullServer {
                 cx,
                 key,
                 from,
-                Reject::UnknownGroup,
-                NotifyType::INVALID_ID_INFORMATION,
+                (Reject::UnknownGroup, NotifyType::INVALID_ID_INFORMATION),
+                Some(match group {
+                    Some(g) => format!("PULL 1 asks for group {g}, which this KS does not serve"),
+                    None => "PULL 1 has no ID_KEY_ID payload".into(),
+                }),
             );
         };
         if !accepts(cx.phase1, cx.groups, group_idx, credentials) {
@@ -302,8 +310,14 @@ impl PullServer {
                 cx,
                 key,
                 from,
-                Reject::CredentialNotAccepted,
-                NotifyType::INVALID_ID_INFORMATION,
+                (
+                    Reject::CredentialNotAccepted,
+                    NotifyType::INVALID_ID_INFORMATION,
+                ),
+                Some(format!(
+                    "the phase 1 credential is not one group {g} accepts",
+                    g = group.unwrap_or(0)
+                )),
             );
         }
         let Some(group) = cx.groups.get(group_idx) else {
@@ -314,8 +328,12 @@ impl PullServer {
                 cx,
                 key,
                 from,
-                Reject::Unauthorized,
-                NotifyType::INVALID_ID_INFORMATION,
+                (Reject::Unauthorized, NotifyType::INVALID_ID_INFORMATION),
+                Some(format!(
+                    "GM {gm_identity:?} from {} is not authorised for group {}",
+                    from.ip(),
+                    group.keys.group_id
+                )),
             );
         }
         let class = classify(cx.asr9000, from, &vendor);

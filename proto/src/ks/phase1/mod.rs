@@ -13,7 +13,7 @@ use gkm_wire::{Body, IsakmpHeader, Message, Payload};
 use zeroize::Zeroizing;
 
 use super::config::{Credential, KsLimits, PskEntry, MAX_PSK_CANDIDATES};
-use super::events::{KsEvent, KsOutbox, Reject};
+use super::events::{wire_detail, KsEvent, KsOutbox, Reject};
 use crate::identity::identity_string;
 
 mod auth;
@@ -371,11 +371,24 @@ impl Phase1Responder {
         if self.half_open.source_full(from.ip()) {
             return out.reject(from, Reject::HalfOpenLimit, None);
         }
-        let Ok(msg) = Message::parse(data) else {
-            return out.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(e) => {
+                return out.refuse(
+                    from,
+                    Reject::Malformed,
+                    Some(NotifyType::PAYLOAD_MALFORMED),
+                    wire_detail(e),
+                )
+            }
         };
         let Some(payloads) = msg.payloads() else {
-            return out.reject(from, Reject::Malformed, None);
+            return out.refuse(
+                from,
+                Reject::Malformed,
+                None,
+                Some("main mode 1 is encrypted".into()),
+            );
         };
         let mut vendor = PeerVendor::default();
         let mut sa_payload = None;
@@ -394,7 +407,12 @@ impl Phase1Responder {
                 Doi::IPSEC,
                 NotifyType::PAYLOAD_MALFORMED,
             );
-            return out.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
+            return out.refuse(
+                from,
+                Reject::Malformed,
+                Some(NotifyType::PAYLOAD_MALFORMED),
+                Some("main mode 1 has no SA payload".into()),
+            );
         };
         let mut allowed = vec![AuthKind::Psk];
         if self.ca.is_some() && self.certificate.is_some() {
@@ -414,10 +432,11 @@ impl Phase1Responder {
                 offer.doi,
                 NotifyType::NO_PROPOSAL_CHOSEN,
             );
-            return out.reject(
+            return out.refuse(
                 from,
                 Reject::NoProposal,
                 Some(NotifyType::NO_PROPOSAL_CHOSEN),
+                Some(offered(offer)),
             );
         };
         if self.half_open.full() && !self.evict_unproven(out) {
@@ -572,8 +591,16 @@ impl Phase1Responder {
         rng: &mut dyn EngineRng,
         out: &mut KsOutbox,
     ) {
-        let Ok(msg) = Message::parse(data) else {
-            return out.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
+        let msg = match Message::parse(data) {
+            Ok(m) => m,
+            Err(e) => {
+                return out.refuse(
+                    from,
+                    Reject::Malformed,
+                    Some(NotifyType::PAYLOAD_MALFORMED),
+                    wire_detail(e),
+                )
+            }
         };
         let (mut ke, mut ni) = (None, None);
         for p in msg.payloads().unwrap_or_default() {
@@ -588,7 +615,13 @@ impl Phase1Responder {
         let (icky, rcky, doi) = (sa.icky, sa.rcky, sa.doi);
         let (Some(gxi), Some(ni)) = (ke, ni) else {
             notify::clear(out, from, (icky, rcky), doi, NotifyType::PAYLOAD_MALFORMED);
-            return out.reject(from, Reject::Malformed, Some(NotifyType::PAYLOAD_MALFORMED));
+            let missing = if ke.is_none() { "KE" } else { "NONCE" };
+            return out.refuse(
+                from,
+                Reject::Malformed,
+                Some(NotifyType::PAYLOAD_MALFORMED),
+                Some(format!("main mode 3 has no {missing} payload")),
+            );
         };
         if gxi.len() != suite.group.public_len() || !(8..=256).contains(&ni.len()) {
             notify::clear(
@@ -598,10 +631,17 @@ impl Phase1Responder {
                 doi,
                 NotifyType::INVALID_KEY_INFORMATION,
             );
-            return out.reject(
+            return out.refuse(
                 from,
                 Reject::Malformed,
                 Some(NotifyType::INVALID_KEY_INFORMATION),
+                Some(format!(
+                    "main mode 3 KE length {} (the group {} wants {}), NONCE length {} (8-256)",
+                    gxi.len(),
+                    suite.group.oakley(),
+                    suite.group.public_len(),
+                    ni.len()
+                )),
             );
         }
         if suite.auth == AuthKind::Psk && self.psk_candidates(from.ip()).is_empty() {
@@ -783,4 +823,36 @@ impl Phase1Responder {
         });
         out.send(from, reply);
     }
+}
+
+/// What a refused main mode 1 offered, for the log line: each transform's
+/// encryption (and key length), hash, authentication and group.
+fn offered(offer: &Phase1Sa<'_>) -> String {
+    let name = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let transforms: Vec<String> = offer
+        .proposals
+        .iter()
+        .flat_map(|p| p.transforms.iter())
+        .map(|t| {
+            let a = &t.attributes;
+            let enc = match (a.encryption, a.key_length_bits) {
+                (Some(e), Some(bits)) => Some(format!("{e}-{bits}")),
+                (e, _) => e.map(|e| e.to_string()),
+            };
+            format!(
+                "{}/{}/{}/{}",
+                name(enc),
+                name(a.hash.map(|h| h.to_string())),
+                name(a.auth_method.map(|m| m.to_string())),
+                name(a.group.map(|g| g.to_string()))
+            )
+        })
+        .collect();
+    let proposals = offer.proposals.len();
+    let extra = if proposals > 1 {
+        format!(" in {proposals} proposals (GKM takes one)")
+    } else {
+        String::new()
+    };
+    format!("offered {}{extra}", transforms.join(", "))
 }
