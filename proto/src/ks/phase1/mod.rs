@@ -371,16 +371,8 @@ impl Phase1Responder {
         if self.half_open.source_full(from.ip()) {
             return out.reject(from, Reject::HalfOpenLimit, None);
         }
-        let msg = match Message::parse(data) {
-            Ok(m) => m,
-            Err(e) => {
-                return out.refuse(
-                    from,
-                    Reject::Malformed,
-                    Some(NotifyType::PAYLOAD_MALFORMED),
-                    wire_detail(e),
-                )
-            }
+        let Some(msg) = parse_or_refuse(data, from, out) else {
+            return;
         };
         let Some(payloads) = msg.payloads() else {
             return out.refuse(
@@ -591,16 +583,8 @@ impl Phase1Responder {
         rng: &mut dyn EngineRng,
         out: &mut KsOutbox,
     ) {
-        let msg = match Message::parse(data) {
-            Ok(m) => m,
-            Err(e) => {
-                return out.refuse(
-                    from,
-                    Reject::Malformed,
-                    Some(NotifyType::PAYLOAD_MALFORMED),
-                    wire_detail(e),
-                )
-            }
+        let Some(msg) = parse_or_refuse(data, from, out) else {
+            return;
         };
         let (mut ke, mut ni) = (None, None);
         for p in msg.payloads().unwrap_or_default() {
@@ -855,4 +839,23 @@ fn offered(offer: &Phase1Sa<'_>) -> String {
         String::new()
     };
     format!("offered {}{extra}", transforms.join(", "))
+}
+
+/// The message, or a PAYLOAD-MALFORMED refusal naming the field that did
+/// not parse.
+fn parse_or_refuse<'a>(
+    data: &'a [u8],
+    from: SocketAddr,
+    out: &mut KsOutbox,
+) -> Option<Message<'a>> {
+    Message::parse(data)
+        .map_err(|e| {
+            out.refuse(
+                from,
+                Reject::Malformed,
+                Some(NotifyType::PAYLOAD_MALFORMED),
+                wire_detail(e),
+            )
+        })
+        .ok()
 }
