@@ -400,3 +400,107 @@ fn a_refused_main_mode_1_names_the_field_in_the_log_line() {
     });
     assert_eq!(detail, Some(Some("sa.situation: Unsupported".to_owned())));
 }
+
+#[test]
+fn the_ks_takes_ecp_384_when_it_is_all_a_peer_offers() {
+    use gkm_wire::consts::{
+        AuthMethod, Flags, IsakmpTransformId, OakleyEncryption, OakleyGroup, OakleyHash, ProtocolId,
+    };
+    use gkm_wire::payload::{KeyExchange, Nonce, OakleyAttributes, Phase1Sa, Proposal, Transform};
+    use gkm_wire::IsakmpHeader;
+    let header = |r: [u8; 8]| IsakmpHeader {
+        initiator_cookie: [7; 8],
+        responder_cookie: r,
+        next_payload: PayloadType::NONE,
+        exchange_type: ExchangeType::IDENTITY_PROTECTION,
+        flags: Flags::default(),
+        message_id: 0,
+        length: 0,
+    };
+    let mm1 = Message {
+        header: header([0; 8]),
+        body: Body::Payloads(vec![Payload::Sa(Sa::Phase1(Phase1Sa {
+            doi: Doi::GDOI,
+            situation: GDOI_SITUATION_NONE,
+            proposals: vec![Proposal {
+                number: 1,
+                protocol_id: ProtocolId::ISAKMP,
+                spi: &[],
+                transforms: vec![Transform {
+                    number: 1,
+                    transform_id: IsakmpTransformId::KEY_IKE,
+                    attributes: OakleyAttributes {
+                        encryption: Some(OakleyEncryption::AES_CBC),
+                        key_length_bits: Some(256),
+                        hash: Some(OakleyHash::SHA2_256),
+                        auth_method: Some(AuthMethod::PRE_SHARED_KEY),
+                        group: Some(OakleyGroup::ECP_384),
+                        life_seconds: Some(86_400),
+                        ..OakleyAttributes::default()
+                    },
+                }],
+            }],
+        }))]),
+    }
+    .to_vec()
+    .unwrap();
+    let mut ks = ks(b"group-psk", Authorization::default());
+    let peer = gm_addr(1);
+    ks.handle_datagram(T0, peer, &mm1);
+    let mm2 = ks.poll_transmit().unwrap().payload;
+    let m = Message::parse(&mm2).unwrap();
+    let Body::Payloads(ps) = &m.body else {
+        panic!()
+    };
+    let Some(Payload::Sa(Sa::Phase1(sa))) = ps.first() else {
+        panic!("{ps:?}")
+    };
+    assert_eq!(
+        sa.proposals[0].transforms[0].attributes.group,
+        Some(OakleyGroup::ECP_384)
+    );
+    // Main mode 3 with a P-384 public value (RFC 5903: x ‖ y, 96 octets).
+    let sys = ring::rand::SystemRandom::new();
+    let k =
+        ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::ECDH_P384, &sys).unwrap();
+    let public = k.compute_public_key().unwrap();
+    let mm3 = Message {
+        header: header(m.header.responder_cookie),
+        body: Body::Payloads(vec![
+            Payload::KeyExchange(KeyExchange(&public.as_ref()[1..])),
+            Payload::Nonce(Nonce(&[9; 32])),
+        ]),
+    }
+    .to_vec()
+    .unwrap();
+    ks.handle_datagram(T0 + 10, peer, &mm3);
+    let mm4 = ks.poll_transmit().unwrap().payload;
+    let m = Message::parse(&mm4).unwrap();
+    let Body::Payloads(ps) = &m.body else {
+        panic!()
+    };
+    let ke = ps
+        .iter()
+        .find_map(|p| match p {
+            Payload::KeyExchange(k) => Some(k.0.len()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(ke, 96, "the KS's P-384 public value");
+    // A P-256-sized value in a P-384 exchange is refused.
+    let mut ks = self::ks(b"group-psk", Authorization::default());
+    ks.handle_datagram(T0, peer, &mm1);
+    let mm2 = ks.poll_transmit().unwrap().payload;
+    let r = Message::parse(&mm2).unwrap().header.responder_cookie;
+    let short = Message {
+        header: header(r),
+        body: Body::Payloads(vec![
+            Payload::KeyExchange(KeyExchange(&[4; 64])),
+            Payload::Nonce(Nonce(&[9; 32])),
+        ]),
+    }
+    .to_vec()
+    .unwrap();
+    ks.handle_datagram(T0 + 10, peer, &short);
+    assert!(ks.counters().rejected(gkm_proto::ks::Reject::Malformed) >= 1);
+}

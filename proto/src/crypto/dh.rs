@@ -51,6 +51,9 @@ pub enum DhGroup {
     Modp2048,
     /// Group 19, 256-bit random ECP.
     Ecp256,
+    /// Group 20, 384-bit random ECP (RFC 5903); ring's only, whatever the
+    /// backend, so a seeded simulation is not reproducible through it.
+    Ecp384,
 }
 
 /// A peer's public value is not a valid group element.
@@ -64,6 +67,7 @@ impl DhGroup {
         match g {
             OakleyGroup::MODP_2048 => Some(Self::Modp2048),
             OakleyGroup::ECP_256 => Some(Self::Ecp256),
+            OakleyGroup::ECP_384 => Some(Self::Ecp384),
             _ => None,
         }
     }
@@ -73,6 +77,7 @@ impl DhGroup {
         match self {
             Self::Modp2048 => OakleyGroup::MODP_2048,
             Self::Ecp256 => OakleyGroup::ECP_256,
+            Self::Ecp384 => OakleyGroup::ECP_384,
         }
     }
 
@@ -81,6 +86,7 @@ impl DhGroup {
         match self {
             Self::Modp2048 => 256,
             Self::Ecp256 => 64,
+            Self::Ecp384 => 96,
         }
     }
 
@@ -88,11 +94,14 @@ impl DhGroup {
     /// `backend` chooses the group 19 implementation; group 14 always uses
     /// the injected generator.
     pub fn generate(self, rng: &mut dyn EngineRng, backend: DhBackend) -> (DhPrivate, Vec<u8>) {
-        if let (Self::Ecp256, DhBackend::Ring) = (self, backend) {
+        let ring_curve = match (self, backend) {
+            (Self::Ecp256, DhBackend::Ring) => Some(&ring::agreement::ECDH_P256),
+            (Self::Ecp384, _) => Some(&ring::agreement::ECDH_P384),
+            _ => None,
+        };
+        if let Some(curve) = ring_curve {
             let sys = ring::rand::SystemRandom::new();
-            if let Ok(k) =
-                ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::ECDH_P256, &sys)
-            {
+            if let Ok(k) = ring::agreement::EphemeralPrivateKey::generate(curve, &sys) {
                 if let Ok(p) = k.compute_public_key() {
                     let public = p.as_ref().get(1..).unwrap_or_default().to_vec();
                     return (DhPrivate::Ring(Box::new(k)), public);
@@ -122,6 +131,9 @@ impl DhGroup {
                 let public = point.as_bytes().get(1..).unwrap_or_default().to_vec();
                 (DhPrivate::Ecp(Box::new(secret)), public)
             }
+            // ring could not draw a key (the system's generator failed):
+            // the exchange then fails at `shared`, refused, never weak.
+            Self::Ecp384 => (DhPrivate::Unusable, vec![0; 96]),
         }
     }
 }
@@ -132,8 +144,10 @@ pub enum DhPrivate {
     Modp(Box<Zeroizing<U2048>>),
     /// Group 19 scalar (p256, seeded).
     Ecp(Box<p256::ecdh::EphemeralSecret>),
-    /// Group 19 scalar (ring).
+    /// Group 19 or 20 scalar (ring).
     Ring(Box<ring::agreement::EphemeralPrivateKey>),
+    /// No key could be drawn; every shared secret fails.
+    Unusable,
 }
 
 impl core::fmt::Debug for DhPrivate {
@@ -147,15 +161,21 @@ impl DhPrivate {
     /// (leading zeros kept), for ECP the x coordinate (RFC 5903 section 9).
     pub fn shared(self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, DhError> {
         match self {
+            Self::Unusable => Err(DhError),
             Self::Ring(k) => {
-                if peer.len() != 64 {
+                let curve = k.algorithm();
+                let len = if curve == &ring::agreement::ECDH_P384 {
+                    96
+                } else {
+                    64
+                };
+                if peer.len() != len {
                     return Err(DhError);
                 }
-                let mut sec1 = Vec::with_capacity(65);
+                let mut sec1 = Vec::with_capacity(len + 1);
                 sec1.push(0x04);
                 sec1.extend_from_slice(peer);
-                let peer =
-                    ring::agreement::UnparsedPublicKey::new(&ring::agreement::ECDH_P256, sec1);
+                let peer = ring::agreement::UnparsedPublicKey::new(curve, sec1);
                 ring::agreement::agree_ephemeral(*k, &peer, |s| Zeroizing::new(s.to_vec()))
                     .map_err(|_| DhError)
             }
@@ -208,6 +228,8 @@ mod tests {
             (DhGroup::Ecp256, DhBackend::Ring, DhBackend::Ring),
             (DhGroup::Ecp256, DhBackend::Ring, DhBackend::Seeded),
             (DhGroup::Modp2048, DhBackend::Seeded, DhBackend::Ring),
+            (DhGroup::Ecp384, DhBackend::Ring, DhBackend::Ring),
+            (DhGroup::Ecp384, DhBackend::Seeded, DhBackend::Ring),
         ];
         for (g, ba, bb) in cases {
             let (a, pa) = g.generate(&mut rng, ba);
@@ -221,6 +243,11 @@ mod tests {
             assert!(a2.shared(&pb[1..]).is_err());
             assert!(a3.shared(&vec![0u8; g.public_len()]).is_err());
         }
+        // A P-256 value is no P-384 value, and an unusable key agrees to nothing.
+        let (a, _) = DhGroup::Ecp384.generate(&mut rng, DhBackend::Ring);
+        let (_, p256) = DhGroup::Ecp256.generate(&mut rng, DhBackend::Ring);
+        assert!(a.shared(&p256).is_err());
+        assert!(DhPrivate::Unusable.shared(&[0u8; 96]).is_err());
         let (a, _) = DhGroup::Modp2048.generate(&mut rng, DhBackend::Seeded);
         let mut one = vec![0u8; 256];
         one[255] = 1;

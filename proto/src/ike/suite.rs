@@ -47,7 +47,7 @@ impl Suite {
     /// The transforms an initiator offers for `auth`, strongest first.
     pub fn offers(auth: AuthKind, life_secs: u32) -> Vec<Suite> {
         let mut v = Vec::new();
-        for group in [DhGroup::Ecp256, DhGroup::Modp2048] {
+        for group in [DhGroup::Ecp256, DhGroup::Ecp384, DhGroup::Modp2048] {
             for cipher in [CbcCipher::Aes256, CbcCipher::Aes128] {
                 for prf in [Prf::HmacSha256, Prf::HmacSha384] {
                     v.push(Suite {
