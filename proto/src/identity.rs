@@ -29,11 +29,7 @@ pub fn identity_string(id: &Identity<'_>) -> String {
         other => {
             let mut v = Vec::new();
             other.emit_data(&mut v);
-            format!(
-                "{}:{}",
-                other.id_type(),
-                v.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            )
+            format!("{}:{}", other.id_type(), hex::encode(&v))
         }
     }
 }

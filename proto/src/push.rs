@@ -60,7 +60,7 @@ pub enum MalformedPush {
     /// in the rollover form a real peer sends, the KEK in use.
     #[error(
         "KD KEK packet SPI {} matches neither the SA KEK's {} nor the KEK in use {}",
-        hex(.packet), hex(.sa_kek), hex(.current)
+        hex::encode(.packet), hex::encode(.sa_kek), hex::encode(.current)
     )]
     KekPacketSpi {
         /// The KEK packet's SPI.
@@ -73,10 +73,6 @@ pub enum MalformedPush {
     /// The new KEK's rekey-signing key cannot be used.
     #[error("the new rekey-signing key cannot be used")]
     SigningKey,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn framing(what: &'static str) -> PushError {

@@ -100,11 +100,7 @@ fn gdoid_frame(n: usize) -> Vec<u8> {
         .filter(|l| !l.starts_with('#'))
         .find(|l| l.split('\t').next() == Some(&n.to_string()))
         .unwrap();
-    let hex = line.split('\t').nth(3).unwrap();
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
+    hex::decode(line.split('\t').nth(3).unwrap()).unwrap()
 }
 
 #[test]
@@ -246,7 +242,7 @@ fn a_kek_rollover_labelled_with_the_old_spi_is_taken_and_any_other_label_is_name
             "malformed GROUPKEY-PUSH: KD KEK packet SPI {} matches neither the SA KEK's {} nor the KEK in use {}",
             "99".repeat(16),
             "77".repeat(16),
-            old_spi.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            hex::encode(old_spi)
         )
     );
     assert_eq!(g.group().unwrap().kek.as_ref().unwrap().spi, old_spi);
@@ -278,11 +274,7 @@ fn gdoid_plaintext(who: &str, n: usize) -> Vec<u8> {
     let mut lines = text.lines();
     let head = format!("{who} dump {n} ");
     lines.find(|l| l.starts_with(&head)).unwrap();
-    let hex = lines.next().unwrap().trim();
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
+    hex::decode(lines.next().unwrap().trim()).unwrap()
 }
 
 /// Each payload of a plaintext chain starting with `first`: its type and

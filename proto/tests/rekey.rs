@@ -822,7 +822,7 @@ fn show_data_for_ks_rekey_and_policy() {
     assert_eq!(p.teks, 2);
     assert_eq!(p.seq, 1);
     assert_eq!(p.transport, "Unicast");
-    let spi_hex: String = kek.spi.iter().map(|b| format!("{b:02x}")).collect();
+    let spi_hex = hex::encode(kek.spi);
     assert_eq!(p.spi, spi_hex);
     assert_eq!(p.spi.len(), 32);
     assert_eq!(

@@ -110,7 +110,7 @@ mod tests {
     fn hmac_sha256_rfc4231_case2() {
         let tag = Prf::HmacSha256.prf(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
         let want = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
-        let got: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        let got = hex::encode(&tag);
         assert_eq!(got, want);
         assert!(Prf::HmacSha256.verify(b"Jefe", &[b"what do ya want for nothing?"], &tag));
     }

@@ -53,7 +53,7 @@ pub(crate) fn kek_policy_status(
         teks: g.keys.teks.len() as u64,
         seq: g.keys.seq,
         transport: if unicast { "Unicast" } else { "Multicast" }.to_owned(),
-        spi: kek.spi.iter().map(|b| format!("{b:02x}")).collect(),
+        spi: hex::encode(kek.spi),
         management_algorithm: "disabled".to_owned(),
         encryption_algorithm: "AES".to_owned(),
         iv_len: kek.iv.len() as u32,
