@@ -1209,6 +1209,23 @@ async fn names_of_gkm_0_1_are_accepted_on_input(backend: Backend) {
     assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
     let h = a.store.gm_health(77, "10.0.0.1").await.unwrap().unwrap();
     assert_eq!(h.gm_identity, "10.0.0.1");
+    // The attack: the old name does not slip past the token's binding.
+    let mut gm = registered("10.0.0.2");
+    gm.group = 77;
+    a.store.put_gms(&[gm]).await.unwrap();
+    let other = old.replace("10.0.0.1", "10.0.0.2");
+    problem(
+        a.call(
+            "POST",
+            "/api/v1/gm-health",
+            t["secret"].as_str(),
+            Some(&other),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        None,
+    );
+    assert!(a.store.gm_health(77, "10.0.0.2").await.unwrap().is_none());
 }
 
 common::on_both_backends!(
