@@ -45,6 +45,11 @@ struct Args {
     /// GDOI's (2), for peers that want it (repeat the flag).
     #[arg(long = "ipsec-doi-key-server")]
     ipsec_doi_key_servers: Vec<SocketAddr>,
+    /// A key server also offered the legacy phase 1 suites (HMAC-SHA-1,
+    /// MODP 1024/1536) after the strong ones, for a peer that has nothing
+    /// stronger (repeat the flag; docs/INTEROP.md).
+    #[arg(long = "legacy-phase1-key-server")]
+    legacy_phase1_key_servers: Vec<SocketAddr>,
     /// Group identity number.
     #[arg(long)]
     group: Option<u32>,
@@ -109,12 +114,32 @@ struct Args {
     test_clock_offset_ms: Option<i64>,
 }
 
+/// A per-key-server setting's list: the flags' when given, else the
+/// file's; each address must be one of the key servers.
+fn key_server_subset(
+    field: &str,
+    flags: &[SocketAddr],
+    file: Option<&[SocketAddr]>,
+    key_servers: &[SocketAddr],
+) -> Result<Vec<SocketAddr>> {
+    let v = if flags.is_empty() {
+        file.unwrap_or_default().to_vec()
+    } else {
+        flags.to_vec()
+    };
+    if let Some(a) = v.iter().find(|a| !key_servers.contains(a)) {
+        bail!("{field}: {a} is not one of the key servers");
+    }
+    Ok(v)
+}
+
 /// The configuration file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AgentConfig {
     key_servers: Option<Vec<SocketAddr>>,
     ipsec_doi_key_servers: Option<Vec<SocketAddr>>,
+    legacy_phase1_key_servers: Option<Vec<SocketAddr>>,
     group: Option<u32>,
     bind: Option<SocketAddr>,
     psk: Option<String>,
@@ -299,17 +324,18 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
     if key_servers.is_empty() {
         bail!("key_servers: give at least one key server (--key-server ADDR:PORT)");
     }
-    let ipsec_doi_key_servers = if args.ipsec_doi_key_servers.is_empty() {
-        file.ipsec_doi_key_servers.clone().unwrap_or_default()
-    } else {
-        args.ipsec_doi_key_servers.clone()
-    };
-    if let Some(a) = ipsec_doi_key_servers
-        .iter()
-        .find(|a| !key_servers.contains(a))
-    {
-        bail!("ipsec_doi_key_servers: {a} is not one of the key servers");
-    }
+    let ipsec_doi_key_servers = key_server_subset(
+        "ipsec_doi_key_servers",
+        &args.ipsec_doi_key_servers,
+        file.ipsec_doi_key_servers.as_deref(),
+        &key_servers,
+    )?;
+    let legacy_phase1_key_servers = key_server_subset(
+        "legacy_phase1_key_servers",
+        &args.legacy_phase1_key_servers,
+        file.legacy_phase1_key_servers.as_deref(),
+        &key_servers,
+    )?;
     let group_id = args
         .group
         .or(file.group)
@@ -360,6 +386,8 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
         GmConfig {
             key_servers,
             ipsec_doi_key_servers,
+            legacy_phase1_key_servers,
+            phase1_suites: None,
             group_id,
             identity,
             auth,
@@ -646,6 +674,27 @@ mod tests {
         assert_eq!(
             e,
             "ipsec_doi_key_servers: 127.0.0.2:848 is not one of the key servers"
+        );
+        // legacy_phase1 per key server: off by default, from the file
+        // when no flag is given, and only for a configured key server.
+        assert!(cfg.legacy_phase1_key_servers.is_empty());
+        let file: AgentConfig =
+            toml::from_str("legacy_phase1_key_servers = [\"127.0.0.1:848\"]").unwrap();
+        let (cfg, _, _) = gm_config(&args(&[]), &file).unwrap();
+        assert_eq!(
+            cfg.legacy_phase1_key_servers,
+            ["127.0.0.1:848".parse().unwrap()]
+        );
+        let e = gm_config(
+            &args(&["--legacy-phase1-key-server", "10.0.0.1:848"]),
+            &file,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert_eq!(
+            e,
+            "legacy_phase1_key_servers: 10.0.0.1:848 is not one of the key servers"
         );
     }
 }

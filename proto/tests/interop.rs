@@ -11,10 +11,12 @@
 mod common;
 
 use common::*;
-use gkm_proto::crypto::{RekeySigner, RsaSigner};
-use gkm_proto::gm::{GmAuth, GmEvent, GmIdentity, GroupMember};
-use gkm_proto::ks::Authorization;
+use gkm_proto::crypto::{CbcCipher, DhGroup, Prf, RekeySigner, RsaSigner};
+use gkm_proto::gm::{GmAuth, GmEvent, GmFailure, GmIdentity, GroupMember};
+use gkm_proto::ike::{AuthKind, Suite};
+use gkm_proto::ks::{Authorization, KsEvent, Reject};
 use gkm_proto::push::{seal_push, MalformedPush, PushError};
+use gkm_wire::consts::NotifyType;
 use gkm_wire::consts::{Doi, ExchangeType, PayloadType, GDOI_SITUATION_NONE, SIT_IDENTITY_ONLY};
 use gkm_wire::payload::{KeyPacket, PayloadIter, Sa, SaLayout, Seq};
 use gkm_wire::{Body, Message, Payload};
@@ -495,4 +497,194 @@ fn the_ks_takes_ecp_384_when_it_is_all_a_peer_offers() {
     .unwrap();
     ks.handle_datagram(T0 + 10, peer, &short);
     assert!(ks.counters().rejected(gkm_proto::ks::Reject::Malformed) >= 1);
+}
+
+/// AES-CBC-128 / HMAC-SHA-1 / MODP-1536 with a PSK: what the 2011 GDOI
+/// reference implementation can do best, short of 3DES.
+fn gdoid_suite() -> Suite {
+    Suite {
+        cipher: CbcCipher::Aes128,
+        prf: Prf::HmacSha1,
+        group: DhGroup::Modp1536,
+        auth: AuthKind::Psk,
+        life_secs: 86_400,
+    }
+}
+
+/// A GM of `group` offering only [`gdoid_suite`], with `legacy_phase1`
+/// for the KS; runs it against `ks` and returns the KS's and the GM's
+/// events and the suite names main mode 2 chose.
+fn legacy_run(
+    ks: &mut gkm_proto::ks::KeyServer,
+    group: u32,
+) -> (Vec<KsEvent>, Vec<GmEvent>, Vec<String>) {
+    legacy_run_offering(ks, group, vec![gdoid_suite()])
+}
+
+/// [`legacy_run`] with the GM offering `suites`.
+fn legacy_run_offering(
+    ks: &mut gkm_proto::ks::KeyServer,
+    group: u32,
+    suites: Vec<Suite>,
+) -> (Vec<KsEvent>, Vec<GmEvent>, Vec<String>) {
+    let addr = gm_addr(3);
+    let IpAddr::V4(a) = addr.ip() else { panic!() };
+    let mut cfg = base_config(
+        3,
+        group,
+        GmIdentity::Ipv4(a),
+        GmAuth::Psk(Zeroizing::new(b"group-psk".to_vec())),
+    );
+    cfg.legacy_phase1_key_servers = vec![KS_ADDR];
+    cfg.phase1_suites = Some(suites);
+    let mut gms: Vec<(SocketAddr, GroupMember)> = vec![(addr, GroupMember::new(cfg, rng(9)))];
+    let mut chosen = Vec::new();
+    let (_, ks_events, gm_events) = run_with(ks, &mut gms, T0, T0 + 20_000, |dir, d| {
+        let m = Message::parse(d).unwrap();
+        if let (Dir::Down, Body::Payloads(ps)) = (dir, &m.body) {
+            for p in ps {
+                if let Payload::Sa(Sa::Phase1(s)) = p {
+                    for t in s.proposals.iter().flat_map(|p| &p.transforms) {
+                        let s = Suite::from_transform(t, &[AuthKind::Psk]).unwrap();
+                        chosen.push(s.name());
+                    }
+                }
+            }
+        }
+        true
+    });
+    (
+        ks_events,
+        gm_events.into_iter().map(|(_, e)| e).collect(),
+        chosen,
+    )
+}
+
+fn rejected(events: &[KsEvent], reason: Reject) -> Vec<Option<String>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            KsEvent::Rejected {
+                reason: r, detail, ..
+            } if *r == reason => Some(detail.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_legacy_suite_is_refused_with_no_proposal_chosen_unless_the_group_allows_it() {
+    // Default: legacy_phase1 off everywhere. The offer is read (SHA-1 and
+    // MODP-1536 are known), refused with NO-PROPOSAL-CHOSEN, and the log
+    // line says why.
+    let mut ks = ks(b"group-psk", Authorization::default());
+    let (ks_events, gm_events, chosen) = legacy_run(&mut ks, GROUP);
+    assert!(chosen.is_empty(), "{chosen:?}");
+    assert_eq!(
+        rejected(&ks_events, Reject::NoProposal).first(),
+        Some(&Some(
+            "offered AES-CBC-128/SHA/Pre-Shared Key/MODP-1536 (legacy suites only: \
+             no group with legacy_phase1 accepts this peer)"
+                .to_owned()
+        ))
+    );
+    assert!(
+        gm_events.iter().any(|e| matches!(
+            e,
+            GmEvent::AttemptFailed {
+                reason: GmFailure::Notified(NotifyType::NO_PROPOSAL_CHOSEN),
+                ..
+            }
+        )),
+        "{gm_events:?}"
+    );
+    assert!(!gm_events
+        .iter()
+        .any(|e| matches!(e, GmEvent::Registered { .. })));
+    assert_eq!(ks.half_open_count(), 0);
+
+    // The group turns legacy_phase1 on: the same GM registers with the
+    // legacy suite.
+    let mut g = ks.groups()[0].clone();
+    g.legacy_phase1 = true;
+    ks.set_group(T0, g, false).unwrap();
+    let (ks_events, gm_events, chosen) = legacy_run(&mut ks, GROUP);
+    assert_eq!(chosen, ["AES-CBC-128/SHA/MODP-1536"]);
+    assert!(rejected(&ks_events, Reject::NoProposal).is_empty());
+    assert!(
+        gm_events
+            .iter()
+            .any(|e| matches!(e, GmEvent::Registered { .. })),
+        "{gm_events:?}"
+    );
+}
+
+#[test]
+fn a_legacy_phase1_sa_opens_only_the_groups_that_allow_it() {
+    // Two groups take the same keyring PSK; only LEGACY has legacy_phase1.
+    // A peer negotiates the legacy suite (LEGACY could accept it), then
+    // asks for STRONG: refused, naming the suite and the group; LEGACY
+    // over the same kind of SA works.
+    let mut cfg = common::ks_config(b"group-psk", Authorization::default());
+    let mut legacy = common::ks_group("LEGACY", 4321, 5, Authorization::default());
+    legacy.legacy_phase1 = true;
+    cfg.groups.push(legacy);
+    let mut ks = gkm_proto::ks::KeyServer::new(cfg, rng(2));
+    let (ks_events, gm_events, chosen) = legacy_run(&mut ks, GROUP);
+    assert_eq!(
+        chosen.first().map(String::as_str),
+        Some("AES-CBC-128/SHA/MODP-1536")
+    );
+    assert_eq!(
+        rejected(&ks_events, Reject::LegacyPhase1).first(),
+        Some(&Some(format!(
+            "phase 1 suite AES-CBC-128/SHA/MODP-1536 is legacy and group {GROUP} does not \
+             have legacy_phase1 on"
+        )))
+    );
+    assert!(!gm_events
+        .iter()
+        .any(|e| matches!(e, GmEvent::Registered { .. })));
+    assert!(
+        ks.members(GROUP).next().is_none(),
+        "nothing written for STRONG"
+    );
+    assert!(ks.counters().rejected(Reject::LegacyPhase1) >= 1);
+
+    let (_, gm_events, _) = legacy_run(&mut ks, 4321);
+    assert!(
+        gm_events
+            .iter()
+            .any(|e| matches!(e, GmEvent::Registered { .. })),
+        "{gm_events:?}"
+    );
+}
+
+#[test]
+fn a_gm_offers_legacy_suites_only_to_a_key_server_set_for_them_and_after_the_strong_ones() {
+    let strong = Suite::offers(AuthKind::Psk, 3600, false);
+    let with_legacy = Suite::offers(AuthKind::Psk, 3600, true);
+    assert!(strong.iter().all(|s| !s.is_legacy()));
+    assert_eq!(with_legacy[..strong.len()], strong[..]);
+    assert!(with_legacy[strong.len()..].iter().all(Suite::is_legacy));
+    assert!(with_legacy
+        .iter()
+        .any(|s| s.name() == "AES-CBC-128/SHA/MODP-1536"));
+    assert!(with_legacy
+        .iter()
+        .any(|s| s.name() == "AES-CBC-256/SHA/MODP-1024"));
+
+    // A GM offering strong and legacy suites to a KS with legacy_phase1 on
+    // still gets a strong one: the KS prefers any strong suite.
+    let mut ks = ks(b"group-psk", Authorization::default());
+    let mut g = ks.groups()[0].clone();
+    g.legacy_phase1 = true;
+    ks.set_group(T0, g, false).unwrap();
+    let mut suites = vec![gdoid_suite()];
+    suites.extend(Suite::offers(AuthKind::Psk, 3600, false));
+    let (_, events, chosen) = legacy_run_offering(&mut ks, GROUP, suites);
+    assert_eq!(chosen, ["AES-CBC-256/SHA2-256/ECP-256"], "a strong suite");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, GmEvent::Registered { .. })));
 }

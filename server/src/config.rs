@@ -163,6 +163,10 @@ pub struct GroupConfig {
     /// Phase 1 authentication of its GMs: `psk` (default: the keyring's
     /// `[[psk]]` entries) or `pki` (certificates from `[pki]` only).
     pub authentication: Option<String>,
+    /// `legacy_phase1`: accept the legacy phase 1 suites (HMAC-SHA-1,
+    /// MODP 1024/1536) for this group's GMs (docs/INTEROP.md). Off by default.
+    #[serde(default)]
+    pub legacy_phase1: bool,
     /// Rekey settings.
     #[serde(default)]
     pub rekey: RekeyConfig,
@@ -330,6 +334,17 @@ mod tests {
     }
 
     #[test]
+    fn legacy_phase1_is_off_unless_a_group_turns_it_on() {
+        let text = "[[group]]\nname='OLD'\ngroup_id=7\nlegacy_phase1=true\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n[[group]]\nname='NEW'\ngroup_id=8\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n";
+        let c = parse(text).unwrap();
+        let old = crate::groups::policy_from_config(&c.group[0]).unwrap();
+        let new = crate::groups::policy_from_config(&c.group[1]).unwrap();
+        assert!(old.legacy_phase1 && !new.legacy_phase1);
+        assert_eq!(old.weak_algorithms().len(), 3);
+        assert!(new.weak_algorithms().is_empty());
+    }
+
+    #[test]
     fn bad_files_name_the_field() {
         let ok = "[[group]]\nname='GET'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n";
         assert!(parse(ok).is_ok());
@@ -354,6 +369,7 @@ mod tests {
             ("[[group]]\nname='G\u{202e}'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
             ("[[group]]\nname='G'\ngroup_id=1\nauthentication='cert'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].authentication"),
             ("[[group]]\nname='G'\ngroup_id=1\nauthentication='pki'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "needs the [pki] section"),
+            ("[[group]]\nname='G'\ngroup_id=1\nlegacy_phase1='yes'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "legacy_phase1"),
         ];
         for (text, field) in cases {
             let e = format!("{:#}", parse(text).unwrap_err());

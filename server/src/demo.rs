@@ -125,6 +125,8 @@ async fn run_gm(
     let cfg = GmConfig {
         key_servers: vec![ks],
         ipsec_doi_key_servers: Vec::new(),
+        legacy_phase1_key_servers: Vec::new(),
+        phase1_suites: None,
         group_id: IDENTITY,
         identity: GmIdentity::Ipv4(addr),
         auth: GmAuth::Psk(Zeroizing::new(PSK.as_bytes().to_vec())),

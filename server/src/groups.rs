@@ -118,6 +118,7 @@ impl KeyMaker {
                     gkm_store::model::Authentication::Psk { .. } => GroupAuth::Psk,
                     gkm_store::model::Authentication::Pki => GroupAuth::Certificate,
                 },
+                legacy_phase1: p.legacy_phase1,
                 rekey: RekeyPolicy {
                     transport: p.rekey,
                     ack: p.acknowledgement.unwrap_or_default(),
@@ -187,6 +188,7 @@ pub fn policy_from_config(g: &GroupConfig) -> Result<GroupPolicy> {
             Some("pki") => gkm_store::model::Authentication::Pki,
             _ => gkm_store::model::Authentication::Psk { psk: None },
         },
+        legacy_phase1: g.legacy_phase1,
     };
     p.validate()
         .map_err(|e| anyhow!("group {:?}: {e}", g.name))?;

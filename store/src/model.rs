@@ -155,6 +155,12 @@ pub struct GroupPolicy {
     /// Phase 1 authentication.
     #[serde(default)]
     pub authentication: Authentication,
+    /// `legacy_phase1`: the group's GMs may register over a phase 1 SA
+    /// with a legacy suite (HMAC-SHA-1, MODP 1024 or 1536) for peers that
+    /// have nothing stronger. Off by default; the API and dashboard mark a
+    /// group with it on as using weak algorithms (docs/INTEROP.md).
+    #[serde(default)]
+    pub legacy_phase1: bool,
 }
 
 fn default_rekey_before() -> u32 {
@@ -199,7 +205,24 @@ impl Authorization {
     }
 }
 
+/// What `legacy_phase1` lets a group's GMs negotiate in phase 1: the
+/// weak algorithms the API and dashboard list for such a group.
+pub const LEGACY_PHASE1_ALGORITHMS: [&str; 3] = [
+    "phase 1 hash HMAC-SHA-1",
+    "phase 1 DH group 2 (MODP-1024)",
+    "phase 1 DH group 5 (MODP-1536)",
+];
+
 impl GroupPolicy {
+    /// The weak algorithms the policy lets GMs use (empty: none).
+    pub fn weak_algorithms(&self) -> Vec<String> {
+        if self.legacy_phase1 {
+            LEGACY_PHASE1_ALGORITHMS.map(str::to_owned).to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// The seed's rules, in the order an operator would fix them.
     pub fn validate(&self) -> Result<(), Invalid> {
         if !["aes-cbc-128", "aes-cbc-256"].contains(&self.kek.algorithm.as_str()) {

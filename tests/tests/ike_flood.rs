@@ -26,6 +26,8 @@ fn message_1(ks: SocketAddr) -> Vec<u8> {
         GmConfig {
             key_servers: vec![ks],
             ipsec_doi_key_servers: Vec::new(),
+            legacy_phase1_key_servers: Vec::new(),
+            phase1_suites: None,
             group_id: 4321,
             identity: GmIdentity::Ipv4(Ipv4Addr::new(127, 0, 0, 1)),
             auth: GmAuth::Psk(Zeroizing::new(b"x".to_vec())),

@@ -67,6 +67,9 @@ pub struct GroupView {
     pub acknowledgement: String,
     /// Whether a PSK is set.
     pub psk_set: bool,
+    /// The weak algorithms the policy lets GMs use (`legacy_phase1`);
+    /// empty when there is none.
+    pub weak_algorithms: Vec<String>,
 }
 
 /// The answer to a policy change.
@@ -153,6 +156,7 @@ async fn view(state: &ApiState, g: Group) -> Result<GroupView, Problem> {
     let psk_set = state.store.group_psk(&g.name).await?.is_some();
     Ok(GroupView {
         acknowledgement: g.policy.acknowledgement_shown().to_owned(),
+        weak_algorithms: g.policy.weak_algorithms(),
         group: g,
         psk_set,
     })

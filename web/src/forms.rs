@@ -53,6 +53,9 @@ pub struct PolicyForm {
     /// CMD inline tagging ticked.
     #[serde(default)]
     pub cmd_inline_tagging: Option<String>,
+    /// Legacy phase 1 suites accepted (`legacy_phase1`) ticked.
+    #[serde(default)]
+    pub legacy_phase1: Option<String>,
 }
 
 /// Errors by form field name; `_form` for one that belongs to no field.
@@ -117,6 +120,7 @@ impl PolicyForm {
             kek_rekey_before: policy.kek_rekey_before.to_string(),
             gm_error_detection: tick(policy.gm_error_detection),
             cmd_inline_tagging: tick(policy.cmd_inline_tagging),
+            legacy_phase1: tick(policy.legacy_phase1),
         }
     }
 
@@ -189,6 +193,7 @@ impl PolicyForm {
         p.activation_time_delay = self.atd.is_some().then_some(true);
         p.gm_error_detection = self.gm_error_detection.is_some();
         p.cmd_inline_tagging = self.cmd_inline_tagging.is_some();
+        p.legacy_phase1 = self.legacy_phase1.is_some();
         let Some(version) = version else {
             errors.insert("_form", "the form lost its version; reload the page".into());
             return Err(errors);
@@ -310,5 +315,11 @@ mod tests {
         let (p, _) = f.apply(&base()).unwrap();
         assert_eq!(p.activation_time_delay, Some(true));
         assert!(p.cmd_inline_tagging && !p.gm_error_detection);
+        assert!(!p.legacy_phase1, "legacy phase 1 off unless ticked");
+        let f = PolicyForm {
+            legacy_phase1: Some("on".into()),
+            ..form()
+        };
+        assert!(f.apply(&base()).unwrap().0.legacy_phase1);
     }
 }

@@ -163,6 +163,11 @@ async fn group_crud_and_the_psk_never_comes_back(backend: Backend) {
     assert_eq!(v["version"], 1);
     assert_eq!(v["acknowledgement"], "cisco");
     assert_eq!(v["psk_set"], true);
+    assert_eq!(
+        v["policy"]["legacy_phase1"], false,
+        "strong suites only by default"
+    );
+    assert_eq!(v["weak_algorithms"], json!([]));
     assert!(!v.to_string().contains("s3cret"), "{v}");
     let (s, v) = a.admin("GET", "/api/v1/groups/GET", None).await;
     assert_eq!(s, StatusCode::OK);
@@ -172,6 +177,7 @@ async fn group_crud_and_the_psk_never_comes_back(backend: Backend) {
     // Update with the version; a stale version is a conflict.
     let mut p = policy();
     p["acknowledgement"] = json!("interoperable");
+    p["legacy_phase1"] = json!(true);
     let (s, v) = a
         .admin(
             "PUT",
@@ -181,6 +187,18 @@ async fn group_crud_and_the_psk_never_comes_back(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["group"]["acknowledgement"], "interoperable");
+    // legacy_phase1 on: the group is marked as using weak algorithms.
+    assert_eq!(
+        v["group"]["weak_algorithms"],
+        json!([
+            "phase 1 hash HMAC-SHA-1",
+            "phase 1 DH group 2 (MODP-1024)",
+            "phase 1 DH group 5 (MODP-1536)"
+        ])
+    );
+    let (_, shown) = a.admin("GET", "/api/v1/groups/GET", None).await;
+    assert_eq!(shown["policy"]["legacy_phase1"], true);
+    assert_eq!(shown["weak_algorithms"], v["group"]["weak_algorithms"]);
     assert_eq!(v["rekey_replace_scheduled"], false);
     let stale = a
         .call(
@@ -1045,6 +1063,13 @@ async fn every_400_names_the_failing_field_and_key_server_names_are_checked(back
             "/api/v1/groups",
             group(json!({"teks": [], "keys": 1})),
             "/policy/keys",
+        ),
+        // A switch that is not a boolean is no silent default.
+        (
+            "POST",
+            "/api/v1/groups",
+            group(json!({"teks": [], "legacy_phase1": "yes"})),
+            "/policy/legacy_phase1",
         ),
         // Overflow of the member's type.
         (

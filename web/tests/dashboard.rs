@@ -525,6 +525,36 @@ async fn roles_decide_what_a_user_sees_and_may_do(backend: Backend) {
         u.control.calls.lock().unwrap().as_slice(),
         ["changed 1234 true false", "eject 1234 10.0.0.7"]
     );
+    // Ticking legacy phase 1 saves it and marks the group as weak, on its
+    // page and on the overview; unticking clears both.
+    assert!(!ok.body.contains("weak-algorithms"), "strong by default");
+    for (tick, weak) in [(true, true), (false, false)] {
+        let v = u.version().await;
+        let mut changes = vec![("d3p", "msec"), ("d3p_value", "2500")];
+        if tick {
+            changes.push(("legacy_phase1", "on"));
+        }
+        let page = u
+            .call(
+                "POST",
+                "/groups/G1",
+                Some(&operator),
+                Some(&policy_form(&ocsrf, v, &changes)),
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert_eq!(
+            page.body.contains("id=\"weak-algorithms\""),
+            weak,
+            "{}",
+            page.body
+        );
+        assert_eq!(page.body.contains("HMAC-SHA-1"), weak);
+        let stored = u.store.group("G1").await.unwrap().unwrap();
+        assert_eq!(stored.policy.legacy_phase1, tick);
+        let overview = u.call("GET", "/", Some(&operator), None).await;
+        assert_eq!(overview.body.contains("weak algorithms"), weak);
+    }
 }
 
 async fn the_policy_form_reports_each_error_next_to_its_field_and_saves_nothing(backend: Backend) {

@@ -307,8 +307,10 @@ wire_number! {
 wire_number! {
     /// Phase 1 Diffie-Hellman group (RFC 2409 appendix A; RFC 3526; RFC 5903).
     pub struct OakleyGroup(u16);
-    /// 1024-bit MODP (RFC 2409 section 6.2); not offered.
+    /// 1024-bit MODP (RFC 2409 section 6.2); legacy, only with `legacy_phase1`.
     MODP_1024 = 2 => "MODP-1024";
+    /// 1536-bit MODP (RFC 3526 section 2); legacy, only with `legacy_phase1`.
+    MODP_1536 = 5 => "MODP-1536";
     /// 2048-bit MODP (RFC 3526 section 3).
     MODP_2048 = 14 => "MODP-2048";
     /// 256-bit random ECP (RFC 5903 section 3.1).

@@ -77,6 +77,8 @@ pub fn ks() -> KeyServer {
                 keys,
                 authorization: Authorization::default(),
                 authentication: GroupAuth::Psk,
+                // On, so that the legacy suites' paths are fuzzed too.
+                legacy_phase1: true,
                 rekey: RekeyPolicy::default(),
                 resume: None,
                 d3p_window_ms: Some(1000),
@@ -105,6 +107,8 @@ pub fn gm() -> GroupMember {
         GmConfig {
             key_servers: vec![KS],
             ipsec_doi_key_servers: Vec::new(),
+            legacy_phase1_key_servers: Vec::new(),
+            phase1_suites: None,
             group_id: GROUP,
             identity: GmIdentity::Ipv4(Ipv4Addr::new(10, 0, 1, 1)),
             auth: GmAuth::Psk(Zeroizing::new(PSK.to_vec())),

@@ -1,9 +1,11 @@
 //! Diffie-Hellman for phase 1: group 14 (2048-bit MODP, RFC 3526 section 3)
-//! with constant-time modular exponentiation from `crypto-bigint`, and
-//! group 19 (256-bit random ECP, RFC 5903) with the `p256` crate.
+//! and the legacy groups 2 (1024-bit MODP, RFC 2409 section 6.2) and 5
+//! (1536-bit MODP, RFC 3526 section 2), with constant-time modular
+//! exponentiation from `crypto-bigint`; group 19 (256-bit random ECP,
+//! RFC 5903) with the `p256` crate or ring, group 20 with ring.
 
 use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
-use crypto_bigint::{Encoding, U2048};
+use crypto_bigint::{Encoding, U1024, U1536, U2048};
 use gkm_wire::consts::OakleyGroup;
 use p256::elliptic_curve::sec1::FromEncodedPoint;
 use p256::elliptic_curve::sec1::{EncodedPoint, ToEncodedPoint};
@@ -23,9 +25,32 @@ const MODP_2048_P: U2048 = U2048::from_be_hex(concat!(
     "3995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF",
 ));
 
+/// RFC 3526 section 2, the 1536-bit MODP prime (group 5); generator 2.
+/// Held in a 2048-bit integer: Montgomery arithmetic works for any odd
+/// modulus below the width, so the three MODP groups share one code path.
+const MODP_1536_P: U2048 = U1536::from_be_hex(concat!(
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74",
+    "020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F1437",
+    "4FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED",
+    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF05",
+    "98DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB",
+    "9ED529077096966D670C354E4ABC9804F1746C08CA237327FFFFFFFFFFFFFFFF",
+))
+.resize();
+
+/// RFC 2409 section 6.2, the 1024-bit MODP prime (group 2); generator 2.
+const MODP_1024_P: U2048 = U1024::from_be_hex(concat!(
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74",
+    "020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F1437",
+    "4FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED",
+    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE65381FFFFFFFFFFFFFFFF",
+))
+.resize();
+
 /// Private exponent size for group 14: twice the group's ~112-bit security
 /// strength, rounded up (NIST SP 800-56A), and 320 bits so that the
-/// bounded exponentiation stays fast.
+/// bounded exponentiation stays fast. Groups 2 and 5 use the same size
+/// (more than they need, and still far below their subgroup order).
 const MODP_EXPONENT_BITS: usize = 320;
 
 /// Where group 19 key pairs come from.
@@ -47,6 +72,12 @@ pub enum DhBackend {
 /// A Diffie-Hellman group GKM offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DhGroup {
+    /// Group 2, 1024-bit MODP: legacy (RFC 8247 section 2.4: SHOULD NOT),
+    /// accepted only with `legacy_phase1`.
+    Modp1024,
+    /// Group 5, 1536-bit MODP: legacy (RFC 8247: not listed, below 112-bit
+    /// strength), accepted only with `legacy_phase1`.
+    Modp1536,
     /// Group 14, 2048-bit MODP.
     Modp2048,
     /// Group 19, 256-bit random ECP.
@@ -65,6 +96,8 @@ impl DhGroup {
     /// The group for an Oakley group number, if offered.
     pub fn from_oakley(g: OakleyGroup) -> Option<Self> {
         match g {
+            OakleyGroup::MODP_1024 => Some(Self::Modp1024),
+            OakleyGroup::MODP_1536 => Some(Self::Modp1536),
             OakleyGroup::MODP_2048 => Some(Self::Modp2048),
             OakleyGroup::ECP_256 => Some(Self::Ecp256),
             OakleyGroup::ECP_384 => Some(Self::Ecp384),
@@ -75,6 +108,8 @@ impl DhGroup {
     /// The Oakley group number.
     pub fn oakley(self) -> OakleyGroup {
         match self {
+            Self::Modp1024 => OakleyGroup::MODP_1024,
+            Self::Modp1536 => OakleyGroup::MODP_1536,
             Self::Modp2048 => OakleyGroup::MODP_2048,
             Self::Ecp256 => OakleyGroup::ECP_256,
             Self::Ecp384 => OakleyGroup::ECP_384,
@@ -84,9 +119,27 @@ impl DhGroup {
     /// Length of a public value in the KE payload.
     pub fn public_len(self) -> usize {
         match self {
+            Self::Modp1024 => 128,
+            Self::Modp1536 => 192,
             Self::Modp2048 => 256,
             Self::Ecp256 => 64,
             Self::Ecp384 => 96,
+        }
+    }
+
+    /// Whether the group is below GKM's floor (112-bit strength) and so
+    /// needs `legacy_phase1`.
+    pub fn is_legacy(self) -> bool {
+        matches!(self, Self::Modp1024 | Self::Modp1536)
+    }
+
+    /// The prime of a MODP group.
+    fn modp_prime(self) -> Option<&'static U2048> {
+        match self {
+            Self::Modp1024 => Some(&MODP_1024_P),
+            Self::Modp1536 => Some(&MODP_1536_P),
+            Self::Modp2048 => Some(&MODP_2048_P),
+            Self::Ecp256 | Self::Ecp384 => None,
         }
     }
 
@@ -108,22 +161,22 @@ impl DhGroup {
                 }
             }
         }
-        match self {
-            Self::Modp2048 => {
-                let mut x = Zeroizing::new([0u8; 256]);
-                let n = MODP_EXPONENT_BITS / 8;
-                if let Some(tail) = x.get_mut(256 - n..) {
-                    rng.fill_bytes(tail);
-                }
-                let x = U2048::from_be_slice(x.as_ref());
-                let params = DynResidueParams::new(&MODP_2048_P);
-                let g = DynResidue::new(&U2048::from_u8(2), params);
-                let public = g.pow_bounded_exp(&x, MODP_EXPONENT_BITS).retrieve();
-                (
-                    DhPrivate::Modp(Box::new(Zeroizing::new(x))),
-                    public.to_be_bytes().to_vec(),
-                )
+        if let Some(p) = self.modp_prime() {
+            let mut x = Zeroizing::new([0u8; 256]);
+            let n = MODP_EXPONENT_BITS / 8;
+            if let Some(tail) = x.get_mut(256 - n..) {
+                rng.fill_bytes(tail);
             }
+            let x = U2048::from_be_slice(x.as_ref());
+            let params = DynResidueParams::new(p);
+            let g = DynResidue::new(&U2048::from_u8(2), params);
+            let public = g.pow_bounded_exp(&x, MODP_EXPONENT_BITS).retrieve();
+            return (
+                DhPrivate::Modp(self, Box::new(Zeroizing::new(x))),
+                modp_bytes(&public, self.public_len()),
+            );
+        }
+        match self {
             Self::Ecp256 => {
                 let secret = p256::ecdh::EphemeralSecret::random(&mut Adapter(rng));
                 let point = secret.public_key().to_encoded_point(false);
@@ -133,15 +186,17 @@ impl DhGroup {
             }
             // ring could not draw a key (the system's generator failed):
             // the exchange then fails at `shared`, refused, never weak.
-            Self::Ecp384 => (DhPrivate::Unusable, vec![0; 96]),
+            Self::Ecp384 | Self::Modp1024 | Self::Modp1536 | Self::Modp2048 => {
+                (DhPrivate::Unusable, vec![0; self.public_len()])
+            }
         }
     }
 }
 
 /// The private half of a DH exchange; consumed to compute the shared secret.
 pub enum DhPrivate {
-    /// Group 14 exponent (wiped on drop).
-    Modp(Box<Zeroizing<U2048>>),
+    /// A MODP group's exponent (wiped on drop).
+    Modp(DhGroup, Box<Zeroizing<U2048>>),
     /// Group 19 scalar (p256, seeded).
     Ecp(Box<p256::ecdh::EphemeralSecret>),
     /// Group 19 or 20 scalar (ring).
@@ -179,22 +234,30 @@ impl DhPrivate {
                 ring::agreement::agree_ephemeral(*k, &peer, |s| Zeroizing::new(s.to_vec()))
                     .map_err(|_| DhError)
             }
-            Self::Modp(x) => {
-                if peer.len() != 256 {
+            Self::Modp(group, x) => {
+                let (Some(p), len) = (group.modp_prime(), group.public_len()) else {
+                    return Err(DhError);
+                };
+                if peer.len() != len {
                     return Err(DhError);
                 }
-                let y = U2048::from_be_slice(peer);
+                let mut padded = [0u8; 256];
+                padded
+                    .get_mut(256 - len..)
+                    .ok_or(DhError)?
+                    .copy_from_slice(peer);
+                let y = U2048::from_be_slice(&padded);
                 let one = U2048::ONE;
-                let p_minus_1 = MODP_2048_P.wrapping_sub(&one);
+                let p_minus_1 = p.wrapping_sub(&one);
                 // 1 < y < p - 1 (RFC 2785 section 3.1 / SP 800-56A 5.6.2.3.1)
                 if y <= one || y >= p_minus_1 {
                     return Err(DhError);
                 }
-                let params = DynResidueParams::new(&MODP_2048_P);
+                let params = DynResidueParams::new(p);
                 let s = DynResidue::new(&y, params)
                     .pow_bounded_exp(&x, MODP_EXPONENT_BITS)
                     .retrieve();
-                Ok(Zeroizing::new(s.to_be_bytes().to_vec()))
+                Ok(Zeroizing::new(modp_bytes(&s, len)))
             }
             Self::Ecp(secret) => {
                 if peer.len() != 64 {
@@ -215,6 +278,13 @@ impl DhPrivate {
     }
 }
 
+/// A MODP value as the KE payload and g^xy carry it: big-endian, the
+/// prime's length, leading zeros kept (RFC 2409 section 5).
+fn modp_bytes(v: &U2048, len: usize) -> Vec<u8> {
+    let all = v.to_be_bytes();
+    all.get(256 - len.min(256)..).unwrap_or_default().to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +298,8 @@ mod tests {
             (DhGroup::Ecp256, DhBackend::Ring, DhBackend::Ring),
             (DhGroup::Ecp256, DhBackend::Ring, DhBackend::Seeded),
             (DhGroup::Modp2048, DhBackend::Seeded, DhBackend::Ring),
+            (DhGroup::Modp1536, DhBackend::Seeded, DhBackend::Ring),
+            (DhGroup::Modp1024, DhBackend::Ring, DhBackend::Seeded),
             (DhGroup::Ecp384, DhBackend::Ring, DhBackend::Ring),
             (DhGroup::Ecp384, DhBackend::Seeded, DhBackend::Ring),
         ];
@@ -252,5 +324,33 @@ mod tests {
         let mut one = vec![0u8; 256];
         one[255] = 1;
         assert!(a.shared(&one).is_err());
+    }
+
+    /// The primes are typed in from the RFCs: each must be a safe prime
+    /// with 2 generating the order-q subgroup (2^q = 1 mod p, q = (p-1)/2),
+    /// which a single wrong digit breaks; and each is its RFC's length.
+    #[test]
+    fn modp_primes_are_the_rfc_safe_primes() {
+        for (g, bits) in [
+            (DhGroup::Modp1024, 1024),
+            (DhGroup::Modp1536, 1536),
+            (DhGroup::Modp2048, 2048),
+        ] {
+            let p = g.modp_prime().unwrap();
+            assert_eq!(p.bits(), bits, "{g:?}");
+            assert_eq!(g.public_len() * 8, bits);
+            let params = DynResidueParams::new(p);
+            let two = DynResidue::new(&U2048::from_u8(2), params);
+            let p_minus_1 = p.wrapping_sub(&U2048::ONE);
+            let q = p_minus_1.shr_vartime(1);
+            assert_eq!(two.pow(&p_minus_1).retrieve(), U2048::ONE, "{g:?}: Fermat");
+            assert_eq!(
+                two.pow(&q).retrieve(),
+                U2048::ONE,
+                "{g:?}: 2 in the q subgroup"
+            );
+        }
+        assert!(DhGroup::Modp1024.is_legacy() && DhGroup::Modp1536.is_legacy());
+        assert!(!DhGroup::Modp2048.is_legacy() && !DhGroup::Ecp256.is_legacy());
     }
 }

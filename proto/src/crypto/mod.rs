@@ -1,6 +1,7 @@
 //! The cryptography the engines need, behind small typed wrappers: PRFs and
 //! hashes (ring), AES-CBC (RustCrypto `aes`/`cbc`), Diffie-Hellman groups
-//! 14 and 19, RSA signatures in the IKEv1 style, and certificate checks.
+//! 14, 19 and 20 (and the legacy 2 and 5), RSA signatures in the IKEv1
+//! style, and certificate checks.
 //! No cipher or bignum arithmetic is written here.
 
 mod cbc_cipher;

@@ -1,5 +1,5 @@
 //! The negotiated phase 1 hash and its HMAC PRF (RFC 2409 section 5,
-//! RFC 4868 section 2 for SHA-2).
+//! RFC 4868 section 2 for SHA-2; SHA-1, RFC 2404, for legacy peers only).
 
 use gkm_wire::consts::OakleyHash;
 use ring::{digest, hmac};
@@ -8,6 +8,9 @@ use ring::{digest, hmac};
 /// used for the phase 1 and phase 2 IVs (RFC 2409 appendix B).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Prf {
+    /// HMAC-SHA-1: legacy (RFC 8247 section 2.3 demotes SHA-1 as the IKE
+    /// PRF), accepted only with `legacy_phase1`.
+    HmacSha1,
     /// HMAC-SHA-256.
     HmacSha256,
     /// HMAC-SHA-384.
@@ -20,6 +23,7 @@ impl Prf {
     /// The PRF for a negotiated hash algorithm, if GKM offers it.
     pub fn from_oakley(h: OakleyHash) -> Option<Self> {
         match h {
+            OakleyHash::SHA1 => Some(Self::HmacSha1),
             OakleyHash::SHA2_256 => Some(Self::HmacSha256),
             OakleyHash::SHA2_384 => Some(Self::HmacSha384),
             _ => None,
@@ -29,6 +33,7 @@ impl Prf {
     /// The Oakley hash value for this PRF.
     pub fn oakley(self) -> OakleyHash {
         match self {
+            Self::HmacSha1 => OakleyHash::SHA1,
             Self::HmacSha256 => OakleyHash::SHA2_256,
             Self::HmacSha384 => OakleyHash::SHA2_384,
             Self::HmacSha512 => OakleyHash::SHA2_512,
@@ -38,6 +43,7 @@ impl Prf {
     /// Output length in octets.
     pub fn output_len(self) -> usize {
         match self {
+            Self::HmacSha1 => 20,
             Self::HmacSha256 => 32,
             Self::HmacSha384 => 48,
             Self::HmacSha512 => 64,
@@ -46,6 +52,7 @@ impl Prf {
 
     fn hmac_alg(self) -> hmac::Algorithm {
         match self {
+            Self::HmacSha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
             Self::HmacSha256 => hmac::HMAC_SHA256,
             Self::HmacSha384 => hmac::HMAC_SHA384,
             Self::HmacSha512 => hmac::HMAC_SHA512,
@@ -54,10 +61,16 @@ impl Prf {
 
     fn digest_alg(self) -> &'static digest::Algorithm {
         match self {
+            Self::HmacSha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
             Self::HmacSha256 => &digest::SHA256,
             Self::HmacSha384 => &digest::SHA384,
             Self::HmacSha512 => &digest::SHA512,
         }
+    }
+
+    /// Whether the hash is below GKM's floor and so needs `legacy_phase1`.
+    pub fn is_legacy(self) -> bool {
+        self == Self::HmacSha1
     }
 
     /// prf(key, parts[0] | parts[1] | ...).
@@ -113,6 +126,24 @@ mod tests {
         let got = hex::encode(&tag);
         assert_eq!(got, want);
         assert!(Prf::HmacSha256.verify(b"Jefe", &[b"what do ya want for nothing?"], &tag));
+    }
+
+    /// RFC 2202 section 3, test case 2 (HMAC-SHA-1), and FIPS 180 "abc".
+    #[test]
+    fn hmac_sha1_rfc2202_case2() {
+        let tag = Prf::HmacSha1.prf(b"Jefe", &[b"what do ya want for nothing?"]);
+        assert_eq!(
+            hex::encode(&tag),
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
+        assert_eq!(
+            hex::encode(Prf::HmacSha1.hash(&[b"abc"])),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert!(Prf::HmacSha1.is_legacy() && !Prf::HmacSha256.is_legacy());
+        // AES-256 from a 20-octet SKEYID_e takes the RFC 2409 appendix B expansion.
+        let k = Prf::HmacSha1.expand_key(&[9; 20], 32);
+        assert_eq!(k[..20], Prf::HmacSha1.prf(&[9; 20], &[&[0]])[..]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{CertificateAuthority, DhBackend, RsaSigner};
 use crate::group::GroupKeys;
+use crate::ike::Suite;
 
 /// How the GM authenticates in phase 1.
 pub enum GmAuth {
@@ -62,6 +63,16 @@ pub struct GmConfig {
     /// RFC 6407 section 2.1 calls for and every other key server gets: for
     /// peers that want the IPsec DOI in phase 1 (docs/INTEROP.md).
     pub ipsec_doi_key_servers: Vec<SocketAddr>,
+    /// Key servers also offered the legacy phase 1 suites (HMAC-SHA-1,
+    /// MODP 1024 and 1536), after every strong one: `legacy_phase1` for a
+    /// key-server peer that has nothing stronger (docs/INTEROP.md). Every
+    /// other key server is offered the strong suites only.
+    pub legacy_phase1_key_servers: Vec<SocketAddr>,
+    /// The phase 1 suites to offer, in order, instead of GKM's defaults
+    /// ([`Suite::offers`]); their lifetime is `phase1_life_secs`. Legacy
+    /// suites in it are offered only to `legacy_phase1_key_servers`, and
+    /// a suite of another authentication method is left out.
+    pub phase1_suites: Option<Vec<Suite>>,
     /// Group identity number.
     pub group_id: u32,
     /// Phase 1 identity.

@@ -74,6 +74,25 @@ impl GroupMember {
         self.cfg.key_servers.get(self.ks_index).copied()
     }
 
+    /// The phase 1 suites offered to the current key server.
+    fn phase1_offers(&self, auth: AuthKind, life_secs: u32) -> Vec<Suite> {
+        let legacy = self.legacy_phase1();
+        match &self.cfg.phase1_suites {
+            None => Suite::offers(auth, life_secs, legacy),
+            Some(v) => v
+                .iter()
+                .filter(|s| s.auth == auth && (legacy || !s.is_legacy()))
+                .map(|s| Suite { life_secs, ..*s })
+                .collect(),
+        }
+    }
+
+    /// Whether the current key server is offered the legacy phase 1 suites.
+    fn legacy_phase1(&self) -> bool {
+        self.key_server()
+            .is_some_and(|ks| self.cfg.legacy_phase1_key_servers.contains(&ks))
+    }
+
     /// Whether the GM holds keys now.
     pub fn is_registered(&self) -> bool {
         matches!(self.state, State::Registered { .. })
@@ -167,7 +186,7 @@ impl GroupMember {
             GmAuth::Psk(_) => AuthKind::Psk,
             GmAuth::Certificate(_) => AuthKind::RsaSig,
         };
-        let offers = Suite::offers(auth, self.cfg.phase1_life_secs);
+        let offers = self.phase1_offers(auth, self.cfg.phase1_life_secs);
         let transforms = offers
             .iter()
             .zip(1u8..)
@@ -358,7 +377,7 @@ impl GroupMember {
             })
         });
         let Some(mut suite) = chosen.filter(|s| {
-            Suite::offers(auth, s.life_secs)
+            self.phase1_offers(auth, s.life_secs)
                 .iter()
                 .any(|o| o.cipher == s.cipher && o.prf == s.prf && o.group == s.group)
         }) else {

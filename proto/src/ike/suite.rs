@@ -1,6 +1,8 @@
 //! The phase 1 suites GKM offers and accepts (DESIGN.md, "registration"):
-//! AES-CBC-128/256, HMAC-SHA-256/384, DH groups 14 and 19, PSK or RSA
-//! signatures.
+//! AES-CBC-128/256, HMAC-SHA-256/384, DH groups 14, 19 and 20, PSK or RSA
+//! signatures; and, only where an operator turns on `legacy_phase1`, the
+//! legacy suites older peers have: HMAC-SHA-1 and MODP groups 2 and 5
+//! (docs/INTEROP.md, "Phase 1 suites").
 
 use gkm_wire::consts::{AuthMethod, IsakmpTransformId, OakleyEncryption};
 use gkm_wire::payload::{OakleyAttributes, Transform};
@@ -44,23 +46,62 @@ pub struct Suite {
 pub const LIFE_RANGE_SECS: (u32, u32) = (60, 86_400);
 
 impl Suite {
-    /// The transforms an initiator offers for `auth`, strongest first.
-    pub fn offers(auth: AuthKind, life_secs: u32) -> Vec<Suite> {
+    /// Whether a part of the suite is below GKM's floor (SHA-1, MODP
+    /// 1024 or 1536), so that it needs `legacy_phase1`.
+    pub fn is_legacy(&self) -> bool {
+        self.prf.is_legacy() || self.group.is_legacy()
+    }
+
+    /// The transforms an initiator offers for `auth`, strongest first;
+    /// with `legacy`, the legacy suites follow every strong one, so a peer
+    /// that has a strong suite picks it.
+    pub fn offers(auth: AuthKind, life_secs: u32, legacy: bool) -> Vec<Suite> {
         let mut v = Vec::new();
-        for group in [DhGroup::Ecp256, DhGroup::Ecp384, DhGroup::Modp2048] {
-            for cipher in [CbcCipher::Aes256, CbcCipher::Aes128] {
-                for prf in [Prf::HmacSha256, Prf::HmacSha384] {
-                    v.push(Suite {
-                        cipher,
-                        prf,
-                        group,
-                        auth,
-                        life_secs,
-                    });
+        let mut add = |groups: &[DhGroup], prfs: &[Prf]| {
+            for &group in groups {
+                for cipher in [CbcCipher::Aes256, CbcCipher::Aes128] {
+                    for &prf in prfs {
+                        let s = Suite {
+                            cipher,
+                            prf,
+                            group,
+                            auth,
+                            life_secs,
+                        };
+                        if !v.contains(&s) {
+                            v.push(s);
+                        }
+                    }
                 }
             }
+        };
+        add(
+            &[DhGroup::Ecp256, DhGroup::Ecp384, DhGroup::Modp2048],
+            &[Prf::HmacSha256, Prf::HmacSha384],
+        );
+        if legacy {
+            add(
+                &[
+                    DhGroup::Ecp256,
+                    DhGroup::Modp2048,
+                    DhGroup::Modp1536,
+                    DhGroup::Modp1024,
+                ],
+                &[Prf::HmacSha256, Prf::HmacSha1],
+            );
         }
         v
+    }
+
+    /// The suite's parts as `show crypto isakmp policy` names them
+    /// (`AES-CBC-128/SHA/MODP-1536`).
+    pub fn name(&self) -> String {
+        format!(
+            "AES-CBC-{}/{}/{}",
+            self.cipher.key_bits(),
+            self.prf.oakley(),
+            self.group.oakley()
+        )
     }
 
     /// The Transform payload for this suite.
@@ -82,6 +123,7 @@ impl Suite {
 
     /// The suite a transform describes, if GKM supports every part of it
     /// and the lifetime is in range; unknown attributes make it unacceptable.
+    /// Legacy suites are returned too: callers decide with [`Suite::is_legacy`].
     pub fn from_transform(t: &Transform<'_>, auth_allowed: &[AuthKind]) -> Option<Suite> {
         let a = &t.attributes;
         if t.transform_id != IsakmpTransformId::KEY_IKE

@@ -142,6 +142,10 @@ pub struct KsGroup {
     pub authorization: Authorization,
     /// Which phase 1 credentials the group accepts.
     pub authentication: GroupAuth,
+    /// `legacy_phase1`: the group's GMs may register over a phase 1 SA
+    /// with a legacy suite (HMAC-SHA-1, MODP 1024 or 1536; docs/INTEROP.md).
+    /// Off: such an SA opens no GROUPKEY-PULL for the group.
+    pub legacy_phase1: bool,
     /// How and when the group is rekeyed.
     pub rekey: RekeyPolicy,
     /// Key state persisted before a restart (None: start from `keys`).

@@ -56,6 +56,9 @@ pub enum Reject {
     /// group's PSK, a keyring entry for a group with its own PSK, a
     /// certificate for a PSK group or a PSK for a certificate group).
     CredentialNotAccepted,
+    /// A GROUPKEY-PULL over a phase 1 SA with a legacy suite (SHA-1, MODP
+    /// 1024 or 1536) for a group without `legacy_phase1`.
+    LegacyPhase1,
     /// A message for an exchange the KS does not know or has finished.
     UnknownExchange,
     /// A repeated message; the cached answer was resent.

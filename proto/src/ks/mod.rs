@@ -83,7 +83,7 @@ impl KeyServer {
             export_keys,
         });
         let rekeys = Rekeys::new(rekey_signer, rekey_key_name, groups.len());
-        Self {
+        let mut ks = Self {
             address,
             rng,
             out: KsOutbox::default(),
@@ -92,7 +92,20 @@ impl KeyServer {
             groups: GroupTable::new(groups),
             rekeys,
             asr9000,
-        }
+        };
+        ks.sync_legacy_groups();
+        ks
+    }
+
+    /// Tells the phase 1 responder which groups have `legacy_phase1` on.
+    fn sync_legacy_groups(&mut self) {
+        let legacy = (0..self.groups.len())
+            .filter(|&gi| !self.groups.is_disabled(gi))
+            .filter_map(|gi| self.groups.get(gi))
+            .filter(|g| g.legacy_phase1)
+            .map(|g| (g.keys.group_id, g.authentication))
+            .collect();
+        self.phase1.set_legacy_groups(legacy);
     }
 
     /// This key server's address (its phase 1 identity), as GMs see it.
@@ -158,9 +171,11 @@ impl KeyServer {
         let Some(gi) = self.groups.any_index(group.keys.group_id) else {
             self.groups.add(group, now);
             self.rekeys.added();
+            self.sync_legacy_groups();
             return Ok(None);
         };
         let change = self.groups.change(gi, group, now);
+        self.sync_legacy_groups();
         let reason = if change.keys || replace || change.revived {
             Some(RekeyReason::Replace)
         } else if change.policy {
@@ -183,6 +198,7 @@ impl KeyServer {
         };
         self.groups.disable(gi);
         self.rekeys.reset(gi);
+        self.sync_legacy_groups();
         true
     }
 

@@ -323,6 +323,19 @@ impl PullServer {
         let Some(group) = cx.groups.get(group_idx) else {
             return;
         };
+        if suite.is_legacy() && !group.legacy_phase1 {
+            return refuse(
+                cx,
+                key,
+                from,
+                (Reject::LegacyPhase1, NotifyType::NO_PROPOSAL_CHOSEN),
+                Some(format!(
+                    "phase 1 suite {} is legacy and group {} does not have legacy_phase1 on",
+                    suite.name(),
+                    group.keys.group_id
+                )),
+            );
+        }
         if !group.authorization.allows(from.ip(), gm_identity) {
             return refuse(
                 cx,

@@ -70,6 +70,7 @@ pub fn ks_group(name: &str, id: u32, seed: u64, authorization: Authorization) ->
         keys,
         authorization,
         authentication: GroupAuth::Psk,
+        legacy_phase1: false,
         rekey: RekeyPolicy::default(),
         resume: None,
         d3p_window_ms: None,
@@ -126,6 +127,8 @@ pub fn base_config(i: u32, group: u32, identity: GmIdentity, auth: GmAuth) -> Gm
     GmConfig {
         key_servers: vec![KS_ADDR],
         ipsec_doi_key_servers: Vec::new(),
+        legacy_phase1_key_servers: Vec::new(),
+        phase1_suites: None,
         group_id: group,
         identity,
         auth,

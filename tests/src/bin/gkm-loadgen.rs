@@ -141,6 +141,7 @@ fn ks_engine_only(n: u32) -> f64 {
                 keys,
                 authorization: Authorization::default(),
                 authentication: Default::default(),
+                legacy_phase1: false,
                 rekey: Default::default(),
                 resume: None,
                 d3p_window_ms: None,
@@ -171,6 +172,8 @@ fn ks_engine_only(n: u32) -> f64 {
             GmConfig {
                 key_servers: vec![ks_addr],
                 ipsec_doi_key_servers: Vec::new(),
+                legacy_phase1_key_servers: Vec::new(),
+                phase1_suites: None,
                 group_id: 1234,
                 identity: GmIdentity::Ipv4(Ipv4Addr::from(0x0a00_0000 + i)),
                 auth: GmAuth::Psk(Zeroizing::new(b"k".to_vec())),
@@ -343,6 +346,8 @@ fn main() {
             GmConfig {
                 key_servers: vec![a.ks],
                 ipsec_doi_key_servers: Vec::new(),
+                legacy_phase1_key_servers: Vec::new(),
+                phase1_suites: None,
                 group_id: a.group,
                 identity,
                 auth,

@@ -81,6 +81,7 @@ pub(super) struct GroupPage {
     unicast: bool,
     d3p_shown: String,
     ack_shown: &'static str,
+    weak_algorithms: Vec<String>,
     teks: Vec<String>,
     status: Option<GroupStatus>,
     can_mutate: bool,
@@ -182,6 +183,7 @@ pub(super) async fn group_page_of(
         unicast: matches!(g.policy.rekey, RekeyTransport::Unicast { .. }),
         d3p_shown,
         ack_shown: g.policy.acknowledgement_shown(),
+        weak_algorithms: g.policy.weak_algorithms(),
         teks: g
             .policy
             .teks

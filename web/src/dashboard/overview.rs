@@ -13,6 +13,7 @@ pub struct GroupLine {
     removed: u64,
     last_rekey: String,
     ack_ratio: String,
+    weak: bool,
 }
 
 #[derive(Template)]
@@ -141,6 +142,7 @@ pub(super) async fn overview_page(d: &Dashboard, s: &SignedIn) -> Result<Overvie
         alerts.extend(group_alerts(&g.name, status.as_ref()));
         groups.push(GroupLine {
             transport: transport_of(&g),
+            weak: g.policy.legacy_phase1,
             name: g.name,
             group_id: g.group_id,
             registered,

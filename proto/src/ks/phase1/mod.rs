@@ -12,7 +12,7 @@ use gkm_wire::payload::{CertReq, KeyExchange, Nonce, Phase1Sa, Proposal, Sa, Ven
 use gkm_wire::{Body, IsakmpHeader, Message, Payload};
 use zeroize::Zeroizing;
 
-use super::config::{Credential, KsLimits, PskEntry, MAX_PSK_CANDIDATES};
+use super::config::{Credential, GroupAuth, KsLimits, PskEntry, MAX_PSK_CANDIDATES};
 use super::events::{wire_detail, KsEvent, KsOutbox, Reject};
 use crate::identity::identity_string;
 
@@ -111,6 +111,10 @@ pub(crate) struct Phase1Responder {
     by_peer_identity: HashMap<String, Vec<[u8; 16]>>,
     /// The half-open flood defence.
     half_open: HalfOpen,
+    /// The groups with `legacy_phase1` on (identity, authentication): a
+    /// legacy suite is chosen in main mode 1 only for a peer one of them
+    /// could accept.
+    legacy_groups: Vec<(u32, GroupAuth)>,
     /// When the SA table (and the PULLs of its SAs) is next swept.
     next_sweep: Millis,
 }
@@ -144,6 +148,7 @@ impl Phase1Responder {
             by_icky: HashMap::new(),
             by_peer_identity: HashMap::new(),
             half_open: HalfOpen::new(c.limits),
+            legacy_groups: Vec::new(),
             next_sweep: 0,
         }
     }
@@ -180,6 +185,35 @@ impl Phase1Responder {
             credentials,
             vendor: sa.vendor,
         })
+    }
+
+    /// Sets the groups with `legacy_phase1` on (their identity and
+    /// authentication); SAs already established keep their suite, and the
+    /// GROUPKEY-PULL check refuses a legacy SA for a group without it.
+    pub(crate) fn set_legacy_groups(&mut self, groups: Vec<(u32, GroupAuth)>) {
+        self.legacy_groups = groups;
+    }
+
+    /// Whether a legacy suite with `auth` may be chosen for a peer at
+    /// `from`: some group with `legacy_phase1` on could accept it, by its
+    /// certificate or by a PSK that covers the source and that group takes.
+    fn legacy_allowed(&self, auth: AuthKind, from: IpAddr) -> bool {
+        self.legacy_groups
+            .iter()
+            .any(|&(id, how)| match (how, auth) {
+                (GroupAuth::Certificate, AuthKind::RsaSig) => true,
+                (GroupAuth::Psk, AuthKind::Psk) => {
+                    let own = self.has_own_psk(id);
+                    self.psk_candidates(from)
+                        .iter()
+                        .any(|e| match e.credential {
+                            Credential::GroupPsk(g) => own && g == id,
+                            Credential::Keyring(_) => !own,
+                            Credential::Certificate => false,
+                        })
+                }
+                _ => false,
+            })
     }
 
     /// Whether some PSK entry is group `group_id`'s own.
@@ -410,11 +444,30 @@ impl Phase1Responder {
         if self.ca.is_some() && self.certificate.is_some() {
             allowed.push(AuthKind::RsaSig);
         }
-        let chosen = offer.proposals.first().and_then(|prop| {
-            prop.transforms.iter().find_map(|t| {
-                Suite::from_transform(t, &allowed).map(|s| (prop.number, t.number, s))
+        // The first strong suite in the initiator's order; a legacy one
+        // only when none is offered and a `legacy_phase1` group could
+        // accept this peer with it.
+        let parsed: Vec<(u8, u8, Suite)> = offer
+            .proposals
+            .first()
+            .map(|prop| {
+                prop.transforms
+                    .iter()
+                    .filter_map(|t| {
+                        Suite::from_transform(t, &allowed).map(|s| (prop.number, t.number, s))
+                    })
+                    .collect()
             })
-        });
+            .unwrap_or_default();
+        let chosen = parsed
+            .iter()
+            .find(|(_, _, s)| !s.is_legacy())
+            .or_else(|| {
+                parsed
+                    .iter()
+                    .find(|(_, _, s)| self.legacy_allowed(s.auth, from.ip()))
+            })
+            .copied();
         let Some((prop_no, tr_no, mut suite)) = chosen.filter(|_| offer.proposals.len() == 1)
         else {
             notify::clear(
@@ -424,11 +477,17 @@ impl Phase1Responder {
                 offer.doi,
                 NotifyType::NO_PROPOSAL_CHOSEN,
             );
+            let mut detail = offered(offer);
+            if offer.proposals.len() == 1 && !parsed.is_empty() {
+                detail.push_str(
+                    " (legacy suites only: no group with legacy_phase1 accepts this peer)",
+                );
+            }
             return out.refuse(
                 from,
                 Reject::NoProposal,
                 Some(NotifyType::NO_PROPOSAL_CHOSEN),
-                Some(offered(offer)),
+                Some(detail),
             );
         };
         if self.half_open.full() && !self.evict_unproven(out) {
