@@ -23,6 +23,14 @@ use gkm_wire::{Body, Message, Payload};
 use std::net::{IpAddr, SocketAddr};
 use zeroize::Zeroizing;
 
+fn is_registered(e: &GmEvent) -> bool {
+    matches!(e, GmEvent::Registered { .. })
+}
+
+fn assert_registered(events: &[GmEvent]) {
+    assert!(events.iter().any(is_registered), "{events:?}");
+}
+
 /// The (DOI, situation) of each main mode SA payload, in the order sent.
 fn phase1_sas(ipsec_doi: bool) -> (Vec<GmEvent>, Vec<(Dir, Doi, u32)>) {
     let mut ks = ks(b"group-psk", Authorization::default());
@@ -68,12 +76,7 @@ fn phase1_offers_the_gdoi_doi_and_the_ks_answers_with_what_it_was_offered() {
             (Dir::Down, Doi::GDOI, GDOI_SITUATION_NONE)
         ]
     );
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, GmEvent::Registered { .. })),
-        "{events:?}"
-    );
+    assert_registered(&events);
 }
 
 #[test]
@@ -86,12 +89,7 @@ fn a_key_server_set_for_the_ipsec_doi_gets_doi_1_and_answers_in_kind() {
             (Dir::Down, Doi::IPSEC, SIT_IDENTITY_ONLY)
         ]
     );
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, GmEvent::Registered { .. })),
-        "{events:?}"
-    );
+    assert_registered(&events);
 }
 
 /// The UDP payload of frame `n` of the gdoid capture.
@@ -598,9 +596,7 @@ fn a_legacy_suite_is_refused_with_no_proposal_chosen_unless_the_group_allows_it(
         )),
         "{gm_events:?}"
     );
-    assert!(!gm_events
-        .iter()
-        .any(|e| matches!(e, GmEvent::Registered { .. })));
+    assert!(!gm_events.iter().any(is_registered), "{gm_events:?}");
     assert_eq!(ks.half_open_count(), 0);
 
     // The group turns legacy_phase1 on: the same GM registers with the
@@ -611,12 +607,7 @@ fn a_legacy_suite_is_refused_with_no_proposal_chosen_unless_the_group_allows_it(
     let (ks_events, gm_events, chosen) = legacy_run(&mut ks, GROUP);
     assert_eq!(chosen, ["AES-CBC-128/SHA/MODP-1536"]);
     assert!(rejected(&ks_events, Reject::NoProposal).is_empty());
-    assert!(
-        gm_events
-            .iter()
-            .any(|e| matches!(e, GmEvent::Registered { .. })),
-        "{gm_events:?}"
-    );
+    assert_registered(&gm_events);
 }
 
 #[test]
@@ -642,9 +633,7 @@ fn a_legacy_phase1_sa_opens_only_the_groups_that_allow_it() {
              have legacy_phase1 on"
         )))
     );
-    assert!(!gm_events
-        .iter()
-        .any(|e| matches!(e, GmEvent::Registered { .. })));
+    assert!(!gm_events.iter().any(is_registered), "{gm_events:?}");
     assert!(
         ks.members(GROUP).next().is_none(),
         "nothing written for STRONG"
@@ -652,12 +641,7 @@ fn a_legacy_phase1_sa_opens_only_the_groups_that_allow_it() {
     assert!(ks.counters().rejected(Reject::LegacyPhase1) >= 1);
 
     let (_, gm_events, _) = legacy_run(&mut ks, 4321);
-    assert!(
-        gm_events
-            .iter()
-            .any(|e| matches!(e, GmEvent::Registered { .. })),
-        "{gm_events:?}"
-    );
+    assert_registered(&gm_events);
 }
 
 #[test]
@@ -684,7 +668,5 @@ fn a_gm_offers_legacy_suites_only_to_a_key_server_set_for_them_and_after_the_str
     suites.extend(Suite::offers(AuthKind::Psk, 3600, false));
     let (_, events, chosen) = legacy_run_offering(&mut ks, GROUP, suites);
     assert_eq!(chosen, ["AES-CBC-256/SHA2-256/ECP-256"], "a strong suite");
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, GmEvent::Registered { .. })));
+    assert_registered(&events);
 }
