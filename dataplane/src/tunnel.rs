@@ -22,18 +22,19 @@
 
 use core::ops::Range;
 
-use gkm_wire::consts::{D3pType, EspTransformId, IpProtocol};
+use gkm_wire::consts::{D3pType, IpProtocol};
 use gkm_wire::d3p::{D3pHeader, D3P_HEADER_LEN};
 
 use crate::d3p::D3pVerdict;
-use crate::esp::{GroupSa, IvSource, ESP_HEADER_LEN, ESP_TRAILER_MAX};
+use crate::esp::{EspKeys, GroupSa, IvSource, ESP_HEADER_MAX, ESP_TRAILER_MAX};
 use crate::ipv4::{self, Ipv4Header};
 use crate::replay::{CountReplay, ReplayCounters};
 use crate::DataplaneError;
 
 /// Octets [`Tunnel::encapsulate_in_place`] needs before the inner packet:
-/// the outer IPv4 header, the ESP header and IV, the D3P header.
-pub const HEADROOM: usize = ipv4::HEADER_LEN + ESP_HEADER_LEN + D3P_HEADER_LEN;
+/// the outer IPv4 header, the ESP header and IV (at most CBC's), the D3P
+/// header.
+pub const HEADROOM: usize = ipv4::HEADER_LEN + ESP_HEADER_MAX + D3P_HEADER_LEN;
 
 /// Octets [`Tunnel::encapsulate_in_place`] needs after the inner packet:
 /// ESP padding, trailer and ICV.
@@ -89,8 +90,7 @@ impl Tunnel {
     pub fn install(
         &mut self,
         spi: u32,
-        transform: EspTransformId,
-        keymat: &[u8],
+        keys: &EspKeys<'_>,
         send_from: u64,
         expires_at: u64,
         iv: IvSource,
@@ -98,7 +98,7 @@ impl Tunnel {
         if self.has(spi) {
             return Err(DataplaneError::SpiInUse(spi));
         }
-        let sa = GroupSa::new(spi, transform, keymat)?;
+        let sa = GroupSa::new(spi, keys)?;
         self.sas.push(Installed {
             sa,
             send_from,
@@ -359,14 +359,26 @@ mod tests {
         p
     }
 
+    fn gcm(key: &[u8]) -> EspKeys<'_> {
+        EspKeys {
+            transform: gkm_wire::consts::EspTransformId::AES_GCM_16,
+            auth: None,
+            algorithm_key: key,
+            integrity_key: &[],
+        }
+    }
+
     fn pair(d3p: Option<u32>) -> (Tunnel, Tunnel) {
+        pair_with(d3p, &gcm(&KEY))
+    }
+
+    fn pair_with(d3p: Option<u32>, keys: &EspKeys<'_>) -> (Tunnel, Tunnel) {
         let mk = |sid| {
             let mut t = Tunnel::default();
             t.set_d3p_window(d3p);
             t.install(
                 0x0a0b0c0d,
-                EspTransformId::AES_GCM_16,
-                &KEY,
+                keys,
                 T0,
                 T0 + 3_600_000,
                 IvSource::from_sid(sid, 8).unwrap(),
@@ -399,6 +411,40 @@ mod tests {
             (a.counters.output_packets, b.counters.input_packets),
             (1, 1)
         );
+    }
+
+    #[test]
+    fn cbc_hmac_sas_round_trip_within_the_headroom_and_tailroom() {
+        use gkm_wire::consts::{AuthAlgorithm, EspTransformId};
+        for (auth, mac) in [
+            (AuthAlgorithm::HMAC_SHA1, &[0x22u8; 20][..]),
+            (AuthAlgorithm::HMAC_SHA2_256, &[0x22u8; 32][..]),
+        ] {
+            for key in [&KEY[..16], &KEY[..32]] {
+                let keys = EspKeys {
+                    transform: EspTransformId::AES_CBC,
+                    auth: Some(auth),
+                    algorithm_key: key,
+                    integrity_key: mac,
+                };
+                let (mut a, mut b) = pair_with(Some(1000), &keys);
+                // Every payload length through a whole CBC block of padding.
+                for extra in 0..17 {
+                    let mut inner = ping(0, 64);
+                    inner.extend(std::iter::repeat_n(0xab, extra));
+                    let len = (inner.len() as u16).to_be_bytes();
+                    inner[2..4].copy_from_slice(&len);
+                    inner[10..12].copy_from_slice(&[0, 0]);
+                    let sum = ipv4::checksum(&inner[..20]).to_be_bytes();
+                    inner[10..12].copy_from_slice(&sum);
+                    let mut out = Vec::new();
+                    a.encapsulate(T0 + 5, &inner, &mut out).unwrap();
+                    assert_eq!(out[20..24], 0x0a0b0c0du32.to_be_bytes());
+                    let r = b.decapsulate(T0 + 10, &mut out).unwrap();
+                    assert_eq!(&out[r], &inner[..], "{auth:?} {} +{extra}", key.len());
+                }
+            }
+        }
     }
 
     #[test]
@@ -443,8 +489,7 @@ mod tests {
         for t in [&mut a, &mut b] {
             t.install(
                 0x0e0f0001,
-                EspTransformId::AES_GCM_16,
-                &new_key,
+                &gcm(&new_key),
                 T0 + 60_000,
                 T0 + 7_200_000,
                 IvSource::from_sid(3, 8).unwrap(),
@@ -506,8 +551,7 @@ mod tests {
         let (mut a, _) = pair(None);
         let again = a.install(
             0x0a0b0c0d,
-            EspTransformId::AES_GCM_16,
-            &KEY,
+            &gcm(&KEY),
             T0,
             T0 + 1,
             IvSource::from_sid(1, 8).unwrap(),
@@ -540,41 +584,60 @@ mod tests {
 
     #[test]
     fn in_place_needs_exactly_its_room_and_matches_the_copying_path() {
-        // 87 octets: with or without the 12-octet D3P header the payload
-        // needs 3 octets of padding, so all of TAILROOM is used.
-        let mut inner = ping(0, 64);
-        inner.extend_from_slice(&[0xaa; 3]);
-        let n = inner.len();
-        inner[2..4].copy_from_slice(&(n as u16).to_be_bytes());
-        inner[10..12].copy_from_slice(&[0, 0]);
-        let sum = ipv4::checksum(&inner[..20]).to_be_bytes();
-        inner[10..12].copy_from_slice(&sum);
-        let framed = |head: usize, tail: usize| {
-            let mut buf = vec![0u8; head + n + tail];
-            buf[head..head + n].copy_from_slice(&inner);
-            (buf, head..head + n)
+        // The most room an SA takes: AES-CBC (16-octet IV) with a 16-octet
+        // ICV, and a payload that needs 15 octets of padding: 95 octets
+        // without the 12-octet D3P header, 99 with it.
+        let (key, mac) = ([0x33u8; 32], [0x44u8; 32]);
+        let keys = EspKeys {
+            transform: gkm_wire::consts::EspTransformId::AES_CBC,
+            auth: Some(gkm_wire::consts::AuthAlgorithm::HMAC_SHA2_256),
+            algorithm_key: &key,
+            integrity_key: &mac,
         };
-        for (d3p, need_head) in [(None, HEADROOM - D3P_HEADER_LEN), (Some(1000), HEADROOM)] {
-            let (mut a, mut b) = pair(d3p);
-            let (mut buf, at) = framed(need_head, TAILROOM);
-            let r = a.encapsulate_in_place(T0, &mut buf, at).unwrap();
-            assert_eq!(r, 0..buf.len(), "the whole room is used");
-            let mut outer = buf[r.clone()].to_vec();
-            let got = b.decapsulate(T0, &mut outer).unwrap();
-            assert_eq!(&outer[got], &inner[..]);
-            let mut copied = Vec::new();
-            a.encapsulate(T0, &inner, &mut copied).unwrap();
-            assert_eq!(copied.len(), r.len(), "the copying path frames the same");
-            // One octet short before or after: refused, nothing counted.
-            let sent = a.counters.output_packets;
-            for (head, tail) in [(need_head - 1, TAILROOM), (need_head, TAILROOM - 1)] {
-                let (mut buf, at) = framed(head, tail);
-                assert_eq!(
-                    a.encapsulate_in_place(T0, &mut buf, at),
-                    Err(DataplaneError::NoRoom)
-                );
+        for (d3p, need_head, extra) in [
+            (None, HEADROOM - D3P_HEADER_LEN, 11),
+            (Some(1000), HEADROOM, 15),
+        ] {
+            let mut inner = ping(0, 64);
+            inner.extend(std::iter::repeat_n(0xaa, extra));
+            let n = inner.len();
+            inner[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            inner[10..12].copy_from_slice(&[0, 0]);
+            let sum = ipv4::checksum(&inner[..20]).to_be_bytes();
+            inner[10..12].copy_from_slice(&sum);
+            let framed = |head: usize, tail: usize| {
+                let mut buf = vec![0u8; head + n + tail];
+                buf[head..head + n].copy_from_slice(&inner);
+                (buf, head..head + n)
+            };
+            for gcm_too in [false, true] {
+                let (mut a, mut b) = if gcm_too {
+                    pair(d3p)
+                } else {
+                    pair_with(d3p, &keys)
+                };
+                let (mut buf, at) = framed(need_head, TAILROOM);
+                let r = a.encapsulate_in_place(T0, &mut buf, at).unwrap();
+                if !gcm_too {
+                    assert_eq!(r, 0..buf.len(), "the whole room is used");
+                }
+                let mut outer = buf[r.clone()].to_vec();
+                let got = b.decapsulate(T0, &mut outer).unwrap();
+                assert_eq!(&outer[got], &inner[..]);
+                let mut copied = Vec::new();
+                a.encapsulate(T0, &inner, &mut copied).unwrap();
+                assert_eq!(copied.len(), r.len(), "the copying path frames the same");
+                // One octet short before or after: refused, nothing counted.
+                let sent = a.counters.output_packets;
+                for (head, tail) in [(need_head - 1, TAILROOM), (need_head, TAILROOM - 1)] {
+                    let (mut buf, at) = framed(head, tail);
+                    assert_eq!(
+                        a.encapsulate_in_place(T0, &mut buf, at),
+                        Err(DataplaneError::NoRoom)
+                    );
+                }
+                assert_eq!(a.counters.output_packets, sent);
             }
-            assert_eq!(a.counters.output_packets, sent);
         }
     }
 }

@@ -3,7 +3,7 @@
 //! window is in force, and how the GM's TEKs become the tunnel's SAs. The
 //! `select!` loop in `main.rs` only moves datagrams and calls these.
 
-use gkm_dataplane::esp::IvSource;
+use gkm_dataplane::esp::{EspKeys, IvSource};
 use gkm_dataplane::tunnel::Tunnel;
 use gkm_model::health::WindowSource;
 use gkm_model::D3pWindow;
@@ -52,14 +52,13 @@ pub fn sync_tunnel(
         let iv = sid
             .and_then(|s| IvSource::from_sid(s, SID_BITS))
             .unwrap_or_else(|| IvSource::random_prefix(rng.next_u32()));
-        match t.install(
-            spi,
-            it.tek.transform,
-            &it.tek.key,
-            it.send_from,
-            it.expires_at,
-            iv,
-        ) {
+        let keys = EspKeys {
+            transform: it.tek.transform,
+            auth: it.tek.auth,
+            algorithm_key: &it.tek.key,
+            integrity_key: &it.tek.integrity_key,
+        };
+        match t.install(spi, &keys, it.send_from, it.expires_at, iv) {
             Ok(()) => info!(spi = format!("{spi:#010x}"), "SA installed"),
             Err(e) => warn!(spi = format!("{spi:#010x}"), error = %e, "SA not installed"),
         }

@@ -317,3 +317,118 @@ mod tests {
         }
     }
 }
+
+/// A TEK's ESP transform as a policy names it (`teks[].transform`): AES-GCM
+/// with a 16-octet ICV (RFC 4106), GKM's default, or AES-CBC (RFC 3602)
+/// with HMAC-SHA1-96 (RFC 2404) or HMAC-SHA-256-128 (RFC 4868) for peers
+/// without GCM. 3DES is not among them (RFC 8221: MUST NOT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TekTransform {
+    /// `aes-gcm-128`.
+    AesGcm128,
+    /// `aes-gcm-256`.
+    AesGcm256,
+    /// `aes-cbc-128-hmac-sha1`.
+    AesCbc128HmacSha1,
+    /// `aes-cbc-256-hmac-sha1`.
+    AesCbc256HmacSha1,
+    /// `aes-cbc-128-hmac-sha256`.
+    AesCbc128HmacSha256,
+    /// `aes-cbc-256-hmac-sha256`.
+    AesCbc256HmacSha256,
+}
+
+impl TekTransform {
+    /// Every transform, in the order the policy's error message lists them.
+    pub const ALL: [Self; 6] = [
+        Self::AesGcm128,
+        Self::AesGcm256,
+        Self::AesCbc128HmacSha1,
+        Self::AesCbc256HmacSha1,
+        Self::AesCbc128HmacSha256,
+        Self::AesCbc256HmacSha256,
+    ];
+
+    /// The policy's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AesGcm128 => "aes-gcm-128",
+            Self::AesGcm256 => "aes-gcm-256",
+            Self::AesCbc128HmacSha1 => "aes-cbc-128-hmac-sha1",
+            Self::AesCbc256HmacSha1 => "aes-cbc-256-hmac-sha1",
+            Self::AesCbc128HmacSha256 => "aes-cbc-128-hmac-sha256",
+            Self::AesCbc256HmacSha256 => "aes-cbc-256-hmac-sha256",
+        }
+    }
+
+    /// The transform a policy names, if it is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The names, comma-separated, for error messages.
+    pub fn names() -> String {
+        Self::ALL.map(Self::name).join(", ")
+    }
+
+    /// The transform a policy names, or the message that says which names
+    /// there are (and why 3DES is not one).
+    pub fn parse_or_explain(name: &str) -> Result<Self, String> {
+        Self::parse(name).ok_or_else(|| {
+            let hint = if name.to_ascii_lowercase().contains("3des") {
+                " (3DES is not offered: RFC 8221 says MUST NOT)"
+            } else {
+                ""
+            };
+            format!("{name:?}: use {}{hint}", Self::names())
+        })
+    }
+
+    /// AES key length in bits.
+    pub fn key_bits(self) -> u16 {
+        match self {
+            Self::AesGcm128 | Self::AesCbc128HmacSha1 | Self::AesCbc128HmacSha256 => 128,
+            _ => 256,
+        }
+    }
+
+    /// Whether it is AES-GCM (combined mode, no separate integrity key).
+    pub fn is_gcm(self) -> bool {
+        matches!(self, Self::AesGcm128 | Self::AesGcm256)
+    }
+
+    /// Octets of TEK_ALGORITHM_KEY: the AES key, with GCM's 4-octet salt
+    /// after it (RFC 4106 section 8.1).
+    pub fn algorithm_key_len(self) -> usize {
+        usize::from(self.key_bits()) / 8 + if self.is_gcm() { 4 } else { 0 }
+    }
+
+    /// Octets of TEK_INTEGRITY_KEY: the HMAC key (RFC 2404: 20; RFC 4868:
+    /// 32), none for GCM.
+    pub fn integrity_key_len(self) -> usize {
+        match self {
+            Self::AesGcm128 | Self::AesGcm256 => 0,
+            Self::AesCbc128HmacSha1 | Self::AesCbc256HmacSha1 => 20,
+            Self::AesCbc128HmacSha256 | Self::AesCbc256HmacSha256 => 32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tek_transform_tests {
+    use super::TekTransform;
+
+    #[test]
+    fn names_round_trip_and_key_sizes_follow_the_rfcs() {
+        for t in TekTransform::ALL {
+            assert_eq!(TekTransform::parse(t.name()), Some(t));
+        }
+        assert_eq!(TekTransform::parse("3des-hmac-sha1"), None);
+        assert_eq!(TekTransform::AesGcm128.algorithm_key_len(), 20);
+        assert_eq!(TekTransform::AesGcm256.algorithm_key_len(), 36);
+        assert_eq!(TekTransform::AesCbc256HmacSha1.algorithm_key_len(), 32);
+        assert_eq!(TekTransform::AesCbc128HmacSha1.integrity_key_len(), 20);
+        assert_eq!(TekTransform::AesCbc128HmacSha256.integrity_key_len(), 32);
+        assert_eq!(TekTransform::AesGcm256.integrity_key_len(), 0);
+    }
+}

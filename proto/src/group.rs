@@ -4,8 +4,8 @@
 use std::net::Ipv4Addr;
 
 use gkm_wire::consts::{
-    AckRequested, AddressPreservation, EncapsulationMode, EspTransformId, GdoiProtocol, IpProtocol,
-    KekAlgorithm, SaDirection, SigAlgorithm, SigHashAlgorithm, GDOI_PORT,
+    AckRequested, AddressPreservation, AuthAlgorithm, EncapsulationMode, EspTransformId,
+    GdoiProtocol, IpProtocol, KekAlgorithm, SaDirection, SigAlgorithm, SigHashAlgorithm, GDOI_PORT,
 };
 use gkm_wire::payload::{
     GdoiSa, IpsecSaAttributes, IpsecTek, KekKeyPacket, KekPolicy, KeyDownload, KeyPacket, SaKek,
@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{rng, CbcCipher, EngineRng};
 
-pub use gkm_model::Ipv4Prefix;
+pub use gkm_model::{Ipv4Prefix, TekTransform};
 
 /// A prefix as a GDOI traffic selector's identity (RFC 2407 section 4.6.2).
 fn prefix_identity(p: &Ipv4Prefix) -> Identity<'static> {
@@ -131,9 +131,65 @@ impl Tek {
                 }
             },
             key: Zeroizing::new(rng::bytes(rng, self.key.len())),
+            integrity_key: Zeroizing::new(rng::bytes(rng, self.integrity_key.len())),
             ..self.clone()
         }
     }
+
+    /// The TEK with `transform` and fresh keys of its sizes (same SPI,
+    /// selectors and lifetime).
+    pub fn with_transform(&self, transform: TekTransform, rng: &mut dyn EngineRng) -> Self {
+        let (esp, auth) = tek_wire(transform);
+        Self {
+            transform: esp,
+            auth,
+            key: Zeroizing::new(rng::bytes(rng, transform.algorithm_key_len())),
+            integrity_key: Zeroizing::new(rng::bytes(rng, transform.integrity_key_len())),
+            ..self.clone()
+        }
+    }
+
+    /// The policy's name for the TEK's transform, if GKM has one for it.
+    pub fn transform_name(&self) -> Option<&'static str> {
+        tek_transform(self.transform, self.key_bits(), self.auth).map(TekTransform::name)
+    }
+
+    /// The AES key length in bits (the SA TEK's KEY_LENGTH attribute).
+    pub fn key_bits(&self) -> u16 {
+        let salt = if is_gcm(self.transform) { 4 } else { 0 };
+        u16::try_from(self.key.len().saturating_sub(salt) * 8).unwrap_or(u16::MAX)
+    }
+}
+
+fn is_gcm(t: EspTransformId) -> bool {
+    matches!(
+        t,
+        EspTransformId::AES_GCM_8 | EspTransformId::AES_GCM_12 | EspTransformId::AES_GCM_16
+    )
+}
+
+/// The ESP transform and authentication algorithm of a policy's transform.
+pub fn tek_wire(t: TekTransform) -> (EspTransformId, Option<AuthAlgorithm>) {
+    match t {
+        TekTransform::AesGcm128 | TekTransform::AesGcm256 => (EspTransformId::AES_GCM_16, None),
+        TekTransform::AesCbc128HmacSha1 | TekTransform::AesCbc256HmacSha1 => {
+            (EspTransformId::AES_CBC, Some(AuthAlgorithm::HMAC_SHA1))
+        }
+        TekTransform::AesCbc128HmacSha256 | TekTransform::AesCbc256HmacSha256 => {
+            (EspTransformId::AES_CBC, Some(AuthAlgorithm::HMAC_SHA2_256))
+        }
+    }
+}
+
+/// The policy transform an SA TEK describes, if GKM implements it.
+pub fn tek_transform(
+    t: EspTransformId,
+    key_bits: u16,
+    auth: Option<AuthAlgorithm>,
+) -> Option<TekTransform> {
+    TekTransform::ALL
+        .into_iter()
+        .find(|&x| tek_wire(x) == (t, auth) && x.key_bits() == key_bits)
 }
 
 impl core::fmt::Debug for Kek {
@@ -150,10 +206,15 @@ impl core::fmt::Debug for Kek {
 pub struct Tek {
     /// SPI.
     pub spi: u32,
-    /// ESP transform (AES-GCM-16 by default).
+    /// ESP transform (AES-GCM-16 by default, or AES-CBC).
     pub transform: EspTransformId,
-    /// Cipher key ‖ 4-octet salt for AES-GCM.
+    /// The separate integrity algorithm (AES-CBC: HMAC-SHA1 or
+    /// HMAC-SHA2-256; none for AES-GCM).
+    pub auth: Option<AuthAlgorithm>,
+    /// TEK_ALGORITHM_KEY: the cipher key (‖ 4-octet salt for AES-GCM).
     pub key: Zeroizing<Vec<u8>>,
+    /// TEK_INTEGRITY_KEY: the HMAC key (empty for AES-GCM).
+    pub integrity_key: Zeroizing<Vec<u8>>,
     /// Protected traffic, source side.
     pub src: Ipv4Prefix,
     /// Protected traffic, destination side.
@@ -167,6 +228,7 @@ impl core::fmt::Debug for Tek {
         f.debug_struct("Tek")
             .field("spi", &format_args!("{:#010x}", self.spi))
             .field("transform", &self.transform)
+            .field("auth", &self.auth)
             .field("src", &self.src)
             .field("dst", &self.dst)
             .finish_non_exhaustive()
@@ -186,12 +248,26 @@ pub struct GroupKeys {
     pub seq: u32,
 }
 
-/// Key length in octets for an AES-GCM TEK, salt included (RFC 4106 section 8.1).
+/// TEK_ALGORITHM_KEY length in octets for a TEK transform: AES-GCM's
+/// key and salt (RFC 4106 section 8.1), AES-CBC's key (RFC 3602).
 pub fn tek_key_len(t: EspTransformId, key_bits: u16) -> Option<usize> {
     match t {
         EspTransformId::AES_GCM_8 | EspTransformId::AES_GCM_12 | EspTransformId::AES_GCM_16 => {
             matches!(key_bits, 128 | 256).then_some(usize::from(key_bits) / 8 + 4)
         }
+        EspTransformId::AES_CBC => {
+            matches!(key_bits, 128 | 256).then_some(usize::from(key_bits) / 8)
+        }
+        _ => None,
+    }
+}
+
+/// TEK_INTEGRITY_KEY length in octets for an authentication algorithm
+/// (RFC 2404: 20; RFC 4868: 32), if GKM implements it.
+pub fn tek_integrity_key_len(a: AuthAlgorithm) -> Option<usize> {
+    match a {
+        AuthAlgorithm::HMAC_SHA1 => Some(20),
+        AuthAlgorithm::HMAC_SHA2_256 => Some(32),
         _ => None,
     }
 }
@@ -224,7 +300,9 @@ impl GroupKeys {
                     }
                 },
                 transform: EspTransformId::AES_GCM_16,
+                auth: None,
                 key: Zeroizing::new(rng::bytes(rng, 36)),
+                integrity_key: Zeroizing::new(Vec::new()),
                 src: *src,
                 dst: *dst,
                 lifetime_secs: tek_lifetime_secs,
@@ -291,7 +369,8 @@ impl GroupKeys {
                         attributes: IpsecSaAttributes {
                             life_seconds: Some(t.lifetime_secs),
                             encapsulation_mode: Some(EncapsulationMode::TUNNEL),
-                            key_length_bits: Some(((t.key.len().saturating_sub(4)) * 8) as u16),
+                            key_length_bits: Some(t.key_bits()),
+                            auth_algorithm: t.auth,
                             address_preservation: Some(AddressPreservation::SOURCE_AND_DESTINATION),
                             sa_direction: Some(SaDirection::SYMMETRIC),
                             ..IpsecSaAttributes::default()
@@ -317,6 +396,7 @@ impl GroupKeys {
                 KeyPacket::Tek(TekKeyPacket {
                     spi: t.spi,
                     algorithm_key: Some(&t.key),
+                    integrity_key: (!t.integrity_key.is_empty()).then_some(&t.integrity_key[..]),
                     ..TekKeyPacket::default()
                 })
             })
@@ -364,24 +444,62 @@ impl GroupKeys {
             if sat.protocol_id != GdoiProtocol::IPSEC_ESP {
                 return Err(GroupError::Inconsistent("SA TEK is not ESP"));
             }
-            let key = kd
+            if t.transform_id == EspTransformId::TRIPLE_DES {
+                return Err(GroupError::Inconsistent(
+                    "SA TEK transform ESP_3DES (RFC 8221: MUST NOT)",
+                ));
+            }
+            let packet = kd
                 .packets
                 .iter()
                 .find_map(|p| match p {
-                    KeyPacket::Tek(k) if k.spi == t.spi => k.algorithm_key,
+                    KeyPacket::Tek(k) if k.spi == t.spi => Some(k),
                     _ => None,
                 })
                 .ok_or(GroupError::Inconsistent("no TEK key packet for an SA TEK"))?;
+            let key = packet.algorithm_key.ok_or(GroupError::Inconsistent(
+                "TEK key packet has no TEK_ALGORITHM_KEY",
+            ))?;
             let bits = t.attributes.key_length_bits.unwrap_or(128);
             if tek_key_len(t.transform_id, bits) != Some(key.len()) {
                 return Err(GroupError::Inconsistent(
                     "TEK key length does not match its transform",
                 ));
             }
+            let auth = t.attributes.auth_algorithm;
+            let integrity = packet.integrity_key.unwrap_or_default();
+            match (is_gcm(t.transform_id), auth) {
+                (true, None) if integrity.is_empty() => {}
+                (true, _) => {
+                    return Err(GroupError::Inconsistent(
+                        "AES-GCM SA TEK with an authentication algorithm or integrity key",
+                    ))
+                }
+                (false, None) => {
+                    return Err(GroupError::Inconsistent(
+                        "SA TEK AES-CBC without an authentication algorithm",
+                    ))
+                }
+                (false, Some(a)) => {
+                    match tek_integrity_key_len(a) {
+                        None => {
+                            return Err(GroupError::Inconsistent(
+                                "SA TEK authentication algorithm (HMAC-SHA or HMAC-SHA2-256)",
+                            ))
+                        }
+                        Some(n) if n != integrity.len() => return Err(GroupError::Inconsistent(
+                            "TEK_INTEGRITY_KEY length does not match the authentication algorithm",
+                        )),
+                        Some(_) => {}
+                    }
+                }
+            }
             teks.push(Tek {
                 spi: t.spi,
                 transform: t.transform_id,
+                auth,
                 key: Zeroizing::new(key.to_vec()),
+                integrity_key: Zeroizing::new(integrity.to_vec()),
                 src: prefix_from_identity(&t.src.identity)
                     .ok_or(GroupError::Inconsistent("TEK source selector"))?,
                 dst: prefix_from_identity(&t.dst.identity)

@@ -670,3 +670,119 @@ fn a_gm_offers_legacy_suites_only_to_a_key_server_set_for_them_and_after_the_str
     assert_eq!(chosen, ["AES-CBC-256/SHA2-256/ECP-256"], "a strong suite");
     assert_registered(&events);
 }
+
+/// A KS whose group's TEKs are `transform` (fresh keys of its sizes).
+fn ks_with_teks(transform: gkm_proto::group::TekTransform) -> gkm_proto::ks::KeyServer {
+    let mut cfg = common::ks_config(b"group-psk", Authorization::default());
+    let mut r = rng(77);
+    for t in &mut cfg.groups[0].keys.teks {
+        *t = t.with_transform(transform, r.as_mut());
+    }
+    gkm_proto::ks::KeyServer::new(cfg, rng(2))
+}
+
+#[test]
+fn cbc_hmac_teks_reach_the_gm_with_their_integrity_keys() {
+    use gkm_proto::group::TekTransform;
+    use gkm_wire::consts::{AuthAlgorithm, EspTransformId};
+    for (transform, auth, key_len, mac_len) in [
+        (
+            TekTransform::AesCbc256HmacSha256,
+            AuthAlgorithm::HMAC_SHA2_256,
+            32,
+            32,
+        ),
+        (
+            TekTransform::AesCbc128HmacSha1,
+            AuthAlgorithm::HMAC_SHA1,
+            16,
+            20,
+        ),
+    ] {
+        let mut ks = ks_with_teks(transform);
+        let want = ks.groups()[0].keys.teks.clone();
+        let mut gms = vec![(gm_addr(5), gm(5, b"group-psk", GROUP))];
+        let (keys, _, events) = run(&mut ks, &mut gms, T0 + 10_000);
+        let got = &keys
+            .get(&gm_addr(5))
+            .unwrap_or_else(|| panic!("{events:?}"))
+            .teks;
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(
+                (g.transform, g.auth, g.key.len(), g.integrity_key.len()),
+                (EspTransformId::AES_CBC, Some(auth), key_len, mac_len)
+            );
+            assert_eq!((&g.key, &g.integrity_key), (&w.key, &w.integrity_key));
+            assert_eq!(g.transform_name(), Some(transform.name()));
+        }
+        // A rekey's TEKs keep the transform, with fresh keys.
+        let next = want[0].fresh(rng(5).as_mut());
+        assert_eq!(
+            (next.transform, next.auth),
+            (EspTransformId::AES_CBC, Some(auth))
+        );
+        assert_eq!(next.integrity_key.len(), mac_len);
+        assert_ne!(next.integrity_key, want[0].integrity_key);
+    }
+}
+
+#[test]
+fn a_tek_the_gm_cannot_use_is_refused_naming_what_is_wrong() {
+    use gkm_proto::group::{GroupError, GroupKeys, TekTransform};
+    use gkm_wire::consts::{AuthAlgorithm, EspTransformId};
+    use gkm_wire::payload::TekBody;
+    let ks = ks_with_teks(TekTransform::AesCbc128HmacSha1);
+    let keys = &ks.groups()[0].keys;
+    let material = keys.kek_material();
+    let kd = keys.to_kd(&material, None);
+    let ok = GroupKeys::from_pull(GROUP, &keys.to_sa(), &kd, 0)
+        .unwrap()
+        .0;
+    assert_eq!(ok.teks, keys.teks, "the KS's own SA and KD read back");
+    let refused = |change: &dyn Fn(&mut gkm_wire::payload::IpsecTek<'_>)| {
+        let mut sa = keys.to_sa();
+        if let TekBody::Ipsec(t) = &mut sa.teks[0].body {
+            change(t);
+        }
+        match GroupKeys::from_pull(GROUP, &sa, &kd, 0) {
+            Err(GroupError::Inconsistent(m)) => m,
+            Ok(_) => panic!("accepted"),
+        }
+    };
+    assert_eq!(
+        refused(&|t| t.transform_id = EspTransformId::TRIPLE_DES),
+        "SA TEK transform ESP_3DES (RFC 8221: MUST NOT)"
+    );
+    assert_eq!(
+        refused(&|t| t.attributes.auth_algorithm = None),
+        "SA TEK AES-CBC without an authentication algorithm"
+    );
+    assert_eq!(
+        refused(&|t| t.attributes.auth_algorithm = Some(AuthAlgorithm::HMAC_SHA2_256)),
+        "TEK_INTEGRITY_KEY length does not match the authentication algorithm"
+    );
+    assert_eq!(
+        refused(&|t| t.attributes.auth_algorithm = Some(AuthAlgorithm::HMAC_SHA2_512)),
+        "SA TEK authentication algorithm (HMAC-SHA or HMAC-SHA2-256)"
+    );
+    assert_eq!(
+        refused(&|t| t.transform_id = EspTransformId::AES_GCM_16),
+        "TEK key length does not match its transform"
+    );
+    // A GCM TEK with an integrity algorithm is no GCM TEK GKM knows.
+    let gcm = ks_with_teks(TekTransform::AesGcm256);
+    let keys = &gcm.groups()[0].keys;
+    let material = keys.kek_material();
+    let kd = keys.to_kd(&material, None);
+    let mut sa = keys.to_sa();
+    if let TekBody::Ipsec(t) = &mut sa.teks[0].body {
+        t.attributes.auth_algorithm = Some(AuthAlgorithm::HMAC_SHA1);
+    }
+    assert_eq!(
+        GroupKeys::from_pull(GROUP, &sa, &kd, 0).unwrap_err(),
+        GroupError::Inconsistent(
+            "AES-GCM SA TEK with an authentication algorithm or integrity key"
+        )
+    );
+}

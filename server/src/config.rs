@@ -188,6 +188,8 @@ pub struct TekConfig {
     pub src: String,
     /// Destination prefix.
     pub dst: String,
+    /// ESP transform (`aes-gcm-128` when absent; see docs/OPERATIONS.md).
+    pub transform: Option<String>,
 }
 
 /// Group authorization lists.
@@ -258,6 +260,12 @@ impl ServerConfig {
                 Some("pki") if self.pki.is_some() => {}
                 Some("pki") => bail!("group[{i}].authentication: pki needs the [pki] section (CA, certificate and key)"),
                 Some(other) => bail!("group[{i}].authentication: {other:?} is not psk or pki"),
+            }
+            for (j, t) in g.tek.iter().enumerate() {
+                if let Some(name) = &t.transform {
+                    gkm_model::TekTransform::parse_or_explain(name)
+                        .map_err(|m| anyhow!("group[{i}].tek[{j}].transform: {m}"))?;
+                }
             }
             if let Some(a) = g.rekey_address {
                 if !a.is_multicast() {
@@ -334,6 +342,15 @@ mod tests {
     }
 
     #[test]
+    fn a_tek_may_name_its_transform() {
+        let text = "[[group]]\nname='CBC'\ngroup_id=7\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\ntransform='aes-cbc-256-hmac-sha1'\n[[group.tek]]\nsrc='10.1.0.0/16'\ndst='10.1.0.0/16'\n";
+        let c = parse(text).unwrap();
+        let p = crate::groups::policy_from_config(&c.group[0]).unwrap();
+        assert_eq!(p.teks[0].transform, "aes-cbc-256-hmac-sha1");
+        assert_eq!(p.teks[1].transform, "aes-gcm-128", "the default");
+    }
+
+    #[test]
     fn legacy_phase1_is_off_unless_a_group_turns_it_on() {
         let text = "[[group]]\nname='OLD'\ngroup_id=7\nlegacy_phase1=true\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n[[group]]\nname='NEW'\ngroup_id=8\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n";
         let c = parse(text).unwrap();
@@ -369,6 +386,7 @@ mod tests {
             ("[[group]]\nname='G\u{202e}'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
             ("[[group]]\nname='G'\ngroup_id=1\nauthentication='cert'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].authentication"),
             ("[[group]]\nname='G'\ngroup_id=1\nauthentication='pki'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "needs the [pki] section"),
+            ("[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\ntransform='3des-hmac-sha1'", "3DES is not offered"),
             ("[[group]]\nname='G'\ngroup_id=1\nlegacy_phase1='yes'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "legacy_phase1"),
         ];
         for (text, field) in cases {

@@ -7,13 +7,12 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{anyhow, Result};
-use gkm_model::{AckOption, RekeyTransport};
+use gkm_model::{AckOption, RekeyTransport, TekTransform};
 use gkm_proto::crypto::{CbcCipher, RekeySigner};
 use gkm_proto::group::{GroupKeys, KekParams, Tek};
 use gkm_proto::ks::{Authorization, GroupAuth, KsGroup};
 use gkm_proto::rekey::RekeyPolicy;
 use gkm_store::model::{GroupPolicy, KekPolicy, TekPolicy};
-use gkm_wire::consts::EspTransformId;
 use rand_core::OsRng;
 
 use crate::config::GroupConfig;
@@ -81,18 +80,14 @@ impl KeyMaker {
             sig_key_bits: self.sig.2,
         };
         let mut keys = GroupKeys::generate(&mut OsRng, identity, &selectors, 3600, Some(&kek));
-        // Each TEK takes its own transform and lifetime.
-        for (t, policy) in keys.teks.iter_mut().zip(&p.teks) {
-            let bits256 = policy.transform == "aes-gcm-256";
+        // Each TEK takes its own transform (fresh keys of its sizes) and
+        // lifetime.
+        for (i, (t, policy)) in keys.teks.iter_mut().zip(&p.teks).enumerate() {
+            let transform = TekTransform::parse(&policy.transform)
+                .ok_or_else(|| anyhow!("/teks/{i}/transform: {:?}", policy.transform))?;
             *t = Tek {
-                key: zeroize::Zeroizing::new(
-                    t.key
-                        .get(..if bits256 { 36 } else { 20 })
-                        .map_or_else(|| t.key.to_vec(), <[u8]>::to_vec),
-                ),
-                transform: EspTransformId::AES_GCM_16,
                 lifetime_secs: policy.lifetime,
-                ..t.clone()
+                ..t.with_transform(transform, &mut OsRng)
             };
         }
         let fingerprint = format!(
@@ -158,7 +153,10 @@ pub fn policy_from_config(g: &GroupConfig) -> Result<GroupPolicy> {
             .map(|t| TekPolicy {
                 src: t.src.clone(),
                 dst: t.dst.clone(),
-                transform: TekPolicy::DEFAULT_TRANSFORM.to_owned(),
+                transform: t
+                    .transform
+                    .clone()
+                    .unwrap_or_else(|| TekPolicy::DEFAULT_TRANSFORM.to_owned()),
                 lifetime: g.tek_lifetime,
             })
             .collect(),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use gkm_proto::group::GroupKeys;
-use gkm_wire::consts::EspTransformId;
+use gkm_wire::consts::{AuthAlgorithm, EspTransformId};
 
 /// An open key log.
 pub struct KeyLog {
@@ -32,11 +32,22 @@ fn open(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot open key log {}", path.display()))
 }
 
+/// The encryption algorithm as Wireshark's `esp_sa` table names it.
 fn esp_algorithm(t: EspTransformId) -> &'static str {
     match t {
         EspTransformId::AES_GCM_8 => "AES-GCM with 8 octet ICV [RFC4106]",
         EspTransformId::AES_GCM_12 => "AES-GCM with 12 octet ICV [RFC4106]",
+        EspTransformId::AES_CBC => "AES-CBC [RFC3602]",
         _ => "AES-GCM with 16 octet ICV [RFC4106]",
+    }
+}
+
+/// The authentication algorithm as Wireshark's `esp_sa` table names it.
+fn esp_authentication(a: Option<AuthAlgorithm>) -> &'static str {
+    match a {
+        Some(AuthAlgorithm::HMAC_SHA1) => "HMAC-SHA-1-96 [RFC2404]",
+        Some(AuthAlgorithm::HMAC_SHA2_256) => "HMAC-SHA-256-128 [RFC4868]",
+        _ => "NULL",
     }
 }
 
@@ -68,10 +79,16 @@ impl KeyLog {
         for t in &keys.teks {
             writeln!(
                 self.esp,
-                "\"IPv4\",\"*\",\"*\",\"0x{:08x}\",\"{}\",\"0x{}\",\"NULL\",\"\"",
+                "\"IPv4\",\"*\",\"*\",\"0x{:08x}\",\"{}\",\"0x{}\",\"{}\",\"{}\"",
                 t.spi,
                 esp_algorithm(t.transform),
-                hex::encode(t.key.as_slice())
+                hex::encode(t.key.as_slice()),
+                esp_authentication(t.auth),
+                if t.integrity_key.is_empty() {
+                    String::new()
+                } else {
+                    format!("0x{}", hex::encode(t.integrity_key.as_slice()))
+                }
             )?;
         }
         self.esp.flush()?;

@@ -19,7 +19,7 @@ use gkm_proto::engine::GmClass;
 use gkm_proto::group::{GroupKeys, Ipv4Prefix, Kek, Tek};
 use gkm_proto::ks::GmRecord;
 use gkm_proto::rekey::GroupState;
-use gkm_wire::consts::{EspTransformId, SigAlgorithm};
+use gkm_wire::consts::{AuthAlgorithm, EspTransformId, SigAlgorithm};
 use gkm_wire::gkm_vid::{FeatureBits, GdoiVersion};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -46,7 +46,14 @@ struct StoredKek {
 struct StoredTek {
     spi: u32,
     transform: u8,
+    /// The SA TEK's authentication algorithm (AES-CBC TEKs; absent before
+    /// GKM had them, and for AES-GCM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth: Option<u16>,
     key: String,
+    /// TEK_INTEGRITY_KEY, hex (empty for AES-GCM).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    integrity_key: String,
     src: String,
     dst: String,
     lifetime_secs: u32,
@@ -127,7 +134,9 @@ impl StoredTek {
         Self {
             spi: t.spi,
             transform: t.transform.0,
+            auth: t.auth.map(|a| a.0),
             key: hex::encode(t.key.as_slice()),
+            integrity_key: hex::encode(t.integrity_key.as_slice()),
             src: t.src.to_string(),
             dst: t.dst.to_string(),
             lifetime_secs: t.lifetime_secs,
@@ -138,7 +147,11 @@ impl StoredTek {
         Ok(Tek {
             spi: self.spi,
             transform: EspTransformId(self.transform),
+            auth: self.auth.map(AuthAlgorithm),
             key: Zeroizing::new(hex::decode(&self.key).map_err(|_| anyhow!("TEK key"))?),
+            integrity_key: Zeroizing::new(
+                hex::decode(&self.integrity_key).map_err(|_| anyhow!("TEK integrity key"))?,
+            ),
             src: self.src.parse::<Ipv4Prefix>().map_err(|e| anyhow!(e))?,
             dst: self.dst.parse::<Ipv4Prefix>().map_err(|e| anyhow!(e))?,
             lifetime_secs: self.lifetime_secs,
@@ -336,10 +349,20 @@ mod tests {
         let tek = Tek {
             spi: 0x1234,
             transform: EspTransformId(20),
+            auth: None,
             key: Zeroizing::new(vec![5; 36]),
+            integrity_key: Zeroizing::new(Vec::new()),
             src: "10.0.0.0/8".parse().unwrap(),
             dst: "10.0.0.0/8".parse().unwrap(),
             lifetime_secs: 3600,
+        };
+        // An AES-CBC TEK keeps its authentication algorithm and HMAC key.
+        let cbc = Tek {
+            transform: EspTransformId::AES_CBC,
+            auth: Some(AuthAlgorithm::HMAC_SHA2_256),
+            key: Zeroizing::new(vec![6; 32]),
+            integrity_key: Zeroizing::new(vec![8; 32]),
+            ..tek.clone()
         };
         let state = GroupState {
             keys: GroupKeys {
@@ -349,7 +372,7 @@ mod tests {
                 seq: 17,
             },
             push_kek: None,
-            previous_teks: vec![(tek, 5)],
+            previous_teks: vec![(tek, 5), (cbc.clone(), 6)],
             tek_expires_at: 1000,
             kek_expires_at: 2000,
             rekeys_sent: 16,
@@ -359,11 +382,12 @@ mod tests {
         assert_eq!(back.policy, "fp");
         assert_eq!(back.state.keys.seq, 17);
         assert_eq!(back.state.keys.teks[0].key.as_slice(), &[5; 36]);
+        assert_eq!(back.state.previous_teks[1], (cbc, 6));
         assert_eq!(
             back.state.keys.kek.as_ref().unwrap().key.as_slice(),
             &[2; 32]
         );
-        assert_eq!(back.state.previous_teks.len(), 1);
+        assert_eq!(back.state.previous_teks.len(), 2);
         assert_eq!(
             (
                 back.state.tek_expires_at,

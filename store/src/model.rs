@@ -21,7 +21,9 @@ pub struct TekPolicy {
     pub src: String,
     /// Destination prefix.
     pub dst: String,
-    /// `aes-gcm-128` or `aes-gcm-256`.
+    /// `aes-gcm-128` (default), `aes-gcm-256`, or for peers without GCM
+    /// `aes-cbc-128-hmac-sha1`, `aes-cbc-256-hmac-sha1`,
+    /// `aes-cbc-128-hmac-sha256`, `aes-cbc-256-hmac-sha256`.
     #[serde(default = "default_transform")]
     pub transform: String,
     /// Lifetime in seconds, 300-86400.
@@ -245,11 +247,8 @@ impl GroupPolicy {
         }
         for (i, t) in self.teks.iter().enumerate() {
             t.selectors(&format!("/teks/{i}"))?;
-            if !["aes-gcm-128", "aes-gcm-256"].contains(&t.transform.as_str()) {
-                return Err(invalid(
-                    &format!("/teks/{i}/transform"),
-                    format!("{:?}: use aes-gcm-128 or aes-gcm-256", t.transform),
-                ));
+            if let Err(m) = gkm_model::TekTransform::parse_or_explain(&t.transform) {
+                return Err(invalid(&format!("/teks/{i}/transform"), m));
             }
             if !(300..=86_400).contains(&t.lifetime) {
                 return Err(invalid(

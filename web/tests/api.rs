@@ -178,6 +178,8 @@ async fn group_crud_and_the_psk_never_comes_back(backend: Backend) {
     let mut p = policy();
     p["acknowledgement"] = json!("interoperable");
     p["legacy_phase1"] = json!(true);
+    // A TEK for peers without GCM (issue 18 item 3) is a policy value.
+    p["teks"][0]["transform"] = json!("aes-cbc-128-hmac-sha256");
     let (s, v) = a
         .admin(
             "PUT",
@@ -198,6 +200,10 @@ async fn group_crud_and_the_psk_never_comes_back(backend: Backend) {
     );
     let (_, shown) = a.admin("GET", "/api/v1/groups/GET", None).await;
     assert_eq!(shown["policy"]["legacy_phase1"], true);
+    assert_eq!(
+        shown["policy"]["teks"][0]["transform"],
+        "aes-cbc-128-hmac-sha256"
+    );
     assert_eq!(shown["weak_algorithms"], v["group"]["weak_algorithms"]);
     assert_eq!(v["rekey_replace_scheduled"], false);
     let stale = a
@@ -258,6 +264,16 @@ async fn every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_not
         group_body("G", 1, p).to_string()
     };
     let cases: Vec<(String, &str, &str)> = vec![
+        (
+            with(&|p| p["teks"][0]["transform"] = json!("3des-hmac-sha1")),
+            "/teks/0/transform",
+            "RFC 8221",
+        ),
+        (
+            with(&|p| p["teks"][0]["transform"] = json!("aes-cbc-256")),
+            "/teks/0/transform",
+            "aes-cbc-256-hmac-sha256",
+        ),
         (
             with(&|p| p["d3p_window"] = json!({"sec": 0})),
             "/d3p_window/sec",

@@ -45,8 +45,10 @@ pub(crate) fn registration(
     let (Some(sa), Some(kd)) = (sa, kd) else {
         return Err("SA or KD missing");
     };
-    let (keys, sids) =
-        GroupKeys::from_pull(group_id, &sa, &kd, seq).map_err(|_| "inconsistent policy")?;
+    // The reason names the field (`SA TEK transform ESP_3DES (RFC 8221:
+    // MUST NOT)`), not a bare "inconsistent policy".
+    let (keys, sids) = GroupKeys::from_pull(group_id, &sa, &kd, seq)
+        .map_err(|crate::group::GroupError::Inconsistent(m)| m)?;
     Ok(Registration {
         keys,
         sids,

@@ -84,7 +84,10 @@ fn same_key_policy(a: &GroupKeys, b: &GroupKeys) -> bool {
     let tek = |k: &GroupKeys| -> Vec<_> {
         k.teks
             .iter()
-            .map(|t| (t.src, t.dst, t.transform, t.key.len(), t.lifetime_secs))
+            .map(|t| {
+                let shape = (t.transform, t.auth, t.key.len(), t.integrity_key.len());
+                (t.src, t.dst, shape, t.lifetime_secs)
+            })
             .collect()
     };
     tek(a) == tek(b) && a.kek.as_ref().map(Kek::params) == b.kek.as_ref().map(Kek::params)
