@@ -259,6 +259,26 @@ fn untrusted_certificate_is_refused() {
     );
     assert!(notified(&gm_ev, NotifyType::INVALID_CERTIFICATE));
     assert_eq!(ks.half_open_count(), 0);
+    // The log line says why (issue 18 item 5): another CA issued it.
+    let detail = cert_detail(&ev);
+    assert!(
+        detail.starts_with("main mode 5 CERT: the certificate is not trusted: "),
+        "{detail}"
+    );
+}
+
+/// The detail of the first InvalidCertificate refusal.
+fn cert_detail(ev: &[KsEvent]) -> String {
+    ev.iter()
+        .find_map(|e| match e {
+            KsEvent::Rejected {
+                reason: Reject::InvalidCertificate,
+                detail,
+                ..
+            } => detail.clone(),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -276,6 +296,11 @@ fn expired_certificate_is_refused() {
             Some(NotifyType::INVALID_CERTIFICATE)
         ),
         "{ev:?}"
+    );
+    let detail = cert_detail(&ev);
+    assert!(
+        detail.starts_with("main mode 5 CERT: ") && detail.to_lowercase().contains("expired"),
+        "{detail}"
     );
 }
 

@@ -530,6 +530,20 @@ fn table_2_ack_acceptance_per_option_and_kind() {
             );
             let state = w.ks.member_ack_state(GROUP, "10.0.1.0").unwrap();
             assert_eq!(state.last_acked, ok.then_some(seq));
+            // A refusal's log line names the group, the option and the kind.
+            let detail = std::iter::from_fn(|| w.ks.poll_event()).find_map(|e| match e {
+                KsEvent::Rejected {
+                    reason: Reject::AckNotAccepted,
+                    detail,
+                    ..
+                } => detail,
+                _ => None,
+            });
+            let kind = if rfc { "Rfc8263" } else { "CiscoUnicast" };
+            let want = format!(
+                "group {GROUP}: rekey acknowledgement {option}: a {kind} ACK is not accepted"
+            );
+            assert_eq!(detail, (!ok).then_some(want), "{option} x rfc={rfc}");
         }
     }
 }
@@ -564,6 +578,25 @@ fn acks_for_other_seqs_tampered_or_unknown_record_nothing() {
     assert_eq!(c.acks_recorded, 0);
     assert_eq!(c.acks_ignored, 2);
     assert_eq!(c.rejected(Reject::BadAck), 1);
+    // The log line names the ACK's kind, group and KEK (issue 18 item 5).
+    let details: Vec<String> = std::iter::from_fn(|| w.ks.poll_event())
+        .filter_map(|e| match e {
+            KsEvent::Rejected {
+                reason: Reject::BadAck,
+                detail,
+                ..
+            } => detail,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(details.len(), 1);
+    assert!(
+        details[0].starts_with(&format!(
+            "CiscoUnicast ACK for group {GROUP}, KEK {}: ",
+            hex::encode(kek.spi)
+        )),
+        "{details:?}"
+    );
     assert_eq!(
         w.ks.member_ack_state(GROUP, "10.0.1.0").unwrap().last_acked,
         None

@@ -649,13 +649,26 @@ impl Rekeys {
                 .is_some_and(|r| r.kek.spi == spi)
                 || held(*gi).is_some()
         }) else {
-            return out.reject(from, Reject::UnknownExchange, None);
+            return out.refuse(
+                from,
+                Reject::UnknownExchange,
+                None,
+                Some(format!(
+                    "{kind:?} ACK for KEK {}, which no group holds",
+                    hex::encode(spi)
+                )),
+            );
         };
         let Some((option, group_id)) = table.get(gi).map(|g| (g.rekey.ack, g.keys.group_id)) else {
             return;
         };
-        if accepts(option, kind).is_err() {
-            return out.reject(from, Reject::AckNotAccepted, None);
+        if let Err(e) = accepts(option, kind) {
+            return out.refuse(
+                from,
+                Reject::AckNotAccepted,
+                None,
+                Some(format!("group {group_id}: {e}")),
+            );
         }
         let Some(g) = self.groups.get_mut(gi) else {
             return;
@@ -671,8 +684,19 @@ impl Rekeys {
             AckKind::Rfc8263 => open_rfc8263_ack(data, kek, AckRequested::REKEY_ACK_KEK_SHA256),
             AckKind::CiscoUnicast => open_unicast_ack(data, kek),
         };
-        let Ok(ack) = opened else {
-            return out.reject(from, Reject::BadAck, None);
+        let ack = match opened {
+            Ok(ack) => ack,
+            Err(e) => {
+                return out.refuse(
+                    from,
+                    Reject::BadAck,
+                    None,
+                    Some(format!(
+                        "{kind:?} ACK for group {group_id}, KEK {}: {e}",
+                        hex::encode(spi)
+                    )),
+                )
+            }
         };
         let Some(id) = g.by_addr.get(&ack.gm) else {
             out.counters.acks_ignored += 1;

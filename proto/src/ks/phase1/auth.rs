@@ -185,23 +185,36 @@ pub(crate) fn verify(
     ca: Option<&CertificateAuthority>,
     now: Millis,
     from: SocketAddr,
-) -> Result<(), (Reject, NotifyType)> {
+) -> Result<(), (Reject, NotifyType, Option<String>)> {
     let suite = agreed.suite;
-    let failed = (
-        Reject::AuthenticationFailed,
-        NotifyType::AUTHENTICATION_FAILED,
-    );
+    // A wrong PSK or HASH_I says only that: the cause is a secret.
+    let failed = |detail: Option<&str>| {
+        (
+            Reject::AuthenticationFailed,
+            NotifyType::AUTHENTICATION_FAILED,
+            detail.map(str::to_owned),
+        )
+    };
     let authentic = match suite.auth {
         AuthKind::Psk => who
             .hash
             .is_some_and(|h| keys.verify_hash_i(suite.prf, &agreed.transcript, who.idii_b, h)),
         AuthKind::RsaSig => {
             let (Some(ca), Some(cert), Some(sig)) = (ca, who.cert, who.sig) else {
-                return Err(failed);
+                let missing = match (ca, who.cert, who.sig) {
+                    (None, _, _) => "main mode 5: certificates are not configured here",
+                    (_, None, _) => "main mode 5 has no CERT payload",
+                    _ => "main mode 5 has no SIG payload",
+                };
+                return Err(failed(Some(missing)));
             };
-            let verified = ca
-                .verify(cert, now / 1000)
-                .map_err(|_| (Reject::InvalidCertificate, NotifyType::INVALID_CERTIFICATE))?;
+            let verified = ca.verify(cert, now / 1000).map_err(|e| {
+                (
+                    Reject::InvalidCertificate,
+                    NotifyType::INVALID_CERTIFICATE,
+                    Some(format!("main mode 5 CERT: {e}")),
+                )
+            })?;
             let id_matches = match who.idii.identity {
                 Identity::DerAsn1Dn(dn) => dn == verified.subject_der.as_slice(),
                 Identity::Ipv4Addr(a) => IpAddr::V4(a) == from.ip(),
@@ -211,18 +224,29 @@ pub(crate) fn verify(
                 return Err((
                     Reject::InvalidCertificate,
                     NotifyType::INVALID_ID_INFORMATION,
+                    Some(format!(
+                        "main mode 5 ID {} is neither the certificate's subject nor the source address {}",
+                        crate::identity::identity_string(&who.idii.identity),
+                        from.ip()
+                    )),
                 ));
             }
-            verified
+            if verified
                 .key
                 .verify(&keys.hash_i(suite.prf, &agreed.transcript, who.idii_b), sig)
-                .is_ok()
+                .is_err()
+            {
+                return Err(failed(Some(
+                    "main mode 5 SIG does not verify with the certificate's key",
+                )));
+            }
+            true
         }
     };
     if authentic {
         Ok(())
     } else {
-        Err(failed)
+        Err(failed(None))
     }
 }
 

@@ -313,12 +313,24 @@ impl Phase1Responder {
         reason: Reject,
         notify: NotifyType,
     ) {
+        self.fail_phase1_with(out, key, from, (reason, notify, None));
+    }
+
+    /// [`Self::fail_phase1`] with a detail for the log line (never one
+    /// that depends on a secret).
+    fn fail_phase1_with(
+        &mut self,
+        out: &mut KsOutbox,
+        key: [u8; 16],
+        from: SocketAddr,
+        (reason, notify, detail): (Reject, NotifyType, Option<String>),
+    ) {
         if let Some(sa) = self.sas.get(&key) {
             let (icky, rcky, doi) = (sa.icky, sa.rcky, sa.doi);
             notify::clear(out, from, (icky, rcky), doi, notify);
         }
         self.remove_sa(&key);
-        out.reject(from, reason, Some(notify));
+        out.refuse(from, reason, Some(notify), detail);
     }
 
     /// A protected Informational notification: HDR*, HASH(1), N.
@@ -789,10 +801,9 @@ impl Phase1Responder {
                 return self.fail_phase1(out, key, from, Reject::AuthenticationFailed, notify)
             }
         };
-        if let Err((reason, notify)) =
-            auth::verify(&agreed, &opened.keys, &who, self.ca.as_ref(), now, from)
+        if let Err(refusal) = auth::verify(&agreed, &opened.keys, &who, self.ca.as_ref(), now, from)
         {
-            return self.fail_phase1(out, key, from, reason, notify);
+            return self.fail_phase1_with(out, key, from, refusal);
         }
         let peer_identity = identity_string(&who.idii.identity);
         let initial_contact = who.initial_contact;
