@@ -31,7 +31,7 @@
 //! prefix, so it never continues a counter it cannot remember.
 //!
 //! CBC needs more than unique IVs: they must be unpredictable (RFC 3602
-//! section 2.3). The 16-octet CBC IV is the AES encryption, under the
+//! section 3). The 16-octet CBC IV is the AES encryption, under the
 //! SA's key, of the same unique 8-octet value followed by 8 zero octets
 //! (NIST SP 800-38A appendix C, the nonce method): unique because the
 //! input is, unpredictable without the key.
@@ -695,15 +695,16 @@ mod tests {
         let key = [7u8; 36];
         let (k128, mac20, mac32) = ([3u8; 16], [4u8; 20], [5u8; 32]);
         let suites = [
-            (gcm(&key), 8 + 8, 16),
-            (cbc(AuthAlgorithm::HMAC_SHA1, &k128, &mac20), 8 + 16, 12),
+            (gcm(&key), 8 + 8, 16, 4),
+            (cbc(AuthAlgorithm::HMAC_SHA1, &k128, &mac20), 8 + 16, 12, 16),
             (
                 cbc(AuthAlgorithm::HMAC_SHA2_256, &key[..32], &mac32),
                 8 + 16,
                 16,
+                16,
             ),
         ];
-        for (keys, header, icv) in suites {
+        for (keys, header, icv, align) in suites {
             let sa = GroupSa::new(0x1234, &keys).unwrap();
             assert_eq!(sa.header_len(), header);
             let mut out = Vec::new();
@@ -716,7 +717,7 @@ mod tests {
             )
             .unwrap();
             assert!(out.len() <= header + 12 + ESP_TRAILER_MAX);
-            assert_eq!((out.len() - header - icv) % 4, 0);
+            assert_eq!((out.len() - header - icv) % align, 0);
             let mut esp = out.clone();
             let (nh, r) = sa.open(&mut esp).unwrap();
             assert_eq!(
@@ -724,19 +725,21 @@ mod tests {
                 (IpProtocol::IPV4, &b"inner packet"[..]),
                 "{keys:?}"
             );
+            // Every octet is covered: the SPI names another SA; anything
+            // after it fails the ICV (or the AEAD) before a single octet
+            // is decrypted or its padding looked at.
             for i in 0..out.len() {
                 let mut bad = out.clone();
                 bad[i] ^= 0x40;
                 let e = sa.open(&mut bad).unwrap_err();
-                assert!(
-                    matches!(
-                        e,
-                        DataplaneError::Authentication
-                            | DataplaneError::UnknownSpi(_)
-                            | DataplaneError::Malformed(_)
-                    ),
-                    "{keys:?} octet {i}: {e:?}"
-                );
+                if i < 4 {
+                    assert!(
+                        matches!(e, DataplaneError::UnknownSpi(_)),
+                        "{keys:?} octet {i}: {e:?}"
+                    );
+                } else {
+                    assert_eq!(e, DataplaneError::Authentication, "{keys:?} octet {i}");
+                }
             }
             let mut short = out.clone();
             short.truncate(out.len() - 1);

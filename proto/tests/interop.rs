@@ -519,23 +519,28 @@ fn legacy_run(
     legacy_run_offering(ks, group, vec![gdoid_suite()])
 }
 
-/// [`legacy_run`] with the GM offering `suites`.
-fn legacy_run_offering(
-    ks: &mut gkm_proto::ks::KeyServer,
-    group: u32,
-    suites: Vec<Suite>,
-) -> (Vec<KsEvent>, Vec<GmEvent>, Vec<String>) {
-    let addr = gm_addr(3);
+/// PSK GM `i` of `group` offering `suites`, with `legacy_phase1` for the KS.
+fn legacy_gm(i: u32, group: u32, suites: Vec<Suite>) -> (SocketAddr, GroupMember) {
+    let addr = gm_addr(i);
     let IpAddr::V4(a) = addr.ip() else { panic!() };
     let mut cfg = base_config(
-        3,
+        i,
         group,
         GmIdentity::Ipv4(a),
         GmAuth::Psk(Zeroizing::new(b"group-psk".to_vec())),
     );
     cfg.legacy_phase1_key_servers = vec![KS_ADDR];
     cfg.phase1_suites = Some(suites);
-    let mut gms: Vec<(SocketAddr, GroupMember)> = vec![(addr, GroupMember::new(cfg, rng(9)))];
+    (addr, GroupMember::new(cfg, rng(u64::from(i) + 6)))
+}
+
+/// [`legacy_run`] with the GM offering `suites`.
+fn legacy_run_offering(
+    ks: &mut gkm_proto::ks::KeyServer,
+    group: u32,
+    suites: Vec<Suite>,
+) -> (Vec<KsEvent>, Vec<GmEvent>, Vec<String>) {
+    let mut gms = vec![legacy_gm(3, group, suites)];
     let mut chosen = Vec::new();
     let (_, ks_events, gm_events) = run_with(ks, &mut gms, T0, T0 + 20_000, |dir, d| {
         let m = Message::parse(d).unwrap();
@@ -784,5 +789,42 @@ fn a_tek_the_gm_cannot_use_is_refused_naming_what_is_wrong() {
         GroupError::Inconsistent(
             "AES-GCM SA TEK with an authentication algorithm or integrity key"
         )
+    );
+}
+
+#[test]
+fn a_group_that_drops_legacy_phase1_between_pull_1_and_pull_3_gives_no_keys() {
+    // PULL 1 passes while LEGACY allows the legacy SA; its first PULL 3 is
+    // lost; the operator turns legacy_phase1 off; the GM's retransmitted
+    // PULL 3 is refused, naming the suite, and nothing is registered.
+    let mut cfg = common::ks_config(b"group-psk", Authorization::default());
+    cfg.groups[0].legacy_phase1 = true;
+    let mut ks = gkm_proto::ks::KeyServer::new(cfg, rng(2));
+    let mut gms = vec![legacy_gm(6, GROUP, vec![gdoid_suite()])];
+    let mut pulls_up = 0;
+    let (_, _, events) = run_with(&mut ks, &mut gms, T0, T0 + 500, |dir, d| {
+        let m = Message::parse(d).unwrap();
+        if dir == Dir::Up && m.header.exchange_type == ExchangeType::GROUPKEY_PULL {
+            pulls_up += 1;
+            return pulls_up != 2;
+        }
+        true
+    });
+    assert_eq!(pulls_up, 2, "PULL 1 through, PULL 3 dropped");
+    assert!(!events.iter().any(|(_, e)| is_registered(e)));
+    let mut g = ks.groups()[0].clone();
+    g.legacy_phase1 = false;
+    ks.set_group(T0 + 500, g, false).unwrap();
+    let (_, ks_events, gm_events) = run_with(&mut ks, &mut gms, T0 + 500, T0 + 20_000, |_, _| true);
+    assert!(
+        !gm_events.iter().any(|(_, e)| is_registered(e)),
+        "{gm_events:?}"
+    );
+    assert!(ks.members(GROUP).next().is_none());
+    assert!(
+        rejected(&ks_events, Reject::LegacyPhase1).iter().any(|d| d
+            .as_deref()
+            .is_some_and(|d| d.starts_with("phase 1 suite AES-CBC-128/SHA/MODP-1536 is legacy"))),
+        "{ks_events:?}"
     );
 }

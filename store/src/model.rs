@@ -373,6 +373,18 @@ impl GroupPolicy {
         let is_d3p = next.d3p_window.is_some();
         (self.cmd_inline_tagging && is_d3p) || (was_d3p && next.cmd_inline_tagging)
     }
+
+    /// Whether `next` gives the group keys of another shape, which the key
+    /// server sends as a rekey replace: TEK selectors, transforms or
+    /// lifetimes, the KEK's algorithm or lifetime, or where rekeys go (a
+    /// multicast address or port, unicast ⇄ multicast).
+    pub fn key_shape_differs(&self, next: &GroupPolicy) -> bool {
+        let rekey_to = |p: &GroupPolicy| match p.rekey {
+            RekeyTransport::Multicast { address, port, .. } => Some((address, port)),
+            RekeyTransport::Unicast { .. } => None,
+        };
+        self.teks != next.teks || self.kek != next.kek || rekey_to(self) != rekey_to(next)
+    }
 }
 
 /// A group as stored.
@@ -781,6 +793,14 @@ mod tests {
         assert!(d3p.needs_replace_for(&cmd));
         assert!(!d3p.needs_replace_for(&d3p));
         assert!(!base().needs_replace_for(&d3p));
+        // Keys of another shape are a replace too; other changes are not.
+        assert!(!base().key_shape_differs(&d3p));
+        let mut cbc = base();
+        cbc.teks[0].transform = "aes-cbc-256-hmac-sha256".into();
+        assert!(base().key_shape_differs(&cbc));
+        let mut longer = base();
+        longer.kek.lifetime += 1;
+        assert!(base().key_shape_differs(&longer));
     }
 
     #[test]

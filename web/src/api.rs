@@ -77,7 +77,9 @@ pub struct GroupView {
 pub struct GroupChanged {
     /// The group now.
     pub group: GroupView,
-    /// Whether the change sends GMs a rekey replace (CMD <-> IP-D3P).
+    /// Whether the change sends GMs a rekey replace: CMD <-> IP-D3P, or keys
+    /// of another shape (TEK selectors, transforms, lifetimes; the KEK's
+    /// algorithm or lifetime; the multicast rekey address).
     pub rekey_replace_scheduled: bool,
 }
 

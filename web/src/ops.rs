@@ -101,7 +101,9 @@ pub async fn group_named(state: &ApiState, name: &str) -> Result<Group, Problem>
 }
 
 /// Replaces a group's policy if `version` (when given) is still current. Returns the
-/// stored group and whether GMs get a rekey replace (a CMD ⇄ IP-D3P switch).
+/// stored group and whether GMs get a rekey replace (a CMD ⇄ IP-D3P switch,
+/// which the engine is told to force, or keys of another shape, which it
+/// replaces by itself).
 /// Nothing is written when validation fails.
 pub async fn update_policy(
     state: &ApiState,
@@ -122,7 +124,8 @@ pub async fn update_policy(
         .control
         .group_changed(g.group_id, Some(&g), replace)
         .await;
-    Ok((g, replace))
+    let reshaped = old.policy.key_shape_differs(policy);
+    Ok((g, replace || reshaped))
 }
 
 /// Rotates (`Some`) or clears (`None`) a group's PSK (audited), then hands

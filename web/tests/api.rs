@@ -205,7 +205,8 @@ async fn group_crud_and_the_psk_never_comes_back(backend: Backend) {
         "aes-cbc-128-hmac-sha256"
     );
     assert_eq!(shown["weak_algorithms"], v["group"]["weak_algorithms"]);
-    assert_eq!(v["rekey_replace_scheduled"], false);
+    // A new TEK transform is a new key shape: GMs get a rekey replace.
+    assert_eq!(v["rekey_replace_scheduled"], true);
     let stale = a
         .call(
             "PUT",

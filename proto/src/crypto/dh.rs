@@ -75,8 +75,8 @@ pub enum DhGroup {
     /// Group 2, 1024-bit MODP: legacy (RFC 8247 section 2.4: SHOULD NOT),
     /// accepted only with `legacy_phase1`.
     Modp1024,
-    /// Group 5, 1536-bit MODP: legacy (RFC 8247: not listed, below 112-bit
-    /// strength), accepted only with `legacy_phase1`.
+    /// Group 5, 1536-bit MODP: legacy (RFC 8247 section 2.4: SHOULD NOT,
+    /// below 112-bit strength), accepted only with `legacy_phase1`.
     Modp1536,
     /// Group 14, 2048-bit MODP.
     Modp2048,
@@ -320,15 +320,25 @@ mod tests {
         let (_, p256) = DhGroup::Ecp256.generate(&mut rng, DhBackend::Ring);
         assert!(a.shared(&p256).is_err());
         assert!(DhPrivate::Unusable.shared(&[0u8; 96]).is_err());
-        let (a, _) = DhGroup::Modp2048.generate(&mut rng, DhBackend::Seeded);
-        let mut one = vec![0u8; 256];
-        one[255] = 1;
-        assert!(a.shared(&one).is_err());
+        // Each MODP group refuses 1, p - 1 and values >= p (all 0xff).
+        for g in [DhGroup::Modp1024, DhGroup::Modp1536, DhGroup::Modp2048] {
+            let len = g.public_len();
+            let p = g.modp_prime().unwrap();
+            let mut one = vec![0u8; len];
+            one[len - 1] = 1;
+            let p_minus_1 = modp_bytes(&p.wrapping_sub(&U2048::ONE), len);
+            let p_bytes = modp_bytes(p, len);
+            for bad in [one, p_minus_1, p_bytes, vec![0xff; len]] {
+                let (a, _) = g.generate(&mut rng, DhBackend::Seeded);
+                assert!(a.shared(&bad).is_err(), "{g:?}");
+            }
+        }
     }
 
-    /// The primes are typed in from the RFCs: each must be a safe prime
-    /// with 2 generating the order-q subgroup (2^q = 1 mod p, q = (p-1)/2),
-    /// which a single wrong digit breaks; and each is its RFC's length.
+    /// The primes are typed in from the RFCs: each must pass Fermat's test
+    /// to base 2 and have 2 in the order-q subgroup (2^q = 1 mod p, q =
+    /// (p-1)/2), as the RFCs' safe primes do and a single wrong digit would
+    /// not (this does not prove q prime); and each is its RFC's length.
     #[test]
     fn modp_primes_are_the_rfc_safe_primes() {
         for (g, bits) in [

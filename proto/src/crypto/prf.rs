@@ -1,5 +1,6 @@
 //! The negotiated phase 1 hash and its HMAC PRF (RFC 2409 section 5,
-//! RFC 4868 section 2 for SHA-2; SHA-1, RFC 2404, for legacy peers only).
+//! RFC 4868 section 2 for SHA-2; SHA-1, FIPS 180-4 with HMAC per RFC
+//! 2104, for legacy peers only).
 
 use gkm_wire::consts::OakleyHash;
 use ring::{digest, hmac};

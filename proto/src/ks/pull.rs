@@ -12,7 +12,7 @@ use gkm_wire::consts::{Flags, IdType, NotifyType, PayloadType};
 use gkm_wire::payload::{Gap, SaLayout, Seq};
 use gkm_wire::{IsakmpHeader, Payload};
 
-use super::config::{Credential, GroupAuth};
+use super::config::{Credential, GroupAuth, KsGroup};
 use super::events::{GmRecord, KsOutbox, Reject};
 use super::groups::GroupTable;
 use super::phase1::{cookies, Phase1Responder};
@@ -98,6 +98,39 @@ fn refuse(
 ) {
     cx.phase1.notify_protected(cx.rng, cx.out, key, t);
     cx.out.refuse(from, reason, Some(t), detail);
+}
+
+/// What a group itself says of a GM over this phase 1 SA, checked at PULL
+/// 1 and again at PULL 3 (the policy may have changed in between): a
+/// legacy suite needs the group's `legacy_phase1`, and the GM must be
+/// authorised.
+fn admits(
+    group: &KsGroup,
+    suite: Suite,
+    from: SocketAddr,
+    gm_identity: &str,
+) -> Result<(), ((Reject, NotifyType), String)> {
+    if suite.is_legacy() && !group.legacy_phase1 {
+        return Err((
+            (Reject::LegacyPhase1, NotifyType::NO_PROPOSAL_CHOSEN),
+            format!(
+                "phase 1 suite {} is legacy and group {} does not have legacy_phase1 on",
+                suite.name(),
+                group.keys.group_id
+            ),
+        ));
+    }
+    if !group.authorization.allows(from.ip(), gm_identity) {
+        return Err((
+            (Reject::Unauthorized, NotifyType::INVALID_ID_INFORMATION),
+            format!(
+                "GM {gm_identity:?} from {} is not authorised for group {}",
+                from.ip(),
+                group.keys.group_id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The seed's GM class of a peer: an operator tag marks ASR 9000; a
@@ -323,31 +356,8 @@ impl PullServer {
         let Some(group) = cx.groups.get(group_idx) else {
             return;
         };
-        if suite.is_legacy() && !group.legacy_phase1 {
-            return refuse(
-                cx,
-                key,
-                from,
-                (Reject::LegacyPhase1, NotifyType::NO_PROPOSAL_CHOSEN),
-                Some(format!(
-                    "phase 1 suite {} is legacy and group {} does not have legacy_phase1 on",
-                    suite.name(),
-                    group.keys.group_id
-                )),
-            );
-        }
-        if !group.authorization.allows(from.ip(), gm_identity) {
-            return refuse(
-                cx,
-                key,
-                from,
-                (Reject::Unauthorized, NotifyType::INVALID_ID_INFORMATION),
-                Some(format!(
-                    "GM {gm_identity:?} from {} is not authorised for group {}",
-                    from.ip(),
-                    group.keys.group_id
-                )),
-            );
+        if let Err((why, detail)) = admits(group, suite, from, gm_identity) {
+            return refuse(cx, key, from, why, Some(detail));
         }
         let class = classify(cx.asr9000, from, &vendor);
         let with_ack = group.rekey.transport.is_unicast()
@@ -423,7 +433,26 @@ impl PullServer {
                     _ => None,
                 });
         let (ni_b, nr_b) = (p.ni_b.clone(), p.nr_b.clone());
-        let group_id = cx.groups.get(group_idx).map(|g| g.keys.group_id)?;
+        // The group may have been deleted or changed since PULL 1.
+        let Some(group) = cx
+            .groups
+            .get(group_idx)
+            .filter(|_| !cx.groups.is_disabled(group_idx))
+        else {
+            refuse(
+                cx,
+                key,
+                from,
+                (Reject::UnknownGroup, NotifyType::INVALID_ID_INFORMATION),
+                Some("PULL 3 for a group deleted since PULL 1".into()),
+            );
+            return None;
+        };
+        if let Err((why, detail)) = admits(group, suite, from, &gm_identity) {
+            refuse(cx, key, from, why, Some(detail));
+            return None;
+        }
+        let group_id = group.keys.group_id;
         let sids = cx.groups.grant_sids(group_id, sid_request.unwrap_or(0));
         let wire = cx.groups.payloads(group_idx)?;
         let seq = wire.keys.seq.to_be_bytes();

@@ -198,22 +198,31 @@ impl Phase1Responder {
     /// `from`: some group with `legacy_phase1` on could accept it, by its
     /// certificate or by a PSK that covers the source and that group takes.
     fn legacy_allowed(&self, auth: AuthKind, from: IpAddr) -> bool {
-        self.legacy_groups
-            .iter()
-            .any(|&(id, how)| match (how, auth) {
-                (GroupAuth::Certificate, AuthKind::RsaSig) => true,
-                (GroupAuth::Psk, AuthKind::Psk) => {
-                    let own = self.has_own_psk(id);
-                    self.psk_candidates(from)
-                        .iter()
-                        .any(|e| match e.credential {
+        if self.legacy_groups.is_empty() {
+            return false;
+        }
+        match auth {
+            AuthKind::RsaSig => self
+                .legacy_groups
+                .iter()
+                .any(|&(_, how)| how == GroupAuth::Certificate),
+            AuthKind::Psk => {
+                // The source's candidates once (at most 16), each checked
+                // against the legacy groups: bounded work before the peer
+                // has proved anything.
+                let candidates = self.psk_candidates(from);
+                self.legacy_groups.iter().any(|&(id, how)| {
+                    how == GroupAuth::Psk && {
+                        let own = self.has_own_psk(id);
+                        candidates.iter().any(|e| match e.credential {
                             Credential::GroupPsk(g) => own && g == id,
                             Credential::Keyring(_) => !own,
                             Credential::Certificate => false,
                         })
-                }
-                _ => false,
-            })
+                    }
+                })
+            }
+        }
     }
 
     /// Whether some PSK entry is group `group_id`'s own.
@@ -475,9 +484,13 @@ impl Phase1Responder {
             .iter()
             .find(|(_, _, s)| !s.is_legacy())
             .or_else(|| {
-                parsed
-                    .iter()
-                    .find(|(_, _, s)| self.legacy_allowed(s.auth, from.ip()))
+                // Decided once per authentication method, not per transform.
+                let psk = self.legacy_allowed(AuthKind::Psk, from.ip());
+                let cert = self.legacy_allowed(AuthKind::RsaSig, from.ip());
+                parsed.iter().find(|(_, _, s)| match s.auth {
+                    AuthKind::Psk => psk,
+                    AuthKind::RsaSig => cert,
+                })
             })
             .copied();
         let Some((prop_no, tr_no, mut suite)) = chosen.filter(|_| offer.proposals.len() == 1)
