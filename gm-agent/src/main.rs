@@ -190,13 +190,15 @@ fn read(p: &Path) -> Result<String> {
 }
 
 /// The local IPv4 address the kernel would use to reach `to`.
-fn route_source(to: SocketAddr) -> Option<Ipv4Addr> {
-    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+fn route_source(to: SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr = if to.is_ipv6() {
+        "[::]:0".parse().ok()?
+    } else {
+        "0.0.0.0:0".parse().ok()?
+    };
+    let probe = std::net::UdpSocket::bind(any).ok()?;
     probe.connect(to).ok()?;
-    match probe.local_addr().ok()?.ip() {
-        IpAddr::V4(a) if !a.is_unspecified() => Some(a),
-        _ => None,
-    }
+    Some(probe.local_addr().ok()?.ip()).filter(|a| !a.is_unspecified())
 }
 
 /// A socket receiving the group's multicast rekeys: bound to the group
@@ -353,10 +355,10 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
         (None, None) => None,
     };
     let identity_addr = match bind.ip() {
-        IpAddr::V4(a) if !a.is_unspecified() => a,
+        a if !a.is_unspecified() => a,
         // Bound to all addresses: the phase 1 ID is the address the host
         // uses to reach the first key server (what the KS will see).
-        _ => route_source(key_servers[0]).unwrap_or(Ipv4Addr::LOCALHOST),
+        _ => route_source(key_servers[0]).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
     };
     let psk = match (&args.psk, &file.psk, &file.psk_file) {
         (Some(k), _, _) | (None, Some(k), _) => Some(k.clone()),
@@ -366,7 +368,10 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
     let (auth, identity) = match (psk, &file.pki) {
         (Some(k), None) if !k.is_empty() => (
             GmAuth::Psk(Zeroizing::new(k.into_bytes())),
-            GmIdentity::Ipv4(identity_addr),
+            match identity_addr {
+                IpAddr::V4(a) => GmIdentity::Ipv4(a),
+                IpAddr::V6(a) => GmIdentity::Ipv6(a),
+            },
         ),
         (None, Some(pki)) => {
             let PkiCredentials { ca, cert, key } =

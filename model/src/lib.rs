@@ -21,5 +21,5 @@ pub mod status;
 pub use health::{D3pError, GmHealth, ReplayCounters, WindowSource, MAX_HISTORY};
 pub use invalid::Invalid;
 pub use policy::{AckOption, D3pWindow, D3pWindowError, RekeyTransport, TekTransform};
-pub use prefix::{Ipv4Prefix, PrefixError};
+pub use prefix::{IpPrefix, IpPrefixError, Ipv4Prefix, PrefixError};
 pub use status::{KekPolicyStatus, RekeyStatus};

@@ -1,9 +1,11 @@
-//! IPv4 prefixes: TEK traffic selectors and authorization ranges.
+//! IP prefixes: IPv4 TEK traffic selectors ([`Ipv4Prefix`]), and the
+//! IPv4 or IPv6 source ranges of authorization lists and pre-shared keys
+//! ([`IpPrefix`]).
 
 use core::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An IPv4 prefix as an operator writes it, `a.b.c.d/len` (a bare address
@@ -97,6 +99,93 @@ impl<'de> Deserialize<'de> for Ipv4Prefix {
     }
 }
 
+/// An IPv4 or IPv6 prefix as an operator writes it (`a.b.c.d/len`,
+/// `x:y::/len`; a bare address is a /32 or /128): a source range of an
+/// authorization list or a pre-shared key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpPrefix(IpNet);
+
+/// Why an IP prefix was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IP prefix (a.b.c.d/len with len 0-32, or an IPv6 prefix x:y::/len with len 0-128)")]
+pub struct IpPrefixError(String);
+
+impl IpPrefix {
+    /// The prefix length.
+    pub fn prefix_len(&self) -> u8 {
+        self.0.prefix_len()
+    }
+
+    /// Whether `a` lies in the prefix (an IPv4 address never lies in an
+    /// IPv6 prefix, nor the other way round).
+    pub fn contains(&self, a: IpAddr) -> bool {
+        self.0.contains(&a)
+    }
+
+    /// Whether it is an IPv6 prefix.
+    pub fn is_ipv6(&self) -> bool {
+        matches!(self.0, IpNet::V6(_))
+    }
+
+    /// Every source: 0.0.0.0/0 and ::/0.
+    pub fn any() -> [Self; 2] {
+        [
+            Self(IpNet::V4(Ipv4Net::default())),
+            Self(IpNet::V6(ipnet::Ipv6Net::default())),
+        ]
+    }
+
+    /// The network address (host bits cleared).
+    pub fn network(&self) -> IpAddr {
+        self.0.network()
+    }
+
+    /// Whether every address of `inner` lies in this prefix (never across
+    /// families).
+    pub fn covers(&self, inner: &Self) -> bool {
+        self.0.contains(&inner.0.trunc())
+    }
+}
+
+impl From<Ipv4Prefix> for IpPrefix {
+    fn from(p: Ipv4Prefix) -> Self {
+        Self(IpNet::V4(p.0))
+    }
+}
+
+impl core::str::FromStr for IpPrefix {
+    type Err = IpPrefixError;
+    fn from_str(s: &str) -> Result<Self, IpPrefixError> {
+        let bad = || IpPrefixError(s.to_owned());
+        if s.contains('/') {
+            s.parse::<IpNet>().map(Self).map_err(|_| bad())
+        } else {
+            s.parse::<IpAddr>()
+                .map(|a| Self(IpNet::from(a)))
+                .map_err(|_| bad())
+        }
+    }
+}
+
+impl fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.0.addr(), self.0.prefix_len())
+    }
+}
+
+impl Serialize for IpPrefix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpPrefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +251,25 @@ mod tests {
         let v: Ipv4Prefix = serde_json::from_str("\"10.0.0.0/8\"").unwrap();
         assert_eq!(serde_json::to_string(&v).unwrap(), "\"10.0.0.0/8\"");
         assert!(serde_json::from_str::<Ipv4Prefix>("\"10.0.0.0/40\"").is_err());
+    }
+
+    #[test]
+    fn ip_prefixes_take_both_families_and_keep_them_apart() {
+        let v6: IpPrefix = "fd00:1::/64".parse().unwrap();
+        assert!(v6.is_ipv6());
+        assert_eq!(v6.to_string(), "fd00:1::/64");
+        assert!(v6.contains("fd00:1::7".parse().unwrap()));
+        assert!(!v6.contains("fd00:2::7".parse().unwrap()));
+        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+        let host: IpPrefix = "fd00::5".parse().unwrap();
+        assert_eq!(host.prefix_len(), 128);
+        let v4: IpPrefix = "10.0.0.0/8".parse().unwrap();
+        assert!(v4.contains("10.9.9.9".parse().unwrap()) && !v4.is_ipv6());
+        assert!(!v4.contains("::ffff:10.9.9.9".parse().unwrap()));
+        assert_eq!(IpPrefix::from(p("10.0.0.0/8")), v4);
+        for bad in ["", "fd00::/129", "10.0.0.0/33", "fd00::/x", "x"] {
+            let e = bad.parse::<IpPrefix>().unwrap_err();
+            assert!(e.to_string().contains("is not an IP prefix"), "{bad}: {e}");
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! (section 3.2). Every GM holding the KEK can compute ack_key, so an ACK
 //! proves "a group member", and the ID payload names which (section 7).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use gkm_wire::consts::{
     ack_kdf_length_bits, AckRequested, ExchangeType, Flags, PayloadType, GROUPKEY_PUSH_ACK_LABEL,
@@ -58,7 +58,7 @@ pub fn ack_key(ack: AckRequested, kek: &Kek) -> Result<Zeroizing<Vec<u8>>, AckEr
 
 /// `HASH, SEQ, ID` with HASH = prf(ack_key, SEQ | ID): the body both ACK
 /// kinds carry. Returns the body's first payload type and its octets.
-fn ack_chain(kek: &Kek, ack: AckRequested, seq: u32, gm: Ipv4Addr) -> Result<Vec<u8>, AckError> {
+fn ack_chain(kek: &Kek, ack: AckRequested, seq: u32, gm: IpAddr) -> Result<Vec<u8>, AckError> {
     let prf = prf_for(ack).ok_or(AckError::Unsupported)?;
     let key = ack_key(ack, kek)?;
     let mut rest = Vec::with_capacity(32);
@@ -67,7 +67,10 @@ fn ack_chain(kek: &Kek, ack: AckRequested, seq: u32, gm: Ipv4Addr) -> Result<Vec
         Payload::Id(IdPayload {
             protocol: 0,
             port: 0,
-            identity: Identity::Ipv4Addr(gm),
+            identity: match gm {
+                IpAddr::V4(a) => Identity::Ipv4Addr(a),
+                IpAddr::V6(a) => Identity::Ipv6Addr(a),
+            },
         }),
     ];
     let first_rest = emit_chain(&rest_payloads, &mut rest).map_err(|_| AckError::Malformed)?;
@@ -105,7 +108,14 @@ fn check_ack_chain(kek: &Kek, ack: AckRequested, body: &[u8]) -> Result<Rfc8263A
     let seq = Seq::parse(seq.body).map_err(|_| AckError::Malformed)?.0;
     let id = IdPayload::parse(id.body).map_err(|_| AckError::Malformed)?;
     match id.identity {
-        Identity::Ipv4Addr(gm) if id.protocol == 0 && id.port == 0 => Ok(Rfc8263Ack { seq, gm }),
+        Identity::Ipv4Addr(a) if id.protocol == 0 && id.port == 0 => Ok(Rfc8263Ack {
+            seq,
+            gm: IpAddr::V4(a),
+        }),
+        Identity::Ipv6Addr(a) if id.protocol == 0 && id.port == 0 => Ok(Rfc8263Ack {
+            seq,
+            gm: IpAddr::V6(a),
+        }),
         _ => Err(AckError::Malformed),
     }
 }
@@ -133,7 +143,7 @@ pub fn seal_rfc8263_ack(
     kek: &Kek,
     ack: AckRequested,
     seq: u32,
-    gm: Ipv4Addr,
+    gm: IpAddr,
 ) -> Result<Vec<u8>, AckError> {
     let body = ack_chain(kek, ack, seq, gm)?;
     let header = ack_header(
@@ -153,8 +163,8 @@ pub fn seal_rfc8263_ack(
 pub struct Rfc8263Ack {
     /// The acknowledged SEQ.
     pub seq: u32,
-    /// The GM's address from the ID payload.
-    pub gm: Ipv4Addr,
+    /// The GM's address from the ID payload (ID_IPV4_ADDR or ID_IPV6_ADDR).
+    pub gm: IpAddr,
 }
 
 /// Checks an ACK against the KEK it names.
@@ -190,7 +200,7 @@ const UNICAST_ACK_KIND: AckRequested = AckRequested::REKEY_ACK_KEK_SHA256;
 /// 8263, the chain zero-padded and AES-CBC-encrypted under the KEK with the
 /// KEK's IV, as GROUPKEY-PUSH is. The HASH leads the plaintext and differs
 /// per GM and SEQ, so the fixed IV does not make two ACKs' first blocks equal.
-pub fn seal_unicast_ack(kek: &Kek, seq: u32, gm: Ipv4Addr) -> Result<Vec<u8>, AckError> {
+pub fn seal_unicast_ack(kek: &Kek, seq: u32, gm: IpAddr) -> Result<Vec<u8>, AckError> {
     let mut body = ack_chain(kek, UNICAST_ACK_KIND, seq, gm)?;
     let pad = (16 - body.len() % 16) % 16;
     body.resize(body.len() + pad, 0);

@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{rng, CbcCipher, EngineRng};
 
-pub use gkm_model::{Ipv4Prefix, TekTransform};
+pub use gkm_model::{IpPrefix, Ipv4Prefix, TekTransform};
 
 /// A prefix as a GDOI traffic selector's identity (RFC 2407 section 4.6.2).
 fn prefix_identity(p: &Ipv4Prefix) -> Identity<'static> {

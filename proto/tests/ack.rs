@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use common::*;
 use gkm_proto::ack::{
@@ -19,7 +19,7 @@ use gkm_proto::ack::{
 };
 use gkm_wire::consts::{AckRequested, ExchangeType, PayloadType};
 
-const GM: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 7);
+const GM: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 1, 7));
 
 #[test]
 fn ack_round_trip_and_layout() {
@@ -49,6 +49,18 @@ fn ack_round_trip_and_layout() {
             [PayloadType::HASH, PayloadType::SEQ, PayloadType::ID]
         );
     }
+    // A GM over IPv6 names itself with ID_IPV6_ADDR, in both kinds.
+    let gm6 = IpAddr::V6(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 5));
+    let d = seal_rfc8263_ack(kek, AckRequested::REKEY_ACK_KEK_SHA256, 9, gm6).unwrap();
+    assert_eq!(
+        open_rfc8263_ack(&d, kek, AckRequested::REKEY_ACK_KEK_SHA256),
+        Ok(Rfc8263Ack { seq: 9, gm: gm6 })
+    );
+    let d = seal_unicast_ack(kek, 10, gm6).unwrap();
+    assert_eq!(
+        open_unicast_ack(&d, kek),
+        Ok(Rfc8263Ack { seq: 10, gm: gm6 })
+    );
     // The two hashes differ, and so do their keys.
     let k256 = ack_key(AckRequested::REKEY_ACK_KEK_SHA256, kek).unwrap();
     let k512 = ack_key(AckRequested::REKEY_ACK_KEK_SHA512, kek).unwrap();
@@ -113,7 +125,7 @@ fn unicast_ack_is_encrypted_opens_under_its_kek_only() {
     assert!(h.flags.contains(gkm_wire::consts::Flags::ENCRYPTION));
     assert_eq!((d.len() - 28) % 16, 0, "whole AES blocks");
     // Encrypted: neither the SEQ nor the GM address is visible.
-    assert!(!d.windows(4).any(|w| w == GM.octets()));
+    assert!(!d.windows(4).any(|w| w == [10, 0, 1, 7]));
     // The two kinds are not interchangeable (Table 2 keeps them apart).
     let plain = seal_rfc8263_ack(kek, AckRequested::REKEY_ACK_KEK_SHA256, 7, GM).unwrap();
     assert_eq!(open_unicast_ack(&plain, kek), Err(AckError::Malformed));

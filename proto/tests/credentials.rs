@@ -29,7 +29,7 @@ const B: u32 = 5678;
 fn entry(credential: Credential, ranges: &[&str], key: &[u8]) -> PskEntry {
     PskEntry {
         credential,
-        ranges: ranges.iter().map(|r| prefix(r)).collect(),
+        ranges: ranges.iter().map(|r| prefix(r).into()).collect(),
         key: Zeroizing::new(key.to_vec()),
     }
 }

@@ -828,3 +828,70 @@ fn a_group_that_drops_legacy_phase1_between_pull_1_and_pull_3_gives_no_keys() {
         "{ks_events:?}"
     );
 }
+
+#[test]
+fn a_gm_registers_over_ipv6_with_a_psk_and_authorization_by_ipv6_prefix() {
+    use gkm_proto::group::IpPrefix;
+    use gkm_proto::ks::{Credential, PskEntry};
+    let v6 = |s: &str| s.parse::<IpPrefix>().unwrap();
+    let mut cfg = common::ks_config(
+        b"unused",
+        Authorization {
+            addresses: vec![v6("fd00:1::/64")],
+            identities: vec![],
+        },
+    );
+    cfg.psks = vec![PskEntry {
+        credential: Credential::Keyring(0),
+        ranges: vec![v6("fd00:1::/64")],
+        key: Zeroizing::new(b"v6-psk".to_vec()),
+    }];
+    let mut ks = gkm_proto::ks::KeyServer::new(cfg, rng(2));
+    let gm6 = |host: u16, seed: u64| {
+        let ip = std::net::Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, host);
+        let addr = SocketAddr::new(IpAddr::V6(ip), 848);
+        let mut c = base_config(
+            host.into(),
+            GROUP,
+            GmIdentity::Ipv6(ip),
+            GmAuth::Psk(Zeroizing::new(b"v6-psk".to_vec())),
+        );
+        c.key_servers = vec![KS_ADDR6];
+        (addr, GroupMember::new(c, rng(seed)))
+    };
+    let mut gms = vec![gm6(5, 31)];
+    let (keys, _, events) = run(&mut ks, &mut gms, T0 + 10_000);
+    let events: Vec<GmEvent> = events.into_iter().map(|(_, e)| e).collect();
+    assert_registered(&events);
+    assert_eq!(keys.len(), 1);
+    let m: Vec<_> = ks.members(GROUP).collect();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].gm_identity, "fd00:1::5");
+    assert!(m[0].addr.is_ipv6());
+
+    // The PSK and the authorization cover fd00:1::/64 only: an IPv6 GM
+    // elsewhere, and an IPv4 GM, find no PSK for their source.
+    let outside = {
+        let ip = std::net::Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 5);
+        let mut c = base_config(
+            6,
+            GROUP,
+            GmIdentity::Ipv6(ip),
+            GmAuth::Psk(Zeroizing::new(b"v6-psk".to_vec())),
+        );
+        c.key_servers = vec![KS_ADDR6];
+        (
+            SocketAddr::new(IpAddr::V6(ip), 848),
+            GroupMember::new(c, rng(32)),
+        )
+    };
+    let v4 = (gm_addr(7), gm(7, b"v6-psk", GROUP));
+    let mut others = vec![outside, v4];
+    let (keys, ks_events, _) = run(&mut ks, &mut others, T0 + 10_000);
+    assert!(keys.is_empty());
+    assert!(
+        rejected(&ks_events, Reject::AuthenticationFailed).len() >= 2,
+        "{ks_events:?}"
+    );
+    assert_eq!(ks.members(GROUP).count(), 1);
+}

@@ -513,7 +513,7 @@ fn table_2_ack_acceptance_per_option_and_kind() {
             let kek = w.ks_keys().kek.unwrap();
             w.rekey(RekeyReason::Manual);
             let seq = w.ks_keys().seq;
-            let me = Ipv4Addr::new(10, 0, 1, 0);
+            let me = std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 1, 0));
             let ack = if rfc {
                 seal_rfc8263_ack(&kek, AckRequested::REKEY_ACK_KEK_SHA256, seq, me).unwrap()
             } else {
@@ -556,7 +556,7 @@ fn acks_for_other_seqs_tampered_or_unknown_record_nothing() {
     let kek = w.ks_keys().kek.unwrap();
     w.rekey(RekeyReason::Manual);
     let seq = w.ks_keys().seq;
-    let me = Ipv4Addr::new(10, 0, 1, 0);
+    let me = std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 1, 0));
     // An ACK for an older SEQ: valid but not recorded.
     w.ks.handle_datagram(
         w.now,
@@ -567,7 +567,7 @@ fn acks_for_other_seqs_tampered_or_unknown_record_nothing() {
     w.ks.handle_datagram(
         w.now,
         gm_addr(0),
-        &seal_unicast_ack(&kek, seq, Ipv4Addr::new(10, 77, 0, 1)).unwrap(),
+        &seal_unicast_ack(&kek, seq, Ipv4Addr::new(10, 77, 0, 1).into()).unwrap(),
     );
     // Tampered.
     let mut bad = seal_unicast_ack(&kek, seq, me).unwrap();

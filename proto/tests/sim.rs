@@ -99,7 +99,7 @@ fn unknown_group_and_unauthorized_gm_get_invalid_id_information() {
     assert!(gm_events.iter().any(|(_, e)| matches!(e, GmEvent::AttemptFailed { reason: gkm_proto::gm::GmFailure::Notified(n), .. } if *n == gkm_wire::consts::NotifyType::INVALID_ID_INFORMATION)));
 
     let auth = Authorization {
-        addresses: vec![prefix("10.0.1.0/30")],
+        addresses: vec![prefix("10.0.1.0/30").into()],
         identities: vec![],
     };
     let mut ks2 = ks(b"k", auth);

@@ -209,6 +209,12 @@ pub fn prefix(field: &str, s: &str) -> Result<Ipv4Prefix> {
     s.parse::<Ipv4Prefix>().map_err(|e| anyhow!("{field}: {e}"))
 }
 
+/// A source range, IPv4 or IPv6 (`[[psk]] prefix`); the error names `field`.
+pub fn ip_prefix(field: &str, s: &str) -> Result<gkm_model::IpPrefix> {
+    s.parse::<gkm_model::IpPrefix>()
+        .map_err(|e| anyhow!("{field}: {e}"))
+}
+
 impl ServerConfig {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self> {
@@ -223,7 +229,7 @@ impl ServerConfig {
 
     fn validate(&self) -> Result<()> {
         for (i, p) in self.psk.iter().enumerate() {
-            prefix(&format!("psk[{i}].prefix"), &p.prefix)?;
+            ip_prefix(&format!("psk[{i}].prefix"), &p.prefix)?;
             match (&p.key, &p.key_file) {
                 (Some(k), None) if !k.is_empty() => {}
                 (None, Some(_)) => {}
@@ -312,7 +318,7 @@ impl ServerConfig {
                 prefix(&format!("group[{i}].tek[{j}].dst"), &t.dst)?;
             }
             for (j, a) in g.authorization.addresses.iter().enumerate() {
-                prefix(&format!("group[{i}].authorization.addresses[{j}]"), a)?;
+                ip_prefix(&format!("group[{i}].authorization.addresses[{j}]"), a)?;
             }
         }
         Ok(())
@@ -339,6 +345,23 @@ mod tests {
         let both = "[[group]]\nname='GET'\nidentity=7\ngroup_id=8\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n";
         let e = parse(both).unwrap_err().to_string();
         assert!(e.contains("group_id"), "{e}");
+    }
+
+    #[test]
+    fn psk_and_authorization_ranges_may_be_ipv6() {
+        let text = "[[psk]]\nprefix='fd00:1::/64'\nkey='k'\n[[group]]\nname='V6'\ngroup_id=7\nauthorization.addresses=['fd00:1::/64','10.0.0.0/8']\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.psk[0].prefix, "fd00:1::/64");
+        let p = crate::groups::policy_from_config(&c.group[0]).unwrap();
+        assert_eq!(p.authorization.prefixes().unwrap().len(), 2);
+        let e = format!(
+            "{:#}",
+            parse("[[psk]]\nprefix='fd00::/129'\nkey='k'").unwrap_err()
+        );
+        assert!(
+            e.contains("psk[0].prefix") && e.contains("not an IP prefix"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -136,7 +136,7 @@ async fn run_gm(
         retransmit_initial_ms: 1000,
         max_transmissions: 4,
         initial_contact: true,
-        ack_address: Some(addr),
+        ack_address: Some(addr.into()),
         multicast_ack_jitter_ms: 500,
         extra_vendor_ids: Vec::new(),
         dh_backend: gkm_proto::crypto::DhBackend::Ring,

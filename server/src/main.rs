@@ -31,7 +31,7 @@ use rand_core::OsRng;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use config::{prefix, ServerConfig, SignatureKind};
+use config::{ip_prefix, prefix, ServerConfig, SignatureKind};
 
 /// Command-line options; they override the configuration file.
 #[derive(Debug, Parser)]
@@ -246,7 +246,7 @@ fn build(
         };
         config_psks.push(PskEntry {
             credential: Credential::Keyring(i),
-            ranges: vec![prefix(&format!("psk[{i}].prefix"), &p.prefix)?],
+            ranges: vec![ip_prefix(&format!("psk[{i}].prefix"), &p.prefix)?],
             key: Zeroizing::new(key.into_bytes()),
         });
     }

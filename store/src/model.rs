@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 pub use gkm_model::health::{D3pError, GmHealth, ReplayCounters, WindowSource, MAX_HISTORY};
 pub use gkm_model::policy::{AckOption, D3pWindow, RekeyTransport};
-pub use gkm_model::{Invalid, Ipv4Prefix};
+pub use gkm_model::{Invalid, IpPrefix, Ipv4Prefix};
 
 fn invalid(field: &str, message: impl Into<String>) -> Invalid {
     Invalid::new(field, message)
@@ -197,12 +197,16 @@ impl TekPolicy {
 }
 
 impl Authorization {
-    /// Its address ranges; the failure names `/authorization/addresses/{i}`.
-    pub fn prefixes(&self) -> Result<Vec<Ipv4Prefix>, Invalid> {
+    /// Its address ranges, IPv4 or IPv6; the failure names
+    /// `/authorization/addresses/{i}`.
+    pub fn prefixes(&self) -> Result<Vec<IpPrefix>, Invalid> {
         self.addresses
             .iter()
             .enumerate()
-            .map(|(i, a)| parse_prefix(&format!("/authorization/addresses/{i}"), a))
+            .map(|(i, a)| {
+                a.parse()
+                    .map_err(|e| invalid(&format!("/authorization/addresses/{i}"), format!("{e}")))
+            })
             .collect()
     }
 }

@@ -16,12 +16,17 @@ use gkm_tests::procs::{binary, free_udp_port, fresh_dir, Proc};
 use gkm_tests::tshark;
 
 fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
+    write_config_at(dir, &format!("127.0.0.1:{port}"), "127.0.0.0/8")
+}
+
+/// The test configuration listening on `listen`, its PSK for `psk_range`.
+fn write_config_at(dir: &Path, listen: &str, psk_range: &str) -> std::path::PathBuf {
     let p = dir.join("ks.toml");
     std::fs::write(
         &p,
         format!(
-            "listen = \"127.0.0.1:{port}\"\n\
-             [[psk]]\nprefix = \"127.0.0.0/8\"\nkey = \"loopback-test-psk\"\n\
+            "listen = \"{listen}\"\nks_address = \"127.0.0.1\"\n\
+             [[psk]]\nprefix = \"{psk_range}\"\nkey = \"loopback-test-psk\"\n\
              [[group]]\nname = \"GET\"\ngroup_id = 4321\n\
              [[group.tek]]\nsrc = \"10.1.0.0/16\"\ndst = \"10.1.0.0/16\"\n\
              [[group.tek]]\nsrc = \"10.2.0.0/16\"\ndst = \"10.2.0.0/16\"\n"
@@ -32,9 +37,13 @@ fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
 }
 
 fn start_server(dir: &Path, port: u16, key_log: bool) -> Proc {
+    start_server_with(dir, write_config(dir, port), key_log)
+}
+
+fn start_server_with(dir: &Path, config: std::path::PathBuf, key_log: bool) -> Proc {
     let mut cmd = Command::new(binary("gkm-server", "gkm-server"));
     cmd.arg("--config")
-        .arg(write_config(dir, port))
+        .arg(config)
         .args(["--http", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir.join("data"));
@@ -67,6 +76,42 @@ fn agent(dir: &Path, port: u16, i: u8) -> Proc {
     .env("RUST_LOG", "info")
     .env("NO_COLOR", "1");
     Proc::spawn(cmd, &dir.join(format!("agent-{i}.log")))
+}
+
+/// Issue 18 item 6, the first part: a GM over IPv6. The server listens on
+/// [::1], its PSK covers ::1/128 only, and the agent binds [::1]: phase 1
+/// (ID_IPV6_ADDR) and the PULL run over IPv6 and the GM database names
+/// the GM by its IPv6 address (the refusal of a source outside the
+/// prefix is `proto/tests/interop.rs`'s).
+#[test]
+fn an_agent_registers_over_ipv6_with_a_psk_for_its_ipv6_prefix() {
+    let dir = tempdir("reg-ipv6");
+    let port = free_udp_port();
+    let config = write_config_at(&dir, &format!("[::1]:{port}"), "::1/128");
+    let mut server = start_server_with(&dir, config, false);
+    let run = |bind: &str, name: &str| {
+        let mut cmd = Command::new(binary("gkm-agent", "gkm-agent"));
+        cmd.args([
+            "--key-server",
+            &format!("[::1]:{port}"),
+            "--group",
+            "4321",
+            "--psk",
+            "loopback-test-psk",
+            "--bind",
+            bind,
+            "--once",
+            "--timeout",
+            "10",
+        ])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+        Proc::spawn(cmd, &dir.join(name))
+    };
+    let mut a = run("[::1]:0", "agent-v6.log");
+    a.wait_for("registered group 4321", Duration::from_secs(30));
+    server.wait_for("GM registered", Duration::from_secs(5));
+    assert!(server.output().contains("::1"), "{}", server.output());
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

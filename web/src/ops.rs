@@ -3,7 +3,7 @@
 //! the key-server engine, whatever the caller speaks (JSON or forms).
 
 use gkm_store::model::{
-    ApiToken, AuditEntry, Authentication, Group, GroupPolicy, Invalid, Ipv4Prefix, Role, TokenGm,
+    ApiToken, AuditEntry, Authentication, Group, GroupPolicy, Invalid, IpPrefix, Role, TokenGm,
 };
 use gkm_store::Actor;
 
@@ -39,15 +39,15 @@ pub async fn check_psk_overlap(
     name: &str,
     policy: &GroupPolicy,
 ) -> Result<(), Problem> {
-    let ranges = |p: &GroupPolicy| -> Vec<Ipv4Prefix> {
-        let v: Vec<Ipv4Prefix> = p
+    let ranges = |p: &GroupPolicy| -> Vec<IpPrefix> {
+        let v: Vec<IpPrefix> = p
             .authorization
             .addresses
             .iter()
             .filter_map(|a| a.parse().ok())
             .collect();
         if v.is_empty() {
-            vec![Ipv4Prefix::any()]
+            IpPrefix::any().to_vec()
         } else {
             v
         }
@@ -56,7 +56,7 @@ pub async fn check_psk_overlap(
     if !is_psk(policy) {
         return Ok(());
     }
-    let mut groups: Vec<(String, Vec<Ipv4Prefix>)> = state
+    let mut groups: Vec<(String, Vec<IpPrefix>)> = state
         .store
         .groups()
         .await?

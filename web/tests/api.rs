@@ -178,8 +178,10 @@ async fn group_crud_and_the_psk_never_comes_back(backend: Backend) {
     let mut p = policy();
     p["acknowledgement"] = json!("interoperable");
     p["legacy_phase1"] = json!(true);
-    // A TEK for peers without GCM (issue 18 item 3) is a policy value.
+    // A TEK for peers without GCM (issue 18 item 3) is a policy value, and
+    // GMs may be authorised by IPv6 prefix (item 6).
     p["teks"][0]["transform"] = json!("aes-cbc-128-hmac-sha256");
+    p["authorization"] = json!({"addresses": ["10.0.0.0/8", "fd00:1::/64"]});
     let (s, v) = a
         .admin(
             "PUT",
@@ -200,6 +202,10 @@ async fn group_crud_and_the_psk_never_comes_back(backend: Backend) {
     );
     let (_, shown) = a.admin("GET", "/api/v1/groups/GET", None).await;
     assert_eq!(shown["policy"]["legacy_phase1"], true);
+    assert_eq!(
+        shown["policy"]["authorization"]["addresses"],
+        json!(["10.0.0.0/8", "fd00:1::/64"])
+    );
     assert_eq!(
         shown["policy"]["teks"][0]["transform"],
         "aes-cbc-128-hmac-sha256"
@@ -269,6 +275,11 @@ async fn every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_not
             with(&|p| p["teks"][0]["transform"] = json!("3des-hmac-sha1")),
             "/teks/0/transform",
             "RFC 8221",
+        ),
+        (
+            with(&|p| p["authorization"] = json!({"addresses": ["fd00::/129"]})),
+            "/authorization/addresses/0",
+            "not an IP prefix",
         ),
         (
             with(&|p| p["teks"][0]["transform"] = json!("aes-cbc-256")),

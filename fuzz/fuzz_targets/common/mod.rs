@@ -85,7 +85,7 @@ pub fn ks() -> KeyServer {
             }],
             psks: vec![PskEntry {
                 credential: Credential::GroupPsk(GROUP),
-                ranges: vec![prefix("10.0.0.0/8")],
+                ranges: vec![prefix("10.0.0.0/8").into()],
                 key: Zeroizing::new(PSK.to_vec()),
             }],
             ca: None,

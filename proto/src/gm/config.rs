@@ -1,7 +1,7 @@
 //! What the group member is told (its key servers, group, identity and
 //! credential, timers) and what it tells its caller (events, failures).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gkm_wire::consts::NotifyType;
 use gkm_wire::Identity;
@@ -34,6 +34,8 @@ pub struct CertAuth {
 pub enum GmIdentity {
     /// ID_IPV4_ADDR.
     Ipv4(Ipv4Addr),
+    /// ID_IPV6_ADDR.
+    Ipv6(Ipv6Addr),
     /// ID_DER_ASN1_DN (a certificate subject).
     Dn(Vec<u8>),
 }
@@ -43,6 +45,7 @@ impl GmIdentity {
     pub fn payload(&self) -> Identity<'_> {
         match self {
             Self::Ipv4(a) => Identity::Ipv4Addr(*a),
+            Self::Ipv6(a) => Identity::Ipv6Addr(*a),
             Self::Dn(d) => Identity::DerAsn1Dn(d),
         }
     }
@@ -97,8 +100,8 @@ pub struct GmConfig {
     /// simulated GMs turns it off.
     pub initial_contact: bool,
     /// The address the GM names in its rekey ACKs' ID payload (the KS
-    /// matches it to the registration); defaults to an IPv4 identity.
-    pub ack_address: Option<Ipv4Addr>,
+    /// matches it to the registration); defaults to an IP identity.
+    pub ack_address: Option<IpAddr>,
     /// Most random delay before acknowledging a multicast rekey, so that a
     /// group's ACKs do not all arrive at once.
     pub multicast_ack_jitter_ms: u64,

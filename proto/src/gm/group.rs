@@ -5,7 +5,7 @@
 //! after it) and DTD (keep an old TEK for receiving until then), and says
 //! how to acknowledge; the engine sends the ACK.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use gkm_wire::consts::{AckRequested, GdoiProtocol};
 use gkm_wire::payload::{GdoiSa, KeyDownload, KeyPacket, Sa, SaLayout};
@@ -194,7 +194,7 @@ impl GmGroup {
         now: Millis,
         group_id: u32,
         data: &[u8],
-        ack_address: Ipv4Addr,
+        ack_address: IpAddr,
     ) -> Result<AcceptedPush, PushError> {
         let (Some(kek), Some(verifier)) = (self.kek.clone(), self.verifier.as_ref()) else {
             return Err(PushError::WrongKek);

@@ -2,7 +2,7 @@
 //! GROUPKEY-PULL for one group; retransmission with backoff, fail-over to
 //! the next key server, and re-registration before the TEKs expire.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use gkm_wire::consts::{
     CertEncoding, Doi, ExchangeType, Flags, NotifyType, PayloadType, ProtocolId,
@@ -752,11 +752,12 @@ impl GroupMember {
         }
     }
 
-    /// The address ACKs name: the configured one, else the IPv4 identity.
-    fn ack_address(&self) -> Ipv4Addr {
+    /// The address ACKs name: the configured one, else the IP identity.
+    fn ack_address(&self) -> IpAddr {
         self.cfg.ack_address.unwrap_or(match &self.cfg.identity {
-            GmIdentity::Ipv4(a) => *a,
-            GmIdentity::Dn(_) => Ipv4Addr::UNSPECIFIED,
+            GmIdentity::Ipv4(a) => IpAddr::V4(*a),
+            GmIdentity::Ipv6(a) => IpAddr::V6(*a),
+            GmIdentity::Dn(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         })
     }
 

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use zeroize::Zeroizing;
 
 use crate::crypto::{CertificateAuthority, DhBackend, RekeySigner, RsaSigner};
-use crate::group::{GroupKeys, Ipv4Prefix};
+use crate::group::{GroupKeys, IpPrefix, Ipv4Prefix};
 use crate::rekey::{GroupState, RekeyPolicy};
 
 /// Bounds on responder state (the half-open flood defence).
@@ -35,8 +35,8 @@ impl Default for KsLimits {
 /// Who may register to a group. Both lists empty: any authenticated GM.
 #[derive(Debug, Clone, Default)]
 pub struct Authorization {
-    /// Source address ranges.
-    pub addresses: Vec<Ipv4Prefix>,
+    /// Source address ranges, IPv4 or IPv6.
+    pub addresses: Vec<IpPrefix>,
     /// Phase 1 identities (as [`crate::identity::identity_string`] renders them).
     pub identities: Vec<String>,
 }
@@ -46,10 +46,7 @@ impl Authorization {
         if self.addresses.is_empty() && self.identities.is_empty() {
             return true;
         }
-        let by_addr = match addr {
-            IpAddr::V4(a) => self.addresses.iter().any(|p| p.contains(a)),
-            IpAddr::V6(_) => false,
-        };
+        let by_addr = self.addresses.iter().any(|p| p.contains(addr));
         by_addr || self.identities.iter().any(|i| i == identity)
     }
 }
@@ -95,8 +92,8 @@ pub enum GroupAuth {
 pub struct PskEntry {
     /// Whose key it is.
     pub credential: Credential,
-    /// Source ranges it applies to; empty: any source.
-    pub ranges: Vec<Ipv4Prefix>,
+    /// Source ranges it applies to, IPv4 or IPv6; empty: any source.
+    pub ranges: Vec<IpPrefix>,
     /// The key.
     pub key: Zeroizing<Vec<u8>>,
 }
@@ -113,7 +110,7 @@ impl std::fmt::Debug for PskEntry {
 impl PskEntry {
     /// How specifically the entry covers `a` (its longest covering range;
     /// 0 for an entry without ranges), or None when it does not.
-    pub(crate) fn specificity(&self, a: Ipv4Addr) -> Option<u8> {
+    pub(crate) fn specificity(&self, a: IpAddr) -> Option<u8> {
         if self.ranges.is_empty() {
             return Some(0);
         }

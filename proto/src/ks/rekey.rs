@@ -12,7 +12,7 @@
 //! (KEK_ACK_REQUESTED, ATD) variant, not once per GM.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 
 use gkm_wire::consts::{AckRequested, Doi, ExchangeType, GdoiProtocol};
 use gkm_wire::payload::{Delete, Sa, Seq};
@@ -71,7 +71,7 @@ struct Round {
 struct GroupRekey {
     members: HashMap<String, GmRecord>,
     /// GM address (registration source and IPv4 identity) → identity, for ACKs.
-    by_addr: HashMap<Ipv4Addr, String>,
+    by_addr: HashMap<IpAddr, String>,
     tracker: AckTracker,
     pending: Option<Pending>,
     queued: Option<RekeyReason>,
@@ -92,13 +92,6 @@ impl GroupRekey {
             _ => None,
         };
         [round, due].into_iter().flatten().min()
-    }
-}
-
-fn ipv4(addr: SocketAddr) -> Option<Ipv4Addr> {
-    match addr.ip() {
-        IpAddr::V4(a) => Some(a),
-        IpAddr::V6(_) => None,
     }
 }
 
@@ -166,14 +159,11 @@ impl Rekeys {
             return;
         };
         if let Some(old) = g.members.get(&record.gm_identity) {
-            if let Some(a) = ipv4(old.addr) {
-                g.by_addr.remove(&a);
-            }
+            g.by_addr.remove(&old.addr.ip());
         }
-        if let Some(a) = ipv4(record.addr) {
-            g.by_addr.insert(a, record.gm_identity.clone());
-        }
-        if let Ok(a) = record.gm_identity.parse::<Ipv4Addr>() {
+        g.by_addr
+            .insert(record.addr.ip(), record.gm_identity.clone());
+        if let Ok(a) = record.gm_identity.parse::<IpAddr>() {
             g.by_addr.insert(a, record.gm_identity.clone());
         }
         g.tracker.registered(&record.gm_identity);

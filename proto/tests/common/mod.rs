@@ -27,6 +27,11 @@ use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;
 
 pub const KS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 848);
+/// The same key server's IPv6 address, [fd00::1]:848.
+pub const KS_ADDR6: SocketAddr = SocketAddr::new(
+    IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+    848,
+);
 pub const GROUP: u32 = 1234;
 /// 2027-01-15: inside the test certificates' validity.
 pub const T0: u64 = 1_800_000_000_000;
@@ -84,7 +89,7 @@ pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
         groups: vec![ks_group("GET", GROUP, 1, authorization)],
         psks: vec![PskEntry {
             credential: Credential::Keyring(0),
-            ranges: vec![prefix("10.0.0.0/8")],
+            ranges: vec![prefix("10.0.0.0/8").into()],
             key: Zeroizing::new(psk.to_vec()),
         }],
         ca: None,
@@ -240,7 +245,7 @@ pub fn run_with(
         for (addr, g) in gms.iter_mut() {
             while let Some(mut t) = g.poll_transmit() {
                 // Datagrams to any other key server are lost: nobody is there.
-                if t.to == KS_ADDR && hook(Dir::Up, &mut t.payload) {
+                if (t.to == KS_ADDR || t.to == KS_ADDR6) && hook(Dir::Up, &mut t.payload) {
                     ks.handle_datagram(now, *addr, &t.payload);
                 }
                 moved = true;
@@ -249,7 +254,8 @@ pub fn run_with(
         while let Some(mut t) = ks.poll_transmit() {
             if let Some(i) = index.get(&t.to) {
                 if hook(Dir::Down, &mut t.payload) {
-                    gms[*i].1.handle_datagram(now, KS_ADDR, &t.payload);
+                    let from = if t.to.is_ipv6() { KS_ADDR6 } else { KS_ADDR };
+                    gms[*i].1.handle_datagram(now, from, &t.payload);
                 }
                 moved = true;
             }

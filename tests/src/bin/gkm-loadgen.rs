@@ -148,7 +148,7 @@ fn ks_engine_only(n: u32) -> f64 {
             }],
             psks: vec![PskEntry {
                 credential: Credential::Keyring(0),
-                ranges: vec![p("0.0.0.0/0")],
+                ranges: vec![p("0.0.0.0/0").into()],
                 key: Zeroizing::new(b"k".to_vec()),
             }],
             ca: None,
@@ -547,8 +547,8 @@ fn rekey_fanout(a: &Args, sockets: &[UdpSocket], reference: &GroupMember, pid: u
                     .or_else(|| waiting.iter_mut().find_map(VecDeque::pop_front));
                 let Some(gm) = gm else { continue };
                 let ack = match ack_requested {
-                    Some(kind) => seal_rfc8263_ack(&kek, kind, seq, gm_ip(gm)),
-                    None => seal_unicast_ack(&kek, seq, gm_ip(gm)),
+                    Some(kind) => seal_rfc8263_ack(&kek, kind, seq, gm_ip(gm).into()),
+                    None => seal_unicast_ack(&kek, seq, gm_ip(gm).into()),
                 }
                 .unwrap();
                 let _ = sock.send_to(&ack, from);
@@ -599,7 +599,7 @@ fn rekey_fanout(a: &Args, sockets: &[UdpSocket], reference: &GroupMember, pid: u
         })
     });
     let ack_us = per_op(20_000, || {
-        std::hint::black_box(seal_unicast_ack(&kek, 1, gm_ip(1)).unwrap());
+        std::hint::black_box(seal_unicast_ack(&kek, 1, gm_ip(1).into()).unwrap());
     });
     println!("  per GM: checking the push {gm_check_us:.1} us (decrypt, signature, SEQ), building its ACK {ack_us:.1} us");
     println!(

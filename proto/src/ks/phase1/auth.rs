@@ -218,6 +218,7 @@ pub(crate) fn verify(
             let id_matches = match who.idii.identity {
                 Identity::DerAsn1Dn(dn) => dn == verified.subject_der.as_slice(),
                 Identity::Ipv4Addr(a) => IpAddr::V4(a) == from.ip(),
+                Identity::Ipv6Addr(a) => IpAddr::V6(a) == from.ip(),
                 _ => false,
             };
             if !id_matches {

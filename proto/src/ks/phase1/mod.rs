@@ -645,10 +645,7 @@ impl Phase1Responder {
     /// The PSKs to try for a source: every entry covering it, the most
     /// specific first (table order among equals), at most
     /// [`MAX_PSK_CANDIDATES`].
-    pub(crate) fn psk_candidates(&self, addr: IpAddr) -> Vec<&PskEntry> {
-        let IpAddr::V4(a) = addr else {
-            return Vec::new();
-        };
+    pub(crate) fn psk_candidates(&self, a: IpAddr) -> Vec<&PskEntry> {
         let mut v: Vec<(u8, &PskEntry)> = self
             .psks
             .iter()
