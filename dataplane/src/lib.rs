@@ -10,6 +10,7 @@
 pub mod d3p;
 pub mod esp;
 pub mod ipv4;
+pub mod ipv6;
 pub mod replay;
 pub mod tunnel;
 

@@ -3,7 +3,7 @@
 //! output IP-D3P error packets, and the error history, sampled at most
 //! [`HISTORY_PER_MINUTE`] entries per minute.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 pub use gkm_model::health::{
     D3pError, GroupReplay, ReplayCounters, WindowSource, HISTORY_PER_MINUTE,
@@ -19,7 +19,7 @@ pub trait CountReplay {
     /// Judges an input packet's D3P stamp, counting it; an error is
     /// sampled into the history unless [`HISTORY_PER_MINUTE`] entries were
     /// taken in the last 60 s.
-    fn input(&mut self, now_ms: u64, src: Ipv4Addr, stamp_ms: u64, window_ms: u32) -> D3pVerdict;
+    fn input(&mut self, now_ms: u64, src: IpAddr, stamp_ms: u64, window_ms: u32) -> D3pVerdict;
     /// Counts an input packet on a group without IP-D3P.
     fn input_unstamped(&mut self);
     /// Counts an output packet.
@@ -29,7 +29,7 @@ pub trait CountReplay {
 }
 
 impl CountReplay for ReplayCounters {
-    fn input(&mut self, now_ms: u64, src: Ipv4Addr, stamp_ms: u64, window_ms: u32) -> D3pVerdict {
+    fn input(&mut self, now_ms: u64, src: IpAddr, stamp_ms: u64, window_ms: u32) -> D3pVerdict {
         self.input_packets += 1;
         let verdict = check(now_ms, stamp_ms, window_ms);
         if verdict != D3pVerdict::Fresh {
@@ -72,7 +72,7 @@ impl CountReplay for ReplayCounters {
 mod tests {
     use super::*;
 
-    const SRC: Ipv4Addr = Ipv4Addr::new(5, 0, 0, 2);
+    const SRC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(5, 0, 0, 2));
 
     #[test]
     fn counts_and_verdicts() {

@@ -3,7 +3,7 @@
 //! controller (`POST /api/v1/gm-health`), which stores and shows it.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,9 +21,9 @@ pub const HISTORY_PER_MINUTE: usize = 10;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct D3pError {
-    /// The sender's address.
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Ipv4))]
-    pub src: Ipv4Addr,
+    /// The sender's address (IPv4 or IPv6).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub src: IpAddr,
     /// The receiving GM's clock, POSIX ms.
     pub my_time_ms: u64,
     /// The sender's stamp, POSIX ms.
@@ -231,7 +231,7 @@ mod tests {
         let mut r = report();
         r.counters.history = vec![
             D3pError {
-                src: Ipv4Addr::LOCALHOST,
+                src: std::net::Ipv4Addr::LOCALHOST.into(),
                 my_time_ms: 0,
                 peer_time_ms: 0,
                 window_ms: 100

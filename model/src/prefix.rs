@@ -111,6 +111,28 @@ pub struct IpPrefix(IpNet);
 pub struct IpPrefixError(String);
 
 impl IpPrefix {
+    /// `addr/len`; none when `len` is over the family's (32 or 128).
+    pub fn new(addr: IpAddr, len: u8) -> Option<Self> {
+        IpNet::new(addr, len).ok().map(Self)
+    }
+
+    /// From an address and a netmask of the same family; none when the
+    /// families differ or the mask is not contiguous.
+    pub fn from_netmask(addr: IpAddr, mask: IpAddr) -> Option<Self> {
+        IpNet::with_netmask(addr, mask).ok().map(Self)
+    }
+
+    /// The address as written (host bits kept: a TEK selector's address
+    /// goes on the wire as the operator wrote it).
+    pub fn addr(&self) -> IpAddr {
+        self.0.addr()
+    }
+
+    /// The netmask.
+    pub fn mask(&self) -> IpAddr {
+        self.0.netmask()
+    }
+
     /// The prefix length.
     pub fn prefix_len(&self) -> u8 {
         self.0.prefix_len()
@@ -251,6 +273,27 @@ mod tests {
         let v: Ipv4Prefix = serde_json::from_str("\"10.0.0.0/8\"").unwrap();
         assert_eq!(serde_json::to_string(&v).unwrap(), "\"10.0.0.0/8\"");
         assert!(serde_json::from_str::<Ipv4Prefix>("\"10.0.0.0/40\"").is_err());
+    }
+
+    #[test]
+    fn ip_prefixes_keep_the_written_address_and_round_trip_netmasks() {
+        let v6: IpPrefix = "fd00:1::5/64".parse().unwrap();
+        assert_eq!(v6.addr(), "fd00:1::5".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            v6.mask(),
+            "ffff:ffff:ffff:ffff::".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(IpPrefix::from_netmask(v6.addr(), v6.mask()), Some(v6));
+        assert_eq!(IpPrefix::new(v6.addr(), 64), Some(v6));
+        assert_eq!(IpPrefix::new(v6.addr(), 129), None);
+        let v4 = IpPrefix::from(p("10.1.2.3/8"));
+        assert_eq!(v4.mask(), IpAddr::V4(Ipv4Addr::new(255, 0, 0, 0)));
+        // A netmask of the other family, or a gap in the mask: none.
+        assert_eq!(IpPrefix::from_netmask(v4.addr(), v6.mask()), None);
+        assert_eq!(
+            IpPrefix::from_netmask(v6.addr(), "ffff:0:ffff::".parse().unwrap()),
+            None
+        );
     }
 
     #[test]

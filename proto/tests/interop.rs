@@ -108,7 +108,8 @@ fn a_real_gdoi_peers_main_mode_1_is_read_and_refused_for_its_suite_only() {
     // gdoid's GM: DOI 2, situation 0, one transform 3DES / SHA-1 / PSK /
     // MODP-1024. GKM reads the offer as GDOI's phase 1 SA; it refuses the
     // suite (NO-PROPOSAL-CHOSEN, in the DOI offered): RFC 4109's legacy
-    // suites are not accepted (docs/INTEROP.md).
+    // suites are not accepted unless a group has legacy_phase1 on
+    // (docs/INTEROP.md; the next test turns it on).
     let mm1 = gdoid_frame(1);
     let m = Message::parse(&mm1).unwrap();
     let Body::Payloads(ps) = &m.body else {
@@ -154,13 +155,44 @@ fn a_real_gdoi_peers_main_mode_1_is_read_and_refused_for_its_suite_only() {
         } => Some(detail),
         _ => None,
     });
+    // 3DES, SHA-1 and MODP-1024 are all known (legacy): the detail says
+    // what would have let it in.
     assert_eq!(
         detail,
         Some(Some(
-            "offered 3DES-CBC/SHA/Pre-Shared Key/MODP-1024".to_owned()
+            "offered 3DES-CBC/SHA/Pre-Shared Key/MODP-1024 (legacy suites only: \
+             no group with legacy_phase1 accepts this peer)"
+                .to_owned()
         ))
     );
     assert_eq!(ks.half_open_count(), 0, "nothing kept for a refused offer");
+}
+
+#[test]
+fn a_real_gdoi_peers_3des_main_mode_1_is_taken_where_a_group_allows_legacy_phase1() {
+    // The same gdoid message 1 (3DES / SHA-1 / PSK / MODP-1024), with the
+    // group's legacy_phase1 on: main mode 2 chooses exactly that transform,
+    // in the DOI and situation offered.
+    let mut ks = ks(b"mekmitasdigoat", Authorization::default());
+    let mut g = ks.groups()[0].clone();
+    g.legacy_phase1 = true;
+    ks.set_group(T0, g, false).unwrap();
+    let peer: SocketAddr = "10.0.224.37:848".parse().unwrap();
+    ks.handle_datagram(T0, peer, &gdoid_frame(1));
+    let reply = ks.poll_transmit().expect("main mode 2");
+    let m = Message::parse(&reply.payload).unwrap();
+    assert_eq!(m.header.exchange_type, ExchangeType::IDENTITY_PROTECTION);
+    let Body::Payloads(ps) = &m.body else {
+        panic!()
+    };
+    let Some(Payload::Sa(Sa::Phase1(sa))) = ps.first() else {
+        panic!("{ps:?}")
+    };
+    assert_eq!((sa.doi, sa.situation), (Doi::GDOI, GDOI_SITUATION_NONE));
+    let chosen = Suite::from_transform(&sa.proposals[0].transforms[0], &[AuthKind::Psk]).unwrap();
+    assert_eq!(chosen.name(), "3DES-CBC/SHA/MODP-1024");
+    assert!(chosen.is_legacy());
+    assert_eq!(ks.half_open_count(), 1);
 }
 
 /// A GROUPKEY-PUSH under the group's current KEK, signed by the KS's rekey
@@ -613,6 +645,58 @@ fn a_legacy_suite_is_refused_with_no_proposal_chosen_unless_the_group_allows_it(
     assert_eq!(chosen, ["AES-CBC-128/SHA/MODP-1536"]);
     assert!(rejected(&ks_events, Reject::NoProposal).is_empty());
     assert_registered(&gm_events);
+}
+
+/// gdoid's default suite: 3DES-CBC / HMAC-SHA-1 / MODP-1024 with a PSK.
+fn gdoid_default_suite() -> Suite {
+    Suite {
+        cipher: CbcCipher::TripleDes,
+        group: DhGroup::Modp1024,
+        ..gdoid_suite()
+    }
+}
+
+#[test]
+fn a_3des_phase1_registers_only_where_a_group_allows_legacy_phase1() {
+    // 3DES is legacy like SHA-1 and MODP-1024: refused by default...
+    let mut ks = ks(b"group-psk", Authorization::default());
+    let (ks_events, gm_events, chosen) =
+        legacy_run_offering(&mut ks, GROUP, vec![gdoid_default_suite()]);
+    assert!(chosen.is_empty(), "{chosen:?}");
+    assert_eq!(
+        rejected(&ks_events, Reject::NoProposal).first(),
+        Some(&Some(
+            "offered 3DES-CBC/SHA/Pre-Shared Key/MODP-1024 (legacy suites only: \
+             no group with legacy_phase1 accepts this peer)"
+                .to_owned()
+        ))
+    );
+    assert!(!gm_events.iter().any(is_registered), "{gm_events:?}");
+
+    // ...and with legacy_phase1 on, main mode runs in 3DES (8-octet blocks
+    // and IVs through main mode 5/6 and the PULL) and the GM registers.
+    let mut g = ks.groups()[0].clone();
+    g.legacy_phase1 = true;
+    ks.set_group(T0, g, false).unwrap();
+    let (ks_events, gm_events, chosen) =
+        legacy_run_offering(&mut ks, GROUP, vec![gdoid_default_suite()]);
+    assert_eq!(chosen, ["3DES-CBC/SHA/MODP-1024"]);
+    assert!(rejected(&ks_events, Reject::NoProposal).is_empty());
+    assert_registered(&gm_events);
+
+    // A GM offering AES after 3DES-capable legacy suites gets AES: 3DES
+    // is offered last and taken only when nothing else is.
+    let offers = Suite::offers(AuthKind::Psk, 3600, true);
+    let first_3des = offers
+        .iter()
+        .position(|s| s.cipher == CbcCipher::TripleDes)
+        .unwrap();
+    assert!(offers[first_3des..]
+        .iter()
+        .all(|s| s.cipher == CbcCipher::TripleDes));
+    assert!(!Suite::offers(AuthKind::Psk, 3600, false)
+        .iter()
+        .any(|s| s.cipher == CbcCipher::TripleDes));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! the file loads; an unknown field, a bad address or an out-of-range
 //! value is an error that names the field, and nothing starts.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -21,6 +21,10 @@ pub struct ServerConfig {
     /// as `identity` (its name in GKM 0.1).
     #[serde(alias = "identity")]
     pub ks_address: Option<Ipv4Addr>,
+    /// The KS's IPv6 address: its phase 1 identity to GMs that come over
+    /// IPv6 (default: the `listen` address when that is one IPv6 address;
+    /// otherwise they get `ks_address`).
+    pub ks_address_v6: Option<Ipv6Addr>,
     /// Data directory.
     pub data_dir: Option<PathBuf>,
     /// Store URL (`sqlite://PATH` or `postgres://...`).
@@ -380,7 +384,7 @@ mod tests {
         let old = crate::groups::policy_from_config(&c.group[0]).unwrap();
         let new = crate::groups::policy_from_config(&c.group[1]).unwrap();
         assert!(old.legacy_phase1 && !new.legacy_phase1);
-        assert_eq!(old.weak_algorithms().len(), 3);
+        assert_eq!(old.weak_algorithms().len(), 4);
         assert!(new.weak_algorithms().is_empty());
     }
 

@@ -84,7 +84,7 @@ fn simulated_health(addr: Ipv4Addr, n: u64, skewed: bool, now: u64) -> GmHealth 
     let history = if errors > 0 {
         (0..errors.min(10))
             .map(|i| D3pError {
-                src: Ipv4Addr::new(10, 42, 0, 99),
+                src: Ipv4Addr::new(10, 42, 0, 99).into(),
                 my_time_ms: now - 1000 * i,
                 peer_time_ms: now - 1000 * i - 6500,
                 window_ms: 5000,

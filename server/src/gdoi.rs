@@ -28,21 +28,65 @@ use tokio::sync::{mpsc, oneshot};
 /// Wall-clock milliseconds, the engine's time.
 pub use gkm_model::clock::unix_ms as now_ms;
 
+/// Binds a UDP socket for GDOI: an IPv6 one takes IPv4 too (`IPV6_V6ONLY`
+/// off, whatever the host's `net.ipv6.bindv6only`), so `[::]:848` serves
+/// both families (the driver unmaps IPv4 peers, `udp.rs`).
+pub fn bind_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Binds the default GDOI address: `[::]:port` for both families, or
+/// `0.0.0.0:port` where the host has no IPv6.
+pub async fn bind_default(port: u16) -> Result<UdpSocket> {
+    let both = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    match bind_socket(both).and_then(UdpSocket::from_std) {
+        Ok(socket) => Ok(tune(socket)),
+        Err(e)
+            if e.raw_os_error() == Some(nix::libc::EAFNOSUPPORT)
+                || e.kind() == IoErrorKind::AddrNotAvailable =>
+        {
+            info!(error = %e, "no IPv6 on this host: GDOI on IPv4 only");
+            bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await
+        }
+        Err(e) => Err(bind_error(both, &e)),
+    }
+}
+
 /// Binds the GDOI socket with an error that says how to fix a refusal.
 pub async fn bind(addr: SocketAddr) -> Result<UdpSocket> {
-    let socket = UdpSocket::bind(addr).await.map_err(|e| {
-        let hint = match e.kind() {
-            IoErrorKind::PermissionDenied => format!(
-                "ports below 1024 need root or CAP_NET_BIND_SERVICE: run as root, \
-                 `setcap cap_net_bind_service=+ep $(command -v gkm-server)`, or pass --listen {}:8848",
-                addr.ip()
-            ),
-            IoErrorKind::AddrInUse => "another process holds this port: stop it or pass --listen with a free port".into(),
-            IoErrorKind::AddrNotAvailable => "the address is not configured on this host: check --listen".into(),
-            _ => "check --listen".into(),
-        };
-        anyhow!("cannot bind UDP {addr}: {e}; {hint}")
-    })?;
+    let socket = bind_socket(addr)
+        .and_then(UdpSocket::from_std)
+        .map_err(|e| bind_error(addr, &e))?;
+    Ok(tune(socket))
+}
+
+fn bind_error(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        IoErrorKind::PermissionDenied => format!(
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE: run as root, \
+             `setcap cap_net_bind_service=+ep $(command -v gkm-server)`, or pass --listen {}",
+            SocketAddr::new(addr.ip(), 8848)
+        ),
+        IoErrorKind::AddrInUse => {
+            "another process holds this port: stop it or pass --listen with a free port".into()
+        }
+        IoErrorKind::AddrNotAvailable => {
+            "the address is not configured on this host: check --listen".into()
+        }
+        _ => "check --listen".into(),
+    };
+    anyhow!("cannot bind UDP {addr}: {e}; {hint}")
+}
+
+/// Asks for socket buffers fit for large groups.
+fn tune(socket: UdpSocket) -> UdpSocket {
     // A rekey to a large group draws one ACK per GM at once: ask for room
     // to queue them while the pushes are still going out.
     let s = socket2::SockRef::from(&socket);
@@ -57,7 +101,7 @@ pub async fn bind(addr: SocketAddr) -> Result<UdpSocket> {
             "UDP receive buffer capped by net.core.rmem_max; raise it for groups of many thousand GMs (docs/OPERATIONS.md)"
         );
     }
-    Ok(socket)
+    socket
 }
 
 /// Socket buffer the GDOI socket asks for in each direction.
@@ -346,6 +390,8 @@ struct Io {
     ttl: HashMap<Ipv4Addr, u8>,
     cur_ttl: u8,
     rx: udp::RecvBatch,
+    /// The socket is IPv6 (dual-stack): IPv4 destinations are mapped.
+    v6: bool,
     tx: Vec<(SocketAddr, Vec<u8>)>,
     tx_headers: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
 }
@@ -391,12 +437,12 @@ impl Io {
         let mut from = 0;
         while from < self.tx.len() {
             let rest = self.tx.get(from..).unwrap_or_default();
-            let (raw, headers) = (&self.raw, &mut self.tx_headers);
+            let (raw, headers, v6) = (&self.raw, &mut self.tx_headers, self.v6);
             // Through tokio's try_io: a full send buffer clears the write
             // readiness, so `writable()` waits for room instead of spinning.
             match self
                 .socket
-                .try_io(Interest::WRITABLE, || udp::send(raw, headers, rest))
+                .try_io(Interest::WRITABLE, || udp::send(raw, headers, rest, v6))
             {
                 Ok(n) => from += n.max(1),
                 Err(e) if e.kind() == IoErrorKind::WouldBlock => {
@@ -506,7 +552,9 @@ pub async fn run(
     }
     let raw: std::net::UdpSocket = socket2::SockRef::from(&socket).try_clone()?.into();
     raw.set_nonblocking(true)?;
+    let v6 = socket.local_addr()?.is_ipv6();
     let mut io = Io {
+        v6,
         socket,
         raw,
         ttl: startup.multicast_ttl,

@@ -18,7 +18,7 @@ mod state;
 mod udp;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +45,8 @@ struct Args {
     #[arg(long, short, env = "GKM_CONFIG")]
     config: Option<PathBuf>,
     /// Address and port for GDOI (UDP). 848 is the registered GDOI port.
+    /// Default [::]:848, one socket for IPv4 and IPv6 (0.0.0.0:848 on a
+    /// host without IPv6).
     #[arg(long, env = "GKM_LISTEN")]
     listen: Option<SocketAddr>,
     /// Directory for the database, keys and logs.
@@ -230,9 +232,17 @@ pub fn group_psk(g: &gkm_store::model::Group, psk: &str) -> Option<PskEntry> {
     })
 }
 
+/// The key server's own addresses: its phase 1 identities (IPv4, and IPv6
+/// for IPv6 peers) and rekey source.
+#[derive(Debug, Clone, Copy)]
+struct OwnAddresses {
+    v4: Ipv4Addr,
+    v6: Option<Ipv6Addr>,
+}
+
 fn build(
     cfg: &ServerConfig,
-    ks_address: Ipv4Addr,
+    own: OwnAddresses,
     signer: RekeySigner,
     export_keys: bool,
     stored: &mut [StoredGroup],
@@ -258,7 +268,7 @@ fn build(
             (Some(ca), Some((cert, key)))
         }
     };
-    let maker = groups::KeyMaker::new(ks_address, &signer)?;
+    let maker = groups::KeyMaker::new(own.v4, &signer)?;
     let mut ks_groups = Vec::new();
     let mut policies = HashMap::new();
     let mut replace = Vec::new();
@@ -326,7 +336,8 @@ fn build(
         ks_groups.push(group);
     }
     let ks = KsConfig {
-        address: ks_address,
+        address: own.v4,
+        address_v6: own.v6,
         groups: ks_groups,
         psks: psk_table(&config_psks, &group_psks),
         ca,
@@ -489,17 +500,19 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         Some(p) => ServerConfig::load(p)?,
         None => ServerConfig::default(),
     };
-    let listen = args
-        .listen
-        .or(cfg.listen)
-        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 848)));
+    let listen = args.listen.or(cfg.listen);
+    let listen_ip = listen.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |l| l.ip());
     let data_dir = args
         .data_dir
         .clone()
         .or(cfg.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from("gkm-data"));
     private_data_dir(&data_dir)?;
-    let ks_address = cfg.ks_address.unwrap_or(match listen.ip() {
+    let ks_address_v6 = cfg.ks_address_v6.or(match listen_ip {
+        IpAddr::V6(a) if !a.is_unspecified() && a.to_ipv4_mapped().is_none() => Some(a),
+        _ => None,
+    });
+    let ks_address = cfg.ks_address.unwrap_or(match listen_ip {
         IpAddr::V4(a) if !a.is_unspecified() => a,
         _ => {
             if !cfg.group.is_empty() {
@@ -579,7 +592,11 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         .await
         .context("the API runtime stopped")??
     };
-    let startup = build(&cfg, ks_address, signer, key_log.is_some(), &mut stored)?;
+    let own = OwnAddresses {
+        v4: ks_address,
+        v6: ks_address_v6,
+    };
+    let startup = build(&cfg, own, signer, key_log.is_some(), &mut stored)?;
     let ks_config = &startup.ks;
     if ks_config.groups.is_empty() {
         warn!("no groups configured: pass --config FILE (see docs/OPERATIONS.md); GMs will get INVALID-ID-INFORMATION");
@@ -592,7 +609,10 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
     for g in &ks_config.groups {
         info!(group = %g.name, group_id = g.keys.group_id, teks = g.keys.teks.len(), "serving group");
     }
-    let socket = gdoi::bind(listen).await?;
+    let socket = match listen {
+        Some(addr) => gdoi::bind(addr).await?,
+        None => gdoi::bind_default(848).await?,
+    };
     info!(listen = %socket.local_addr()?, data_dir = %data_dir.display(), "gkm-server {} serving GDOI", env!("CARGO_PKG_VERSION"));
     let http = args
         .http

@@ -3,6 +3,12 @@
 //! engine queued the same way. Under a registration storm one datagram in
 //! and one out per system call cost as much CPU as the key-server engine
 //! itself (docs/BENCHMARKS.md, issue 17).
+//!
+//! One IPv6 socket serves both families (`[::]:848`, `IPV6_V6ONLY` off):
+//! the kernel shows an IPv4 peer as `::ffff:a.b.c.d`. The engine sees
+//! plain IPv4 addresses only, so that PSK ranges, authorization and the GM
+//! database match IPv4 peers as IPv4: sources are unmapped here, and IPv4
+//! destinations mapped back when the socket is IPv6.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -77,7 +83,30 @@ fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
         return Some(SocketAddr::V4(SocketAddrV4::from(*a)));
     }
     s.as_sockaddr_in6()
-        .map(|a| SocketAddr::V6(SocketAddrV6::from(*a)))
+        .map(|a| unmapped(SocketAddr::V6(SocketAddrV6::from(*a))))
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it
+/// stands for; any other address as it is.
+pub fn unmapped(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, v6.port())),
+            None => a,
+        },
+        SocketAddr::V4(_) => a,
+    }
+}
+
+/// The destination as a socket of the given family takes it: an IPv4
+/// address on an IPv6 socket becomes IPv4-mapped.
+pub fn for_family(to: SocketAddr, socket_is_v6: bool) -> SocketAddr {
+    match to {
+        SocketAddr::V4(v4) if socket_is_v6 => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        _ => to,
+    }
 }
 
 /// Sends `datagrams` (destination, payload) in order with one system call
@@ -85,10 +114,12 @@ fn socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
 /// `WouldBlock` when the send buffer is full, another error when the first
 /// datagram was refused (e.g. no route to its destination). Call it through
 /// tokio's `try_io`, so a full buffer clears the socket's write readiness.
+/// `socket_is_v6`: the socket is IPv6 (IPv4 destinations are mapped).
 pub fn send(
     fd: &impl AsRawFd,
     headers: &mut MultiHeaders<SockaddrStorage>,
     datagrams: &[(SocketAddr, Vec<u8>)],
+    socket_is_v6: bool,
 ) -> io::Result<usize> {
     if datagrams.is_empty() {
         return Ok(0);
@@ -96,7 +127,7 @@ pub fn send(
     let iovs: Vec<[IoSlice<'_>; 1]> = datagrams.iter().map(|(_, p)| [IoSlice::new(p)]).collect();
     let addrs: Vec<Option<SockaddrStorage>> = datagrams
         .iter()
-        .map(|(to, _)| Some(SockaddrStorage::from(*to)))
+        .map(|(to, _)| Some(SockaddrStorage::from(for_family(*to, socket_is_v6))))
         .collect();
     let cmsgs: [ControlMessage<'_>; 0] = [];
     sendmmsg(
@@ -135,7 +166,7 @@ mod tests {
         let mut sent = 0;
         while sent < datagrams.len() {
             let end = (sent + BATCH).min(datagrams.len());
-            sent += send(&tx, &mut headers, &datagrams[sent..end]).unwrap();
+            sent += send(&tx, &mut headers, &datagrams[sent..end], false).unwrap();
         }
         let mut batch = RecvBatch::default();
         let mut got = Vec::new();
@@ -156,5 +187,59 @@ mod tests {
         // Nothing left: WouldBlock, not a wait.
         let e = batch.receive(&rx, BATCH).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    /// One dual-stack socket (what the server binds by default): an IPv4
+    /// peer is seen as IPv4, never `::ffff:a.b.c.d`, and answered at its
+    /// IPv4 address; an IPv6 peer as IPv6, answered in IPv6.
+    #[test]
+    fn a_dual_stack_socket_sees_and_answers_ipv4_peers_as_ipv4() {
+        let server = crate::gdoi::bind_socket("[::]:0".parse().unwrap()).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let v6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        v4.send_to(b"four", ("127.0.0.1", port)).unwrap();
+        v6.send_to(b"six", ("::1", port)).unwrap();
+        let mut batch = RecvBatch::default();
+        let mut got: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        for _ in 0..200 {
+            if got.len() == 2 {
+                break;
+            }
+            match batch.receive(&server, BATCH) {
+                Ok(_) => got.extend(batch.datagrams().map(|(f, d)| (f, d.to_vec()))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got.sort_by_key(|(_, d)| d.len());
+        assert_eq!(got[0], (v6.local_addr().unwrap(), b"six".to_vec()));
+        assert_eq!(got[1], (v4.local_addr().unwrap(), b"four".to_vec()));
+        assert!(got[1].0.is_ipv4(), "unmapped: {:?}", got[1].0);
+        // Answers to both, addressed as the engine would (plain IPv4).
+        let replies = vec![
+            (got[1].0, b"to-four".to_vec()),
+            (got[0].0, b"to-six".to_vec()),
+        ];
+        let mut headers = send_headers();
+        assert_eq!(send(&server, &mut headers, &replies, true).unwrap(), 2);
+        let mut buf = [0u8; 16];
+        for (sock, want) in [(&v4, &b"to-four"[..]), (&v6, &b"to-six"[..])] {
+            sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let (n, from) = sock.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+            assert_eq!(from.port(), port);
+        }
+        assert_eq!(
+            unmapped("[::ffff:10.1.2.3]:848".parse().unwrap()),
+            "10.1.2.3:848".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            for_family("10.1.2.3:848".parse().unwrap(), false),
+            "10.1.2.3:848".parse::<SocketAddr>().unwrap()
+        );
     }
 }

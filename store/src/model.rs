@@ -158,9 +158,10 @@ pub struct GroupPolicy {
     #[serde(default)]
     pub authentication: Authentication,
     /// `legacy_phase1`: the group's GMs may register over a phase 1 SA
-    /// with a legacy suite (HMAC-SHA-1, MODP 1024 or 1536) for peers that
-    /// have nothing stronger. Off by default; the API and dashboard mark a
-    /// group with it on as using weak algorithms (docs/INTEROP.md).
+    /// with a legacy suite (3DES-CBC, HMAC-SHA-1, MODP 1024 or 1536) for
+    /// peers that have nothing stronger. Off by default; the API and
+    /// dashboard mark a group with it on as using weak algorithms
+    /// (docs/INTEROP.md).
     #[serde(default)]
     pub legacy_phase1: bool,
 }
@@ -213,7 +214,8 @@ impl Authorization {
 
 /// What `legacy_phase1` lets a group's GMs negotiate in phase 1: the
 /// weak algorithms the API and dashboard list for such a group.
-pub const LEGACY_PHASE1_ALGORITHMS: [&str; 3] = [
+pub const LEGACY_PHASE1_ALGORITHMS: [&str; 4] = [
+    "phase 1 cipher 3DES-CBC",
     "phase 1 hash HMAC-SHA-1",
     "phase 1 DH group 2 (MODP-1024)",
     "phase 1 DH group 5 (MODP-1536)",

@@ -174,6 +174,62 @@ fn unicast_rekey_and_replace_reach_every_agent_and_are_acknowledged() {
     assert!(!contains(&db, b"push_kek"));
 }
 
+/// Issue 18 item 6: one dual-stack socket (`[::]`) serves GMs of both
+/// families; an IPv6 agent registers, takes unicast rekeys and
+/// acknowledges them like the IPv4 ones, and IPv4 peers are seen as IPv4
+/// (never `::ffff:a.b.c.d`, which their IPv4 PSK range would not cover).
+#[test]
+fn one_dual_stack_socket_rekeys_ipv4_and_ipv6_agents_and_takes_their_acks() {
+    let dir = tempdir("rekey-dual-stack");
+    let port = free_udp_port();
+    let cfg = dir.join("ks.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"[::]:{port}\"\nks_address = \"127.0.0.1\"\nks_address_v6 = \"::1\"\n\
+             [[psk]]\nprefix = \"127.0.0.0/8\"\nkey = \"rekey-test-psk\"\n\
+             [[psk]]\nprefix = \"::1/128\"\nkey = \"rekey-test-psk\"\n\
+             [[group]]\nname = \"GET\"\ngroup_id = 4321\n\
+             rekey.retransmit_interval = 1\n\
+             [[group.tek]]\nsrc = \"10.1.0.0/16\"\ndst = \"10.1.0.0/16\"\n"
+        ),
+    )
+    .unwrap();
+    let mut ks = server(&dir, &cfg, false, None);
+    let v4 = format!("127.0.0.1:{port}");
+    let v6 = format!("[::1]:{port}");
+    let mut agents = vec![
+        agent(&dir, &v4, "127.0.3.1:0", None),
+        agent(&dir, &v4, "127.0.3.2:0", None),
+        agent(&dir, &v6, "[::1]:0", None),
+    ];
+    signal(&ks, "-USR1");
+    for a in &mut agents {
+        a.wait_for("rekeyed group 4321: SEQ 1,", WAIT);
+    }
+    ks.wait_for("rekey acknowledged by every GM", WAIT);
+    let out = ks.output();
+    let line = out
+        .lines()
+        .find(|l| l.contains("rekey acknowledged by every GM"))
+        .unwrap();
+    assert!(line.contains("gms=3") && line.contains("seq=1"), "{line}");
+    let registered: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("GM registered"))
+        .collect();
+    assert_eq!(registered.len(), 3, "{out}");
+    assert!(registered.iter().any(|l| l.contains("127.0.3.1")), "{out}");
+    assert!(registered.iter().any(|l| l.contains("::1")), "{out}");
+    assert!(!out.contains("::ffff:"), "IPv4 peers unmapped: {out}");
+    // A second rekey: the IPv6 GM stays in step.
+    signal(&ks, "-USR1");
+    for a in &mut agents {
+        a.wait_for("rekeyed group 4321: SEQ 2,", WAIT);
+    }
+    ks.wait_for("seq=2 acked=3 missed=0 removed=0", WAIT);
+}
+
 #[test]
 fn a_key_server_killed_between_persisting_a_seq_and_sending_never_reuses_it() {
     let dir = tempdir("rekey-crash");

@@ -195,6 +195,7 @@ async fn group_crud_and_the_psk_never_comes_back(backend: Backend) {
     assert_eq!(
         v["group"]["weak_algorithms"],
         json!([
+            "phase 1 cipher 3DES-CBC",
             "phase 1 hash HMAC-SHA-1",
             "phase 1 DH group 2 (MODP-1024)",
             "phase 1 DH group 5 (MODP-1536)"

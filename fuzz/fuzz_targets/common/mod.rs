@@ -72,6 +72,7 @@ pub fn ks() -> KeyServer {
     KeyServer::new(
         KsConfig {
             address: Ipv4Addr::new(10, 0, 0, 1),
+            address_v6: None,
             groups: vec![KsGroup {
                 name: "FUZZ".into(),
                 keys,

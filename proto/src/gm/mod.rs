@@ -321,7 +321,12 @@ impl GroupMember {
                 State::Pull1(SentPull1 { p1, .. }) | State::Pull3(SentPull3 { p1, .. }) => p1,
                 _ => return,
             };
-            let iv = phase2_iv(p1.suite.prf, &p1.last_block, header.message_id);
+            let iv = phase2_iv(
+                p1.suite.cipher,
+                p1.suite.prf,
+                &p1.last_block,
+                header.message_id,
+            );
             let Ok(dec) = decrypt_message(data, p1.suite.cipher, &p1.keys.enc_key, &iv) else {
                 return;
             };
@@ -595,7 +600,7 @@ impl GroupMember {
                 identity: Identity::KeyId(&gid),
             }),
         ];
-        let iv = phase2_iv(p1.suite.prf, &p1.last_block, mid);
+        let iv = phase2_iv(p1.suite.cipher, p1.suite.prf, &p1.last_block, mid);
         let Some(next_iv) = self.send_pull(now, &p1, mid, &[], &rest, &iv) else {
             return State::Idle { at: now };
         };

@@ -31,22 +31,39 @@ impl From<gkm_wire::Error> for CryptError {
     }
 }
 
-/// The IV of a new phase 2 style exchange: hash(last phase 1 block | M-ID).
-pub fn phase2_iv(prf: Prf, last_p1_block: &[u8; 16], message_id: u32) -> [u8; 16] {
-    let h = prf.hash(&[last_p1_block, &message_id.to_be_bytes()]);
-    let mut iv = [0u8; 16];
-    iv.copy_from_slice(h.get(..16).unwrap_or(&[0; 16]));
+/// An IV, or a CBC chain's last ciphertext block: [`CbcCipher::MAX_BLOCK`]
+/// octets, of which a cipher uses the first [`CbcCipher::block_len`] (all
+/// 16 for AES, 8 for 3DES; the rest stay zero).
+pub type Iv = [u8; CbcCipher::MAX_BLOCK];
+
+/// The first `cipher.block_len()` octets of `h` as an IV.
+pub(crate) fn iv_from(cipher: CbcCipher, h: &[u8]) -> Iv {
+    let n = cipher.block_len();
+    let mut iv = [0u8; CbcCipher::MAX_BLOCK];
+    if let (Some(dst), Some(src)) = (iv.get_mut(..n), h.get(..n)) {
+        dst.copy_from_slice(src);
+    }
     iv
 }
 
-fn last_block(ct: &[u8]) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    if let Some(tail) = ct.get(ct.len().saturating_sub(16)..) {
-        if tail.len() == 16 {
-            b.copy_from_slice(tail);
-        }
-    }
-    b
+/// The used part of `iv` for `cipher`.
+fn used(cipher: CbcCipher, iv: &Iv) -> &[u8] {
+    iv.get(..cipher.block_len()).unwrap_or(iv)
+}
+
+/// The IV of a new phase 2 style exchange: hash(last phase 1 block | M-ID)
+/// truncated to the block size (RFC 2409 appendix B).
+pub fn phase2_iv(cipher: CbcCipher, prf: Prf, last_p1_block: &Iv, message_id: u32) -> Iv {
+    let h = prf.hash(&[used(cipher, last_p1_block), &message_id.to_be_bytes()]);
+    iv_from(cipher, &h)
+}
+
+fn last_block(cipher: CbcCipher, ct: &[u8]) -> Iv {
+    iv_from(
+        cipher,
+        ct.get(ct.len().saturating_sub(cipher.block_len())..)
+            .unwrap_or_default(),
+    )
 }
 
 /// Encrypts `payloads` under `header` (E flag set, Length computed).
@@ -56,8 +73,8 @@ pub fn encrypt_message(
     payloads: &[Payload<'_>],
     cipher: CbcCipher,
     key: &[u8],
-    iv: &[u8; 16],
-) -> Result<(Vec<u8>, [u8; 16]), CryptError> {
+    iv: &Iv,
+) -> Result<(Vec<u8>, Iv), CryptError> {
     let mut body = Vec::with_capacity(512);
     header.next_payload = emit_chain(payloads, &mut body)?;
     encrypt_body(header, body, cipher, key, iv)
@@ -69,20 +86,21 @@ pub fn encrypt_body(
     mut body: Vec<u8>,
     cipher: CbcCipher,
     key: &[u8],
-    iv: &[u8; 16],
-) -> Result<(Vec<u8>, [u8; 16]), CryptError> {
+    iv: &Iv,
+) -> Result<(Vec<u8>, Iv), CryptError> {
     // Zero padding to the block size (RFC 2409 appendix B).
-    let pad = (CbcCipher::BLOCK - body.len() % CbcCipher::BLOCK) % CbcCipher::BLOCK;
+    let block = cipher.block_len();
+    let pad = (block - body.len() % block) % block;
     body.resize(body.len() + pad, 0);
     let ct = cipher
-        .encrypt(key, iv, &body)
+        .encrypt(key, used(cipher, iv), &body)
         .map_err(|_| CryptError::NotAligned)?;
     header.flags = header.flags.with(Flags::ENCRYPTION);
     header.length = u32::try_from(ISAKMP_HEADER_LEN + ct.len()).unwrap_or(u32::MAX);
     let mut out = Vec::with_capacity(ISAKMP_HEADER_LEN + ct.len());
     header.emit(&mut out);
     out.extend_from_slice(&ct);
-    Ok((out, last_block(&ct)))
+    Ok((out, last_block(cipher, &ct)))
 }
 
 /// A decrypted message.
@@ -93,7 +111,7 @@ pub struct Decrypted {
     /// The plaintext chain with its padding cut off.
     pub plaintext: Vec<u8>,
     /// The IV for the next message of the exchange.
-    pub next_iv: [u8; 16],
+    pub next_iv: Iv,
 }
 
 /// Decrypts a message whose header has the E flag; checks the chain frames
@@ -102,7 +120,7 @@ pub fn decrypt_message(
     datagram: &[u8],
     cipher: CbcCipher,
     key: &[u8],
-    iv: &[u8; 16],
+    iv: &Iv,
 ) -> Result<Decrypted, CryptError> {
     let msg = gkm_wire::Message::parse(datagram)?;
     let gkm_wire::Body::Encrypted(ct) = msg.body else {
@@ -112,9 +130,9 @@ pub fn decrypt_message(
         )));
     };
     let mut plaintext = cipher
-        .decrypt(key, iv, ct)
+        .decrypt(key, used(cipher, iv), ct)
         .map_err(|_| CryptError::NotAligned)?;
-    let mut it = PayloadIter::with_padding(msg.header.next_payload, &plaintext, CbcCipher::BLOCK);
+    let mut it = PayloadIter::with_padding(msg.header.next_payload, &plaintext, cipher.block_len());
     for p in it.by_ref() {
         p?;
     }
@@ -123,7 +141,7 @@ pub fn decrypt_message(
     Ok(Decrypted {
         header: msg.header,
         plaintext,
-        next_iv: last_block(ct),
+        next_iv: last_block(cipher, ct),
     })
 }
 

@@ -2,7 +2,10 @@
 
 use zeroize::{Zeroize, Zeroizing};
 
+use super::crypt::{iv_from, Iv};
 use super::suite::{AuthKind, Suite};
+#[cfg(doc)]
+use crate::crypto::CbcCipher;
 use crate::crypto::Prf;
 
 /// Keys derived at the end of main mode message 3/4.
@@ -115,10 +118,8 @@ pub struct Transcript<'a> {
     pub sai_b: &'a [u8],
 }
 
-/// The phase 1 IV: hash(g^xi | g^xr) truncated to the block size.
-pub fn phase1_iv(suite: &Suite, gxi: &[u8], gxr: &[u8]) -> [u8; 16] {
-    let h = suite.prf.hash(&[gxi, gxr]);
-    let mut iv = [0u8; 16];
-    iv.copy_from_slice(h.get(..16).unwrap_or(&[0; 16]));
-    iv
+/// The phase 1 IV: hash(g^xi | g^xr) truncated to the block size (held
+/// in [`CbcCipher::MAX_BLOCK`] octets: see [`super::crypt::Iv`]).
+pub fn phase1_iv(suite: &Suite, gxi: &[u8], gxr: &[u8]) -> Iv {
+    iv_from(suite.cipher, &suite.prf.hash(&[gxi, gxr]))
 }

@@ -8,7 +8,7 @@ pub mod suite;
 
 pub use crypt::{
     decrypt_message, encrypt_body, encrypt_message, hashed_chain, hashed_raw_chain, phase2_iv,
-    verify_hashed_chain, CryptError, Decrypted,
+    verify_hashed_chain, CryptError, Decrypted, Iv,
 };
 pub use keys::{phase1_iv, Phase1Keys, Transcript};
 pub use suite::{AuthKind, Suite};

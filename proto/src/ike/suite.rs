@@ -1,10 +1,10 @@
 //! The phase 1 suites GKM offers and accepts (DESIGN.md, "registration"):
 //! AES-CBC-128/256, HMAC-SHA-256/384, DH groups 14, 19 and 20, PSK or RSA
 //! signatures; and, only where an operator turns on `legacy_phase1`, the
-//! legacy suites older peers have: HMAC-SHA-1 and MODP groups 2 and 5
-//! (docs/INTEROP.md, "Phase 1 suites").
+//! legacy suites older peers have: 3DES-CBC, HMAC-SHA-1 and MODP groups 2
+//! and 5 (docs/INTEROP.md, "Phase 1 suites").
 
-use gkm_wire::consts::{AuthMethod, IsakmpTransformId, OakleyEncryption};
+use gkm_wire::consts::{AuthMethod, IsakmpTransformId};
 use gkm_wire::payload::{OakleyAttributes, Transform};
 
 use crate::crypto::{CbcCipher, DhGroup, Prf};
@@ -46,10 +46,10 @@ pub struct Suite {
 pub const LIFE_RANGE_SECS: (u32, u32) = (60, 86_400);
 
 impl Suite {
-    /// Whether a part of the suite is below GKM's floor (SHA-1, MODP
-    /// 1024 or 1536), so that it needs `legacy_phase1`.
+    /// Whether a part of the suite is below GKM's floor (3DES, SHA-1,
+    /// MODP 1024 or 1536), so that it needs `legacy_phase1`.
     pub fn is_legacy(&self) -> bool {
-        self.prf.is_legacy() || self.group.is_legacy()
+        self.cipher.is_legacy() || self.prf.is_legacy() || self.group.is_legacy()
     }
 
     /// The transforms an initiator offers for `auth`, strongest first;
@@ -57,9 +57,9 @@ impl Suite {
     /// that has a strong suite picks it.
     pub fn offers(auth: AuthKind, life_secs: u32, legacy: bool) -> Vec<Suite> {
         let mut v = Vec::new();
-        let mut add = |groups: &[DhGroup], prfs: &[Prf]| {
+        let mut add = |groups: &[DhGroup], ciphers: &[CbcCipher], prfs: &[Prf]| {
             for &group in groups {
-                for cipher in [CbcCipher::Aes256, CbcCipher::Aes128] {
+                for &cipher in ciphers {
                     for &prf in prfs {
                         let s = Suite {
                             cipher,
@@ -75,30 +75,33 @@ impl Suite {
                 }
             }
         };
+        let aes = [CbcCipher::Aes256, CbcCipher::Aes128];
         add(
             &[DhGroup::Ecp256, DhGroup::Ecp384, DhGroup::Modp2048],
+            &aes,
             &[Prf::HmacSha256, Prf::HmacSha384],
         );
         if legacy {
-            add(
-                &[
-                    DhGroup::Ecp256,
-                    DhGroup::Modp2048,
-                    DhGroup::Modp1536,
-                    DhGroup::Modp1024,
-                ],
-                &[Prf::HmacSha256, Prf::HmacSha1],
-            );
+            let groups = [
+                DhGroup::Ecp256,
+                DhGroup::Modp2048,
+                DhGroup::Modp1536,
+                DhGroup::Modp1024,
+            ];
+            add(&groups, &aes, &[Prf::HmacSha256, Prf::HmacSha1]);
+            // 3DES last of all: only a peer with nothing better takes it
+            // (RFC 4109 made it the IKEv1 MUST that AES-128 now is).
+            add(&groups, &[CbcCipher::TripleDes], &[Prf::HmacSha1]);
         }
         v
     }
 
     /// The suite's parts as `show crypto isakmp policy` names them
-    /// (`AES-CBC-128/SHA/MODP-1536`).
+    /// (`AES-CBC-128/SHA/MODP-1536`, `3DES-CBC/SHA/MODP-1024`).
     pub fn name(&self) -> String {
         format!(
-            "AES-CBC-{}/{}/{}",
-            self.cipher.key_bits(),
+            "{}/{}/{}",
+            self.cipher.name(),
             self.prf.oakley(),
             self.group.oakley()
         )
@@ -106,12 +109,13 @@ impl Suite {
 
     /// The Transform payload for this suite.
     pub fn transform(&self, number: u8) -> Transform<'static> {
+        let (encryption, key_length_bits) = self.cipher.oakley();
         Transform {
             number,
             transform_id: IsakmpTransformId::KEY_IKE,
             attributes: OakleyAttributes {
-                encryption: Some(OakleyEncryption::AES_CBC),
-                key_length_bits: Some(self.cipher.key_bits()),
+                encryption: Some(encryption),
+                key_length_bits,
                 hash: Some(self.prf.oakley()),
                 auth_method: Some(self.auth.oakley()),
                 group: Some(self.group.oakley()),

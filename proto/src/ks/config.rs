@@ -1,6 +1,6 @@
 //! What the key server is told: its groups, keys, credentials and limits.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use zeroize::Zeroizing;
 
@@ -140,7 +140,7 @@ pub struct KsGroup {
     /// Which phase 1 credentials the group accepts.
     pub authentication: GroupAuth,
     /// `legacy_phase1`: the group's GMs may register over a phase 1 SA
-    /// with a legacy suite (HMAC-SHA-1, MODP 1024 or 1536; docs/INTEROP.md).
+    /// with a legacy suite (3DES-CBC, HMAC-SHA-1, MODP 1024 or 1536; docs/INTEROP.md).
     /// Off: such an SA opens no GROUPKEY-PULL for the group.
     pub legacy_phase1: bool,
     /// How and when the group is rekeyed.
@@ -156,6 +156,9 @@ pub struct KsGroup {
 pub struct KsConfig {
     /// The KS's own address (its phase 1 identity and rekey source).
     pub address: Ipv4Addr,
+    /// The KS's IPv6 address: its phase 1 identity (ID_IPV6_ADDR) to GMs
+    /// that come over IPv6. None: they get `address` (ID_IPV4_ADDR).
+    pub address_v6: Option<Ipv6Addr>,
     /// Groups by identity number.
     pub groups: Vec<KsGroup>,
     /// Pre-shared keys: the keyring's and each PSK group's, with the

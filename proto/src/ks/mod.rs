@@ -60,6 +60,7 @@ impl KeyServer {
     pub fn new(cfg: KsConfig, rng: Box<dyn EngineRng>) -> Self {
         let KsConfig {
             address,
+            address_v6,
             groups,
             psks,
             ca,
@@ -74,6 +75,7 @@ impl KeyServer {
         } = cfg;
         let phase1 = Phase1Responder::new(Phase1Config {
             address,
+            address_v6,
             psks,
             ca,
             certificate,

@@ -297,7 +297,7 @@ impl PullServer {
         (gm_identity, credentials): (&str, &[Credential]),
         cx: &mut PullContext<'_>,
     ) {
-        let iv = phase2_iv(suite.prf, last_block, mid);
+        let iv = phase2_iv(suite.cipher, suite.prf, last_block, mid);
         let (dec, raws) = match open_protected(suite, keys, data, &iv, &[]) {
             Ok(opened) => opened,
             Err(reason) => return refuse_protected(cx, key, from, reason),

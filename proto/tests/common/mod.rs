@@ -86,6 +86,7 @@ pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
     let signer = RsaSigner::from_pkcs8_pem(include_str!("../data/ks-rekey.pem")).unwrap();
     KsConfig {
         address: Ipv4Addr::new(10, 0, 0, 1),
+        address_v6: None,
         groups: vec![ks_group("GET", GROUP, 1, authorization)],
         psks: vec![PskEntry {
             credential: Credential::Keyring(0),

@@ -136,6 +136,7 @@ fn ks_engine_only(n: u32) -> f64 {
     let mut ks = KeyServer::new(
         KsConfig {
             address: Ipv4Addr::LOCALHOST,
+            address_v6: None,
             groups: vec![KsGroup {
                 name: "B".into(),
                 keys,

@@ -5,7 +5,7 @@
 //! the peer, and sign HASH_I. Pure functions: the responder's state stays
 //! with the responder.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gkm_wire::consts::{CertEncoding, Flags, NotifyType, PayloadType};
 use gkm_wire::payload::{Cert, Hash, IdPayload, SaLayout, Signature};
@@ -251,6 +251,15 @@ pub(crate) fn verify(
     }
 }
 
+/// The KS's phase 1 identity to a peer at `peer`: its IPv6 address to an
+/// IPv6 peer where it has one, its IPv4 address otherwise.
+pub(crate) fn own_identity(peer: IpAddr, v4: Ipv4Addr, v6: Option<Ipv6Addr>) -> IpAddr {
+    match (peer, v6) {
+        (IpAddr::V6(_), Some(v6)) => IpAddr::V6(v6),
+        _ => IpAddr::V4(v4),
+    }
+}
+
 /// Main mode message 6: IDir, then HASH_R (PSK) or CERT and SIG_R
 /// (signatures), encrypted; with the last CBC block (phase 2 IVs derive
 /// from it). None when it cannot be made (no certificate to sign with).
@@ -258,7 +267,7 @@ pub(crate) fn message_6(
     agreed: &Agreed<'_>,
     opened: &Opened,
     who: &Initiator<'_>,
-    identity: Ipv4Addr,
+    identity: IpAddr,
     certificate: Option<&(Vec<u8>, RsaSigner)>,
     rng: &mut dyn EngineRng,
 ) -> Option<(Vec<u8>, [u8; 16])> {
@@ -266,7 +275,10 @@ pub(crate) fn message_6(
     let idir = IdPayload {
         protocol: who.idii.protocol,
         port: who.idii.port,
-        identity: Identity::Ipv4Addr(identity),
+        identity: match identity {
+            IpAddr::V4(a) => Identity::Ipv4Addr(a),
+            IpAddr::V6(a) => Identity::Ipv6Addr(a),
+        },
     };
     let mut idir_b = Vec::new();
     idir.emit(&mut idir_b).ok()?;
@@ -301,4 +313,20 @@ pub(crate) fn message_6(
         &opened.dec.next_iv,
     )
     .ok()
+}
+
+#[cfg(test)]
+mod own_identity_tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_peer_gets_the_ipv6_identity_where_there_is_one() {
+        let v4 = Ipv4Addr::new(10, 0, 0, 1);
+        let v6: Ipv6Addr = "fd00::1".parse().unwrap_or(Ipv6Addr::LOCALHOST);
+        let p6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        let p4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(own_identity(p6, v4, Some(v6)), IpAddr::V6(v6));
+        assert_eq!(own_identity(p6, v4, None), IpAddr::V4(v4));
+        assert_eq!(own_identity(p4, v4, Some(v6)), IpAddr::V4(v4));
+    }
 }

@@ -5,7 +5,7 @@
 //! [`Phase1Responder::established`].
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gkm_wire::consts::{Doi, Flags, NotifyType, PayloadType, ProtocolId};
 use gkm_wire::payload::{CertReq, KeyExchange, Nonce, Phase1Sa, Proposal, Sa, VendorId};
@@ -97,6 +97,8 @@ pub(crate) struct EstablishedSa<'a> {
 pub(crate) struct Phase1Responder {
     /// The KS's own address (its phase 1 identity).
     address: Ipv4Addr,
+    /// Its IPv6 address: the phase 1 identity IPv6 peers get, if set.
+    address_v6: Option<Ipv6Addr>,
     psks: Vec<PskEntry>,
     ca: Option<CertificateAuthority>,
     certificate: Option<(Vec<u8>, RsaSigner)>,
@@ -123,6 +125,8 @@ pub(crate) struct Phase1Responder {
 pub(crate) struct Phase1Config {
     /// The KS's own address (its phase 1 identity).
     pub address: Ipv4Addr,
+    /// Its IPv6 address (the phase 1 identity of IPv6 peers), if any.
+    pub address_v6: Option<Ipv6Addr>,
     pub psks: Vec<PskEntry>,
     pub ca: Option<CertificateAuthority>,
     pub certificate: Option<(Vec<u8>, RsaSigner)>,
@@ -137,6 +141,7 @@ impl Phase1Responder {
     pub(crate) fn new(c: Phase1Config) -> Self {
         Self {
             address: c.address,
+            address_v6: c.address_v6,
             psks: c.psks,
             ca: c.ca,
             certificate: c.certificate,
@@ -817,11 +822,12 @@ impl Phase1Responder {
         }
         let peer_identity = identity_string(&who.idii.identity);
         let initial_contact = who.initial_contact;
+        let own_identity = auth::own_identity(from.ip(), self.address, self.address_v6);
         let Some((reply, last_block)) = auth::message_6(
             &agreed,
             &opened,
             &who,
-            self.address,
+            own_identity,
             self.certificate.as_ref(),
             rng,
         ) else {

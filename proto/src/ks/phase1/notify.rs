@@ -97,7 +97,7 @@ pub(crate) fn protected(
         message_id: mid,
         length: 0,
     };
-    let iv = phase2_iv(sa.suite.prf, sa.last_block, mid);
+    let iv = phase2_iv(sa.suite.cipher, sa.suite.prf, sa.last_block, mid);
     if let Ok((bytes, _)) = encrypt_body(header, body, sa.suite.cipher, &sa.keys.enc_key, &iv) {
         out.send(sa.peer, bytes);
     }
