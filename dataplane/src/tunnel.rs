@@ -740,7 +740,13 @@ mod tests {
             let oh = Ipv6Header::parse(&out).unwrap();
             let ih = Ipv6Header::parse(&inner).unwrap();
             assert_eq!(
-                (oh.src, oh.dst, oh.traffic_class, oh.flow_label, oh.hop_limit),
+                (
+                    oh.src,
+                    oh.dst,
+                    oh.traffic_class,
+                    oh.flow_label,
+                    oh.hop_limit
+                ),
                 (ih.src, ih.dst, ih.traffic_class, ih.flow_label, 17)
             );
             assert_eq!((oh.next_header, oh.payload_len), (50, out.len() - 40));
@@ -771,7 +777,10 @@ mod tests {
         a.encapsulate(T0, &ping6(0b01, 64, 8), &mut out).unwrap();
         out[1] |= 0b11 << 4;
         let r = b.decapsulate(T0, &mut out).unwrap();
-        assert_eq!(Ipv6Header::parse(&out[r]).unwrap().traffic_class & 0b11, 0b11);
+        assert_eq!(
+            Ipv6Header::parse(&out[r]).unwrap().traffic_class & 0b11,
+            0b11
+        );
         // CE over a not-ECT packet: dropped.
         let mut out = Vec::new();
         a.encapsulate(T0, &ping6(0, 64, 8), &mut out).unwrap();

@@ -24,7 +24,7 @@ use gkm_model::health::{GroupReplay, ReplayCounters, WindowSource};
 use gkm_model::D3pWindow;
 use gkm_proto::crypto::PkiCredentials;
 use gkm_proto::gm::{CertAuth, GmAuth, GmConfig, GmEvent, GmIdentity, GroupMember};
-use gkm_proto::group::Ipv4Prefix;
+use gkm_proto::group::IpPrefix;
 use rand_core::OsRng;
 use serde::Deserialize;
 use tokio::net::UdpSocket;
@@ -222,7 +222,7 @@ fn join_multicast(group: SocketAddrV4, local: Ipv4Addr) -> Result<UdpSocket> {
 fn dataplane_settings(
     args: &Args,
     file: &AgentConfig,
-) -> Result<Option<(dataplane::Settings, Vec<Ipv4Prefix>)>> {
+) -> Result<Option<(dataplane::Settings, Vec<IpPrefix>)>> {
     if !(args.dataplane || file.dataplane.is_some()) || args.once {
         return Ok(None);
     }
@@ -251,7 +251,7 @@ fn dataplane_settings(
                 .flatten(),
         )
         .map(|p| {
-            p.parse::<Ipv4Prefix>()
+            p.parse::<IpPrefix>()
                 .map_err(|e| anyhow!("protect {p:?}: {e}"))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -457,7 +457,7 @@ async fn main() -> Result<()> {
         if settings.fail_close {
             routes.protect(&protect)?;
         }
-        let esp = dataplane::esp_socket(settings.fwmark)?;
+        let esp = dataplane::esp_sockets(settings.fwmark)?;
         let t: dataplane::SharedTunnel =
             std::sync::Arc::new(std::sync::Mutex::new(Tunnel::default()));
         let io = t.clone();

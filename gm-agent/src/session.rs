@@ -8,7 +8,7 @@ use gkm_dataplane::tunnel::Tunnel;
 use gkm_model::health::WindowSource;
 use gkm_model::D3pWindow;
 use gkm_proto::gm::InstalledTek;
-use gkm_proto::group::Ipv4Prefix;
+use gkm_proto::group::IpPrefix;
 use rand_core::RngCore;
 use tracing::{info, warn};
 
@@ -41,7 +41,7 @@ pub fn sync_tunnel(
     sid: Option<u32>,
     window: Option<u32>,
     rng: &mut dyn RngCore,
-) -> Vec<Ipv4Prefix> {
+) -> Vec<IpPrefix> {
     t.set_d3p_window(window);
     for it in teks {
         let spi = it.tek.spi;
@@ -65,7 +65,7 @@ pub fn sync_tunnel(
     }
     let live: Vec<u32> = teks.iter().map(|x| x.tek.spi).collect();
     t.retain(|spi| live.contains(&spi));
-    let mut prefixes: Vec<Ipv4Prefix> = teks.iter().map(|x| x.tek.dst).collect();
+    let mut prefixes: Vec<IpPrefix> = teks.iter().map(|x| x.tek.dst).collect();
     prefixes.dedup();
     prefixes
 }
@@ -78,8 +78,8 @@ mod tests {
     use rand_core::OsRng;
 
     fn teks(n: usize, from: u64, until: u64) -> Vec<InstalledTek> {
-        let any = Ipv4Prefix::any();
-        let dst: Ipv4Prefix = "10.1.0.0/16".parse().unwrap();
+        let any = IpPrefix::any()[0];
+        let dst: IpPrefix = "10.1.0.0/16".parse().unwrap();
         let pairs: Vec<_> = (0..n).map(|_| (any, dst)).collect();
         GroupKeys::generate(&mut OsRng, 1, &pairs, 3600, None)
             .teks

@@ -1,7 +1,7 @@
 //! A group's keys and policy as both ends hold them, and their mapping to
 //! the GDOI SA and KD payloads (RFC 6407 sections 5.2-5.6).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use gkm_wire::consts::{
     AckRequested, AddressPreservation, AuthAlgorithm, EncapsulationMode, EspTransformId,
@@ -18,17 +18,26 @@ use crate::crypto::{rng, CbcCipher, EngineRng};
 
 pub use gkm_model::{IpPrefix, Ipv4Prefix, TekTransform};
 
-/// A prefix as a GDOI traffic selector's identity (RFC 2407 section 4.6.2).
-fn prefix_identity(p: &Ipv4Prefix) -> Identity<'static> {
-    Identity::Ipv4Subnet(p.addr(), p.mask())
+/// A prefix as a GDOI traffic selector's identity (RFC 2407 section
+/// 4.6.2): ID_IPV4_ADDR_SUBNET or ID_IPV6_ADDR_SUBNET.
+fn prefix_identity(p: &IpPrefix) -> Identity<'static> {
+    match (p.addr(), p.mask()) {
+        (IpAddr::V4(a), IpAddr::V4(m)) => Identity::Ipv4Subnet(a, m),
+        (IpAddr::V6(a), IpAddr::V6(m)) => Identity::Ipv6Subnet(a, m),
+        // A prefix's address and mask are of one family.
+        (IpAddr::V4(a), IpAddr::V6(_)) => Identity::Ipv4Addr(a),
+        (IpAddr::V6(a), IpAddr::V4(_)) => Identity::Ipv6Addr(a),
+    }
 }
 
 /// A traffic selector's identity as a prefix; none for a non-contiguous
-/// mask or another identity type.
-fn prefix_from_identity(id: &Identity<'_>) -> Option<Ipv4Prefix> {
+/// mask or another identity type (ranges, names).
+fn prefix_from_identity(id: &Identity<'_>) -> Option<IpPrefix> {
     match *id {
-        Identity::Ipv4Subnet(addr, mask) => Ipv4Prefix::from_netmask(addr, mask),
-        Identity::Ipv4Addr(addr) => Ipv4Prefix::new(addr, 32),
+        Identity::Ipv4Subnet(addr, mask) => IpPrefix::from_netmask(addr.into(), mask.into()),
+        Identity::Ipv4Addr(addr) => IpPrefix::new(addr.into(), 32),
+        Identity::Ipv6Subnet(addr, mask) => IpPrefix::from_netmask(addr.into(), mask.into()),
+        Identity::Ipv6Addr(addr) => IpPrefix::new(addr.into(), 128),
         _ => None,
     }
 }
@@ -215,10 +224,11 @@ pub struct Tek {
     pub key: Zeroizing<Vec<u8>>,
     /// TEK_INTEGRITY_KEY: the HMAC key (empty for AES-GCM).
     pub integrity_key: Zeroizing<Vec<u8>>,
-    /// Protected traffic, source side.
-    pub src: Ipv4Prefix,
+    /// Protected traffic, source side (IPv4 or IPv6; the same family as
+    /// `dst`).
+    pub src: IpPrefix,
     /// Protected traffic, destination side.
-    pub dst: Ipv4Prefix,
+    pub dst: IpPrefix,
     /// Lifetime in seconds.
     pub lifetime_secs: u32,
 }
@@ -282,10 +292,10 @@ pub enum GroupError {
 
 impl GroupKeys {
     /// Fresh keys for a group: new KEK (when `rekey` is set) and one TEK per selector pair.
-    pub fn generate(
+    pub fn generate<P: Into<IpPrefix> + Copy>(
         rng: &mut dyn EngineRng,
         group_id: u32,
-        selectors: &[(Ipv4Prefix, Ipv4Prefix)],
+        selectors: &[(P, P)],
         tek_lifetime_secs: u32,
         rekey: Option<&KekParams>,
     ) -> Self {
@@ -303,8 +313,8 @@ impl GroupKeys {
                 auth: None,
                 key: Zeroizing::new(rng::bytes(rng, 36)),
                 integrity_key: Zeroizing::new(Vec::new()),
-                src: *src,
-                dst: *dst,
+                src: (*src).into(),
+                dst: (*dst).into(),
                 lifetime_secs: tek_lifetime_secs,
             })
             .collect();
@@ -494,16 +504,25 @@ impl GroupKeys {
                     }
                 }
             }
+            let src = prefix_from_identity(&t.src.identity)
+                .ok_or(GroupError::Inconsistent("TEK source selector"))?;
+            let dst = prefix_from_identity(&t.dst.identity)
+                .ok_or(GroupError::Inconsistent("TEK destination selector"))?;
+            if src.is_ipv6() != dst.is_ipv6() {
+                // Address preservation: the outer packet is of the inner
+                // packet's family, so one SA protects one family.
+                return Err(GroupError::Inconsistent(
+                    "TEK source and destination selectors of different IP families",
+                ));
+            }
             teks.push(Tek {
                 spi: t.spi,
                 transform: t.transform_id,
                 auth,
                 key: Zeroizing::new(key.to_vec()),
                 integrity_key: Zeroizing::new(integrity.to_vec()),
-                src: prefix_from_identity(&t.src.identity)
-                    .ok_or(GroupError::Inconsistent("TEK source selector"))?,
-                dst: prefix_from_identity(&t.dst.identity)
-                    .ok_or(GroupError::Inconsistent("TEK destination selector"))?,
+                src,
+                dst,
                 lifetime_secs: t.attributes.life_seconds.unwrap_or(3600),
             });
         }

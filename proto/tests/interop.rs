@@ -979,3 +979,66 @@ fn a_gm_registers_over_ipv6_with_a_psk_and_authorization_by_ipv6_prefix() {
     );
     assert_eq!(ks.members(GROUP).count(), 1);
 }
+
+/// Issue 18 item 6: TEK selectors in IPv6 (ID_IPV6_ADDR_SUBNET) reach a
+/// GM as they were written; a TEK whose source and destination are of
+/// different families is refused by the GM naming why.
+#[test]
+fn ipv6_tek_selectors_reach_the_gm_and_a_mixed_family_tek_is_refused() {
+    use gkm_proto::group::{GroupError, GroupKeys, IpPrefix};
+    use gkm_wire::payload::TekBody;
+    use gkm_wire::Identity;
+    let v6 = |s: &str| s.parse::<IpPrefix>().unwrap();
+    let mut cfg = common::ks_config(b"group-psk", Authorization::default());
+    let mut r = rng(78);
+    let generated = GroupKeys::generate(
+        r.as_mut(),
+        GROUP,
+        &[
+            (v6("fd00:1::/64"), v6("fd00:2::7/48")),
+            (v6("10.1.0.0/16"), v6("10.1.0.0/16")),
+        ],
+        3600,
+        None,
+    );
+    cfg.groups[0].keys.teks = generated.teks.clone();
+    let mut ks = gkm_proto::ks::KeyServer::new(cfg, rng(2));
+    // On the wire: ID_IPV6_ADDR_SUBNET with the address as written.
+    let sa = ks.groups()[0].keys.to_sa();
+    let TekBody::Ipsec(t) = &sa.teks[0].body else {
+        panic!()
+    };
+    assert_eq!(
+        t.dst.identity,
+        Identity::Ipv6Subnet(
+            "fd00:2::7".parse().unwrap(),
+            "ffff:ffff:ffff::".parse().unwrap()
+        )
+    );
+    let mut gms = vec![(gm_addr(6), gm(6, b"group-psk", GROUP))];
+    let (keys, _, events) = run(&mut ks, &mut gms, T0 + 10_000);
+    let got = &keys
+        .get(&gm_addr(6))
+        .unwrap_or_else(|| panic!("{events:?}"))
+        .teks;
+    assert_eq!(
+        (got[0].src, got[0].dst, got[1].dst),
+        (v6("fd00:1::/64"), v6("fd00:2::7/48"), v6("10.1.0.0/16"))
+    );
+    // A TEK from fd00:1::/64 to 10.1.0.0/16: no single packet family fits.
+    let keys = &ks.groups()[0].keys;
+    let material = keys.kek_material();
+    let kd = keys.to_kd(&material, None);
+    let mut sa = keys.to_sa();
+    if let TekBody::Ipsec(t) = &mut sa.teks[0].body {
+        t.dst.identity =
+            Identity::Ipv4Subnet("10.1.0.0".parse().unwrap(), "255.255.0.0".parse().unwrap());
+    }
+    match GroupKeys::from_pull(GROUP, &sa, &kd, 0) {
+        Err(GroupError::Inconsistent(m)) => assert_eq!(
+            m,
+            "TEK source and destination selectors of different IP families"
+        ),
+        Ok(_) => panic!("accepted"),
+    }
+}

@@ -938,7 +938,7 @@ fn groups_change_at_run_time() {
         assert!(held.iter().all(|h| !spis.contains(h)));
         assert_eq!(
             m.inbound_teks(w.now).next().unwrap().src,
-            prefix("10.7.0.0/16")
+            prefix("10.7.0.0/16").into()
         );
         assert_eq!(m.group().unwrap().last_seq, w.ks_keys().seq);
     }

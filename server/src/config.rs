@@ -318,8 +318,13 @@ impl ServerConfig {
                 bail!("group[{i}].tek: at least one TEK (src, dst) is needed");
             }
             for (j, t) in g.tek.iter().enumerate() {
-                prefix(&format!("group[{i}].tek[{j}].src"), &t.src)?;
-                prefix(&format!("group[{i}].tek[{j}].dst"), &t.dst)?;
+                let src = ip_prefix(&format!("group[{i}].tek[{j}].src"), &t.src)?;
+                let dst = ip_prefix(&format!("group[{i}].tek[{j}].dst"), &t.dst)?;
+                if src.is_ipv6() != dst.is_ipv6() {
+                    bail!(
+                        "group[{i}].tek[{j}].dst: {dst} is not of the source's IP family ({src}): a TEK protects one family"
+                    );
+                }
             }
             for (j, a) in g.authorization.addresses.iter().enumerate() {
                 ip_prefix(&format!("group[{i}].authorization.addresses[{j}]"), a)?;
@@ -401,6 +406,7 @@ mod tests {
             ("[[group]]\nname='G'\ngroup_id=1\nrekey_address='10.0.0.1'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "rekey_address"),
             ("[[group]]\nname='G'\ngroup_id=1\ntek=[]", "group[0].tek"),
             ("[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0'\ndst='ten'", "group[0].tek[0].dst"),
+            ("[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='fd00::/64'\ndst='10.0.0.0/8'", "group[0].tek[0].dst: 10.0.0.0/8 is not of the source's IP family"),
             ("[[group]]\nname='G'\ngroup_id=1\nrekey_address='239.1.1.1'\nrekey.acknowledgement='any'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "requires unicast rekey"),
             ("[[group]]\nname='G'\ngroup_id=1\nrekey.acknowledgement='Cisco'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].rekey.acknowledgement"),
             ("[[group]]\nname='G'\ngroup_id=1\nrekey.retransmit_interval=0\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "retransmit_interval"),

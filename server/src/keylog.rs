@@ -79,7 +79,8 @@ impl KeyLog {
         for t in &keys.teks {
             writeln!(
                 self.esp,
-                "\"IPv4\",\"*\",\"*\",\"0x{:08x}\",\"{}\",\"0x{}\",\"{}\",\"{}\"",
+                "\"{}\",\"*\",\"*\",\"0x{:08x}\",\"{}\",\"0x{}\",\"{}\",\"{}\"",
+                if t.dst.is_ipv6() { "IPv6" } else { "IPv4" },
                 t.spi,
                 esp_algorithm(t.transform),
                 hex::encode(t.key.as_slice()),

@@ -16,7 +16,7 @@ use gkm_store::model::GmRow;
 use anyhow::{anyhow, bail, Context, Result};
 use gkm_proto::crypto::CbcCipher;
 use gkm_proto::engine::GmClass;
-use gkm_proto::group::{GroupKeys, Ipv4Prefix, Kek, Tek};
+use gkm_proto::group::{GroupKeys, IpPrefix, Kek, Tek};
 use gkm_proto::ks::GmRecord;
 use gkm_proto::rekey::GroupState;
 use gkm_wire::consts::{AuthAlgorithm, EspTransformId, SigAlgorithm};
@@ -152,8 +152,8 @@ impl StoredTek {
             integrity_key: Zeroizing::new(
                 hex::decode(&self.integrity_key).map_err(|_| anyhow!("TEK integrity key"))?,
             ),
-            src: self.src.parse::<Ipv4Prefix>().map_err(|e| anyhow!(e))?,
-            dst: self.dst.parse::<Ipv4Prefix>().map_err(|e| anyhow!(e))?,
+            src: self.src.parse::<IpPrefix>().map_err(|e| anyhow!(e))?,
+            dst: self.dst.parse::<IpPrefix>().map_err(|e| anyhow!(e))?,
             lifetime_secs: self.lifetime_secs,
         })
     }

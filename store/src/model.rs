@@ -181,19 +181,28 @@ pub fn check_psk(field: &str, k: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// A prefix as written (`a.b.c.d/len`, a bare address being a /32).
-pub fn parse_prefix(field: &str, s: &str) -> Result<Ipv4Prefix, Invalid> {
+/// A prefix as written (`a.b.c.d/len` or `x:y::/len`, a bare address
+/// being a /32 or /128).
+pub fn parse_prefix(field: &str, s: &str) -> Result<IpPrefix, Invalid> {
     s.parse().map_err(|e| invalid(field, format!("{e}")))
 }
 
 impl TekPolicy {
-    /// Its source and destination selectors; the failure names
-    /// `{field}/src` or `{field}/dst`.
-    pub fn selectors(&self, field: &str) -> Result<(Ipv4Prefix, Ipv4Prefix), Invalid> {
-        Ok((
-            parse_prefix(&format!("{field}/src"), &self.src)?,
-            parse_prefix(&format!("{field}/dst"), &self.dst)?,
-        ))
+    /// Its source and destination selectors, IPv4 or IPv6 but both of one
+    /// family (address preservation keeps a packet in its family); the
+    /// failure names `{field}/src` or `{field}/dst`.
+    pub fn selectors(&self, field: &str) -> Result<(IpPrefix, IpPrefix), Invalid> {
+        let src = parse_prefix(&format!("{field}/src"), &self.src)?;
+        let dst = parse_prefix(&format!("{field}/dst"), &self.dst)?;
+        if src.is_ipv6() != dst.is_ipv6() {
+            return Err(invalid(
+                &format!("{field}/dst"),
+                format!(
+                    "{dst} is not of the source's IP family ({src}): a TEK protects one family"
+                ),
+            ));
+        }
+        Ok((src, dst))
     }
 }
 
@@ -821,6 +830,13 @@ mod tests {
         let mut p = base();
         p.teks[0].src = "10.0.0.0/33".into();
         assert_eq!(field_of(&p), "/teks/0/src");
+        // IPv6 selectors are fine; a TEK across families is not.
+        let mut p = base();
+        p.teks[0].src = "fd00:1::/64".into();
+        p.teks[0].dst = "fd00:2::/64".into();
+        assert_eq!(p.validate(), Ok(()));
+        p.teks[0].dst = "10.0.0.0/8".into();
+        assert_eq!(field_of(&p), "/teks/0/dst");
         let mut p = base();
         p.teks[0].lifetime = 10;
         assert_eq!(field_of(&p), "/teks/0/lifetime");

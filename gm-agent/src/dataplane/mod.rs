@@ -1,8 +1,9 @@
 //! The agent's encrypting dataplane I/O (Linux): a TUN device takes the
-//! group's protected traffic, [`Tunnel`] encrypts it, and a raw IPv4
-//! socket (protocol 50, header included) sends the ESP packet with the
-//! inner addresses; the same socket receives the group's ESP, which is
-//! decrypted and written into the TUN device for local delivery.
+//! group's protected traffic, [`Tunnel`] encrypts it, and a raw socket of
+//! the packet's family (protocol 50, header included; one for IPv4, one
+//! for IPv6) sends the ESP packet with the inner addresses; the same
+//! sockets receive the group's ESP, which is decrypted and written into
+//! the TUN device for local delivery.
 //!
 //! Routing (iproute2, undone on exit and redone cleanly after a crash):
 //! - rule `pref P fwmark M lookup main`: the agent's own packets (ESP,
@@ -30,9 +31,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{bail, Context, Result};
 use gkm_dataplane::tunnel::Tunnel;
-use socket2::Socket;
+use workers::Family;
 
-pub use esp::esp_socket;
+pub use esp::{esp_socket, esp_sockets, EspSockets};
 pub use routes::Routes;
 pub use tun::tun;
 
@@ -41,7 +42,9 @@ pub use tun::tun;
 pub struct Settings {
     /// TUN device name.
     pub device: String,
-    /// TUN MTU: 1500 minus the worst ESP + D3P overhead (69 octets), rounded down.
+    /// TUN MTU: 1500 minus the worst outer header + ESP + D3P overhead,
+    /// rounded down: IPv6 (40) + ESP header (8) + CBC IV (16) + D3P (12) +
+    /// padding (at most 15) + trailer (2) + ICV (16) = 109 octets.
     pub mtu: u16,
     /// Mark on the agent's own sockets.
     pub fwmark: u32,
@@ -72,7 +75,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             device: "gkm0".into(),
-            mtu: 1400,
+            mtu: 1390,
             fwmark: 0x474b,
             table: 0x474b,
             rule_pref: 10_000,
@@ -111,7 +114,7 @@ pub fn lock(t: &SharedTunnel) -> std::sync::MutexGuard<'_, Tunnel> {
 /// kernel then keeps for the flow's sent packets too (tun "automq").
 pub fn spawn(
     tuns: Vec<tun_rs::SyncDevice>,
-    esp: Socket,
+    esp: EspSockets,
     tunnel: SharedTunnel,
     now_ms: fn() -> u64,
     failed: &ThreadFailures,
@@ -125,10 +128,27 @@ pub fn spawn(
             .spawn(move || report(workers::outbound(&t, &e, &tu, now_ms), &f))
             .context("starting an outbound dataplane thread")?;
     }
+    if esp.v6.is_some() {
+        let (t, e, tu, f) = (tuns.clone(), esp.clone(), tunnel.clone(), failed.clone());
+        std::thread::Builder::new()
+            .name("gkm-esp-in6".into())
+            .spawn(move || {
+                let Some(v6) = e.v6.as_ref() else {
+                    return;
+                };
+                report(workers::inbound(&t, v6, Family::V6, &tu, now_ms), &f)
+            })
+            .context("starting the inbound IPv6 dataplane thread")?;
+    }
     let f = failed.clone();
     std::thread::Builder::new()
         .name("gkm-esp-in".into())
-        .spawn(move || report(workers::inbound(&tuns, &esp, &tunnel, now_ms), &f))
+        .spawn(move || {
+            report(
+                workers::inbound(&tuns, &esp.v4, Family::V4, &tunnel, now_ms),
+                &f,
+            )
+        })
         .context("starting the inbound dataplane thread")?;
     Ok(())
 }
@@ -148,6 +168,75 @@ fn report(r: Result<()>, failed: &ThreadFailures) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The default TUN MTU fits every transform in either family with
+    /// IP-D3P on: the largest packet the device hands over leaves as ESP
+    /// of at most 1500 octets (an IPv6 packet under AES-CBC with a
+    /// 16-octet ICV is the worst case, and 1400 would not fit it).
+    #[test]
+    fn the_default_mtu_fits_the_worst_outer_packet_in_1500_octets() {
+        use gkm_dataplane::esp::{EspKeys, IvSource};
+        use gkm_wire::consts::{AuthAlgorithm, EspTransformId};
+        let key = [7u8; 36];
+        let mac = [9u8; 32];
+        let transforms = [
+            (EspTransformId::AES_GCM_16, None, &key[..36], &mac[..0]),
+            (
+                EspTransformId::AES_CBC,
+                Some(AuthAlgorithm::HMAC_SHA2_256),
+                &key[..32],
+                &mac[..32],
+            ),
+            (
+                EspTransformId::AES_CBC,
+                Some(AuthAlgorithm::HMAC_SHA1),
+                &key[..16],
+                &mac[..20],
+            ),
+        ];
+        let packet = |v6: bool, len: usize| -> Vec<u8> {
+            let mut p = vec![0u8; len];
+            if v6 {
+                p[0] = 0x60;
+                p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+                p[6] = 59; // no next header
+                p[8] = 0xfd;
+                p[24] = 0xfd;
+            } else {
+                p[0] = 0x45;
+                p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                p[9] = 17;
+            }
+            p
+        };
+        let worst = |mtu: usize| {
+            let mut most = 0;
+            for (transform, auth, k, m) in transforms {
+                for v6 in [false, true] {
+                    // Every length near the MTU: the padding varies with it.
+                    for len in mtu - 15..=mtu {
+                        let mut t = Tunnel::default();
+                        t.set_d3p_window(Some(1000));
+                        let keys = EspKeys {
+                            transform,
+                            auth,
+                            algorithm_key: k,
+                            integrity_key: m,
+                        };
+                        t.install(1000, &keys, 0, u64::MAX, IvSource::from_sid(1, 8).unwrap())
+                            .unwrap();
+                        let mut out = Vec::new();
+                        t.encapsulate(5, &packet(v6, len), &mut out).unwrap();
+                        most = most.max(out.len());
+                    }
+                }
+            }
+            most
+        };
+        let mtu = usize::from(Settings::default().mtu);
+        assert!(worst(mtu) <= 1500, "{}", worst(mtu));
+        assert!(worst(1400) > 1500, "the reason the MTU is below 1400");
+    }
 
     #[test]
     fn queues_outside_1_to_16_are_refused_with_the_range() {

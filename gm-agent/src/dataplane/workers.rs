@@ -1,7 +1,7 @@
 //! The packet threads' loops: TUN → encrypt → ESP socket per TUN queue,
 //! and ESP socket → decrypt → the flow's TUN queue.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -9,11 +9,11 @@ use anyhow::{anyhow, Context, Result};
 use gkm_dataplane::tunnel::{HEADROOM, TAILROOM};
 use gkm_dataplane::DataplaneError;
 use nix::errno::Errno;
-use nix::sys::socket::{MultiHeaders, SockaddrIn};
+use nix::sys::socket::{MultiHeaders, SockaddrIn, SockaddrIn6};
 use socket2::Socket;
 use tracing::{debug, warn};
 
-use super::esp::{receive, send_batch, Overflow};
+use super::esp::{receive, receive_v6, send_batch, EspSockets, Overflow};
 use super::{lock, SharedTunnel, MAX_QUEUES};
 
 /// Why a packet was dropped, for the debug log (not per packet at info).
@@ -29,13 +29,16 @@ const BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
 /// coalescing's own room) when writing to the TUN device.
 const OFFSET: usize = HEADROOM;
 
-/// Size of one ESP receive buffer: the largest IPv4 packet.
-const RX_LEN: usize = 65_535;
+/// Size of one ESP receive buffer: the largest packet (an IPv6 one: its
+/// 40-octet header, rebuilt, and a 65,535-octet payload).
+const RX_LEN: usize = 40 + 65_535;
 
-/// The TUN queue of an inner IPv4 packet's flow among `queues`: a hash of
-/// the addresses, protocol and (TCP, UDP, SCTP) ports, the same in both
+/// The TUN queue of an inner packet's flow among `queues`: a hash of the
+/// addresses, protocol and (TCP, UDP, SCTP) ports, the same in both
 /// directions, so a flow's packets stay in order on one queue. (Inner
-/// packets are never fragments: the tunnel refuses them.)
+/// IPv4 packets are never fragments: the tunnel refuses them. An IPv6
+/// packet whose first next header is an extension header hashes on its
+/// addresses alone.)
 pub fn queue_of(packet: &[u8], queues: usize) -> usize {
     if queues < 2 {
         return 0;
@@ -45,15 +48,30 @@ pub fn queue_of(packet: &[u8], queues: usize) -> usize {
             .get(r)
             .map_or(0u64, |b| b.iter().fold(0u64, |a, x| a << 8 | u64::from(*x)))
     };
-    let (a, b) = (word(12..16), word(16..20));
-    let proto = word(9..10);
-    let ihl = packet.first().map_or(20, |v| usize::from(v & 0x0f) * 4);
+    let v6 = packet.first().is_some_and(|v| v >> 4 == 6);
+    let (a, b, proto, ihl) = if v6 {
+        // Each address folded to 64 bits (the halves xored): enough for
+        // spreading, and the same both ways.
+        (
+            word(8..16) ^ word(16..24),
+            word(24..32) ^ word(32..40),
+            word(6..7),
+            40,
+        )
+    } else {
+        (
+            word(12..16),
+            word(16..20),
+            word(9..10),
+            packet.first().map_or(20, |v| usize::from(v & 0x0f) * 4),
+        )
+    };
     let (p, q) = if matches!(proto, 6 | 17 | 132) {
         (word(ihl..ihl + 2), word(ihl + 2..ihl + 4))
     } else {
         (0, 0)
     };
-    let key = (a.min(b) << 32 | a.max(b)) ^ (p.min(q) << 48 | p.max(q) << 32 | proto);
+    let key = (a.min(b).rotate_left(32) ^ a.max(b)) ^ (p.min(q) << 48 | p.max(q) << 32 | proto);
     // splitmix64's finalizer: every output bit depends on every key bit
     // (Linux gives connect()ed sockets even ports: the low bits alone
     // would put every client flow on one queue).
@@ -71,7 +89,7 @@ pub fn queue_of(packet: &[u8], queues: usize) -> usize {
 /// lock and sent with one `sendmmsg`.
 pub(super) fn outbound(
     tun: &tun_rs::SyncDevice,
-    esp: &Socket,
+    esp: &EspSockets,
     tunnel: &SharedTunnel,
     now_ms: fn() -> u64,
 ) -> Result<()> {
@@ -82,7 +100,9 @@ pub(super) fn outbound(
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; seg_len]).collect();
     let mut sizes = vec![0usize; BATCH];
     let mut sealed: Vec<(usize, Range<usize>, SockaddrIn)> = Vec::with_capacity(BATCH);
+    let mut sealed6: Vec<(usize, Range<usize>, SockaddrIn6)> = Vec::with_capacity(BATCH);
     let mut headers = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
+    let mut headers6 = MultiHeaders::<SockaddrIn6>::preallocate(BATCH, None);
     loop {
         let n = match tun.recv_multiple(&mut original, &mut bufs, &mut sizes, OFFSET) {
             Ok(n) => n,
@@ -97,11 +117,21 @@ pub(super) fn outbound(
             }
         };
         sealed.clear();
+        sealed6.clear();
         {
             let now = now_ms();
             let mut t = lock(tunnel);
             for (i, (buf, size)) in bufs.iter_mut().zip(&sizes).take(n).enumerate() {
                 match t.encapsulate_in_place(now, buf, OFFSET..OFFSET + size) {
+                    Ok(r) if buf.get(r.start).is_some_and(|v| v >> 4 == 6) => {
+                        let dst = buf
+                            .get(r.start + 24..r.start + 40)
+                            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                            .map(Ipv6Addr::from)
+                            .unwrap_or(Ipv6Addr::UNSPECIFIED);
+                        let to = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, 0));
+                        sealed6.push((i, r, to));
+                    }
                     Ok(r) => {
                         let dst = buf
                             .get(r.start + 16..r.start + 20)
@@ -114,8 +144,25 @@ pub(super) fn outbound(
                 }
             }
         }
-        send_batch(esp, &mut headers, &bufs, &sealed);
+        send_batch(&esp.v4, &mut headers, &bufs, &sealed);
+        match &esp.v6 {
+            Some(v6) => send_batch(v6, &mut headers6, &bufs, &sealed6),
+            None if !sealed6.is_empty() => dropped(
+                "out",
+                DataplaneError::Unsupported("IPv6 (no IPv6 ESP socket)"),
+            ),
+            None => {}
+        }
     }
+}
+
+/// Which ESP socket an inbound thread reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Family {
+    /// The IPv4 socket: packets come with their header.
+    V4,
+    /// The IPv6 socket: headers rebuilt by [`receive_v6`].
+    V6,
 }
 
 /// ESP → TUN: `recvmmsg` returns what the raw socket holds (at least
@@ -126,6 +173,7 @@ pub(super) fn outbound(
 pub(super) fn inbound(
     tuns: &[Arc<tun_rs::SyncDevice>],
     esp: &Socket,
+    family: Family,
     tunnel: &SharedTunnel,
     now_ms: fn() -> u64,
 ) -> Result<()> {
@@ -140,7 +188,11 @@ pub(super) fn inbound(
     let mut gro: Vec<tun_rs::GROTable> = tuns.iter().map(|_| Default::default()).collect();
     let mut overflow = Overflow::default();
     loop {
-        match receive(esp, &mut rx, &mut lens) {
+        let got = match family {
+            Family::V4 => receive(esp, &mut rx, &mut lens),
+            Family::V6 => receive_v6(esp, &mut rx, &mut lens),
+        };
+        match got {
             Ok(Some(drops)) => overflow.total = drops,
             Ok(None) => {}
             Err(Errno::EINTR) => continue,
@@ -151,7 +203,7 @@ pub(super) fn inbound(
             let now = now_ms();
             let mut t = lock(tunnel);
             for (buf, len) in rx.iter_mut().zip(&lens) {
-                let Some(packet) = buf.get_mut(..*len) else {
+                let Some(packet) = buf.get_mut(..*len).filter(|p| !p.is_empty()) else {
                     continue;
                 };
                 let r = t.decapsulate(now, packet);
@@ -259,6 +311,41 @@ mod tests {
         assert_eq!(queue_of(&packet(a, b, 6, 1, 2), 1), 0);
         for len in 0..40 {
             assert!(queue_of(&packet(a, b, 17, 1, 2)[..len], 3) < 3);
+        }
+    }
+
+    fn packet6(src: u16, dst: u16, next: u8, sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0, 0, 20, next, 64];
+        let addr = |h: u16| {
+            let mut a = [0u8; 16];
+            a[0] = 0xfd;
+            a[14..].copy_from_slice(&h.to_be_bytes());
+            a
+        };
+        p.extend_from_slice(&addr(src));
+        p.extend_from_slice(&addr(dst));
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.resize(60, 0);
+        p
+    }
+
+    #[test]
+    fn an_ipv6_flow_and_its_replies_take_one_queue_and_flows_spread() {
+        let mut seen = [0usize; 4];
+        for port in 40_000..40_064 {
+            let out = queue_of(&packet6(1, 2, 6, port, 5201), 4);
+            assert_eq!(out, queue_of(&packet6(2, 1, 6, 5201, port), 4));
+            seen[out] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+        // Host pairs alone (no ports: ICMPv6) spread too.
+        let hosts: Vec<usize> = (1..32)
+            .map(|h| queue_of(&packet6(h, 100, 58, 0, 0), 2))
+            .collect();
+        assert!(hosts.contains(&0) && hosts.contains(&1), "{hosts:?}");
+        for len in 0..60 {
+            assert!(queue_of(&packet6(1, 2, 17, 1, 2)[..len], 3) < 3);
         }
     }
 

@@ -116,7 +116,7 @@ fn ks_engine_only(n: u32) -> f64 {
     )
     .unwrap();
     let spki = signer.public_spki_der().unwrap();
-    let p = |s: &str| s.parse().unwrap();
+    let p = |s: &str| s.parse::<gkm_proto::group::Ipv4Prefix>().unwrap();
     let keys = GroupKeys::generate(
         &mut OsRng,
         1234,
