@@ -11,6 +11,7 @@
 pub mod ack;
 pub mod ack_policy;
 pub mod ack_tracker;
+pub mod coop;
 pub mod crypto;
 pub mod engine;
 pub mod gm;
