@@ -22,12 +22,18 @@
 //! window and counts them (`show crypto gkm gm replay`).
 //!
 //! SAs: every installed SA is used for receiving until it expires; the
-//! one used for sending is the latest-expiring SA whose activation time
-//! (ATD) has come, so a rekey never leaves a moment without an SA in
-//! either direction.
+//! one used for sending a packet is the latest-expiring SA whose
+//! activation time (ATD) has come and whose TEK selectors cover the
+//! packet, so a rekey never leaves a moment without an SA in either
+//! direction. A TEK's selectors (source and destination prefix, one
+//! family) cover a packet going either way between them, as GET VPN
+//! mirrors a group's policy; a received packet whose inner addresses its
+//! SA's selectors do not cover is dropped (RFC 4301 section 5.2).
 
 use core::ops::Range;
 use std::net::IpAddr;
+
+use gkm_model::IpPrefix;
 
 use gkm_wire::consts::{D3pType, IpProtocol};
 use gkm_wire::d3p::{D3pHeader, D3P_HEADER_LEN};
@@ -124,13 +130,38 @@ impl IpHeader {
 /// ESP padding, trailer and ICV.
 pub const TAILROOM: usize = ESP_TRAILER_MAX;
 
-/// One installed SA with its timing and this sender's IVs under it.
+/// One installed SA with its timing, selectors and this sender's IVs
+/// under it.
 #[derive(Debug)]
 struct Installed {
     sa: GroupSa,
+    /// None: any packet (tests and benchmarks that install a bare key).
+    selectors: Option<Selectors>,
     send_from: u64,
     expires_at: u64,
     iv: IvSource,
+}
+
+/// A TEK's traffic selectors: the packets its SA protects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selectors {
+    /// Source prefix as the KS wrote it.
+    pub src: IpPrefix,
+    /// Destination prefix.
+    pub dst: IpPrefix,
+}
+
+impl Selectors {
+    /// Whether a packet from `src` to `dst` is the SA's: source in one
+    /// prefix and destination in the other, in either direction.
+    pub fn covers(&self, src: IpAddr, dst: IpAddr) -> bool {
+        (self.src.contains(src) && self.dst.contains(dst))
+            || (self.dst.contains(src) && self.src.contains(dst))
+    }
+}
+
+fn covered(sel: Option<&Selectors>, src: IpAddr, dst: IpAddr) -> bool {
+    sel.is_none_or(|s| s.covers(src, dst))
 }
 
 /// The group's dataplane state on one GM.
@@ -169,12 +200,39 @@ impl Tunnel {
         self.d3p_window_ms = window_ms;
     }
 
-    /// Installs an SA from a TEK. An SPI already installed is refused:
-    /// installing its key again would restart this sender's IV counter.
+    /// Installs an SA for any packet (a key without selectors: tests and
+    /// benchmarks); see [`Tunnel::install_for`].
     pub fn install(
         &mut self,
         spi: u32,
         keys: &EspKeys<'_>,
+        send_from: u64,
+        expires_at: u64,
+        iv: IvSource,
+    ) -> Result<(), DataplaneError> {
+        self.install_sa(spi, keys, None, send_from, expires_at, iv)
+    }
+
+    /// Installs an SA from a TEK, for the packets its `selectors` cover.
+    /// An SPI already installed is refused: installing its key again would
+    /// restart this sender's IV counter.
+    pub fn install_for(
+        &mut self,
+        spi: u32,
+        keys: &EspKeys<'_>,
+        selectors: Selectors,
+        send_from: u64,
+        expires_at: u64,
+        iv: IvSource,
+    ) -> Result<(), DataplaneError> {
+        self.install_sa(spi, keys, Some(selectors), send_from, expires_at, iv)
+    }
+
+    fn install_sa(
+        &mut self,
+        spi: u32,
+        keys: &EspKeys<'_>,
+        selectors: Option<Selectors>,
         send_from: u64,
         expires_at: u64,
         iv: IvSource,
@@ -185,6 +243,7 @@ impl Tunnel {
         let sa = GroupSa::new(spi, keys)?;
         self.sas.push(Installed {
             sa,
+            selectors,
             send_from,
             expires_at,
             iv,
@@ -221,17 +280,28 @@ impl Tunnel {
         self.sas.retain(|s| now < s.expires_at);
     }
 
-    /// The SPI packets are sent under at `now`.
-    pub fn outbound_spi(&self, now: u64) -> Option<u32> {
-        self.outbound(now)
+    /// The SPI a packet from `src` to `dst` is sent under at `now`.
+    pub fn outbound_spi_for(&self, now: u64, src: IpAddr, dst: IpAddr) -> Option<u32> {
+        self.outbound(now, src, dst)
             .map(|i| self.sas.get(i).map_or(0, |s| s.sa.spi()))
     }
 
-    fn outbound(&self, now: u64) -> Option<usize> {
+    /// The SPI packets are sent under at `now`, selectors aside (the
+    /// latest-expiring active SA).
+    pub fn outbound_spi(&self, now: u64) -> Option<u32> {
+        self.sas
+            .iter()
+            .filter(|s| s.send_from <= now && now < s.expires_at)
+            .max_by_key(|s| s.expires_at)
+            .map(|s| s.sa.spi())
+    }
+
+    fn outbound(&self, now: u64, src: IpAddr, dst: IpAddr) -> Option<usize> {
         self.sas
             .iter()
             .enumerate()
             .filter(|(_, s)| s.send_from <= now && now < s.expires_at)
+            .filter(|(_, s)| covered(s.selectors.as_ref(), src, dst))
             .max_by_key(|(_, s)| s.expires_at)
             .map(|(i, _)| i)
     }
@@ -276,7 +346,9 @@ impl Tunnel {
         if inner.start < head || buf.len() < inner.end.saturating_add(TAILROOM) {
             return Err(DataplaneError::NoRoom);
         }
-        let i = self.outbound(now_ms).ok_or(DataplaneError::NoOutboundSa)?;
+        let i = self
+            .outbound(now_ms, h.src(), h.dst())
+            .ok_or(DataplaneError::NoOutboundSa)?;
         let entry = self.sas.get_mut(i).ok_or(DataplaneError::NoOutboundSa)?;
         let (iv, seq) = entry.iv.next_iv().ok_or(DataplaneError::IvExhausted)?;
         let (payload, next_header) = match self.d3p_window_ms {
@@ -359,6 +431,7 @@ impl Tunnel {
             .iter()
             .find(|s| s.sa.spi() == spi && now_ms < s.expires_at)
             .ok_or(DataplaneError::UnknownSpi(spi))?;
+        let selectors = entry.selectors;
         let (nh, r) = entry.sa.open(esp)?;
         let mut inner = (r.start + header_len)..(r.end + header_len);
         if nh == self.d3p_protocol {
@@ -404,6 +477,11 @@ impl Tunnel {
                 "inner addresses differ from the outer ones",
             ));
         }
+        if !covered(selectors.as_ref(), ih.src(), ih.dst()) {
+            return Err(DataplaneError::Malformed(
+                "inner addresses outside the SA's selectors",
+            ));
+        }
         match ih {
             IpHeader::V4(ih) => ecn_decapsulate(h.tos(), packet, ih.header_len)?,
             IpHeader::V6(_) => ecn_decapsulate_v6(h.tos(), packet)?,
@@ -412,62 +490,64 @@ impl Tunnel {
     }
 }
 
-/// [`ecn_decapsulate`] for an inner IPv6 packet: its ECN bits are bits
-/// 2-3 of the second octet (traffic class straddles octets 0 and 1), and
-/// there is no header checksum.
-fn ecn_decapsulate_v6(outer_tc: u8, inner: &mut [u8]) -> Result<(), DataplaneError> {
+/// RFC 6040 section 4.2 (normal mode), the ECN an inner packet leaves
+/// with: an outer CE moves to an ECN-capable inner packet (over a
+/// not-ECN-capable one the packet is dropped), an outer ECT(1) over an
+/// inner ECT(0) makes it ECT(1); otherwise the inner ECN stays. `None`:
+/// unchanged.
+fn ecn_after(outer: u8, inner: u8) -> Result<Option<u8>, DataplaneError> {
+    const NOT_ECT: u8 = 0b00;
+    const ECT1: u8 = 0b01;
+    const ECT0: u8 = 0b10;
     const CE: u8 = 0b11;
-    if outer_tc & 0b11 != CE {
-        return Ok(());
+    match (outer & 0b11, inner & 0b11) {
+        (CE, NOT_ECT) => Err(DataplaneError::Malformed("ecn: CE on a not-ECT packet")),
+        (CE, ECT0 | ECT1) => Ok(Some(CE)),
+        (ECT1, ECT0) => Ok(Some(ECT1)),
+        _ => Ok(None),
     }
+}
+
+/// [`ecn_after`] applied to an inner IPv6 packet: its ECN bits are bits
+/// 2-3 of the second octet (the traffic class straddles octets 0 and 1),
+/// and there is no header checksum.
+fn ecn_decapsulate_v6(outer_tc: u8, inner: &mut [u8]) -> Result<(), DataplaneError> {
     let b1 = inner
         .get(1)
         .copied()
         .ok_or(DataplaneError::Malformed("ipv6"))?;
-    match (b1 >> 4) & 0b11 {
-        CE => Ok(()),
-        0 => Err(DataplaneError::Malformed("ecn: CE on a not-ECT packet")),
-        _ => {
-            if let Some(b) = inner.get_mut(1) {
-                *b = b1 | CE << 4;
-            }
-            Ok(())
+    if let Some(ecn) = ecn_after(outer_tc, b1 >> 4)? {
+        if let Some(b) = inner.get_mut(1) {
+            *b = (b1 & !0x30) | ecn << 4;
         }
     }
+    Ok(())
 }
 
-/// RFC 6040 section 4.2 (normal mode): an outer CE moves to an
-/// ECN-capable inner packet; over a not-ECN-capable one the packet is dropped.
+/// [`ecn_after`] applied to an inner IPv4 packet, its header checksum
+/// recomputed when the ECN changes.
 fn ecn_decapsulate(
     outer_tos: u8,
     inner: &mut [u8],
     header_len: usize,
 ) -> Result<(), DataplaneError> {
-    const CE: u8 = 0b11;
-    if outer_tos & 0b11 != CE {
-        return Ok(());
-    }
     let tos = inner
         .get(1)
         .copied()
         .ok_or(DataplaneError::Malformed("ipv4"))?;
-    match tos & 0b11 {
-        CE => Ok(()),
-        0 => Err(DataplaneError::Malformed("ecn: CE on a not-ECT packet")),
-        _ => {
-            if let Some(t) = inner.get_mut(1) {
-                *t = tos | CE;
-            }
-            if let Some(c) = inner.get_mut(10..12) {
-                c.copy_from_slice(&[0, 0]);
-            }
-            let sum = ipv4::checksum(inner.get(..header_len).unwrap_or_default());
-            if let Some(c) = inner.get_mut(10..12) {
-                c.copy_from_slice(&sum.to_be_bytes());
-            }
-            Ok(())
+    if let Some(ecn) = ecn_after(outer_tos, tos)? {
+        if let Some(t) = inner.get_mut(1) {
+            *t = (tos & !0b11) | ecn;
+        }
+        if let Some(c) = inner.get_mut(10..12) {
+            c.copy_from_slice(&[0, 0]);
+        }
+        let sum = ipv4::checksum(inner.get(..header_len).unwrap_or_default());
+        if let Some(c) = inner.get_mut(10..12) {
+            c.copy_from_slice(&sum.to_be_bytes());
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -680,6 +760,42 @@ mod tests {
     }
 
     #[test]
+    fn rfc_6040_decapsulation_table() {
+        // Rows: inner Not-ECT, ECT(0), ECT(1), CE; columns: outer the same.
+        let want: [[Option<u8>; 4]; 4] = [
+            [Some(0b00), Some(0b00), Some(0b00), None],
+            [Some(0b10), Some(0b10), Some(0b01), Some(0b11)],
+            [Some(0b01), Some(0b01), Some(0b01), Some(0b11)],
+            [Some(0b11), Some(0b11), Some(0b11), Some(0b11)],
+        ];
+        let code = [0b00u8, 0b10, 0b01, 0b11];
+        for (r, &inner) in code.iter().enumerate() {
+            for (c, &outer) in code.iter().enumerate() {
+                let got = ecn_after(outer, inner).ok().map(|x| x.unwrap_or(inner));
+                assert_eq!(got, want[r][c], "inner {inner:02b} outer {outer:02b}");
+            }
+        }
+        // Through the tunnel, both families: ECT(1) outside, ECT(0) inside.
+        let (mut a, mut b) = pair(None);
+        let mut out = Vec::new();
+        a.encapsulate(T0, &ping(0b10, 64), &mut out).unwrap();
+        out[1] = (out[1] & !0b11) | 0b01;
+        out[10..12].copy_from_slice(&[0, 0]);
+        let sum = ipv4::checksum(&out[..20]).to_be_bytes();
+        out[10..12].copy_from_slice(&sum);
+        let r = b.decapsulate(T0, &mut out).unwrap();
+        assert_eq!(out[r.start + 1] & 0b11, 0b01);
+        assert_eq!(ipv4::checksum(&out[r.start..r.start + 20]), 0);
+        a.encapsulate(T0, &ping6(0b10, 64, 8), &mut out).unwrap();
+        out[1] = (out[1] & !0x30) | 0b01 << 4;
+        let r = b.decapsulate(T0, &mut out).unwrap();
+        assert_eq!(
+            Ipv6Header::parse(&out[r]).unwrap().traffic_class & 0b11,
+            0b01
+        );
+    }
+
+    #[test]
     fn an_installed_key_is_never_installed_again() {
         let (mut a, _) = pair(None);
         let again = a.install(
@@ -766,6 +882,84 @@ mod tests {
         assert_eq!(
             b.counters.history[0].src,
             "fd00:1::1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn each_packet_goes_under_the_sa_whose_selectors_cover_it() {
+        let sel = |src: &str, dst: &str| Selectors {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+        };
+        let v4 = sel("10.1.0.0/16", "10.1.0.0/16");
+        let v6 = sel("fd00:1::/64", "fd00:1::/64");
+        let mk = |sid| {
+            let mut t = Tunnel::default();
+            // The IPv6 TEK expires later: before selectors, everything
+            // went under it.
+            t.install_for(
+                0x100,
+                &gcm(&KEY),
+                v4,
+                T0,
+                T0 + 1_000_000,
+                IvSource::from_sid(sid, 8).unwrap(),
+            )
+            .unwrap();
+            t.install_for(
+                0x200,
+                &gcm(&[0x22; 36]),
+                v6,
+                T0,
+                T0 + 2_000_000,
+                IvSource::from_sid(sid, 8).unwrap(),
+            )
+            .unwrap();
+            t
+        };
+        let (mut a, mut b) = (mk(1), mk(2));
+        let spi = |out: &[u8], at: usize| u32::from_be_bytes(out[at..at + 4].try_into().unwrap());
+        let mut out = Vec::new();
+        a.encapsulate(T0, &ping(0, 64), &mut out).unwrap();
+        assert_eq!(spi(&out, 20), 0x100);
+        assert!(b.decapsulate(T0, &mut out).is_ok());
+        a.encapsulate(T0, &ping6(0, 64, 8), &mut out).unwrap();
+        assert_eq!(spi(&out, 40), 0x200);
+        assert!(b.decapsulate(T0, &mut out).is_ok());
+        // Mirrored: the reply direction is covered as well.
+        let s = sel("10.1.0.0/24", "10.2.0.0/24");
+        let (x, y) = ("10.1.0.9".parse().unwrap(), "10.2.0.9".parse().unwrap());
+        assert!(s.covers(x, y) && s.covers(y, x));
+        assert!(!s.covers(x, x));
+        // Outside every selector: no SA, nothing sent in clear or under a
+        // stranger's key.
+        let mut other = ping(0, 64);
+        other[12..16].copy_from_slice(&[192, 0, 2, 1]);
+        other[10..12].copy_from_slice(&[0, 0]);
+        let sum = ipv4::checksum(&other[..20]).to_be_bytes();
+        other[10..12].copy_from_slice(&sum);
+        assert_eq!(
+            a.encapsulate(T0, &other, &mut out),
+            Err(DataplaneError::NoOutboundSa)
+        );
+        // A sender that puts an IPv6 packet under the IPv4 TEK's SPI (its
+        // key known, its selectors ignored) is refused by the receiver.
+        let mut rogue = Tunnel::default();
+        rogue
+            .install(
+                0x100,
+                &gcm(&KEY),
+                T0,
+                T0 + 1_000_000,
+                IvSource::from_sid(3, 8).unwrap(),
+            )
+            .unwrap();
+        rogue.encapsulate(T0, &ping6(0, 64, 8), &mut out).unwrap();
+        assert_eq!(
+            b.decapsulate(T0, &mut out),
+            Err(DataplaneError::Malformed(
+                "inner addresses outside the SA's selectors"
+            ))
         );
     }
 

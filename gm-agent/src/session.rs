@@ -4,7 +4,7 @@
 //! `select!` loop in `main.rs` only moves datagrams and calls these.
 
 use gkm_dataplane::esp::{EspKeys, IvSource};
-use gkm_dataplane::tunnel::Tunnel;
+use gkm_dataplane::tunnel::{Selectors, Tunnel};
 use gkm_model::health::WindowSource;
 use gkm_model::D3pWindow;
 use gkm_proto::gm::InstalledTek;
@@ -58,7 +58,11 @@ pub fn sync_tunnel(
             algorithm_key: &it.tek.key,
             integrity_key: &it.tek.integrity_key,
         };
-        match t.install(spi, &keys, it.send_from, it.expires_at, iv) {
+        let selectors = Selectors {
+            src: it.tek.src,
+            dst: it.tek.dst,
+        };
+        match t.install_for(spi, &keys, selectors, it.send_from, it.expires_at, iv) {
             Ok(()) => info!(spi = format!("{spi:#010x}"), "SA installed"),
             Err(e) => warn!(spi = format!("{spi:#010x}"), error = %e, "SA not installed"),
         }

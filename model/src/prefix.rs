@@ -107,8 +107,15 @@ pub struct IpPrefix(IpNet);
 
 /// Why an IP prefix was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an IP prefix (a.b.c.d/len with len 0-32, or an IPv6 prefix x:y::/len with len 0-128)")]
-pub struct IpPrefixError(String);
+pub enum IpPrefixError {
+    /// Not a prefix at all.
+    #[error("{0:?} is not an IP prefix (a.b.c.d/len with len 0-32, or an IPv6 prefix x:y::/len with len 0-128)")]
+    Syntax(String),
+    /// Inside ::ffff:0:0/96: the key server sees IPv4 peers as IPv4, so
+    /// such a prefix would never match anything.
+    #[error("{0:?} is an IPv4-mapped IPv6 prefix, which never matches: write the IPv4 prefix (a.b.c.d/len)")]
+    Ipv4Mapped(String),
+}
 
 impl IpPrefix {
     /// `addr/len`; none when `len` is over the family's (32 or 128).
@@ -178,13 +185,17 @@ impl From<Ipv4Prefix> for IpPrefix {
 impl core::str::FromStr for IpPrefix {
     type Err = IpPrefixError;
     fn from_str(s: &str) -> Result<Self, IpPrefixError> {
-        let bad = || IpPrefixError(s.to_owned());
-        if s.contains('/') {
-            s.parse::<IpNet>().map(Self).map_err(|_| bad())
+        let bad = || IpPrefixError::Syntax(s.to_owned());
+        let net = if s.contains('/') {
+            s.parse::<IpNet>().map_err(|_| bad())?
         } else {
-            s.parse::<IpAddr>()
-                .map(|a| Self(IpNet::from(a)))
-                .map_err(|_| bad())
+            s.parse::<IpAddr>().map(IpNet::from).map_err(|_| bad())?
+        };
+        match net {
+            IpNet::V6(n) if n.prefix_len() >= 96 && n.network().to_ipv4_mapped().is_some() => {
+                Err(IpPrefixError::Ipv4Mapped(s.to_owned()))
+            }
+            _ => Ok(Self(net)),
         }
     }
 }
@@ -273,6 +284,17 @@ mod tests {
         let v: Ipv4Prefix = serde_json::from_str("\"10.0.0.0/8\"").unwrap();
         assert_eq!(serde_json::to_string(&v).unwrap(), "\"10.0.0.0/8\"");
         assert!(serde_json::from_str::<Ipv4Prefix>("\"10.0.0.0/40\"").is_err());
+    }
+
+    #[test]
+    fn ipv4_mapped_prefixes_are_refused_naming_the_fix() {
+        for mapped in ["::ffff:10.0.0.0/104", "::ffff:10.1.2.3", "::ffff:0:0/96"] {
+            let e = mapped.parse::<IpPrefix>().unwrap_err();
+            assert!(e.to_string().contains("IPv4-mapped"), "{mapped}: {e}");
+        }
+        // Prefixes that merely contain the mapped range are fine.
+        assert!("::/0".parse::<IpPrefix>().is_ok());
+        assert!("::/64".parse::<IpPrefix>().is_ok());
     }
 
     #[test]

@@ -232,6 +232,11 @@ impl ServerConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        if let Some(a) = self.ks_address_v6 {
+            if a.to_ipv4_mapped().is_some() || a.is_unspecified() || a.is_multicast() {
+                bail!("ks_address_v6: {a} is not a unicast IPv6 address of this host (an IPv4-mapped one goes in ks_address)");
+            }
+        }
         for (i, p) in self.psk.iter().enumerate() {
             ip_prefix(&format!("psk[{i}].prefix"), &p.prefix)?;
             match (&p.key, &p.key_file) {
@@ -407,6 +412,8 @@ mod tests {
             ("[[group]]\nname='G'\ngroup_id=1\ntek=[]", "group[0].tek"),
             ("[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0'\ndst='ten'", "group[0].tek[0].dst"),
             ("[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='fd00::/64'\ndst='10.0.0.0/8'", "group[0].tek[0].dst: 10.0.0.0/8 is not of the source's IP family"),
+            ("ks_address_v6 = '::ffff:10.0.0.1'", "ks_address_v6: ::ffff:10.0.0.1 is not a unicast IPv6 address"),
+            ("[[psk]]\nprefix='::ffff:10.0.0.0/104'\nkey='k'", "psk[0].prefix: \"::ffff:10.0.0.0/104\" is an IPv4-mapped IPv6 prefix"),
             ("[[group]]\nname='G'\ngroup_id=1\nrekey_address='239.1.1.1'\nrekey.acknowledgement='any'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "requires unicast rekey"),
             ("[[group]]\nname='G'\ngroup_id=1\nrekey.acknowledgement='Cisco'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].rekey.acknowledgement"),
             ("[[group]]\nname='G'\ngroup_id=1\nrekey.retransmit_interval=0\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "retransmit_interval"),

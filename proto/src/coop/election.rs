@@ -90,7 +90,14 @@ pub enum Dropped {
     Replayed,
     /// The sender's claimed address is not the one it came from.
     AddressMismatch,
+    /// An epoch at or above [`MAX_EPOCH`]: no run of takeovers reaches it,
+    /// and taking it would leave no epoch above.
+    EpochOutOfRange,
 }
+
+/// Epochs at or above this are refused (2^62: a takeover a second for
+/// longer than the universe has existed).
+pub const MAX_EPOCH: u64 = 1 << 62;
 
 /// What the election tells its caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,8 +173,12 @@ pub struct Election {
     /// The latest `now` handed in.
     now_seen: u64,
     /// The epoch this KS was primary in before it stepped down, until a
-    /// primary of a later epoch is heard.
+    /// primary of an epoch above `merged_above` is heard.
     stepped_down_from: Option<u64>,
+    /// The higher of the two primaries' epochs when this KS stepped down:
+    /// only a primary above it has merged (the winner's routine
+    /// announcements at its old epoch have not).
+    merged_above: u64,
 }
 
 impl Election {
@@ -210,6 +221,7 @@ impl Election {
             not_a_peer: 0,
             now_seen: now,
             stepped_down_from: None,
+            merged_above: 0,
         }
     }
 
@@ -283,9 +295,11 @@ impl Election {
         from: IpAddr,
         h: AnnouncementHeader,
     ) -> Result<(), Dropped> {
-        self.now_seen = self.now_seen.max(now);
         if h.rank.addr != from {
             return Err(Dropped::AddressMismatch);
+        }
+        if h.epoch >= MAX_EPOCH || h.stepped_down_from.is_some_and(|e| e >= MAX_EPOCH) {
+            return Err(Dropped::EpochOutOfRange);
         }
         let Some(peer) = self.peers.get_mut(&from) else {
             self.not_a_peer += 1;
@@ -298,8 +312,14 @@ impl Election {
         peer.last = Some(h);
         peer.heard_at = Some(now);
         peer.received += 1;
-        if h.role == Role::Primary && self.stepped_down_from.is_some_and(|e| h.epoch > e) {
-            // A primary of a later epoch: it has merged what this KS made.
+        // Only announcements taken move the clock `poll_timeout` counts
+        // from: `decide` runs below for each of them.
+        self.now_seen = self.now_seen.max(now);
+        if h.role == Role::Primary
+            && self.stepped_down_from.is_some()
+            && h.epoch > self.merged_above
+        {
+            // A primary above both terms: it has merged what this KS made.
             self.stepped_down_from = None;
         }
         match self.role {
@@ -307,6 +327,7 @@ impl Election {
                 // A better primary: this one steps down and follows it,
                 // and says so until that primary has merged.
                 self.stepped_down_from = Some(self.epoch);
+                self.merged_above = self.epoch.max(h.epoch);
                 if h.epoch > self.epoch {
                     self.epoch = h.epoch;
                     self.events.push_back(ElectionEvent::PersistEpoch(h.epoch));
@@ -381,7 +402,11 @@ impl Election {
 
     /// Asks the caller to persist an epoch above `seen` and this KS's own.
     fn begin_takeover(&mut self, seen: u64) {
-        let epoch = self.epoch.max(seen).max(self.highest_epoch_heard()) + 1;
+        let epoch = self
+            .epoch
+            .max(seen)
+            .max(self.highest_epoch_heard())
+            .saturating_add(1);
         self.pending = Some(epoch);
         self.events.push_back(ElectionEvent::PersistEpoch(epoch));
     }
@@ -396,7 +421,6 @@ impl Election {
 
     /// The caller persisted `epoch`: the takeover completes.
     pub fn epoch_persisted(&mut self, now: u64, epoch: u64) {
-        self.now_seen = self.now_seen.max(now);
         if self.pending != Some(epoch) {
             return;
         }
@@ -513,5 +537,116 @@ impl Election {
         if best_alive.is_none_or(|b| b < self.cfg.local) {
             self.begin_takeover(0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn addr(n: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, n))
+    }
+
+    fn ks(me: u8, priority: u8, now: u64) -> Election {
+        Election::new(
+            ElectionConfig {
+                local: Rank {
+                    priority,
+                    addr: addr(me),
+                },
+                peers: vec![addr(1), addr(2), addr(3)],
+                refresh_ms: 20_000,
+                check_ms: 30_000,
+                dead_periods: 3,
+            },
+            0,
+            1,
+            now,
+        )
+    }
+
+    fn header(from: u8, priority: u8, role: Role, epoch: u64, seq: u64) -> AnnouncementHeader {
+        AnnouncementHeader {
+            role,
+            rank: Rank {
+                priority,
+                addr: addr(from),
+            },
+            epoch,
+            seq,
+            stepped_down_from: None,
+        }
+    }
+
+    #[test]
+    fn a_stepped_down_primary_says_so_until_a_primary_above_both_terms_is_heard() {
+        let mut b = ks(2, 50, 0);
+        b.role = Role::Primary;
+        b.epoch = 2;
+        b.primary = Some(addr(2));
+        // The better primary, in a later epoch: B steps down...
+        b.handle_announcement(10, addr(1), header(1, 200, Role::Primary, 7, 1))
+            .unwrap();
+        assert_eq!((b.role(), b.epoch()), (Role::Secondary, 7));
+        assert_eq!(b.stepped_down_from, Some(2));
+        // ...and its routine announcement at the same epoch has merged
+        // nothing: the flag stays, and B's announcements carry it.
+        b.handle_announcement(20_010, addr(1), header(1, 200, Role::Primary, 7, 2))
+            .unwrap();
+        b.next_announce = 0;
+        b.handle_timeout(20_020);
+        let sent = std::iter::from_fn(|| b.poll_event()).find_map(|e| match e {
+            ElectionEvent::Announce { header, .. } => Some(header),
+            _ => None,
+        });
+        assert_eq!(sent.and_then(|h| h.stepped_down_from), Some(2));
+        // The winner's merge takes epoch 8: that clears it.
+        b.handle_announcement(30_000, addr(1), header(1, 200, Role::Primary, 8, 3))
+            .unwrap();
+        assert_eq!(b.stepped_down_from, None);
+    }
+
+    #[test]
+    fn dropped_announcements_do_not_move_the_takeover_deadline() {
+        let mut s = ks(3, 200, 0);
+        // Announcements rarer than the dead window, so only the deadline
+        // can bring the next timeout before it.
+        s.cfg.refresh_ms = 300_000;
+        let due = s.poll_timeout();
+        assert_eq!(due, 0, "announces at once");
+        s.handle_timeout(0);
+        while s.poll_event().is_some() {}
+        // The dead window from the start ends at 90 s.
+        assert_eq!(s.poll_timeout(), 90_000);
+        // Junk after the deadline, dropped: the deadline is still due.
+        assert_eq!(
+            s.handle_announcement(95_000, addr(9), header(9, 1, Role::Primary, 1, 1)),
+            Err(Dropped::NotAPeer)
+        );
+        assert_eq!(s.poll_timeout(), 90_000);
+        s.handle_timeout(95_000);
+        assert!(std::iter::from_fn(|| s.poll_event()).any(|e| e == ElectionEvent::PersistEpoch(1)));
+    }
+
+    #[test]
+    fn an_epoch_beyond_the_range_is_refused_and_changes_nothing() {
+        let mut s = ks(3, 100, 0);
+        for h in [
+            header(1, 100, Role::Primary, MAX_EPOCH, 1),
+            header(1, 100, Role::Secondary, u64::MAX, 2),
+            AnnouncementHeader {
+                stepped_down_from: Some(u64::MAX),
+                ..header(1, 100, Role::Secondary, 3, 3)
+            },
+        ] {
+            assert_eq!(
+                s.handle_announcement(5, addr(1), h),
+                Err(Dropped::EpochOutOfRange)
+            );
+        }
+        assert_eq!((s.epoch(), s.primary()), (0, None));
+        assert!(s.peers()[&addr(1)].last.is_none());
     }
 }
