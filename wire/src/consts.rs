@@ -114,6 +114,10 @@ wire_number! {
     /// private, not interoperable by construction). GKM's own encoding:
     /// Cisco's format is unpublished (DESIGN.md, "ACK, cisco").
     GKM_UNICAST_ACK = 240 => "GKM-UNICAST-ACK";
+    /// GKM's KS-to-KS COOP announcements (docs/COOP.md, "Wire"), from the
+    /// private-use range 240-255 (RFC 2408 section 3.1). GKM private, not
+    /// interoperable by construction (the vendor's COOP is unpublished).
+    GKM_COOP = 241 => "GKM-COOP";
 }
 
 wire_number! {
@@ -164,6 +168,10 @@ wire_number! {
     NAT_OA = 21 => "NAT-OA";
     /// Group Associated Policy (RFC 6407 section 5.4).
     GAP = 22 => "GAP";
+    /// GKM's COOP announcement header (docs/COOP.md, "Wire";
+    /// [`crate::coop::CoopAnnouncement`]), from the private-use range
+    /// 128-255 (RFC 2408 section 3.1). GKM private.
+    GKM_COOP_ANNOUNCEMENT = 128 => "GKM-COOP-Announcement";
 }
 
 wire_number! {

@@ -24,6 +24,7 @@
 mod attr;
 mod codec;
 pub mod consts;
+pub mod coop;
 pub mod d3p;
 mod error;
 pub mod esp;
