@@ -1042,3 +1042,31 @@ fn ipv6_tek_selectors_reach_the_gm_and_a_mixed_family_tek_is_refused() {
         Ok(_) => panic!("accepted"),
     }
 }
+
+/// The same attack with 3DES: a 3DES phase 1 SA negotiated on a legacy
+/// group's account opens no strong group's PULL, even over the same PSK.
+#[test]
+fn a_3des_phase1_sa_opens_only_the_groups_that_allow_it() {
+    let mut cfg = common::ks_config(b"group-psk", Authorization::default());
+    let mut legacy = common::ks_group("LEGACY", 4321, 5, Authorization::default());
+    legacy.legacy_phase1 = true;
+    cfg.groups.push(legacy);
+    let mut ks = gkm_proto::ks::KeyServer::new(cfg, rng(2));
+    let (ks_events, gm_events, chosen) =
+        legacy_run_offering(&mut ks, GROUP, vec![gdoid_default_suite()]);
+    assert_eq!(
+        chosen.first().map(String::as_str),
+        Some("3DES-CBC/SHA/MODP-1024")
+    );
+    assert_eq!(
+        rejected(&ks_events, Reject::LegacyPhase1).first(),
+        Some(&Some(format!(
+            "phase 1 suite 3DES-CBC/SHA/MODP-1024 is legacy and group {GROUP} does not \
+             have legacy_phase1 on"
+        )))
+    );
+    assert!(!gm_events.iter().any(is_registered), "{gm_events:?}");
+    assert!(ks.members(GROUP).next().is_none(), "nothing written");
+    let (_, gm_events, _) = legacy_run_offering(&mut ks, 4321, vec![gdoid_default_suite()]);
+    assert_registered(&gm_events);
+}
