@@ -512,7 +512,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         IpAddr::V6(a) if !a.is_unspecified() && a.to_ipv4_mapped().is_none() => Some(a),
         _ => None,
     });
-    let ks_address = cfg.ks_address.unwrap_or(match listen_ip {
+    let ks_address = cfg.ks_address.unwrap_or_else(|| match listen_ip {
         IpAddr::V4(a) if !a.is_unspecified() => a,
         _ => {
             if !cfg.group.is_empty() {

@@ -322,16 +322,25 @@ impl Drop for Netns {
 
 #[test]
 fn multicast_rekeys_reach_agents_in_another_namespace() {
-    let dir = tempdir("rekey-multicast");
+    // On an IPv4 socket, then on the default dual-stack one ([::]): the
+    // rekey leaves as IPv4 multicast with the group's TTL either way.
+    multicast_rekeys_with("10.99.0.1:848", "rekey-multicast");
+    multicast_rekeys_with("[::]:848", "rekey-multicast-dual-stack");
+}
+
+fn multicast_rekeys_with(listen: &str, name: &str) {
+    let dir = tempdir(name);
     let net = Netns::new();
     let cfg = dir.join("ks.toml");
     std::fs::write(
         &cfg,
-        "listen = \"10.99.0.1:848\"\nks_address = \"10.99.0.1\"\n\
-         [[psk]]\nprefix = \"10.99.0.0/24\"\nkey = \"rekey-test-psk\"\n\
-         [[group]]\nname = \"GET\"\ngroup_id = 4321\nrekey_address = \"239.1.2.3\"\n\
-         rekey.multicast_port = 8848\nrekey.multicast_ttl = 2\n\
-         [[group.tek]]\nsrc = \"10.1.0.0/16\"\ndst = \"10.1.0.0/16\"\n",
+        format!(
+            "listen = \"{listen}\"\nks_address = \"10.99.0.1\"\n\
+             [[psk]]\nprefix = \"10.99.0.0/24\"\nkey = \"rekey-test-psk\"\n\
+             [[group]]\nname = \"GET\"\ngroup_id = 4321\nrekey_address = \"239.1.2.3\"\n\
+             rekey.multicast_port = 8848\nrekey.multicast_ttl = 2\n\
+             [[group.tek]]\nsrc = \"10.1.0.0/16\"\ndst = \"10.1.0.0/16\"\n"
+        ),
     )
     .unwrap();
     let mut ks = server(&dir, &cfg, false, Some(&net.ks));
