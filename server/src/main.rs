@@ -610,8 +610,8 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         info!(group = %g.name, group_id = g.keys.group_id, teks = g.keys.teks.len(), "serving group");
     }
     let socket = match listen {
-        Some(addr) => gdoi::bind(addr).await?,
-        None => gdoi::bind_default(848).await?,
+        Some(addr) => udp::bind(addr).await?,
+        None => udp::bind_default(848).await?,
     };
     info!(listen = %socket.local_addr()?, data_dir = %data_dir.display(), "gkm-server {} serving GDOI", env!("CARGO_PKG_VERSION"));
     let http = args

@@ -4,15 +4,22 @@
 //! and one out per system call cost as much CPU as the key-server engine
 //! itself (docs/BENCHMARKS.md, issue 17).
 //!
+//! Binding: `[::]:848` by default, one socket for both families, the
+//! system's buffers raised for large groups; a refusal says how to fix it.
+//!
 //! One IPv6 socket serves both families (`[::]:848`, `IPV6_V6ONLY` off):
 //! the kernel shows an IPv4 peer as `::ffff:a.b.c.d`. The engine sees
 //! plain IPv4 addresses only, so that PSK ranges, authorization and the GM
 //! database match IPv4 peers as IPv4: sources are unmapped here, and IPv4
 //! destinations mapped back when the socket is IPv6.
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::io::{self, ErrorKind as IoErrorKind, IoSlice, IoSliceMut};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+
+use anyhow::{anyhow, Result};
+use tokio::net::UdpSocket;
+use tracing::info;
 
 use nix::sys::socket::{
     recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
@@ -147,6 +154,85 @@ pub fn send_headers() -> MultiHeaders<SockaddrStorage> {
     MultiHeaders::preallocate(BATCH, None)
 }
 
+/// Binds a UDP socket for GDOI: an IPv6 one takes IPv4 too (`IPV6_V6ONLY`
+/// off, whatever the host's `net.ipv6.bindv6only`), so `[::]:848` serves
+/// both families (the driver unmaps IPv4 peers, below).
+pub fn bind_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Binds the default GDOI address: `[::]:port` for both families, or
+/// `0.0.0.0:port` where the host has no IPv6.
+pub async fn bind_default(port: u16) -> Result<UdpSocket> {
+    let both = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+    match bind_socket(both).and_then(UdpSocket::from_std) {
+        Ok(socket) => Ok(tune(socket)),
+        Err(e)
+            if e.raw_os_error() == Some(nix::libc::EAFNOSUPPORT)
+                || e.kind() == IoErrorKind::AddrNotAvailable =>
+        {
+            info!(error = %e, "no IPv6 on this host: GDOI on IPv4 only");
+            bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await
+        }
+        Err(e) => Err(bind_error(both, &e)),
+    }
+}
+
+/// Binds the GDOI socket with an error that says how to fix a refusal.
+pub async fn bind(addr: SocketAddr) -> Result<UdpSocket> {
+    let socket = bind_socket(addr)
+        .and_then(UdpSocket::from_std)
+        .map_err(|e| bind_error(addr, &e))?;
+    Ok(tune(socket))
+}
+
+fn bind_error(addr: SocketAddr, e: &io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        IoErrorKind::PermissionDenied => format!(
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE: run as root, \
+             `setcap cap_net_bind_service=+ep $(command -v gkm-server)`, or pass --listen {}",
+            SocketAddr::new(addr.ip(), 8848)
+        ),
+        IoErrorKind::AddrInUse => {
+            "another process holds this port: stop it or pass --listen with a free port".into()
+        }
+        IoErrorKind::AddrNotAvailable => {
+            "the address is not configured on this host: check --listen".into()
+        }
+        _ => "check --listen".into(),
+    };
+    anyhow!("cannot bind UDP {addr}: {e}; {hint}")
+}
+
+/// Asks for socket buffers fit for large groups.
+fn tune(socket: UdpSocket) -> UdpSocket {
+    // A rekey to a large group draws one ACK per GM at once: ask for room
+    // to queue them while the pushes are still going out.
+    let s = socket2::SockRef::from(&socket);
+    let _ = s.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = s.set_send_buffer_size(UDP_BUFFER_BYTES);
+    // Linux grants at most net.core.{r,w}mem_max and reports twice the grant.
+    let granted = s.recv_buffer_size().unwrap_or(0) / 2;
+    if granted < UDP_BUFFER_BYTES {
+        info!(
+            granted,
+            wanted = UDP_BUFFER_BYTES,
+            "UDP receive buffer capped by net.core.rmem_max; raise it for groups of many thousand GMs (docs/OPERATIONS.md)"
+        );
+    }
+    socket
+}
+
+/// Socket buffer the GDOI socket asks for in each direction.
+const UDP_BUFFER_BYTES: usize = 16 << 20;
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
@@ -194,7 +280,7 @@ mod tests {
     /// IPv4 address; an IPv6 peer as IPv6, answered in IPv6.
     #[test]
     fn a_dual_stack_socket_sees_and_answers_ipv4_peers_as_ipv4() {
-        let server = crate::gdoi::bind_socket("[::]:0".parse().unwrap()).unwrap();
+        let server = bind_socket("[::]:0".parse().unwrap()).unwrap();
         let port = server.local_addr().unwrap().port();
         let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let v6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
