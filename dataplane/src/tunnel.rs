@@ -280,12 +280,6 @@ impl Tunnel {
         self.sas.retain(|s| now < s.expires_at);
     }
 
-    /// The SPI a packet from `src` to `dst` is sent under at `now`.
-    pub fn outbound_spi_for(&self, now: u64, src: IpAddr, dst: IpAddr) -> Option<u32> {
-        self.outbound(now, src, dst)
-            .map(|i| self.sas.get(i).map_or(0, |s| s.sa.spi()))
-    }
-
     /// The SPI packets are sent under at `now`, selectors aside (the
     /// latest-expiring active SA).
     pub fn outbound_spi(&self, now: u64) -> Option<u32> {
