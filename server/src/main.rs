@@ -634,10 +634,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             store.clone(),
         ));
     }
-    let api_state = gkm_web::ApiState {
-        store: store.clone(),
-        control,
-    };
+    let api_state = gkm_web::ApiState::new(store.clone(), control);
     let dashboard = gkm_web::dashboard::Dashboard {
         api: api_state.clone(),
         sessions: std::sync::Arc::new(gkm_web::session::Sessions::new(

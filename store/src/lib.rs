@@ -157,6 +157,12 @@ pub trait GmStore: Send + Sync {
     async fn live_gms(&self) -> Result<Vec<GmRow>>;
     /// How many GMs match `filter`.
     async fn count_gms(&self, filter: &GmFilter) -> Result<u64>;
+    /// A number that changes after every change this store commits to the
+    /// GM database (rows written, states set, GMs ejected, groups deleted),
+    /// never before the change is visible: a page read after reading `g`
+    /// is current while this still returns `g`. Changes other processes
+    /// make to a shared database do not move it.
+    fn gms_generation(&self) -> u64;
 }
 
 /// GM health reports and the D3P error series.

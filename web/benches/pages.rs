@@ -150,10 +150,7 @@ fn pages(c: &mut Criterion) {
             )
             .unwrap();
         let router = dashboard::router(Dashboard {
-            api: ApiState {
-                store,
-                control: Arc::new(Idle),
-            },
+            api: ApiState::new(store, Arc::new(Idle)),
             sessions,
             oidc: None,
             secure_cookies: false,

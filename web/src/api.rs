@@ -3,8 +3,9 @@
 //! `/api/v1/openapi.json`. Every error is RFC 9457 problem+json; a request
 //! that fails validation writes nothing.
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -371,7 +372,7 @@ pub async fn list_gms(
     State(s): State<ApiState>,
     c: Caller,
     ApiQuery(q): ApiQuery<GmQuery>,
-) -> Result<Json<GmList>, Problem> {
+) -> Result<Response, Problem> {
     c.require(Role::Viewer)?;
     let filter = gm_filter(&q)?;
     let limit = q.limit.unwrap_or(100);
@@ -381,20 +382,33 @@ pub async fn list_gms(
             format!("{limit} is out of range: 1-1000"),
         ));
     }
-    let page = s
-        .store
-        .gms(
-            &filter,
-            &Page {
-                after: cursor_of(&q.after)?,
-                limit,
-            },
-        )
-        .await?;
-    Ok(Json(GmList {
-        gms: page.gms,
-        next: page.next.map(|(g, id)| format!("{g}:{id}")),
-    }))
+    let page = Page {
+        after: cursor_of(&q.after)?,
+        limit,
+    };
+    // The generation before the read: a change committed meanwhile makes
+    // the kept page stale (see `gm_pages`).
+    let generation = s.store.gms_generation();
+    if let Some(body) = s.gm_pages.get(&filter, &page, generation) {
+        return Ok(json_bytes(body));
+    }
+    let rows = s.store.gms(&filter, &page).await?;
+    let body = serde_json::to_vec(&GmList {
+        gms: rows.gms,
+        next: rows.next.map(|(g, id)| format!("{g}:{id}")),
+    })
+    .map(Bytes::from)
+    .map_err(|e| {
+        tracing::error!("encoding a GM page: {e}");
+        Problem::internal()
+    })?;
+    s.gm_pages.put(filter, page, generation, body.clone());
+    Ok(json_bytes(body))
+}
+
+/// An encoded JSON body, as `Json` would send it.
+fn json_bytes(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Eject a GM: removed from the GM database, no more rekeys.

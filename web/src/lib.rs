@@ -11,6 +11,7 @@ pub mod charts;
 pub mod dashboard;
 pub mod extract;
 pub mod forms;
+pub mod gm_pages;
 pub mod local;
 pub mod oidc;
 pub mod ops;
@@ -106,4 +107,17 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// The engine.
     pub control: Arc<dyn Control>,
+    /// GM list pages as sent, while the GM database is unchanged.
+    pub gm_pages: Arc<gm_pages::GmPageCache>,
+}
+
+impl ApiState {
+    /// The state over a store and an engine, with an empty page cache.
+    pub fn new(store: Arc<dyn Store>, control: Arc<dyn Control>) -> Self {
+        Self {
+            store,
+            control,
+            gm_pages: Arc::default(),
+        }
+    }
 }

@@ -47,10 +47,7 @@ async fn api(tag: &str, backend: Backend) -> Api {
         tokens.push(secret);
     }
     let control = Arc::new(Recorder::default());
-    let router = api::router(ApiState {
-        store: store.clone(),
-        control: control.clone(),
-    });
+    let router = api::router(ApiState::new(store.clone(), control.clone()));
     Api {
         router,
         store,
@@ -658,6 +655,19 @@ async fn gms_list_filters_pages_and_eject(backend: Backend) {
         StatusCode::BAD_REQUEST,
         None,
     );
+    // Pages are kept while the GM database is unchanged: every change
+    // through the store shows on the next read of the same page.
+    assert_eq!(count("group=1234").await, 30);
+    assert_eq!(count("state=lagging").await, 0);
+    let mut lagging = rows[3].clone();
+    lagging.state = GmState::Lagging;
+    a.store.put_gms(&[lagging]).await.unwrap();
+    assert_eq!(count("state=lagging").await, 1, "a GM row written");
+    a.store
+        .set_gm_state(1234, "10.0.0.04", GmState::Lagging)
+        .await
+        .unwrap();
+    assert_eq!(count("state=lagging").await, 2, "a GM state set");
     // Eject: gone from the store, and the engine was told.
     let (s, _, _) = a
         .call(
@@ -686,6 +696,10 @@ async fn gms_list_filters_pages_and_eject(backend: Backend) {
         StatusCode::NOT_FOUND,
         None,
     );
+    // Deleting the group deletes its GMs: the kept page goes with them.
+    let (s, _) = a.admin("DELETE", "/api/v1/groups/G", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(count("group=1234").await, 0);
 }
 
 async fn key_servers_status_rekey_and_openapi(backend: Backend) {

@@ -80,10 +80,7 @@ async fn ui(tag: &str, idle_ms: i64, secure: bool, backend: Backend) -> Ui {
     let sessions = Arc::new(Sessions::new(idle_ms, 3_600_000));
     let signin = Arc::new(gkm_web::signin::SignIn::new().unwrap());
     let router = dashboard::router(Dashboard {
-        api: ApiState {
-            store: store.clone(),
-            control: control.clone(),
-        },
+        api: ApiState::new(store.clone(), control.clone()),
         sessions: sessions.clone(),
         oidc: None,
         secure_cookies: secure,

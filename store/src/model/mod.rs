@@ -97,7 +97,7 @@ impl PeerKeyServer {
 }
 
 /// A GM's registration state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GmState {
     /// Registered and acknowledging.
@@ -193,7 +193,7 @@ pub fn feature_bit(name: &str) -> Option<u32> {
 }
 
 /// A GM listing filter.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct GmFilter {
     /// Only this group.
     pub group: Option<u32>,
@@ -208,7 +208,7 @@ pub struct GmFilter {
 }
 
 /// Keyset pagination: rows after `after` (group, identity), at most `limit`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Page {
     /// Continue after this (group, identity).
     pub after: Option<(u32, String)>,

@@ -128,8 +128,21 @@ impl<DB: Backend> SqlStore<DB> {
     }
 }
 
+impl<DB: Backend> SqlStore<DB> {
+    /// Marks the GM database changed: called after the change commits.
+    pub(super) fn gms_changed(&self) {
+        self.gms_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+}
+
 #[async_trait::async_trait]
 impl<DB: Backend> GmStore for SqlStore<DB> {
+    fn gms_generation(&self) -> u64 {
+        self.gms_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     async fn put_gms(&self, gms: &[GmRow]) -> Result<()> {
         // The last row of each GM only: one statement may not change a row
         // twice (PostgreSQL refuses it).
@@ -205,6 +218,7 @@ impl<DB: Backend> GmStore for SqlStore<DB> {
             }
         }
         tx.commit().await?;
+        self.gms_changed();
         Ok(())
     }
 
@@ -223,6 +237,7 @@ impl<DB: Backend> GmStore for SqlStore<DB> {
                 "GM {gm_identity:?} in group {group}"
             )));
         }
+        self.gms_changed();
         Ok(())
     }
 
@@ -257,6 +272,7 @@ impl<DB: Backend> GmStore for SqlStore<DB> {
         )
         .await?;
         tx.commit().await?;
+        self.gms_changed();
         Ok(())
     }
 

@@ -170,6 +170,7 @@ impl<DB: Backend> GroupStore for SqlStore<DB> {
         )
         .await?;
         tx.commit().await?;
+        self.gms_changed();
         Ok(())
     }
 

@@ -256,6 +256,9 @@ pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
     master: MasterKey,
     tokens: auth::TokenCache,
+    /// Bumped after every committed change to the GM database
+    /// ([`crate::GmStore::gms_generation`]).
+    gms_generation: std::sync::atomic::AtomicU64,
 }
 
 impl<DB: Database> SqlStore<DB> {
@@ -264,6 +267,7 @@ impl<DB: Database> SqlStore<DB> {
             pool,
             master,
             tokens: auth::TokenCache::default(),
+            gms_generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
