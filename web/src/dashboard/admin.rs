@@ -1,6 +1,16 @@
 //! The admin pages: the audit log and API tokens (create, revoke).
 
-use super::*;
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use axum::Form;
+use gkm_store::model::{AuditEntry, Role};
+use serde::Deserialize;
+
+use super::login::CsrfForm;
+use super::page::{fmt_time, render, Dashboard, Nav, OrPage, PageError, PageResult, SignedIn};
+use crate::ops::{self};
 
 #[derive(Template)]
 #[template(path = "audit.html")]

@@ -1,6 +1,13 @@
 //! The features page: `show crypto gkm feature` per group, optionally only the devices lacking one.
 
-use super::*;
+use askama::Template;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use gkm_store::model::{feature_bit, GmFilter, Page};
+use serde::Deserialize;
+
+use super::page::{render, Dashboard, Nav, OrPage, PageError, PageResult, SignedIn};
+use crate::problem::Problem;
 
 /// One `show crypto gkm feature` table.
 #[derive(Debug, Clone)]

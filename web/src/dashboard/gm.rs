@@ -1,6 +1,20 @@
 //! The GM page: one GM's registration and health report, and its ejection.
 
-use super::*;
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use axum::Form;
+use gkm_store::model::{GmFilter, GmHealth, GmRow, Group, Page, Role, WindowSource, FEATURES};
+
+use super::group::{query_escape, GmLine};
+use super::login::CsrfForm;
+use super::page::{
+    fmt_time, render, ConfirmPage, Dashboard, Nav, OrPage, PageError, PageResult, SignedIn,
+};
+use crate::can_mutate;
+use crate::ops::{self};
+use crate::problem::Problem;
 
 #[derive(Template)]
 #[template(path = "gm.html")]

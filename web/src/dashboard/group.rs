@@ -1,6 +1,25 @@
 //! The group page: its policy (view and edit), GMs (filtered, paged), rekeys, and the rekey confirmation.
 
-use super::*;
+use askama::Template;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use axum::Form;
+use gkm_store::model::{feature_bit, GmFilter, GmRow, GmState, Group, Page, RekeyTransport, Role};
+use serde::Deserialize;
+
+use super::login::CsrfForm;
+use super::overview::{d3p_chart, transport_of};
+use super::page::{
+    fmt_time, render, ConfirmPage, Dashboard, Nav, OrPage, PageError, PageResult, SignedIn,
+    GM_PAGE, REKEY_HISTORY,
+};
+use crate::charts;
+use crate::forms::{FieldErrors, PolicyForm};
+use crate::ops::{self};
+use crate::problem::Problem;
+use crate::{can_mutate, GroupStatus};
 
 /// A GM as a table row.
 #[derive(Debug, Clone)]
@@ -368,4 +387,15 @@ pub(super) async fn rekey_do(
         .await
         .or_page(s.nav())?;
     Ok(Redirect::to(&format!("/groups/{}", query_escape(&name))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_escaping() {
+        assert_eq!(query_escape("a b/c"), "a%20b%2Fc");
+        assert_eq!(query_escape("10.0.0.1"), "10.0.0.1");
+    }
 }

@@ -1,6 +1,10 @@
 //! The key servers page.
 
-use super::*;
+use askama::Template;
+use axum::extract::State;
+use gkm_store::model::PeerKeyServer;
+
+use super::page::{render, Dashboard, Nav, OrPage, PageResult, SignedIn};
 
 #[derive(Template)]
 #[template(path = "key_servers.html")]

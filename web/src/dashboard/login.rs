@@ -1,6 +1,23 @@
 //! The login page: local sign-in (throttled), OIDC sign-in and its callback, sign-out.
 
-use super::*;
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use gkm_store::model::{AuditEntry, Role};
+use serde::Deserialize;
+
+use super::page::session_id;
+use super::page::{error_page, render, Dashboard, Nav, PageError, SignedIn};
+use crate::local;
+use crate::ops::now_ms;
+use crate::problem::Problem;
+use crate::session::{self, Login};
+use crate::session::{Session, User};
+use crate::signin;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 
 #[derive(Template)]
 #[template(path = "login.html")]

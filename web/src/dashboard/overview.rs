@@ -1,6 +1,15 @@
 //! The overview page: every group with its alerts, the key servers, the D3P error chart.
 
-use super::*;
+use askama::Template;
+use axum::extract::State;
+use gkm_store::model::{GmFilter, GmState, Group, RekeyTransport};
+
+use super::key_servers::{ks_lines, KeyServerLine};
+use super::page::{fmt_time, render, Dashboard, Nav, OrPage, PageResult, SignedIn};
+use crate::charts;
+use crate::ops::now_ms;
+use crate::problem::Problem;
+use crate::GroupStatus;
 
 /// One group's line on the overview.
 #[derive(Debug, Clone)]
