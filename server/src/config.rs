@@ -2,7 +2,7 @@
 //! the file loads; an unknown field, a bad address or an out-of-range
 //! value is an error that names the field, and nothing starts.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -174,6 +174,9 @@ pub struct GroupConfig {
     /// Rekey settings.
     #[serde(default)]
     pub rekey: RekeyConfig,
+    /// Cooperative key servers (`[group.coop]`, `[[group.coop.peers]]`):
+    /// the model's own type, validated with the rest of the group.
+    pub coop: Option<gkm_store::model::CoopPolicy>,
 }
 
 fn default_tek_lifetime() -> u32 {
@@ -334,9 +337,46 @@ impl ServerConfig {
             for (j, a) in g.authorization.addresses.iter().enumerate() {
                 ip_prefix(&format!("group[{i}].authorization.addresses[{j}]"), a)?;
             }
+            if let Some(c) = &g.coop {
+                c.validate("").map_err(|e| {
+                    anyhow!(
+                        "{}: {}",
+                        file_path(&format!("group[{i}].coop"), &e.field),
+                        e.message
+                    )
+                })?;
+                for (j, p) in c.peers.iter().enumerate() {
+                    let own = [
+                        self.ks_address.map(IpAddr::V4),
+                        self.ks_address_v6.map(IpAddr::V6),
+                    ];
+                    let ip = p.ip("").ok();
+                    if ip.is_some() && own.contains(&ip) {
+                        bail!(
+                            "group[{i}].coop.peers[{j}].address: {} is this key server's own address (list the other key servers)",
+                            p.address
+                        );
+                    }
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// A model field path (`/peers/0/address`) under a file path
+/// (`group[0].coop`), as the file names it (`group[0].coop.peers[0].address`).
+fn file_path(under: &str, pointer: &str) -> String {
+    let mut out = under.to_owned();
+    for seg in pointer.split('/').filter(|s| !s.is_empty()) {
+        if seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            out.push('.');
+            out.push_str(seg);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -398,6 +438,32 @@ mod tests {
         assert!(new.weak_algorithms().is_empty());
     }
 
+    const COOP_GROUP: &str = "ks_address = '10.0.0.1'\n[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n[group.coop]\npriority = 120\n[[group.coop.peers]]\naddress = '10.0.0.2'\nauthentication = { method = 'psk', psk = 'ks-pair-secret' }\n[[group.coop.peers]]\naddress = 'fd00::3'\nidentity = 'CN=ks3'\nauthentication = { method = 'pki' }\n";
+    const COOP_GROUP_PRIORITY_0: &str = "[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n[group.coop]\npriority = 0\n[[group.coop.peers]]\naddress = '10.0.0.2'\n";
+
+    #[test]
+    fn a_group_lists_its_peer_key_servers() {
+        let c = parse(COOP_GROUP).unwrap();
+        let p = crate::groups::policy_from_config(&c.group[0]).unwrap();
+        let coop = p.coop.expect("coop");
+        assert_eq!(
+            (
+                coop.priority,
+                coop.refresh_secs,
+                coop.check_secs,
+                coop.dead_periods
+            ),
+            (120, 20, 30, 3),
+            "the defaults fill what the file leaves out"
+        );
+        assert_eq!(coop.peers.len(), 2);
+        assert_eq!(
+            coop.peer_psks().collect::<Vec<_>>(),
+            [("10.0.0.2", "ks-pair-secret")]
+        );
+        assert_eq!(coop.peers[1].identity.as_deref(), Some("CN=ks3"));
+    }
+
     #[test]
     fn bad_files_name_the_field() {
         let ok = "[[group]]\nname='GET'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n";
@@ -428,6 +494,12 @@ mod tests {
             ("[[group]]\nname='G'\ngroup_id=1\nauthentication='pki'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "needs the [pki] section"),
             ("[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\ntransform='3des-hmac-sha1'", "3DES is not offered"),
             ("[[group]]\nname='G'\ngroup_id=1\nlegacy_phase1='yes'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "legacy_phase1"),
+            (COOP_GROUP_PRIORITY_0, "group[0].coop.priority: 0 is out of range: 1-255"),
+            (&COOP_GROUP.replace("priority = 120", "dead_periods = 11"), "group[0].coop.dead_periods: 11 is out of range: 2-10"),
+            (&COOP_GROUP.replace("priority = 120", "refresh_secs = 30\ncheck_secs = 20"), "group[0].coop.check_secs: 20 is under refresh_secs"),
+            (&COOP_GROUP.replace("10.0.0.2", "10.0.0.1"), "group[0].coop.peers[0].address: 10.0.0.1 is this key server's own address"),
+            (&COOP_GROUP.replace("10.0.0.2", "ks2"), "group[0].coop.peers[0].address: \"ks2\" is not an IP address"),
+            (&COOP_GROUP.replace("priority = 120", "prio = 120"), "prio"),
         ];
         for (text, field) in cases {
             let e = format!("{:#}", parse(text).unwrap_err());

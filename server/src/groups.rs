@@ -187,6 +187,7 @@ pub fn policy_from_config(g: &GroupConfig) -> Result<GroupPolicy> {
             _ => gkm_store::model::Authentication::Psk { psk: None },
         },
         legacy_phase1: g.legacy_phase1,
+        coop: g.coop.clone(),
     };
     p.validate()
         .map_err(|e| anyhow!("group {:?}: {e}", g.name))?;

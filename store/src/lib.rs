@@ -120,6 +120,16 @@ pub trait GroupStore: Send + Sync {
     async fn groups(&self) -> Result<Vec<Group>>;
     /// A group's PSK, opened.
     async fn group_psk(&self, name: &str) -> Result<Option<zeroize::Zeroizing<String>>>;
+    /// The sealed KS-to-KS pre-shared key of the group's peer key server
+    /// at `address`, opened.
+    async fn coop_peer_psk(
+        &self,
+        name: &str,
+        address: &str,
+    ) -> Result<Option<zeroize::Zeroizing<String>>>;
+    /// The addresses (canonical text) of the group's peer key servers
+    /// that have a pre-shared key set.
+    async fn coop_peers_with_psk(&self, name: &str) -> Result<Vec<String>>;
     /// Rotates (`Some`) or clears (`None`) a group's PSK, audited. A group
     /// whose authentication is `pki` takes no PSK (a conflict).
     async fn set_group_psk(&self, actor: &Actor, name: &str, psk: Option<&str>) -> Result<Group>;

@@ -701,6 +701,110 @@ async fn psk_rotation_retirement_and_deletion_leave_no_secret_behind() {
 }
 
 #[tokio::test]
+async fn coop_peer_psks_are_sealed_apart_kept_rotated_retired_and_deleted() {
+    let with_peers = |peers: &str| -> GroupPolicy {
+        let mut p = policy();
+        p.coop = Some(
+            serde_json::from_str(&format!(r#"{{"priority":120,"peers":[{peers}]}}"#)).unwrap(),
+        );
+        p
+    };
+    for s in backends().await {
+        let p = with_peers(
+            r#"{"address":"10.0.0.2","authentication":{"method":"psk","psk":"ks2-secret"}},
+               {"address":"2001:DB8::3","authentication":{"method":"psk","psk":"ks3-secret"}},
+               {"address":"10.0.0.4","authentication":{"method":"pki"}}"#,
+        );
+        let g = s.create_group(&admin(), "C", 88, &p).await.unwrap();
+        // The stored policy keeps the peers, never their keys.
+        let stored = serde_json::to_string(&g.policy).unwrap();
+        assert!(
+            stored.contains("10.0.0.2") && !stored.contains("ks2-secret"),
+            "{stored}"
+        );
+        let again = s.group("C").await.unwrap().unwrap();
+        assert!(!serde_json::to_string(&again.policy)
+            .unwrap()
+            .contains("secret"));
+        assert_eq!(again.policy.coop.as_ref().unwrap().priority, 120);
+        assert_eq!(
+            s.coop_peers_with_psk("C").await.unwrap(),
+            ["10.0.0.2", "2001:db8::3"]
+        );
+        // Looked up by any spelling of the address.
+        assert_eq!(
+            s.coop_peer_psk("C", "2001:db8:0::3")
+                .await
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "ks3-secret"
+        );
+        assert!(s.coop_peer_psk("C", "10.0.0.4").await.unwrap().is_none());
+        // Not the group's PSK, and the group's PSK opens no peer.
+        assert_eq!(
+            s.group_psk("C").await.unwrap().unwrap().as_str(),
+            "group-secret"
+        );
+        // An update that lists a peer with psk but no key keeps its key;
+        // a peer gone and a peer now on certificates lose theirs; a new key
+        // replaces the old.
+        let next = with_peers(
+            r#"{"address":"10.0.0.2","authentication":{"method":"psk"}},
+               {"address":"10.0.0.5","authentication":{"method":"psk","psk":"ks5-secret"}},
+               {"address":"10.0.0.4","authentication":{"method":"psk","psk":"ks4-secret"}}"#,
+        );
+        s.update_group(&admin(), "C", &next, None).await.unwrap();
+        assert_eq!(
+            s.coop_peers_with_psk("C").await.unwrap(),
+            ["10.0.0.2", "10.0.0.4", "10.0.0.5"]
+        );
+        assert_eq!(
+            s.coop_peer_psk("C", "10.0.0.2")
+                .await
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "ks2-secret"
+        );
+        assert!(
+            s.coop_peer_psk("C", "2001:db8::3").await.unwrap().is_none(),
+            "retired"
+        );
+        let audit = s.audit(100).await.unwrap();
+        let text = format!("{audit:?}");
+        assert!(
+            text.contains("retired 2001:db8::3") && text.contains("set 10.0.0.5"),
+            "{text}"
+        );
+        assert!(!text.contains("ks5-secret") && !text.contains("ks2-secret"));
+        // A group whose name is a prefix of this one's has secrets of its own.
+        let other =
+            with_peers(r#"{"address":"10.0.0.9","authentication":{"method":"psk","psk":"o"}}"#);
+        s.create_group(&admin(), "C2", 89, &other).await.unwrap();
+        // Removing COOP retires every peer key; deleting the group too.
+        s.update_group(&admin(), "C", &policy(), None)
+            .await
+            .unwrap();
+        assert!(s.coop_peers_with_psk("C").await.unwrap().is_empty());
+        s.update_group(&admin(), "C", &next, None).await.unwrap();
+        assert_eq!(
+            s.coop_peers_with_psk("C").await.unwrap(),
+            ["10.0.0.4", "10.0.0.5"]
+        );
+        s.delete_group(&admin(), "C").await.unwrap();
+        assert!(s.coop_peers_with_psk("C").await.unwrap().is_empty());
+        assert!(s.coop_peer_psk("C", "10.0.0.5").await.unwrap().is_none());
+        assert_eq!(
+            s.coop_peers_with_psk("C2").await.unwrap(),
+            ["10.0.0.9"],
+            "{:?}",
+            s.kind()
+        );
+    }
+}
+
+#[tokio::test]
 async fn concurrent_writers_never_fail() {
     // Issue 16 item 5: 8 writers at once deleting the same group, and 8
     // reporting health for one GM, on both backends: every call answers

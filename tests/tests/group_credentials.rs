@@ -210,3 +210,44 @@ fn each_groups_psk_opens_its_own_group_only() {
     let (ok, out) = registers(&dir, udp, 4002, PSK_B, 9);
     assert!(ok, "{out}");
 }
+
+/// A cooperative key server's pair PSK (`coop.peers[].authentication`) is
+/// sealed apart from the group's and opens nothing a GM could ask for:
+/// from the peer's own address it does not register to the group that
+/// lists the peer, nor to any other.
+#[test]
+fn a_coop_peers_psk_opens_no_group() {
+    let dir = fresh_dir(env!("CARGO_TARGET_TMPDIR"), "coop-psk");
+    let udp = free_udp_port();
+    let (_ks, url) = start_server(&dir, udp, "server.log", &[]);
+    let api = Api::new(
+        &url,
+        &std::fs::read_to_string(dir.join("data/admin-token")).unwrap(),
+    );
+    let pair = "pair-psk-of-ks2";
+    let mut p = policy(Some(PSK_A), &["127.0.0.0/8"]);
+    p["coop"] = json!({"peers": [{"address": "127.0.9.20",
+        "authentication": {"method": "psk", "psk": pair}}]});
+    let g = api.expect(
+        201,
+        "POST",
+        "/api/v1/groups",
+        Some(&json!({"name": "A", "group_id": 4001, "policy": p})),
+    );
+    assert_eq!(g["coop_psk_set"], json!(["127.0.9.20"]), "{g}");
+    assert!(!g.to_string().contains(pair));
+    api.expect(
+        201,
+        "POST",
+        "/api/v1/groups",
+        Some(&json!({"name": "B", "group_id": 4002, "policy": policy(Some(PSK_B), &["127.0.0.0/8"])})),
+    );
+    // The attack: the pair PSK from the peer's address, as a GM.
+    for group in [4001, 4002] {
+        let (ok, out) = registers(&dir, udp, group, pair, 20);
+        assert!(!ok, "the pair PSK registered to group {group}:\n{out}");
+    }
+    // The group's own PSK still opens the group from that address.
+    let (ok, out) = registers(&dir, udp, 4001, PSK_A, 20);
+    assert!(ok, "{out}");
+}

@@ -47,7 +47,10 @@ fn module_of(src: &Path, file: &Path) -> Vec<String> {
         .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
-    if matches!(segs.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+    if matches!(
+        segs.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
         segs.pop();
     }
     segs
@@ -142,11 +145,7 @@ fn paths_of(code: &str) -> Vec<String> {
 }
 
 /// The module a path leads into, seen from module `from`.
-fn target_of(
-    from: &[String],
-    path: &str,
-    modules: &BTreeSet<Vec<String>>,
-) -> Option<Vec<String>> {
+fn target_of(from: &[String], path: &str, modules: &BTreeSet<Vec<String>>) -> Option<Vec<String>> {
     let mut segs = path.split("::").filter(|s| !s.is_empty()).peekable();
     let mut base: Vec<String> = match segs.peek().copied() {
         Some("crate") => {
@@ -199,8 +198,10 @@ fn no_two_modules_of_a_crate_import_each_other() {
         rust_files(&src, &mut files);
         // A binary's modules form a tree of their own under src/bin.
         files.retain(|f| !f.strip_prefix(&src).unwrap().starts_with("bin"));
-        let modules: BTreeMap<Vec<String>, PathBuf> =
-            files.iter().map(|f| (module_of(&src, f), f.clone())).collect();
+        let modules: BTreeMap<Vec<String>, PathBuf> = files
+            .iter()
+            .map(|f| (module_of(&src, f), f.clone()))
+            .collect();
         let names: BTreeSet<Vec<String>> = modules.keys().cloned().collect();
         let mut deps: BTreeMap<&Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
         for (m, f) in &modules {
@@ -220,7 +221,10 @@ fn no_two_modules_of_a_crate_import_each_other() {
             }
         }
     }
-    assert!(cycles.is_empty(), "modules importing each other: {cycles:#?}");
+    assert!(
+        cycles.is_empty(),
+        "modules importing each other: {cycles:#?}"
+    );
 }
 
 #[test]

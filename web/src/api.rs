@@ -68,6 +68,9 @@ pub struct GroupView {
     pub acknowledgement: String,
     /// Whether a PSK is set.
     pub psk_set: bool,
+    /// The peer key servers (`coop.peers`) that have a KS-to-KS PSK set,
+    /// by address (their keys are never shown).
+    pub coop_psk_set: Vec<String>,
     /// The weak algorithms the policy lets GMs use (`legacy_phase1`);
     /// empty when there is none.
     pub weak_algorithms: Vec<String>,
@@ -157,7 +160,13 @@ pub struct AuditQuery {
 
 async fn view(state: &ApiState, g: Group) -> Result<GroupView, Problem> {
     let psk_set = state.store.group_psk(&g.name).await?.is_some();
+    let coop_psk_set = if g.policy.coop.is_some() {
+        state.store.coop_peers_with_psk(&g.name).await?
+    } else {
+        Vec::new()
+    };
     Ok(GroupView {
+        coop_psk_set,
         acknowledgement: g.policy.acknowledgement_shown().to_owned(),
         weak_algorithms: g.policy.weak_algorithms(),
         group: g,

@@ -259,6 +259,69 @@ async fn group_crud_and_the_psk_never_comes_back(backend: Backend) {
     assert_eq!(v[0]["actor"], "token:admin");
 }
 
+async fn coop_peers_are_configured_and_their_psks_never_come_back(backend: Backend) {
+    let a = api("coop", backend).await;
+    let mut p = policy();
+    p["coop"] = json!({"priority": 150, "refresh_secs": 10, "check_secs": 15, "dead_periods": 2,
+    "peers": [
+        {"address": "10.0.0.2", "authentication": {"method": "psk", "psk": "ks2-pair-secret"}},
+        {"address": "fd00::3", "identity": "CN=ks3,O=GKM", "authentication": {"method": "pki"}}
+    ]});
+    let (s, v) = a
+        .admin("POST", "/api/v1/groups", Some(group_body("C", 5, p)))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = a.admin("GET", "/api/v1/groups/C", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!v.to_string().contains("ks2-pair-secret"), "{v}");
+    let coop = &v["policy"]["coop"];
+    assert_eq!(
+        (
+            &coop["priority"],
+            &coop["refresh_secs"],
+            &coop["check_secs"],
+            &coop["dead_periods"]
+        ),
+        (&json!(150), &json!(10), &json!(15), &json!(2))
+    );
+    assert_eq!(coop["peers"][1]["identity"], "CN=ks3,O=GKM");
+    assert_eq!(v["coop_psk_set"], json!(["10.0.0.2"]));
+    // A viewer reads the configuration, never a key; the audit entry names
+    // the peer whose key was set, not the key.
+    let (_, _, seen) = a
+        .call("GET", "/api/v1/groups/C", Some(&a.viewer), None)
+        .await;
+    assert!(!seen.to_string().contains("ks2-pair-secret"));
+    let (_, audit) = a.admin("GET", "/api/v1/audit", None).await;
+    assert!(audit.to_string().contains("set 10.0.0.2"), "{audit}");
+    assert!(!audit.to_string().contains("ks2-pair-secret"));
+    // A viewer may not change it.
+    let (s, _, _) = a
+        .call(
+            "PUT",
+            "/api/v1/groups/C",
+            Some(&a.viewer),
+            Some(r#"{"policy":{"teks":[{"src":"10.0.0.0/8","dst":"10.0.0.0/8"}]}}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, v) = a.admin("GET", "/api/v1/groups/C", None).await;
+    assert_eq!(
+        v["coop_psk_set"],
+        json!(["10.0.0.2"]),
+        "the refused change changed nothing"
+    );
+    assert_eq!(
+        a.store
+            .coop_peer_psk("C", "10.0.0.2")
+            .await
+            .unwrap()
+            .unwrap()
+            .as_str(),
+        "ks2-pair-secret"
+    );
+}
+
 async fn every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_nothing(
     backend: Backend,
 ) {
@@ -283,6 +346,33 @@ async fn every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_not
             with(&|p| p["teks"][0]["transform"] = json!("aes-cbc-256")),
             "/teks/0/transform",
             "aes-cbc-256-hmac-sha256",
+        ),
+        (
+            with(&|p| p["coop"] = json!({"priority": 0, "peers": [{"address": "10.0.0.2"}]})),
+            "/coop/priority",
+            "1-255",
+        ),
+        (
+            with(&|p| p["coop"] = json!({"refresh_secs": 301, "peers": [{"address": "10.0.0.2"}]})),
+            "/coop/refresh_secs",
+            "10-300",
+        ),
+        (
+            with(&|p| p["coop"] = json!({"dead_periods": 1, "peers": [{"address": "10.0.0.2"}]})),
+            "/coop/dead_periods",
+            "2-10",
+        ),
+        (
+            with(&|p| {
+                p["coop"] = json!({"peers": [{"address": "10.0.0.2"}, {"address": "10.0.0.2"}]})
+            }),
+            "/coop/peers/1/address",
+            "listed twice",
+        ),
+        (
+            with(&|p| p["coop"] = json!({"peers": []})),
+            "/coop/peers",
+            "at least one peer",
         ),
         (
             with(&|p| p["d3p_window"] = json!({"sec": 0})),
@@ -1298,6 +1388,7 @@ async fn names_of_gkm_0_1_are_accepted_on_input(backend: Backend) {
 
 common::on_both_backends!(
     group_crud_and_the_psk_never_comes_back,
+    coop_peers_are_configured_and_their_psks_never_come_back,
     every_seed_validation_rule_is_a_problem_naming_the_field_and_writes_nothing,
     switching_between_cmd_and_d3p_schedules_a_rekey_replace,
     tokens_and_roles,

@@ -675,6 +675,63 @@ async fn the_policy_form_reports_each_error_next_to_its_field_and_saves_nothing(
     );
 }
 
+async fn the_group_page_shows_coop_peers_and_a_policy_save_keeps_them(backend: Backend) {
+    let u = ui("coop", 60_000, false, backend).await;
+    let mut p = policy();
+    p.coop = Some(
+        serde_json::from_str(
+            r#"{"priority":180,"peers":[
+                {"address":"10.0.0.2","authentication":{"method":"psk","psk":"pair-secret"}},
+                {"address":"10.0.0.3","identity":"CN=ks3","authentication":{"method":"pki"}},
+                {"address":"10.0.0.4"}]}"#,
+        )
+        .unwrap(),
+    );
+    u.store
+        .update_group(&Actor("test".into()), "G1", &p, None)
+        .await
+        .unwrap();
+    let (cookie, csrf) = u.session("alice", Role::Operator);
+    let page = u.call("GET", "/groups/G1", Some(&cookie), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let coop = &page.body[page.body.find("id=\"coop\"").expect("COOP section")..];
+    assert!(coop.contains("<dd id=\"coop-priority\">180</dd>"), "{coop}");
+    for row in [
+        "<td>10.0.0.2</td><td>-</td><td>PSK set</td>",
+        "<td>10.0.0.3</td><td>CN=ks3</td><td>certificate</td>",
+        "<td>10.0.0.4</td><td>-</td><td>PSK not set</td>",
+    ] {
+        assert!(coop.contains(row), "{row} in {coop}");
+    }
+    assert!(!page.body.contains("pair-secret"));
+    // Saving the policy form changes what it edits and keeps COOP with the
+    // peer's key.
+    let v = u.version().await;
+    let ok = u
+        .call(
+            "POST",
+            "/groups/G1",
+            Some(&cookie),
+            Some(&policy_form(&csrf, v, &[("retransmit_number", "3")])),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    let g = u.store.group("G1").await.unwrap().unwrap();
+    assert_eq!(
+        g.policy.coop.as_ref().map(|c| (c.priority, c.peers.len())),
+        Some((180, 3))
+    );
+    assert_eq!(
+        u.store
+            .coop_peer_psk("G1", "10.0.0.2")
+            .await
+            .unwrap()
+            .unwrap()
+            .as_str(),
+        "pair-secret"
+    );
+}
+
 async fn the_token_form_validates_and_shows_a_secret_once(backend: Backend) {
     let u = ui("tokens", 60_000, false, backend).await;
     let (cookie, csrf) = u.session("alice", Role::Admin);
@@ -1103,6 +1160,7 @@ async fn cross_origin_posts_are_refused_before_the_csrf_token(backend: Backend) 
 }
 
 common::on_both_backends!(
+    the_group_page_shows_coop_peers_and_a_policy_save_keeps_them,
     anonymous_requests_go_to_the_login_page_and_cookies_are_strict,
     the_local_admin_signs_in_with_a_fresh_session_id,
     sessions_expire_when_idle,

@@ -9,7 +9,9 @@ pub use gkm_model::health::{D3pError, GmHealth, ReplayCounters, WindowSource, MA
 pub use gkm_model::policy::{AckOption, D3pWindow, RekeyTransport};
 pub use gkm_model::{Invalid, IpPrefix, Ipv4Prefix};
 
+pub mod coop;
 mod policy;
+pub use coop::{CoopPeer, CoopPolicy};
 
 pub use policy::{
     check_psk, parse_prefix, Authentication, Authorization, GroupPolicy, KekPolicy, TekPolicy,

@@ -162,6 +162,11 @@ pub struct GroupPolicy {
     /// (docs/INTEROP.md).
     #[serde(default)]
     pub legacy_phase1: bool,
+    /// Cooperative key servers: this key server's priority, the election's
+    /// timers and the peer key servers (docs/COOP.md). Absent: this key
+    /// server serves the group alone.
+    #[serde(default)]
+    pub coop: Option<super::coop::CoopPolicy>,
 }
 
 fn default_rekey_before() -> u32 {
@@ -365,6 +370,9 @@ impl GroupPolicy {
         self.authorization.prefixes()?;
         if let Authentication::Psk { psk: Some(k) } = &self.authentication {
             check_psk("/authentication/psk", k)?;
+        }
+        if let Some(c) = &self.coop {
+            c.validate("/coop")?;
         }
         Ok(())
     }

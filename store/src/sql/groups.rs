@@ -21,6 +21,21 @@ fn policy_json(p: &GroupPolicy) -> Result<String> {
     serde_json::to_string(p).map_err(|e| corrupt(format!("policy: {e}")))
 }
 
+/// Where a group's sealed KS-to-KS pre-shared keys live (the peer's
+/// address, in its canonical text, follows).
+fn coop_psk_prefix(group: &str) -> String {
+    format!("group/{group}/coop-psk/")
+}
+
+/// The name of the sealed pre-shared key of the group's peer key server at
+/// `address`.
+fn coop_psk_secret(group: &str, address: &str) -> String {
+    let canonical = address
+        .parse::<std::net::IpAddr>()
+        .map_or_else(|_| address.to_owned(), |a| a.to_string());
+    format!("{}{canonical}", coop_psk_prefix(group))
+}
+
 fn psk_of(p: &GroupPolicy) -> Option<&str> {
     match &p.authentication {
         Authentication::Psk { psk: Some(k) } => Some(k),
@@ -29,6 +44,53 @@ fn psk_of(p: &GroupPolicy) -> Option<&str> {
 }
 
 impl<DB: Backend> SqlStore<DB> {
+    /// Seals the peer PSKs `policy` gives and deletes those of peers it no
+    /// longer lists or that authenticate with certificates now; a peer
+    /// listed with `psk` PSK but no key keeps the one it has. The change,
+    /// for the audit entry (`,"coop_psk":[...]`, or nothing).
+    async fn put_coop_psks(
+        &self,
+        tx: &mut sqlx::Transaction<'_, DB>,
+        name: &str,
+        policy: &GroupPolicy,
+    ) -> Result<String> {
+        let prefix = coop_psk_prefix(name);
+        let kept: Vec<String> = policy
+            .coop
+            .iter()
+            .flat_map(|c| c.peers.iter())
+            .filter(|p| matches!(p.authentication, Authentication::Psk { .. }))
+            .map(|p| coop_psk_secret(name, &p.address))
+            .collect();
+        let stored: Vec<String> =
+            Self::sql("SELECT name FROM secrets WHERE substr(name, 1, CAST($1 AS INTEGER)) = $2")
+                .arg(prefix.len() as i64)
+                .arg(prefix.as_str())
+                .all(&mut **tx)
+                .await?
+                .iter()
+                .map(|r| r.col::<String>("name"))
+                .collect::<core::result::Result<_, _>>()?;
+        let mut changes = Vec::new();
+        for gone in stored.iter().filter(|n| !kept.contains(n)) {
+            Self::sql("DELETE FROM secrets WHERE name = $1")
+                .arg(gone.as_str())
+                .run(&mut **tx)
+                .await?;
+            changes.push(format!("\"retired {}\"", &gone[prefix.len()..]));
+        }
+        for (address, k) in policy.coop.iter().flat_map(|c| c.peer_psks()) {
+            let secret = coop_psk_secret(name, address);
+            self.put_secret_tx(tx, &secret, k.as_bytes()).await?;
+            changes.push(format!("\"set {}\"", &secret[prefix.len()..]));
+        }
+        Ok(if changes.is_empty() {
+            String::new()
+        } else {
+            format!(",\"coop_psk\":[{}]", changes.join(","))
+        })
+    }
+
     fn group_of(r: &DB::Row) -> Result<Group> {
         let policy: String = r.col("policy")?;
         Ok(Group {
@@ -71,7 +133,8 @@ impl<DB: Backend> GroupStore for SqlStore<DB> {
             self.put_secret_tx(&mut tx, &psk_secret(name), k.as_bytes())
                 .await?;
         }
-        let detail = format!("{{\"group_id\":{group_id}}}");
+        let coop = self.put_coop_psks(&mut tx, name, policy).await?;
+        let detail = format!("{{\"group_id\":{group_id}{coop}}}");
         Self::audit_tx(&mut tx, &audit::entry(actor, "group.create", name, detail)).await?;
         tx.commit().await?;
         Ok(group)
@@ -131,7 +194,8 @@ impl<DB: Backend> GroupStore for SqlStore<DB> {
                 }
             }
         };
-        let detail = format!("{{\"version\":{}{psk}}}", group.version);
+        let coop = self.put_coop_psks(&mut tx, name, policy).await?;
+        let detail = format!("{{\"version\":{}{psk}{coop}}}", group.version);
         Self::audit_tx(&mut tx, &audit::entry(actor, "group.update", name, detail)).await?;
         tx.commit().await?;
         Ok(group)
@@ -158,6 +222,12 @@ impl<DB: Backend> GroupStore for SqlStore<DB> {
         Self::sql("DELETE FROM secrets WHERE name = $1 OR name = $2")
             .arg(psk_secret(name))
             .arg(crate::group_state_secret(identity))
+            .run(&mut *tx)
+            .await?;
+        let prefix = coop_psk_prefix(name);
+        Self::sql("DELETE FROM secrets WHERE substr(name, 1, CAST($1 AS INTEGER)) = $2")
+            .arg(prefix.len() as i64)
+            .arg(prefix.as_str())
             .run(&mut *tx)
             .await?;
         Self::sql("DELETE FROM groups WHERE id = $1")
@@ -212,6 +282,27 @@ impl<DB: Backend> GroupStore for SqlStore<DB> {
                 .map(|s| Some(Zeroizing::new(s)))
                 .map_err(|_| corrupt("PSK is not UTF-8")),
         }
+    }
+
+    async fn coop_peer_psk(&self, name: &str, address: &str) -> Result<Option<Zeroizing<String>>> {
+        match self.secret(&coop_psk_secret(name, address)).await? {
+            None => Ok(None),
+            Some(b) => String::from_utf8(b.to_vec())
+                .map(|s| Some(Zeroizing::new(s)))
+                .map_err(|_| corrupt("peer PSK is not UTF-8")),
+        }
+    }
+
+    async fn coop_peers_with_psk(&self, name: &str) -> Result<Vec<String>> {
+        let prefix = coop_psk_prefix(name);
+        Self::sql("SELECT name FROM secrets WHERE substr(name, 1, CAST($1 AS INTEGER)) = $2 ORDER BY name")
+            .arg(prefix.len() as i64)
+            .arg(prefix.as_str())
+            .all(&mut *self.conn().await?)
+            .await?
+            .iter()
+            .map(|r| Ok(r.col::<String>("name")?[prefix.len()..].to_owned()))
+            .collect()
     }
 
     async fn set_group_psk(&self, actor: &Actor, name: &str, psk: Option<&str>) -> Result<Group> {

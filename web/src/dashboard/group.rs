@@ -102,6 +102,7 @@ pub(super) struct GroupPage {
     ack_shown: &'static str,
     weak_algorithms: Vec<String>,
     teks: Vec<String>,
+    coop: Option<CoopLines>,
     status: Option<GroupStatus>,
     can_mutate: bool,
     form: PolicyForm,
@@ -116,6 +117,48 @@ pub(super) struct GroupPage {
     filter_state: String,
     filter_class: String,
     filter_lacking: String,
+}
+
+/// The group's cooperative key server configuration as the group page
+/// shows it (the vendor's `show ... ks coop` words).
+pub(super) struct CoopLines {
+    priority: u32,
+    refresh_secs: u32,
+    check_secs: u32,
+    dead_periods: u32,
+    /// Address, identity (or `-`), authentication (`PSK set`, `PSK not
+    /// set`, `certificate`).
+    peers: Vec<(String, String, &'static str)>,
+}
+
+impl CoopLines {
+    fn of(c: &gkm_store::model::CoopPolicy, with_psk: &[String]) -> Self {
+        Self {
+            priority: c.priority,
+            refresh_secs: c.refresh_secs,
+            check_secs: c.check_secs,
+            dead_periods: c.dead_periods,
+            peers: c
+                .peers
+                .iter()
+                .map(|p| {
+                    let canonical = p
+                        .ip("")
+                        .map_or_else(|_| p.address.clone(), |a| a.to_string());
+                    let auth = match p.authentication {
+                        gkm_store::model::Authentication::Pki => "certificate",
+                        _ if with_psk.contains(&canonical) => "PSK set",
+                        _ => "PSK not set",
+                    };
+                    (
+                        canonical,
+                        p.identity.clone().unwrap_or_else(|| "-".into()),
+                        auth,
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 /// What a path segment or query value keeps as is (RFC 3986 unreserved).
@@ -189,6 +232,13 @@ pub(super) async fn group_page_of(
     });
     let rekeys = d.api.store.rekeys(g.group_id, REKEY_HISTORY).await?;
     let status = d.api.control.status(g.group_id).await;
+    let coop = match &g.policy.coop {
+        Some(c) => Some(CoopLines::of(
+            c,
+            &d.api.store.coop_peers_with_psk(&g.name).await?,
+        )),
+        None => None,
+    };
     let d3p_shown = match g.policy.d3p_window {
         None => "disabled".to_owned(),
         Some(w) => format!("Type = POSIX-TIME-MSEC, Window-size = {} msec", w.as_msec()),
@@ -209,6 +259,7 @@ pub(super) async fn group_page_of(
             .iter()
             .map(|t| format!("{} → {} {} {} s", t.src, t.dst, t.transform, t.lifetime))
             .collect(),
+        coop,
         status,
         can_mutate: can_mutate(s.user.role),
         form: form.unwrap_or_else(|| PolicyForm::of(&g.policy, g.version)),
