@@ -5,13 +5,13 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use gkm_wire::consts::{
-    Doi, ExchangeType, Flags, PayloadType, ProtocolId, GDOI_SITUATION_NONE, SIT_IDENTITY_ONLY,
+    Doi, ExchangeType, Flags, PayloadType, GDOI_SITUATION_NONE, SIT_IDENTITY_ONLY,
 };
-use gkm_wire::payload::{Gap, Phase1Sa, Proposal, Sa, SaLayout, VendorId};
-use gkm_wire::{Body, IsakmpHeader, Message, Payload};
+use gkm_wire::payload::{Gap, SaLayout};
+use gkm_wire::{IsakmpHeader, Message, Payload};
 
-use crate::crypto::{rng, EngineRng};
-use crate::engine::{own_vendor_id, Millis, Transmit};
+use crate::crypto::EngineRng;
+use crate::engine::{Millis, Transmit};
 use crate::group::Tek;
 
 mod config;
@@ -24,6 +24,7 @@ use state::{SentPull1, SentPull3, State, P1};
 
 pub use config::{CertAuth, GmAuth, GmConfig, GmEvent, GmFailure, GmIdentity};
 
+use crate::ike::initiator::{InitiatorCert, InitiatorParams, MainModeInitiator};
 use crate::ike::{
     decrypt_message, encrypt_body, hashed_chain, phase2_iv, verify_hashed_chain, AuthKind, Suite,
 };
@@ -172,63 +173,24 @@ impl GroupMember {
     }
 
     fn start(&mut self, now: Millis) {
-        self.icky = loop {
-            let c = rng::array(self.rng.as_mut());
-            if c != [0; 8] {
-                break c;
-            }
+        let offers = self.offers();
+        let params = initiator_params(&self.cfg, self.key_server(), self.contacted, &offers);
+        let Some((mm, out)) = MainModeInitiator::start(&params, self.rng.as_mut()) else {
+            return;
         };
+        self.icky = mm.icky();
+        self.state = State::MainMode(Box::new(mm));
+        self.send(now, out);
+    }
+
+    /// The phase 1 suites offered to the current key server, with its
+    /// authentication method and the configured lifetime.
+    fn offers(&self) -> Vec<Suite> {
         let auth = match self.cfg.auth {
             GmAuth::Psk(_) => AuthKind::Psk,
             GmAuth::Certificate(_) => AuthKind::RsaSig,
         };
-        let offers = self.phase1_offers(auth, self.cfg.phase1_life_secs);
-        let transforms = offers
-            .iter()
-            .zip(1u8..)
-            .map(|(s, n)| s.transform(n))
-            .collect();
-        let (doi, situation) = match self.key_server() {
-            Some(ks) if self.cfg.ipsec_doi_key_servers.contains(&ks) => {
-                (Doi::IPSEC, SIT_IDENTITY_ONLY)
-            }
-            _ => (Doi::GDOI, GDOI_SITUATION_NONE),
-        };
-        let sa = Phase1Sa {
-            doi,
-            situation,
-            proposals: vec![Proposal {
-                number: 1,
-                protocol_id: ProtocolId::ISAKMP,
-                spi: &[],
-                transforms,
-            }],
-        };
-        let mut sai_b = Vec::new();
-        if Sa::Phase1(sa.clone()).emit(&mut sai_b).is_err() {
-            return;
-        }
-        let vid = own_vendor_id().to_bytes();
-        let header = self.header(ExchangeType::IDENTITY_PROTECTION, [0; 8], 0);
-        let mut payloads = vec![
-            Payload::Sa(Sa::Phase1(sa)),
-            Payload::VendorId(VendorId(&vid)),
-        ];
-        payloads.extend(
-            self.cfg
-                .extra_vendor_ids
-                .iter()
-                .map(|v| Payload::VendorId(VendorId(v))),
-        );
-        let Ok(out) = (Message {
-            header,
-            body: Body::Payloads(payloads),
-        })
-        .to_vec() else {
-            return;
-        };
-        self.state = State::Mm1 { sai_b };
-        self.send(now, out);
+        self.phase1_offers(auth, self.cfg.phase1_life_secs)
     }
 
     /// Sends `HASH(n), rest...` of the GROUPKEY-PULL `mid`, encrypted under
@@ -286,14 +248,8 @@ impl GroupMember {
         }
         let state = std::mem::replace(&mut self.state, State::Idle { at: now });
         self.state = match state {
-            State::Mm1 { sai_b } if header.exchange_type == ExchangeType::IDENTITY_PROTECTION => {
-                self.on_mm2(now, &header, data, sai_b)
-            }
-            State::Mm3(st) if header.exchange_type == ExchangeType::IDENTITY_PROTECTION => {
-                self.on_mm4(now, data, st)
-            }
-            State::Mm5(st) if header.exchange_type == ExchangeType::IDENTITY_PROTECTION => {
-                self.on_mm6(now, data, st)
+            State::MainMode(mm) if header.exchange_type == ExchangeType::IDENTITY_PROTECTION => {
+                self.on_main_mode(now, &header, data, mm)
             }
             State::Pull1(st)
                 if header.exchange_type == ExchangeType::GROUPKEY_PULL
@@ -343,10 +299,7 @@ impl GroupMember {
             )
         } else {
             // Unprotected notifications are believed only before phase 1 completes.
-            if !matches!(
-                self.state,
-                State::Mm1 { .. } | State::Mm3(_) | State::Mm5(_)
-            ) {
+            if !matches!(self.state, State::MainMode(_)) {
                 return;
             }
             Message::parse(data).ok().and_then(|m| {
@@ -557,5 +510,42 @@ impl GroupMember {
             new_kek: accepted.new_kek,
             kek_packet_relabelled: accepted.kek_packet_relabelled,
         });
+    }
+}
+
+/// What main mode with `ks` offers and proves (a free function: the
+/// caller borrows the engine's RNG beside it).
+fn initiator_params<'a>(
+    cfg: &'a GmConfig,
+    ks: Option<SocketAddr>,
+    contacted: bool,
+    offers: &'a [Suite],
+) -> InitiatorParams<'a> {
+    let (doi, situation) = match ks {
+        Some(ks) if cfg.ipsec_doi_key_servers.contains(&ks) => (Doi::IPSEC, SIT_IDENTITY_ONLY),
+        _ => (Doi::GDOI, GDOI_SITUATION_NONE),
+    };
+    let (psk, cert) = match &cfg.auth {
+        GmAuth::Psk(k) => (Some(k.as_slice()), None),
+        GmAuth::Certificate(c) => (
+            None,
+            Some(InitiatorCert {
+                cert: &c.cert,
+                key: &c.key,
+                ca: &c.ca,
+            }),
+        ),
+    };
+    InitiatorParams {
+        psk,
+        cert,
+        identity: cfg.identity.payload(),
+        offers,
+        life_secs: cfg.phase1_life_secs,
+        doi,
+        situation,
+        dh_backend: cfg.dh_backend,
+        initial_contact: cfg.initial_contact && !contacted,
+        extra_vendor_ids: &cfg.extra_vendor_ids,
     }
 }

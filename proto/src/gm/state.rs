@@ -1,47 +1,22 @@
 //! The registration's states: main mode, then GROUPKEY-PULL, then
 //! registered until the TEKs near their end.
 
-use crate::crypto::DhPrivate;
 use crate::engine::Millis;
+use crate::ike::initiator::MainModeInitiator;
 use crate::ike::{Phase1Keys, Suite};
 
 /// Where the registration is.
 pub(crate) enum State {
     /// Waiting to start (or start again) at `at`.
     Idle { at: Millis },
-    /// Main mode message 1 sent.
-    Mm1 { sai_b: Vec<u8> },
-    /// Main mode message 3 sent.
-    Mm3(SentKe),
-    /// Main mode message 5 sent.
-    Mm5(SentId),
+    /// Main mode under way.
+    MainMode(Box<MainModeInitiator>),
     /// PULL message 1 sent.
     Pull1(SentPull1),
     /// PULL message 3 sent.
     Pull3(SentPull3),
     /// Holding keys; register again at `renew_at` unless a rekey comes.
     Registered { renew_at: Millis },
-}
-
-/// Main mode after message 3 (KE, Ni) was sent.
-pub(crate) struct SentKe {
-    pub sai_b: Vec<u8>,
-    pub suite: Suite,
-    pub dh: DhPrivate,
-    pub gxi: Vec<u8>,
-    pub ni: Vec<u8>,
-    pub rcky: [u8; 8],
-}
-
-/// Main mode after message 5 (ID, proof) was sent.
-pub(crate) struct SentId {
-    pub suite: Suite,
-    pub keys: Phase1Keys,
-    pub iv: [u8; 16],
-    pub sai_b: Vec<u8>,
-    pub gxi: Vec<u8>,
-    pub gxr: Vec<u8>,
-    pub rcky: [u8; 8],
 }
 
 /// GROUPKEY-PULL after message 1 was sent.

@@ -3,6 +3,7 @@
 //! HASH payload construction for protected exchanges.
 
 pub mod crypt;
+pub mod initiator;
 pub mod keys;
 pub mod suite;
 

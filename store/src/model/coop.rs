@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{check_psk, Authentication};
+use super::auth::{check_psk, Authentication};
 use gkm_model::Invalid;
 
 /// This key server's priority unless configured (the vendor's default).

@@ -9,13 +9,13 @@ pub use gkm_model::health::{D3pError, GmHealth, ReplayCounters, WindowSource, MA
 pub use gkm_model::policy::{AckOption, D3pWindow, RekeyTransport};
 pub use gkm_model::{Invalid, IpPrefix, Ipv4Prefix};
 
+mod auth;
 pub mod coop;
 mod policy;
+pub use auth::{check_psk, Authentication};
 pub use coop::{CoopPeer, CoopPolicy};
-
 pub use policy::{
-    check_psk, parse_prefix, Authentication, Authorization, GroupPolicy, KekPolicy, TekPolicy,
-    LEGACY_PHASE1_ALGORITHMS,
+    parse_prefix, Authorization, GroupPolicy, KekPolicy, TekPolicy, LEGACY_PHASE1_ALGORITHMS,
 };
 
 /// A group as stored.

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use gkm_model::policy::{AckOption, D3pWindow, RekeyTransport};
 use gkm_model::{Invalid, IpPrefix};
 
+use super::auth::{check_psk, Authentication};
+
 fn invalid(field: &str, message: impl Into<String>) -> Invalid {
     Invalid::new(field, message)
 }
@@ -90,27 +92,6 @@ pub struct Authorization {
     pub identities: Vec<String>,
 }
 
-/// How GMs authenticate in phase 1.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Authentication {
-    /// Pre-shared key. Write-only: the API never returns it (it is sealed
-    /// at rest; responses show `psk_set`).
-    Psk {
-        /// The key (on input only).
-        #[serde(default, skip_serializing)]
-        psk: Option<String>,
-    },
-    /// X.509 certificates from the configured CAs.
-    Pki,
-}
-
-impl Default for Authentication {
-    fn default() -> Self {
-        Self::Psk { psk: None }
-    }
-}
-
 /// Everything an operator configures on a group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -171,17 +152,6 @@ pub struct GroupPolicy {
 
 fn default_rekey_before() -> u32 {
     gkm_model::policy::REKEY_BEFORE_SECS
-}
-
-/// A pre-shared key: 1-512 characters.
-pub fn check_psk(field: &str, k: &str) -> Result<(), Invalid> {
-    if k.is_empty() || k.len() > 512 {
-        return Err(invalid(
-            field,
-            "the pre-shared key must be 1-512 characters",
-        ));
-    }
-    Ok(())
 }
 
 /// A prefix as written (`a.b.c.d/len` or `x:y::/len`, a bare address
