@@ -275,6 +275,9 @@ impl Driver {
                     gkm_store::model::GmState::Removed,
                 ));
             }
+            // The server does not configure cooperative key servers yet
+            // (docs/COOP.md, "Not built yet"): no group has a COOP part.
+            KsEvent::Coop(ev) => debug!(?ev, "COOP"),
             KsEvent::Rejected {
                 peer,
                 reason: Reject::Retransmit,

@@ -62,6 +62,10 @@ pub enum Credential {
     Keyring(usize),
     /// A certificate chaining to the configured CAs.
     Certificate,
+    /// The pair PSK between this key server and a cooperative peer of the
+    /// group with this identity number (`coop.peers[]`): it opens that
+    /// group's COOP announcements from that peer, never a GROUPKEY-PULL.
+    CoopPeer(u32),
 }
 
 impl std::fmt::Display for Credential {
@@ -70,6 +74,7 @@ impl std::fmt::Display for Credential {
             Self::GroupPsk(g) => write!(f, "psk of group {g}"),
             Self::Keyring(i) => write!(f, "keyring entry psk[{i}]"),
             Self::Certificate => f.write_str("certificate"),
+            Self::CoopPeer(g) => write!(f, "COOP pair psk of group {g}"),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! the outbox they travel in with the datagrams to send.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use gkm_wire::consts::NotifyType;
 use gkm_wire::gkm_vid::{FeatureBits, GdoiVersion};
@@ -156,6 +156,9 @@ pub enum KsEvent {
         /// The SEQ of the rekey it missed last.
         seq: u32,
     },
+    /// Cooperative key servers: an election outcome, a peer SA, a dropped
+    /// announcement (docs/COOP.md).
+    Coop(CoopEvent),
     /// A message was refused; `notify` says what was answered, if anything.
     Rejected {
         /// Peer.
@@ -260,4 +263,74 @@ impl KsOutbox {
 /// A wire error as a refusal's detail: the field and what is wrong with it.
 pub(crate) fn wire_detail(e: gkm_wire::Error) -> Option<String> {
     Some(format!("{}: {:?}", e.field, e.kind))
+}
+
+/// Why a COOP message was dropped (each is counted, none changes
+/// anything).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CoopDrop {
+    /// Not over an established phase 1 SA from that address.
+    NoSa,
+    /// It does not decrypt under the SA.
+    Undecryptable,
+    /// Its HASH does not verify.
+    BadHash,
+    /// The announcement does not parse (the field named).
+    Malformed(String),
+    /// A group this key server has no COOP configuration for.
+    UnknownGroup(u32),
+    /// The SA's credential is not this group's pair PSK with that peer,
+    /// or the SA's peer is not a configured peer of the group.
+    NotAPeer,
+    /// The election refused it (replayed, address mismatch, epoch out of
+    /// range).
+    Election(crate::coop::election::Dropped),
+}
+
+/// What the COOP part tells the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoopEvent {
+    /// Persist `epoch` for the group, then call
+    /// [`crate::ks::KeyServer::coop_epoch_persisted`].
+    PersistEpoch {
+        /// Group.
+        group_id: u32,
+        /// Epoch.
+        epoch: u64,
+    },
+    /// This key server's role in the group changed.
+    RoleChanged {
+        /// Group.
+        group_id: u32,
+        /// The new role.
+        role: crate::coop::election::Role,
+        /// Its epoch.
+        epoch: u64,
+        /// The primary now followed (this key server when primary).
+        primary: Option<IpAddr>,
+    },
+    /// This primary made another step down: the whole group must be
+    /// rekeyed.
+    Merged {
+        /// Group.
+        group_id: u32,
+        /// The primary that stepped down.
+        with: IpAddr,
+    },
+    /// The phase 1 SA to a peer came up, or main mode to it failed.
+    PeerSa {
+        /// Group.
+        group_id: u32,
+        /// Peer.
+        peer: SocketAddr,
+        /// None: up; Some: why it failed.
+        failed: Option<&'static str>,
+    },
+    /// A COOP message was dropped.
+    Dropped {
+        /// Where it came from.
+        from: SocketAddr,
+        /// Why.
+        reason: CoopDrop,
+    },
 }

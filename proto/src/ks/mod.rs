@@ -13,6 +13,7 @@ use crate::group::Ipv4Prefix;
 use crate::rekey::{GroupState, RekeyError, RekeyReason};
 
 mod config;
+mod coop;
 mod events;
 mod groups;
 mod phase1;
@@ -24,8 +25,10 @@ pub use crate::identity::{identity_string, printable};
 pub use config::{
     Authorization, Credential, GroupAuth, KsConfig, KsGroup, KsLimits, PskEntry, MAX_PSK_CANDIDATES,
 };
+pub use coop::{CoopGroupConfig, CoopPeerConfig, CoopPeerStatus, CoopStatus, PeerCounters};
+use coop::{CoopPart, Incoming};
 pub(crate) use events::KsOutbox;
-pub use events::{GmRecord, KsCounters, KsEvent, Reject};
+pub use events::{CoopDrop, CoopEvent, GmRecord, KsCounters, KsEvent, Reject};
 use groups::GroupTable;
 pub use phase1::SWEEP_INTERVAL_MS;
 use phase1::{Phase1Config, Phase1Responder};
@@ -53,6 +56,10 @@ pub struct KeyServer {
     rekeys: Rekeys,
     /// Operator tags marking ASR 9000 GMs by address.
     asr9000: Vec<Ipv4Prefix>,
+    /// Cooperative key servers: elections and peer sessions.
+    coop: CoopPart,
+    /// Group 19 implementation, for the COOP sessions' main mode.
+    dh_backend: crate::crypto::DhBackend,
 }
 
 impl KeyServer {
@@ -94,6 +101,8 @@ impl KeyServer {
             groups: GroupTable::new(groups),
             rekeys,
             asr9000,
+            coop: CoopPart::default(),
+            dh_backend,
         };
         ks.sync_legacy_groups();
         ks
@@ -151,10 +160,14 @@ impl KeyServer {
     /// idle KS with established SAs wakes only when one expires.
     pub fn poll_timeout(&self) -> Option<Millis> {
         let sweep = self.phase1.sweep_at();
-        [sweep, self.rekeys.deadline(&self.groups)]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            sweep,
+            self.rekeys.deadline(&self.groups),
+            self.coop.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Adds a group, or changes one the KS serves (`group.keys` are fresh
@@ -339,6 +352,8 @@ impl KeyServer {
         self.ensure_ready(now);
         self.rekeys
             .timeout(now, &mut self.groups, &mut self.out, self.rng.as_mut());
+        self.coop
+            .handle_timeout(now, self.rng.as_mut(), &mut self.out);
         if !self.phase1.sweep_due(now) {
             return;
         }
@@ -364,10 +379,33 @@ impl KeyServer {
             }
         };
         match header.exchange_type {
+            ExchangeType::IDENTITY_PROTECTION if self.coop.owns_main_mode(&header) => {
+                self.coop.handle_main_mode(
+                    Incoming {
+                        now,
+                        from,
+                        header: &header,
+                        data,
+                    },
+                    self.rng.as_mut(),
+                    &mut self.out,
+                )
+            }
             ExchangeType::IDENTITY_PROTECTION => {
                 self.phase1
                     .main_mode(now, from, &header, data, self.rng.as_mut(), &mut self.out)
             }
+            ExchangeType::GKM_COOP => self.coop.handle_message(
+                Incoming {
+                    now,
+                    from,
+                    header: &header,
+                    data,
+                },
+                &self.phase1,
+                self.rng.as_mut(),
+                &mut self.out,
+            ),
             ExchangeType::GROUPKEY_PULL => self.pull(now, from, &header, data),
             ExchangeType::GROUPKEY_PUSH_ACK | ExchangeType::GKM_UNICAST_ACK => {
                 self.ensure_ready(now);
@@ -396,6 +434,36 @@ impl KeyServer {
             self.rekeys.member_registered(gi, record.clone());
             self.out.event(KsEvent::Registered(record));
         }
+    }
+
+    /// Starts (or restarts with a new configuration) a group's cooperative
+    /// key servers: its election and a session to each peer. The peers'
+    /// pair PSKs must also be among [`KeyServer::set_psks`]'s entries (as
+    /// [`Credential::CoopPeer`] for each peer's address) for their
+    /// announcements to be taken.
+    pub fn set_coop_group(&mut self, now: Millis, cfg: CoopGroupConfig) {
+        self.coop.set_group(now, cfg, self.dh_backend);
+    }
+
+    /// Stops a group's cooperative key servers.
+    pub fn remove_coop_group(&mut self, group_id: u32) {
+        self.coop.remove_group(group_id);
+    }
+
+    /// The caller has persisted a COOP epoch ([`CoopEvent::PersistEpoch`]).
+    pub fn coop_epoch_persisted(&mut self, now: Millis, group_id: u32, epoch: u64) {
+        self.coop
+            .epoch_persisted(now, group_id, epoch, self.rng.as_mut(), &mut self.out);
+    }
+
+    /// `show crypto gkm ks coop` for a group with cooperative key servers.
+    pub fn coop_status(&self, group_id: u32, now: Millis) -> Option<CoopStatus> {
+        self.coop.status(group_id, now)
+    }
+
+    /// The key server's role in a group with cooperative key servers.
+    pub fn coop_role(&self, group_id: u32) -> Option<crate::coop::election::Role> {
+        self.coop.role(group_id)
     }
 
     /// Replaces the pre-shared keys (see [`Phase1Responder::set_psks`]).

@@ -223,7 +223,7 @@ impl Phase1Responder {
                         candidates.iter().any(|e| match e.credential {
                             Credential::GroupPsk(g) => own && g == id,
                             Credential::Keyring(_) => !own,
-                            Credential::Certificate => false,
+                            Credential::Certificate | Credential::CoopPeer(_) => false,
                         })
                     }
                 })

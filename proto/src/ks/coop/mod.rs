@@ -1,0 +1,467 @@
+//! Cooperative key servers, the key server engine's part (docs/COOP.md):
+//! for each group with peers, the election ([`crate::coop::election`]) and
+//! one [`Session`] per peer. Announcements go out as GKM-COOP messages
+//! over the phase 1 SA this key server initiated to the peer; a peer's
+//! announcements come in over the SA it initiated, which the phase 1
+//! responder authenticated with the pair PSK ([`Credential::CoopPeer`]).
+//! An announcement is taken only when it decrypts, its HASH verifies, the
+//! SA's credential is the pair PSK of the group it names and the SA's peer
+//! is that configured peer; anything else is dropped and counted, and
+//! changes nothing.
+
+use std::net::{IpAddr, SocketAddr};
+
+use gkm_wire::consts::PayloadType;
+use gkm_wire::coop::{CoopAnnouncement, CoopRole};
+use gkm_wire::IsakmpHeader;
+use zeroize::Zeroizing;
+
+use super::config::Credential;
+use super::events::{CoopDrop, CoopEvent, KsEvent, KsOutbox};
+use super::phase1::{cookies, Phase1Responder};
+use crate::coop::election::{
+    AnnouncementHeader, Election, ElectionConfig, ElectionEvent, Peer, Rank, Role,
+};
+use crate::crypto::{DhBackend, EngineRng};
+use crate::engine::{own_vendor_id, Millis};
+use crate::ike::{decrypt_message, phase2_iv, verify_hashed_chain};
+
+mod session;
+
+pub use session::PeerCounters;
+use session::{Session, SessionOutput};
+
+/// One peer key server of a group, as the engine is given it.
+#[derive(Clone)]
+pub struct CoopPeerConfig {
+    /// Its COOP address and port (UDP 848 unless told otherwise).
+    pub addr: SocketAddr,
+    /// The pair PSK (the same on both key servers).
+    pub psk: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for CoopPeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoopPeerConfig")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A group's cooperative key server configuration, as the engine is given
+/// it (validated by the caller: docs/COOP.md, "Configuration").
+#[derive(Debug, Clone)]
+pub struct CoopGroupConfig {
+    /// The group.
+    pub group_id: u32,
+    /// This key server's priority, 1-255.
+    pub priority: u8,
+    /// This key server's COOP address (what its peers see as the source
+    /// of its messages and have configured).
+    pub local_addr: IpAddr,
+    /// The peers.
+    pub peers: Vec<CoopPeerConfig>,
+    /// Announcement interval, ms.
+    pub refresh_ms: u64,
+    /// A secondary's check of its primary, ms.
+    pub check_ms: u64,
+    /// Check periods without hearing a peer before it is dead.
+    pub dead_periods: u8,
+    /// The epoch persisted last (0: none yet).
+    pub persisted_epoch: u64,
+    /// The first anti-replay number to use: above any used before a
+    /// restart.
+    pub seq_start: u64,
+}
+
+/// A datagram as the COOP part is handed it.
+pub(crate) struct Incoming<'a> {
+    /// When it came.
+    pub now: Millis,
+    /// From where.
+    pub from: SocketAddr,
+    /// Its ISAKMP header, parsed.
+    pub header: &'a IsakmpHeader,
+    /// The whole datagram.
+    pub data: &'a [u8],
+}
+
+/// One peer in [`CoopStatus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoopPeerStatus {
+    /// Its address and port.
+    pub addr: SocketAddr,
+    /// What the election knows of it (its last announcement, when heard,
+    /// replayed announcements).
+    pub election: Peer,
+    /// Alive: heard within the dead window.
+    pub alive: bool,
+    /// Whether this key server's SA to it is up.
+    pub sa_up: bool,
+    /// Message and byte counters.
+    pub counters: PeerCounters,
+}
+
+/// `show crypto gkm ks coop` for one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoopStatus {
+    /// The group.
+    pub group_id: u32,
+    /// This key server's rank.
+    pub local: Rank,
+    /// Its role.
+    pub role: Role,
+    /// Its epoch.
+    pub epoch: u64,
+    /// The primary it follows.
+    pub primary: Option<IpAddr>,
+    /// Its next anti-replay number.
+    pub next_seq: u64,
+    /// Announcement interval, ms.
+    pub refresh_ms: u64,
+    /// Check period, ms.
+    pub check_ms: u64,
+    /// Dead-peer threshold, check periods.
+    pub dead_periods: u8,
+    /// When the election next acts (ms).
+    pub next_timer: Millis,
+    /// Messages dropped for not coming from a configured peer.
+    pub not_a_peer: u64,
+    /// The peers.
+    pub peers: Vec<CoopPeerStatus>,
+}
+
+struct CoopGroup {
+    cfg: CoopGroupConfig,
+    election: Election,
+    sessions: Vec<Session>,
+}
+
+/// Every COOP group of the key server.
+#[derive(Default)]
+pub(crate) struct CoopPart {
+    groups: Vec<CoopGroup>,
+}
+
+fn election_header(a: &CoopAnnouncement) -> AnnouncementHeader {
+    AnnouncementHeader {
+        role: match a.role {
+            CoopRole::Primary => Role::Primary,
+            CoopRole::Secondary => Role::Secondary,
+        },
+        rank: Rank {
+            priority: a.priority,
+            addr: a.addr,
+        },
+        epoch: a.epoch,
+        seq: a.seq,
+        stepped_down_from: a.stepped_down_from,
+    }
+}
+
+fn wire_announcement(group_id: u32, h: &AnnouncementHeader) -> CoopAnnouncement {
+    let vid = own_vendor_id();
+    CoopAnnouncement {
+        role: match h.role {
+            Role::Primary => CoopRole::Primary,
+            Role::Secondary => CoopRole::Secondary,
+        },
+        priority: h.rank.priority,
+        epoch: h.epoch,
+        seq: h.seq,
+        stepped_down_from: h.stepped_down_from,
+        reply_requested: false,
+        group_id,
+        version: vid.version,
+        features: vid.features,
+        part: 0,
+        parts: 1,
+        addr: h.rank.addr,
+    }
+}
+
+impl CoopPart {
+    /// Starts (or restarts, with a new configuration) a group's COOP.
+    pub fn set_group(&mut self, now: Millis, cfg: CoopGroupConfig, dh_backend: DhBackend) {
+        self.remove_group(cfg.group_id);
+        let election = Election::new(
+            ElectionConfig {
+                local: Rank {
+                    priority: cfg.priority,
+                    addr: cfg.local_addr,
+                },
+                peers: cfg.peers.iter().map(|p| p.addr.ip()).collect(),
+                refresh_ms: cfg.refresh_ms,
+                check_ms: cfg.check_ms,
+                dead_periods: cfg.dead_periods,
+            },
+            cfg.persisted_epoch,
+            cfg.seq_start,
+            now,
+        );
+        let sessions = cfg
+            .peers
+            .iter()
+            .map(|p| Session::new(p.addr, p.psk.clone(), cfg.local_addr, dh_backend, now))
+            .collect();
+        self.groups.push(CoopGroup {
+            cfg,
+            election,
+            sessions,
+        });
+    }
+
+    /// Stops a group's COOP.
+    pub fn remove_group(&mut self, group_id: u32) {
+        self.groups.retain(|g| g.cfg.group_id != group_id);
+    }
+
+    /// The role in a group with COOP (None: the group has none).
+    pub fn role(&self, group_id: u32) -> Option<Role> {
+        self.group(group_id).map(|g| g.election.role())
+    }
+
+    fn group(&self, group_id: u32) -> Option<&CoopGroup> {
+        self.groups.iter().find(|g| g.cfg.group_id == group_id)
+    }
+
+    /// When the part next needs time.
+    pub fn deadline(&self) -> Option<Millis> {
+        self.groups
+            .iter()
+            .flat_map(|g| {
+                std::iter::once(Some(g.election.poll_timeout()))
+                    .chain(g.sessions.iter().map(Session::deadline))
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Runs the elections' timers and the sessions' retransmissions.
+    pub fn handle_timeout(&mut self, now: Millis, rng: &mut dyn EngineRng, out: &mut KsOutbox) {
+        for g in &mut self.groups {
+            g.election.handle_timeout(now);
+            for s in &mut g.sessions {
+                let o = s.handle_timeout(now, rng);
+                deliver(g.cfg.group_id, s.peer, o, out);
+            }
+            g.drain(now, rng, out);
+        }
+    }
+
+    /// The caller persisted `epoch` for the group.
+    pub fn epoch_persisted(
+        &mut self,
+        now: Millis,
+        group_id: u32,
+        epoch: u64,
+        rng: &mut dyn EngineRng,
+        out: &mut KsOutbox,
+    ) {
+        if let Some(g) = self.groups.iter_mut().find(|g| g.cfg.group_id == group_id) {
+            g.election.epoch_persisted(now, epoch);
+            g.drain(now, rng, out);
+        }
+    }
+
+    /// Whether a main mode message answers an exchange a session started.
+    pub fn owns_main_mode(&self, header: &IsakmpHeader) -> bool {
+        header.responder_cookie != [0; 8]
+            && self.groups.iter().any(|g| {
+                g.sessions
+                    .iter()
+                    .any(|s| s.connecting_cookie() == Some(header.initiator_cookie))
+            })
+    }
+
+    /// A main mode message for an exchange a session started.
+    pub fn handle_main_mode(
+        &mut self,
+        d: Incoming<'_>,
+        rng: &mut dyn EngineRng,
+        out: &mut KsOutbox,
+    ) {
+        for g in &mut self.groups {
+            let group_id = g.cfg.group_id;
+            let Some(s) = g.sessions.iter_mut().find(|s| {
+                s.connecting_cookie() == Some(d.header.initiator_cookie) && s.peer == d.from
+            }) else {
+                continue;
+            };
+            let o = s.handle_main_mode(d.now, d.header, d.data, rng);
+            deliver(group_id, s.peer, o, out);
+            return;
+        }
+    }
+
+    /// A GKM-COOP message: an announcement from a peer over the SA it
+    /// initiated.
+    pub fn handle_message(
+        &mut self,
+        d: Incoming<'_>,
+        phase1: &Phase1Responder,
+        rng: &mut dyn EngineRng,
+        out: &mut KsOutbox,
+    ) {
+        let Incoming {
+            now,
+            from,
+            header,
+            data,
+        } = d;
+        let drop = |out: &mut KsOutbox, reason| {
+            out.event(KsEvent::Coop(CoopEvent::Dropped { from, reason }));
+        };
+        let key = cookies(&header.initiator_cookie, &header.responder_cookie);
+        let Some(sa) = phase1.established(&key).filter(|sa| sa.peer == from) else {
+            return drop(out, CoopDrop::NoSa);
+        };
+        let iv = phase2_iv(
+            sa.suite.cipher,
+            sa.suite.prf,
+            sa.last_block,
+            header.message_id,
+        );
+        let Ok(dec) = decrypt_message(data, sa.suite.cipher, &sa.keys.enc_key, &iv) else {
+            return drop(out, CoopDrop::Undecryptable);
+        };
+        let Ok(raws) = verify_hashed_chain(
+            sa.suite.prf,
+            &sa.keys.skeyid_a,
+            &dec.header,
+            &dec.plaintext,
+            &[],
+        ) else {
+            return drop(out, CoopDrop::BadHash);
+        };
+        let Some(body) = raws
+            .iter()
+            .find(|r| r.payload_type == PayloadType::GKM_COOP_ANNOUNCEMENT)
+            .map(|r| r.body)
+        else {
+            return drop(out, CoopDrop::Malformed("coop: no announcement".into()));
+        };
+        let ann = match CoopAnnouncement::parse(body) {
+            Ok(a) => a,
+            Err(e) => return drop(out, CoopDrop::Malformed(e.to_string())),
+        };
+        let Some(g) = self
+            .groups
+            .iter_mut()
+            .find(|g| g.cfg.group_id == ann.group_id)
+        else {
+            return drop(out, CoopDrop::UnknownGroup(ann.group_id));
+        };
+        let session = g.sessions.iter_mut().find(|s| s.peer.ip() == from.ip());
+        let Some(session) =
+            session.filter(|_| sa.credentials.contains(&Credential::CoopPeer(ann.group_id)))
+        else {
+            return drop(out, CoopDrop::NotAPeer);
+        };
+        match g
+            .election
+            .handle_announcement(now, from.ip(), election_header(&ann))
+        {
+            Ok(()) => {
+                session.counters.ann_received += 1;
+                session.counters.bytes_received += data.len() as u64;
+            }
+            Err(d) => {
+                session.counters.recv_drops += 1;
+                drop(out, CoopDrop::Election(d));
+            }
+        }
+        g.drain(now, rng, out);
+    }
+
+    /// `show crypto gkm ks coop` for a group.
+    pub fn status(&self, group_id: u32, now: Millis) -> Option<CoopStatus> {
+        let g = self.group(group_id)?;
+        let e = &g.election;
+        Some(CoopStatus {
+            group_id,
+            local: Rank {
+                priority: g.cfg.priority,
+                addr: g.cfg.local_addr,
+            },
+            role: e.role(),
+            epoch: e.epoch(),
+            primary: e.primary(),
+            next_seq: e.next_seq(),
+            refresh_ms: g.cfg.refresh_ms,
+            check_ms: g.cfg.check_ms,
+            dead_periods: g.cfg.dead_periods,
+            next_timer: e.poll_timeout(),
+            not_a_peer: e.not_a_peer,
+            peers: g
+                .sessions
+                .iter()
+                .map(|s| CoopPeerStatus {
+                    addr: s.peer,
+                    election: e.peers().get(&s.peer.ip()).cloned().unwrap_or(Peer {
+                        last: None,
+                        heard_at: None,
+                        received: 0,
+                        replayed: 0,
+                        sent: 0,
+                    }),
+                    alive: e.is_alive(s.peer.ip(), now),
+                    sa_up: s.is_up(now),
+                    counters: s.counters,
+                })
+                .collect(),
+        })
+    }
+}
+
+impl CoopGroup {
+    /// Acts on what the election decided: announcements to the sessions,
+    /// the rest to the caller.
+    fn drain(&mut self, now: Millis, rng: &mut dyn EngineRng, out: &mut KsOutbox) {
+        let group_id = self.cfg.group_id;
+        while let Some(ev) = self.election.poll_event() {
+            let ev = match ev {
+                ElectionEvent::Announce { to, header } => {
+                    let body = wire_announcement(group_id, &header).to_bytes();
+                    if let Some(s) = self.sessions.iter_mut().find(|s| s.peer.ip() == to) {
+                        let o = s.announce(now, body, rng);
+                        deliver(group_id, s.peer, o, out);
+                    }
+                    continue;
+                }
+                ElectionEvent::PersistEpoch(epoch) => CoopEvent::PersistEpoch { group_id, epoch },
+                ElectionEvent::RoleChanged {
+                    role,
+                    epoch,
+                    primary,
+                } => CoopEvent::RoleChanged {
+                    group_id,
+                    role,
+                    epoch,
+                    primary,
+                },
+                ElectionEvent::Merged { with } => CoopEvent::Merged { group_id, with },
+            };
+            out.event(KsEvent::Coop(ev));
+        }
+    }
+}
+
+/// A session's outputs: datagrams to the peer, SA events to the caller.
+fn deliver(group_id: u32, peer: SocketAddr, outputs: Vec<SessionOutput>, out: &mut KsOutbox) {
+    for o in outputs {
+        match o {
+            SessionOutput::Send(d) => out.send(peer, d),
+            SessionOutput::Established => out.event(KsEvent::Coop(CoopEvent::PeerSa {
+                group_id,
+                peer,
+                failed: None,
+            })),
+            SessionOutput::Failed(why) => out.event(KsEvent::Coop(CoopEvent::PeerSa {
+                group_id,
+                peer,
+                failed: Some(why),
+            })),
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! One cooperative peer, as the sender sees it: the phase 1 SA this key
+//! server initiates to the peer (main mode through the shared initiator,
+//! with the pair PSK), the announcement waiting for it, and the counters
+//! of `show ... ks coop`'s peer session. Announcements go out only over
+//! SAs this key server initiated; the peer's own announcements come in
+//! over the SA it initiated (the responder's), so each direction has an
+//! SA of its own and neither side waits for the other to connect.
+
+use std::net::SocketAddr;
+
+use gkm_wire::consts::{Doi, ExchangeType, Flags, PayloadType, GDOI_SITUATION_NONE};
+use gkm_wire::{Identity, IsakmpHeader};
+use zeroize::Zeroizing;
+
+use crate::crypto::{DhBackend, EngineRng};
+use crate::engine::Millis;
+use crate::ike::initiator::{EstablishedP1, InitiatorParams, MainModeInitiator, MmOutcome};
+use crate::ike::{encrypt_body, hashed_raw_chain, phase2_iv, AuthKind, Suite};
+
+/// A main mode message is sent again after this long without an answer.
+pub const RETRANSMIT_MS: Millis = 2_000;
+/// Main mode is given up after this many transmissions of one message,
+/// and tried again after [`RECONNECT_MS`].
+pub const MAX_TRANSMISSIONS: u32 = 4;
+/// Wait before a new main mode after one failed.
+pub const RECONNECT_MS: Millis = 5_000;
+/// The phase 1 lifetime a key server asks of its peers, seconds.
+pub const PHASE1_LIFE_SECS: u32 = 86_400;
+/// An SA is replaced when less than this share of its life is left
+/// (tenths): 9 = at 90 % of its lifetime.
+const REPLACE_AT_TENTHS: u64 = 9;
+
+/// The counters of one peer session (the vendor's `Counters:` lines).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerCounters {
+    /// Announcement messages sent.
+    pub ann_sent: u64,
+    /// Announcement messages taken from the peer.
+    pub ann_received: u64,
+    /// Announcements that could not be sent (no SA when a newer one came).
+    pub send_drops: u64,
+    /// Messages from the peer dropped (do not decrypt or verify, replayed,
+    /// not this peer's to send).
+    pub recv_drops: u64,
+    /// Octets sent to the peer (main mode and announcements).
+    pub bytes_sent: u64,
+    /// Octets of announcements taken from the peer.
+    pub bytes_received: u64,
+    /// Phase 1 SAs established to the peer.
+    pub sas_established: u64,
+}
+
+enum State {
+    /// No SA; main mode starts at `at` (or when an announcement is due).
+    Idle { at: Millis },
+    /// Main mode under way.
+    Connecting {
+        mm: Box<MainModeInitiator>,
+        last_out: Vec<u8>,
+        resend_at: Millis,
+        sent: u32,
+    },
+    /// The SA is up until `replace_at`.
+    Up {
+        p1: Box<EstablishedP1>,
+        icky: [u8; 8],
+        replace_at: Millis,
+    },
+}
+
+/// What the session asks its caller to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionOutput {
+    /// Send this datagram to the peer.
+    Send(Vec<u8>),
+    /// The SA to the peer came up.
+    Established,
+    /// Main mode to the peer failed (why).
+    Failed(&'static str),
+}
+
+/// This key server's side of one peer.
+pub struct Session {
+    /// The peer's COOP address and port.
+    pub peer: SocketAddr,
+    psk: Zeroizing<Vec<u8>>,
+    /// This key server's phase 1 identity towards the peer.
+    identity: std::net::IpAddr,
+    dh_backend: DhBackend,
+    state: State,
+    /// The announcement (its payload body) waiting for the SA: a newer
+    /// one replaces it.
+    waiting: Option<Vec<u8>>,
+    /// Counters.
+    pub counters: PeerCounters,
+}
+
+impl Session {
+    /// A session that connects when its first announcement is due.
+    pub fn new(
+        peer: SocketAddr,
+        psk: Zeroizing<Vec<u8>>,
+        identity: std::net::IpAddr,
+        dh_backend: DhBackend,
+        now: Millis,
+    ) -> Self {
+        Self {
+            peer,
+            psk,
+            identity,
+            dh_backend,
+            state: State::Idle { at: now },
+            waiting: None,
+            counters: PeerCounters::default(),
+        }
+    }
+
+    /// Whether the SA to the peer is up.
+    pub fn is_up(&self, now: Millis) -> bool {
+        matches!(&self.state, State::Up { replace_at, .. } if now < *replace_at)
+    }
+
+    /// The initiator cookie of the main mode under way, if any.
+    pub fn connecting_cookie(&self) -> Option<[u8; 8]> {
+        match &self.state {
+            State::Connecting { mm, .. } => Some(mm.icky()),
+            _ => None,
+        }
+    }
+
+    /// When the session next needs time.
+    pub fn deadline(&self) -> Option<Millis> {
+        match &self.state {
+            State::Idle { at } if self.waiting.is_some() => Some(*at),
+            State::Idle { .. } => None,
+            State::Connecting { resend_at, .. } => Some(*resend_at),
+            State::Up { replace_at, .. } => Some(*replace_at),
+        }
+    }
+
+    fn offers() -> Vec<Suite> {
+        Suite::offers(AuthKind::Psk, PHASE1_LIFE_SECS, false)
+    }
+
+    fn identity(&self) -> Identity<'static> {
+        match self.identity {
+            std::net::IpAddr::V4(a) => Identity::Ipv4Addr(a),
+            std::net::IpAddr::V6(a) => Identity::Ipv6Addr(a),
+        }
+    }
+
+    fn connect(&mut self, now: Millis, rng: &mut dyn EngineRng) -> Vec<SessionOutput> {
+        let offers = Self::offers();
+        let id = self.identity();
+        let params = initiator_params(&self.psk, id, &offers, self.dh_backend);
+        let Some((mm, out)) = MainModeInitiator::start(&params, rng) else {
+            self.state = State::Idle {
+                at: now + RECONNECT_MS,
+            };
+            return vec![SessionOutput::Failed("main mode 1 could not be encoded")];
+        };
+        self.counters.bytes_sent += out.len() as u64;
+        self.state = State::Connecting {
+            mm: Box::new(mm),
+            last_out: out.clone(),
+            resend_at: now + RETRANSMIT_MS,
+            sent: 1,
+        };
+        vec![SessionOutput::Send(out)]
+    }
+
+    /// Sends `announcement` (the GKM-COOP-Announcement payload body) over
+    /// the SA, or keeps it until the SA is up (connecting if need be).
+    pub fn announce(
+        &mut self,
+        now: Millis,
+        announcement: Vec<u8>,
+        rng: &mut dyn EngineRng,
+    ) -> Vec<SessionOutput> {
+        if let State::Up { p1, icky, .. } = &self.state {
+            if self.is_up(now) {
+                return match seal(p1, *icky, &announcement, rng) {
+                    Some(d) => {
+                        self.counters.ann_sent += 1;
+                        self.counters.bytes_sent += d.len() as u64;
+                        vec![SessionOutput::Send(d)]
+                    }
+                    None => Vec::new(),
+                };
+            }
+        }
+        if self.waiting.replace(announcement).is_some() {
+            self.counters.send_drops += 1;
+        }
+        match self.state {
+            State::Connecting { .. } => Vec::new(),
+            State::Idle { at } if now < at => Vec::new(),
+            _ => self.connect(now, rng),
+        }
+    }
+
+    /// Retransmits main mode, gives it up, or replaces an aging SA.
+    pub fn handle_timeout(&mut self, now: Millis, rng: &mut dyn EngineRng) -> Vec<SessionOutput> {
+        match &mut self.state {
+            State::Idle { at } if now >= *at && self.waiting.is_some() => self.connect(now, rng),
+            State::Connecting {
+                last_out,
+                resend_at,
+                sent,
+                ..
+            } if now >= *resend_at => {
+                if *sent >= MAX_TRANSMISSIONS {
+                    self.state = State::Idle {
+                        at: now + RECONNECT_MS,
+                    };
+                    return vec![SessionOutput::Failed("no answer to main mode")];
+                }
+                *sent += 1;
+                *resend_at = now + (RETRANSMIT_MS << (*sent - 1).min(4));
+                self.counters.bytes_sent += last_out.len() as u64;
+                vec![SessionOutput::Send(last_out.clone())]
+            }
+            State::Up { replace_at, .. } if now >= *replace_at => {
+                self.state = State::Idle { at: now };
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// A main mode message from the peer for the exchange under way.
+    pub fn handle_main_mode(
+        &mut self,
+        now: Millis,
+        header: &IsakmpHeader,
+        data: &[u8],
+        rng: &mut dyn EngineRng,
+    ) -> Vec<SessionOutput> {
+        let offers = Self::offers();
+        let id = self.identity();
+        let State::Connecting { mm, .. } = &mut self.state else {
+            return Vec::new();
+        };
+        let params = initiator_params(&self.psk, id, &offers, self.dh_backend);
+        match mm.handle(&params, now, header, data, rng) {
+            None => Vec::new(),
+            Some(MmOutcome::Send(out)) => {
+                self.counters.bytes_sent += out.len() as u64;
+                self.state = match std::mem::replace(&mut self.state, State::Idle { at: now }) {
+                    State::Connecting { mm, .. } => State::Connecting {
+                        mm,
+                        last_out: out.clone(),
+                        resend_at: now + RETRANSMIT_MS,
+                        sent: 1,
+                    },
+                    other => other,
+                };
+                vec![SessionOutput::Send(out)]
+            }
+            Some(MmOutcome::Failed(why)) => {
+                self.state = State::Idle {
+                    at: now + RECONNECT_MS,
+                };
+                vec![SessionOutput::Failed(why)]
+            }
+            Some(MmOutcome::Established(p1)) => {
+                if !identifies(&p1.idir_b, self.peer.ip()) {
+                    self.state = State::Idle {
+                        at: now + RECONNECT_MS,
+                    };
+                    return vec![SessionOutput::Failed(
+                        "main mode 6: the peer's ID is not its address",
+                    )];
+                }
+                let icky = header.initiator_cookie;
+                let life_ms = u64::from(p1.suite.life_secs) * 1000;
+                self.state = State::Up {
+                    p1: Box::new(p1),
+                    icky,
+                    replace_at: now + life_ms * REPLACE_AT_TENTHS / 10,
+                };
+                self.counters.sas_established += 1;
+                let mut out = vec![SessionOutput::Established];
+                if let Some(a) = self.waiting.take() {
+                    out.extend(self.announce(now, a, rng));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Main mode to a peer: the pair PSK, this key server's address as its
+/// identity, GKM's strong suites only (no legacy suite between key
+/// servers), the GDOI DOI.
+fn initiator_params<'a>(
+    psk: &'a [u8],
+    identity: Identity<'a>,
+    offers: &'a [Suite],
+    dh_backend: DhBackend,
+) -> InitiatorParams<'a> {
+    InitiatorParams {
+        psk: Some(psk),
+        cert: None,
+        identity,
+        offers,
+        life_secs: PHASE1_LIFE_SECS,
+        doi: Doi::GDOI,
+        situation: GDOI_SITUATION_NONE,
+        dh_backend,
+        initial_contact: false,
+        extra_vendor_ids: &[],
+    }
+}
+
+/// Whether an ID payload body (IDir_b) names `addr` (ID_IPV4_ADDR or
+/// ID_IPV6_ADDR): a PSK peer is its address.
+fn identifies(idir_b: &[u8], addr: std::net::IpAddr) -> bool {
+    gkm_wire::payload::IdPayload::parse(idir_b).is_ok_and(|id| match (id.identity, addr) {
+        (Identity::Ipv4Addr(a), std::net::IpAddr::V4(b)) => a == b,
+        (Identity::Ipv6Addr(a), std::net::IpAddr::V6(b)) => a == b,
+        _ => false,
+    })
+}
+
+/// One GKM-COOP message: `HASH(mid | announcement)`, then the
+/// announcement, encrypted under the phase 1 SA with the phase 2 IV of a
+/// fresh message ID (as a GROUPKEY-PULL message is).
+fn seal(
+    p1: &EstablishedP1,
+    icky: [u8; 8],
+    announcement: &[u8],
+    rng: &mut dyn EngineRng,
+) -> Option<Vec<u8>> {
+    let mid = rng.next_u32() | 1;
+    let (first, body) = hashed_raw_chain(
+        p1.suite.prf,
+        &p1.keys.skeyid_a,
+        mid,
+        &[],
+        &[(PayloadType::GKM_COOP_ANNOUNCEMENT, announcement)],
+    )
+    .ok()?;
+    let header = IsakmpHeader {
+        initiator_cookie: icky,
+        responder_cookie: p1.rcky,
+        next_payload: first,
+        exchange_type: ExchangeType::GKM_COOP,
+        flags: Flags::default(),
+        message_id: mid,
+        length: 0,
+    };
+    let iv = phase2_iv(p1.suite.cipher, p1.suite.prf, &p1.last_block, mid);
+    encrypt_body(header, body, p1.suite.cipher, &p1.keys.enc_key, &iv)
+        .ok()
+        .map(|(d, _)| d)
+}

@@ -1,0 +1,368 @@
+//! Cooperative key servers, engine to engine (issue 19): three real
+//! `KeyServer` engines exchanging real datagrams in memory on a simulated
+//! clock. Each reaches its peers over a phase 1 SA it initiates with the
+//! pair PSK and announces itself in GKM-COOP messages; the election runs
+//! on what arrives. Checked: one primary (the highest priority) with every
+//! SA up; its death makes the next best the primary within the dead window
+//! plus a check period, in a new epoch; and announcements that are
+//! replayed, altered, cut short, sent over a GM's SA or from a key server
+//! that is no configured peer are dropped, counted, and change nothing.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use common::{ks_config, prefix, rng, GROUP, T0};
+use gkm_proto::coop::election::Role;
+use gkm_proto::ks::{
+    Authorization, CoopDrop, CoopEvent, CoopGroupConfig, CoopPeerConfig, Credential, KeyServer,
+    KsEvent, PskEntry,
+};
+use zeroize::Zeroizing;
+
+const PAIR_PSK: &[u8] = b"pair-psk-of-the-three-key-servers";
+const GROUP_PSK: &[u8] = b"the-group-psk";
+const REFRESH_MS: u64 = 10_000;
+const CHECK_MS: u64 = 10_000;
+const DEAD_PERIODS: u8 = 3;
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 848)
+}
+
+/// Key server `i` (10.0.0.i) with priority `priority`, peers `peers`.
+fn key_server(i: u8, priority: u8, peers: &[u8]) -> KeyServer {
+    let mut cfg = ks_config(GROUP_PSK, Authorization::default());
+    cfg.address = Ipv4Addr::new(10, 0, 0, i);
+    // The group's GMs come from 10.1/16 with the group's own PSK; each
+    // peer key server's address has the pair PSK, as COOP's credential.
+    cfg.psks = std::iter::once(PskEntry {
+        credential: Credential::GroupPsk(GROUP),
+        ranges: vec![prefix("10.0.0.0/8").into()],
+        key: Zeroizing::new(GROUP_PSK.to_vec()),
+    })
+    .chain(peers.iter().map(|&p| PskEntry {
+        credential: Credential::CoopPeer(GROUP),
+        ranges: vec![prefix(&format!("10.0.0.{p}/32")).into()],
+        key: Zeroizing::new(PAIR_PSK.to_vec()),
+    }))
+    .collect();
+    let mut ks = KeyServer::new(cfg, rng(u64::from(i)));
+    ks.set_coop_group(T0, coop_config(i, priority, peers, PAIR_PSK));
+    ks
+}
+
+/// Key server `i`'s COOP configuration with `peers`, each reached with `psk`.
+fn coop_config(i: u8, priority: u8, peers: &[u8], psk: &[u8]) -> CoopGroupConfig {
+    CoopGroupConfig {
+        group_id: GROUP,
+        priority,
+        local_addr: addr(i).ip(),
+        peers: peers
+            .iter()
+            .map(|&p| CoopPeerConfig {
+                addr: addr(p),
+                psk: Zeroizing::new(psk.to_vec()),
+            })
+            .collect(),
+        refresh_ms: REFRESH_MS,
+        check_ms: CHECK_MS,
+        dead_periods: DEAD_PERIODS,
+        persisted_epoch: 0,
+        seq_start: 1,
+    }
+}
+
+/// Three key servers and the wire between them.
+struct Net {
+    now: u64,
+    ks: HashMap<SocketAddr, KeyServer>,
+    /// Key servers whose datagrams are lost both ways (dead).
+    down: Vec<SocketAddr>,
+    /// Every COOP datagram delivered, by (from, to), for the attacks.
+    captured: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// COOP events seen, by key server.
+    events: Vec<(SocketAddr, CoopEvent)>,
+}
+
+impl Net {
+    fn new() -> Self {
+        let ks = [(1, 100, [2, 3]), (2, 200, [1, 3]), (3, 150, [1, 2])]
+            .into_iter()
+            .map(|(i, p, peers)| (addr(i), key_server(i, p, &peers)))
+            .collect();
+        Self {
+            now: T0,
+            ks,
+            down: Vec::new(),
+            captured: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Delivers everything in flight, persisting epochs as asked.
+    fn settle(&mut self) {
+        loop {
+            let mut moved = false;
+            let addrs: Vec<SocketAddr> = self.ks.keys().copied().collect();
+            for a in addrs {
+                let mut sends = Vec::new();
+                let mut persist = Vec::new();
+                {
+                    let ks = self.ks.get_mut(&a).unwrap();
+                    while let Some(t) = ks.poll_transmit() {
+                        sends.push(t);
+                    }
+                    while let Some(e) = ks.poll_event() {
+                        if let KsEvent::Coop(c) = e {
+                            if let CoopEvent::PersistEpoch { group_id, epoch } = &c {
+                                persist.push((*group_id, *epoch));
+                            }
+                            self.events.push((a, c));
+                        }
+                    }
+                }
+                for (g, e) in persist {
+                    self.ks
+                        .get_mut(&a)
+                        .unwrap()
+                        .coop_epoch_persisted(self.now, g, e);
+                    moved = true;
+                }
+                for t in sends {
+                    moved = true;
+                    if self.down.contains(&a) || self.down.contains(&t.to) {
+                        continue;
+                    }
+                    if t.payload.get(18) == Some(&241) {
+                        self.captured.push((a, t.to, t.payload.clone()));
+                    }
+                    if let Some(peer) = self.ks.get_mut(&t.to) {
+                        peer.handle_datagram(self.now, a, &t.payload);
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Advances the clock to `until`, waking each engine at its deadlines.
+    fn run_until(&mut self, until: u64) {
+        self.settle();
+        while self.now < until {
+            let next = self
+                .ks
+                .iter()
+                .filter(|(a, _)| !self.down.contains(a))
+                .filter_map(|(_, k)| k.poll_timeout())
+                .min()
+                .unwrap_or(until)
+                .clamp(self.now + 1, until);
+            self.now = next;
+            let now = self.now;
+            for (a, k) in self.ks.iter_mut() {
+                if !self.down.contains(a) {
+                    k.handle_timeout(now);
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn role(&self, i: u8) -> Role {
+        self.ks[&addr(i)].coop_role(GROUP).unwrap()
+    }
+
+    fn drops(&self, at: u8) -> Vec<CoopDrop> {
+        self.events
+            .iter()
+            .filter(|(a, _)| *a == addr(at))
+            .filter_map(|(_, e)| match e {
+                CoopEvent::Dropped { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn three_key_servers_elect_one_primary_over_their_sas_and_fail_over() {
+    let mut net = Net::new();
+    // Dead window (3 x 10 s) plus a check period: an election is over.
+    net.run_until(T0 + 45_000);
+    assert_eq!(net.role(2), Role::Primary, "the highest priority");
+    assert_eq!(
+        (net.role(1), net.role(3)),
+        (Role::Secondary, Role::Secondary)
+    );
+    for i in [1, 3] {
+        let s = net.ks[&addr(i)].coop_status(GROUP, net.now).unwrap();
+        assert_eq!(s.primary, Some(addr(2).ip()), "KS {i} follows KS 2");
+    }
+    let primary = net.ks[&addr(2)].coop_status(GROUP, net.now).unwrap();
+    let epoch = primary.epoch;
+    assert!(epoch >= 1);
+    for p in &primary.peers {
+        assert!(p.sa_up, "{p:?}");
+        assert!(
+            p.alive && p.counters.ann_received > 0 && p.counters.ann_sent > 0,
+            "{p:?}"
+        );
+        assert_eq!(p.counters.sas_established, 1, "one SA per direction");
+    }
+    assert!((1..=3).all(|i| net.drops(i).is_empty()), "{:?}", net.events);
+
+    // The primary dies: KS 3 (next priority) takes over within the dead
+    // window plus a check period, in a later epoch; KS 1 follows it.
+    let died = net.now;
+    net.down.push(addr(2));
+    net.run_until(died + 45_000);
+    assert_eq!(net.role(3), Role::Primary);
+    assert_eq!(net.role(1), Role::Secondary);
+    let s3 = net.ks[&addr(3)].coop_status(GROUP, net.now).unwrap();
+    assert!(s3.epoch > epoch, "{} after {epoch}", s3.epoch);
+    let took_over = net
+        .events
+        .iter()
+        .filter(|(a, e)| {
+            *a == addr(3)
+                && matches!(
+                    e,
+                    CoopEvent::RoleChanged {
+                        role: Role::Primary,
+                        ..
+                    }
+                )
+        })
+        .count();
+    assert_eq!(took_over, 1);
+    let s1 = net.ks[&addr(1)].coop_status(GROUP, net.now).unwrap();
+    assert_eq!(s1.primary, Some(addr(3).ip()));
+    assert!(!s1.peers.iter().find(|p| p.addr == addr(2)).unwrap().alive);
+}
+
+#[test]
+fn forged_replayed_cut_and_foreign_announcements_change_nothing() {
+    let mut net = Net::new();
+    net.run_until(T0 + 45_000);
+    let before: Vec<_> = (1..=3)
+        .map(|i| {
+            let s = net.ks[&addr(i)].coop_status(GROUP, net.now).unwrap();
+            (s.role, s.epoch, s.primary)
+        })
+        .collect();
+    let (from, to, msg) = net
+        .captured
+        .iter()
+        .rev()
+        .find(|(f, t, _)| *f == addr(2) && *t == addr(1))
+        .cloned()
+        .unwrap();
+    let target = net.ks.get_mut(&to).unwrap();
+    // Replayed as is: the anti-replay number is not newer.
+    target.handle_datagram(net.now, from, &msg);
+    // One octet of the ciphertext changed.
+    let mut flipped = msg.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x40;
+    target.handle_datagram(net.now, from, &flipped);
+    // Cut short (the header's length no longer matches).
+    target.handle_datagram(net.now, from, &msg[..msg.len() - 16]);
+    // The same bytes from an address that holds no SA with these cookies.
+    let stranger = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)), 848);
+    target.handle_datagram(net.now, stranger, &msg);
+    net.settle();
+    let drops = net.drops(1);
+    assert!(
+        drops.contains(&CoopDrop::Election(
+            gkm_proto::coop::election::Dropped::Replayed
+        )),
+        "{drops:?}"
+    );
+    assert!(drops.contains(&CoopDrop::NoSa), "{drops:?}");
+    assert!(
+        drops.iter().any(|d| matches!(
+            d,
+            CoopDrop::BadHash | CoopDrop::Undecryptable | CoopDrop::Malformed(_)
+        )),
+        "{drops:?}"
+    );
+    assert_eq!(drops.len(), 4, "each attempt counted once: {drops:?}");
+    let after: Vec<_> = (1..=3)
+        .map(|i| {
+            let s = net.ks[&addr(i)].coop_status(GROUP, net.now).unwrap();
+            (s.role, s.epoch, s.primary)
+        })
+        .collect();
+    assert_eq!(before, after);
+    let s1 = net.ks[&addr(1)].coop_status(GROUP, net.now).unwrap();
+    let from2 = s1.peers.iter().find(|p| p.addr == addr(2)).unwrap();
+    assert_eq!(from2.election.replayed, 1, "\"Invalid ANN PST recvd\"");
+}
+
+#[test]
+fn a_gm_with_the_group_psk_or_a_stranger_key_server_cannot_announce() {
+    // A fourth key server, 10.0.0.4, configured with the pair PSK and
+    // KS 1 as its peer, but not among KS 1's peers; and, at KS 3's own
+    // address, a host that holds only the group's PSK (a GM's credential)
+    // and runs the same COOP code with it, at priority 255. KS 1 takes
+    // neither's announcements.
+    let mut net = Net::new();
+    let intruder = addr(4);
+    net.ks.insert(intruder, key_server(4, 255, &[1]));
+    let mut fake = key_server(3, 255, &[1, 2]);
+    fake.set_coop_group(T0, coop_config(3, 255, &[1, 2], GROUP_PSK));
+    net.ks.insert(addr(3), fake);
+    net.run_until(T0 + 45_000);
+    // The intruder's main mode finds no PSK for its address at KS 1. The
+    // fake's SA opens (the group PSK covers 10/8) but its credential is
+    // not the pair PSK: every announcement it sends is dropped.
+    for at in [1, 2] {
+        let drops = net.drops(at);
+        assert!(drops.contains(&CoopDrop::NotAPeer), "KS {at}: {drops:?}");
+        let s = net.ks[&addr(at)].coop_status(GROUP, net.now).unwrap();
+        let three = s.peers.iter().find(|p| p.addr == addr(3)).unwrap();
+        assert_eq!(three.counters.ann_received, 0, "KS {at}");
+        assert!(!three.alive);
+    }
+    assert_eq!(net.role(2), Role::Primary, "priority 255 did not win");
+    assert_eq!(net.role(1), Role::Secondary);
+    let s1 = net.ks[&addr(1)].coop_status(GROUP, net.now).unwrap();
+    assert_eq!(s1.primary, Some(addr(2).ip()));
+    assert_eq!(s1.peers.len(), 2, "no peer added");
+    assert!(!net.events.iter().any(|(at, e)| {
+        *at == addr(1)
+            && matches!(e, CoopEvent::RoleChanged { primary: Some(p), .. } if *p != addr(2).ip())
+    }));
+}
+
+#[test]
+fn the_pair_psk_opens_no_groupkey_pull() {
+    // A GM at a peer key server's address with the pair PSK: phase 1
+    // opens (the pair PSK is that address's credential), the PULL of the
+    // group is refused, nothing is stored.
+    let mut ks = key_server(1, 100, &[2, 3]);
+    let mut gms = [(addr(3), common::gm_at(7, addr(3), PAIR_PSK, GROUP))];
+    let (keys, events, _) = common::run(&mut ks, &mut gms, T0 + 20_000);
+    assert!(keys.is_empty(), "the pair PSK registered a GM");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            KsEvent::Rejected {
+                reason: gkm_proto::ks::Reject::CredentialNotAccepted,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    assert_eq!(ks.members(GROUP).count(), 0);
+}
