@@ -320,6 +320,32 @@ fn show_cmd(c: &Client, words: &[String], lacking: bool, as_json: bool) -> Resul
             out
         });
     }
+    if rest == ["ks", "coop"] {
+        let groups: Vec<Value> = c
+            .call("GET", "/api/v1/groups", None)?
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        // A group without COOP answers 404: shown as the vendor does.
+        let coops: Vec<Value> = groups
+            .iter()
+            .map(|g| {
+                let name = g["name"].as_str().unwrap_or_default();
+                c.call("GET", &format!("/api/v1/groups/{}/coop", enc(name)), None)
+                    .unwrap_or(Value::Null)
+            })
+            .collect();
+        return Ok(if as_json {
+            let v: Vec<Value> = groups
+                .iter()
+                .zip(&coops)
+                .map(|(g, k)| json!({"group": g["name"], "coop": k}))
+                .collect();
+            serde_json::to_string_pretty(&v)?
+        } else {
+            show::ks_coop(&groups, &coops)
+        });
+    }
     let (groups, statuses) = groups_with_status(c)?;
     if as_json {
         let v: Vec<Value> = groups

@@ -109,6 +109,111 @@ pub fn ks_rekey(groups: &[Value], statuses: &[Value]) -> String {
     out
 }
 
+/// `show crypto gkm ks coop`: the fields of the vendor's `show crypto
+/// gdoi ks coop detail`, one block per group.
+pub fn ks_coop(groups: &[Value], coops: &[Value]) -> String {
+    let mut out = String::new();
+    for (g, k) in groups.iter().zip(coops) {
+        let _ = writeln!(out, "Crypto Gdoi Group Name :{}", s(&g["name"]));
+        if k.is_null() {
+            out.push_str("\t*NO* redundancy configured for this group\n\n");
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "\tGroup handle: {}, Local Key Server handle: {}\n",
+            s(&g["group_id"]),
+            s(&g["group_id"])
+        );
+        let _ = writeln!(out, "\tLocal Address: {}", s(&k["local_address"]));
+        let _ = writeln!(out, "\tLocal Priority: {}", s(&k["local_priority"]));
+        let _ = writeln!(
+            out,
+            "\tLocal KS Role: {} , Local KS Status: Alive",
+            s(&k["local_role"])
+        );
+        let _ = writeln!(out, "\tLocal KS version: {}", s(&k["local_version"]));
+        let _ = writeln!(out, "\tLocal COOP version: 1.0.0 (GKM COOP, docs/COOP.md)");
+        let _ = writeln!(
+            out,
+            "\tEpoch: {}, Primary: {}",
+            s(&k["epoch"]),
+            s(&k["primary"])
+        );
+        if k["local_role"] == "Primary" {
+            out.push_str("\tPrimary Timers:\n");
+            let _ = writeln!(
+                out,
+                "\t\tPrimary Refresh Policy Time: {}",
+                s(&k["refresh_secs"])
+            );
+            let _ = writeln!(out, "\t\tRemaining Time: {}", s(&k["remaining_secs"]));
+        } else {
+            out.push_str("\tSecondary Timers:\n");
+            let _ = writeln!(
+                out,
+                "\t\tSec Primary Periodic Time: {}",
+                s(&k["check_secs"])
+            );
+            let _ = writeln!(
+                out,
+                "\t\tRemaining Time: {}, Dead after: {} periods",
+                s(&k["remaining_secs"]),
+                s(&k["dead_periods"])
+            );
+            let _ = writeln!(
+                out,
+                "\t\tInvalid ANN PST recvd: {}",
+                s(&k["invalid_ann_received"])
+            );
+            let blocking = if k["new_gm_blocking"] == true {
+                "Yes"
+            } else {
+                "No"
+            };
+            let _ = writeln!(out, "\t\tNew GM Temporary Blocking Enforced?: {blocking}");
+        }
+        let _ = writeln!(
+            out,
+            "\t\tAntireplay Sequence Number: {}\n",
+            s(&k["antireplay_seq"])
+        );
+        out.push_str("\tPeer Sessions:\n");
+        for (i, p) in k["peers"].as_array().into_iter().flatten().enumerate() {
+            let _ = writeln!(out, "\tSession {}:", i + 1);
+            let _ = writeln!(out, "\t\tPeer Address: {}", s(&p["address"]));
+            let _ = writeln!(out, "\t\tPeer Version: {}", s(&p["version"]));
+            out.push_str("\t\tCOOP Protocol: base\n");
+            let _ = writeln!(out, "\t\tPeer Priority: {}", s(&p["priority"]));
+            let _ = writeln!(
+                out,
+                "\t\tPeer KS Role: {} , Peer KS Status: {}",
+                s(&p["role"]),
+                s(&p["status"])
+            );
+            let _ = writeln!(
+                out,
+                "\t\tAntireplay Sequence Number: {}",
+                s(&p["antireplay_seq"])
+            );
+            let _ = writeln!(out, "\t\tIKE status: {}", s(&p["ike_status"]));
+            out.push_str("\t\tCounters:\n");
+            for (label, key) in [
+                ("Ann msgs sent", "ann_sent"),
+                ("Ann msgs recv", "ann_received"),
+                ("Packet sent drops", "send_drops"),
+                ("Packet Recv drops", "recv_drops"),
+                ("Total bytes sent", "bytes_sent"),
+                ("Total bytes recv", "bytes_received"),
+            ] {
+                let _ = writeln!(out, "\t\t\t{label}: {}", s(&p["counters"][key]));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// `show crypto gkm ks policy`.
 pub fn ks_policy(groups: &[Value], statuses: &[Value]) -> String {
     let mut out = String::from("Key Server Policy:\n");

@@ -22,4 +22,4 @@ pub use health::{D3pError, GmHealth, ReplayCounters, WindowSource, MAX_HISTORY};
 pub use invalid::Invalid;
 pub use policy::{AckOption, D3pWindow, D3pWindowError, RekeyTransport, TekTransform};
 pub use prefix::{IpPrefix, IpPrefixError, Ipv4Prefix, PrefixError};
-pub use status::{KekPolicyStatus, RekeyStatus};
+pub use status::{CoopCounters, CoopPeerView, CoopView, KekPolicyStatus, RekeyStatus};

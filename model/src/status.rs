@@ -59,3 +59,87 @@ pub struct KekPolicyStatus {
     /// `cisco`, `interoperable`, `any`, or `none` (multicast).
     pub acknowledgement: String,
 }
+
+/// What `show crypto gkm ks coop` shows for a group with cooperative key
+/// servers (the fields of the vendor's `show crypto gdoi ks coop detail`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CoopView {
+    /// `Local Address`.
+    pub local_address: String,
+    /// `Local Priority`.
+    pub local_priority: u8,
+    /// `Local KS Role`: `Primary` or `Secondary`.
+    pub local_role: String,
+    /// `Local KS version` (GDOI version, `major.minor.mini`).
+    pub local_version: String,
+    /// The epoch this key server holds (the primary's term).
+    pub epoch: u64,
+    /// The primary it follows (itself when primary), if one is known.
+    pub primary: Option<String>,
+    /// `Primary Refresh Policy Time`, seconds.
+    pub refresh_secs: u64,
+    /// `Sec Primary Periodic Time`, seconds.
+    pub check_secs: u64,
+    /// Check periods without a peer before it is dead.
+    pub dead_periods: u8,
+    /// `Remaining Time`: seconds to the election's next timer.
+    pub remaining_secs: u64,
+    /// `Antireplay Sequence Number`: the next one this key server sends.
+    pub antireplay_seq: u64,
+    /// `Invalid ANN PST recvd`: announcements dropped as replayed.
+    pub invalid_ann_received: u64,
+    /// `New GM Temporary Blocking Enforced?`: whether new GMs are refused
+    /// (never: a secondary serves registrations; docs/COOP.md).
+    pub new_gm_blocking: bool,
+    /// Announcements dropped for not coming from a configured peer.
+    pub not_a_peer: u64,
+    /// `Peer Sessions`.
+    pub peers: Vec<CoopPeerView>,
+}
+
+/// One `Session N:` of [`CoopView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CoopPeerView {
+    /// `Peer Address` (with the port).
+    pub address: String,
+    /// `Peer Version`, from its announcements (`-` before the first).
+    pub version: String,
+    /// `Peer Priority`, from its announcements.
+    pub priority: Option<u8>,
+    /// `Peer KS Role`, from its announcements.
+    pub role: Option<String>,
+    /// `Peer KS Status`: `Alive` or `Dead`.
+    pub status: String,
+    /// `Antireplay Sequence Number`: the last taken from it.
+    pub antireplay_seq: Option<u64>,
+    /// The epoch it last announced.
+    pub epoch: Option<u64>,
+    /// `IKE status`: `Established` when this key server's phase 1 SA to it
+    /// is up.
+    pub ike_status: String,
+    /// `Counters:`.
+    pub counters: CoopCounters,
+}
+
+/// The `Counters:` of one COOP peer session, as the key server engine
+/// counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CoopCounters {
+    /// `Ann msgs sent`.
+    pub ann_sent: u64,
+    /// `Ann msgs recv`: announcements taken from the peer.
+    pub ann_received: u64,
+    /// `Packet sent drops`: announcements replaced before the SA was up.
+    pub send_drops: u64,
+    /// `Packet Recv drops`: the peer's messages the election refused.
+    pub recv_drops: u64,
+    /// `Total bytes sent` (main mode and announcements).
+    pub bytes_sent: u64,
+    /// `Total bytes recv` (announcements taken).
+    pub bytes_received: u64,
+    /// Phase 1 SAs this key server established to the peer.
+    pub sas_established: u64,
+}

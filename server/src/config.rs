@@ -438,7 +438,7 @@ mod tests {
         assert!(new.weak_algorithms().is_empty());
     }
 
-    const COOP_GROUP: &str = "ks_address = '10.0.0.1'\n[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n[group.coop]\npriority = 120\n[[group.coop.peers]]\naddress = '10.0.0.2'\nauthentication = { method = 'psk', psk = 'ks-pair-secret' }\n[[group.coop.peers]]\naddress = 'fd00::3'\nidentity = 'CN=ks3'\nauthentication = { method = 'pki' }\n";
+    const COOP_GROUP: &str = "ks_address = '10.0.0.1'\n[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n[group.coop]\npriority = 120\n[[group.coop.peers]]\naddress = '10.0.0.2'\nauthentication = { method = 'psk', psk = 'ks-pair-secret' }\n[[group.coop.peers]]\naddress = '10.0.0.3'\nidentity = 'CN=ks3'\nauthentication = { method = 'pki' }\n";
     const COOP_GROUP_PRIORITY_0: &str = "[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n[group.coop]\npriority = 0\n[[group.coop.peers]]\naddress = '10.0.0.2'\n";
 
     #[test]

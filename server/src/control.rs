@@ -48,8 +48,17 @@ pub enum Command {
         group: Option<Box<Group>>,
         /// Its PSK, if set.
         psk: Option<Zeroizing<String>>,
+        /// Its cooperative key servers, if any.
+        coop: Option<crate::coop::CoopLoaded>,
         /// GMs need a rekey replace.
         replace: bool,
+    },
+    /// `show crypto gkm ks coop` of a group.
+    CoopStatus {
+        /// Group identity number.
+        group: u32,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Option<gkm_proto::ks::CoopStatus>>,
     },
 }
 
@@ -96,6 +105,13 @@ impl Control for ControlHandle {
         rx.await.ok().flatten()
     }
 
+    async fn coop(&self, group: u32) -> Option<gkm_model::CoopView> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::CoopStatus { group, reply }).ok()?;
+        let s = rx.await.ok().flatten()?;
+        Some(crate::coop::view(&s, gkm_model::clock::unix_ms()))
+    }
+
     async fn group_changed(&self, identity: u32, group: Option<&Group>, replace: bool) {
         let psk = match group {
             Some(g) => self.store.group_psk(&g.name).await.unwrap_or_else(|e| {
@@ -104,10 +120,20 @@ impl Control for ControlHandle {
             }),
             None => None,
         };
+        let coop = match group {
+            Some(g) => crate::coop::load(self.store.as_ref(), g)
+                .await
+                .unwrap_or_else(|e| {
+                    error!(group = %g.name, error = %format!("{e:#}"), "cannot read the group's COOP configuration");
+                    None
+                }),
+            None => None,
+        };
         let _ = self.tx.send(Command::GroupChanged {
             identity,
             group: group.cloned().map(Box::new),
             psk,
+            coop,
             replace,
         });
     }

@@ -20,9 +20,10 @@ use tracing::{debug, error, info, warn};
 use crate::control::{Command, StoreWrite};
 use crate::keylog::KeyLog;
 use crate::udp;
+use crate::views::{gm_row, status_of};
 use crate::Startup;
-use gkm_store::model::{GmRow, RekeyRecord};
-use gkm_web::{GroupStatus, RekeyAccepted};
+use gkm_store::model::RekeyRecord;
+use gkm_web::RekeyAccepted;
 use tokio::sync::{mpsc, oneshot};
 
 /// Wall-clock milliseconds, the engine's time.
@@ -69,6 +70,9 @@ struct Driver {
     refusals: crate::logthrottle::Throttles<Reject>,
     /// When each group was last rekeyed through the API.
     last_manual_rekey: HashMap<u32, u64>,
+    /// Cooperative key servers: what each group was started with, the
+    /// pair PSKs, epochs waiting to be persisted.
+    coop: crate::coop::CoopDriver,
 }
 
 /// Least time between two rekeys of a group asked for through the API.
@@ -147,10 +151,44 @@ impl Driver {
         }
     }
 
+    /// Makes the COOP epochs the engine asked for durable, then lets it act
+    /// on them; one the store does not take is retried (the engine stays
+    /// secondary meanwhile).
+    async fn persist_epochs(&mut self, ks: &mut KeyServer) {
+        for (group_id, epoch) in self.coop.take_epochs() {
+            let (done, rx) = oneshot::channel();
+            let sent = self.writes.send(StoreWrite::GroupState {
+                name: crate::coop::epoch_secret(group_id),
+                plain: zeroize::Zeroizing::new(epoch.to_be_bytes().to_vec()),
+                done: Some(done),
+            });
+            let r = match (sent, tokio::time::timeout(PERSIST_TIMEOUT, rx).await) {
+                (Ok(()), Ok(Ok(r))) => r,
+                _ => Err("the store writer did not confirm".into()),
+            };
+            match r {
+                Ok(()) => ks.coop_epoch_persisted(now_ms(), group_id, epoch),
+                Err(e) => {
+                    error!(group = group_id, epoch, error = %e, "cannot persist the COOP epoch: it waits");
+                    self.coop.retry_epoch(group_id, epoch);
+                    return;
+                }
+            }
+        }
+    }
+
     async fn events(&mut self, ks: &mut KeyServer) {
+        // Epochs are written once per call: one the store refuses waits for
+        // the loop's retry timer, not a busy loop.
+        let mut epochs_tried = false;
         loop {
             while let Some(e) = ks.poll_event() {
                 self.event(ks, e);
+            }
+            if self.coop.has_epochs() && !epochs_tried {
+                epochs_tried = true;
+                self.persist_epochs(ks).await;
+                continue;
             }
             if self.unpersisted.is_empty() {
                 return;
@@ -275,9 +313,7 @@ impl Driver {
                     gkm_store::model::GmState::Removed,
                 ));
             }
-            // The server does not configure cooperative key servers yet
-            // (docs/COOP.md, "Not built yet"): no group has a COOP part.
-            KsEvent::Coop(ev) => debug!(?ev, "COOP"),
+            KsEvent::Coop(ev) => self.coop.event(ev),
             KsEvent::Rejected {
                 peer,
                 reason: Reject::Retransmit,
@@ -460,7 +496,11 @@ pub async fn run(
         pause_after_persist: std::env::var_os(FAULT_PAUSE_AFTER_SEQ_PERSIST).is_some(),
         refusals: crate::logthrottle::Throttles::new(Duration::from_secs(10)),
         last_manual_rekey: HashMap::new(),
+        coop: crate::coop::CoopDriver::new(startup.own, startup.coop_psks),
     };
+    for (loaded, cfg) in startup.coop {
+        driver.coop.start(&mut ks, loaded, cfg);
+    }
     ks.handle_timeout(now_ms());
     // Every group's keys are in the store before the first GM can take them.
     for g in &group_ids {
@@ -492,7 +532,7 @@ pub async fn run(
     loop {
         driver.events(&mut ks).await;
         io.flush(&mut ks).await;
-        let retry = if driver.unpersisted.is_empty() {
+        let retry = if driver.unpersisted.is_empty() && !driver.coop.has_epochs() {
             None
         } else {
             Some(now_ms() + 1000)
@@ -537,43 +577,6 @@ pub async fn run(
             }
         }
     }
-}
-
-/// A GM record as a store row, with its ACK state if known.
-pub(crate) fn gm_row(r: &GmRecord, ack: Option<gkm_proto::ack_tracker::AckState>) -> GmRow {
-    let misses = ack.map_or(0, |a| a.misses);
-    GmRow {
-        group: r.group_id,
-        gm_identity: r.gm_identity.clone(),
-        address: r.addr.to_string(),
-        class: r.class.to_string(),
-        version: r.version.map(|v| v.to_string()),
-        features: r.features.0,
-        state: if misses > 0 {
-            gkm_store::model::GmState::Lagging
-        } else {
-            gkm_store::model::GmState::Registered
-        },
-        registered_at: i64::try_from(r.registered_at).unwrap_or(i64::MAX),
-        last_seq_sent: ack.and_then(|a| a.last_sent),
-        last_seq_acked: ack.and_then(|a| a.last_acked),
-        misses,
-        sids: r.sids.clone(),
-    }
-}
-
-fn status_of(ks: &KeyServer, group: u32) -> Option<GroupStatus> {
-    let r = ks.rekey_status(group)?;
-    let own = gkm_proto::engine::own_vendor_id();
-    Some(GroupStatus {
-        rekey: r,
-        kek: ks.kek_policy_status(group, now_ms()),
-        key_servers: vec![gkm_web::KeyServerFeatures {
-            address: ks.address().to_string(),
-            version: own.version.to_string(),
-            features: own.features.0,
-        }],
-    })
 }
 
 impl Driver {
@@ -622,12 +625,22 @@ impl Driver {
             Command::Status { group, reply } => {
                 let _ = reply.send(status_of(ks, group));
             }
+            Command::CoopStatus { group, reply } => {
+                let _ = reply.send(ks.coop_status(group, now_ms()));
+            }
             Command::GroupChanged {
                 identity,
                 group,
                 psk,
+                coop,
                 replace,
             } => {
+                self.coop.changed(
+                    ks,
+                    identity,
+                    group.as_deref().map(|g| g.name.as_str()),
+                    coop,
+                );
                 match group {
                     None => {
                         ks.disable_group(identity);
@@ -668,7 +681,11 @@ impl Driver {
                         }
                     },
                 }
-                ks.set_psks(crate::psk_table(&self.config_psks, &self.group_psks));
+                ks.set_psks(crate::psk_table(
+                    &self.config_psks,
+                    &self.group_psks,
+                    self.coop.psks(),
+                ));
             }
         }
     }
@@ -680,76 +697,5 @@ fn manual(ks: &mut KeyServer, groups: &[u32], reason: RekeyReason) {
         if let Err(e) = ks.rekey_now(now_ms(), *g, reason) {
             error!(group = g, error = %e, "rekey refused");
         }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use gkm_proto::ack_tracker::AckState;
-    use gkm_proto::engine::GmClass;
-    use gkm_store::model::GmState;
-    use gkm_wire::gkm_vid::{FeatureBits, GdoiVersion};
-
-    fn record() -> GmRecord {
-        GmRecord {
-            gm_identity: "10.0.0.2".into(),
-            addr: "10.0.0.2:848".parse().unwrap(),
-            group_id: 7,
-            class: GmClass::Asr9000,
-            version: Some(GdoiVersion {
-                major: 1,
-                minor: 0,
-                mini: 26,
-            }),
-            features: FeatureBits(5),
-            sids: vec![3, 4],
-            registered_at: 1_700_000_000_123,
-        }
-    }
-
-    /// The GM database row the API and the dashboard show, field by field.
-    #[test]
-    fn a_gm_record_becomes_its_row() {
-        let row = gm_row(&record(), None);
-        assert_eq!(
-            (row.group, row.gm_identity.as_str(), row.address.as_str()),
-            (7, "10.0.0.2", "10.0.0.2:848")
-        );
-        assert_eq!(row.class, "asr9000");
-        assert_eq!(row.version.as_deref(), Some("1.0.26"));
-        assert_eq!((row.features, row.sids.as_slice()), (5, &[3, 4][..]));
-        assert_eq!(row.registered_at, 1_700_000_000_123);
-        assert_eq!(row.state, GmState::Registered);
-        assert_eq!(
-            (row.last_seq_sent, row.last_seq_acked, row.misses),
-            (None, None, 0)
-        );
-
-        let acked = AckState {
-            last_sent: Some(9),
-            last_acked: Some(9),
-            misses: 0,
-        };
-        let row = gm_row(&record(), Some(acked));
-        assert_eq!((row.last_seq_sent, row.last_seq_acked), (Some(9), Some(9)));
-        assert_eq!(row.state, GmState::Registered);
-
-        let missed = AckState {
-            last_sent: Some(11),
-            last_acked: Some(9),
-            misses: 2,
-        };
-        let row = gm_row(&record(), Some(missed));
-        assert_eq!((row.state, row.misses), (GmState::Lagging, 2));
-
-        let far = GmRecord {
-            registered_at: u64::MAX,
-            version: None,
-            ..record()
-        };
-        let row = gm_row(&far, None);
-        assert_eq!((row.registered_at, row.version), (i64::MAX, None));
     }
 }

@@ -8,6 +8,7 @@
 mod config;
 mod conns;
 mod control;
+mod coop;
 mod demo;
 mod gdoi;
 mod groups;
@@ -16,6 +17,7 @@ mod keylog;
 mod logthrottle;
 mod state;
 mod udp;
+mod views;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -175,6 +177,8 @@ pub struct StoredGroup {
     pub psk: Option<Zeroizing<String>>,
     /// Its keys and SEQ from the last run, taken when the engine is built.
     pub saved: Option<state::Resumed>,
+    /// Its cooperative key servers, if any.
+    pub coop: Option<coop::CoopLoaded>,
 }
 
 /// What the key server starts with besides its engine configuration.
@@ -194,18 +198,39 @@ pub struct Startup {
     pub config_psks: Vec<PskEntry>,
     /// Each PSK group's key and the GM ranges it applies to.
     pub group_psks: HashMap<u32, PskEntry>,
+    /// The groups with cooperative key servers: as stored, and as the
+    /// engine is configured with them.
+    pub coop: Vec<(coop::CoopLoaded, gkm_proto::ks::CoopGroupConfig)>,
+    /// Each COOP group's pair PSK entries.
+    pub coop_psks: HashMap<u32, Vec<PskEntry>>,
+    /// The key server's own addresses (IPv4, IPv6).
+    pub own: (Ipv4Addr, Option<Ipv6Addr>),
 }
 
 /// The PSK table the engine uses: the configuration file's keyring, then
 /// each PSK group's key on its authorization ranges (any source when it
-/// has none), in group ID order.
-pub fn psk_table(config: &[PskEntry], groups: &HashMap<u32, PskEntry>) -> Vec<PskEntry> {
+/// has none), then each COOP group's pair PSKs (each on its peer's
+/// address), in group ID order.
+pub fn psk_table(
+    config: &[PskEntry],
+    groups: &HashMap<u32, PskEntry>,
+    coop: &HashMap<u32, Vec<PskEntry>>,
+) -> Vec<PskEntry> {
     let mut ids: Vec<&u32> = groups.keys().collect();
     ids.sort();
+    let mut coop_ids: Vec<&u32> = coop.keys().collect();
+    coop_ids.sort();
     config
         .iter()
         .cloned()
         .chain(ids.into_iter().filter_map(|id| groups.get(id).cloned()))
+        .chain(
+            coop_ids
+                .into_iter()
+                .filter_map(|id| coop.get(id))
+                .flatten()
+                .cloned(),
+        )
         .collect()
 }
 
@@ -274,12 +299,36 @@ fn build(
     let mut replace = Vec::new();
     let mut multicast_ttl = HashMap::new();
     let mut group_psks = HashMap::new();
+    let mut coop = Vec::new();
+    let mut coop_psks = HashMap::new();
     for StoredGroup {
         group: g,
         psk,
         saved,
+        coop: stored_coop,
     } in stored.iter_mut()
     {
+        if let Some(l) = stored_coop.take() {
+            let mut skipped = Vec::new();
+            match coop::engine_config(
+                g.group_id,
+                &l,
+                (own.v4, own.v6),
+                gdoi::now_ms(),
+                &mut skipped,
+            ) {
+                Ok((cfg, entries)) => {
+                    for why in skipped {
+                        warn!(group = %g.name, peer = %why, "COOP peer not reached");
+                    }
+                    coop_psks.insert(g.group_id, entries);
+                    coop.push((l, cfg));
+                }
+                Err(e) => {
+                    tracing::error!(group = %g.name, error = %format!("{e:#}"), "COOP not started")
+                }
+            }
+        }
         let made = maker.make(&g.name, g.group_id, &g.policy)?;
         if let Some((a, ttl)) = made.multicast {
             multicast_ttl.insert(a, ttl);
@@ -339,7 +388,7 @@ fn build(
         address: own.v4,
         address_v6: own.v6,
         groups: ks_groups,
-        psks: psk_table(&config_psks, &group_psks),
+        psks: psk_table(&config_psks, &group_psks, &coop_psks),
         ca,
         certificate,
         asr9000: cfg
@@ -363,6 +412,9 @@ fn build(
         maker,
         config_psks,
         group_psks,
+        coop,
+        coop_psks,
+        own: (own.v4, own.v6),
     })
 }
 
@@ -571,10 +623,12 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
                     Some(plain) => Some(state::decode_group(g.group_id, &plain)?),
                     None => None,
                 };
+                let coop = coop::load(store.as_ref(), &g).await?;
                 stored.push(StoredGroup {
                     group: g,
                     psk,
                     saved,
+                    coop,
                 });
             }
             let mut members = Vec::new();

@@ -294,7 +294,7 @@ mod tests {
             sids: vec![4, 9],
             registered_at: 99,
         };
-        let row = crate::gdoi::gm_row(&rec, None);
+        let row = crate::views::gm_row(&rec, None);
         assert_eq!(gm_record(&row).unwrap(), rec);
         for (field, bad) in [
             (

@@ -71,6 +71,12 @@ pub fn group_state_secret(group_id: u32) -> String {
     format!("group-state/{group_id}")
 }
 
+/// The secret that holds a group's COOP epoch (docs/COOP.md); deleted with
+/// the group.
+pub fn coop_epoch_secret(group_id: u32) -> String {
+    format!("coop-epoch/{group_id}")
+}
+
 /// Everything the controller persists: one trait per aggregate, each
 /// implemented once for both dialects (`sql/`). Code holds an
 /// `Arc<dyn Store>` and calls any aggregate's methods on it (a trait

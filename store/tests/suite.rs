@@ -792,8 +792,18 @@ async fn coop_peer_psks_are_sealed_apart_kept_rotated_retired_and_deleted() {
             s.coop_peers_with_psk("C").await.unwrap(),
             ["10.0.0.4", "10.0.0.5"]
         );
+        s.put_secret(&gkm_store::coop_epoch_secret(88), &7u64.to_be_bytes())
+            .await
+            .unwrap();
         s.delete_group(&admin(), "C").await.unwrap();
         assert!(s.coop_peers_with_psk("C").await.unwrap().is_empty());
+        assert!(
+            s.secret(&gkm_store::coop_epoch_secret(88))
+                .await
+                .unwrap()
+                .is_none(),
+            "the COOP epoch goes with the group"
+        );
         assert!(s.coop_peer_psk("C", "10.0.0.5").await.unwrap().is_none());
         assert_eq!(
             s.coop_peers_with_psk("C2").await.unwrap(),

@@ -182,6 +182,13 @@ pub fn start_server(dir: &Path, udp: u16, log: &str, extra: &[&str]) -> (Proc, S
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1");
     let mut p = Proc::spawn(cmd, &dir.join(log));
+    let url = wait_for_http(&mut p);
+    (p, url)
+}
+
+/// Waits for a starting `gkm-server`'s REST API and returns its base URL
+/// (`http://127.0.0.1:PORT`).
+pub fn wait_for_http(p: &mut Proc) -> String {
     // The REST API line comes after "serving GDOI": wait for it, not the first.
     p.wait_for("serving the REST API", Duration::from_secs(60));
     let http = p
@@ -191,5 +198,5 @@ pub fn start_server(dir: &Path, udp: u16, log: &str, extra: &[&str]) -> (Proc, S
         .and_then(|l| l.split("http=").nth(1))
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
-    (p, format!("http://{http}"))
+    format!("http://{http}")
 }

@@ -39,6 +39,9 @@ impl Control for Idle {
     async fn status(&self, _: u32) -> Option<GroupStatus> {
         None
     }
+    async fn coop(&self, _: u32) -> Option<gkm_model::CoopView> {
+        None
+    }
     async fn group_changed(&self, _: u32, _: Option<&Group>, _: bool) {}
 }
 

@@ -317,6 +317,28 @@ pub async fn status(
     })
 }
 
+/// A group's cooperative key servers as this key server sees them
+/// (`show crypto gkm ks coop`).
+#[utoipa::path(get, path = "/api/v1/groups/{name}/coop", params(("name" = String, Path)), responses((status = 200, body = gkm_model::CoopView), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn coop(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<gkm_model::CoopView>, Problem> {
+    c.require(Role::Viewer)?;
+    let g = group_named(&s, &name).await?;
+    if g.policy.coop.is_none() {
+        return Err(Problem::not_found(format!(
+            "group {name:?}: *NO* redundancy configured for this group"
+        )));
+    }
+    s.control.coop(g.group_id).await.map(Json).ok_or_else(|| {
+        Problem::not_found(format!(
+            "group {name:?}: the key server runs no COOP for it (see its log: a peer without a pair PSK, or no ks_address_v6 for IPv6 peers)"
+        ))
+    })
+}
+
 fn gm_filter(q: &GmQuery) -> Result<GmFilter, Problem> {
     let state = q
         .state
@@ -620,7 +642,7 @@ impl utoipa::Modify for BearerScheme {
 #[openapi(
     info(title = "GKM controller API", version = "1", description = "GDOI key server control: groups, GMs, key servers, tokens, rekeys."),
     paths(
-        list_groups, create_group, get_group, put_group, delete_group, rotate_psk, clear_psk, rekey, status,
+        list_groups, create_group, get_group, put_group, delete_group, rotate_psk, clear_psk, rekey, status, coop,
         list_gms, eject_gm, report_health, gm_health, list_key_servers, put_key_server, delete_key_server,
         list_tokens, create_token, delete_token, audit
     ),
@@ -669,6 +691,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/groups/{name}/gms/{gm_identity}/health",
             get(gm_health),
         )
+        .route("/api/v1/groups/{name}/coop", get(coop))
         .route("/api/v1/gms", get(list_gms))
         .route("/api/v1/gm-health", post(report_health))
         .route("/api/v1/key-servers", get(list_key_servers))

@@ -95,6 +95,9 @@ pub trait Control: Send + Sync {
     async fn eject(&self, group: u32, gm_identity: &str) -> Result<(), String>;
     /// A group's live status, if the engine serves it.
     async fn status(&self, group: u32) -> Option<GroupStatus>;
+    /// `show crypto gkm ks coop` of a group with cooperative key servers
+    /// (None: it has none, or the engine does not serve it).
+    async fn coop(&self, group: u32) -> Option<gkm_model::CoopView>;
     /// A group was created or changed (`replace`: GMs must get a rekey
     /// replace, e.g. on a switch between CMD and IP-D3P), or deleted (`None`).
     async fn group_changed(&self, group_id: u32, group: Option<&Group>, replace: bool);

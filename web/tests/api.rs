@@ -265,7 +265,7 @@ async fn coop_peers_are_configured_and_their_psks_never_come_back(backend: Backe
     p["coop"] = json!({"priority": 150, "refresh_secs": 10, "check_secs": 15, "dead_periods": 2,
     "peers": [
         {"address": "10.0.0.2", "authentication": {"method": "psk", "psk": "ks2-pair-secret"}},
-        {"address": "fd00::3", "identity": "CN=ks3,O=GKM", "authentication": {"method": "pki"}}
+        {"address": "10.0.0.3", "identity": "CN=ks3,O=GKM", "authentication": {"method": "pki"}}
     ]});
     let (s, v) = a
         .admin("POST", "/api/v1/groups", Some(group_body("C", 5, p)))

@@ -32,6 +32,10 @@ pub const CHECK_SECS: std::ops::RangeInclusive<u32> = 10..=300;
 pub const DEFAULT_DEAD_PERIODS: u32 = 3;
 /// Dead-peer thresholds allowed, in missed check periods.
 pub const DEAD_PERIODS: std::ops::RangeInclusive<u32> = 2..=10;
+/// A peer's port unless configured: GDOI's UDP 848 (RFC 6407 section
+/// 5.1; the wire's own constant is `gkm_wire::consts::GDOI_PORT`, which
+/// the server's tests hold this equal to).
+pub const DEFAULT_PEER_PORT: u16 = 848;
 /// Peer key servers a group may list (16 key servers in all).
 pub const MAX_PEERS: usize = 15;
 
@@ -41,6 +45,9 @@ pub const MAX_PEERS: usize = 15;
 pub struct CoopPeer {
     /// Its COOP address (where its announcements come from and ours go).
     pub address: String,
+    /// Its GDOI port, 1-65535 (default 848).
+    #[serde(default = "default_port")]
+    pub port: u16,
     /// Its phase 1 identity, when it is not its address (a certificate's
     /// subject DN, or a name); 1-255 printable characters.
     #[serde(default)]
@@ -76,6 +83,9 @@ pub struct CoopPolicy {
     pub peers: Vec<CoopPeer>,
 }
 
+fn default_port() -> u16 {
+    DEFAULT_PEER_PORT
+}
 fn default_priority() -> u32 {
     DEFAULT_PRIORITY
 }
@@ -165,7 +175,7 @@ impl CoopPolicy {
                 ),
             ));
         }
-        let mut seen = Vec::with_capacity(self.peers.len());
+        let mut seen: Vec<IpAddr> = Vec::with_capacity(self.peers.len());
         for (i, p) in self.peers.iter().enumerate() {
             let at = format!("{field}/peers/{i}");
             let ip = p.ip(&at)?;
@@ -174,6 +184,17 @@ impl CoopPolicy {
                     &format!("{at}/address"),
                     format!("{ip} is listed twice (also peers/{j})"),
                 ));
+            }
+            if let Some(first) = seen.first() {
+                if first.is_ipv4() != ip.is_ipv4() {
+                    return Err(Invalid::new(
+                        &format!("{at}/address"),
+                        format!("{ip} is not of peers/0's IP family ({first}): a group's key servers talk over one family"),
+                    ));
+                }
+            }
+            if p.port == 0 {
+                return Err(Invalid::new(&format!("{at}/port"), "0 is not a port"));
             }
             seen.push(ip);
             if let Some(id) = &p.identity {
@@ -267,6 +288,15 @@ mod tests {
                 Some("/coop/peers/0/address"),
             ),
             (|p| p.peers[0].address = "2001:db8::2".into(), None),
+            (|p| p.peers[0].port = 0, Some("/coop/peers/0/port")),
+            (
+                |p| {
+                    let mut v6 = p.peers[0].clone();
+                    v6.address = "2001:db8::3".into();
+                    p.peers.push(v6);
+                },
+                Some("/coop/peers/1/address"),
+            ),
             (
                 |p| p.peers[0].identity = Some(String::new()),
                 Some("/coop/peers/0/identity"),
@@ -296,6 +326,7 @@ mod tests {
                     p.peers = (1..=16)
                         .map(|i| CoopPeer {
                             address: format!("10.0.1.{i}"),
+                            port: 848,
                             identity: None,
                             authentication: Authentication::Pki,
                         })

@@ -219,9 +219,10 @@ impl<DB: Backend> GroupStore for SqlStore<DB> {
                 .await?;
         }
         // Every secret of the group: its PSK and its keys and SEQ.
-        Self::sql("DELETE FROM secrets WHERE name = $1 OR name = $2")
+        Self::sql("DELETE FROM secrets WHERE name = $1 OR name = $2 OR name = $3")
             .arg(psk_secret(name))
             .arg(crate::group_state_secret(identity))
+            .arg(crate::coop_epoch_secret(identity))
             .run(&mut *tx)
             .await?;
         let prefix = coop_psk_prefix(name);

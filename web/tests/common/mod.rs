@@ -59,6 +59,11 @@ impl Control for Recorder {
             }],
         })
     }
+    async fn coop(&self, _group: u32) -> Option<gkm_model::CoopView> {
+        // The stand-in runs no COOP (the real engine's view is tested end
+        // to end, tests/tests/coop_e2e.rs).
+        None
+    }
     async fn group_changed(&self, group_id: u32, group: Option<&Group>, replace: bool) {
         self.calls
             .lock()

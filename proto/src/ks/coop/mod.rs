@@ -100,6 +100,11 @@ pub struct CoopPeerStatus {
     pub sa_up: bool,
     /// Message and byte counters.
     pub counters: PeerCounters,
+    /// The GDOI version and feature bits of its last announcement.
+    pub software: Option<(
+        gkm_wire::gkm_vid::GdoiVersion,
+        gkm_wire::gkm_vid::FeatureBits,
+    )>,
 }
 
 /// `show crypto gkm ks coop` for one group.
@@ -365,6 +370,7 @@ impl CoopPart {
             Ok(()) => {
                 session.counters.ann_received += 1;
                 session.counters.bytes_received += data.len() as u64;
+                session.peer_software = Some((ann.version, ann.features));
             }
             Err(d) => {
                 session.counters.recv_drops += 1;
@@ -408,6 +414,7 @@ impl CoopPart {
                     alive: e.is_alive(s.peer.ip(), now),
                     sa_up: s.is_up(now),
                     counters: s.counters,
+                    software: s.peer_software,
                 })
                 .collect(),
         })

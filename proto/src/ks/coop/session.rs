@@ -31,24 +31,7 @@ pub const PHASE1_LIFE_SECS: u32 = 86_400;
 const REPLACE_AT_TENTHS: u64 = 9;
 
 /// The counters of one peer session (the vendor's `Counters:` lines).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PeerCounters {
-    /// Announcement messages sent.
-    pub ann_sent: u64,
-    /// Announcement messages taken from the peer.
-    pub ann_received: u64,
-    /// Announcements that could not be sent (no SA when a newer one came).
-    pub send_drops: u64,
-    /// Messages from the peer dropped (do not decrypt or verify, replayed,
-    /// not this peer's to send).
-    pub recv_drops: u64,
-    /// Octets sent to the peer (main mode and announcements).
-    pub bytes_sent: u64,
-    /// Octets of announcements taken from the peer.
-    pub bytes_received: u64,
-    /// Phase 1 SAs established to the peer.
-    pub sas_established: u64,
-}
+pub use gkm_model::CoopCounters as PeerCounters;
 
 enum State {
     /// No SA; main mode starts at `at` (or when an announcement is due).
@@ -93,6 +76,11 @@ pub struct Session {
     waiting: Option<Vec<u8>>,
     /// Counters.
     pub counters: PeerCounters,
+    /// The GDOI version and feature bits of the peer's last announcement.
+    pub peer_software: Option<(
+        gkm_wire::gkm_vid::GdoiVersion,
+        gkm_wire::gkm_vid::FeatureBits,
+    )>,
 }
 
 impl Session {
@@ -112,6 +100,7 @@ impl Session {
             state: State::Idle { at: now },
             waiting: None,
             counters: PeerCounters::default(),
+            peer_software: None,
         }
     }
 

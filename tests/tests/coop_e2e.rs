@@ -1,0 +1,155 @@
+//! Cooperative key servers with real processes (issue 19): three
+//! `gkm-server`s on loopback addresses 127.0.0.11-13, each with its own
+//! store and its own configuration file naming the other two as peers
+//! with a pair PSK. They connect over real UDP with main mode, announce
+//! themselves in GKM-COOP messages, and elect the highest priority;
+//! `gkmctl show crypto gkm ks coop` shows the roles, peers and counters;
+//! SIGKILL of the primary makes the next best primary within the dead
+//! window plus a check period (measured, printed), and the third follows
+//! it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gkm_tests::procs::{binary, free_udp_port, fresh_dir, wait_for_http, Proc};
+
+const PAIR: &str = "pair-psk-of-the-coop-test";
+const REFRESH: u64 = 10;
+const CHECK: u64 = 10;
+const DEAD: u64 = 2;
+
+fn addr(i: u8) -> String {
+    format!("127.0.0.{}", 10 + i)
+}
+
+/// Starts key server `i` with `priority` and the other two as peers;
+/// returns it with its REST API's base URL.
+fn key_server(dir: &Path, i: u8, priority: u8, udp: u16) -> (Proc, String) {
+    let data = dir.join(format!("ks{i}"));
+    std::fs::create_dir_all(&data).unwrap();
+    let peers: String = (1..=3)
+        .filter(|&p| p != i)
+        .map(|p| {
+            format!(
+                "[[group.coop.peers]]\naddress = '{}'\nport = {udp}\nauthentication = {{ method = 'psk', psk = '{PAIR}' }}\n",
+                addr(p)
+            )
+        })
+        .collect();
+    let config = format!(
+        "ks_address = '{}'\n[[group]]\nname = 'COOP'\ngroup_id = 7001\n[[group.tek]]\nsrc = '10.1.0.0/16'\ndst = '10.1.0.0/16'\n[group.coop]\npriority = {priority}\nrefresh_secs = {REFRESH}\ncheck_secs = {CHECK}\ndead_periods = {DEAD}\n{peers}",
+        addr(i)
+    );
+    let file = data.join("ks.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut cmd = Command::new(binary("gkm-server", "gkm-server"));
+    cmd.arg("--config")
+        .arg(&file)
+        .args([
+            "--listen",
+            &format!("{}:{udp}", addr(i)),
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data.join("data"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    let mut p = Proc::spawn(cmd, &dir.join(format!("ks{i}.log")));
+    let url = wait_for_http(&mut p);
+    (p, url)
+}
+
+fn gkmctl(dir: &Path, i: u8, url: &str, words: &[&str]) -> String {
+    let o = Command::new(binary("gkmctl", "gkmctl"))
+        .args(["--url", url, "--token-file"])
+        .arg(dir.join(format!("ks{i}/data/admin-token")))
+        .arg("show")
+        .args(words)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
+    let dir = fresh_dir(env!("CARGO_TARGET_TMPDIR"), "coop-e2e");
+    let udp = free_udp_port();
+    let (mut ks1, url1) = key_server(&dir, 1, 100, udp);
+    let (mut ks2, url2) = key_server(&dir, 2, 200, udp);
+    let (mut ks3, url3) = key_server(&dir, 3, 150, udp);
+    // The election: a dead window (2 x 10 s) without a primary, then the
+    // highest priority takes over; the others follow it.
+    let window = Duration::from_secs(DEAD * CHECK + CHECK + 15);
+    ks2.wait_for("COOP role changed group=7001 role=Primary", window);
+    for ks in [&mut ks1, &mut ks3] {
+        ks.wait_for(
+            &format!("role=Secondary epoch=1 primary={}", addr(2)),
+            window,
+        );
+    }
+    // The operator's view on the primary, once every peer has announced
+    // over an SA of its own.
+    let deadline = Instant::now() + Duration::from_secs(2 * REFRESH + 5);
+    let view = loop {
+        let v = gkmctl(&dir, 2, &url2, &["crypto", "gkm", "ks", "coop"]);
+        if v.matches("Peer KS Status: Alive").count() == 2
+            && v.matches("IKE status: Established").count() == 2
+        {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(view.contains("Crypto Gdoi Group Name :COOP"), "{view}");
+    assert!(view.contains("Local KS Role: Primary"), "{view}");
+    assert!(view.contains("Local Priority: 200"), "{view}");
+    assert!(view.contains("Primary Refresh Policy Time: 10"), "{view}");
+    for p in [1, 3] {
+        assert!(
+            view.contains(&format!("Peer Address: {}:{udp}", addr(p))),
+            "{view}"
+        );
+    }
+    assert!(view.contains("Peer KS Role: Secondary"), "{view}");
+    assert!(!view.contains("Ann msgs recv: 0"), "{view}");
+    let json = Command::new(binary("gkmctl", "gkmctl"))
+        .args(["--url", &url1, "--token-file"])
+        .arg(dir.join("ks1/data/admin-token"))
+        .args(["--json", "show", "crypto", "gkm", "ks", "coop"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v[0]["coop"]["local_role"], "Secondary", "{v}");
+    assert_eq!(v[0]["coop"]["primary"], addr(2), "{v}");
+    // SIGKILL the primary: KS 3 (priority 150) takes over within the dead
+    // window plus a check period, in epoch 2; KS 1 follows it.
+    let killed = Instant::now();
+    let _ = ks2.child.kill();
+    let _ = ks2.child.wait();
+    ks3.wait_for("COOP role changed group=7001 role=Primary epoch=2", window);
+    let failover = killed.elapsed();
+    ks1.wait_for(&format!("epoch=2 primary={}", addr(3)), window);
+    println!(
+        "failover {:.1} s (refresh {REFRESH} s, check {CHECK} s, dead after {DEAD} periods)",
+        failover.as_secs_f64()
+    );
+    assert!(
+        failover <= Duration::from_secs(DEAD * CHECK + CHECK + 2),
+        "failover took {failover:?}"
+    );
+    let after = gkmctl(&dir, 3, &url3, &["crypto", "gkm", "ks", "coop"]);
+    assert!(after.contains("Local KS Role: Primary"), "{after}");
+    assert!(after.contains("Peer KS Status: Dead"), "{after}");
+    for log in [ks1.output(), ks3.output()] {
+        assert!(!log.contains(PAIR), "a pair PSK in the log");
+    }
+}
