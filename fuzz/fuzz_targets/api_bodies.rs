@@ -31,6 +31,9 @@ impl Control for Engine {
     async fn status(&self, _: u32) -> Option<GroupStatus> {
         None
     }
+    async fn coop(&self, _: u32) -> Option<gkm_web::CoopView> {
+        None
+    }
     async fn group_changed(&self, _: u32, _: Option<&Group>, _: bool) {}
 }
 
@@ -51,6 +54,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/key-servers/ks1"),
     ("POST", "/api/v1/tokens"),
     ("GET", "/api/v1/gms?"),
+    ("GET", "/api/v1/groups/G/coop?"),
     ("GET", "/api/v1/audit?"),
 ];
 
@@ -89,10 +93,7 @@ fn world() -> World {
             .unwrap();
         (store, token)
     });
-    let router = gkm_web::api::router(ApiState {
-        store: store.clone(),
-        control: Arc::new(Engine),
-    });
+    let router = gkm_web::api::router(ApiState::new(store.clone(), Arc::new(Engine)));
     World {
         rt,
         router,

@@ -32,7 +32,7 @@ pub fn can_mutate(role: Role) -> bool {
     role >= Role::Operator
 }
 
-pub use gkm_model::status::{KekPolicyStatus, RekeyStatus};
+pub use gkm_model::status::{CoopCounters, CoopPeerView, CoopView, KekPolicyStatus, RekeyStatus};
 
 /// A key server serving a group, with what it supports (the `Key Server
 /// ID` rows of `show crypto gkm feature`).
@@ -97,7 +97,7 @@ pub trait Control: Send + Sync {
     async fn status(&self, group: u32) -> Option<GroupStatus>;
     /// `show crypto gkm ks coop` of a group with cooperative key servers
     /// (None: it has none, or the engine does not serve it).
-    async fn coop(&self, group: u32) -> Option<gkm_model::CoopView>;
+    async fn coop(&self, group: u32) -> Option<CoopView>;
     /// A group was created or changed (`replace`: GMs must get a rekey
     /// replace, e.g. on a switch between CMD and IP-D3P), or deleted (`None`).
     async fn group_changed(&self, group_id: u32, group: Option<&Group>, replace: bool);
