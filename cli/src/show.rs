@@ -133,6 +133,9 @@ pub fn ks_coop(groups: &[Value], coops: &[Value]) -> String {
             s(&k["local_role"])
         );
         let _ = writeln!(out, "\tLocal KS version: {}", s(&k["local_version"]));
+        for m in k["mismatches"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "\t{}", s(m));
+        }
         let _ = writeln!(out, "\tLocal COOP version: 1.0.0 (GKM COOP, docs/COOP.md)");
         let _ = writeln!(
             out,

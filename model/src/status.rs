@@ -94,6 +94,9 @@ pub struct CoopView {
     pub new_gm_blocking: bool,
     /// Announcements dropped for not coming from a configured peer.
     pub not_a_peer: u64,
+    /// The `%GDOI-3-COOP_CONFIG_MISMATCH` warnings raised now (this
+    /// secondary's options differ from its primary's), exactly as logged.
+    pub mismatches: Vec<String>,
     /// `Peer Sessions`.
     pub peers: Vec<CoopPeerView>,
 }

@@ -22,8 +22,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use common::{ks_config, prefix, rng, GROUP, T0};
 use gkm_proto::coop::election::Role;
 use gkm_proto::ks::{
-    Authorization, CoopDrop, CoopEvent, CoopGroupConfig, CoopPeerConfig, Credential, KeyServer,
-    KsEvent, PskEntry,
+    Authorization, CoopDrop, CoopEvent, CoopGroupConfig, CoopMismatch, CoopPeerConfig, Credential,
+    KeyServer, KsEvent, PskEntry,
 };
 use zeroize::Zeroizing;
 
@@ -365,4 +365,65 @@ fn the_pair_psk_opens_no_groupkey_pull() {
         "{events:?}"
     );
     assert_eq!(ks.members(GROUP).count(), 0);
+}
+
+#[test]
+fn a_secondary_raises_each_option_mismatch_once_and_clears_it() {
+    let mut net = Net::new();
+    // KS 1 (a secondary) runs IP-D3P and interoperable ACKs; the primary
+    // (KS 2) neither.
+    {
+        let ks1 = net.ks.get_mut(&addr(1)).unwrap();
+        let mut g = ks1.groups()[0].clone();
+        g.d3p_window_ms = Some(5000);
+        g.rekey.ack = gkm_model::AckOption::Interoperable;
+        ks1.set_group(T0, g, false).unwrap();
+    }
+    net.run_until(T0 + 45_000 + 2 * REFRESH_MS);
+    let raised = |net: &Net, at: u8| -> Vec<(CoopMismatch, bool)> {
+        net.events
+            .iter()
+            .filter(|(a, _)| *a == addr(at))
+            .filter_map(|(_, e)| match e {
+                CoopEvent::Mismatch { kind, raised, .. } => Some((*kind, *raised)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        raised(&net, 1),
+        [(CoopMismatch::D3p, true), (CoopMismatch::RekeyAck, true)],
+        "each raised once, however many announcements came"
+    );
+    assert!(raised(&net, 3).is_empty(), "KS 3 matches the primary");
+    assert!(raised(&net, 2).is_empty(), "the primary compares nothing");
+    let s1 = net.ks[&addr(1)].coop_status(GROUP, net.now).unwrap();
+    assert_eq!(s1.mismatches, [CoopMismatch::D3p, CoopMismatch::RekeyAck]);
+    assert_eq!(
+        CoopMismatch::D3p.text(),
+        "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: IP-D3P configuration between Primary KS and Secondary KS are mismatched"
+    );
+    assert_eq!(
+        CoopMismatch::RekeyAck.text(),
+        "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: Interoperable Rekey ACK configuration between Primary KS and Secondary KS are mismatched"
+    );
+    // The operator fixes IP-D3P: that alarm clears at once, the ACK one stays.
+    let now = net.now;
+    {
+        let ks1 = net.ks.get_mut(&addr(1)).unwrap();
+        let mut g = ks1.groups()[0].clone();
+        g.d3p_window_ms = None;
+        ks1.set_group(now, g, false).unwrap();
+    }
+    net.run_until(now + 2 * REFRESH_MS);
+    assert_eq!(
+        raised(&net, 1),
+        [
+            (CoopMismatch::D3p, true),
+            (CoopMismatch::RekeyAck, true),
+            (CoopMismatch::D3p, false)
+        ]
+    );
+    let s1 = net.ks[&addr(1)].coop_status(GROUP, net.now).unwrap();
+    assert_eq!(s1.mismatches, [CoopMismatch::RekeyAck]);
 }

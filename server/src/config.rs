@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Groups.
     #[serde(default)]
     pub group: Vec<GroupConfig>,
+    /// A syslog collector (`host:port`, RFC 5424 over UDP) for the
+    /// `%GDOI-...` messages (docs/OPERATIONS.md).
+    pub syslog: Option<SocketAddr>,
 }
 
 /// The rekey-signing key type.

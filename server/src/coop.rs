@@ -15,6 +15,7 @@ use gkm_proto::ks::{CoopGroupConfig, CoopPeerConfig, Credential, KeyServer, PskE
 use tracing::{error, info, warn};
 
 use crate::logthrottle::Throttle;
+use crate::syslog::{Severity, Syslog};
 use gkm_store::model::{Authentication, CoopPolicy, Group};
 use gkm_store::Store;
 use zeroize::Zeroizing;
@@ -161,17 +162,24 @@ pub struct CoopDriver {
     own: (Ipv4Addr, Option<Ipv6Addr>),
     /// Rate limit of the "COOP message dropped" log line.
     drops: Throttle,
+    /// The syslog collector of the `%GDOI-...` messages, if configured.
+    syslog: Option<Syslog>,
 }
 
 impl CoopDriver {
     /// The driver of a key server at `own` with the pair PSKs built at start.
-    pub fn new(own: (Ipv4Addr, Option<Ipv6Addr>), psks: HashMap<u32, Vec<PskEntry>>) -> Self {
+    pub fn new(
+        own: (Ipv4Addr, Option<Ipv6Addr>),
+        psks: HashMap<u32, Vec<PskEntry>>,
+        syslog: Option<Syslog>,
+    ) -> Self {
         Self {
             loaded: HashMap::new(),
             psks,
             epochs: Vec::new(),
             own,
             drops: Throttle::new(Duration::from_secs(10)),
+            syslog,
         }
     }
 
@@ -280,6 +288,35 @@ impl CoopDriver {
                 peer,
                 failed: Some(why),
             } => warn!(group = group_id, %peer, reason = why, "COOP: phase 1 to the peer failed"),
+            CoopEvent::Mismatch {
+                group_id,
+                kind,
+                raised,
+            } => {
+                let (severity, msgid, text) = if raised {
+                    error!(group = group_id, "{}", kind.text());
+                    (
+                        Severity::Error,
+                        "COOP_CONFIG_MISMATCH",
+                        kind.text().to_owned(),
+                    )
+                } else {
+                    let text = format!(
+                        "COOP configuration matches the primary again: {}",
+                        match kind {
+                            gkm_proto::ks::CoopMismatch::D3p => "IP-D3P",
+                            gkm_proto::ks::CoopMismatch::RekeyAck => "rekey acknowledgement",
+                        }
+                    );
+                    info!(group = group_id, "{text}");
+                    (Severity::Notice, "COOP_CONFIG_MATCH", text)
+                };
+                if let Some(s) = &self.syslog {
+                    if let Err(e) = s.send(severity, msgid, &text, unix_ms()) {
+                        warn!(error = %e, "syslog: message not sent");
+                    }
+                }
+            }
             CoopEvent::Dropped { from, reason } => {
                 if let Some(suppressed) = self.drops.admit() {
                     warn!(%from, reason = ?reason, suppressed, "COOP message dropped");
@@ -311,6 +348,7 @@ pub fn view(s: &gkm_proto::ks::CoopStatus, now_ms: u64) -> gkm_model::CoopView {
         invalid_ann_received: s.peers.iter().map(|p| p.election.replayed).sum(),
         new_gm_blocking: false,
         not_a_peer: s.not_a_peer,
+        mismatches: s.mismatches.iter().map(|m| m.text().to_owned()).collect(),
         peers: s
             .peers
             .iter()

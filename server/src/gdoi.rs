@@ -496,7 +496,14 @@ pub async fn run(
         pause_after_persist: std::env::var_os(FAULT_PAUSE_AFTER_SEQ_PERSIST).is_some(),
         refusals: crate::logthrottle::Throttles::new(Duration::from_secs(10)),
         last_manual_rekey: HashMap::new(),
-        coop: crate::coop::CoopDriver::new(startup.own, startup.coop_psks),
+        coop: crate::coop::CoopDriver::new(
+            startup.own,
+            startup.coop_psks,
+            match startup.syslog {
+                Some(to) => Some(crate::syslog::Syslog::new(to)?),
+                None => None,
+            },
+        ),
     };
     for (loaded, cfg) in startup.coop {
         driver.coop.start(&mut ks, loaded, cfg);

@@ -16,6 +16,7 @@ mod http;
 mod keylog;
 mod logthrottle;
 mod state;
+mod syslog;
 mod udp;
 mod views;
 
@@ -205,6 +206,8 @@ pub struct Startup {
     pub coop_psks: HashMap<u32, Vec<PskEntry>>,
     /// The key server's own addresses (IPv4, IPv6).
     pub own: (Ipv4Addr, Option<Ipv6Addr>),
+    /// The syslog collector, if configured.
+    pub syslog: Option<SocketAddr>,
 }
 
 /// The PSK table the engine uses: the configuration file's keyring, then
@@ -415,6 +418,7 @@ fn build(
         coop,
         coop_psks,
         own: (own.v4, own.v6),
+        syslog: cfg.syslog,
     })
 }
 

@@ -6,7 +6,9 @@
 //! `gkmctl show crypto gkm ks coop` shows the roles, peers and counters;
 //! SIGKILL of the primary makes the next best primary within the dead
 //! window plus a check period (measured, printed), and the third follows
-//! it.
+//! it; a secondary whose IP-D3P or rekey ACK option differs from the
+//! primary's sends the seed's exact warning to its log and to a syslog
+//! collector, and clears it when fixed.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -31,7 +33,7 @@ fn addr(i: u8) -> String {
 
 /// Starts key server `i` with `priority` and the other two as peers;
 /// returns it with its REST API's base URL.
-fn key_server(dir: &Path, i: u8, priority: u8, udp: u16) -> (Proc, String) {
+fn key_server(dir: &Path, i: u8, priority: u8, udp: u16, syslog: u16) -> (Proc, String) {
     let data = dir.join(format!("ks{i}"));
     std::fs::create_dir_all(&data).unwrap();
     let peers: String = (1..=3)
@@ -44,7 +46,7 @@ fn key_server(dir: &Path, i: u8, priority: u8, udp: u16) -> (Proc, String) {
         })
         .collect();
     let config = format!(
-        "ks_address = '{}'\n[[group]]\nname = 'COOP'\ngroup_id = 7001\n[[group.tek]]\nsrc = '10.1.0.0/16'\ndst = '10.1.0.0/16'\n[group.coop]\npriority = {priority}\nrefresh_secs = {REFRESH}\ncheck_secs = {CHECK}\ndead_periods = {DEAD}\n{peers}",
+        "ks_address = '{}'\nsyslog = '127.0.0.1:{syslog}'\n[[group]]\nname = 'COOP'\ngroup_id = 7001\n[[group.tek]]\nsrc = '10.1.0.0/16'\ndst = '10.1.0.0/16'\n[group.coop]\npriority = {priority}\nrefresh_secs = {REFRESH}\ncheck_secs = {CHECK}\ndead_periods = {DEAD}\n{peers}",
         addr(i)
     );
     let file = data.join("ks.toml");
@@ -83,9 +85,12 @@ fn gkmctl(dir: &Path, i: u8, url: &str, words: &[&str]) -> String {
 fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
     let dir = fresh_dir(env!("CARGO_TARGET_TMPDIR"), "coop-e2e");
     let udp = free_udp_port();
-    let (mut ks1, url1) = key_server(&dir, 1, 100, udp);
-    let (mut ks2, url2) = key_server(&dir, 2, 200, udp);
-    let (mut ks3, url3) = key_server(&dir, 3, 150, udp);
+    // A syslog collector (KS 1's %GDOI messages come here).
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let syslog = collector.local_addr().unwrap().port();
+    let (mut ks1, url1) = key_server(&dir, 1, 100, udp, syslog);
+    let (mut ks2, url2) = key_server(&dir, 2, 200, udp, syslog);
+    let (mut ks3, url3) = key_server(&dir, 3, 150, udp, syslog);
     // The election: a dead window (2 x 10 s) without a primary, then the
     // highest priority takes over; the others follow it.
     let window = Duration::from_secs(DEAD * CHECK + CHECK + 15);
@@ -149,6 +154,69 @@ fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
     let after = gkmctl(&dir, 3, &url3, &["crypto", "gkm", "ks", "coop"]);
     assert!(after.contains("Local KS Role: Primary"), "{after}");
     assert!(after.contains("Peer KS Status: Dead"), "{after}");
+    // Configuration mismatch: KS 1 (secondary) turns IP-D3P on, then
+    // interoperable ACKs, through its API; the primary (KS 3) has neither.
+    // Each exact warning reaches KS 1's log and the syslog collector
+    // within an announcement; undoing each change clears it.
+    let api1 = gkm_tests::api::Api::new(
+        &url1,
+        &std::fs::read_to_string(dir.join("ks1/data/admin-token")).unwrap(),
+    );
+    let set = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut g = api1.expect(200, "GET", "/api/v1/groups/COOP", None);
+        edit(&mut g["policy"]);
+        api1.expect(
+            200,
+            "PUT",
+            "/api/v1/groups/COOP",
+            Some(&serde_json::json!({"policy": g["policy"]})),
+        );
+    };
+    collector
+        .set_read_timeout(Some(Duration::from_secs(2 * REFRESH + 5)))
+        .unwrap();
+    let next_syslog = || {
+        let mut buf = [0u8; 2048];
+        let n = collector.recv(&mut buf).expect("a syslog message");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    const D3P: &str = "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: IP-D3P configuration between Primary KS and Secondary KS are mismatched";
+    const ACK: &str = "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: Interoperable Rekey ACK configuration between Primary KS and Secondary KS are mismatched";
+    let t = Instant::now();
+    set(&|p| p["d3p_window"] = serde_json::json!({"msec": 5000}));
+    let m = next_syslog();
+    let took = t.elapsed();
+    assert!(
+        m.starts_with("<187>1 ") && m.ends_with(&format!("COOP_CONFIG_MISMATCH - {D3P}")),
+        "{m}"
+    );
+    ks1.wait_for(D3P, Duration::from_secs(5));
+    println!(
+        "IP-D3P mismatch reached syslog in {:.1} s",
+        took.as_secs_f64()
+    );
+    let view = gkmctl(&dir, 1, &url1, &["crypto", "gkm", "ks", "coop"]);
+    assert!(view.contains(D3P), "{view}");
+    set(&|p| p["d3p_window"] = serde_json::Value::Null);
+    let m = next_syslog();
+    assert!(
+        m.ends_with("COOP_CONFIG_MATCH - COOP configuration matches the primary again: IP-D3P"),
+        "{m}"
+    );
+    set(&|p| p["acknowledgement"] = serde_json::json!("interoperable"));
+    let m = next_syslog();
+    assert!(m.ends_with(&format!("COOP_CONFIG_MISMATCH - {ACK}")), "{m}");
+    ks1.wait_for(ACK, Duration::from_secs(5));
+    set(&|p| p["acknowledgement"] = serde_json::json!("cisco"));
+    let m = next_syslog();
+    assert!(
+        m.ends_with("matches the primary again: rekey acknowledgement"),
+        "{m}"
+    );
+    let view = gkmctl(&dir, 1, &url1, &["crypto", "gkm", "ks", "coop"]);
+    assert!(!view.contains("COOP_CONFIG_MISMATCH"), "all clear: {view}");
+    // The policy edits kept KS 1's pair PSKs: it still hears the primary.
+    assert!(view.contains("Peer KS Status: Alive"), "{view}");
     for log in [ks1.output(), ks3.output()] {
         assert!(!log.contains(PAIR), "a pair PSK in the log");
     }

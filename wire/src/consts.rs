@@ -172,6 +172,10 @@ wire_number! {
     /// [`crate::coop::CoopAnnouncement`]), from the private-use range
     /// 128-255 (RFC 2408 section 3.1). GKM private.
     GKM_COOP_ANNOUNCEMENT = 128 => "GKM-COOP-Announcement";
+    /// GKM's COOP options: the group options every key server must share,
+    /// as the primary announces them (docs/COOP.md, "Wire";
+    /// [`crate::coop::CoopOptions`]). GKM private.
+    GKM_COOP_OPTIONS = 129 => "GKM-COOP-Options";
 }
 
 wire_number! {

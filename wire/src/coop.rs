@@ -177,6 +177,76 @@ impl CoopAnnouncement {
     }
 }
 
+/// The group options every key server of a group must share, as the
+/// primary announces them: the body of [`PayloadType::GKM_COOP_OPTIONS`],
+/// after the announcement header in a primary's messages. A secondary
+/// whose own configuration differs raises the seed's
+/// `COOP_CONFIG_MISMATCH` warnings. Version 1, 8 octets:
+///
+/// ```text
+/// version (1) = 1 | flags (1): 0x01 IP-D3P on, 0x02 KEK_ACK_REQUESTED | rekey ack option (1) | reserved (1) = 0
+/// IP-D3P window, ms (4): 0 unless flag 0x01
+/// ```
+///
+/// Rekey ack option: 0 none (multicast rekeys), 1 cisco, 2 interoperable,
+/// 3 any.
+///
+/// [`PayloadType::GKM_COOP_OPTIONS`]: crate::consts::PayloadType::GKM_COOP_OPTIONS
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CoopOptions {
+    /// IP-D3P's window (ms) when IP-D3P is on.
+    pub d3p_window_ms: Option<u32>,
+    /// The `rekey acknowledgement` option: 0 none, 1 cisco, 2
+    /// interoperable, 3 any.
+    pub ack_option: u8,
+    /// Whether the KEK policy carries KEK_ACK_REQUESTED (RFC 8263).
+    pub kek_ack_requested: bool,
+}
+
+impl CoopOptions {
+    /// Parses a payload body; every refusal names its field.
+    pub fn parse(body: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(body);
+        if r.u8("coop_options.version")? != COOP_VERSION {
+            return Err(err(ErrorKind::Unsupported, "coop_options.version"));
+        }
+        let flags = r.u8("coop_options.flags")?;
+        if flags & !0x03 != 0 {
+            return Err(err(ErrorKind::BadValue, "coop_options.flags"));
+        }
+        let ack_option = r.u8("coop_options.ack_option")?;
+        if ack_option > 3 {
+            return Err(err(ErrorKind::BadValue, "coop_options.ack_option"));
+        }
+        if r.u8("coop_options.reserved")? != 0 {
+            return Err(err(ErrorKind::BadValue, "coop_options.reserved"));
+        }
+        let window = r.u32("coop_options.d3p_window")?;
+        let d3p_window_ms = match (flags & 0x01 != 0, window) {
+            (true, 0) | (false, 1..) => {
+                return Err(err(ErrorKind::BadValue, "coop_options.d3p_window"))
+            }
+            (true, w) => Some(w),
+            (false, _) => None,
+        };
+        r.finish("coop_options")?;
+        Ok(Self {
+            d3p_window_ms,
+            ack_option,
+            kek_ack_requested: flags & 0x02 != 0,
+        })
+    }
+
+    /// The payload body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let flags =
+            u8::from(self.d3p_window_ms.is_some()) | if self.kek_ack_requested { 0x02 } else { 0 };
+        let mut v = vec![COOP_VERSION, flags, self.ack_option, 0];
+        v.extend_from_slice(&self.d3p_window_ms.unwrap_or(0).to_be_bytes());
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +330,51 @@ mod tests {
         // Every truncation is an error, never a panic.
         for n in 0..good.len() {
             assert!(CoopAnnouncement::parse(&good[..n]).is_err(), "{n}");
+        }
+    }
+
+    #[test]
+    fn options_round_trip_and_refusals_name_the_field() {
+        for o in [
+            CoopOptions {
+                d3p_window_ms: Some(5000),
+                ack_option: 2,
+                kek_ack_requested: true,
+            },
+            CoopOptions {
+                d3p_window_ms: None,
+                ack_option: 0,
+                kek_ack_requested: false,
+            },
+        ] {
+            assert_eq!(CoopOptions::parse(&o.to_bytes()), Ok(o));
+        }
+        let good = CoopOptions {
+            d3p_window_ms: Some(100),
+            ack_option: 1,
+            kek_ack_requested: false,
+        }
+        .to_bytes();
+        for (edit, field) in [
+            (
+                (|b: &mut Vec<u8>| b[0] = 2) as fn(&mut Vec<u8>),
+                "coop_options.version",
+            ),
+            (|b| b[1] |= 0x04, "coop_options.flags"),
+            (|b| b[2] = 4, "coop_options.ack_option"),
+            (|b| b[3] = 1, "coop_options.reserved"),
+            (
+                |b| b[4..8].copy_from_slice(&[0; 4]),
+                "coop_options.d3p_window",
+            ),
+            (|b| b[1] = 0, "coop_options.d3p_window"),
+            (|b| b.push(0), "coop_options"),
+            (|b| b.truncate(6), "coop_options.d3p_window"),
+        ] {
+            let mut b = good.clone();
+            edit(&mut b);
+            let e = CoopOptions::parse(&b).unwrap_err();
+            assert!(e.to_string().contains(field), "{field}: {e}");
         }
     }
 }

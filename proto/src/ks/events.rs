@@ -326,6 +326,17 @@ pub enum CoopEvent {
         /// None: up; Some: why it failed.
         failed: Option<&'static str>,
     },
+    /// This secondary's configuration of an option every key server must
+    /// share differs from its primary's announcement (`raised`), or
+    /// matches again (not `raised`).
+    Mismatch {
+        /// Group.
+        group_id: u32,
+        /// Which option.
+        kind: CoopMismatch,
+        /// Raised, or cleared.
+        raised: bool,
+    },
     /// A COOP message was dropped.
     Dropped {
         /// Where it came from.
@@ -333,4 +344,23 @@ pub enum CoopEvent {
         /// Why.
         reason: CoopDrop,
     },
+}
+
+/// An option every key server of a group must share (docs/FEATURES.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CoopMismatch {
+    /// IP-D3P on or off, or its window.
+    D3p,
+    /// The `rekey acknowledgement` option.
+    RekeyAck,
+}
+
+impl CoopMismatch {
+    /// The seed's syslog text, exactly.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::D3p => "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: IP-D3P configuration between Primary KS and Secondary KS are mismatched",
+            Self::RekeyAck => "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: Interoperable Rekey ACK configuration between Primary KS and Secondary KS are mismatched",
+        }
+    }
 }

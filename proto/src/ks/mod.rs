@@ -28,7 +28,7 @@ pub use config::{
 pub use coop::{CoopGroupConfig, CoopPeerConfig, CoopPeerStatus, CoopStatus, PeerCounters};
 use coop::{CoopPart, Incoming};
 pub(crate) use events::KsOutbox;
-pub use events::{CoopDrop, CoopEvent, GmRecord, KsCounters, KsEvent, Reject};
+pub use events::{CoopDrop, CoopEvent, CoopMismatch, GmRecord, KsCounters, KsEvent, Reject};
 use groups::GroupTable;
 pub use phase1::SWEEP_INTERVAL_MS;
 use phase1::{Phase1Config, Phase1Responder};
@@ -191,6 +191,7 @@ impl KeyServer {
         };
         let change = self.groups.change(gi, group, now);
         self.sync_legacy_groups();
+        self.coop.recheck(&self.groups, &mut self.out);
         let reason = if change.keys || replace || change.revived {
             Some(RekeyReason::Replace)
         } else if change.policy {
@@ -353,7 +354,7 @@ impl KeyServer {
         self.rekeys
             .timeout(now, &mut self.groups, &mut self.out, self.rng.as_mut());
         self.coop
-            .handle_timeout(now, self.rng.as_mut(), &mut self.out);
+            .handle_timeout(now, &self.groups, self.rng.as_mut(), &mut self.out);
         if !self.phase1.sweep_due(now) {
             return;
         }
@@ -403,6 +404,7 @@ impl KeyServer {
                     data,
                 },
                 &self.phase1,
+                &self.groups,
                 self.rng.as_mut(),
                 &mut self.out,
             ),
@@ -452,8 +454,14 @@ impl KeyServer {
 
     /// The caller has persisted a COOP epoch ([`CoopEvent::PersistEpoch`]).
     pub fn coop_epoch_persisted(&mut self, now: Millis, group_id: u32, epoch: u64) {
-        self.coop
-            .epoch_persisted(now, group_id, epoch, self.rng.as_mut(), &mut self.out);
+        self.coop.epoch_persisted(
+            now,
+            group_id,
+            epoch,
+            &self.groups,
+            self.rng.as_mut(),
+            &mut self.out,
+        );
     }
 
     /// `show crypto gkm ks coop` for a group with cooperative key servers.

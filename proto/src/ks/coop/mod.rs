@@ -12,12 +12,13 @@
 use std::net::{IpAddr, SocketAddr};
 
 use gkm_wire::consts::PayloadType;
-use gkm_wire::coop::{CoopAnnouncement, CoopRole};
+use gkm_wire::coop::{CoopAnnouncement, CoopOptions, CoopRole};
 use gkm_wire::IsakmpHeader;
 use zeroize::Zeroizing;
 
 use super::config::Credential;
-use super::events::{CoopDrop, CoopEvent, KsEvent, KsOutbox};
+use super::events::{CoopDrop, CoopEvent, CoopMismatch, KsEvent, KsOutbox};
+use super::groups::GroupTable;
 use super::phase1::{cookies, Phase1Responder};
 use crate::coop::election::{
     AnnouncementHeader, Election, ElectionConfig, ElectionEvent, Peer, Rank, Role,
@@ -132,6 +133,8 @@ pub struct CoopStatus {
     pub next_timer: Millis,
     /// Messages dropped for not coming from a configured peer.
     pub not_a_peer: u64,
+    /// Options raised as mismatched with the primary's.
+    pub mismatches: Vec<CoopMismatch>,
     /// The peers.
     pub peers: Vec<CoopPeerStatus>,
 }
@@ -140,6 +143,33 @@ struct CoopGroup {
     cfg: CoopGroupConfig,
     election: Election,
     sessions: Vec<Session>,
+    /// The options the followed primary (this address) announced last.
+    primary_options: Option<(IpAddr, CoopOptions)>,
+    /// The options raised as mismatched.
+    mismatches: Vec<CoopMismatch>,
+}
+
+/// The options of group `group_id` every key server must share, from its
+/// policy in the engine (None: the engine does not serve the group).
+fn options_of(groups: &GroupTable, group_id: u32) -> Option<CoopOptions> {
+    let g = groups.get(groups.index(group_id)?)?;
+    let (ack_option, kek_ack_requested) = match g.rekey.transport {
+        crate::rekey::RekeyTransport::Multicast { .. } => (0, false),
+        crate::rekey::RekeyTransport::Unicast { .. } => (
+            match g.rekey.ack {
+                gkm_model::AckOption::Cisco => 1,
+                gkm_model::AckOption::Interoperable => 2,
+                gkm_model::AckOption::Any => 3,
+            },
+            crate::ack_policy::kek_ack_requested(g.rekey.ack, crate::engine::GmClass::NonCisco)
+                .is_some(),
+        ),
+    };
+    Some(CoopOptions {
+        d3p_window_ms: g.d3p_window_ms,
+        ack_option,
+        kek_ack_requested,
+    })
 }
 
 /// Every COOP group of the key server.
@@ -213,6 +243,8 @@ impl CoopPart {
             cfg,
             election,
             sessions,
+            primary_options: None,
+            mismatches: Vec::new(),
         });
     }
 
@@ -243,14 +275,28 @@ impl CoopPart {
     }
 
     /// Runs the elections' timers and the sessions' retransmissions.
-    pub fn handle_timeout(&mut self, now: Millis, rng: &mut dyn EngineRng, out: &mut KsOutbox) {
+    pub fn handle_timeout(
+        &mut self,
+        now: Millis,
+        groups: &GroupTable,
+        rng: &mut dyn EngineRng,
+        out: &mut KsOutbox,
+    ) {
         for g in &mut self.groups {
             g.election.handle_timeout(now);
             for s in &mut g.sessions {
                 let o = s.handle_timeout(now, rng);
                 deliver(g.cfg.group_id, s.peer, o, out);
             }
-            g.drain(now, rng, out);
+            g.drain(now, groups, rng, out);
+        }
+    }
+
+    /// A group's policy changed: its options are compared with the
+    /// primary's again.
+    pub fn recheck(&mut self, groups: &GroupTable, out: &mut KsOutbox) {
+        for g in &mut self.groups {
+            g.check(options_of(groups, g.cfg.group_id), out);
         }
     }
 
@@ -260,12 +306,13 @@ impl CoopPart {
         now: Millis,
         group_id: u32,
         epoch: u64,
+        groups: &GroupTable,
         rng: &mut dyn EngineRng,
         out: &mut KsOutbox,
     ) {
         if let Some(g) = self.groups.iter_mut().find(|g| g.cfg.group_id == group_id) {
             g.election.epoch_persisted(now, epoch);
-            g.drain(now, rng, out);
+            g.drain(now, groups, rng, out);
         }
     }
 
@@ -305,6 +352,7 @@ impl CoopPart {
         &mut self,
         d: Incoming<'_>,
         phase1: &Phase1Responder,
+        groups: &GroupTable,
         rng: &mut dyn EngineRng,
         out: &mut KsOutbox,
     ) {
@@ -371,13 +419,29 @@ impl CoopPart {
                 session.counters.ann_received += 1;
                 session.counters.bytes_received += data.len() as u64;
                 session.peer_software = Some((ann.version, ann.features));
+                // The followed primary's options, compared with ours.
+                let from_primary = ann.role == CoopRole::Primary
+                    && g.election.role() == Role::Secondary
+                    && g.election.primary() == Some(from.ip());
+                let options = raws
+                    .iter()
+                    .find(|r| r.payload_type == PayloadType::GKM_COOP_OPTIONS)
+                    .map(|r| CoopOptions::parse(r.body));
+                match options {
+                    Some(Ok(o)) if from_primary => {
+                        g.primary_options = Some((from.ip(), o));
+                        g.check(options_of(groups, ann.group_id), out);
+                    }
+                    Some(Err(e)) => drop(out, CoopDrop::Malformed(e.to_string())),
+                    _ => {}
+                }
             }
             Err(d) => {
                 session.counters.recv_drops += 1;
                 drop(out, CoopDrop::Election(d));
             }
         }
-        g.drain(now, rng, out);
+        g.drain(now, groups, rng, out);
     }
 
     /// `show crypto gkm ks coop` for a group.
@@ -399,6 +463,7 @@ impl CoopPart {
             dead_periods: g.cfg.dead_periods,
             next_timer: e.poll_timeout(),
             not_a_peer: e.not_a_peer,
+            mismatches: g.mismatches.clone(),
             peers: g
                 .sessions
                 .iter()
@@ -422,16 +487,63 @@ impl CoopPart {
 }
 
 impl CoopGroup {
+    /// Compares this key server's options (`own`) with the followed
+    /// primary's last announcement: each difference raised once, each
+    /// raised one cleared when they match again (or no primary's options
+    /// are known).
+    fn check(&mut self, own: Option<CoopOptions>, out: &mut KsOutbox) {
+        let differs = |kind| match (own, self.primary_options.map(|(_, o)| o)) {
+            (Some(a), Some(b)) => match kind {
+                CoopMismatch::D3p => a.d3p_window_ms != b.d3p_window_ms,
+                CoopMismatch::RekeyAck => a.ack_option != b.ack_option,
+            },
+            _ => false,
+        };
+        for kind in [CoopMismatch::D3p, CoopMismatch::RekeyAck] {
+            let now = differs(kind);
+            let was = self.mismatches.contains(&kind);
+            if now == was {
+                continue;
+            }
+            if now {
+                self.mismatches.push(kind);
+            } else {
+                self.mismatches.retain(|k| *k != kind);
+            }
+            out.event(KsEvent::Coop(CoopEvent::Mismatch {
+                group_id: self.cfg.group_id,
+                kind,
+                raised: now,
+            }));
+        }
+    }
+
     /// Acts on what the election decided: announcements to the sessions,
     /// the rest to the caller.
-    fn drain(&mut self, now: Millis, rng: &mut dyn EngineRng, out: &mut KsOutbox) {
+    fn drain(
+        &mut self,
+        now: Millis,
+        groups: &GroupTable,
+        rng: &mut dyn EngineRng,
+        out: &mut KsOutbox,
+    ) {
         let group_id = self.cfg.group_id;
         while let Some(ev) = self.election.poll_event() {
             let ev = match ev {
                 ElectionEvent::Announce { to, header } => {
-                    let body = wire_announcement(group_id, &header).to_bytes();
+                    let mut payloads = vec![(
+                        PayloadType::GKM_COOP_ANNOUNCEMENT,
+                        wire_announcement(group_id, &header).to_bytes(),
+                    )];
+                    // A primary announces the options every key server
+                    // must share.
+                    if header.role == Role::Primary {
+                        if let Some(o) = options_of(groups, group_id) {
+                            payloads.push((PayloadType::GKM_COOP_OPTIONS, o.to_bytes()));
+                        }
+                    }
                     if let Some(s) = self.sessions.iter_mut().find(|s| s.peer.ip() == to) {
-                        let o = s.announce(now, body, rng);
+                        let o = s.announce(now, payloads, rng);
                         deliver(group_id, s.peer, o, out);
                     }
                     continue;
@@ -441,12 +553,22 @@ impl CoopGroup {
                     role,
                     epoch,
                     primary,
-                } => CoopEvent::RoleChanged {
-                    group_id,
-                    role,
-                    epoch,
-                    primary,
-                },
+                } => {
+                    // Options are compared with the followed primary's
+                    // only: when this key server leads, or follows another
+                    // (or none), the new one must announce its own.
+                    let source = self.primary_options.map(|(a, _)| a);
+                    if role == Role::Primary || primary != source {
+                        self.primary_options = None;
+                        self.check(None, out);
+                    }
+                    CoopEvent::RoleChanged {
+                        group_id,
+                        role,
+                        epoch,
+                        primary,
+                    }
+                }
                 ElectionEvent::Merged { with } => CoopEvent::Merged { group_id, with },
             };
             out.event(KsEvent::Coop(ev));

@@ -71,9 +71,9 @@ pub struct Session {
     identity: std::net::IpAddr,
     dh_backend: DhBackend,
     state: State,
-    /// The announcement (its payload body) waiting for the SA: a newer
-    /// one replaces it.
-    waiting: Option<Vec<u8>>,
+    /// The announcement (its payloads) waiting for the SA: a newer one
+    /// replaces it.
+    waiting: Option<Vec<(PayloadType, Vec<u8>)>>,
     /// Counters.
     pub counters: PeerCounters,
     /// The GDOI version and feature bits of the peer's last announcement.
@@ -158,12 +158,13 @@ impl Session {
         vec![SessionOutput::Send(out)]
     }
 
-    /// Sends `announcement` (the GKM-COOP-Announcement payload body) over
-    /// the SA, or keeps it until the SA is up (connecting if need be).
+    /// Sends `announcement` (the GKM-COOP-Announcement payload, and the
+    /// options from a primary, as bodies) over the SA, or keeps it until
+    /// the SA is up (connecting if need be).
     pub fn announce(
         &mut self,
         now: Millis,
-        announcement: Vec<u8>,
+        announcement: Vec<(PayloadType, Vec<u8>)>,
         rng: &mut dyn EngineRng,
     ) -> Vec<SessionOutput> {
         if let State::Up { p1, icky, .. } = &self.state {
@@ -318,7 +319,7 @@ fn identifies(idir_b: &[u8], addr: std::net::IpAddr) -> bool {
 fn seal(
     p1: &EstablishedP1,
     icky: [u8; 8],
-    announcement: &[u8],
+    announcement: &[(PayloadType, Vec<u8>)],
     rng: &mut dyn EngineRng,
 ) -> Option<Vec<u8>> {
     let mid = rng.next_u32() | 1;
@@ -327,7 +328,10 @@ fn seal(
         &p1.keys.skeyid_a,
         mid,
         &[],
-        &[(PayloadType::GKM_COOP_ANNOUNCEMENT, announcement)],
+        &announcement
+            .iter()
+            .map(|(t, b)| (*t, b.as_slice()))
+            .collect::<Vec<_>>(),
     )
     .ok()?;
     let header = IsakmpHeader {
