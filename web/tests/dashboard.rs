@@ -704,6 +704,26 @@ async fn the_group_page_shows_coop_peers_and_a_policy_save_keeps_them(backend: B
         assert!(coop.contains(row), "{row} in {coop}");
     }
     assert!(!page.body.contains("pair-secret"));
+    // The overview alerts on the engine's mismatch; the key-servers page
+    // shows this key server's COOP view with its peers.
+    let overview = u.call("GET", "/", Some(&cookie), None).await;
+    assert!(
+        overview.body.contains("<li class=\"alert\">G1: %GDOI-3-COOP_CONFIG_MISMATCH: WARNING: IP-D3P configuration between Primary KS and Secondary KS are mismatched</li>"),
+        "{}",
+        overview.body
+    );
+    let ks = u.call("GET", "/key-servers", Some(&cookie), None).await;
+    assert_eq!(ks.status, StatusCode::OK);
+    let coop = &ks.body[ks.body.find("id=\"coop-G1\"").expect("G1's COOP")..];
+    assert!(
+        coop.contains("<dd class=\"coop-role\">Secondary</dd>"),
+        "{coop}"
+    );
+    assert!(
+        coop.contains("<td>10.0.8.2:848</td><td>1.0.0</td><td>200</td><td>Primary</td><td>Alive</td><td>Established</td><td>7 / 9</td>"),
+        "{coop}"
+    );
+    assert!(!ks.body.contains("id=\"no-coop\""));
     // Saving the policy form changes what it edits and keeps COOP with the
     // peer's key.
     let v = u.version().await;
@@ -844,6 +864,8 @@ async fn pages_render_and_bad_queries_are_refused(backend: Backend) {
         let a = u.call("GET", p, Some(&cookie), None).await;
         assert_eq!(a.status, StatusCode::OK, "{p}: {}", a.body);
     }
+    let ks = u.call("GET", "/key-servers", Some(&cookie), None).await;
+    assert!(ks.body.contains("id=\"no-coop\""), "{}", ks.body);
     let gm = u
         .call("GET", "/groups/G1/gms/10.0.0.7", Some(&cookie), None)
         .await;

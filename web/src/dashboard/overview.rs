@@ -149,6 +149,11 @@ pub(super) async fn overview_page(d: &Dashboard, s: &SignedIn) -> Result<Overvie
         };
         let status = d.api.control.status(g.group_id).await;
         alerts.extend(group_alerts(&g.name, status.as_ref()));
+        if g.policy.coop.is_some() {
+            if let Some(c) = d.api.control.coop(g.group_id).await {
+                alerts.extend(c.mismatches.iter().map(|m| format!("{}: {m}", g.name)));
+            }
+        }
         groups.push(GroupLine {
             transport: transport_of(&g),
             weak: g.policy.legacy_phase1,

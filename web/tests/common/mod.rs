@@ -59,10 +59,41 @@ impl Control for Recorder {
             }],
         })
     }
-    async fn coop(&self, _group: u32) -> Option<gkm_model::CoopView> {
-        // The stand-in runs no COOP (the real engine's view is tested end
-        // to end, tests/tests/coop_e2e.rs).
-        None
+    async fn coop(&self, group: u32) -> Option<gkm_web::CoopView> {
+        // A fixed view for group 1234, for rendering (the real engine's
+        // view is tested end to end, tests/tests/coop_e2e.rs).
+        (group == 1234).then(|| gkm_web::CoopView {
+            local_address: "10.0.8.1".into(),
+            local_priority: 120,
+            local_role: "Secondary".into(),
+            local_version: "1.0.0".into(),
+            epoch: 3,
+            primary: Some("10.0.8.2".into()),
+            refresh_secs: 20,
+            check_secs: 30,
+            dead_periods: 3,
+            remaining_secs: 12,
+            antireplay_seq: 1_800_000_000_000_000,
+            invalid_ann_received: 1,
+            new_gm_blocking: false,
+            not_a_peer: 0,
+            mismatches: vec!["%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: IP-D3P configuration between Primary KS and Secondary KS are mismatched".into()],
+            peers: vec![gkm_web::CoopPeerView {
+                address: "10.0.8.2:848".into(),
+                version: "1.0.0".into(),
+                priority: Some(200),
+                role: Some("Primary".into()),
+                status: "Alive".into(),
+                antireplay_seq: Some(42),
+                epoch: Some(3),
+                ike_status: "Established".into(),
+                counters: gkm_web::CoopCounters {
+                    ann_sent: 7,
+                    ann_received: 9,
+                    ..Default::default()
+                },
+            }],
+        })
     }
     async fn group_changed(&self, group_id: u32, group: Option<&Group>, replace: bool) {
         self.calls
