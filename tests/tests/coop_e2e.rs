@@ -85,9 +85,36 @@ fn gkmctl(dir: &Path, i: u8, url: &str, words: &[&str]) -> String {
 fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
     let dir = fresh_dir(env!("CARGO_TARGET_TMPDIR"), "coop-e2e");
     let udp = free_udp_port();
-    // A syslog collector (KS 1's %GDOI messages come here).
-    let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let syslog = collector.local_addr().unwrap().port();
+    // A real syslog collector, Debian's rsyslog, on its own UDP port with
+    // its own configuration: what it receives goes to a file.
+    let syslog = free_udp_port();
+    let received = dir.join("syslog.log");
+    let conf = dir.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{}\")\nmodule(load=\"imudp\")\ninput(type=\"imudp\" address=\"127.0.0.1\" port=\"{syslog}\")\n*.* action(type=\"omfile\" file=\"{}\")\n",
+            dir.display(),
+            received.display()
+        ),
+    )
+    .unwrap();
+    let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("rsyslogd is needed (Debian's rsyslog; .ci/run installs it)");
+    let mut collector = Proc::spawn(
+        {
+            let mut c = Command::new(rsyslogd);
+            c.arg("-n")
+                .arg("-f")
+                .arg(&conf)
+                .arg("-i")
+                .arg(dir.join("rsyslog.pid"));
+            c
+        },
+        &dir.join("rsyslogd.out"),
+    );
     let (mut ks1, url1) = key_server(&dir, 1, 100, udp, syslog);
     let (mut ks2, url2) = key_server(&dir, 2, 200, udp, syslog);
     let (mut ks3, url3) = key_server(&dir, 3, 150, udp, syslog);
@@ -172,47 +199,48 @@ fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
             Some(&serde_json::json!({"policy": g["policy"]})),
         );
     };
-    collector
-        .set_read_timeout(Some(Duration::from_secs(2 * REFRESH + 5)))
-        .unwrap();
-    let next_syslog = || {
-        let mut buf = [0u8; 2048];
-        let n = collector.recv(&mut buf).expect("a syslog message");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+    // Waits until rsyslog has written a line ending with `text`, and
+    // returns it; `n`: the how-many-th such line.
+    let syslogged = |text: &str, n: usize| -> String {
+        let deadline = Instant::now() + Duration::from_secs(2 * REFRESH + 5);
+        loop {
+            let all = std::fs::read_to_string(&received).unwrap_or_default();
+            if let Some(l) = all.lines().filter(|l| l.ends_with(text)).nth(n - 1) {
+                return l.to_owned();
+            }
+            assert!(Instant::now() < deadline, "rsyslog got no {text:?}:\n{all}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     };
     const D3P: &str = "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: IP-D3P configuration between Primary KS and Secondary KS are mismatched";
     const ACK: &str = "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: Interoperable Rekey ACK configuration between Primary KS and Secondary KS are mismatched";
     let t = Instant::now();
     set(&|p| p["d3p_window"] = serde_json::json!({"msec": 5000}));
-    let m = next_syslog();
+    let m = syslogged(D3P, 1);
     let took = t.elapsed();
-    assert!(
-        m.starts_with("<187>1 ") && m.ends_with(&format!("COOP_CONFIG_MISMATCH - {D3P}")),
-        "{m}"
-    );
+    assert!(m.contains(" gkm-server["), "{m}");
     ks1.wait_for(D3P, Duration::from_secs(5));
     println!(
-        "IP-D3P mismatch reached syslog in {:.1} s",
+        "IP-D3P mismatch reached rsyslog in {:.1} s",
         took.as_secs_f64()
     );
     let view = gkmctl(&dir, 1, &url1, &["crypto", "gkm", "ks", "coop"]);
     assert!(view.contains(D3P), "{view}");
     set(&|p| p["d3p_window"] = serde_json::Value::Null);
-    let m = next_syslog();
-    assert!(
-        m.ends_with("COOP_CONFIG_MATCH - COOP configuration matches the primary again: IP-D3P"),
-        "{m}"
-    );
+    syslogged("COOP configuration matches the primary again: IP-D3P", 1);
     set(&|p| p["acknowledgement"] = serde_json::json!("interoperable"));
-    let m = next_syslog();
-    assert!(m.ends_with(&format!("COOP_CONFIG_MISMATCH - {ACK}")), "{m}");
+    syslogged(ACK, 1);
     ks1.wait_for(ACK, Duration::from_secs(5));
     set(&|p| p["acknowledgement"] = serde_json::json!("cisco"));
-    let m = next_syslog();
-    assert!(
-        m.ends_with("matches the primary again: rekey acknowledgement"),
-        "{m}"
+    syslogged(
+        "COOP configuration matches the primary again: rekey acknowledgement",
+        1,
     );
+    // Raised once each while it lasted, not once per announcement.
+    let all = std::fs::read_to_string(&received).unwrap();
+    assert_eq!(all.matches(D3P).count(), 1, "{all}");
+    assert_eq!(all.matches(ACK).count(), 1, "{all}");
+    collector.interrupt();
     let view = gkmctl(&dir, 1, &url1, &["crypto", "gkm", "ks", "coop"]);
     assert!(!view.contains("COOP_CONFIG_MISMATCH"), "all clear: {view}");
     // The policy edits kept KS 1's pair PSKs: it still hears the primary.
