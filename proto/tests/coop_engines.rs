@@ -39,6 +39,12 @@ fn addr(i: u8) -> SocketAddr {
 
 /// Key server `i` (10.0.0.i) with priority `priority`, peers `peers`.
 fn key_server(i: u8, priority: u8, peers: &[u8]) -> KeyServer {
+    key_server_seeded(i, priority, peers, u64::from(i))
+}
+
+/// As [`key_server`], its generator seeded with `seed` (a restarted key
+/// server draws other cookies than before).
+fn key_server_seeded(i: u8, priority: u8, peers: &[u8], seed: u64) -> KeyServer {
     let mut cfg = ks_config(GROUP_PSK, Authorization::default());
     cfg.address = Ipv4Addr::new(10, 0, 0, i);
     // The group's GMs come from 10.1/16 with the group's own PSK; each
@@ -54,7 +60,7 @@ fn key_server(i: u8, priority: u8, peers: &[u8]) -> KeyServer {
         key: Zeroizing::new(PAIR_PSK.to_vec()),
     }))
     .collect();
-    let mut ks = KeyServer::new(cfg, rng(u64::from(i)));
+    let mut ks = KeyServer::new(cfg, rng(seed));
     ks.set_coop_group(T0, coop_config(i, priority, peers, PAIR_PSK));
     ks
 }
@@ -426,4 +432,43 @@ fn a_secondary_raises_each_option_mismatch_once_and_clears_it() {
     );
     let s1 = net.ks[&addr(1)].coop_status(GROUP, net.now).unwrap();
     assert_eq!(s1.mismatches, [CoopMismatch::RekeyAck]);
+}
+
+#[test]
+fn a_restarted_key_server_hears_its_peers_again() {
+    let mut net = Net::new();
+    net.run_until(T0 + 45_000);
+    assert_eq!(net.role(2), Role::Primary);
+    // KS 1 restarts: a fresh engine, its SAs gone. The others still hold
+    // the SAs they initiated to it; their next announcements over them are
+    // dropped at KS 1 (no SA), until they see KS 1's new SA and connect
+    // again.
+    let restart = net.now;
+    net.ks.insert(addr(1), {
+        let mut k = key_server_seeded(1, 100, &[2, 3], 101);
+        // Its anti-replay numbers start above those it used before (the
+        // server starts them at its clock).
+        let mut cfg = coop_config(1, 100, &[2, 3], PAIR_PSK);
+        cfg.seq_start = 1_000_000;
+        k.set_coop_group(restart, cfg);
+        k
+    });
+    net.run_until(restart + 3 * REFRESH_MS);
+    let s1 = net.ks[&addr(1)].coop_status(GROUP, net.now).unwrap();
+    assert_eq!(s1.role, Role::Secondary);
+    assert_eq!(
+        s1.primary,
+        Some(addr(2).ip()),
+        "KS 1 follows the primary again"
+    );
+    for p in &s1.peers {
+        assert!(p.alive, "KS 1 hears {}: {p:?}", p.addr);
+    }
+    assert_eq!(net.role(2), Role::Primary, "no second election");
+    let s2 = net.ks[&addr(2)].coop_status(GROUP, net.now).unwrap();
+    let to1 = s2.peers.iter().find(|p| p.addr == addr(1)).unwrap();
+    assert_eq!(
+        to1.counters.sas_established, 2,
+        "KS 2 connected to KS 1 again"
+    );
 }

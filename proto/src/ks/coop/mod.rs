@@ -411,6 +411,9 @@ impl CoopPart {
         else {
             return drop(out, CoopDrop::NotAPeer);
         };
+        // Authenticated by this peer's pair PSK: whatever the election
+        // makes of it, a new SA from the peer is worth knowing.
+        session.peer_sa_seen(key, now);
         match g
             .election
             .handle_announcement(now, from.ip(), election_header(&ann))

@@ -76,6 +76,8 @@ pub struct Session {
     waiting: Option<Vec<(PayloadType, Vec<u8>)>>,
     /// Counters.
     pub counters: PeerCounters,
+    /// The cookies of the SA the peer's announcements came over last.
+    peer_sa: Option<[u8; 16]>,
     /// The GDOI version and feature bits of the peer's last announcement.
     pub peer_software: Option<(
         gkm_wire::gkm_vid::GdoiVersion,
@@ -100,7 +102,21 @@ impl Session {
             state: State::Idle { at: now },
             waiting: None,
             counters: PeerCounters::default(),
+            peer_sa: None,
             peer_software: None,
+        }
+    }
+
+    /// An announcement from the peer came over the SA `cookies`. A new SA
+    /// from the peer means it may have restarted and lost the SA this key
+    /// server sends over: that one is replaced (main mode again when the
+    /// next announcement is due), so a restarted peer hears this key
+    /// server again within a refresh interval instead of never.
+    pub fn peer_sa_seen(&mut self, cookies: [u8; 16], now: Millis) {
+        let changed = self.peer_sa.is_some_and(|c| c != cookies);
+        self.peer_sa = Some(cookies);
+        if changed && matches!(self.state, State::Up { .. }) {
+            self.state = State::Idle { at: now };
         }
     }
 
