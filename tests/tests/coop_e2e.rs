@@ -8,7 +8,9 @@
 //! window plus a check period (measured, printed), and the third follows
 //! it; a secondary whose IP-D3P or rekey ACK option differs from the
 //! primary's sends the seed's exact warning to its log and to a syslog
-//! collector, and clears it when fixed.
+//! collector, and clears it when fixed; the killed key server, restarted
+//! with its store, resumes from its persisted epoch and follows the new
+//! primary without preempting it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -245,7 +247,31 @@ fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
     assert!(!view.contains("COOP_CONFIG_MISMATCH"), "all clear: {view}");
     // The policy edits kept KS 1's pair PSKs: it still hears the primary.
     assert!(view.contains("Peer KS Status: Alive"), "{view}");
-    for log in [ks1.output(), ks3.output()] {
+    // KS 2 comes back with its store: it resumes from the epoch it
+    // persisted (1), follows the primary it finds (KS 3, epoch 2) without
+    // preempting it, and both others hear it again.
+    let (mut ks2, url2) = key_server(&dir, 2, 200, udp, syslog);
+    ks2.wait_for(
+        "starting as secondary group=7001 peers=2 priority=200 epoch=1",
+        window,
+    );
+    ks2.wait_for(
+        &format!("role=Secondary epoch=2 primary={}", addr(3)),
+        window,
+    );
+    let deadline = Instant::now() + Duration::from_secs(2 * REFRESH + 5);
+    loop {
+        let v = gkmctl(&dir, 2, &url2, &["crypto", "gkm", "ks", "coop"]);
+        if v.matches("Peer KS Status: Alive").count() == 2 {
+            assert!(v.contains("Local KS Role: Secondary"), "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let v3 = gkmctl(&dir, 3, &url3, &["crypto", "gkm", "ks", "coop"]);
+    assert!(v3.contains("Local KS Role: Primary"), "no preemption: {v3}");
+    for log in [ks1.output(), ks2.output(), ks3.output()] {
         assert!(!log.contains(PAIR), "a pair PSK in the log");
     }
 }
