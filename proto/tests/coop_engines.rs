@@ -92,6 +92,8 @@ struct Net {
     ks: HashMap<SocketAddr, KeyServer>,
     /// Key servers whose datagrams are lost both ways (dead).
     down: Vec<SocketAddr>,
+    /// Pairs that cannot reach each other (a partition), both ways.
+    cut: Vec<(SocketAddr, SocketAddr)>,
     /// Every COOP datagram delivered, by (from, to), for the attacks.
     captured: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// COOP events seen, by key server.
@@ -108,6 +110,7 @@ impl Net {
             now: T0,
             ks,
             down: Vec::new(),
+            cut: Vec::new(),
             captured: Vec::new(),
             events: Vec::new(),
         }
@@ -144,7 +147,11 @@ impl Net {
                 }
                 for t in sends {
                     moved = true;
-                    if self.down.contains(&a) || self.down.contains(&t.to) {
+                    if self.down.contains(&a)
+                        || self.down.contains(&t.to)
+                        || self.cut.contains(&(a, t.to))
+                        || self.cut.contains(&(t.to, a))
+                    {
                         continue;
                     }
                     if t.payload.get(18) == Some(&241) {
@@ -471,4 +478,53 @@ fn a_restarted_key_server_hears_its_peers_again() {
         to1.counters.sas_established, 2,
         "KS 2 connected to KS 1 again"
     );
+}
+
+#[test]
+fn a_partition_makes_two_primaries_and_the_heal_leaves_one_that_merges() {
+    let mut net = Net::new();
+    net.run_until(T0 + 45_000);
+    assert_eq!(net.role(2), Role::Primary);
+    // KS 3 is cut off from both others: it takes over on its side.
+    net.cut = vec![(addr(3), addr(1)), (addr(3), addr(2))];
+    let split = net.now;
+    net.run_until(split + 45_000);
+    assert_eq!(
+        (net.role(2), net.role(3)),
+        (Role::Primary, Role::Primary),
+        "one primary per side"
+    );
+    let e3 = net.ks[&addr(3)].coop_status(GROUP, net.now).unwrap().epoch;
+    // The heal: within the dead window plus three check periods one
+    // primary remains (the better, KS 2), and it merges (rekeys the whole
+    // group) in an epoch above both sides'.
+    net.cut.clear();
+    let healed = net.now;
+    net.run_until(healed + u64::from(DEAD_PERIODS) * CHECK_MS + 3 * CHECK_MS);
+    assert_eq!(net.role(2), Role::Primary);
+    assert_eq!(
+        (net.role(1), net.role(3)),
+        (Role::Secondary, Role::Secondary)
+    );
+    let merged: Vec<_> = net
+        .events
+        .iter()
+        .filter(|(a, e)| *a == addr(2) && matches!(e, CoopEvent::Merged { .. }))
+        .collect();
+    assert_eq!(merged.len(), 1, "{merged:?}");
+    assert!(matches!(merged[0].1, CoopEvent::Merged { with, .. } if with == addr(3).ip()));
+    let s2 = net.ks[&addr(2)].coop_status(GROUP, net.now).unwrap();
+    assert!(
+        s2.epoch > e3,
+        "the merge's epoch {} is above KS 3's {e3}",
+        s2.epoch
+    );
+    for i in [1, 3] {
+        let s = net.ks[&addr(i)].coop_status(GROUP, net.now).unwrap();
+        assert_eq!(
+            (s.primary, s.epoch),
+            (Some(addr(2).ip()), s2.epoch),
+            "KS {i}"
+        );
+    }
 }
