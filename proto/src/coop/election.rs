@@ -134,7 +134,7 @@ pub enum ElectionEvent {
 }
 
 /// What this KS knows of a peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Peer {
     /// Its last announcement's header.
     pub last: Option<AnnouncementHeader>,
@@ -191,18 +191,7 @@ impl Election {
             .peers
             .iter()
             .filter(|&&a| a != cfg.local.addr)
-            .map(|&a| {
-                (
-                    a,
-                    Peer {
-                        last: None,
-                        heard_at: None,
-                        received: 0,
-                        replayed: 0,
-                        sent: 0,
-                    },
-                )
-            })
+            .map(|&a| (a, Peer::default()))
             .collect();
         Self {
             cfg,

@@ -25,7 +25,7 @@ pub use crate::identity::{identity_string, printable};
 pub use config::{
     Authorization, Credential, GroupAuth, KsConfig, KsGroup, KsLimits, PskEntry, MAX_PSK_CANDIDATES,
 };
-pub use coop::{CoopGroupConfig, CoopPeerConfig, CoopPeerStatus, CoopStatus, PeerCounters};
+pub use coop::{CoopGroupConfig, CoopPeerConfig, CoopPeerStatus, CoopStatus};
 use coop::{CoopPart, Incoming};
 pub(crate) use events::KsOutbox;
 pub use events::{CoopDrop, CoopEvent, CoopMismatch, GmRecord, KsCounters, KsEvent, Reject};

@@ -29,7 +29,6 @@ use crate::ike::{decrypt_message, phase2_iv, verify_hashed_chain};
 
 mod session;
 
-pub use session::PeerCounters;
 use session::{Session, SessionOutput};
 
 /// One peer key server of a group, as the engine is given it.
@@ -100,7 +99,7 @@ pub struct CoopPeerStatus {
     /// Whether this key server's SA to it is up.
     pub sa_up: bool,
     /// Message and byte counters.
-    pub counters: PeerCounters,
+    pub counters: gkm_model::CoopCounters,
     /// The GDOI version and feature bits of its last announcement.
     pub software: Option<(
         gkm_wire::gkm_vid::GdoiVersion,
@@ -472,13 +471,7 @@ impl CoopPart {
                 .iter()
                 .map(|s| CoopPeerStatus {
                     addr: s.peer,
-                    election: e.peers().get(&s.peer.ip()).cloned().unwrap_or(Peer {
-                        last: None,
-                        heard_at: None,
-                        received: 0,
-                        replayed: 0,
-                        sent: 0,
-                    }),
+                    election: e.peers().get(&s.peer.ip()).cloned().unwrap_or_default(),
                     alive: e.is_alive(s.peer.ip(), now),
                     sa_up: s.is_up(now),
                     counters: s.counters,

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 
+use gkm_model::CoopCounters;
 use gkm_wire::consts::{Doi, ExchangeType, Flags, PayloadType, GDOI_SITUATION_NONE};
 use gkm_wire::{Identity, IsakmpHeader};
 use zeroize::Zeroizing;
@@ -29,9 +30,6 @@ pub const PHASE1_LIFE_SECS: u32 = 86_400;
 /// An SA is replaced when less than this share of its life is left
 /// (tenths): 9 = at 90 % of its lifetime.
 const REPLACE_AT_TENTHS: u64 = 9;
-
-/// The counters of one peer session (the vendor's `Counters:` lines).
-pub use gkm_model::CoopCounters as PeerCounters;
 
 enum State {
     /// No SA; main mode starts at `at` (or when an announcement is due).
@@ -75,7 +73,7 @@ pub struct Session {
     /// replaces it.
     waiting: Option<Vec<(PayloadType, Vec<u8>)>>,
     /// Counters.
-    pub counters: PeerCounters,
+    pub counters: CoopCounters,
     /// The cookies of the SA the peer's announcements came over last.
     peer_sa: Option<[u8; 16]>,
     /// The GDOI version and feature bits of the peer's last announcement.
@@ -101,7 +99,7 @@ impl Session {
             dh_backend,
             state: State::Idle { at: now },
             waiting: None,
-            counters: PeerCounters::default(),
+            counters: CoopCounters::default(),
             peer_sa: None,
             peer_software: None,
         }
