@@ -286,6 +286,41 @@ async fn coop_peers_are_configured_and_their_psks_never_come_back(backend: Backe
     );
     assert_eq!(coop["peers"][1]["identity"], "CN=ks3,O=GKM");
     assert_eq!(v["coop_psk_set"], json!(["10.0.0.2"]));
+    // `show crypto gkm ks coop` through the API: the stand-in engine runs
+    // no COOP for group 5 (a 404 saying so); a group without coop and an
+    // unknown group are 404s too.
+    let p = problem(
+        a.call("GET", "/api/v1/groups/C/coop", Some(&a.viewer), None)
+            .await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    assert!(
+        p["detail"].as_str().unwrap().contains("runs no COOP"),
+        "{p}"
+    );
+    a.admin(
+        "POST",
+        "/api/v1/groups",
+        Some(group_body("ALONE", 6, policy())),
+    )
+    .await;
+    let p = problem(
+        a.call("GET", "/api/v1/groups/ALONE/coop", Some(&a.viewer), None)
+            .await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
+    assert!(
+        p["detail"].as_str().unwrap().contains("*NO* redundancy"),
+        "{p}"
+    );
+    problem(
+        a.call("GET", "/api/v1/groups/NOPE/coop", Some(&a.viewer), None)
+            .await,
+        StatusCode::NOT_FOUND,
+        None,
+    );
     // A viewer reads the configuration, never a key; the audit entry names
     // the peer whose key was set, not the key.
     let (_, _, seen) = a
