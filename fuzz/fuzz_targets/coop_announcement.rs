@@ -1,10 +1,12 @@
-//! The COOP announcement header and options (docs/COOP.md, "Wire"): never
-//! panic, and a payload that parses emits back to exactly the same octets (the codec
-//! refuses whatever it would not write: flags, reserved octets, a
-//! stepped-down epoch without its flag).
+//! The COOP announcement header, options, SEQ and group state
+//! (docs/COOP.md, "Wire"): never panic; a header, options or SEQ payload
+//! that parses emits back to exactly the same octets (the codec refuses
+//! whatever it would not write: flags, reserved octets, a stepped-down
+//! epoch without its flag); a group state that decodes encodes to one
+//! that decodes to the same state.
 #![no_main]
 
-use gkm_wire::coop::{CoopAnnouncement, CoopOptions};
+use gkm_wire::coop::{CoopAnnouncement, CoopOptions, CoopSeq};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,5 +15,12 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(o) = CoopOptions::parse(data) {
         assert_eq!(o.to_bytes(), data);
+    }
+    if let Ok(s) = CoopSeq::parse(data) {
+        assert_eq!(s.to_bytes(), data);
+    }
+    if let Ok((_, state)) = gkm_proto::group_state::decode(1234, data) {
+        let again = gkm_proto::group_state::encode("", &state);
+        assert_eq!(gkm_proto::group_state::decode(1234, &again).map(|(_, s)| s), Ok(state));
     }
 });

@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod engine;
 pub mod gm;
 pub mod group;
+pub mod group_state;
 pub mod identity;
 pub mod ike;
 pub mod ks;

@@ -76,6 +76,10 @@ pub enum RekeyError {
     /// SEQ would wrap: the group must be re-created.
     #[error("group {0}: the rekey SEQ is exhausted")]
     SeqExhausted(u32),
+    /// The key server is a COOP secondary of the group: only its primary
+    /// rekeys (docs/COOP.md).
+    #[error("group {0}: this key server is a COOP secondary; only the primary rekeys")]
+    NotPrimary(u32),
     /// `rekey_persisted` named a SEQ that is not the prepared one.
     #[error("group {group}: SEQ {seq} is not the prepared rekey")]
     NotPrepared {

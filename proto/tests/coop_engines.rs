@@ -19,8 +19,9 @@ mod common;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use common::{ks_config, prefix, rng, GROUP, T0};
+use common::{base_config, gm_addr, ks_config, ks_group, prefix, rng, GROUP, T0};
 use gkm_proto::coop::election::Role;
+use gkm_proto::gm::{GmAuth, GmEvent, GmIdentity, GroupMember};
 use gkm_proto::ks::{
     Authorization, CoopDrop, CoopEvent, CoopGroupConfig, CoopMismatch, CoopPeerConfig, Credential,
     KeyServer, KsEvent, PskEntry,
@@ -47,6 +48,14 @@ fn key_server(i: u8, priority: u8, peers: &[u8]) -> KeyServer {
 fn key_server_seeded(i: u8, priority: u8, peers: &[u8], seed: u64) -> KeyServer {
     let mut cfg = ks_config(GROUP_PSK, Authorization::default());
     cfg.address = Ipv4Addr::new(10, 0, 0, i);
+    // Each key server makes its own keys (a secondary must take its
+    // primary's); all share the rekey-signing key, as docs/COOP.md asks.
+    cfg.groups = vec![ks_group(
+        "GET",
+        GROUP,
+        10 + u64::from(i),
+        Authorization::default(),
+    )];
     // The group's GMs come from 10.1/16 with the group's own PSK; each
     // peer key server's address has the pair PSK, as COOP's credential.
     cfg.psks = std::iter::once(PskEntry {
@@ -98,6 +107,12 @@ struct Net {
     captured: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// COOP events seen, by key server.
     events: Vec<(SocketAddr, CoopEvent)>,
+    /// Group members, by address.
+    gms: HashMap<SocketAddr, GroupMember>,
+    /// Their events.
+    gm_events: Vec<(SocketAddr, GmEvent)>,
+    /// Rekeys each key server prepared (SEQ); the harness persists them at once.
+    rekeys: Vec<(SocketAddr, u32)>,
 }
 
 impl Net {
@@ -113,7 +128,29 @@ impl Net {
             cut: Vec::new(),
             captured: Vec::new(),
             events: Vec::new(),
+            gms: HashMap::new(),
+            gm_events: Vec::new(),
+            rekeys: Vec::new(),
         }
+    }
+
+    /// GM `i` (10.0.1.i) registering with key server `ks`.
+    fn add_gm(&mut self, i: u32, ks: u8) -> SocketAddr {
+        let a = gm_addr(i);
+        let IpAddr::V4(v4) = a.ip() else {
+            unreachable!()
+        };
+        let mut cfg = base_config(
+            i,
+            GROUP,
+            GmIdentity::Ipv4(v4),
+            GmAuth::Psk(Zeroizing::new(GROUP_PSK.to_vec())),
+        );
+        cfg.key_servers = vec![addr(ks)];
+        let mut gm = GroupMember::new(cfg, rng(1000 + u64::from(i)));
+        gm.handle_timeout(self.now);
+        self.gms.insert(a, gm);
+        a
     }
 
     /// Delivers everything in flight, persisting epochs as asked.
@@ -130,11 +167,19 @@ impl Net {
                         sends.push(t);
                     }
                     while let Some(e) = ks.poll_event() {
-                        if let KsEvent::Coop(c) = e {
-                            if let CoopEvent::PersistEpoch { group_id, epoch } = &c {
-                                persist.push((*group_id, *epoch));
+                        match e {
+                            KsEvent::Coop(c) => {
+                                if let CoopEvent::PersistEpoch { group_id, epoch } = &c {
+                                    persist.push((*group_id, *epoch));
+                                }
+                                self.events.push((a, c));
                             }
-                            self.events.push((a, c));
+                            KsEvent::RekeyPrepared { group_id, seq, .. } => {
+                                self.rekeys.push((a, seq));
+                                ks.rekey_persisted(self.now, group_id, seq).unwrap();
+                                moved = true;
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -159,7 +204,22 @@ impl Net {
                     }
                     if let Some(peer) = self.ks.get_mut(&t.to) {
                         peer.handle_datagram(self.now, a, &t.payload);
+                    } else if let Some(gm) = self.gms.get_mut(&t.to) {
+                        gm.handle_datagram(self.now, a, &t.payload);
                     }
+                }
+            }
+            for (&a, gm) in self.gms.iter_mut() {
+                while let Some(t) = gm.poll_transmit() {
+                    moved = true;
+                    if !self.down.contains(&t.to) {
+                        if let Some(k) = self.ks.get_mut(&t.to) {
+                            k.handle_datagram(self.now, a, &t.payload);
+                        }
+                    }
+                }
+                while let Some(e) = gm.poll_event() {
+                    self.gm_events.push((a, e));
                 }
             }
             if !moved {
@@ -177,6 +237,7 @@ impl Net {
                 .iter()
                 .filter(|(a, _)| !self.down.contains(a))
                 .filter_map(|(_, k)| k.poll_timeout())
+                .chain(self.gms.values().filter_map(GroupMember::poll_timeout))
                 .min()
                 .unwrap_or(until)
                 .clamp(self.now + 1, until);
@@ -186,6 +247,9 @@ impl Net {
                 if !self.down.contains(a) {
                     k.handle_timeout(now);
                 }
+            }
+            for gm in self.gms.values_mut() {
+                gm.handle_timeout(now);
             }
             self.settle();
         }
@@ -527,4 +591,174 @@ fn a_partition_makes_two_primaries_and_the_heal_leaves_one_that_merges() {
             "KS {i}"
         );
     }
+}
+
+/// The TEK SPIs and KEK SPI a key server serves now, and its SEQ.
+fn keys_of(net: &Net, i: u8) -> (Vec<u32>, [u8; 16], u32) {
+    let s = net.ks[&addr(i)].group_state(GROUP).unwrap();
+    (
+        s.keys.teks.iter().map(|t| t.spi).collect(),
+        s.keys.kek.as_ref().unwrap().spi,
+        s.keys.seq,
+    )
+}
+
+/// The SEQs of the rekeys a GM accepted, in order.
+fn accepted(net: &Net, gm: SocketAddr) -> Vec<u32> {
+    net.gm_events
+        .iter()
+        .filter(|(a, _)| *a == gm)
+        .filter_map(|(_, e)| match e {
+            GmEvent::Rekeyed { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn secondaries_serve_the_primarys_keys_and_only_a_primary_rekeys_with_seq_above_every_peers() {
+    let mut net = Net::new();
+    // Each key server made its own keys.
+    assert_ne!(keys_of(&net, 1).0, keys_of(&net, 2).0);
+    net.run_until(T0 + 45_000);
+    assert_eq!(net.role(2), Role::Primary);
+    // Both secondaries took the primary's state from its announcements
+    // (and asked the caller to persist it).
+    let primary = keys_of(&net, 2);
+    for i in [1, 3] {
+        assert_eq!(keys_of(&net, i), primary, "KS {i} holds KS 2's keys");
+        assert!(net.events.iter().any(|(a, e)| *a == addr(i)
+            && matches!(e, CoopEvent::PersistGroupState { adopted: true, .. })));
+    }
+    // A GM registering with a secondary gets the primary's keys.
+    let gm_a = net.add_gm(1, 1);
+    let gm_c = net.add_gm(3, 3);
+    let gm_b = net.add_gm(2, 2);
+    net.run_until(net.now + 5_000);
+    let registered: Vec<_> = net
+        .gm_events
+        .iter()
+        .filter_map(|(a, e)| match e {
+            GmEvent::Registered { keys, .. } => Some((*a, keys.kek.as_ref().unwrap().spi)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(registered.len(), 3, "{:?}", net.gm_events);
+    assert!(registered.iter().all(|(_, kek)| *kek == primary.1));
+
+    // A secondary refuses to rekey; the primary's rekey reaches its GMs
+    // and, announced at once, is the secondaries' state within the same
+    // instant (no refresh interval waited).
+    assert_eq!(
+        net.ks.get_mut(&addr(1)).unwrap().rekey_now(
+            net.now,
+            GROUP,
+            gkm_proto::rekey::RekeyReason::Manual
+        ),
+        Err(gkm_proto::rekey::RekeyError::NotPrimary(GROUP))
+    );
+    let at = net.now;
+    net.ks
+        .get_mut(&addr(2))
+        .unwrap()
+        .rekey_now(at, GROUP, gkm_proto::rekey::RekeyReason::Manual)
+        .unwrap();
+    net.settle();
+    assert_eq!(net.now, at);
+    let rekeyed = keys_of(&net, 2);
+    assert_eq!(rekeyed.2, primary.2 + 1);
+    assert_ne!(rekeyed.0, primary.0);
+    for i in [1, 3] {
+        assert_eq!(keys_of(&net, i), rekeyed, "KS {i} took the rekeyed state");
+    }
+    assert_eq!(accepted(&net, gm_b), vec![rekeyed.2]);
+
+    // Past the TEK lifetime (3,600 s) with KS 2 alive: only KS 2 rekeys.
+    net.run_until(at + 3_700_000);
+    assert!(
+        net.rekeys.iter().all(|(a, _)| *a == addr(2)),
+        "{:?}",
+        net.rekeys
+    );
+    assert!(accepted(&net, gm_b).len() >= 2);
+    let last = keys_of(&net, 2);
+    assert_eq!(keys_of(&net, 3), last);
+
+    // KS 2 dies; KS 3 takes over with its SEQ TAKEOVER_SEQ_GAP above the
+    // highest it heard, and its first rekey is accepted by the GM that
+    // registered with it (the KEK it holds, the shared signing key, a SEQ
+    // above every one it saw) without registering again.
+    net.down.push(addr(2));
+    let died = net.now;
+    net.run_until(died + 45_000);
+    assert_eq!(net.role(3), Role::Primary);
+    let taken = keys_of(&net, 3);
+    assert_eq!(taken.2, last.2 + gkm_proto::ks::TAKEOVER_SEQ_GAP);
+    assert!(net
+        .events
+        .iter()
+        .any(|(a, e)| *a == addr(3)
+            && matches!(e, CoopEvent::PersistGroupState { adopted: false, .. })));
+    net.ks
+        .get_mut(&addr(3))
+        .unwrap()
+        .rekey_now(net.now, GROUP, gkm_proto::rekey::RekeyReason::Manual)
+        .unwrap();
+    net.settle();
+    assert_eq!(accepted(&net, gm_c), vec![taken.2 + 1]);
+    // KS 1 follows KS 3 and holds its keys and SEQ.
+    assert_eq!(keys_of(&net, 1), keys_of(&net, 3));
+    // No rejected push anywhere, and GM A (registered with KS 1, which
+    // never became primary) got no rekey at all: nobody's GM database has
+    // it (docs/COOP.md: the GM database sync is not built yet).
+    assert!(
+        !net.gm_events
+            .iter()
+            .any(|(_, e)| matches!(e, GmEvent::PushRejected(_))),
+        "{:?}",
+        net.gm_events
+    );
+    assert!(accepted(&net, gm_a).is_empty());
+}
+
+#[test]
+fn a_secondary_with_another_rekey_signing_key_raises_the_mismatch() {
+    let mut net = Net::new();
+    // KS 1 restarts with its own rekey-signing key (ECDSA P-256), not the
+    // key the others share.
+    let mut cfg = ks_config(GROUP_PSK, Authorization::default());
+    let own = gkm_proto::crypto::RekeySigner::generate_ecdsa_p256_pkcs8().unwrap();
+    cfg.rekey_signer = Some(gkm_proto::crypto::RekeySigner::ecdsa_p256_from_pkcs8(&own).unwrap());
+    cfg.address = Ipv4Addr::new(10, 0, 0, 1);
+    // KS 2 and KS 3 (10.0.0.2-3) with the pair PSK.
+    cfg.psks = vec![PskEntry {
+        credential: Credential::CoopPeer(GROUP),
+        ranges: vec![prefix("10.0.0.2/31").into()],
+        key: Zeroizing::new(PAIR_PSK.to_vec()),
+    }];
+    let mut ks1 = KeyServer::new(cfg, rng(41));
+    ks1.set_coop_group(T0, coop_config(1, 100, &[2, 3], PAIR_PSK));
+    net.ks.insert(addr(1), ks1);
+    net.run_until(T0 + 45_000);
+    assert_eq!(net.role(2), Role::Primary);
+    let raised = |net: &Net, i: u8| {
+        net.events.iter().any(|(a, e)| {
+            *a == addr(i)
+                && matches!(
+                    e,
+                    CoopEvent::Mismatch {
+                        kind: CoopMismatch::RekeySigningKey,
+                        raised: true,
+                        ..
+                    }
+                )
+        })
+    };
+    assert!(raised(&net, 1), "{:?}", net.events);
+    assert!(!raised(&net, 3), "KS 3 shares the primary's key");
+    let s1 = net.ks[&addr(1)].coop_status(GROUP, net.now).unwrap();
+    assert_eq!(s1.mismatches, vec![CoopMismatch::RekeySigningKey]);
+    assert!(CoopMismatch::RekeySigningKey
+        .text()
+        .starts_with("%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: "));
 }

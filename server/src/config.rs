@@ -44,6 +44,11 @@ pub struct ServerConfig {
     /// Rekey-signing key type: `rsa` (2048, default) or `ecdsa-p256`.
     #[serde(default)]
     pub rekey_signature: SignatureKind,
+    /// A rekey-signing key to use (PKCS#8: PEM for `rsa`, DER for
+    /// `ecdsa-p256`), imported into the store at start in place of the
+    /// one there: the same key on every cooperative key server of a group
+    /// (docs/COOP.md, "The rekey-signing key").
+    pub rekey_signing_key: Option<PathBuf>,
     /// Groups.
     #[serde(default)]
     pub group: Vec<GroupConfig>,

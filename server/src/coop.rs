@@ -306,6 +306,7 @@ impl CoopDriver {
                         match kind {
                             gkm_proto::ks::CoopMismatch::D3p => "IP-D3P",
                             gkm_proto::ks::CoopMismatch::RekeyAck => "rekey acknowledgement",
+                            gkm_proto::ks::CoopMismatch::RekeySigningKey => "rekey signing key",
                         }
                     );
                     info!(group = group_id, "{text}");
@@ -317,6 +318,8 @@ impl CoopDriver {
                     }
                 }
             }
+            // Handled by the GDOI driver (it holds the engine's state).
+            CoopEvent::PersistGroupState { .. } => {}
             CoopEvent::Dropped { from, reason } => {
                 if let Some(suppressed) = self.drops.admit() {
                     warn!(%from, reason = ?reason, suppressed, "COOP message dropped");

@@ -313,6 +313,24 @@ impl Driver {
                     gkm_store::model::GmState::Removed,
                 ));
             }
+            KsEvent::Coop(gkm_proto::ks::CoopEvent::PersistGroupState {
+                group_id,
+                seq,
+                adopted,
+            }) => {
+                if adopted {
+                    info!(group = group_id, seq, "COOP: took the primary's keys");
+                } else {
+                    info!(group = group_id, seq, "COOP: SEQ raised above every peer's");
+                }
+                // Written behind the GM rows before it; a secondary sends
+                // nothing under these keys, and a primary's raised SEQ is
+                // persisted again with its next rekey before that leaves.
+                if let Err(e) = self.queue_state(ks, group_id, None) {
+                    error!(group = group_id, error = %format!("{e:#}"), "cannot persist the COOP group state");
+                }
+                self.log_teks(ks, group_id);
+            }
             KsEvent::Coop(ev) => self.coop.event(ev),
             KsEvent::Rejected {
                 peer,

@@ -119,6 +119,7 @@ async fn rekey_signer(
     store: &dyn gkm_store::Store,
     data_dir: &Path,
     kind: SignatureKind,
+    import: Option<&Path>,
 ) -> Result<RekeySigner> {
     use rsa::pkcs8::{EncodePrivateKey, LineEnding};
     let name = format!("rekey-signing-key/{}", signing_key_name(kind));
@@ -135,6 +136,23 @@ async fn rekey_signer(
             }
         }
     };
+    if let Some(file) = import {
+        let key = Zeroizing::new(
+            std::fs::read(file)
+                .with_context(|| format!("rekey_signing_key: cannot read {}", file.display()))?,
+        );
+        let signer = open(&key).with_context(|| {
+            format!(
+                "rekey_signing_key: {} is not a {kind:?} PKCS#8 key",
+                file.display()
+            )
+        })?;
+        if store.secret(&name).await?.as_deref().map(Vec::as_slice) != Some(key.as_slice()) {
+            store.put_secret(&name, &key).await?;
+            info!(from = %file.display(), secret = %name, "rekey-signing key imported (sealed in the store)");
+        }
+        return Ok(signer);
+    }
     if let Some(key) = store.secret(&name).await? {
         return open(&key);
     }
@@ -596,6 +614,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
     }
     // The store lives on the API runtime (its connections belong to that reactor).
     let kind = cfg.rekey_signature;
+    let signing_key_file = cfg.rekey_signing_key.clone();
     let (store, mut stored, members, signer) = {
         let data_dir = data_dir.clone();
         let demo = args.demo;
@@ -644,7 +663,8 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
                     }
                 }
             }
-            let signer = rekey_signer(store.as_ref(), &data_dir, kind).await?;
+            let signer =
+                rekey_signer(store.as_ref(), &data_dir, kind, signing_key_file.as_deref()).await?;
             Ok::<_, anyhow::Error>((store, stored, members, signer))
         })
         .await

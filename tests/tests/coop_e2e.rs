@@ -47,8 +47,14 @@ fn key_server(dir: &Path, i: u8, priority: u8, udp: u16, syslog: u16) -> (Proc, 
             )
         })
         .collect();
+    // One rekey-signing key for the three (docs/COOP.md): GMs verify a
+    // new primary's rekeys with the key their KEK names.
+    let signing_key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../proto/tests/data/ks-rekey.pem"
+    );
     let config = format!(
-        "ks_address = '{}'\nsyslog = '127.0.0.1:{syslog}'\n[[group]]\nname = 'COOP'\ngroup_id = 7001\n[[group.tek]]\nsrc = '10.1.0.0/16'\ndst = '10.1.0.0/16'\n[group.coop]\npriority = {priority}\nrefresh_secs = {REFRESH}\ncheck_secs = {CHECK}\ndead_periods = {DEAD}\n{peers}",
+        "ks_address = '{}'\nsyslog = '127.0.0.1:{syslog}'\nrekey_signing_key = '{signing_key}'\n[[group]]\nname = 'COOP'\ngroup_id = 7001\n[[group.tek]]\nsrc = '10.1.0.0/16'\ndst = '10.1.0.0/16'\n[group.coop]\npriority = {priority}\nrefresh_secs = {REFRESH}\ncheck_secs = {CHECK}\ndead_periods = {DEAD}\n{peers}",
         addr(i)
     );
     let file = data.join("ks.toml");
@@ -164,6 +170,37 @@ fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v[0]["coop"]["local_role"], "Secondary", "{v}");
     assert_eq!(v[0]["coop"]["primary"], addr(2), "{v}");
+    // The secondaries serve the primary's keys: the same KEK SPI (random
+    // on each key server until then) on all three; the shared signing key raises no mismatch; a
+    // secondary refuses to rekey.
+    for ks in [&mut ks1, &mut ks3] {
+        ks.wait_for("COOP: took the primary's keys", window);
+    }
+    let spis = |i: u8, url: &str| -> Vec<String> {
+        gkmctl(&dir, i, url, &["crypto", "gkm", "ks", "policy"])
+            .lines()
+            .filter(|l| l.to_lowercase().contains("spi"))
+            .map(|l| l.trim().to_owned())
+            .collect()
+    };
+    let primary_spis = spis(2, &url2);
+    assert_eq!(primary_spis.len(), 1, "{primary_spis:?}");
+    assert_eq!(spis(1, &url1), primary_spis);
+    assert_eq!(spis(3, &url3), primary_spis);
+    assert!(
+        !ks1.output().contains("Rekey signing key"),
+        "{}",
+        ks1.output()
+    );
+    let token1 = std::fs::read_to_string(dir.join("ks1/data/admin-token")).unwrap();
+    let api1 = gkm_tests::api::Api::new(&url1, &token1);
+    let refused = api1.expect(
+        503,
+        "POST",
+        "/api/v1/groups/COOP/rekey",
+        Some(&serde_json::json!({})),
+    );
+    assert!(refused.to_string().contains("COOP secondary"), "{refused}");
     // SIGKILL the primary: KS 3 (priority 150) takes over within the dead
     // window plus a check period, in epoch 2; KS 1 follows it.
     let killed = Instant::now();
@@ -180,6 +217,8 @@ fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
         failover <= Duration::from_secs(DEAD * CHECK + CHECK + 2),
         "failover took {failover:?}"
     );
+    // The new primary's SEQ starts above every SEQ it heard.
+    ks3.wait_for("COOP: SEQ raised above every peer's", window);
     let after = gkmctl(&dir, 3, &url3, &["crypto", "gkm", "ks", "coop"]);
     assert!(after.contains("Local KS Role: Primary"), "{after}");
     assert!(after.contains("Peer KS Status: Dead"), "{after}");
@@ -187,10 +226,6 @@ fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
     // interoperable ACKs, through its API; the primary (KS 3) has neither.
     // Each exact warning reaches KS 1's log and the syslog collector
     // within an announcement; undoing each change clears it.
-    let api1 = gkm_tests::api::Api::new(
-        &url1,
-        &std::fs::read_to_string(dir.join("ks1/data/admin-token")).unwrap(),
-    );
     let set = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut g = api1.expect(200, "GET", "/api/v1/groups/COOP", None);
         edit(&mut g["policy"]);

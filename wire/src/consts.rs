@@ -176,6 +176,14 @@ wire_number! {
     /// as the primary announces them (docs/COOP.md, "Wire";
     /// [`crate::coop::CoopOptions`]). GKM private.
     GKM_COOP_OPTIONS = 129 => "GKM-COOP-Options";
+    /// GKM's COOP group state: the primary's keys, SEQ and expiries, as
+    /// the JSON a key server persists (docs/COOP.md, "Wire";
+    /// `gkm_proto::group_state`). GKM private.
+    GKM_COOP_GROUP_STATE = 130 => "GKM-COOP-GroupState";
+    /// GKM's COOP SEQ: the highest SEQ the sender has used or holds for
+    /// the group (docs/COOP.md, "Wire"; [`crate::coop::CoopSeq`]). GKM
+    /// private.
+    GKM_COOP_SEQ = 131 => "GKM-COOP-SEQ";
 }
 
 wire_number! {

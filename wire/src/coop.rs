@@ -247,6 +247,47 @@ impl CoopOptions {
     }
 }
 
+/// The body of a GKM-COOP-SEQ payload ([`PayloadType::GKM_COOP_SEQ`]):
+/// the highest SEQ the sender has used or holds for the group, so that a
+/// key server that becomes primary (a takeover, or the one left after a
+/// partition heals) starts above every SEQ any GM may have accepted.
+///
+/// ```text
+/// version (1) = 1 | reserved (3) = 0 | highest SEQ (4)
+/// ```
+///
+/// [`PayloadType::GKM_COOP_SEQ`]: crate::consts::PayloadType::GKM_COOP_SEQ
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CoopSeq {
+    /// The highest SEQ used or held.
+    pub highest: u32,
+}
+
+impl CoopSeq {
+    /// Parses a payload body; every refusal names its field.
+    pub fn parse(body: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(body);
+        if r.u8("coop_seq.version")? != COOP_VERSION {
+            return Err(err(ErrorKind::Unsupported, "coop_seq.version"));
+        }
+        for _ in 0..3 {
+            if r.u8("coop_seq.reserved")? != 0 {
+                return Err(err(ErrorKind::BadValue, "coop_seq.reserved"));
+            }
+        }
+        let highest = r.u32("coop_seq.highest")?;
+        r.finish("coop_seq")?;
+        Ok(Self { highest })
+    }
+
+    /// The payload body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = vec![COOP_VERSION, 0, 0, 0];
+        v.extend_from_slice(&self.highest.to_be_bytes());
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +415,30 @@ mod tests {
             let mut b = good.clone();
             edit(&mut b);
             let e = CoopOptions::parse(&b).unwrap_err();
+            assert!(e.to_string().contains(field), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn seq_round_trips_and_refusals_name_the_field() {
+        let s = CoopSeq {
+            highest: 0xfedc_ba98,
+        };
+        let good = s.to_bytes();
+        assert_eq!(good.len(), 8);
+        assert_eq!(CoopSeq::parse(&good), Ok(s));
+        for (edit, field) in [
+            (
+                (|b: &mut Vec<u8>| b[0] = 2) as fn(&mut Vec<u8>),
+                "coop_seq.version",
+            ),
+            (|b| b[2] = 1, "coop_seq.reserved"),
+            (|b| b.truncate(6), "coop_seq.highest"),
+            (|b| b.push(0), "coop_seq"),
+        ] {
+            let mut b = good.clone();
+            edit(&mut b);
+            let e = CoopSeq::parse(&b).unwrap_err();
             assert!(e.to_string().contains(field), "{field}: {e}");
         }
     }

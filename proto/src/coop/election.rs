@@ -447,6 +447,13 @@ impl Election {
         self.announce_if_due(now);
     }
 
+    /// Announces at once (the key server's group state changed: a rekey
+    /// went out, so its secondaries must hold the new keys now).
+    pub fn announce_now(&mut self, now: u64) {
+        self.next_announce = now;
+        self.announce_if_due(now);
+    }
+
     fn announce_if_due(&mut self, now: u64) {
         if now < self.next_announce {
             return;

@@ -33,7 +33,7 @@ pub(crate) struct SentPull3 {
     pub mid: u32,
     pub ni: Vec<u8>,
     pub nr: Vec<u8>,
-    pub sa_plain: Vec<u8>,
+    pub sa_plain: zeroize::Zeroizing<Vec<u8>>,
     pub iv: [u8; 16],
 }
 

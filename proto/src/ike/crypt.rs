@@ -83,15 +83,19 @@ pub fn encrypt_message(
 /// Encrypts an already emitted payload chain.
 pub fn encrypt_body(
     mut header: IsakmpHeader,
-    mut body: Vec<u8>,
+    body: Vec<u8>,
     cipher: CbcCipher,
     key: &[u8],
     iv: &Iv,
 ) -> Result<(Vec<u8>, Iv), CryptError> {
+    // The plaintext may hold keys (a KD, a COOP group state): zeroized
+    // when dropped.
+    let mut body = zeroize::Zeroizing::new(body);
     // Zero padding to the block size (RFC 2409 appendix B).
     let block = cipher.block_len();
     let pad = (block - body.len() % block) % block;
-    body.resize(body.len() + pad, 0);
+    let padded = body.len() + pad;
+    body.resize(padded, 0);
     let ct = cipher
         .encrypt(key, used(cipher, iv), &body)
         .map_err(|_| CryptError::NotAligned)?;
@@ -108,8 +112,9 @@ pub fn encrypt_body(
 pub struct Decrypted {
     /// The header.
     pub header: IsakmpHeader,
-    /// The plaintext chain with its padding cut off.
-    pub plaintext: Vec<u8>,
+    /// The plaintext chain with its padding cut off (zeroized when
+    /// dropped: it may hold keys).
+    pub plaintext: zeroize::Zeroizing<Vec<u8>>,
     /// The IV for the next message of the exchange.
     pub next_iv: Iv,
 }
@@ -129,9 +134,11 @@ pub fn decrypt_message(
             "isakmp.flags",
         )));
     };
-    let mut plaintext = cipher
-        .decrypt(key, used(cipher, iv), ct)
-        .map_err(|_| CryptError::NotAligned)?;
+    let mut plaintext = zeroize::Zeroizing::new(
+        cipher
+            .decrypt(key, used(cipher, iv), ct)
+            .map_err(|_| CryptError::NotAligned)?,
+    );
     let mut it = PayloadIter::with_padding(msg.header.next_payload, &plaintext, cipher.block_len());
     for p in it.by_ref() {
         p?;

@@ -309,6 +309,18 @@ pub enum CoopEvent {
         /// The primary now followed (this key server when primary).
         primary: Option<IpAddr>,
     },
+    /// The group's keys changed without a rekey of this key server's own:
+    /// a secondary took its primary's state, or a key server raised its
+    /// SEQ above what its peers announced (a takeover, a merge). Persist
+    /// [`crate::ks::KeyServer::group_state`].
+    PersistGroupState {
+        /// Group.
+        group_id: u32,
+        /// Its SEQ now.
+        seq: u32,
+        /// Taken from the primary (else raised by this key server).
+        adopted: bool,
+    },
     /// This primary made another step down: the whole group must be
     /// rekeyed.
     Merged {
@@ -353,14 +365,20 @@ pub enum CoopMismatch {
     D3p,
     /// The `rekey acknowledgement` option.
     RekeyAck,
+    /// The rekey-signing key (GKM's own check: GMs verify rekeys with the
+    /// primary's public key, so a secondary that took over with another
+    /// key would have every rekey refused).
+    RekeySigningKey,
 }
 
 impl CoopMismatch {
-    /// The seed's syslog text, exactly.
+    /// The seed's syslog text, exactly (the signing key's is GKM's, in the
+    /// same form).
     pub fn text(self) -> &'static str {
         match self {
             Self::D3p => "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: IP-D3P configuration between Primary KS and Secondary KS are mismatched",
             Self::RekeyAck => "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: Interoperable Rekey ACK configuration between Primary KS and Secondary KS are mismatched",
+            Self::RekeySigningKey => "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: Rekey signing key between Primary KS and Secondary KS are mismatched",
         }
     }
 }

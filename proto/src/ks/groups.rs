@@ -101,6 +101,9 @@ pub(crate) struct GroupTable {
     states: Vec<Option<GroupState>>,
     payloads: Vec<RegistrationPayloads>,
     disabled: Vec<bool>,
+    /// Rekeys held: the key server is a COOP secondary of the group (its
+    /// primary makes the keys and rekeys).
+    held: Vec<bool>,
     /// When `payloads` were encoded.
     encoded_at: Millis,
     /// Key states are set up (the first time time was known).
@@ -119,6 +122,7 @@ impl GroupTable {
         Self {
             states: groups.iter().map(|_| None).collect(),
             disabled: groups.iter().map(|_| false).collect(),
+            held: groups.iter().map(|_| false).collect(),
             payloads,
             groups,
             encoded_at: 0,
@@ -153,6 +157,18 @@ impl GroupTable {
     /// Whether group `gi` was deleted.
     pub(crate) fn is_disabled(&self, gi: usize) -> bool {
         self.disabled.get(gi).copied().unwrap_or(true)
+    }
+
+    /// Whether group `gi`'s rekeys are held (a COOP secondary).
+    pub(crate) fn is_held(&self, gi: usize) -> bool {
+        self.held.get(gi).copied().unwrap_or(false)
+    }
+
+    /// Holds or releases group `gi`'s rekeys.
+    pub(crate) fn set_held(&mut self, gi: usize, held: bool) {
+        if let Some(h) = self.held.get_mut(gi) {
+            *h = held;
+        }
     }
 
     /// Group `gi`'s key state.
@@ -292,6 +308,7 @@ impl GroupTable {
         self.groups.push(group);
         self.states.push(None);
         self.disabled.push(false);
+        self.held.push(false);
         self.ensure_ready(now);
         self.groups.len() - 1
     }

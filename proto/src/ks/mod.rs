@@ -25,8 +25,8 @@ pub use crate::identity::{identity_string, printable};
 pub use config::{
     Authorization, Credential, GroupAuth, KsConfig, KsGroup, KsLimits, PskEntry, MAX_PSK_CANDIDATES,
 };
-pub use coop::{CoopGroupConfig, CoopPeerConfig, CoopPeerStatus, CoopStatus};
-use coop::{CoopPart, Incoming};
+pub use coop::{CoopGroupConfig, CoopPeerConfig, CoopPeerStatus, CoopStatus, TAKEOVER_SEQ_GAP};
+use coop::{CoopPart, CoopSync, Incoming};
 pub(crate) use events::KsOutbox;
 pub use events::{CoopDrop, CoopEvent, CoopMismatch, GmRecord, KsCounters, KsEvent, Reject};
 use groups::GroupTable;
@@ -199,6 +199,8 @@ impl KeyServer {
         } else {
             None
         };
+        // A COOP secondary's GMs hear of the change from its primary.
+        let reason = reason.filter(|_| !self.groups.is_held(gi));
         if let Some(r) = reason {
             self.rekeys
                 .prepare(now, gi, r, &self.groups, &mut self.out, self.rng.as_mut())?;
@@ -323,7 +325,17 @@ impl KeyServer {
             &mut self.groups,
             &mut self.out,
             self.rng.as_mut(),
-        )
+        )?;
+        // The secondaries take the new keys now, not at the next refresh.
+        self.coop.announce_now(
+            now,
+            group_id,
+            &self.groups,
+            self.rng.as_mut(),
+            &mut self.out,
+        );
+        self.sync_coop(now);
+        Ok(())
     }
 
     /// `show crypto gkm ks rekey` for a group.
@@ -355,6 +367,7 @@ impl KeyServer {
             .timeout(now, &mut self.groups, &mut self.out, self.rng.as_mut());
         self.coop
             .handle_timeout(now, &self.groups, self.rng.as_mut(), &mut self.out);
+        self.sync_coop(now);
         if !self.phase1.sweep_due(now) {
             return;
         }
@@ -396,18 +409,22 @@ impl KeyServer {
                 self.phase1
                     .main_mode(now, from, &header, data, self.rng.as_mut(), &mut self.out)
             }
-            ExchangeType::GKM_COOP => self.coop.handle_message(
-                Incoming {
-                    now,
-                    from,
-                    header: &header,
-                    data,
-                },
-                &self.phase1,
-                &self.groups,
-                self.rng.as_mut(),
-                &mut self.out,
-            ),
+            ExchangeType::GKM_COOP => {
+                self.ensure_ready(now);
+                self.coop.handle_message(
+                    Incoming {
+                        now,
+                        from,
+                        header: &header,
+                        data,
+                    },
+                    &self.phase1,
+                    &self.groups,
+                    self.rng.as_mut(),
+                    &mut self.out,
+                );
+                self.sync_coop(now);
+            }
             ExchangeType::GROUPKEY_PULL => self.pull(now, from, &header, data),
             ExchangeType::GROUPKEY_PUSH_ACK | ExchangeType::GKM_UNICAST_ACK => {
                 self.ensure_ready(now);
@@ -444,12 +461,18 @@ impl KeyServer {
     /// [`Credential::CoopPeer`] for each peer's address) for their
     /// announcements to be taken.
     pub fn set_coop_group(&mut self, now: Millis, cfg: CoopGroupConfig) {
+        self.ensure_ready(now);
         self.coop.set_group(now, cfg, self.dh_backend);
+        self.sync_coop(now);
     }
 
-    /// Stops a group's cooperative key servers.
+    /// Stops a group's cooperative key servers: the key server rekeys the
+    /// group on its own again.
     pub fn remove_coop_group(&mut self, group_id: u32) {
         self.coop.remove_group(group_id);
+        if let Some(gi) = self.groups.index(group_id) {
+            self.groups.set_held(gi, false);
+        }
     }
 
     /// The caller has persisted a COOP epoch ([`CoopEvent::PersistEpoch`]).
@@ -462,6 +485,71 @@ impl KeyServer {
             self.rng.as_mut(),
             &mut self.out,
         );
+        self.sync_coop(now);
+    }
+
+    /// Acts on the COOP groups' roles (docs/COOP.md, "The key server
+    /// acting on its role"): a secondary holds its rekeys and takes its
+    /// primary's group state (its own SEQ never goes down); a primary
+    /// keeps its SEQ at or above every SEQ its peers announced, and a
+    /// takeover starts [`TAKEOVER_SEQ_GAP`] above all of them.
+    fn sync_coop(&mut self, now: Millis) {
+        for s in self.coop.sync() {
+            let Some(gi) = self.groups.index(s.group_id) else {
+                continue;
+            };
+            let primary = s.role == crate::coop::election::Role::Primary;
+            self.groups.set_held(gi, !primary);
+            // Never under a rekey waiting to be persisted: it carries its own SEQ.
+            if self.rekeys.pending_state(gi).is_some() {
+                continue;
+            }
+            let Some(own) = self.groups.state(gi).cloned() else {
+                continue;
+            };
+            let (next, adopted) = match s {
+                CoopSync {
+                    adopt: Some(mut theirs),
+                    ..
+                } => {
+                    let spki = |s: &GroupState| s.keys.kek.as_ref().map(|k| k.sig_key_spki.clone());
+                    let differs = self
+                        .rekeys
+                        .signer_spki()
+                        .is_some_and(|mine| spki(&theirs).is_some_and(|their| their != mine));
+                    self.coop
+                        .set_key_differs(s.group_id, differs, &self.groups, &mut self.out);
+                    theirs.keys.seq = theirs.keys.seq.max(own.keys.seq);
+                    (theirs, true)
+                }
+                CoopSync {
+                    took_over,
+                    peer_seq_high,
+                    ..
+                } if primary => {
+                    let gap = if took_over { TAKEOVER_SEQ_GAP } else { 0 };
+                    let floor = if took_over {
+                        own.keys.seq.max(peer_seq_high).saturating_add(gap)
+                    } else {
+                        peer_seq_high
+                    };
+                    let mut raised = own.clone();
+                    raised.keys.seq = raised.keys.seq.max(floor);
+                    (raised, false)
+                }
+                _ => continue,
+            };
+            if next == own {
+                continue;
+            }
+            let seq = next.keys.seq;
+            self.groups.install(gi, next, now);
+            self.out.event(KsEvent::Coop(CoopEvent::PersistGroupState {
+                group_id: s.group_id,
+                seq,
+                adopted,
+            }));
+        }
     }
 
     /// `show crypto gkm ks coop` for a group with cooperative key servers.

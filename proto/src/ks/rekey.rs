@@ -114,6 +114,11 @@ impl Rekeys {
     }
 
     /// The rekey-signing key's name (`show crypto gkm ks policy`).
+    /// The rekey-signing key's public key (DER SubjectPublicKeyInfo).
+    pub(crate) fn signer_spki(&self) -> Option<Vec<u8>> {
+        self.signer.as_ref()?.public_spki_der().ok()
+    }
+
     pub(crate) fn key_name(&self) -> &str {
         &self.key_name
     }
@@ -224,6 +229,9 @@ impl Rekeys {
         let group_id = group.keys.group_id;
         if self.signer.is_none() {
             return Err(RekeyError::NoSigner);
+        }
+        if table.is_held(gi) {
+            return Err(RekeyError::NotPrimary(group_id));
         }
         let Some(g) = self.groups.get_mut(gi) else {
             return Err(RekeyError::UnknownGroup(group_id));
@@ -486,7 +494,8 @@ impl Rekeys {
             let Some((policy, group_id)) = table.get(gi).map(|g| (g.rekey, g.keys.group_id)) else {
                 continue;
             };
-            if table.is_disabled(gi) {
+            // A COOP secondary sends no rekey, not even a retransmission.
+            if table.is_disabled(gi) || table.is_held(gi) {
                 continue;
             }
             let round_due = self
@@ -605,7 +614,7 @@ impl Rekeys {
             .iter()
             .zip(table.all())
             .enumerate()
-            .filter(|(gi, _)| !table.is_disabled(*gi))
+            .filter(|(gi, _)| !table.is_disabled(*gi) && !table.is_held(*gi))
             .filter_map(|(gi, (g, cfg))| g.next_deadline(table.state(gi), &cfg.rekey))
             .min()
     }

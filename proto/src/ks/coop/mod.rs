@@ -12,7 +12,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use gkm_wire::consts::PayloadType;
-use gkm_wire::coop::{CoopAnnouncement, CoopOptions, CoopRole};
+use gkm_wire::coop::{CoopAnnouncement, CoopOptions, CoopRole, CoopSeq};
 use gkm_wire::IsakmpHeader;
 use zeroize::Zeroizing;
 
@@ -26,10 +26,11 @@ use crate::coop::election::{
 use crate::crypto::{DhBackend, EngineRng};
 use crate::engine::{own_vendor_id, Millis};
 use crate::ike::{decrypt_message, phase2_iv, verify_hashed_chain};
+use crate::rekey::GroupState;
 
 mod session;
 
-use session::{Session, SessionOutput};
+use session::{Announcement, Session, SessionOutput};
 
 /// One peer key server of a group, as the engine is given it.
 #[derive(Clone)]
@@ -146,7 +147,39 @@ struct CoopGroup {
     primary_options: Option<(IpAddr, CoopOptions)>,
     /// The options raised as mismatched.
     mismatches: Vec<CoopMismatch>,
+    /// The highest SEQ any peer announced (GKM-COOP-SEQ).
+    peer_seq_high: u32,
+    /// The role the engine last acted on (rekeys held or not).
+    acted_role: Option<Role>,
+    /// The followed primary's group state, to take.
+    adopt: Option<GroupState>,
+    /// The followed primary's KEK names another rekey-signing key than
+    /// this key server's.
+    key_differs: bool,
 }
+
+/// What the key server engine must do for a COOP group after the part
+/// ran ([`CoopPart::sync`]).
+pub(crate) struct CoopSync {
+    /// The group.
+    pub group_id: u32,
+    /// Its role now.
+    pub role: Role,
+    /// It has just become primary (a takeover): its SEQ jumps.
+    pub took_over: bool,
+    /// The highest SEQ any peer announced.
+    pub peer_seq_high: u32,
+    /// The primary's group state to take (a secondary).
+    pub adopt: Option<GroupState>,
+}
+
+/// How far above the highest SEQ it heard a key server that takes over
+/// starts: the dead primary may have sent rekeys after its last
+/// announcement heard (it announces at once after each, so only the
+/// rekeys of a lost announcement's interval count); GMs take any SEQ above
+/// the last, so the gap costs nothing (docs/COOP.md, "SEQ across a
+/// takeover").
+pub const TAKEOVER_SEQ_GAP: u32 = 1000;
 
 /// The options of group `group_id` every key server must share, from its
 /// policy in the engine (None: the engine does not serve the group).
@@ -244,7 +277,64 @@ impl CoopPart {
             sessions,
             primary_options: None,
             mismatches: Vec::new(),
+            peer_seq_high: 0,
+            acted_role: None,
+            adopt: None,
+            key_differs: false,
         });
+    }
+
+    /// What the engine must act on: each group's role, a takeover, the
+    /// peers' highest SEQ and a primary's state to take.
+    pub fn sync(&mut self) -> Vec<CoopSync> {
+        self.groups
+            .iter_mut()
+            .map(|g| {
+                let role = g.election.role();
+                let took_over = role == Role::Primary && g.acted_role != Some(Role::Primary);
+                g.acted_role = Some(role);
+                CoopSync {
+                    group_id: g.cfg.group_id,
+                    role,
+                    took_over,
+                    peer_seq_high: g.peer_seq_high,
+                    adopt: g.adopt.take().filter(|_| role == Role::Secondary),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether the followed primary's rekey-signing key differs from this
+    /// key server's (raised or cleared as a mismatch).
+    pub fn set_key_differs(
+        &mut self,
+        group_id: u32,
+        differs: bool,
+        groups: &GroupTable,
+        out: &mut KsOutbox,
+    ) {
+        if let Some(g) = self.groups.iter_mut().find(|g| g.cfg.group_id == group_id) {
+            g.key_differs = differs;
+            g.check(options_of(groups, group_id), out);
+        }
+    }
+
+    /// The group's state changed on this key server (a rekey went out):
+    /// a primary announces at once, so its secondaries hold the new keys.
+    pub fn announce_now(
+        &mut self,
+        now: Millis,
+        group_id: u32,
+        groups: &GroupTable,
+        rng: &mut dyn EngineRng,
+        out: &mut KsOutbox,
+    ) {
+        if let Some(g) = self.groups.iter_mut().find(|g| g.cfg.group_id == group_id) {
+            if g.election.role() == Role::Primary {
+                g.election.announce_now(now);
+                g.drain(now, groups, rng, out);
+            }
+        }
     }
 
     /// Stops a group's COOP.
@@ -437,6 +527,22 @@ impl CoopPart {
                     Some(Err(e)) => drop(out, CoopDrop::Malformed(e.to_string())),
                     _ => {}
                 }
+                let payload = |t| raws.iter().find(|r| r.payload_type == t).map(|r| r.body);
+                match payload(PayloadType::GKM_COOP_SEQ).map(CoopSeq::parse) {
+                    Some(Ok(s)) => g.peer_seq_high = g.peer_seq_high.max(s.highest),
+                    Some(Err(e)) => drop(out, CoopDrop::Malformed(e.to_string())),
+                    None => {}
+                }
+                let state = payload(PayloadType::GKM_COOP_GROUP_STATE)
+                    .filter(|_| from_primary)
+                    .map(|b| crate::group_state::decode(ann.group_id, b));
+                match state {
+                    Some(Ok((_, s))) => g.adopt = Some(s),
+                    Some(Err(e)) => {
+                        drop(out, CoopDrop::Malformed(format!("coop group state: {e}")))
+                    }
+                    None => {}
+                }
             }
             Err(d) => {
                 session.counters.recv_drops += 1;
@@ -488,14 +594,21 @@ impl CoopGroup {
     /// raised one cleared when they match again (or no primary's options
     /// are known).
     fn check(&mut self, own: Option<CoopOptions>, out: &mut KsOutbox) {
+        let key_differs = self.key_differs;
         let differs = |kind| match (own, self.primary_options.map(|(_, o)| o)) {
+            (_, _) if kind == CoopMismatch::RekeySigningKey => key_differs,
             (Some(a), Some(b)) => match kind {
                 CoopMismatch::D3p => a.d3p_window_ms != b.d3p_window_ms,
                 CoopMismatch::RekeyAck => a.ack_option != b.ack_option,
+                CoopMismatch::RekeySigningKey => key_differs,
             },
             _ => false,
         };
-        for kind in [CoopMismatch::D3p, CoopMismatch::RekeyAck] {
+        for kind in [
+            CoopMismatch::D3p,
+            CoopMismatch::RekeyAck,
+            CoopMismatch::RekeySigningKey,
+        ] {
             let now = differs(kind);
             let was = self.mismatches.contains(&kind);
             if now == was {
@@ -527,16 +640,31 @@ impl CoopGroup {
         while let Some(ev) = self.election.poll_event() {
             let ev = match ev {
                 ElectionEvent::Announce { to, header } => {
-                    let mut payloads = vec![(
+                    let mut payloads: Announcement = vec![(
                         PayloadType::GKM_COOP_ANNOUNCEMENT,
-                        wire_announcement(group_id, &header).to_bytes(),
+                        Zeroizing::new(wire_announcement(group_id, &header).to_bytes()),
                     )];
                     // A primary announces the options every key server
-                    // must share.
+                    // must share, and its group state; every key server
+                    // the highest SEQ it holds.
+                    let state = groups.index(group_id).and_then(|gi| groups.state(gi));
                     if header.role == Role::Primary {
                         if let Some(o) = options_of(groups, group_id) {
-                            payloads.push((PayloadType::GKM_COOP_OPTIONS, o.to_bytes()));
+                            payloads.push((
+                                PayloadType::GKM_COOP_OPTIONS,
+                                Zeroizing::new(o.to_bytes()),
+                            ));
                         }
+                        if let Some(s) = state {
+                            let body = crate::group_state::encode("", s);
+                            payloads.push((PayloadType::GKM_COOP_GROUP_STATE, body));
+                        }
+                    }
+                    if let Some(s) = state {
+                        let seq = CoopSeq {
+                            highest: s.keys.seq,
+                        };
+                        payloads.push((PayloadType::GKM_COOP_SEQ, Zeroizing::new(seq.to_bytes())));
                     }
                     if let Some(s) = self.sessions.iter_mut().find(|s| s.peer.ip() == to) {
                         let o = s.announce(now, payloads, rng);
@@ -556,6 +684,7 @@ impl CoopGroup {
                     let source = self.primary_options.map(|(a, _)| a);
                     if role == Role::Primary || primary != source {
                         self.primary_options = None;
+                        self.key_differs = false;
                         self.check(None, out);
                     }
                     CoopEvent::RoleChanged {

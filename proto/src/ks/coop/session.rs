@@ -18,6 +18,10 @@ use crate::engine::Millis;
 use crate::ike::initiator::{EstablishedP1, InitiatorParams, MainModeInitiator, MmOutcome};
 use crate::ike::{encrypt_body, hashed_raw_chain, phase2_iv, AuthKind, Suite};
 
+/// An announcement's payloads, in order (the group state holds keys:
+/// zeroized when dropped).
+pub(crate) type Announcement = Vec<(PayloadType, Zeroizing<Vec<u8>>)>;
+
 /// A main mode message is sent again after this long without an answer.
 pub const RETRANSMIT_MS: Millis = 2_000;
 /// Main mode is given up after this many transmissions of one message,
@@ -71,7 +75,7 @@ pub struct Session {
     state: State,
     /// The announcement (its payloads) waiting for the SA: a newer one
     /// replaces it.
-    waiting: Option<Vec<(PayloadType, Vec<u8>)>>,
+    waiting: Option<Announcement>,
     /// Counters.
     pub counters: CoopCounters,
     /// The cookies of the SA the peer's announcements came over last.
@@ -178,7 +182,7 @@ impl Session {
     pub fn announce(
         &mut self,
         now: Millis,
-        announcement: Vec<(PayloadType, Vec<u8>)>,
+        announcement: Announcement,
         rng: &mut dyn EngineRng,
     ) -> Vec<SessionOutput> {
         if let State::Up { p1, icky, .. } = &self.state {
@@ -333,7 +337,7 @@ fn identifies(idir_b: &[u8], addr: std::net::IpAddr) -> bool {
 fn seal(
     p1: &EstablishedP1,
     icky: [u8; 8],
-    announcement: &[(PayloadType, Vec<u8>)],
+    announcement: &[(PayloadType, Zeroizing<Vec<u8>>)],
     rng: &mut dyn EngineRng,
 ) -> Option<Vec<u8>> {
     let mid = rng.next_u32() | 1;
