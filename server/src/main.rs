@@ -15,6 +15,7 @@ mod groups;
 mod http;
 mod keylog;
 mod logthrottle;
+mod signing_key;
 mod state;
 mod syslog;
 mod udp;
@@ -27,14 +28,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
-use gkm_proto::crypto::{PkiCredentials, RekeySigner, RsaSigner};
+use gkm_proto::crypto::{PkiCredentials, RekeySigner};
 use gkm_proto::group::GroupKeys;
 use gkm_proto::ks::{Credential, KsConfig, KsLimits, PskEntry};
-use rand_core::OsRng;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use config::{ip_prefix, prefix, ServerConfig, SignatureKind};
+use config::{ip_prefix, prefix, ServerConfig};
 
 /// Command-line options; they override the configuration file.
 #[derive(Debug, Parser)]
@@ -91,101 +91,6 @@ fn create_secret(path: &Path, data: &[u8]) -> Result<()> {
     std::io::Write::write_all(&mut f, data)?;
     f.sync_all()?;
     Ok(())
-}
-
-/// The rekey-signing key's name (shown by `show crypto gkm ks policy`)
-/// for each signature kind; the key is the store secret
-/// `rekey-signing-key/<name>`.
-fn signing_key_name(kind: SignatureKind) -> &'static str {
-    match kind {
-        SignatureKind::Rsa => "gkm-rekey-rsa2048",
-        SignatureKind::EcdsaP256 => "gkm-rekey-p256",
-    }
-}
-
-/// The file an earlier GKM kept the rekey-signing key in (imported once).
-fn legacy_signing_key_file(kind: SignatureKind) -> &'static str {
-    match kind {
-        SignatureKind::Rsa => "rekey-signing-key.pem",
-        SignatureKind::EcdsaP256 => "rekey-signing-key-p256.der",
-    }
-}
-
-/// Loads the rekey-signing key (PKCS#8) from the store, sealed there like
-/// every secret; creates it on first run so restarts keep the same key. A
-/// key file an earlier version left in the data directory is imported and
-/// removed.
-async fn rekey_signer(
-    store: &dyn gkm_store::Store,
-    data_dir: &Path,
-    kind: SignatureKind,
-    import: Option<&Path>,
-) -> Result<RekeySigner> {
-    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
-    let name = format!("rekey-signing-key/{}", signing_key_name(kind));
-    let open = |der: &[u8]| -> Result<RekeySigner> {
-        match kind {
-            SignatureKind::Rsa => {
-                let pem = std::str::from_utf8(der).map_err(|_| anyhow!("{name}: not PEM"))?;
-                RsaSigner::from_pkcs8_pem(pem)
-                    .map(|k| RekeySigner::Rsa(Box::new(k)))
-                    .map_err(|e| anyhow!("{name}: {e}"))
-            }
-            SignatureKind::EcdsaP256 => {
-                RekeySigner::ecdsa_p256_from_pkcs8(der).map_err(|e| anyhow!("{name}: {e}"))
-            }
-        }
-    };
-    if let Some(file) = import {
-        let key = Zeroizing::new(
-            std::fs::read(file)
-                .with_context(|| format!("rekey_signing_key: cannot read {}", file.display()))?,
-        );
-        let signer = open(&key).with_context(|| {
-            format!(
-                "rekey_signing_key: {} is not a {kind:?} PKCS#8 key",
-                file.display()
-            )
-        })?;
-        if store.secret(&name).await?.as_deref().map(Vec::as_slice) != Some(key.as_slice()) {
-            store.put_secret(&name, &key).await?;
-            info!(from = %file.display(), secret = %name, "rekey-signing key imported (sealed in the store)");
-        }
-        return Ok(signer);
-    }
-    if let Some(key) = store.secret(&name).await? {
-        return open(&key);
-    }
-    let legacy = data_dir.join(legacy_signing_key_file(kind));
-    let key = if legacy.exists() {
-        let key = Zeroizing::new(std::fs::read(&legacy)?);
-        open(&key).with_context(|| format!("importing {}", legacy.display()))?;
-        key
-    } else {
-        match kind {
-            SignatureKind::Rsa => {
-                let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048)
-                    .context("generating the rekey-signing key")?;
-                let pem = key
-                    .to_pkcs8_pem(LineEnding::LF)
-                    .context("encoding the rekey-signing key")?;
-                Zeroizing::new(pem.as_bytes().to_vec())
-            }
-            SignatureKind::EcdsaP256 => Zeroizing::new(
-                RekeySigner::generate_ecdsa_p256_pkcs8().map_err(|e| anyhow!("{name}: {e}"))?,
-            ),
-        }
-    };
-    let signer = open(&key)?;
-    store.put_secret(&name, &key).await?;
-    if legacy.exists() {
-        std::fs::remove_file(&legacy)
-            .with_context(|| format!("cannot remove {}", legacy.display()))?;
-        info!(from = %legacy.display(), secret = %name, "rekey-signing key moved into the store (sealed)");
-    } else {
-        info!(secret = %name, "generated the rekey-signing key, sealed in the store");
-    }
-    Ok(signer)
 }
 
 /// A group as the store holds it: policy, PSK, and persisted keys and SEQ.
@@ -423,7 +328,7 @@ fn build(
         export_keys,
         dh_backend: gkm_proto::crypto::DhBackend::Ring,
         rekey_signer: Some(signer),
-        rekey_key_name: signing_key_name(cfg.rekey_signature).into(),
+        rekey_key_name: signing_key::signing_key_name(cfg.rekey_signature).into(),
     };
     Ok(Startup {
         ks,
@@ -664,7 +569,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
                 }
             }
             let signer =
-                rekey_signer(store.as_ref(), &data_dir, kind, signing_key_file.as_deref()).await?;
+                signing_key::rekey_signer(store.as_ref(), &data_dir, kind, signing_key_file.as_deref()).await?;
             Ok::<_, anyhow::Error>((store, stored, members, signer))
         })
         .await
