@@ -183,6 +183,12 @@ fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
             .map(|l| l.trim().to_owned())
             .collect()
     };
+    // The primary raised its SEQ 1,000 above every SEQ it knew at its
+    // takeover (0) and announced it at once.
+    ks3.wait_for(
+        "took the primary's keys group=7001 seq=1000",
+        Duration::from_secs(5),
+    );
     let primary_spis = spis(2, &url2);
     assert_eq!(primary_spis.len(), 1, "{primary_spis:?}");
     assert_eq!(spis(1, &url1), primary_spis);
@@ -306,6 +312,15 @@ fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
     }
     let v3 = gkmctl(&dir, 3, &url3, &["crypto", "gkm", "ks", "coop"]);
     assert!(v3.contains("Local KS Role: Primary"), "no preemption: {v3}");
+    // The restarted key server takes the new primary's state (its SEQ was
+    // raised at the takeover) and serves its keys.
+    ks2.wait_for("COOP: took the primary's keys group=7001 seq=2000", window);
+    assert_eq!(spis(2, &url2), spis(3, &url3));
+    assert_eq!(
+        spis(3, &url3),
+        primary_spis,
+        "no rekey yet: KS 2's keys of epoch 1"
+    );
     for log in [ks1.output(), ks2.output(), ks3.output()] {
         assert!(!log.contains(PAIR), "a pair PSK in the log");
     }

@@ -500,8 +500,12 @@ impl KeyServer {
             };
             let primary = s.role == crate::coop::election::Role::Primary;
             self.groups.set_held(gi, !primary);
-            // Never under a rekey waiting to be persisted: it carries its own SEQ.
+            // Never under a rekey waiting to be persisted: it carries its
+            // own SEQ; a takeover's raise waits for the next sync.
             if self.rekeys.pending_state(gi).is_some() {
+                if s.took_over {
+                    self.coop.defer_takeover(s.group_id);
+                }
                 continue;
             }
             let Some(own) = self.groups.state(gi).cloned() else {
@@ -549,6 +553,18 @@ impl KeyServer {
                 seq,
                 adopted,
             }));
+            if !adopted {
+                // A raised SEQ reaches the secondaries at once: were this
+                // primary to die before its next refresh, they would take
+                // over from the SEQ they know.
+                self.coop.announce_now(
+                    now,
+                    s.group_id,
+                    &self.groups,
+                    self.rng.as_mut(),
+                    &mut self.out,
+                );
+            }
         }
     }
 

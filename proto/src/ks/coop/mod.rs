@@ -304,6 +304,14 @@ impl CoopPart {
             .collect()
     }
 
+    /// The engine could not act on a takeover yet: the next
+    /// [`CoopPart::sync`] reports it again.
+    pub fn defer_takeover(&mut self, group_id: u32) {
+        if let Some(g) = self.groups.iter_mut().find(|g| g.cfg.group_id == group_id) {
+            g.acted_role = None;
+        }
+    }
+
     /// Whether the followed primary's rekey-signing key differs from this
     /// key server's (raised or cleared as a mismatch).
     pub fn set_key_differs(
