@@ -705,12 +705,14 @@ fn secondaries_serve_the_primarys_keys_and_only_a_primary_rekeys_with_seq_above_
         .rekey_now(net.now, GROUP, gkm_proto::rekey::RekeyReason::Manual)
         .unwrap();
     net.settle();
-    assert_eq!(accepted(&net, gm_c), vec![taken.2 + 1]);
+    assert_eq!(accepted(&net, gm_c).last(), Some(&(taken.2 + 1)));
     // KS 1 follows KS 3 and holds its keys and SEQ.
     assert_eq!(keys_of(&net, 1), keys_of(&net, 3));
-    // No rejected push anywhere, and GM A (registered with KS 1, which
-    // never became primary) got no rekey at all: nobody's GM database has
-    // it (docs/COOP.md: the GM database sync is not built yet).
+    // No rejected push anywhere; GM A (registered with KS 1, which never
+    // became primary) took every rekey of both primaries (the GM database
+    // sync put it in theirs).
+    assert_eq!(accepted(&net, gm_a), accepted(&net, gm_b));
+    assert_eq!(accepted(&net, gm_a).last(), Some(&(taken.2 + 1)));
     assert!(
         !net.gm_events
             .iter()
@@ -718,7 +720,6 @@ fn secondaries_serve_the_primarys_keys_and_only_a_primary_rekeys_with_seq_above_
         "{:?}",
         net.gm_events
     );
-    assert!(accepted(&net, gm_a).is_empty());
 }
 
 #[test]
@@ -761,4 +762,75 @@ fn a_secondary_with_another_rekey_signing_key_raises_the_mismatch() {
     assert!(CoopMismatch::RekeySigningKey
         .text()
         .starts_with("%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: "));
+}
+
+#[test]
+fn the_gm_database_reaches_every_key_server_and_a_new_primary_rekeys_every_gm() {
+    let mut net = Net::new();
+    net.run_until(T0 + 45_000);
+    assert_eq!(net.role(2), Role::Primary);
+    // 300 GMs register with KS 1 (a secondary: more records than one
+    // message holds), one with KS 2 (the primary), one with KS 3.
+    let mut gms: Vec<SocketAddr> = (1..=300).map(|i| net.add_gm(i, 1)).collect();
+    gms.push(net.add_gm(301, 2));
+    gms.push(net.add_gm(302, 3));
+    net.run_until(net.now + 5_000);
+    let registered = net
+        .gm_events
+        .iter()
+        .filter(|(_, e)| matches!(e, GmEvent::Registered { .. }))
+        .count();
+    assert_eq!(registered, 302);
+    // Within a refresh interval every key server's GM database holds all
+    // 302 (secondary -> primary -> the other secondary), and each learned
+    // record was handed to the caller to persist.
+    net.run_until(net.now + REFRESH_MS);
+    for i in 1..=3 {
+        assert_eq!(net.ks[&addr(i)].members(GROUP).count(), 302, "KS {i}");
+    }
+    let learned_by_3 = net
+        .events
+        .iter()
+        .filter(|(a, e)| *a == addr(3) && matches!(e, CoopEvent::GmLearned(_)))
+        .count();
+    assert_eq!(learned_by_3, 301, "all but its own");
+    // The primary's unicast rekey reaches every GM, wherever it registered.
+    net.ks
+        .get_mut(&addr(2))
+        .unwrap()
+        .rekey_now(net.now, GROUP, gkm_proto::rekey::RekeyReason::Manual)
+        .unwrap();
+    net.settle();
+    let seq = keys_of(&net, 2).2;
+    for gm in &gms {
+        assert_eq!(accepted(&net, *gm).last(), Some(&seq), "{gm}");
+    }
+    // KS 2 dies: KS 3 takes over, and its first rekey reaches every GM
+    // too (the GMs of KS 1 and of the dead KS 2 included), each taking it
+    // without registering again.
+    net.down.push(addr(2));
+    let died = net.now;
+    net.run_until(died + 45_000);
+    assert_eq!(net.role(3), Role::Primary);
+    net.ks
+        .get_mut(&addr(3))
+        .unwrap()
+        .rekey_now(net.now, GROUP, gkm_proto::rekey::RekeyReason::Manual)
+        .unwrap();
+    net.settle();
+    let seq3 = keys_of(&net, 3).2;
+    assert!(seq3 > seq + 1000);
+    for gm in &gms {
+        assert_eq!(accepted(&net, *gm).last(), Some(&seq3), "{gm}");
+    }
+    let registered_again = net
+        .gm_events
+        .iter()
+        .filter(|(_, e)| matches!(e, GmEvent::Registered { .. }))
+        .count();
+    assert_eq!(registered_again, 302, "no GM registered again");
+    assert!(!net
+        .gm_events
+        .iter()
+        .any(|(_, e)| matches!(e, GmEvent::PushRejected(_))));
 }

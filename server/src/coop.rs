@@ -318,8 +318,9 @@ impl CoopDriver {
                     }
                 }
             }
-            // Handled by the GDOI driver (it holds the engine's state).
-            CoopEvent::PersistGroupState { .. } => {}
+            // Handled by the GDOI driver (it holds the engine's state and
+            // the store writer).
+            CoopEvent::PersistGroupState { .. } | CoopEvent::GmLearned(_) => {}
             CoopEvent::Dropped { from, reason } => {
                 if let Some(suppressed) = self.drops.admit() {
                     warn!(%from, reason = ?reason, suppressed, "COOP message dropped");

@@ -331,6 +331,10 @@ impl Driver {
                 }
                 self.log_teks(ks, group_id);
             }
+            KsEvent::Coop(gkm_proto::ks::CoopEvent::GmLearned(r)) => {
+                let _ = self.writes.send(StoreWrite::Gms(vec![gm_row(&r, None)]));
+                debug!(gm = %r.gm_identity, group = r.group_id, "COOP: GM learned from a peer key server");
+            }
             KsEvent::Coop(ev) => self.coop.event(ev),
             KsEvent::Rejected {
                 peer,

@@ -184,6 +184,10 @@ wire_number! {
     /// the group (docs/COOP.md, "Wire"; [`crate::coop::CoopSeq`]). GKM
     /// private.
     GKM_COOP_SEQ = 131 => "GKM-COOP-SEQ";
+    /// GKM's COOP GM database sync: GM records and acknowledgements
+    /// (docs/COOP.md, "GM database sync"; [`crate::coop_gms::CoopGms`]).
+    /// GKM private.
+    GKM_COOP_GMS = 132 => "GKM-COOP-GMs";
 }
 
 wire_number! {

@@ -25,6 +25,7 @@ mod attr;
 mod codec;
 pub mod consts;
 pub mod coop;
+pub mod coop_gms;
 pub mod d3p;
 mod error;
 pub mod esp;

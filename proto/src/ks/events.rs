@@ -285,6 +285,9 @@ pub enum CoopDrop {
     /// The election refused it (replayed, address mismatch, epoch out of
     /// range).
     Election(crate::coop::election::Dropped),
+    /// A later part of an announcement that is not the next part of the
+    /// announcement last taken from that peer (replayed or reordered).
+    PartOutOfOrder,
 }
 
 /// What the COOP part tells the caller.
@@ -321,6 +324,9 @@ pub enum CoopEvent {
         /// Taken from the primary (else raised by this key server).
         adopted: bool,
     },
+    /// A GM record learned from a peer (the GM database sync): the GM is
+    /// in this key server's GM database now; persist its row.
+    GmLearned(GmRecord),
     /// This primary made another step down: the whole group must be
     /// rekeyed.
     Merged {

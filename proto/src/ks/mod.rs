@@ -451,6 +451,7 @@ impl KeyServer {
         if let Some((gi, record)) = self.pulls.handle(now, from, header, data, &mut cx) {
             self.out.counters.registrations += 1;
             self.rekeys.member_registered(gi, record.clone());
+            self.coop.gm_recorded(now, &record);
             self.out.event(KsEvent::Registered(record));
         }
     }
@@ -462,7 +463,16 @@ impl KeyServer {
     /// announcements to be taken.
     pub fn set_coop_group(&mut self, now: Millis, cfg: CoopGroupConfig) {
         self.ensure_ready(now);
-        self.coop.set_group(now, cfg, self.dh_backend);
+        let group_id = cfg.group_id;
+        // A new journal each start: the peers take this key server's GM
+        // database again, whole.
+        let journal = self.rng.next_u64() | 1;
+        self.coop.set_group(now, cfg, self.dh_backend, journal);
+        if let Some(gi) = self.groups.index(group_id) {
+            for m in self.rekeys.members(gi) {
+                self.coop.gm_recorded(now, m);
+            }
+        }
         self.sync_coop(now);
     }
 
@@ -494,10 +504,22 @@ impl KeyServer {
     /// keeps its SEQ at or above every SEQ its peers announced, and a
     /// takeover starts [`TAKEOVER_SEQ_GAP`] above all of them.
     fn sync_coop(&mut self, now: Millis) {
-        for s in self.coop.sync() {
+        for mut s in self.coop.sync() {
             let Some(gi) = self.groups.index(s.group_id) else {
                 continue;
             };
+            // GMs learned from peers join the GM database (unicast
+            // rekeys reach them), their sender IDs are never granted
+            // again, and they go on to the other peers.
+            for r in std::mem::take(&mut s.learned) {
+                if self.rekeys.member(gi, &r.gm_identity) == Some(&r) {
+                    continue;
+                }
+                self.groups.note_sids(r.group_id, &r.sids);
+                self.rekeys.member_registered(gi, r.clone());
+                self.coop.gm_recorded(now, &r);
+                self.out.event(KsEvent::Coop(CoopEvent::GmLearned(r)));
+            }
             let primary = s.role == crate::coop::election::Role::Primary;
             self.groups.set_held(gi, !primary);
             // Never under a rekey waiting to be persisted: it carries its

@@ -175,6 +175,11 @@ impl Rekeys {
         g.members.insert(record.gm_identity.clone(), record);
     }
 
+    /// One GM of group `gi`'s GM database.
+    pub(crate) fn member(&self, gi: usize, gm_identity: &str) -> Option<&GmRecord> {
+        self.groups.get(gi)?.members.get(gm_identity)
+    }
+
     /// Group `gi`'s GM database.
     pub(crate) fn members(&self, gi: usize) -> impl Iterator<Item = &GmRecord> {
         self.groups

@@ -9,6 +9,7 @@
 //! is that configured peer; anything else is dropped and counted, and
 //! changes nothing.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use gkm_wire::consts::PayloadType;
@@ -21,16 +22,22 @@ use super::events::{CoopDrop, CoopEvent, CoopMismatch, KsEvent, KsOutbox};
 use super::groups::GroupTable;
 use super::phase1::{cookies, Phase1Responder};
 use crate::coop::election::{
-    AnnouncementHeader, Election, ElectionConfig, ElectionEvent, Peer, Rank, Role,
+    AnnouncementHeader, Election, ElectionConfig, ElectionEvent, Rank, Role,
 };
 use crate::crypto::{DhBackend, EngineRng};
 use crate::engine::{own_vendor_id, Millis};
 use crate::ike::{decrypt_message, phase2_iv, verify_hashed_chain};
+use crate::ks::GmRecord;
 use crate::rekey::GroupState;
+use gkm_wire::coop_gms::CoopGms;
 
+mod gm_sync;
 mod session;
+mod status;
 
+use gm_sync::{GmSync, GM_MESSAGES_PER_ANNOUNCEMENT};
 use session::{Announcement, Session, SessionOutput};
+pub use status::{CoopPeerStatus, CoopStatus};
 
 /// One peer key server of a group, as the engine is given it.
 #[derive(Clone)]
@@ -87,58 +94,6 @@ pub(crate) struct Incoming<'a> {
     pub data: &'a [u8],
 }
 
-/// One peer in [`CoopStatus`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CoopPeerStatus {
-    /// Its address and port.
-    pub addr: SocketAddr,
-    /// What the election knows of it (its last announcement, when heard,
-    /// replayed announcements).
-    pub election: Peer,
-    /// Alive: heard within the dead window.
-    pub alive: bool,
-    /// Whether this key server's SA to it is up.
-    pub sa_up: bool,
-    /// Message and byte counters.
-    pub counters: gkm_model::CoopCounters,
-    /// The GDOI version and feature bits of its last announcement.
-    pub software: Option<(
-        gkm_wire::gkm_vid::GdoiVersion,
-        gkm_wire::gkm_vid::FeatureBits,
-    )>,
-}
-
-/// `show crypto gkm ks coop` for one group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CoopStatus {
-    /// The group.
-    pub group_id: u32,
-    /// This key server's rank.
-    pub local: Rank,
-    /// Its role.
-    pub role: Role,
-    /// Its epoch.
-    pub epoch: u64,
-    /// The primary it follows.
-    pub primary: Option<IpAddr>,
-    /// Its next anti-replay number.
-    pub next_seq: u64,
-    /// Announcement interval, ms.
-    pub refresh_ms: u64,
-    /// Check period, ms.
-    pub check_ms: u64,
-    /// Dead-peer threshold, check periods.
-    pub dead_periods: u8,
-    /// When the election next acts (ms).
-    pub next_timer: Millis,
-    /// Messages dropped for not coming from a configured peer.
-    pub not_a_peer: u64,
-    /// Options raised as mismatched with the primary's.
-    pub mismatches: Vec<CoopMismatch>,
-    /// The peers.
-    pub peers: Vec<CoopPeerStatus>,
-}
-
 struct CoopGroup {
     cfg: CoopGroupConfig,
     election: Election,
@@ -156,7 +111,17 @@ struct CoopGroup {
     /// The followed primary's KEK names another rekey-signing key than
     /// this key server's.
     key_differs: bool,
+    /// The GM database sync.
+    gms: GmSync,
+    /// The last (anti-replay number, part) taken from each peer.
+    last_part: HashMap<IpAddr, (u64, u16)>,
+    /// When GM records recorded since the last announcement go out.
+    gm_flush_at: Option<Millis>,
 }
+
+/// How long new GM records wait before an announcement carries them
+/// (registrations in a burst share one).
+pub const GM_FLUSH_MS: Millis = 1000;
 
 /// What the key server engine must do for a COOP group after the part
 /// ran ([`CoopPart::sync`]).
@@ -171,6 +136,8 @@ pub(crate) struct CoopSync {
     pub peer_seq_high: u32,
     /// The primary's group state to take (a secondary).
     pub adopt: Option<GroupState>,
+    /// GM records learned from peers.
+    pub learned: Vec<GmRecord>,
 }
 
 /// How far above the highest SEQ it heard a key server that takes over
@@ -249,7 +216,13 @@ fn wire_announcement(group_id: u32, h: &AnnouncementHeader) -> CoopAnnouncement 
 
 impl CoopPart {
     /// Starts (or restarts, with a new configuration) a group's COOP.
-    pub fn set_group(&mut self, now: Millis, cfg: CoopGroupConfig, dh_backend: DhBackend) {
+    pub fn set_group(
+        &mut self,
+        now: Millis,
+        cfg: CoopGroupConfig,
+        dh_backend: DhBackend,
+        journal: u64,
+    ) {
         self.remove_group(cfg.group_id);
         let election = Election::new(
             ElectionConfig {
@@ -281,6 +254,9 @@ impl CoopPart {
             acted_role: None,
             adopt: None,
             key_differs: false,
+            gms: GmSync::new(journal),
+            last_part: HashMap::new(),
+            gm_flush_at: None,
         });
     }
 
@@ -299,9 +275,23 @@ impl CoopPart {
                     took_over,
                     peer_seq_high: g.peer_seq_high,
                     adopt: g.adopt.take().filter(|_| role == Role::Secondary),
+                    learned: std::mem::take(&mut g.gms.learned),
                 }
             })
             .collect()
+    }
+
+    /// A GM registered here, or one learned from a peer that the engine
+    /// took: it goes to the peers with the next announcements.
+    pub fn gm_recorded(&mut self, now: Millis, record: &GmRecord) {
+        if let Some(g) = self
+            .groups
+            .iter_mut()
+            .find(|g| g.cfg.group_id == record.group_id)
+        {
+            g.gms.record(record);
+            g.gm_flush_at.get_or_insert(now + GM_FLUSH_MS);
+        }
     }
 
     /// The engine could not act on a takeover yet: the next
@@ -364,7 +354,8 @@ impl CoopPart {
         self.groups
             .iter()
             .flat_map(|g| {
-                std::iter::once(Some(g.election.poll_timeout()))
+                [Some(g.election.poll_timeout()), g.gm_flush_at]
+                    .into_iter()
                     .chain(g.sessions.iter().map(Session::deadline))
             })
             .flatten()
@@ -381,6 +372,10 @@ impl CoopPart {
     ) {
         for g in &mut self.groups {
             g.election.handle_timeout(now);
+            if g.gm_flush_at.is_some_and(|t| now >= t) {
+                g.gm_flush_at = None;
+                g.election.announce_now(now);
+            }
             for s in &mut g.sessions {
                 let o = s.handle_timeout(now, rng);
                 deliver(g.cfg.group_id, s.peer, o, out);
@@ -511,11 +506,47 @@ impl CoopPart {
         // Authenticated by this peer's pair PSK: whatever the election
         // makes of it, a new SA from the peer is worth knowing.
         session.peer_sa_seen(key, now);
+        let gms_payload = raws
+            .iter()
+            .find(|r| r.payload_type == PayloadType::GKM_COOP_GMS)
+            .map(|r| CoopGms::parse(r.body));
+        let gms = match gms_payload {
+            Some(Ok(m)) => Some(m),
+            Some(Err(e)) => return drop(out, CoopDrop::Malformed(e.to_string())),
+            None => None,
+        };
+        if ann.part > 0 {
+            // A later part: only the GM records it carries, and only as
+            // the next part of the announcement the election took last.
+            let last = g.last_part.get(&from.ip()).copied();
+            if last.is_none_or(|(seq, part)| seq != ann.seq || part >= ann.part) {
+                session.counters.recv_drops += 1;
+                return drop(out, CoopDrop::PartOutOfOrder);
+            }
+            g.last_part.insert(from.ip(), (ann.seq, ann.part));
+            session.counters.ann_received += 1;
+            session.counters.bytes_received += data.len() as u64;
+            if let Some(m) = gms {
+                g.gms.incoming(ann.group_id, from.ip(), m, false);
+            }
+            if ann.reply_requested {
+                g.election.announce_now(now);
+            }
+            return g.drain(now, groups, rng, out);
+        }
         match g
             .election
             .handle_announcement(now, from.ip(), election_header(&ann))
         {
             Ok(()) => {
+                g.last_part.insert(from.ip(), (ann.seq, 0));
+                // The peer's acknowledgement moved the window with more to
+                // send, or it asks for an answer (more parts are coming
+                // its way): announce at once rather than at the refresh.
+                let moved = gms.is_some_and(|m| g.gms.incoming(ann.group_id, from.ip(), m, true));
+                if (moved && g.gms.pending_for(from.ip())) || ann.reply_requested {
+                    g.election.announce_now(now);
+                }
                 session.counters.ann_received += 1;
                 session.counters.bytes_received += data.len() as u64;
                 session.peer_software = Some((ann.version, ann.features));
@@ -558,41 +589,6 @@ impl CoopPart {
             }
         }
         g.drain(now, groups, rng, out);
-    }
-
-    /// `show crypto gkm ks coop` for a group.
-    pub fn status(&self, group_id: u32, now: Millis) -> Option<CoopStatus> {
-        let g = self.group(group_id)?;
-        let e = &g.election;
-        Some(CoopStatus {
-            group_id,
-            local: Rank {
-                priority: g.cfg.priority,
-                addr: g.cfg.local_addr,
-            },
-            role: e.role(),
-            epoch: e.epoch(),
-            primary: e.primary(),
-            next_seq: e.next_seq(),
-            refresh_ms: g.cfg.refresh_ms,
-            check_ms: g.cfg.check_ms,
-            dead_periods: g.cfg.dead_periods,
-            next_timer: e.poll_timeout(),
-            not_a_peer: e.not_a_peer,
-            mismatches: g.mismatches.clone(),
-            peers: g
-                .sessions
-                .iter()
-                .map(|s| CoopPeerStatus {
-                    addr: s.peer,
-                    election: e.peers().get(&s.peer.ip()).cloned().unwrap_or_default(),
-                    alive: e.is_alive(s.peer.ip(), now),
-                    sa_up: s.is_up(now),
-                    counters: s.counters,
-                    software: s.peer_software,
-                })
-                .collect(),
-        })
     }
 }
 
@@ -674,8 +670,46 @@ impl CoopGroup {
                         };
                         payloads.push((PayloadType::GKM_COOP_SEQ, Zeroizing::new(seq.to_bytes())));
                     }
-                    if let Some(s) = self.sessions.iter_mut().find(|s| s.peer.ip() == to) {
-                        let o = s.announce(now, payloads, rng);
+                    let Some(s) = self.sessions.iter_mut().find(|s| s.peer.ip() == to) else {
+                        continue;
+                    };
+                    // The GM records after what the peer acknowledged: the
+                    // first batch with the header, more in later parts
+                    // while the SA is up (else they wait for the next
+                    // announcement); the last part asks for an answer
+                    // when records remain beyond the window.
+                    let window = if s.is_up(now) {
+                        GM_MESSAGES_PER_ANNOUNCEMENT
+                    } else {
+                        1
+                    };
+                    let (batches, more) = self.gms.outgoing(to, window);
+                    let parts = u16::try_from(batches.len()).unwrap_or(1).max(1);
+                    let mut wire = wire_announcement(group_id, &header);
+                    wire.parts = parts;
+                    wire.reply_requested = more && parts == 1;
+                    payloads[0].1 = Zeroizing::new(wire.to_bytes());
+                    let mut batches = batches.into_iter();
+                    if let Some(b) = batches.next().and_then(|b| b.to_bytes().ok()) {
+                        payloads.push((PayloadType::GKM_COOP_GMS, Zeroizing::new(b)));
+                    }
+                    let o = s.announce(now, payloads, rng);
+                    deliver(group_id, s.peer, o, out);
+                    for (i, b) in (1..parts).zip(batches) {
+                        let (Ok(body), true) = (b.to_bytes(), s.is_up(now)) else {
+                            break;
+                        };
+                        let mut h = wire;
+                        h.part = i;
+                        h.reply_requested = more && i + 1 == parts;
+                        let part: Announcement = vec![
+                            (
+                                PayloadType::GKM_COOP_ANNOUNCEMENT,
+                                Zeroizing::new(h.to_bytes()),
+                            ),
+                            (PayloadType::GKM_COOP_GMS, Zeroizing::new(body)),
+                        ];
+                        let o = s.announce(now, part, rng);
                         deliver(group_id, s.peer, o, out);
                     }
                     continue;
