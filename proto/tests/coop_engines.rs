@@ -834,3 +834,91 @@ fn the_gm_database_reaches_every_key_server_and_a_new_primary_rekeys_every_gm() 
         .iter()
         .any(|(_, e)| matches!(e, GmEvent::PushRejected(_))));
 }
+
+/// GM database sync time and bytes (docs/BENCHMARKS.md; `scripts/bench-coop`):
+/// key server 1 (a secondary) restarts its COOP holding `n` GMs; measured
+/// until the primary and the other secondary hold all of them. The
+/// network is the harness's (no latency): the time is the engines' CPU.
+fn gm_sync_figures(n: u32) {
+    let mut net = Net::new();
+    net.run_until(T0 + 45_000);
+    assert_eq!(net.role(2), Role::Primary);
+    let ks1 = net.ks.get_mut(&addr(1)).unwrap();
+    for i in 0..n {
+        let mut r = gkm_proto::ks::GmRecord {
+            gm_identity: format!("10.{}.{}.{}", 100 + i / 65_536, (i / 256) % 256, i % 256),
+            addr: SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(
+                    10,
+                    100 + (i / 65_536) as u8,
+                    (i / 256 % 256) as u8,
+                    (i % 256) as u8,
+                )),
+                848,
+            ),
+            group_id: GROUP,
+            class: gkm_proto::engine::GmClass::NonCisco,
+            version: Some(gkm_wire::gkm_vid::GdoiVersion {
+                major: 1,
+                minor: 0,
+                mini: 27,
+            }),
+            features: gkm_wire::gkm_vid::FeatureBits(3),
+            sids: Vec::new(),
+            registered_at: T0,
+        };
+        if i % 2 == 0 {
+            r.sids = vec![i + 1];
+        }
+        ks1.restore_member(r);
+    }
+    // Messages and octets every key server sent its peers (KS 1's
+    // sessions start again with its COOP).
+    let totals = |net: &Net, of: &[u8]| -> (u64, u64) {
+        of.iter()
+            .flat_map(|&i| net.ks[&addr(i)].coop_status(GROUP, net.now).unwrap().peers)
+            .fold((0, 0), |(m, b), p| {
+                (m + p.counters.ann_sent, b + p.counters.bytes_sent)
+            })
+    };
+    let (msgs_before, sent_before) = totals(&net, &[2, 3]);
+    let started = std::time::Instant::now();
+    let sim_start = net.now;
+    // Restarted: its anti-replay numbers start above those it used (the
+    // server takes them from its clock).
+    let mut cfg = coop_config(1, 100, &[2, 3], PAIR_PSK);
+    cfg.seq_start = 1_000_000;
+    net.ks
+        .get_mut(&addr(1))
+        .unwrap()
+        .set_coop_group(net.now, cfg);
+    let n = n as usize;
+    while net.ks[&addr(2)].members(GROUP).count() < n || net.ks[&addr(3)].members(GROUP).count() < n
+    {
+        let next = net.now + 10;
+        net.run_until(next);
+        assert!(net.now < sim_start + 600_000, "no sync in 10 minutes");
+    }
+    let took = started.elapsed();
+    let (msgs, sent) = totals(&net, &[1, 2, 3]);
+    let (msgs, sent) = (msgs - msgs_before, sent - sent_before);
+    println!(
+        "GM database sync: {n} GMs from a secondary to the primary and on to the other secondary: {:.2} s of CPU (3 engines, one thread), {:.1} s simulated, {msgs} messages, {:.1} MB sent in all ({:.0} B per GM)",
+        took.as_secs_f64(),
+        (net.now - sim_start) as f64 / 1000.0,
+        sent as f64 / 1e6,
+        sent as f64 / n as f64,
+    );
+}
+
+#[test]
+#[ignore = "benchmark: scripts/bench-coop"]
+fn bench_gm_sync_10000() {
+    gm_sync_figures(10_000);
+}
+
+#[test]
+#[ignore = "benchmark: scripts/bench-coop"]
+fn bench_gm_sync_100000() {
+    gm_sync_figures(100_000);
+}

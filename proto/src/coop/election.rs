@@ -454,18 +454,34 @@ impl Election {
         self.announce_if_due(now);
     }
 
-    fn announce_if_due(&mut self, now: u64) {
-        if now < self.next_announce {
-            return;
+    /// Announces to one peer at once (an answer it asked for, or the next
+    /// window of the GM database sync); the others' refresh timer runs on.
+    pub fn announce_to(&mut self, peer: IpAddr) {
+        let header = self.header();
+        self.seq += 1;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.sent += 1;
+            self.events
+                .push_back(ElectionEvent::Announce { to: peer, header });
         }
-        self.next_announce = now + self.cfg.refresh_ms;
-        let header = AnnouncementHeader {
+    }
+
+    fn header(&self) -> AnnouncementHeader {
+        AnnouncementHeader {
             role: self.role,
             rank: self.cfg.local,
             epoch: self.epoch,
             seq: self.seq,
             stepped_down_from: self.stepped_down_from,
-        };
+        }
+    }
+
+    fn announce_if_due(&mut self, now: u64) {
+        if now < self.next_announce {
+            return;
+        }
+        self.next_announce = now + self.cfg.refresh_ms;
+        let header = self.header();
         self.seq += 1;
         for (&to, p) in &mut self.peers {
             p.sent += 1;

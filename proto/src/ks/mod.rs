@@ -508,19 +508,29 @@ impl KeyServer {
             let Some(gi) = self.groups.index(s.group_id) else {
                 continue;
             };
+            let primary = s.role == crate::coop::election::Role::Primary;
             // GMs learned from peers join the GM database (unicast
-            // rekeys reach them), their sender IDs are never granted
-            // again, and they go on to the other peers.
+            // rekeys reach them) and their sender IDs are never granted
+            // again; a primary passes them on to its other peers (a
+            // secondary's journal holds its own registrations only, so
+            // records flow to the primary and from it, never around).
             for r in std::mem::take(&mut s.learned) {
                 if self.rekeys.member(gi, &r.gm_identity) == Some(&r) {
                     continue;
                 }
                 self.groups.note_sids(r.group_id, &r.sids);
                 self.rekeys.member_registered(gi, r.clone());
-                self.coop.gm_recorded(now, &r);
+                if primary {
+                    self.coop.gm_recorded(now, &r);
+                }
                 self.out.event(KsEvent::Coop(CoopEvent::GmLearned(r)));
             }
-            let primary = s.role == crate::coop::election::Role::Primary;
+            // A new primary's journal takes the whole GM database.
+            if s.took_over {
+                for m in self.rekeys.members(gi) {
+                    self.coop.gm_recorded(now, m);
+                }
+            }
             self.groups.set_held(gi, !primary);
             // Never under a rekey waiting to be persisted: it carries its
             // own SEQ; a takeover's raise waits for the next sync.

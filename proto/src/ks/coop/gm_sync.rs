@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use gkm_wire::coop_gms::{encoded_len, CoopGm, CoopGms, HEADER_LEN};
 
-use crate::engine::GmClass;
+use crate::engine::{GmClass, Millis};
 use crate::ks::GmRecord;
 
 /// Most record octets in one message: a message stays well under the
@@ -32,7 +32,14 @@ struct PeerSync {
     have: u64,
     /// This key server's generations the peer holds (for this journal).
     acked: u64,
+    /// Sent up to this generation (not yet acknowledged), and when.
+    sent: u64,
+    sent_at: Millis,
 }
+
+/// A window not acknowledged within this time is sent again from the
+/// acknowledgement (a message of it was lost).
+pub const GM_RESEND_MS: Millis = 1000;
 
 /// A group's GM journal and the sync state with each peer.
 pub(crate) struct GmSync {
@@ -140,14 +147,41 @@ impl GmSync {
         self.gen > acked
     }
 
+    /// Where the next window to `peer` starts: after what was sent, while
+    /// that is recent; else again after what it acknowledged.
+    fn window_start(&self, peer: IpAddr, now: Millis) -> u64 {
+        let p = self.peers.get(&peer).copied().unwrap_or_default();
+        let start = if now < p.sent_at + GM_RESEND_MS {
+            p.sent.max(p.acked)
+        } else {
+            p.acked
+        };
+        start.min(self.gen)
+    }
+
     /// The GKM-COOP-GMs payloads for one announcement to `peer`: the
     /// acknowledgement of the peer's journal, and the records after what
     /// the peer acknowledged, split into at most `max_messages` (the first
     /// goes with the header). Returns them and whether records remain.
-    pub fn outgoing(&self, peer: IpAddr, max_messages: usize) -> (Vec<CoopGms>, bool) {
+    pub fn outgoing(
+        &mut self,
+        peer: IpAddr,
+        now: Millis,
+        max_messages: usize,
+    ) -> (Vec<CoopGms>, bool) {
+        let (out, more) = self.window(peer, now, max_messages);
+        if let Some(last) = out.last().filter(|m| m.to > m.from || !m.gms.is_empty()) {
+            let p = self.peers.entry(peer).or_default();
+            p.sent = last.to;
+            p.sent_at = now;
+        }
+        (out, more)
+    }
+
+    fn window(&self, peer: IpAddr, now: Millis, max_messages: usize) -> (Vec<CoopGms>, bool) {
         let p = self.peers.get(&peer).copied().unwrap_or_default();
         let mut out = Vec::new();
-        let mut from = p.acked.min(self.gen);
+        let mut from = self.window_start(peer, now);
         let mut entries = self.by_gen.range(from + 1..).peekable();
         while out.len() < max_messages.max(1) {
             let mut gms = Vec::new();
@@ -212,7 +246,7 @@ impl GmSync {
             *p = PeerSync {
                 journal: m.journal,
                 have: 0,
-                acked: p.acked,
+                ..*p
             };
         }
         if m.to <= p.have {
@@ -266,7 +300,7 @@ mod tests {
     fn sync(a: &mut GmSync, b: &mut GmSync, lose: Option<usize>) -> usize {
         let (ia, ib): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         for round in 1..100 {
-            let (msgs, _) = a.outgoing(ib, 4);
+            let (msgs, _) = a.outgoing(ib, u64::from(round as u32) * 2000, 4);
             for (i, m) in msgs.into_iter().enumerate() {
                 if round == 1 && Some(i) == lose {
                     continue;
@@ -274,7 +308,7 @@ mod tests {
                 b.incoming(7, ia, m, i == 0);
             }
             // B's announcement back acknowledges.
-            let (back, _) = b.outgoing(ia, 1);
+            let (back, _) = b.outgoing(ia, 0, 1);
             a.incoming(7, ib, back.into_iter().next().unwrap(), true);
             if !a.pending_for(ib) {
                 return round;
@@ -321,6 +355,21 @@ mod tests {
     }
 
     #[test]
+    fn a_window_in_flight_is_not_sent_again_until_the_resend_time() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut a = GmSync::new(1);
+        for i in 0..1000 {
+            a.record(&gm(i));
+        }
+        let (first, more) = a.outgoing(peer, 0, 1);
+        assert!(more);
+        let (second, _) = a.outgoing(peer, 10, 1);
+        assert_eq!(second[0].from, first[0].to, "the next window, not the same");
+        let (again, _) = a.outgoing(peer, 10 + GM_RESEND_MS, 1);
+        assert_eq!(again[0].from, 0, "nothing acknowledged: from the start");
+    }
+
+    #[test]
     fn a_restarted_peer_gets_everything_again() {
         let mut a = GmSync::new(1);
         for i in 0..10 {
@@ -333,7 +382,7 @@ mod tests {
         let mut b = GmSync::new(3);
         let ia: IpAddr = "10.0.0.1".parse().unwrap();
         let ib: IpAddr = "10.0.0.2".parse().unwrap();
-        let (hello, _) = b.outgoing(ia, 1);
+        let (hello, _) = b.outgoing(ia, 0, 1);
         assert!(!a.pending_for(ib), "B had everything");
         a.incoming(7, ib, hello.into_iter().next().unwrap(), true);
         assert!(a.pending_for(ib), "A sends everything again");
@@ -342,7 +391,7 @@ mod tests {
         // A restarts: B takes A's new journal from its start.
         let mut a2 = GmSync::new(9);
         a2.record(&gm(42));
-        let (m, _) = a2.outgoing(ib, 1);
+        let (m, _) = a2.outgoing(ib, 0, 1);
         b.incoming(7, ia, m.into_iter().next().unwrap(), true);
         assert_eq!(b.learned.last().unwrap().gm_identity, "gm-42");
     }

@@ -530,7 +530,7 @@ impl CoopPart {
                 g.gms.incoming(ann.group_id, from.ip(), m, false);
             }
             if ann.reply_requested {
-                g.election.announce_now(now);
+                g.election.announce_to(from.ip());
             }
             return g.drain(now, groups, rng, out);
         }
@@ -542,10 +542,11 @@ impl CoopPart {
                 g.last_part.insert(from.ip(), (ann.seq, 0));
                 // The peer's acknowledgement moved the window with more to
                 // send, or it asks for an answer (more parts are coming
-                // its way): announce at once rather than at the refresh.
+                // its way): announce to it at once rather than at the
+                // refresh (to it alone: answers never fan out).
                 let moved = gms.is_some_and(|m| g.gms.incoming(ann.group_id, from.ip(), m, true));
                 if (moved && g.gms.pending_for(from.ip())) || ann.reply_requested {
-                    g.election.announce_now(now);
+                    g.election.announce_to(from.ip());
                 }
                 session.counters.ann_received += 1;
                 session.counters.bytes_received += data.len() as u64;
@@ -683,7 +684,7 @@ impl CoopGroup {
                     } else {
                         1
                     };
-                    let (batches, more) = self.gms.outgoing(to, window);
+                    let (batches, more) = self.gms.outgoing(to, now, window);
                     let parts = u16::try_from(batches.len()).unwrap_or(1).max(1);
                     let mut wire = wire_announcement(group_id, &header);
                     wire.parts = parts;
