@@ -212,7 +212,8 @@ impl Net {
             for (&a, gm) in self.gms.iter_mut() {
                 while let Some(t) = gm.poll_transmit() {
                     moved = true;
-                    if !self.down.contains(&t.to) {
+                    let cut = self.cut.contains(&(a, t.to)) || self.cut.contains(&(t.to, a));
+                    if !self.down.contains(&t.to) && !cut {
                         if let Some(k) = self.ks.get_mut(&t.to) {
                             k.handle_datagram(self.now, a, &t.payload);
                         }
@@ -921,4 +922,73 @@ fn bench_gm_sync_10000() {
 #[ignore = "benchmark: scripts/bench-coop"]
 fn bench_gm_sync_100000() {
     gm_sync_figures(100_000);
+}
+
+#[test]
+fn after_a_partition_heals_the_remaining_primarys_rekey_brings_every_gm_to_one_kek() {
+    let mut net = Net::new();
+    net.run_until(T0 + 45_000);
+    assert_eq!(net.role(2), Role::Primary);
+    let x = net.add_gm(1, 2);
+    let y = net.add_gm(2, 1);
+    net.run_until(net.now + 5_000);
+    // KS 3 is cut off from both others, and so are the GMs of each side
+    // from the other side's key servers; a GM of KS 3's side registers.
+    let z = gm_addr(3);
+    net.cut = vec![
+        (addr(3), addr(1)),
+        (addr(3), addr(2)),
+        (z, addr(1)),
+        (z, addr(2)),
+    ];
+    net.cut.extend([x, y].map(|g| (g, addr(3))));
+    let z = net.add_gm(3, 3);
+    net.run_until(net.now + 45_000);
+    assert_eq!((net.role(2), net.role(3)), (Role::Primary, Role::Primary));
+    // Each side rekeys on its own: KS 3 with a new KEK (a replace).
+    for (ks, reason) in [
+        (2, gkm_proto::rekey::RekeyReason::Manual),
+        (3, gkm_proto::rekey::RekeyReason::Replace),
+    ] {
+        net.ks
+            .get_mut(&addr(ks))
+            .unwrap()
+            .rekey_now(net.now, GROUP, reason)
+            .unwrap();
+        net.settle();
+    }
+    let kek = |net: &Net, gm: SocketAddr| {
+        net.gms[&gm]
+            .group()
+            .and_then(|g| g.kek.as_ref().map(|k| k.spi))
+            .unwrap()
+    };
+    assert_ne!(kek(&net, x), kek(&net, z), "two KEKs");
+    assert_eq!(kek(&net, x), kek(&net, y));
+    // The heal: KS 2 remains primary, learns KS 3's KEK and SEQ from its
+    // announcements as it steps down, and rekeys the whole group once
+    // under both KEKs with a SEQ above both sides'.
+    net.cut.clear();
+    net.run_until(net.now + u64::from(DEAD_PERIODS) * CHECK_MS + 3 * CHECK_MS);
+    assert_eq!(net.role(2), Role::Primary);
+    assert_eq!(net.role(3), Role::Secondary);
+    let now = net.now;
+    let teks = |net: &Net, gm: SocketAddr| net.gms[&gm].outbound_tek(now).map(|t| t.spi);
+    for gm in [x, y, z] {
+        assert_eq!(
+            kek(&net, gm),
+            keys_of(&net, 2).1,
+            "{gm}: the remaining primary's KEK"
+        );
+        assert_eq!(teks(&net, gm), teks(&net, x), "{gm}: one TEK set");
+        assert_eq!(accepted(&net, gm).last(), Some(&keys_of(&net, 2).2), "{gm}");
+    }
+    let registrations = net
+        .gm_events
+        .iter()
+        .filter(|(_, e)| matches!(e, GmEvent::Registered { .. }))
+        .count();
+    assert_eq!(registrations, 3, "no GM registered again");
+    // KS 3 (now a secondary) holds the same keys.
+    assert_eq!(keys_of(&net, 3).1, keys_of(&net, 2).1);
 }

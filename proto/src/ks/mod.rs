@@ -504,6 +504,7 @@ impl KeyServer {
     /// keeps its SEQ at or above every SEQ its peers announced, and a
     /// takeover starts [`TAKEOVER_SEQ_GAP`] above all of them.
     fn sync_coop(&mut self, now: Millis) {
+        let mut merges = Vec::new();
         for mut s in self.coop.sync() {
             let Some(gi) = self.groups.index(s.group_id) else {
                 continue;
@@ -524,6 +525,19 @@ impl KeyServer {
                     self.coop.gm_recorded(now, &r);
                 }
                 self.out.event(KsEvent::Coop(CoopEvent::GmLearned(r)));
+            }
+            // A merge: the other side's GMs hold its KEK and TEKs; once
+            // the SEQ is raised above theirs (below), the whole group is
+            // rekeyed (a replace) under every KEK held.
+            if primary && !s.merge.is_empty() {
+                let keks = s.merge.iter().filter_map(|m| m.push_kek.clone()).collect();
+                let spis = s
+                    .merge
+                    .iter()
+                    .flat_map(|m| m.keys.teks.iter().map(|t| t.spi))
+                    .collect();
+                self.rekeys.add_merge(gi, keks, spis);
+                merges.push(gi);
             }
             // A new primary's journal takes the whole GM database.
             if s.took_over {
@@ -597,6 +611,17 @@ impl KeyServer {
                     &mut self.out,
                 );
             }
+        }
+        for gi in merges {
+            // Queued behind a rekey waiting to be persisted, if one is.
+            let _ = self.rekeys.prepare(
+                now,
+                gi,
+                RekeyReason::Replace,
+                &self.groups,
+                &mut self.out,
+                self.rng.as_mut(),
+            );
         }
     }
 

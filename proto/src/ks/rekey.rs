@@ -76,6 +76,10 @@ struct GroupRekey {
     pending: Option<Pending>,
     queued: Option<RekeyReason>,
     round: Option<Round>,
+    /// A COOP merge (docs/COOP.md, "Split and merge"): the KEKs GMs of the
+    /// other side hold (the next rekey also goes out under each), and
+    /// their TEK SPIs (it deletes them).
+    merge: Option<(Vec<Kek>, Vec<u32>)>,
 }
 
 impl GroupRekey {
@@ -151,6 +155,17 @@ impl Rekeys {
         g.by_addr.retain(|_, v| v != gm_identity);
         g.tracker.forget(gm_identity);
         true
+    }
+
+    /// A COOP merge: the next rekey of group `gi` also goes out under
+    /// `keks` (held by the GMs of the other side of a healed partition)
+    /// and deletes `spis` (their TEKs).
+    pub(crate) fn add_merge(&mut self, gi: usize, keks: Vec<Kek>, spis: Vec<u32>) {
+        if let Some(g) = self.groups.get_mut(gi) {
+            let m = g.merge.get_or_insert_with(Default::default);
+            m.0.extend(keks);
+            m.1.extend(spis);
+        }
     }
 
     /// A prepared rekey's state, to persist before it is released.
@@ -273,7 +288,7 @@ impl Rekeys {
             .filter(|(_, exp)| *exp > now)
             .cloned()
             .collect();
-        let mut deleted = Vec::new();
+        let mut deleted: Vec<u32> = g.merge.as_ref().map(|m| m.1.clone()).unwrap_or_default();
         if new_teks {
             keys.teks = cur.keys.teks.iter().map(|t| t.fresh(rng)).collect();
             if reason == RekeyReason::Replace {
@@ -397,6 +412,23 @@ impl Rekeys {
             };
             datagrams.insert(class, d);
         }
+        // A merge: the same push under each KEK the other side's GMs hold
+        // (each GM takes the one it can open and drops the others).
+        let merge_keks = self
+            .groups
+            .get_mut(gi)
+            .and_then(|g| g.merge.take())
+            .map(|m| m.0)
+            .unwrap_or_default();
+        let mut merge_pushes = Vec::new();
+        for kek in &merge_keks {
+            let ack_req = if unicast {
+                kek_ack_requested(policy.ack, GmClass::NonCisco)
+            } else {
+                None
+            };
+            merge_pushes.push(self.build_push(&p, kek, ack_req, None, d3p, rng)?);
+        }
         let Some(g) = self.groups.get_mut(gi) else {
             return Err(RekeyError::UnknownGroup(group_id));
         };
@@ -418,6 +450,13 @@ impl Rekeys {
                         });
                         sent += 1;
                     }
+                    for d in &merge_pushes {
+                        out.transmit(Transmit {
+                            to: m.addr,
+                            payload: d.clone(),
+                        });
+                        sent += 1;
+                    }
                 }
                 g.round = Some(Round {
                     seq,
@@ -432,11 +471,11 @@ impl Rekeys {
             }
             RekeyTransport::Multicast { address, port, .. } => {
                 if let Some(d) = datagrams.get(&GmClass::NonCisco) {
-                    out.transmit(Transmit {
-                        to: SocketAddr::V4(SocketAddrV4::new(address, port)),
-                        payload: d.as_ref().clone(),
-                    });
-                    sent = 1;
+                    let to = SocketAddr::V4(SocketAddrV4::new(address, port));
+                    for payload in std::iter::once(d.as_ref().clone()).chain(merge_pushes) {
+                        out.transmit(Transmit { to, payload });
+                        sent += 1;
+                    }
                 }
             }
         }

@@ -117,6 +117,13 @@ struct CoopGroup {
     last_part: HashMap<IpAddr, (u64, u16)>,
     /// When GM records recorded since the last announcement go out.
     gm_flush_at: Option<Millis>,
+    /// The state this key server held when it stepped down as primary
+    /// (announced while it says so, for the remaining primary's merge).
+    stepped_state: Option<GroupState>,
+    /// States of the other side of a healed partition, for a merge.
+    merge: Vec<GroupState>,
+    /// KEKs (SPIs) merged already.
+    merged: Vec<[u8; 16]>,
 }
 
 /// How long new GM records wait before an announcement carries them
@@ -138,6 +145,8 @@ pub(crate) struct CoopSync {
     pub adopt: Option<GroupState>,
     /// GM records learned from peers.
     pub learned: Vec<GmRecord>,
+    /// The other side's states after a partition healed (a primary merges).
+    pub merge: Vec<GroupState>,
 }
 
 /// How far above the highest SEQ it heard a key server that takes over
@@ -257,6 +266,9 @@ impl CoopPart {
             gms: GmSync::new(journal),
             last_part: HashMap::new(),
             gm_flush_at: None,
+            stepped_state: None,
+            merge: Vec::new(),
+            merged: Vec::new(),
         });
     }
 
@@ -276,6 +288,7 @@ impl CoopPart {
                     peer_seq_high: g.peer_seq_high,
                     adopt: g.adopt.take().filter(|_| role == Role::Secondary),
                     learned: std::mem::take(&mut g.gms.learned),
+                    merge: std::mem::take(&mut g.merge),
                 }
             })
             .collect()
@@ -574,10 +587,28 @@ impl CoopPart {
                     None => {}
                 }
                 let state = payload(PayloadType::GKM_COOP_GROUP_STATE)
-                    .filter(|_| from_primary)
                     .map(|b| crate::group_state::decode(ann.group_id, b));
+                let leading = g.election.role() == Role::Primary;
                 match state {
-                    Some(Ok((_, s))) => g.adopt = Some(s),
+                    Some(Ok((_, s))) if from_primary => g.adopt = Some(s),
+                    // Another side's state (a lesser primary, or one that
+                    // stepped down): GMs hold its KEK, which the next
+                    // rekey must also go out under, once.
+                    Some(Ok((_, s))) if leading => {
+                        let kek_of = |s: &GroupState| s.push_kek.as_ref().map(|k| k.spi);
+                        let own = groups
+                            .index(ann.group_id)
+                            .and_then(|gi| groups.state(gi))
+                            .map(|o| [kek_of(o), o.keys.kek.as_ref().map(|k| k.spi)]);
+                        if let Some(spi) = kek_of(&s) {
+                            let known = own.is_some_and(|o| o.contains(&Some(spi)));
+                            if !known && !g.merged.contains(&spi) {
+                                g.merged.push(spi);
+                                g.merge.push(s);
+                            }
+                        }
+                    }
+                    Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         drop(out, CoopDrop::Malformed(format!("coop group state: {e}")))
                     }
@@ -664,6 +695,15 @@ impl CoopGroup {
                             let body = crate::group_state::encode("", s);
                             payloads.push((PayloadType::GKM_COOP_GROUP_STATE, body));
                         }
+                    } else if header.stepped_down_from.is_some() {
+                        // Stepped down: the state this key server's GMs
+                        // hold, until the remaining primary has merged.
+                        if let Some(s) = &self.stepped_state {
+                            let body = crate::group_state::encode("", s);
+                            payloads.push((PayloadType::GKM_COOP_GROUP_STATE, body));
+                        }
+                    } else {
+                        self.stepped_state = None;
                     }
                     if let Some(s) = state {
                         let seq = CoopSeq {
@@ -724,6 +764,12 @@ impl CoopGroup {
                     // Options are compared with the followed primary's
                     // only: when this key server leads, or follows another
                     // (or none), the new one must announce its own.
+                    if role == Role::Secondary && self.acted_role == Some(Role::Primary) {
+                        self.stepped_state = groups
+                            .index(group_id)
+                            .and_then(|gi| groups.state(gi))
+                            .cloned();
+                    }
                     let source = self.primary_options.map(|(a, _)| a);
                     if role == Role::Primary || primary != source {
                         self.primary_options = None;
