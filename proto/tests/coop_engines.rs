@@ -212,6 +212,10 @@ impl Net {
             for (&a, gm) in self.gms.iter_mut() {
                 while let Some(t) = gm.poll_transmit() {
                     moved = true;
+                    // ACKs (RFC 8263's 35, GKM's unicast 240), for the attacks.
+                    if matches!(t.payload.get(18), Some(&35 | &240)) {
+                        self.captured.push((a, t.to, t.payload.clone()));
+                    }
                     let cut = self.cut.contains(&(a, t.to)) || self.cut.contains(&(t.to, a));
                     if !self.down.contains(&t.to) && !cut {
                         if let Some(k) = self.ks.get_mut(&t.to) {
@@ -991,4 +995,40 @@ fn after_a_partition_heals_the_remaining_primarys_rekey_brings_every_gm_to_one_k
     assert_eq!(registrations, 3, "no GM registered again");
     // KS 3 (now a secondary) holds the same keys.
     assert_eq!(keys_of(&net, 3).1, keys_of(&net, 2).1);
+}
+
+#[test]
+fn acks_go_to_the_primary_and_a_secondary_refuses_them() {
+    let mut net = Net::new();
+    net.run_until(T0 + 45_000);
+    let gm = net.add_gm(1, 1);
+    net.run_until(net.now + 5_000);
+    net.ks
+        .get_mut(&addr(2))
+        .unwrap()
+        .rekey_now(net.now, GROUP, gkm_proto::rekey::RekeyReason::Manual)
+        .unwrap();
+    net.settle();
+    // The GM (registered with KS 1) acknowledged to the primary, which
+    // sent the rekey.
+    let (_, to, ack) = net
+        .captured
+        .iter()
+        .find(|(from, _, d)| *from == gm && matches!(d.get(18), Some(&35 | &240)))
+        .cloned()
+        .expect("an ACK");
+    assert_eq!(to, addr(2));
+    assert_eq!(
+        net.ks[&addr(2)]
+            .member_ack_state(GROUP, "10.0.1.1")
+            .map(|s| s.last_acked),
+        Some(Some(keys_of(&net, 2).2))
+    );
+    // The same ACK at a secondary is refused, naming why.
+    let ks1 = net.ks.get_mut(&addr(1)).unwrap();
+    ks1.handle_datagram(net.now, gm, &ack);
+    let refused = std::iter::from_fn(|| ks1.poll_event()).any(
+        |e| matches!(e, KsEvent::Rejected { detail: Some(d), .. } if d.contains("COOP secondary")),
+    );
+    assert!(refused);
 }

@@ -705,6 +705,17 @@ impl Rekeys {
         let Some((option, group_id)) = table.get(gi).map(|g| (g.rekey.ack, g.keys.group_id)) else {
             return;
         };
+        // ACKs go to the primary only (docs/COOP.md, "ACKs").
+        if table.is_held(gi) {
+            return out.refuse(
+                from,
+                Reject::UnknownExchange,
+                None,
+                Some(format!(
+                    "{kind:?} ACK for group {group_id} at a COOP secondary: ACKs go to the primary"
+                )),
+            );
+        }
         if let Err(e) = accepts(option, kind) {
             return out.refuse(
                 from,
