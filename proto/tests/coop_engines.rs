@@ -134,6 +134,17 @@ impl Net {
         }
     }
 
+    /// Key server `ks` rekeys the group now; everything in flight is delivered.
+    fn rekey(&mut self, ks: u8, reason: gkm_proto::rekey::RekeyReason) {
+        let now = self.now;
+        self.ks
+            .get_mut(&addr(ks))
+            .unwrap()
+            .rekey_now(now, GROUP, reason)
+            .unwrap();
+        self.settle();
+    }
+
     /// GM `i` (10.0.1.i) registering with key server `ks`.
     fn add_gm(&mut self, i: u32, ks: u8) -> SocketAddr {
         let a = gm_addr(i);
@@ -704,12 +715,7 @@ fn secondaries_serve_the_primarys_keys_and_only_a_primary_rekeys_with_seq_above_
         .iter()
         .any(|(a, e)| *a == addr(3)
             && matches!(e, CoopEvent::PersistGroupState { adopted: false, .. })));
-    net.ks
-        .get_mut(&addr(3))
-        .unwrap()
-        .rekey_now(net.now, GROUP, gkm_proto::rekey::RekeyReason::Manual)
-        .unwrap();
-    net.settle();
+    net.rekey(3, gkm_proto::rekey::RekeyReason::Manual);
     assert_eq!(accepted(&net, gm_c).last(), Some(&(taken.2 + 1)));
     // KS 1 follows KS 3 and holds its keys and SEQ.
     assert_eq!(keys_of(&net, 1), keys_of(&net, 3));
@@ -800,12 +806,7 @@ fn the_gm_database_reaches_every_key_server_and_a_new_primary_rekeys_every_gm() 
         .count();
     assert_eq!(learned_by_3, 301, "all but its own");
     // The primary's unicast rekey reaches every GM, wherever it registered.
-    net.ks
-        .get_mut(&addr(2))
-        .unwrap()
-        .rekey_now(net.now, GROUP, gkm_proto::rekey::RekeyReason::Manual)
-        .unwrap();
-    net.settle();
+    net.rekey(2, gkm_proto::rekey::RekeyReason::Manual);
     let seq = keys_of(&net, 2).2;
     for gm in &gms {
         assert_eq!(accepted(&net, *gm).last(), Some(&seq), "{gm}");
@@ -817,12 +818,7 @@ fn the_gm_database_reaches_every_key_server_and_a_new_primary_rekeys_every_gm() 
     let died = net.now;
     net.run_until(died + 45_000);
     assert_eq!(net.role(3), Role::Primary);
-    net.ks
-        .get_mut(&addr(3))
-        .unwrap()
-        .rekey_now(net.now, GROUP, gkm_proto::rekey::RekeyReason::Manual)
-        .unwrap();
-    net.settle();
+    net.rekey(3, gkm_proto::rekey::RekeyReason::Manual);
     let seq3 = keys_of(&net, 3).2;
     assert!(seq3 > seq + 1000);
     for gm in &gms {
@@ -954,12 +950,7 @@ fn after_a_partition_heals_the_remaining_primarys_rekey_brings_every_gm_to_one_k
         (2, gkm_proto::rekey::RekeyReason::Manual),
         (3, gkm_proto::rekey::RekeyReason::Replace),
     ] {
-        net.ks
-            .get_mut(&addr(ks))
-            .unwrap()
-            .rekey_now(net.now, GROUP, reason)
-            .unwrap();
-        net.settle();
+        net.rekey(ks, reason);
     }
     let kek = |net: &Net, gm: SocketAddr| {
         net.gms[&gm]
@@ -1003,12 +994,7 @@ fn acks_go_to_the_primary_and_a_secondary_refuses_them() {
     net.run_until(T0 + 45_000);
     let gm = net.add_gm(1, 1);
     net.run_until(net.now + 5_000);
-    net.ks
-        .get_mut(&addr(2))
-        .unwrap()
-        .rekey_now(net.now, GROUP, gkm_proto::rekey::RekeyReason::Manual)
-        .unwrap();
-    net.settle();
+    net.rekey(2, gkm_proto::rekey::RekeyReason::Manual);
     // The GM (registered with KS 1) acknowledged to the primary, which
     // sent the rekey.
     let (_, to, ack) = net
