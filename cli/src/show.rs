@@ -181,6 +181,13 @@ pub fn ks_coop(groups: &[Value], coops: &[Value]) -> String {
             "\t\tAntireplay Sequence Number: {}\n",
             s(&k["antireplay_seq"])
         );
+        // GKM's own: the GM database sync (docs/COOP.md).
+        let _ = writeln!(
+            out,
+            "\tGM database sync: {} GMs in the journal, {} gaps\n",
+            s(&k["gm_journal"]),
+            s(&k["gm_sync_gaps"])
+        );
         out.push_str("\tPeer Sessions:\n");
         for (i, p) in k["peers"].as_array().into_iter().flatten().enumerate() {
             let _ = writeln!(out, "\tSession {}:", i + 1);
@@ -203,7 +210,12 @@ pub fn ks_coop(groups: &[Value], coops: &[Value]) -> String {
             out.push_str("\t\tCounters:\n");
             for (label, key) in [
                 ("Ann msgs sent", "ann_sent"),
+                ("Ann msgs sent with reply request", "ann_sent_reply_request"),
                 ("Ann msgs recv", "ann_received"),
+                (
+                    "Ann msgs recv with reply request",
+                    "ann_received_reply_request",
+                ),
                 ("Packet sent drops", "send_drops"),
                 ("Packet Recv drops", "recv_drops"),
                 ("Total bytes sent", "bytes_sent"),
@@ -211,6 +223,13 @@ pub fn ks_coop(groups: &[Value], coops: &[Value]) -> String {
             ] {
                 let _ = writeln!(out, "\t\t\t{label}: {}", s(&p["counters"][key]));
             }
+            // GKM's own: the GM database sync with this peer.
+            let _ = writeln!(
+                out,
+                "\t\tGM sync: peer journal held to {}, ours acknowledged to {}",
+                s(&p["gm_sync_held"]),
+                s(&p["gm_sync_acked"])
+            );
         }
         out.push('\n');
     }

@@ -99,6 +99,13 @@ pub struct CoopView {
     pub mismatches: Vec<String>,
     /// `Peer Sessions`.
     pub peers: Vec<CoopPeerView>,
+    /// GMs in this key server's GM database sync journal (docs/COOP.md,
+    /// "GM database sync").
+    #[serde(default)]
+    pub gm_journal: u64,
+    /// GM sync messages from peers not taken for a gap (resent).
+    #[serde(default)]
+    pub gm_sync_gaps: u64,
 }
 
 /// One `Session N:` of [`CoopView`].
@@ -124,6 +131,13 @@ pub struct CoopPeerView {
     pub ike_status: String,
     /// `Counters:`.
     pub counters: CoopCounters,
+    /// GM database sync: the generation of the peer's journal held here,
+    /// and of this key server's journal the peer acknowledged.
+    #[serde(default)]
+    pub gm_sync_held: u64,
+    /// See `gm_sync_held`.
+    #[serde(default)]
+    pub gm_sync_acked: u64,
 }
 
 /// The `Counters:` of one COOP peer session, as the key server engine
@@ -133,8 +147,14 @@ pub struct CoopPeerView {
 pub struct CoopCounters {
     /// `Ann msgs sent`.
     pub ann_sent: u64,
+    /// `Ann msgs sent with reply request`.
+    #[serde(default)]
+    pub ann_sent_reply_request: u64,
     /// `Ann msgs recv`: announcements taken from the peer.
     pub ann_received: u64,
+    /// `Ann msgs recv with reply request`.
+    #[serde(default)]
+    pub ann_received_reply_request: u64,
     /// `Packet sent drops`: announcements replaced before the SA was up.
     pub send_drops: u64,
     /// `Packet Recv drops`: the peer's messages the election refused.

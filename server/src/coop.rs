@@ -373,8 +373,12 @@ pub fn view(s: &gkm_proto::ks::CoopStatus, now_ms: u64) -> gkm_model::CoopView {
                 }
                 .to_owned(),
                 counters: p.counters,
+                gm_sync_held: p.gm_sync.0,
+                gm_sync_acked: p.gm_sync.1,
             })
             .collect(),
+        gm_journal: s.gm_journal.0 as u64,
+        gm_sync_gaps: s.gm_sync_gaps,
     }
 }
 

@@ -161,6 +161,18 @@ fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
     }
     assert!(view.contains("Peer KS Role: Secondary"), "{view}");
     assert!(!view.contains("Ann msgs recv: 0"), "{view}");
+    assert!(
+        view.contains("Ann msgs sent with reply request: "),
+        "{view}"
+    );
+    assert!(
+        view.contains("Ann msgs recv with reply request: "),
+        "{view}"
+    );
+    assert!(
+        view.contains("GM database sync: 0 GMs in the journal, 0 gaps"),
+        "{view}"
+    );
     let json = Command::new(binary("gkmctl", "gkmctl"))
         .args(["--url", &url1, "--token-file"])
         .arg(dir.join("ks1/data/admin-token"))

@@ -92,7 +92,11 @@ impl Control for Recorder {
                     ann_received: 9,
                     ..Default::default()
                 },
+                gm_sync_held: 5,
+                gm_sync_acked: 4,
             }],
+            gm_journal: 5,
+            gm_sync_gaps: 0,
         })
     }
     async fn group_changed(&self, group_id: u32, group: Option<&Group>, replace: bool) {

@@ -85,6 +85,9 @@ impl CoopGroup {
         if let Some(b) = batches.next().and_then(|b| b.to_bytes().ok()) {
             payloads.push((PayloadType::GKM_COOP_GMS, Zeroizing::new(b)));
         }
+        if wire.reply_requested {
+            s.counters.ann_sent_reply_request += 1;
+        }
         let o = s.announce(now, payloads, rng);
         deliver(group_id, s.peer, o, out);
         for (i, b) in (1..parts).zip(batches) {
@@ -94,6 +97,9 @@ impl CoopGroup {
             let mut h = wire;
             h.part = i;
             h.reply_requested = more && i + 1 == parts;
+            if h.reply_requested {
+                s.counters.ann_sent_reply_request += 1;
+            }
             let part: Announcement = vec![
                 (
                     PayloadType::GKM_COOP_ANNOUNCEMENT,

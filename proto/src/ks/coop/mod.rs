@@ -520,6 +520,9 @@ impl CoopPart {
         // Authenticated by this peer's pair PSK: whatever the election
         // makes of it, a new SA from the peer is worth knowing.
         session.peer_sa_seen(key, now);
+        if ann.reply_requested {
+            session.counters.ann_received_reply_request += 1;
+        }
         let gms_payload = raws
             .iter()
             .find(|r| r.payload_type == PayloadType::GKM_COOP_GMS)
