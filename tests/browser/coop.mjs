@@ -4,25 +4,14 @@
 // page shows the group's COOP view with both peers.
 // Usage: node coop.mjs BASE_URL ADMIN_PASSWORD ARTIFACT_DIR PRIMARY_ADDRESS
 // Last line: browser coop ok: <N> checks
-import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
+import { check, run } from "./harness.mjs";
 
 const [base, adminPassword, out, primary] = process.argv.slice(2);
 mkdirSync(out, { recursive: true });
-let checks = 0;
-function check(ok, what) {
-  if (!ok) { throw new Error(`check failed: ${what}`); }
-  checks += 1;
-  console.log(`ok ${checks} - ${what}`);
-}
 const D3P = "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: IP-D3P configuration between Primary KS and Secondary KS are mismatched";
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox"],
-});
-try {
+await run("browser coop", async (browser) => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
   await page.goto(`${base}/login`);
@@ -45,10 +34,4 @@ try {
   check(rows.some((r) => r.includes("Dead")), "the killed key server is listed Dead");
   await page.screenshot({ path: `${out}/coop-key-servers.png`, fullPage: true });
   await context.close();
-} catch (e) {
-  console.error(e);
-  await browser.close();
-  process.exit(1);
-}
-await browser.close();
-console.log(`browser coop ok: ${checks} checks`);
+});

@@ -2,23 +2,12 @@
 // gkm-server (with OIDC pointed at oidc.mjs) and live GMs.
 // Usage: node e2e.mjs BASE_URL GROUP ARTIFACT_DIR ADMIN_PASSWORD EXPECTED_GMS
 // Last line: browser e2e ok: <N> checks
-import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
+import { check, run } from "./harness.mjs";
 
 const [base, group, out, adminPassword, expectedGms] = process.argv.slice(2);
 mkdirSync(out, { recursive: true });
-let checks = 0;
-function check(ok, what) {
-  if (!ok) { throw new Error(`check failed: ${what}`); }
-  checks += 1;
-  console.log(`ok ${checks} - ${what}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox"],
-});
+let browser;
 
 async function oidcLogin(user) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -43,7 +32,8 @@ async function csrfOf(page) {
   return page.getAttribute('input[name="csrf"]', "value");
 }
 
-try {
+await run("browser e2e", async (b) => {
+  browser = b;
   // --- admin through OIDC ------------------------------------------------
   const { context: alice, page } = await oidcLogin("alice");
   await page.waitForSelector("#who");
@@ -164,10 +154,4 @@ try {
   await Promise.all([lp.waitForNavigation(), lp.click('form.card button[type="submit"]')]);
   check((await lp.textContent("#who")).includes("admin (admin)"), "the local bootstrap admin signs in");
   await local.close();
-} catch (e) {
-  console.error(e);
-  await browser.close();
-  process.exit(1);
-}
-await browser.close();
-console.log(`browser e2e ok: ${checks} checks`);
+});
