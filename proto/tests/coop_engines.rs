@@ -1018,3 +1018,56 @@ fn acks_go_to_the_primary_and_a_secondary_refuses_them() {
     );
     assert!(refused);
 }
+
+/// Failover and GM convergence as functions of the announcement interval
+/// (docs/BENCHMARKS.md; `scripts/bench-coop`): refresh = check = the
+/// interval, dead after 3 periods (the default). Simulated time: the
+/// harness's network has no latency, so the figures are the protocol's.
+fn failover_figures(interval_ms: u64, trials: u64) {
+    let mut failovers = Vec::new();
+    for trial in 0..trials {
+        let mut net = Net::new();
+        for (i, p, peers) in [(1, 100, [2, 3]), (2, 200, [1, 3]), (3, 150, [1, 2])] {
+            let mut cfg = coop_config(i, p, &peers, PAIR_PSK);
+            cfg.refresh_ms = interval_ms;
+            cfg.check_ms = interval_ms;
+            cfg.seq_start = 1_000_000;
+            let now = net.now;
+            net.ks.get_mut(&addr(i)).unwrap().set_coop_group(now, cfg);
+        }
+        net.run_until(net.now + 5 * interval_ms);
+        assert_eq!(net.role(2), Role::Primary);
+        let gms: Vec<SocketAddr> = (1..=20).map(|g| net.add_gm(g, (g % 3) as u8 + 1)).collect();
+        net.run_until(net.now + interval_ms);
+        // The kill falls at a different point of the announcement cycle
+        // each trial.
+        net.run_until(net.now + interval_ms * trial / trials);
+        let killed = net.now;
+        net.down.push(addr(2));
+        while net.role(3) != Role::Primary {
+            let next = net.now + 100;
+            net.run_until(next);
+            assert!(net.now < killed + 10 * interval_ms, "no failover");
+        }
+        let failover = net.now - killed;
+        net.rekey(3, gkm_proto::rekey::RekeyReason::Manual);
+        let seq = keys_of(&net, 3).2;
+        assert!(gms.iter().all(|g| accepted(&net, *g).last() == Some(&seq)));
+        failovers.push(failover);
+    }
+    let mean = failovers.iter().sum::<u64>() as f64 / failovers.len() as f64 / 1000.0;
+    println!(
+        "interval {} s (dead after 3): failover min {:.1} s, mean {mean:.1} s, max {:.1} s over {trials} kills; every GM (20, registered at all three) took the new primary's first rekey at once after it",
+        interval_ms / 1000,
+        *failovers.iter().min().unwrap() as f64 / 1000.0,
+        *failovers.iter().max().unwrap() as f64 / 1000.0,
+    );
+}
+
+#[test]
+#[ignore = "benchmark: scripts/bench-coop"]
+fn bench_failover_by_interval() {
+    for interval in [10_000, 20_000, 30_000] {
+        failover_figures(interval, 5);
+    }
+}
