@@ -350,7 +350,7 @@ pub fn view(s: &gkm_proto::ks::CoopStatus, now_ms: u64) -> gkm_model::CoopView {
         remaining_secs: s.next_timer.saturating_sub(now_ms).div_ceil(1000),
         antireplay_seq: s.next_seq,
         invalid_ann_received: s.peers.iter().map(|p| p.election.replayed).sum(),
-        new_gm_blocking: false,
+        new_gm_blocking: s.new_gm_blocking,
         not_a_peer: s.not_a_peer,
         mismatches: s.mismatches.iter().map(|m| m.text().to_owned()).collect(),
         peers: s

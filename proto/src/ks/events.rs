@@ -74,6 +74,9 @@ pub enum Reject {
     AckNotAccepted,
     /// A rekey ACK that does not verify or parse.
     BadAck,
+    /// A registration at a COOP secondary that has not yet taken its
+    /// primary's keys ("New GM Temporary Blocking Enforced?: Yes").
+    CoopBlocking,
 }
 
 /// Something the caller should record or log.

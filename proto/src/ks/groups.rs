@@ -104,6 +104,8 @@ pub(crate) struct GroupTable {
     /// Rekeys held: the key server is a COOP secondary of the group (its
     /// primary makes the keys and rekeys).
     held: Vec<bool>,
+    /// New GMs blocked: a COOP secondary without its primary's keys yet.
+    blocked: Vec<bool>,
     /// When `payloads` were encoded.
     encoded_at: Millis,
     /// Key states are set up (the first time time was known).
@@ -123,6 +125,7 @@ impl GroupTable {
             states: groups.iter().map(|_| None).collect(),
             disabled: groups.iter().map(|_| false).collect(),
             held: groups.iter().map(|_| false).collect(),
+            blocked: groups.iter().map(|_| false).collect(),
             payloads,
             groups,
             encoded_at: 0,
@@ -168,6 +171,18 @@ impl GroupTable {
     pub(crate) fn set_held(&mut self, gi: usize, held: bool) {
         if let Some(h) = self.held.get_mut(gi) {
             *h = held;
+        }
+    }
+
+    /// Whether new GMs of group `gi` are refused for now.
+    pub(crate) fn is_blocked(&self, gi: usize) -> bool {
+        self.blocked.get(gi).copied().unwrap_or(false)
+    }
+
+    /// Blocks or admits new GMs of group `gi`.
+    pub(crate) fn set_blocked(&mut self, gi: usize, blocked: bool) {
+        if let Some(b) = self.blocked.get_mut(gi) {
+            *b = blocked;
         }
     }
 
@@ -309,6 +324,7 @@ impl GroupTable {
         self.states.push(None);
         self.disabled.push(false);
         self.held.push(false);
+        self.blocked.push(false);
         self.ensure_ready(now);
         self.groups.len() - 1
     }

@@ -318,6 +318,12 @@ impl KeyServer {
             .groups
             .index(group_id)
             .ok_or(RekeyError::UnknownGroup(group_id))?;
+        // Prepared as primary, persisted after stepping down: not sent
+        // (the SEQ stays unused; the primary's state replaces these keys).
+        if self.groups.is_held(gi) {
+            self.rekeys.discard_pending(gi);
+            return Err(RekeyError::NotPrimary(group_id));
+        }
         self.rekeys.persisted(
             now,
             gi,
@@ -482,6 +488,7 @@ impl KeyServer {
         self.coop.remove_group(group_id);
         if let Some(gi) = self.groups.index(group_id) {
             self.groups.set_held(gi, false);
+            self.groups.set_blocked(gi, false);
         }
     }
 
@@ -516,7 +523,9 @@ impl KeyServer {
             // secondary's journal holds its own registrations only, so
             // records flow to the primary and from it, never around).
             for r in std::mem::take(&mut s.learned) {
-                if self.rekeys.member(gi, &r.gm_identity) == Some(&r) {
+                if self.rekeys.member(gi, &r.gm_identity) == Some(&r)
+                    || self.rekeys.was_removed(gi, &r)
+                {
                     continue;
                 }
                 self.groups.note_sids(r.group_id, &r.sids);
@@ -546,6 +555,7 @@ impl KeyServer {
                 }
             }
             self.groups.set_held(gi, !primary);
+            self.groups.set_blocked(gi, s.blocking);
             // Never under a rekey waiting to be persisted: it carries its
             // own SEQ; a takeover's raise waits for the next sync.
             if self.rekeys.pending_state(gi).is_some() {

@@ -452,6 +452,16 @@ impl PullServer {
             refuse(cx, key, from, why, Some(detail));
             return None;
         }
+        if cx.groups.is_blocked(group_idx) {
+            refuse(
+                cx,
+                key,
+                from,
+                (Reject::CoopBlocking, NotifyType::INVALID_ID_INFORMATION),
+                Some("COOP secondary without its primary's keys yet: new GM temporary blocking (the GM tries its next key server)".into()),
+            );
+            return None;
+        }
         let group_id = group.keys.group_id;
         let sids = cx.groups.grant_sids(group_id, sid_request.unwrap_or(0));
         let wire = cx.groups.payloads(group_idx)?;

@@ -57,6 +57,9 @@ struct Round {
     kek: Kek,
     /// The push, per GM class.
     datagrams: HashMap<GmClass, Shared>,
+    /// A COOP merge: the same push under each KEK the other side's GMs
+    /// hold, sent and resent with it; ACKs may name those KEKs.
+    merge: Vec<(Kek, Shared)>,
     transmissions: u32,
     next_at: Millis,
     /// When the rekey was prepared, for the time to full acknowledgement.
@@ -76,6 +79,10 @@ struct GroupRekey {
     pending: Option<Pending>,
     queued: Option<RekeyReason>,
     round: Option<Round>,
+    /// GMs removed (ejected, or after three missed ACKs), with the
+    /// registration time of the record removed: a COOP peer's copy of
+    /// that registration does not bring the GM back (docs/COOP.md).
+    removed: HashMap<String, Millis>,
     /// A COOP merge (docs/COOP.md, "Split and merge"): the KEKs GMs of the
     /// other side hold (the next rekey also goes out under each), and
     /// their TEK SPIs (it deletes them).
@@ -149,9 +156,10 @@ impl Rekeys {
         let Some(g) = self.groups.get_mut(gi) else {
             return false;
         };
-        if g.members.remove(gm_identity).is_none() {
+        let Some(m) = g.members.remove(gm_identity) else {
             return false;
-        }
+        };
+        g.removed.insert(m.gm_identity, m.registered_at);
         g.by_addr.retain(|_, v| v != gm_identity);
         g.tracker.forget(gm_identity);
         true
@@ -165,6 +173,14 @@ impl Rekeys {
             let m = g.merge.get_or_insert_with(Default::default);
             m.0.extend(keks);
             m.1.extend(spis);
+        }
+    }
+
+    /// Drops a prepared rekey (and any queued behind it) unsent.
+    pub(crate) fn discard_pending(&mut self, gi: usize) {
+        if let Some(g) = self.groups.get_mut(gi) {
+            g.pending = None;
+            g.queued = None;
         }
     }
 
@@ -188,6 +204,16 @@ impl Rekeys {
         }
         g.tracker.registered(&record.gm_identity);
         g.members.insert(record.gm_identity.clone(), record);
+    }
+
+    /// Whether `record` is a registration this key server removed (a
+    /// peer's copy of it does not bring the GM back; a newer
+    /// registration does).
+    pub(crate) fn was_removed(&self, gi: usize, record: &GmRecord) -> bool {
+        self.groups
+            .get(gi)
+            .and_then(|g| g.removed.get(&record.gm_identity))
+            .is_some_and(|at| *at >= record.registered_at)
     }
 
     /// One GM of group `gi`'s GM database.
@@ -420,14 +446,15 @@ impl Rekeys {
             .and_then(|g| g.merge.take())
             .map(|m| m.0)
             .unwrap_or_default();
-        let mut merge_pushes = Vec::new();
-        for kek in &merge_keks {
+        let mut merge_pushes: Vec<(Kek, Shared)> = Vec::new();
+        for kek in merge_keks {
             let ack_req = if unicast {
                 kek_ack_requested(policy.ack, GmClass::NonCisco)
             } else {
                 None
             };
-            merge_pushes.push(self.build_push(&p, kek, ack_req, None, d3p, rng)?);
+            let d = self.build_push(&p, &kek, ack_req, None, d3p, rng)?;
+            merge_pushes.push((kek, std::rc::Rc::new(d)));
         }
         let Some(g) = self.groups.get_mut(gi) else {
             return Err(RekeyError::UnknownGroup(group_id));
@@ -450,10 +477,10 @@ impl Rekeys {
                         });
                         sent += 1;
                     }
-                    for d in &merge_pushes {
+                    for (_, d) in &merge_pushes {
                         out.transmit(Transmit {
                             to: m.addr,
-                            payload: d.clone(),
+                            payload: d.as_ref().clone(),
                         });
                         sent += 1;
                     }
@@ -462,6 +489,7 @@ impl Rekeys {
                     seq,
                     kek: push_kek,
                     datagrams,
+                    merge: merge_pushes,
                     transmissions: 1,
                     next_at: now + interval_ms,
                     prepared_at: p.prepared_at,
@@ -472,7 +500,8 @@ impl Rekeys {
             RekeyTransport::Multicast { address, port, .. } => {
                 if let Some(d) = datagrams.get(&GmClass::NonCisco) {
                     let to = SocketAddr::V4(SocketAddrV4::new(address, port));
-                    for payload in std::iter::once(d.as_ref().clone()).chain(merge_pushes) {
+                    let merged = merge_pushes.iter().map(|(_, d)| d.as_ref().clone());
+                    for payload in std::iter::once(d.as_ref().clone()).chain(merged) {
                         out.transmit(Transmit { to, payload });
                         sent += 1;
                     }
@@ -598,7 +627,8 @@ impl Rekeys {
         let mut resent = 0u64;
         for id in g.tracker.unacknowledged(seq) {
             if let Some(m) = g.members.get(id) {
-                if let Some(d) = round.datagrams.get(&m.class) {
+                let merged = round.merge.iter().map(|(_, d)| d);
+                for d in round.datagrams.get(&m.class).into_iter().chain(merged) {
                     out.transmit(Transmit {
                         to: m.addr,
                         payload: d.as_ref().clone(),
@@ -628,6 +658,7 @@ impl Rekeys {
                 RoundOutcome::Removed => {
                     removed += 1;
                     if let Some(m) = g.members.remove(&id) {
+                        g.removed.insert(id.clone(), m.registered_at);
                         g.by_addr.retain(|_, v| *v != id);
                         out.event(KsEvent::GmRemoved {
                             group_id,
@@ -689,7 +720,7 @@ impl Rekeys {
             self.groups
                 .get(*gi)
                 .and_then(|g| g.round.as_ref())
-                .is_some_and(|r| r.kek.spi == spi)
+                .is_some_and(|r| r.kek.spi == spi || r.merge.iter().any(|(k, _)| k.spi == spi))
                 || held(*gi).is_some()
         }) else {
             return out.refuse(
@@ -727,12 +758,14 @@ impl Rekeys {
         let Some(g) = self.groups.get_mut(gi) else {
             return;
         };
-        let kek = match g.round.as_ref().filter(|r| r.kek.spi == spi) {
-            Some(r) => &r.kek,
-            None => match held(gi) {
-                Some(k) => k,
-                None => return,
-            },
+        let in_round = g.round.as_ref().and_then(|r| {
+            std::iter::once(&r.kek)
+                .chain(r.merge.iter().map(|(k, _)| k))
+                .find(|k| k.spi == spi)
+        });
+        let kek = match in_round.or_else(|| held(gi)) {
+            Some(k) => k,
+            None => return,
         };
         let opened = match kind {
             AckKind::Rfc8263 => open_rfc8263_ack(data, kek, AckRequested::REKEY_ACK_KEK_SHA256),

@@ -46,15 +46,11 @@ impl CoopGroup {
                 let body = crate::group_state::encode("", s);
                 payloads.push((PayloadType::GKM_COOP_GROUP_STATE, body));
             }
-        } else if header.stepped_down_from.is_some() {
-            // Stepped down: the state this key server's GMs
-            // hold, until the remaining primary has merged.
-            if let Some(s) = &self.stepped_state {
-                let body = crate::group_state::encode("", s);
-                payloads.push((PayloadType::GKM_COOP_GROUP_STATE, body));
-            }
-        } else {
-            self.stepped_state = None;
+        } else if let Some((s, _)) = &self.stepped_state {
+            // Stepped down: the state this key server's GMs may hold,
+            // until the remaining primary has merged it.
+            let body = crate::group_state::encode("", s);
+            payloads.push((PayloadType::GKM_COOP_GROUP_STATE, body));
         }
         if let Some(s) = state {
             let seq = CoopSeq {

@@ -118,9 +118,13 @@ struct CoopGroup {
     last_part: HashMap<IpAddr, (u64, u16)>,
     /// When GM records recorded since the last announcement go out.
     gm_flush_at: Option<Millis>,
-    /// The state this key server held when it stepped down as primary
-    /// (announced while it says so, for the remaining primary's merge).
-    stepped_state: Option<GroupState>,
+    /// The state this key server held when it stepped down as primary,
+    /// announced until the primary it follows has merged it: until a
+    /// state of that primary shows a rekey sent after the first one this
+    /// key server saw (the count then) with a SEQ above this state's.
+    stepped_state: Option<(GroupState, Option<u64>)>,
+    /// New GM temporary blocking: no primary's state taken since start.
+    blocking: bool,
     /// States of the other side of a healed partition, for a merge.
     merge: Vec<GroupState>,
     /// KEKs (SPIs) merged already.
@@ -148,6 +152,8 @@ pub(crate) struct CoopSync {
     pub learned: Vec<GmRecord>,
     /// The other side's states after a partition healed (a primary merges).
     pub merge: Vec<GroupState>,
+    /// New GMs are refused for now (a secondary without its primary's keys).
+    pub blocking: bool,
 }
 
 /// How far above the highest SEQ it heard a key server that takes over
@@ -268,6 +274,7 @@ impl CoopPart {
             last_part: HashMap::new(),
             gm_flush_at: None,
             stepped_state: None,
+            blocking: true,
             merge: Vec::new(),
             merged: Vec::new(),
         });
@@ -290,6 +297,12 @@ impl CoopPart {
                     adopt: g.adopt.take().filter(|_| role == Role::Secondary),
                     learned: std::mem::take(&mut g.gms.learned),
                     merge: std::mem::take(&mut g.merge),
+                    blocking: {
+                        if role == Role::Primary {
+                            g.blocking = false;
+                        }
+                        g.blocking
+                    },
                 }
             })
             .collect()
@@ -594,7 +607,23 @@ impl CoopPart {
                     .map(|b| crate::group_state::decode(ann.group_id, b));
                 let leading = g.election.role() == Role::Primary;
                 match state {
-                    Some(Ok((_, s))) if from_primary => g.adopt = Some(s),
+                    Some(Ok((_, s))) if from_primary => {
+                        let merged = match g.stepped_state.as_mut() {
+                            Some((_, at @ None)) => {
+                                *at = Some(s.rekeys_sent);
+                                false
+                            }
+                            Some((own, Some(at))) => {
+                                s.rekeys_sent > *at && s.keys.seq > own.keys.seq
+                            }
+                            None => false,
+                        };
+                        if merged {
+                            g.stepped_state = None;
+                        }
+                        g.blocking = false;
+                        g.adopt = Some(s);
+                    }
                     // Another side's state (a lesser primary, or one that
                     // stepped down): GMs hold its KEK, which the next
                     // rekey must also go out under, once.
@@ -696,7 +725,8 @@ impl CoopGroup {
                         self.stepped_state = groups
                             .index(group_id)
                             .and_then(|gi| groups.state(gi))
-                            .cloned();
+                            .cloned()
+                            .map(|s| (s, None));
                     }
                     let source = self.primary_options.map(|(a, _)| a);
                     if role == Role::Primary || primary != source {

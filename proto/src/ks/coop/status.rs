@@ -64,6 +64,9 @@ pub struct CoopStatus {
     pub gm_journal: (usize, u64),
     /// GM messages from a peer not taken for a gap (one before was lost).
     pub gm_sync_gaps: u64,
+    /// "New GM Temporary Blocking Enforced?": a secondary that has not
+    /// yet taken its primary's keys refuses new GMs.
+    pub new_gm_blocking: bool,
 }
 
 impl CoopPart {
@@ -89,6 +92,7 @@ impl CoopPart {
             mismatches: g.mismatches.clone(),
             gm_journal: (g.gms.len(), g.gms.generation()),
             gm_sync_gaps: g.gms.gaps,
+            new_gm_blocking: g.blocking && e.role() != Role::Primary,
             peers: g
                 .sessions
                 .iter()
