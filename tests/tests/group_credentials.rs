@@ -226,7 +226,11 @@ fn a_coop_peers_psk_opens_no_group() {
     );
     let pair = "pair-psk-of-ks2";
     let mut p = policy(Some(PSK_A), &["127.0.0.0/8"]);
-    p["coop"] = json!({"peers": [{"address": "127.0.9.20",
+    // The shortest timers: with its peer absent, this key server takes
+    // over after 2 x 10 s (until then a secondary blocks new GMs:
+    // docs/COOP.md, "New GMs at a secondary").
+    p["coop"] = json!({"refresh_secs": 10, "check_secs": 10, "dead_periods": 2,
+        "peers": [{"address": "127.0.9.20",
         "authentication": {"method": "psk", "psk": pair}}]});
     let g = api.expect(
         201,
@@ -247,7 +251,17 @@ fn a_coop_peers_psk_opens_no_group() {
         let (ok, out) = registers(&dir, udp, group, pair, 20);
         assert!(!ok, "the pair PSK registered to group {group}:\n{out}");
     }
-    // The group's own PSK still opens the group from that address.
+    // The group's own PSK still opens the group from that address, once
+    // the key server serves it as primary.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let (code, v) = api.call("GET", "/api/v1/groups/A/coop", None);
+        if code == 200 && v["local_role"] == "Primary" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{code} {v}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     let (ok, out) = registers(&dir, udp, 4001, PSK_A, 20);
     assert!(ok, "{out}");
 }
