@@ -1299,3 +1299,31 @@ fn a_secondary_blocks_new_gms_until_it_holds_its_primarys_keys() {
     });
     assert_eq!(kek, Some(keys_of(&net, 2).1), "the primary's KEK");
 }
+
+#[test]
+fn a_policy_change_on_a_secondary_keeps_its_primarys_keys() {
+    let mut net = Net::new();
+    net.run_until(T0 + 45_000);
+    let primary = keys_of(&net, 2);
+    assert_eq!(keys_of(&net, 1), primary);
+    // KS 1's own group configuration changes (IP-D3P on): it keeps
+    // serving the primary's keys, not keys of its own configuration.
+    let mut g = ks_group("GET", GROUP, 11, Authorization::default());
+    g.d3p_window_ms = Some(5_000);
+    // As each server's configuration does, the KEK names this key server
+    // as the rekey source: for the group table, a change of key policy.
+    if let Some(k) = g.keys.kek.as_mut() {
+        k.rekey_src = Ipv4Addr::new(10, 0, 0, 9);
+    }
+    let now = net.now;
+    let started = net.ks.get_mut(&addr(1)).unwrap().set_group(now, g, false);
+    assert_eq!(started, Ok(None), "a secondary starts no rekey");
+    assert_eq!(keys_of(&net, 1), primary);
+    let gm = net.add_gm(1, 1);
+    net.run_until(net.now + 5_000);
+    let kek = net.gm_events.iter().find_map(|(a, e)| match e {
+        GmEvent::Registered { keys, .. } if *a == gm => keys.kek.as_ref().map(|k| k.spi),
+        _ => None,
+    });
+    assert_eq!(kek, Some(primary.1));
+}

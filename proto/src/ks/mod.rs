@@ -179,10 +179,19 @@ impl KeyServer {
     pub fn set_group(
         &mut self,
         now: Millis,
-        group: KsGroup,
+        mut group: KsGroup,
         replace: bool,
     ) -> Result<Option<RekeyReason>, RekeyError> {
         self.ensure_ready(now);
+        // A COOP secondary keeps serving its primary's keys: its own
+        // configuration's keys would reach GMs no primary rekeys.
+        if let Some(gi) = self.groups.index(group.keys.group_id) {
+            if self.groups.is_held(gi) {
+                if let Some(st) = self.groups.state(gi) {
+                    group.keys = st.keys.clone();
+                }
+            }
+        }
         let Some(gi) = self.groups.any_index(group.keys.group_id) else {
             self.groups.add(group, now);
             self.rekeys.added();
