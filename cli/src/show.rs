@@ -188,6 +188,23 @@ pub fn ks_coop(groups: &[Value], coops: &[Value]) -> String {
             s(&k["gm_journal"]),
             s(&k["gm_sync_gaps"])
         );
+        // GKM's own: COOP messages refused, by reason (docs/COOP.md).
+        let refused: Vec<String> = k["refused"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(r, n)| format!("{r} {}", s(n)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\tMessages refused: {}, Not a peer: {}\n",
+            if refused.is_empty() {
+                "none".to_owned()
+            } else {
+                refused.join(", ")
+            },
+            s(&k["not_a_peer"])
+        );
         out.push_str("\tPeer Sessions:\n");
         for (i, p) in k["peers"].as_array().into_iter().flatten().enumerate() {
             let _ = writeln!(out, "\tSession {}:", i + 1);

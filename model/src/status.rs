@@ -106,6 +106,13 @@ pub struct CoopView {
     /// GM sync messages from peers not taken for a gap (resent).
     #[serde(default)]
     pub gm_sync_gaps: u64,
+    /// COOP messages this key server refused, by reason (`no_sa`,
+    /// `undecryptable`, `bad_hash`, `malformed`, `unknown_group`,
+    /// `not_a_peer`, `replayed`, `address_mismatch`,
+    /// `epoch_out_of_range`, `part_out_of_order`), all groups together:
+    /// most are refused before their group is known.
+    #[serde(default)]
+    pub refused: std::collections::BTreeMap<String, u64>,
 }
 
 /// One `Session N:` of [`CoopView`].

@@ -438,6 +438,17 @@ fn forged_replayed_cut_and_foreign_announcements_change_nothing() {
     let s1 = net.ks[&addr(1)].coop_status(GROUP, net.now).unwrap();
     let from2 = s1.peers.iter().find(|p| p.addr == addr(2)).unwrap();
     assert_eq!(from2.election.replayed, 1, "\"Invalid ANN PST recvd\"");
+    // The status counts each refusal by its reason, as the drops say.
+    let mut kinds: Vec<(&str, u64)> = Vec::new();
+    for d in &drops {
+        match kinds.iter_mut().find(|(k, _)| *k == d.kind()) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((d.kind(), 1)),
+        }
+    }
+    kinds.sort_unstable();
+    assert_eq!(s1.refused, kinds);
+    assert_eq!(s1.refused.iter().map(|(_, n)| n).sum::<u64>(), 4);
 }
 
 #[test]
@@ -470,6 +481,13 @@ fn a_gm_with_the_group_psk_or_a_stranger_key_server_cannot_announce() {
     let s1 = net.ks[&addr(1)].coop_status(GROUP, net.now).unwrap();
     assert_eq!(s1.primary, Some(addr(2).ip()));
     assert_eq!(s1.peers.len(), 2, "no peer added");
+    let not_a_peer = net
+        .drops(1)
+        .iter()
+        .filter(|d| **d == CoopDrop::NotAPeer)
+        .count() as u64;
+    assert!(s1.not_a_peer >= not_a_peer && not_a_peer > 0, "{s1:?}");
+    assert!(s1.refused.contains(&("not_a_peer", not_a_peer)), "{s1:?}");
     assert!(!net.events.iter().any(|(at, e)| {
         *at == addr(1)
             && matches!(e, CoopEvent::RoleChanged { primary: Some(p), .. } if *p != addr(2).ip())

@@ -379,6 +379,11 @@ pub fn view(s: &gkm_proto::ks::CoopStatus, now_ms: u64) -> gkm_model::CoopView {
             .collect(),
         gm_journal: s.gm_journal.0 as u64,
         gm_sync_gaps: s.gm_sync_gaps,
+        refused: s
+            .refused
+            .iter()
+            .map(|(k, n)| ((*k).to_owned(), *n))
+            .collect(),
     }
 }
 

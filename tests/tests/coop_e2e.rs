@@ -173,6 +173,10 @@ fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
         view.contains("GM database sync: 0 GMs in the journal, 0 gaps"),
         "{view}"
     );
+    assert!(
+        view.contains("\tMessages refused: none, Not a peer: 0\n"),
+        "{view}"
+    );
     let json = Command::new(binary("gkmctl", "gkmctl"))
         .args(["--url", &url1, "--token-file"])
         .arg(dir.join("ks1/data/admin-token"))

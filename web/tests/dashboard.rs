@@ -723,6 +723,10 @@ async fn the_group_page_shows_coop_peers_and_a_policy_save_keeps_them(backend: B
         coop.contains("<td>10.0.8.2:848</td><td>1.0.0</td><td>200</td><td>Primary</td><td>Alive</td><td>Established</td><td>7 / 9</td>"),
         "{coop}"
     );
+    assert!(
+        coop.contains("<dd class=\"coop-refused\">replayed 2</dd>"),
+        "{coop}"
+    );
     assert!(!ks.body.contains("id=\"no-coop\""));
     // Saving the policy form changes what it edits and keeps COOP with the
     // peer's key.

@@ -293,6 +293,25 @@ pub enum CoopDrop {
     PartOutOfOrder,
 }
 
+impl CoopDrop {
+    /// The reason's name, as counted (`show crypto gkm ks coop`, the API).
+    pub fn kind(&self) -> &'static str {
+        use crate::coop::election::Dropped;
+        match self {
+            Self::NoSa => "no_sa",
+            Self::Undecryptable => "undecryptable",
+            Self::BadHash => "bad_hash",
+            Self::Malformed(_) => "malformed",
+            Self::UnknownGroup(_) => "unknown_group",
+            Self::NotAPeer | Self::Election(Dropped::NotAPeer) => "not_a_peer",
+            Self::Election(Dropped::Replayed) => "replayed",
+            Self::Election(Dropped::AddressMismatch) => "address_mismatch",
+            Self::Election(Dropped::EpochOutOfRange) => "epoch_out_of_range",
+            Self::PartOutOfOrder => "part_out_of_order",
+        }
+    }
+}
+
 /// What the COOP part tells the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CoopEvent {

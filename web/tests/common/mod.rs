@@ -97,6 +97,7 @@ impl Control for Recorder {
             }],
             gm_journal: 5,
             gm_sync_gaps: 0,
+            refused: [("replayed".to_owned(), 2)].into_iter().collect(),
         })
     }
     async fn group_changed(&self, group_id: u32, group: Option<&Group>, replace: bool) {

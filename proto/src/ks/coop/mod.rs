@@ -9,7 +9,7 @@
 //! is that configured peer; anything else is dropped and counted, and
 //! changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use gkm_wire::consts::PayloadType;
@@ -129,6 +129,9 @@ struct CoopGroup {
     merge: Vec<GroupState>,
     /// KEKs (SPIs) merged already.
     merged: Vec<[u8; 16]>,
+    /// Announcements for this group over an SA whose credential is not a
+    /// configured peer's pair PSK.
+    not_a_peer: u64,
 }
 
 /// How long new GM records wait before an announcement carries them
@@ -191,6 +194,8 @@ fn options_of(groups: &GroupTable, group_id: u32) -> Option<CoopOptions> {
 #[derive(Default)]
 pub(crate) struct CoopPart {
     groups: Vec<CoopGroup>,
+    /// COOP messages refused, by reason ([`CoopDrop::kind`]), all groups.
+    refused: BTreeMap<&'static str, u64>,
 }
 
 fn election_header(a: &CoopAnnouncement) -> AnnouncementHeader {
@@ -277,6 +282,7 @@ impl CoopPart {
             blocking: true,
             merge: Vec::new(),
             merged: Vec::new(),
+            not_a_peer: 0,
         });
     }
 
@@ -481,7 +487,9 @@ impl CoopPart {
             header,
             data,
         } = d;
-        let drop = |out: &mut KsOutbox, reason| {
+        let refused = &mut self.refused;
+        let mut drop = |out: &mut KsOutbox, reason: CoopDrop| {
+            *refused.entry(reason.kind()).or_default() += 1;
             out.event(KsEvent::Coop(CoopEvent::Dropped { from, reason }));
         };
         let key = cookies(&header.initiator_cookie, &header.responder_cookie);
@@ -528,6 +536,7 @@ impl CoopPart {
         let Some(session) =
             session.filter(|_| sa.credentials.contains(&Credential::CoopPeer(ann.group_id)))
         else {
+            g.not_a_peer += 1;
             return drop(out, CoopDrop::NotAPeer);
         };
         // Authenticated by this peer's pair PSK: whatever the election

@@ -56,6 +56,10 @@ pub struct CoopStatus {
     pub next_timer: Millis,
     /// Messages dropped for not coming from a configured peer.
     pub not_a_peer: u64,
+    /// COOP messages the key server refused, by reason
+    /// ([`crate::ks::CoopDrop::kind`]), for all its groups: most are
+    /// refused before their group is known.
+    pub refused: Vec<(&'static str, u64)>,
     /// Options raised as mismatched with the primary's.
     pub mismatches: Vec<CoopMismatch>,
     /// The peers.
@@ -88,7 +92,8 @@ impl CoopPart {
             check_ms: g.cfg.check_ms,
             dead_periods: g.cfg.dead_periods,
             next_timer: e.poll_timeout(),
-            not_a_peer: e.not_a_peer,
+            not_a_peer: e.not_a_peer + g.not_a_peer,
+            refused: self.refused.iter().map(|(k, n)| (*k, *n)).collect(),
             mismatches: g.mismatches.clone(),
             gm_journal: (g.gms.len(), g.gms.generation()),
             gm_sync_gaps: g.gms.gaps,
