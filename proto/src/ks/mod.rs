@@ -544,19 +544,11 @@ impl KeyServer {
                 }
                 self.out.event(KsEvent::Coop(CoopEvent::GmLearned(r)));
             }
-            // A merge: the other side's GMs hold its KEK and TEKs; once
-            // the SEQ is raised above theirs (below), the whole group is
-            // rekeyed (a replace) under every KEK held.
-            if primary && !s.merge.is_empty() {
-                let keks = s.merge.iter().filter_map(|m| m.push_kek.clone()).collect();
-                let spis = s
-                    .merge
-                    .iter()
-                    .flat_map(|m| m.keys.teks.iter().map(|t| t.spi))
-                    .collect();
-                self.rekeys.add_merge(gi, keks, spis);
-                merges.push(gi);
-            }
+            // A merge: the other side's GMs hold its KEK and TEKs and
+            // took its SEQ; once the SEQ is raised above theirs (below),
+            // the whole group is rekeyed (a replace) under every KEK held.
+            let merge = std::mem::take(&mut s.merge);
+            let merge_seq = merge.iter().map(|m| m.keys.seq).max().unwrap_or(0);
             // A new primary's journal takes the whole GM database.
             if s.took_over {
                 for m in self.rekeys.members(gi) {
@@ -570,6 +562,10 @@ impl KeyServer {
             if self.rekeys.pending_state(gi).is_some() {
                 if s.took_over {
                     self.coop.defer_takeover(s.group_id);
+                }
+                // The merge waits too: its SEQ must be above theirs.
+                if primary && !merge.is_empty() {
+                    self.coop.requeue_merge(s.group_id, merge);
                 }
                 continue;
             }
@@ -601,13 +597,23 @@ impl KeyServer {
                         own.keys.seq.max(peer_seq_high).saturating_add(gap)
                     } else {
                         peer_seq_high
-                    };
+                    }
+                    .max(merge_seq);
                     let mut raised = own.clone();
                     raised.keys.seq = raised.keys.seq.max(floor);
                     (raised, false)
                 }
                 _ => continue,
             };
+            if primary && !merge.is_empty() {
+                let keks = merge.iter().filter_map(|m| m.push_kek.clone()).collect();
+                let spis = merge
+                    .iter()
+                    .flat_map(|m| m.keys.teks.iter().map(|t| t.spi))
+                    .collect();
+                self.rekeys.add_merge(gi, keks, spis);
+                merges.push(gi);
+            }
             if next == own {
                 continue;
             }

@@ -127,8 +127,11 @@ struct CoopGroup {
     blocking: bool,
     /// States of the other side of a healed partition, for a merge.
     merge: Vec<GroupState>,
-    /// KEKs (SPIs) merged already.
-    merged: Vec<[u8; 16]>,
+    /// KEKs (SPIs) merged already, with the highest SEQ a state under
+    /// each showed: a later state under the same KEK with a higher SEQ
+    /// (its GMs took a rekey the merge's SEQ may not be above) is merged
+    /// again.
+    merged: HashMap<[u8; 16], u32>,
     /// Announcements for this group over an SA whose credential is not a
     /// configured peer's pair PSK.
     not_a_peer: u64,
@@ -281,7 +284,7 @@ impl CoopPart {
             stepped_state: None,
             blocking: true,
             merge: Vec::new(),
-            merged: Vec::new(),
+            merged: HashMap::new(),
             not_a_peer: 0,
         });
     }
@@ -369,6 +372,14 @@ impl CoopPart {
     }
 
     /// Stops a group's COOP.
+    /// Gives back states to merge that the engine could not act on yet (a
+    /// rekey waiting to be persisted): the next sync hands them out again.
+    pub fn requeue_merge(&mut self, group_id: u32, states: Vec<GroupState>) {
+        if let Some(g) = self.groups.iter_mut().find(|g| g.cfg.group_id == group_id) {
+            g.merge.extend(states);
+        }
+    }
+
     pub fn remove_group(&mut self, group_id: u32) {
         self.groups.retain(|g| g.cfg.group_id != group_id);
     }
@@ -644,8 +655,10 @@ impl CoopPart {
                             .map(|o| [kek_of(o), o.keys.kek.as_ref().map(|k| k.spi)]);
                         if let Some(spi) = kek_of(&s) {
                             let known = own.is_some_and(|o| o.contains(&Some(spi)));
-                            if !known && !g.merged.contains(&spi) {
-                                g.merged.push(spi);
+                            let seq = s.keys.seq;
+                            let newer = g.merged.get(&spi).is_none_or(|m| seq > *m);
+                            if !known && newer {
+                                g.merged.insert(spi, seq);
                                 g.merge.push(s);
                             }
                         }
