@@ -5,7 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use gkm_store::model::{AckOption, D3pWindow, GroupPolicy, Invalid, RekeyTransport};
+use gkm_store::model::coop::{
+    DEFAULT_CHECK_SECS, DEFAULT_DEAD_PERIODS, DEFAULT_PEER_PORT, DEFAULT_PRIORITY,
+    DEFAULT_REFRESH_SECS,
+};
+use gkm_store::model::{
+    AckOption, Authentication, CoopPeer, CoopPolicy, D3pWindow, GroupPolicy, Invalid,
+    RekeyTransport,
+};
 use serde::Deserialize;
 
 /// The form as posted (every field text; checkboxes present when ticked).
@@ -56,6 +63,86 @@ pub struct PolicyForm {
     /// Legacy phase 1 suites accepted (`legacy_phase1`) ticked.
     #[serde(default)]
     pub legacy_phase1: Option<String>,
+    /// Cooperative key servers ticked (docs/COOP.md).
+    #[serde(default)]
+    pub coop: Option<String>,
+    /// COOP: this key server's priority, 1-255.
+    #[serde(default)]
+    pub coop_priority: String,
+    /// COOP: announcement interval, seconds.
+    #[serde(default)]
+    pub coop_refresh: String,
+    /// COOP: a secondary's check period, seconds.
+    #[serde(default)]
+    pub coop_check: String,
+    /// COOP: missed check periods before a peer is dead.
+    #[serde(default)]
+    pub coop_dead: String,
+    /// COOP: the peers, one a line: `ADDRESS [port=N] [pki] [identity=ID]`
+    /// ([`coop_peer_line`]).
+    #[serde(default)]
+    pub coop_peers: String,
+    /// COOP: a pair PSK to set on every PSK peer listed (empty: each keeps
+    /// the one it has).
+    #[serde(default)]
+    pub coop_psk: String,
+}
+
+/// One peer of the COOP peers field: `ADDRESS [port=N] [pki]
+/// [identity=ID]` (the identity runs to the end of the line).
+pub fn coop_peer_line(p: &CoopPeer) -> String {
+    let mut l = p.address.clone();
+    if p.port != DEFAULT_PEER_PORT {
+        l += &format!(" port={}", p.port);
+    }
+    if p.authentication == Authentication::Pki {
+        l += " pki";
+    }
+    if let Some(id) = &p.identity {
+        l += &format!(" identity={id}");
+    }
+    l
+}
+
+/// Parses one line of the COOP peers field ([`coop_peer_line`]); `psk`
+/// is set on a PSK peer when given.
+fn parse_coop_peer(line: &str, psk: Option<&str>) -> Result<CoopPeer, String> {
+    let (words, identity) = match line.split_once("identity=") {
+        Some((w, id)) => (w, Some(id.trim().to_owned())),
+        None => (line, None),
+    };
+    let mut it = words.split_whitespace();
+    let address = it
+        .next()
+        .ok_or_else(|| format!("{line:?}: no address"))?
+        .to_owned();
+    let mut port = DEFAULT_PEER_PORT;
+    let mut pki = false;
+    for w in it {
+        match w.split_once('=') {
+            Some(("port", v)) => {
+                port = v
+                    .parse()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{line:?}: port {v:?} is not 1-65535"))?;
+            }
+            None if w == "pki" => pki = true,
+            _ => return Err(format!("{line:?}: {w:?} is not port=N, pki or identity=ID")),
+        }
+    }
+    Ok(CoopPeer {
+        address,
+        port,
+        identity,
+        authentication: if pki {
+            Authentication::Pki
+        } else {
+            Authentication::Psk {
+                psk: psk.map(str::to_owned),
+            }
+        },
+    })
 }
 
 /// Errors by form field name; `_form` for one that belongs to no field.
@@ -73,6 +160,12 @@ pub fn field_of_path(path: &str) -> &'static str {
         "/kek/lifetime" => "kek_lifetime",
         "/tek_rekey_before" => "tek_rekey_before",
         "/kek_rekey_before" => "kek_rekey_before",
+        "/coop/priority" => "coop_priority",
+        "/coop/refresh_secs" => "coop_refresh",
+        "/coop/check_secs" => "coop_check",
+        "/coop/dead_periods" => "coop_dead",
+        p if p.starts_with("/coop/peers/") && p.ends_with("/psk") => "coop_psk",
+        p if p.starts_with("/coop") => "coop_peers",
         _ => "_form",
     }
 }
@@ -96,6 +189,10 @@ impl PolicyForm {
             RekeyTransport::Multicast { .. } => (String::new(), String::new()),
         };
         let tick = |b: bool| b.then(|| "on".to_owned());
+        // A COOP number as the form shows it (the default when COOP is off).
+        let coop_value = |f: fn(&CoopPolicy) -> u32, default: u32| {
+            policy.coop.as_ref().map_or(default, f).to_string()
+        };
         Self {
             csrf: String::new(),
             version: version.to_string(),
@@ -121,6 +218,18 @@ impl PolicyForm {
             gm_error_detection: tick(policy.gm_error_detection),
             cmd_inline_tagging: tick(policy.cmd_inline_tagging),
             legacy_phase1: tick(policy.legacy_phase1),
+            coop: tick(policy.coop.is_some()),
+            coop_priority: coop_value(|c| c.priority, DEFAULT_PRIORITY),
+            coop_refresh: coop_value(|c| c.refresh_secs, DEFAULT_REFRESH_SECS),
+            coop_check: coop_value(|c| c.check_secs, DEFAULT_CHECK_SECS),
+            coop_dead: coop_value(|c| c.dead_periods, DEFAULT_DEAD_PERIODS),
+            coop_peers: policy
+                .coop
+                .iter()
+                .flat_map(|c| c.peers.iter().map(coop_peer_line))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            coop_psk: String::new(),
         }
     }
 
@@ -171,6 +280,14 @@ impl PolicyForm {
                 *retransmit_number = v;
             }
         }
+        let coop_numbers = self.coop.is_some().then(|| {
+            (
+                num("coop_priority", &self.coop_priority),
+                num("coop_refresh", &self.coop_refresh),
+                num("coop_check", &self.coop_check),
+                num("coop_dead", &self.coop_dead),
+            )
+        });
         if !["off", "", "sec", "msec"].contains(&self.d3p.as_str()) {
             errors.insert("d3p_value", "choose off, sec or msec".into());
         }
@@ -194,6 +311,34 @@ impl PolicyForm {
         p.gm_error_detection = self.gm_error_detection.is_some();
         p.cmd_inline_tagging = self.cmd_inline_tagging.is_some();
         p.legacy_phase1 = self.legacy_phase1.is_some();
+        p.coop = None;
+        if self.coop.is_some() {
+            let psk = Some(self.coop_psk.as_str()).filter(|k| !k.is_empty());
+            let mut peers = Vec::new();
+            for line in self.coop_peers.lines().filter(|l| !l.trim().is_empty()) {
+                match parse_coop_peer(line.trim(), psk) {
+                    Ok(peer) => peers.push(peer),
+                    Err(e) => {
+                        errors.insert("coop_peers", e);
+                    }
+                }
+            }
+            if let Some((
+                Some(priority),
+                Some(refresh_secs),
+                Some(check_secs),
+                Some(dead_periods),
+            )) = coop_numbers
+            {
+                p.coop = Some(CoopPolicy {
+                    priority,
+                    refresh_secs,
+                    check_secs,
+                    dead_periods,
+                    peers,
+                });
+            }
+        }
         let Some(version) = version else {
             errors.insert("_form", "the form lost its version; reload the page".into());
             return Err(errors);
@@ -226,6 +371,38 @@ mod tests {
 
     fn err(f: &PolicyForm) -> FieldErrors {
         f.apply(&base()).unwrap_err()
+    }
+
+    #[test]
+    fn the_coop_fields_give_back_the_coop_policy() {
+        let mut p = base();
+        p.acknowledgement = Some(AckOption::Cisco);
+        p.coop = Some(
+            serde_json::from_str(
+                r#"{"priority":7,"refresh_secs":15,"check_secs":45,"dead_periods":4,"peers":[
+                {"address":"10.0.0.2","port":1848},
+                {"address":"10.0.0.3","identity":"CN=ks 3, O=GKM","authentication":{"method":"pki"}}]}"#,
+            )
+            .unwrap(),
+        );
+        let f = PolicyForm::of(&p, 1);
+        assert_eq!(
+            f.coop_peers,
+            "10.0.0.2 port=1848\n10.0.0.3 pki identity=CN=ks 3, O=GKM"
+        );
+        assert_eq!(f.apply(&base()).unwrap().0, p);
+        let with_psk = PolicyForm {
+            coop_psk: "pair".into(),
+            ..f
+        };
+        let c = with_psk.apply(&base()).unwrap().0.coop.unwrap();
+        assert_eq!(
+            c.peers[0].authentication,
+            Authentication::Psk {
+                psk: Some("pair".into())
+            }
+        );
+        assert_eq!(c.peers[1].authentication, Authentication::Pki);
     }
 
     #[test]

@@ -18,7 +18,8 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::{Backend, Recorder};
 use gkm_store::model::{
-    D3pError, GmHealth, GmRow, GmState, GroupPolicy, ReplayCounters, Role, WindowSource,
+    Authentication, D3pError, GmHealth, GmRow, GmState, GroupPolicy, ReplayCounters, Role,
+    WindowSource,
 };
 use gkm_store::{Actor, Store};
 use gkm_web::dashboard::{self, Dashboard};
@@ -736,7 +737,19 @@ async fn the_group_page_shows_coop_peers_and_a_policy_save_keeps_them(backend: B
             "POST",
             "/groups/G1",
             Some(&cookie),
-            Some(&policy_form(&csrf, v, &[("retransmit_number", "3")])),
+            Some(&policy_form(
+                &csrf,
+                v,
+                &[
+                    COOP_FIELDS.as_slice(),
+                    &[
+                        ("retransmit_number", "3"),
+                        COOP_ON,
+                        ("coop_priority", "180"),
+                    ],
+                ]
+                .concat(),
+            )),
         )
         .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
@@ -744,6 +757,17 @@ async fn the_group_page_shows_coop_peers_and_a_policy_save_keeps_them(backend: B
     assert_eq!(
         g.policy.coop.as_ref().map(|c| (c.priority, c.peers.len())),
         Some((180, 3))
+    );
+    assert_eq!(
+        g.policy.coop,
+        p.coop.clone().map(|mut c| {
+            for peer in &mut c.peers {
+                if let Authentication::Psk { psk } = &mut peer.authentication {
+                    *psk = None;
+                }
+            }
+            c
+        })
     );
     assert_eq!(
         u.store
@@ -754,6 +778,172 @@ async fn the_group_page_shows_coop_peers_and_a_policy_save_keeps_them(backend: B
             .as_str(),
         "pair-secret"
     );
+}
+
+/// The COOP fields as the group page fills them for the policy of
+/// [`the_group_page_shows_coop_peers_and_a_policy_save_keeps_them`].
+const COOP_ON: (&str, &str) = ("coop", "on");
+const COOP_FIELDS: [(&str, &str); 5] = [
+    ("coop_refresh", "20"),
+    ("coop_check", "30"),
+    ("coop_dead", "3"),
+    (
+        "coop_peers",
+        "10.0.0.2%0A10.0.0.3 pki identity%3DCN%3Dks3%0A10.0.0.4",
+    ),
+    ("coop_psk", ""),
+];
+
+async fn the_policy_form_edits_coop_and_names_each_wrong_field(backend: Backend) {
+    let u = ui("coop-form", 60_000, false, backend).await;
+    let (cookie, csrf) = u.session("alice", Role::Operator);
+    let post = |changes: Vec<(&'static str, &'static str)>, v: i64| {
+        let form = policy_form(&csrf, v, &[COOP_FIELDS.as_slice(), &changes].concat());
+        let u = &u;
+        let cookie = cookie.clone();
+        async move {
+            u.call("POST", "/groups/G1", Some(&cookie), Some(&form))
+                .await
+        }
+    };
+    // Turned on from the form: three peers, a pair PSK for the PSK ones.
+    let v = u.version().await;
+    let ok = post(
+        vec![
+            COOP_ON,
+            ("coop_priority", "200"),
+            ("coop_psk", "pair-from-form"),
+        ],
+        v,
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    let g = u.store.group("G1").await.unwrap().unwrap();
+    let c = g.policy.coop.clone().expect("coop on");
+    assert_eq!(
+        (c.priority, c.refresh_secs, c.check_secs, c.dead_periods),
+        (200, 20, 30, 3)
+    );
+    assert_eq!(c.peers[1].identity.as_deref(), Some("CN=ks3"));
+    assert_eq!(c.peers[1].authentication, Authentication::Pki);
+    for a in ["10.0.0.2", "10.0.0.4"] {
+        let k = u.store.coop_peer_psk("G1", a).await.unwrap().unwrap();
+        assert_eq!(k.as_str(), "pair-from-form", "{a}");
+    }
+    assert!(u
+        .store
+        .coop_peer_psk("G1", "10.0.0.3")
+        .await
+        .unwrap()
+        .is_none());
+    // The page shows the form filled back, the PSK never.
+    let page = u.call("GET", "/groups/G1", Some(&cookie), None).await;
+    assert!(
+        page.body.contains("10.0.0.3 pki identity=CN=ks3"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("pair-from-form"));
+    // Each wrong value is named next to its field and changes nothing.
+    let v = u.version().await;
+    for (changes, field, says) in [
+        (
+            vec![COOP_ON, ("coop_priority", "0")],
+            "coop_priority",
+            "1-255",
+        ),
+        (
+            vec![COOP_ON, ("coop_priority", "x")],
+            "coop_priority",
+            "not a whole number",
+        ),
+        (
+            vec![COOP_ON, ("coop_priority", "100"), ("coop_refresh", "9")],
+            "coop_refresh",
+            "10-300",
+        ),
+        (
+            vec![COOP_ON, ("coop_priority", "100"), ("coop_dead", "11")],
+            "coop_dead",
+            "2-10",
+        ),
+        (
+            vec![
+                COOP_ON,
+                ("coop_priority", "100"),
+                ("coop_check", "10"),
+                ("coop_refresh", "20"),
+            ],
+            "coop_check",
+            "under refresh_secs",
+        ),
+        (
+            vec![
+                COOP_ON,
+                ("coop_priority", "100"),
+                ("coop_peers", "10.0.0.2 port=0"),
+            ],
+            "coop_peers",
+            "not 1-65535",
+        ),
+        (
+            vec![
+                COOP_ON,
+                ("coop_priority", "100"),
+                ("coop_peers", "10.0.0.2 psk=x"),
+            ],
+            "coop_peers",
+            "is not port=N",
+        ),
+        (
+            vec![
+                COOP_ON,
+                ("coop_priority", "100"),
+                ("coop_peers", "not-an-address"),
+            ],
+            "coop_peers",
+            "not-an-address",
+        ),
+        (
+            vec![COOP_ON, ("coop_priority", "100"), ("coop_peers", "")],
+            "coop_peers",
+            "at least one peer",
+        ),
+    ] {
+        let bad = post(changes.clone(), v).await;
+        assert_eq!(
+            bad.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{changes:?}: {}",
+            bad.body
+        );
+        let at = bad
+            .body
+            .find(&format!("id=\"{field}-error\""))
+            .unwrap_or_else(|| panic!("{changes:?}: no {field} error in {}", bad.body));
+        assert!(
+            bad.body[at..].contains(says),
+            "{changes:?}: {}",
+            &bad.body[at..at + 300.min(bad.body.len() - at)]
+        );
+        assert_eq!(
+            u.store.group("G1").await.unwrap().unwrap().policy,
+            g.policy,
+            "{changes:?}"
+        );
+    }
+    // Unticked: the group has no COOP any more.
+    let off = post(vec![("coop_priority", "200")], v).await;
+    assert_eq!(off.status, StatusCode::OK, "{}", off.body);
+    assert!(u
+        .store
+        .group("G1")
+        .await
+        .unwrap()
+        .unwrap()
+        .policy
+        .coop
+        .is_none());
 }
 
 async fn the_token_form_validates_and_shows_a_secret_once(backend: Backend) {
@@ -1187,6 +1377,7 @@ async fn cross_origin_posts_are_refused_before_the_csrf_token(backend: Backend) 
 
 common::on_both_backends!(
     the_group_page_shows_coop_peers_and_a_policy_save_keeps_them,
+    the_policy_form_edits_coop_and_names_each_wrong_field,
     anonymous_requests_go_to_the_login_page_and_cookies_are_strict,
     the_local_admin_signs_in_with_a_fresh_session_id,
     sessions_expire_when_idle,
