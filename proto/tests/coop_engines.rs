@@ -23,8 +23,8 @@ use common::{base_config, gm_addr, ks_config, ks_group, prefix, rng, GROUP, T0};
 use gkm_proto::coop::election::Role;
 use gkm_proto::gm::{GmAuth, GmEvent, GmIdentity, GroupMember};
 use gkm_proto::ks::{
-    Authorization, CoopDrop, CoopEvent, CoopGroupConfig, CoopMismatch, CoopPeerConfig, Credential,
-    KeyServer, KsEvent, PskEntry,
+    Authorization, CoopDrop, CoopEvent, CoopGroupConfig, CoopMismatch, CoopPeerAuth,
+    CoopPeerConfig, Credential, KeyServer, KsEvent, PskEntry,
 };
 use zeroize::Zeroizing;
 
@@ -43,19 +43,25 @@ fn key_server(i: u8, priority: u8, peers: &[u8]) -> KeyServer {
     key_server_seeded(i, priority, peers, u64::from(i))
 }
 
-/// As [`key_server`], its generator seeded with `seed` (a restarted key
-/// server draws other cookies than before).
-fn key_server_seeded(i: u8, priority: u8, peers: &[u8], seed: u64) -> KeyServer {
+/// Key server `i`'s configuration: its address, and the group, whose
+/// keys each key server makes on its own (a secondary must take its
+/// primary's); all share the rekey-signing key, as docs/COOP.md asks.
+fn coop_ks_config(i: u8) -> gkm_proto::ks::KsConfig {
     let mut cfg = ks_config(GROUP_PSK, Authorization::default());
     cfg.address = Ipv4Addr::new(10, 0, 0, i);
-    // Each key server makes its own keys (a secondary must take its
-    // primary's); all share the rekey-signing key, as docs/COOP.md asks.
     cfg.groups = vec![ks_group(
         "GET",
         GROUP,
         10 + u64::from(i),
         Authorization::default(),
     )];
+    cfg
+}
+
+/// As [`key_server`], its generator seeded with `seed` (a restarted key
+/// server draws other cookies than before).
+fn key_server_seeded(i: u8, priority: u8, peers: &[u8], seed: u64) -> KeyServer {
+    let mut cfg = coop_ks_config(i);
     // The group's GMs come from 10.1/16 with the group's own PSK; each
     // peer key server's address has the pair PSK, as COOP's credential.
     cfg.psks = std::iter::once(PskEntry {
@@ -84,7 +90,7 @@ fn coop_config(i: u8, priority: u8, peers: &[u8], psk: &[u8]) -> CoopGroupConfig
             .iter()
             .map(|&p| CoopPeerConfig {
                 addr: addr(p),
-                psk: Zeroizing::new(psk.to_vec()),
+                auth: CoopPeerAuth::Psk(Zeroizing::new(psk.to_vec())),
             })
             .collect(),
         refresh_ms: REFRESH_MS,
@@ -1344,4 +1350,87 @@ fn a_policy_change_on_a_secondary_keeps_its_primarys_keys() {
         _ => None,
     });
     assert_eq!(kek, Some(primary.1));
+}
+
+/// Key server `i` on certificates: `pem`/`key` its own (from the test
+/// CA), each peer `(j, subject)` reached on certificates and known by
+/// that subject; no pair PSK anywhere.
+fn pki_key_server(i: u8, pem: &str, key: &str, peers: &[(u8, &str)]) -> KeyServer {
+    use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, RsaSigner};
+    let mut cfg = coop_ks_config(i);
+    cfg.psks = vec![PskEntry {
+        credential: Credential::GroupPsk(GROUP),
+        ranges: vec![prefix("10.0.0.0/8").into()],
+        key: Zeroizing::new(GROUP_PSK.to_vec()),
+    }];
+    let ca = certificates_from_pem(include_str!("data/ca.pem")).unwrap();
+    cfg.ca = Some(CertificateAuthority::new(&ca).unwrap());
+    cfg.certificate = Some((
+        certificates_from_pem(pem).unwrap().remove(0),
+        RsaSigner::from_pkcs8_pem(key).unwrap(),
+    ));
+    let mut ks = KeyServer::new(cfg, rng(u64::from(i)));
+    let ids: Vec<u8> = peers.iter().map(|(j, _)| *j).collect();
+    let mut c = coop_config(i, 100 + i, &ids, b"");
+    for (p, (_, subject)) in c.peers.iter_mut().zip(peers) {
+        p.auth = CoopPeerAuth::Certificate {
+            subject: (*subject).to_owned(),
+        };
+    }
+    ks.set_coop_group(T0, c);
+    ks
+}
+
+const KS1_PEM: &str = include_str!("data/ks.pem");
+const KS1_KEY: &str = include_str!("data/ks.key");
+/// The second key server's certificate: the test CA's other end-entity
+/// certificate (its subject is what counts).
+const KS2_PEM: &str = include_str!("data/gm.pem");
+const KS2_KEY: &str = include_str!("data/gm.key");
+const KS1_DN: &str = "CN=ks1.gkm.test, O=GKM test";
+const KS2_DN: &str = "O=GKM test,CN=gm1.gkm.test";
+
+#[test]
+fn key_servers_on_certificates_elect_over_their_sas_and_refuse_another_subject() {
+    // Both on certificates, each knowing the other's subject: one primary,
+    // announcements taken both ways.
+    let mut net = Net::new();
+    net.ks.remove(&addr(3));
+    net.ks
+        .insert(addr(1), pki_key_server(1, KS1_PEM, KS1_KEY, &[(2, KS2_DN)]));
+    net.ks
+        .insert(addr(2), pki_key_server(2, KS2_PEM, KS2_KEY, &[(1, KS1_DN)]));
+    net.run_until(T0 + 45_000);
+    assert_eq!(net.role(2), Role::Primary);
+    assert_eq!(net.role(1), Role::Secondary);
+    for (at, peer) in [(1, 2), (2, 1)] {
+        let s = net.ks[&addr(at)].coop_status(GROUP, net.now).unwrap();
+        let p = s.peers.iter().find(|p| p.addr == addr(peer)).unwrap();
+        assert!(p.alive && p.sa_up, "KS {at}: {p:?}");
+        assert!(p.counters.ann_received > 0, "KS {at}: {p:?}");
+        assert!(s.refused.is_empty(), "KS {at}: {s:?}");
+    }
+    // KS 2 expects another subject for KS 1 (a certificate from the same
+    // CA, as a GM's would be): KS 1's announcements are refused as not a
+    // peer's, and KS 2's own main mode to KS 1 fails on the subject.
+    let mut net = Net::new();
+    net.ks.remove(&addr(3));
+    net.ks
+        .insert(addr(1), pki_key_server(1, KS1_PEM, KS1_KEY, &[(2, KS2_DN)]));
+    net.ks.insert(
+        addr(2),
+        pki_key_server(2, KS2_PEM, KS2_KEY, &[(1, "CN=ks9.gkm.test,O=GKM test")]),
+    );
+    net.run_until(T0 + 45_000);
+    let drops = net.drops(2);
+    assert!(drops.contains(&CoopDrop::NotAPeer), "{drops:?}");
+    let s2 = net.ks[&addr(2)].coop_status(GROUP, net.now).unwrap();
+    let one = s2.peers.iter().find(|p| p.addr == addr(1)).unwrap();
+    assert_eq!(one.counters.ann_received, 0);
+    assert!(!one.alive && !one.sa_up, "{one:?}");
+    assert!(net.events.iter().any(|(at, e)| *at == addr(2)
+        && matches!(e, CoopEvent::PeerSa { failed: Some(w), .. } if w.contains("configured subject"))),
+        "{:?}", net.events.iter().filter(|(a, _)| *a == addr(2)).collect::<Vec<_>>());
+    // Both take themselves for primary: neither hears the other.
+    assert_eq!((net.role(1), net.role(2)), (Role::Primary, Role::Primary));
 }

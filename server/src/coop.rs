@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use gkm_model::clock::unix_ms;
-use gkm_proto::ks::{CoopGroupConfig, CoopPeerConfig, Credential, KeyServer, PskEntry};
+use gkm_proto::ks::{
+    CoopGroupConfig, CoopPeerAuth, CoopPeerConfig, Credential, KeyServer, PskEntry,
+};
 use tracing::{error, info, warn};
 
 use crate::logthrottle::Throttle;
@@ -83,13 +85,16 @@ pub async fn load(store: &dyn Store, g: &Group) -> Result<Option<CoopLoaded>> {
 }
 
 /// The engine's configuration of a group's COOP and the PSK entries that
-/// let its peers in (`Credential::CoopPeer`, each on its peer's address
-/// alone). Peers without a pair PSK, or on certificates (not built yet),
-/// are left out, each with a reason for the log.
+/// let its PSK peers in (`Credential::CoopPeer`, each on its peer's
+/// address alone). A peer on certificates is known by its `identity`
+/// (its certificate's subject) and needs this key server's `[pki]`
+/// (`pki`: configured). Peers without a pair PSK, or on certificates
+/// without those, are left out, each with a reason for the log.
 pub fn engine_config(
     group_id: u32,
     l: &CoopLoaded,
     own: (Ipv4Addr, Option<Ipv6Addr>),
+    pki: bool,
     now_ms: u64,
     skipped: &mut Vec<String>,
 ) -> Result<(CoopGroupConfig, Vec<PskEntry>)> {
@@ -100,9 +105,22 @@ pub fn engine_config(
         let ip = p.ip("").map_err(|e| anyhow!("coop: {e}"))?;
         v6 = ip.is_ipv6();
         if matches!(p.authentication, Authentication::Pki) {
-            skipped.push(format!(
-                "{ip}: certificate authentication between key servers is not built yet (use a pair PSK)"
-            ));
+            let Some(subject) = p.identity.clone() else {
+                skipped.push(format!(
+                    "{ip}: a peer on certificates needs `identity`, its certificate's subject (CN=...,O=...)"
+                ));
+                continue;
+            };
+            if !pki {
+                skipped.push(format!(
+                    "{ip}: certificates between key servers need [pki] (ca, cert, key) on this key server"
+                ));
+                continue;
+            }
+            peers.push(CoopPeerConfig {
+                addr: SocketAddr::new(ip, p.port),
+                auth: CoopPeerAuth::Certificate { subject },
+            });
             continue;
         }
         let Some((_, k)) = l.psks.iter().find(|(a, _)| *a == ip) else {
@@ -112,7 +130,7 @@ pub fn engine_config(
         let key = Zeroizing::new(k.as_bytes().to_vec());
         peers.push(CoopPeerConfig {
             addr: SocketAddr::new(ip, p.port),
-            psk: key.clone(),
+            auth: CoopPeerAuth::Psk(key.clone()),
         });
         entries.push(PskEntry {
             credential: Credential::CoopPeer(group_id),
@@ -241,7 +259,14 @@ impl CoopDriver {
             l.epoch = l.epoch.max(s.epoch);
         }
         let mut skipped = Vec::new();
-        match engine_config(group_id, &l, self.own, unix_ms(), &mut skipped) {
+        match engine_config(
+            group_id,
+            &l,
+            self.own,
+            ks.has_certificate(),
+            unix_ms(),
+            &mut skipped,
+        ) {
             Ok((cfg, entries)) => {
                 for why in skipped {
                     warn!(group = ?name, peer = %why, "COOP peer not reached");
@@ -406,8 +431,15 @@ mod tests {
             r#"{"address":"10.0.0.2","port":1848},{"address":"10.0.0.3"},{"address":"10.0.0.4","authentication":{"method":"pki"}}"#,
         );
         let mut skipped = Vec::new();
-        let (cfg, psks) =
-            engine_config(9, &l, (Ipv4Addr::new(10, 0, 0, 1), None), 5, &mut skipped).unwrap();
+        let (cfg, psks) = engine_config(
+            9,
+            &l,
+            (Ipv4Addr::new(10, 0, 0, 1), None),
+            true,
+            5,
+            &mut skipped,
+        )
+        .unwrap();
         assert_eq!(cfg.peers.len(), 1);
         assert_eq!(cfg.peers[0].addr, "10.0.0.2:1848".parse().unwrap());
         assert_eq!(
@@ -424,6 +456,25 @@ mod tests {
         assert!(psks[0].ranges[0].contains("10.0.0.2".parse().unwrap()));
         assert!(!psks[0].ranges[0].contains("10.0.0.3".parse().unwrap()));
         assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped[1].contains("needs `identity`"), "{skipped:?}");
+    }
+
+    #[test]
+    fn certificate_peers_are_known_by_their_subject_and_need_pki_here() {
+        let l = loaded(
+            r#"{"address":"10.0.0.4","identity":"CN=ks4,O=GKM","authentication":{"method":"pki"}}"#,
+        );
+        let own = (Ipv4Addr::new(10, 0, 0, 1), None);
+        let mut skipped = Vec::new();
+        let (cfg, psks) = engine_config(9, &l, own, true, 5, &mut skipped).unwrap();
+        assert!(skipped.is_empty() && psks.is_empty(), "{skipped:?}");
+        assert!(matches!(
+            &cfg.peers[0].auth,
+            CoopPeerAuth::Certificate { subject } if subject == "CN=ks4,O=GKM"
+        ));
+        let (cfg, _) = engine_config(9, &l, own, false, 5, &mut skipped).unwrap();
+        assert!(cfg.peers.is_empty());
+        assert!(skipped[0].contains("need [pki]"), "{skipped:?}");
     }
 
     #[test]
@@ -433,6 +484,7 @@ mod tests {
             9,
             &l,
             (Ipv4Addr::new(10, 0, 0, 1), None),
+            false,
             0,
             &mut Vec::new(),
         )

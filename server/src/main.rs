@@ -240,6 +240,7 @@ fn build(
                 g.group_id,
                 &l,
                 (own.v4, own.v6),
+                cfg.pki.is_some(),
                 gdoi::now_ms(),
                 &mut skipped,
             ) {

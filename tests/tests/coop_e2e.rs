@@ -36,8 +36,6 @@ fn addr(i: u8) -> String {
 /// Starts key server `i` with `priority` and the other two as peers;
 /// returns it with its REST API's base URL.
 fn key_server(dir: &Path, i: u8, priority: u8, udp: u16, syslog: u16) -> (Proc, String) {
-    let data = dir.join(format!("ks{i}"));
-    std::fs::create_dir_all(&data).unwrap();
     let peers: String = (1..=3)
         .filter(|&p| p != i)
         .map(|p| {
@@ -57,6 +55,14 @@ fn key_server(dir: &Path, i: u8, priority: u8, udp: u16, syslog: u16) -> (Proc, 
         "ks_address = '{}'\nsyslog = '127.0.0.1:{syslog}'\nrekey_signing_key = '{signing_key}'\n[[group]]\nname = 'COOP'\ngroup_id = 7001\n[[group.tek]]\nsrc = '10.1.0.0/16'\ndst = '10.1.0.0/16'\n[group.coop]\npriority = {priority}\nrefresh_secs = {REFRESH}\ncheck_secs = {CHECK}\ndead_periods = {DEAD}\n{peers}",
         addr(i)
     );
+    spawn(dir, i, udp, &config)
+}
+
+/// Starts `gkm-server` `i` on its address and `udp` with `config` (its
+/// file and store in `dir/ks{i}`); returns it with its REST API's URL.
+fn spawn(dir: &Path, i: u8, udp: u16, config: &str) -> (Proc, String) {
+    let data = dir.join(format!("ks{i}"));
+    std::fs::create_dir_all(&data).unwrap();
     let file = data.join("ks.toml");
     std::fs::write(&file, config).unwrap();
     let mut cmd = Command::new(binary("gkm-server", "gkm-server"));
@@ -340,4 +346,91 @@ fn three_key_servers_elect_a_primary_and_fail_over_when_it_is_killed() {
     for log in [ks1.output(), ks2.output(), ks3.output()] {
         assert!(!log.contains(PAIR), "a pair PSK in the log");
     }
+}
+
+/// Two `gkm-server`s whose phase 1 SA between them is on certificates
+/// (each its own `[pki]` from the test CA, each knowing the other by its
+/// certificate's subject): they elect the higher priority over real UDP,
+/// each hears the other, and gkmctl shows it. A third, at priority 250,
+/// holds the second's very certificate (valid, from the same CA) and
+/// names both as its peers, the second under another subject: its main
+/// mode to the second fails on that subject, and the first refuses its
+/// announcements as not a peer's (no peer of the first is at its
+/// address); nothing changes.
+#[test]
+fn two_key_servers_on_certificates_elect_and_a_wrong_subject_is_refused() {
+    let dir = fresh_dir(env!("CARGO_TARGET_TMPDIR"), "coop-pki-e2e");
+    let udp = free_udp_port();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/tests/data");
+    let signing_key = format!("{data}/ks-rekey.pem");
+    // (index, priority, own certificate, peers: (index, subject)).
+    let start = |i: u8, priority: u8, cert: &str, peers: &[(u8, &str)]| {
+        let peers: String = peers
+            .iter()
+            .map(|(p, subject)| {
+                format!(
+                    "[[group.coop.peers]]\naddress = '{}'\nport = {udp}\nidentity = '{subject}'\nauthentication = {{ method = 'pki' }}\n",
+                    addr(*p)
+                )
+            })
+            .collect();
+        let config = format!(
+            "ks_address = '{}'\nrekey_signing_key = '{signing_key}'\n[pki]\nca = '{data}/ca.pem'\ncert = '{data}/{cert}.pem'\nkey = '{data}/{cert}.key'\n[[group]]\nname = 'COOP'\ngroup_id = 7002\n[[group.tek]]\nsrc = '10.2.0.0/16'\ndst = '10.2.0.0/16'\n[group.coop]\npriority = {priority}\nrefresh_secs = {REFRESH}\ncheck_secs = {CHECK}\ndead_periods = {DEAD}\n{peers}",
+            addr(i)
+        );
+        spawn(&dir, i, udp, &config)
+    };
+    const KS: &str = "CN=ks1.gkm.test,O=GKM test";
+    const GM: &str = "CN=gm1.gkm.test,O=GKM test";
+    let (mut a, url_a) = start(1, 100, "ks", &[(2, GM)]);
+    let (mut b, url_b) = start(2, 200, "gm", &[(1, KS)]);
+    let (mut c, url_c) = start(3, 250, "gm", &[(1, KS), (2, "CN=ks9.gkm.test,O=GKM test")]);
+    let window = Duration::from_secs(DEAD * CHECK + CHECK + 15);
+    b.wait_for("COOP role changed group=7002 role=Primary epoch=1", window);
+    a.wait_for(
+        &format!("role=Secondary epoch=1 primary={}", addr(2)),
+        window,
+    );
+    c.wait_for(
+        "main mode 6: the peer's certificate is not the configured subject",
+        window,
+    );
+    for (i, url, peer) in [(1, &url_a, 2), (2, &url_b, 1)] {
+        let view = gkmctl(&dir, i, url, &["crypto", "gkm", "ks", "coop"]);
+        let session = &view[view
+            .find(&format!("Peer Address: {}:{udp}", addr(peer)))
+            .unwrap_or_else(|| panic!("{view}"))..];
+        assert!(session.contains("Peer KS Status: Alive"), "{view}");
+        assert!(session.contains("IKE status: Established"), "{view}");
+        assert!(!session.contains("Ann msgs recv: 0\n"), "{view}");
+    }
+    let json = |url: &str, i: u8| -> serde_json::Value {
+        let o = Command::new(binary("gkmctl", "gkmctl"))
+            .args(["--url", url, "--token-file"])
+            .arg(dir.join(format!("ks{i}/data/admin-token")))
+            .args(["--json", "show", "crypto", "gkm", "ks", "coop"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(2 * REFRESH + 5);
+    loop {
+        let v = json(&url_a, 1);
+        let coop = &v[0]["coop"];
+        if coop["refused"]["not_a_peer"].as_u64().unwrap_or(0) > 0 {
+            assert_eq!(coop["local_role"], "Secondary", "{v}");
+            assert_eq!(coop["primary"], addr(2), "{v}");
+            assert_eq!(coop["epoch"], 1, "{v}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "KS 1 refused nothing of KS 3: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let v = json(&url_c, 3);
+    let peers = v[0]["coop"]["peers"].as_array().unwrap();
+    assert!(peers.iter().all(|p| p["status"] == "Dead"), "{v}");
+    drop((a, b, c));
 }

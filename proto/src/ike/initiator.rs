@@ -29,6 +29,29 @@ pub struct InitiatorCert<'a> {
     pub ca: &'a CertificateAuthority,
 }
 
+/// A party's own certificate credentials, owned (what an
+/// [`InitiatorCert`] borrows).
+#[derive(Clone)]
+pub struct OwnCertificate {
+    /// Its certificate (DER).
+    pub cert: Vec<u8>,
+    /// Its private key.
+    pub key: RsaSigner,
+    /// The CAs a peer's certificate must chain to.
+    pub ca: CertificateAuthority,
+}
+
+impl OwnCertificate {
+    /// The borrowed form main mode takes.
+    pub fn as_initiator(&self) -> InitiatorCert<'_> {
+        InitiatorCert {
+            cert: &self.cert,
+            key: &self.key,
+            ca: &self.ca,
+        }
+    }
+}
+
 /// What the initiator offers and proves.
 pub struct InitiatorParams<'a> {
     /// The pre-shared key (PSK authentication) ...
@@ -107,6 +130,9 @@ pub struct EstablishedP1 {
     /// The responder's ID payload body as sent (checked by the caller
     /// against whom it meant to reach).
     pub idir_b: Vec<u8>,
+    /// With certificates: the subject (DER) of the responder's verified
+    /// certificate (checked by the caller against whom it meant to reach).
+    pub peer_cert_subject: Option<Vec<u8>>,
 }
 
 /// What a responder's message did.
@@ -414,15 +440,19 @@ impl MainModeInitiator {
             ..
         } = st;
         let transcript = self.transcript(&gxi, &gxr, &rcky);
+        let mut peer_cert_subject = None;
         let ok = match &p.cert {
             None => hash.is_some_and(|h| keys.verify_hash_r(suite.prf, &transcript, idir_b, h)),
             Some(c) => {
                 let hash_r = keys.hash_r(suite.prf, &transcript, idir_b);
                 match (cert, sig) {
-                    (Some(cert), Some(s)) => {
-                        c.ca.verify(cert, now / 1000)
-                            .is_ok_and(|v| v.key.verify(&hash_r, s).is_ok())
-                    }
+                    (Some(cert), Some(s)) => match c.ca.verify(cert, now / 1000) {
+                        Ok(v) if v.key.verify(&hash_r, s).is_ok() => {
+                            peer_cert_subject = Some(v.subject_der);
+                            true
+                        }
+                        _ => false,
+                    },
                     _ => false,
                 }
             }
@@ -436,6 +466,7 @@ impl MainModeInitiator {
             rcky,
             last_block: dec.next_iv,
             idir_b: idir_b.to_vec(),
+            peer_cert_subject,
         })
     }
 }

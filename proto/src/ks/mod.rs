@@ -25,7 +25,9 @@ pub use crate::identity::{identity_string, printable};
 pub use config::{
     Authorization, Credential, GroupAuth, KsConfig, KsGroup, KsLimits, PskEntry, MAX_PSK_CANDIDATES,
 };
-pub use coop::{CoopGroupConfig, CoopPeerConfig, CoopPeerStatus, CoopStatus, TAKEOVER_SEQ_GAP};
+pub use coop::{
+    CoopGroupConfig, CoopPeerAuth, CoopPeerConfig, CoopPeerStatus, CoopStatus, TAKEOVER_SEQ_GAP,
+};
 use coop::{CoopPart, CoopSync, Incoming};
 pub(crate) use events::KsOutbox;
 pub use events::{CoopDrop, CoopEvent, CoopMismatch, GmRecord, KsCounters, KsEvent, Reject};
@@ -482,7 +484,9 @@ impl KeyServer {
         // A new journal each start: the peers take this key server's GM
         // database again, whole.
         let journal = self.rng.next_u64() | 1;
-        self.coop.set_group(now, cfg, self.dh_backend, journal);
+        let own_certificate = self.phase1.pki();
+        self.coop
+            .set_group(now, cfg, self.dh_backend, own_certificate.as_ref(), journal);
         if let Some(gi) = self.groups.index(group_id) {
             for m in self.rekeys.members(gi) {
                 self.coop.gm_recorded(now, m);
@@ -653,6 +657,12 @@ impl KeyServer {
     /// `show crypto gkm ks coop` for a group with cooperative key servers.
     pub fn coop_status(&self, group_id: u32, now: Millis) -> Option<CoopStatus> {
         self.coop.status(group_id, now)
+    }
+
+    /// Whether the key server has certificate credentials for phase 1
+    /// (its certificate, key and CAs).
+    pub fn has_certificate(&self) -> bool {
+        self.phase1.pki().is_some()
     }
 
     /// The key server's role in a group with cooperative key servers.

@@ -17,7 +17,6 @@ use gkm_wire::coop::{CoopAnnouncement, CoopOptions, CoopRole, CoopSeq};
 use gkm_wire::IsakmpHeader;
 use zeroize::Zeroizing;
 
-use super::config::Credential;
 use super::events::{CoopDrop, CoopEvent, CoopMismatch, KsEvent, KsOutbox};
 use super::groups::GroupTable;
 use super::phase1::{cookies, Phase1Responder};
@@ -26,6 +25,7 @@ use crate::coop::election::{
 };
 use crate::crypto::{DhBackend, EngineRng};
 use crate::engine::{own_vendor_id, Millis};
+use crate::ike::initiator::OwnCertificate;
 use crate::ike::{decrypt_message, phase2_iv, verify_hashed_chain};
 use crate::ks::GmRecord;
 use crate::rekey::GroupState;
@@ -37,23 +37,42 @@ mod session;
 mod status;
 
 use gm_sync::GmSync;
-use session::{Session, SessionOutput};
+use session::{Session, SessionAuth, SessionOutput};
 pub use status::{CoopPeerStatus, CoopStatus};
+
+/// How the phase 1 SAs between this key server and a peer authenticate.
+#[derive(Clone)]
+pub enum CoopPeerAuth {
+    /// The pair PSK (the same on both key servers).
+    Psk(Zeroizing<Vec<u8>>),
+    /// Certificates from the configured CAs: the peer's must have this
+    /// subject (a distinguished name, `CN=ks3,O=GKM`; see
+    /// [`crate::identity::dn_matches`]), and come from its address.
+    Certificate {
+        /// The subject the peer's certificate must have.
+        subject: String,
+    },
+}
 
 /// One peer key server of a group, as the engine is given it.
 #[derive(Clone)]
 pub struct CoopPeerConfig {
     /// Its COOP address and port (UDP 848 unless told otherwise).
     pub addr: SocketAddr,
-    /// The pair PSK (the same on both key servers).
-    pub psk: Zeroizing<Vec<u8>>,
+    /// How the SAs with it authenticate.
+    pub auth: CoopPeerAuth,
 }
 
 impl std::fmt::Debug for CoopPeerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            CoopPeerAuth::Psk(_) => "psk".to_owned(),
+            CoopPeerAuth::Certificate { subject } => format!("certificate {subject}"),
+        };
         f.debug_struct("CoopPeerConfig")
             .field("addr", &self.addr)
-            .finish_non_exhaustive()
+            .field("auth", &auth)
+            .finish()
     }
 }
 
@@ -245,6 +264,7 @@ impl CoopPart {
         now: Millis,
         cfg: CoopGroupConfig,
         dh_backend: DhBackend,
+        own_certificate: Option<&OwnCertificate>,
         journal: u64,
     ) {
         self.remove_group(cfg.group_id);
@@ -266,7 +286,16 @@ impl CoopPart {
         let sessions = cfg
             .peers
             .iter()
-            .map(|p| Session::new(p.addr, p.psk.clone(), cfg.local_addr, dh_backend, now))
+            .map(|p| {
+                let auth = match &p.auth {
+                    CoopPeerAuth::Psk(k) => SessionAuth::Psk(k.clone()),
+                    CoopPeerAuth::Certificate { subject } => SessionAuth::Certificate {
+                        own: own_certificate.cloned().map(Box::new),
+                        subject: subject.clone(),
+                    },
+                };
+                Session::new(p.addr, auth, cfg.local_addr, dh_backend, now)
+            })
             .collect();
         self.groups.push(CoopGroup {
             cfg,
@@ -545,7 +574,7 @@ impl CoopPart {
         };
         let session = g.sessions.iter_mut().find(|s| s.peer.ip() == from.ip());
         let Some(session) =
-            session.filter(|_| sa.credentials.contains(&Credential::CoopPeer(ann.group_id)))
+            session.filter(|s| s.authenticated_by(ann.group_id, sa.credentials, sa.cert_subject))
         else {
             g.not_a_peer += 1;
             return drop(out, CoopDrop::NotAPeer);

@@ -15,8 +15,11 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{DhBackend, EngineRng};
 use crate::engine::Millis;
-use crate::ike::initiator::{EstablishedP1, InitiatorParams, MainModeInitiator, MmOutcome};
+use crate::ike::initiator::{
+    EstablishedP1, InitiatorParams, MainModeInitiator, MmOutcome, OwnCertificate,
+};
 use crate::ike::{encrypt_body, hashed_raw_chain, phase2_iv, AuthKind, Suite};
+use crate::ks::config::Credential;
 
 /// An announcement's payloads, in order (the group state holds keys:
 /// zeroized when dropped).
@@ -64,11 +67,26 @@ pub enum SessionOutput {
     Failed(&'static str),
 }
 
+/// How this key server authenticates to a peer and knows it.
+pub enum SessionAuth {
+    /// The pair PSK.
+    Psk(Zeroizing<Vec<u8>>),
+    /// Certificates: this key server's own (None: it has none, and main
+    /// mode to the peer fails saying so), and the subject the peer's must
+    /// have.
+    Certificate {
+        /// This key server's certificate credentials.
+        own: Option<Box<OwnCertificate>>,
+        /// The peer's certificate's subject.
+        subject: String,
+    },
+}
+
 /// This key server's side of one peer.
 pub struct Session {
     /// The peer's COOP address and port.
     pub peer: SocketAddr,
-    psk: Zeroizing<Vec<u8>>,
+    auth: SessionAuth,
     /// This key server's phase 1 identity towards the peer.
     identity: std::net::IpAddr,
     dh_backend: DhBackend,
@@ -91,14 +109,14 @@ impl Session {
     /// A session that connects when its first announcement is due.
     pub fn new(
         peer: SocketAddr,
-        psk: Zeroizing<Vec<u8>>,
+        auth: SessionAuth,
         identity: std::net::IpAddr,
         dh_backend: DhBackend,
         now: Millis,
     ) -> Self {
         Self {
             peer,
-            psk,
+            auth,
             identity,
             dh_backend,
             state: State::Idle { at: now },
@@ -145,8 +163,31 @@ impl Session {
         }
     }
 
-    fn offers() -> Vec<Suite> {
-        Suite::offers(AuthKind::Psk, PHASE1_LIFE_SECS, false)
+    /// Whether an SA the peer initiated (its credentials, and its
+    /// certificate's subject) is the one this session knows the peer by:
+    /// the group's pair PSK with it, or a certificate with the configured
+    /// subject (a GM's PSK or certificate never is).
+    pub fn authenticated_by(
+        &self,
+        group_id: u32,
+        credentials: &[Credential],
+        cert_subject: Option<&[u8]>,
+    ) -> bool {
+        match &self.auth {
+            SessionAuth::Psk(_) => credentials.contains(&Credential::CoopPeer(group_id)),
+            SessionAuth::Certificate { subject, .. } => {
+                credentials.contains(&Credential::Certificate)
+                    && cert_subject.is_some_and(|s| crate::identity::dn_matches(subject, s))
+            }
+        }
+    }
+
+    fn offers(&self) -> Vec<Suite> {
+        let auth = match self.auth {
+            SessionAuth::Psk(_) => AuthKind::Psk,
+            SessionAuth::Certificate { .. } => AuthKind::RsaSig,
+        };
+        Suite::offers(auth, PHASE1_LIFE_SECS, false)
     }
 
     fn identity(&self) -> Identity<'static> {
@@ -157,9 +198,16 @@ impl Session {
     }
 
     fn connect(&mut self, now: Millis, rng: &mut dyn EngineRng) -> Vec<SessionOutput> {
-        let offers = Self::offers();
+        let offers = self.offers();
         let id = self.identity();
-        let params = initiator_params(&self.psk, id, &offers, self.dh_backend);
+        let Some(params) = initiator_params(&self.auth, id, &offers, self.dh_backend) else {
+            self.state = State::Idle {
+                at: now + RECONNECT_MS,
+            };
+            return vec![SessionOutput::Failed(
+                "the peer is on certificates and this key server has no [pki] certificate",
+            )];
+        };
         let Some((mm, out)) = MainModeInitiator::start(&params, rng) else {
             self.state = State::Idle {
                 at: now + RECONNECT_MS,
@@ -244,12 +292,14 @@ impl Session {
         data: &[u8],
         rng: &mut dyn EngineRng,
     ) -> Vec<SessionOutput> {
-        let offers = Self::offers();
+        let offers = self.offers();
         let id = self.identity();
         let State::Connecting { mm, .. } = &mut self.state else {
             return Vec::new();
         };
-        let params = initiator_params(&self.psk, id, &offers, self.dh_backend);
+        let Some(params) = initiator_params(&self.auth, id, &offers, self.dh_backend) else {
+            return Vec::new();
+        };
         match mm.handle(&params, now, header, data, rng) {
             None => Vec::new(),
             Some(MmOutcome::Send(out)) => {
@@ -272,13 +322,28 @@ impl Session {
                 vec![SessionOutput::Failed(why)]
             }
             Some(MmOutcome::Established(p1)) => {
-                if !identifies(&p1.idir_b, self.peer.ip()) {
+                let refused = if !identifies(&p1.idir_b, self.peer.ip()) {
+                    Some("main mode 6: the peer's ID is not its address")
+                } else {
+                    match &self.auth {
+                        SessionAuth::Certificate { subject, .. }
+                            if !p1
+                                .peer_cert_subject
+                                .as_deref()
+                                .is_some_and(|s| crate::identity::dn_matches(subject, s)) =>
+                        {
+                            Some(
+                                "main mode 6: the peer's certificate is not the configured subject",
+                            )
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some(why) = refused {
                     self.state = State::Idle {
                         at: now + RECONNECT_MS,
                     };
-                    return vec![SessionOutput::Failed(
-                        "main mode 6: the peer's ID is not its address",
-                    )];
+                    return vec![SessionOutput::Failed(why)];
                 }
                 let icky = header.initiator_cookie;
                 let life_ms = u64::from(p1.suite.life_secs) * 1000;
@@ -298,18 +363,22 @@ impl Session {
     }
 }
 
-/// Main mode to a peer: the pair PSK, this key server's address as its
-/// identity, GKM's strong suites only (no legacy suite between key
-/// servers), the GDOI DOI.
+/// Main mode to a peer: the pair PSK or this key server's certificate,
+/// its address as its identity, GKM's strong suites only (no legacy suite
+/// between key servers), the GDOI DOI. None: certificates without one.
 fn initiator_params<'a>(
-    psk: &'a [u8],
+    auth: &'a SessionAuth,
     identity: Identity<'a>,
     offers: &'a [Suite],
     dh_backend: DhBackend,
-) -> InitiatorParams<'a> {
-    InitiatorParams {
-        psk: Some(psk),
-        cert: None,
+) -> Option<InitiatorParams<'a>> {
+    let (psk, cert) = match auth {
+        SessionAuth::Psk(k) => (Some(k.as_slice()), None),
+        SessionAuth::Certificate { own, .. } => (None, Some(own.as_deref()?.as_initiator())),
+    };
+    Some(InitiatorParams {
+        psk,
+        cert,
         identity,
         offers,
         life_secs: PHASE1_LIFE_SECS,
@@ -318,7 +387,7 @@ fn initiator_params<'a>(
         dh_backend,
         initial_contact: false,
         extra_vendor_ids: &[],
-    }
+    })
 }
 
 /// Whether an ID payload body (IDir_b) names `addr` (ID_IPV4_ADDR or

@@ -185,7 +185,7 @@ pub(crate) fn verify(
     ca: Option<&CertificateAuthority>,
     now: Millis,
     from: SocketAddr,
-) -> Result<(), (Reject, NotifyType, Option<String>)> {
+) -> Result<Option<Vec<u8>>, (Reject, NotifyType, Option<String>)> {
     let suite = agreed.suite;
     // A wrong PSK or HASH_I says only that: the cause is a secret.
     let failed = |detail: Option<&str>| {
@@ -195,6 +195,7 @@ pub(crate) fn verify(
             detail.map(str::to_owned),
         )
     };
+    let mut subject = None;
     let authentic = match suite.auth {
         AuthKind::Psk => who
             .hash
@@ -241,11 +242,12 @@ pub(crate) fn verify(
                     "main mode 5 SIG does not verify with the certificate's key",
                 )));
             }
+            subject = Some(verified.subject_der);
             true
         }
     };
     if authentic {
-        Ok(())
+        Ok(subject)
     } else {
         Err(failed(None))
     }

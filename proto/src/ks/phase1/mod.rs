@@ -55,6 +55,9 @@ enum P1State {
         peer_identity: String,
         /// What authenticated the peer (several only when groups share a PSK).
         credentials: Vec<Credential>,
+        /// With certificates: the subject (DER) of the peer's verified
+        /// certificate.
+        cert_subject: Option<Vec<u8>>,
         expires: Millis,
     },
 }
@@ -90,6 +93,8 @@ pub(crate) struct EstablishedSa<'a> {
     pub peer_identity: &'a str,
     /// What authenticated it.
     pub credentials: &'a [Credential],
+    /// With certificates: the subject (DER) of its verified certificate.
+    pub cert_subject: Option<&'a [u8]>,
     /// What its Vendor IDs said.
     pub vendor: PeerVendor,
 }
@@ -164,6 +169,18 @@ impl Phase1Responder {
         self.sas.len()
     }
 
+    /// This key server's certificate credentials for phase 1 (its
+    /// certificate, DER, its key and the CAs), when configured: a COOP
+    /// session to a peer on certificates initiates with them.
+    pub(crate) fn pki(&self) -> Option<crate::ike::initiator::OwnCertificate> {
+        let (cert, key) = self.certificate.clone()?;
+        Some(crate::ike::initiator::OwnCertificate {
+            cert,
+            key,
+            ca: self.ca.clone()?,
+        })
+    }
+
     /// Half-open exchanges.
     pub(crate) fn half_open_count(&self) -> usize {
         self.half_open.count()
@@ -177,6 +194,7 @@ impl Phase1Responder {
             last_block,
             peer_identity,
             credentials,
+            cert_subject,
             ..
         } = &sa.state
         else {
@@ -189,6 +207,7 @@ impl Phase1Responder {
             last_block,
             peer_identity,
             credentials,
+            cert_subject: cert_subject.as_deref(),
             vendor: sa.vendor,
         })
     }
@@ -611,10 +630,11 @@ impl Phase1Responder {
                 return self.fail_phase1(out, key, from, Reject::AuthenticationFailed, notify)
             }
         };
-        if let Err(refusal) = auth::verify(&agreed, &opened.keys, &who, self.ca.as_ref(), now, from)
-        {
-            return self.fail_phase1_with(out, key, from, refusal);
-        }
+        let cert_subject =
+            match auth::verify(&agreed, &opened.keys, &who, self.ca.as_ref(), now, from) {
+                Ok(s) => s,
+                Err(refusal) => return self.fail_phase1_with(out, key, from, refusal),
+            };
         let peer_identity = identity_string(&who.idii.identity);
         let initial_contact = who.initial_contact;
         let own_identity = auth::own_identity(from.ip(), self.address, self.address_v6);
@@ -640,6 +660,7 @@ impl Phase1Responder {
                 last_block,
                 peer_identity: peer_identity.clone(),
                 credentials: credentials.clone(),
+                cert_subject,
                 expires,
             };
             sa.last_in = data.to_vec();
