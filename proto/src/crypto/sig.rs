@@ -15,8 +15,10 @@ use super::rng::{Adapter, EngineRng};
 /// A signature operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SigError {
-    /// The key could not be read.
-    #[error("the RSA key could not be decoded")]
+    /// The key could not be read (RSA or ECDSA, PKCS#8 expected).
+    #[error(
+        "the key could not be decoded (a PKCS#8 private key of the configured kind is expected)"
+    )]
     BadKey,
     /// The signature does not verify.
     #[error("the signature does not verify")]

@@ -25,7 +25,8 @@ use rand_core::OsRng;
 use zeroize::Zeroizing;
 
 struct Args {
-    ks: SocketAddr,
+    /// The key servers: GM i registers with the (i mod n)-th.
+    ks: Vec<SocketAddr>,
     count: usize,
     window: usize,
     group: u32,
@@ -36,12 +37,15 @@ struct Args {
     rekey: bool,
     /// The server's log, where the rekey's outcome is read.
     server_log: Option<String>,
+    /// With --rekey: wait for this file to exist before asking for the
+    /// rekey (the caller's signal that the GM database is complete).
+    rekey_when: Option<String>,
     sources: usize,
 }
 
 fn args() -> Args {
     let mut a = Args {
-        ks: "127.0.0.1:8848".parse().unwrap(),
+        ks: Vec::new(),
         count: 1000,
         window: 120,
         group: 1234,
@@ -50,6 +54,7 @@ fn args() -> Args {
         server_pid: None,
         rekey: false,
         server_log: None,
+        rekey_when: None,
         sources: 2,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
@@ -57,7 +62,8 @@ fn args() -> Args {
     while i < v.len() {
         let val = v.get(i + 1).cloned().unwrap_or_default();
         match v[i].as_str() {
-            "--ks" => a.ks = val.parse().expect("--ks ADDR:PORT"),
+            "--ks" => a.ks.push(val.parse().expect("--ks ADDR:PORT")),
+            "--rekey-when" => a.rekey_when = Some(val),
             "--count" => a.count = val.parse().expect("--count N"),
             "--window" => a.window = val.parse().expect("--window N"),
             "--group" => a.group = val.parse().expect("--group N"),
@@ -77,6 +83,9 @@ fn args() -> Args {
             other => panic!("unknown option {other}"),
         }
         i += 2;
+    }
+    if a.ks.is_empty() {
+        a.ks.push("127.0.0.1:8848".parse().unwrap());
     }
     a
 }
@@ -345,7 +354,7 @@ fn main() {
         };
         GroupMember::new(
             GmConfig {
-                key_servers: vec![a.ks],
+                key_servers: vec![a.ks[i % a.ks.len()]],
                 ipsec_doi_key_servers: Vec::new(),
                 legacy_phase1_key_servers: Vec::new(),
                 phase1_suites: None,
@@ -377,7 +386,9 @@ fn main() {
     let t0 = Instant::now();
     let mut buf = vec![0u8; 65_536];
     let mut last_tick = Instant::now();
-    while done < a.count && t0.elapsed() < Duration::from_secs(300) {
+    // Five minutes, or more for a count that needs it (1,000 a second).
+    let limit = Duration::from_secs(300.max(a.count as u64 / 1000));
+    while done < a.count && t0.elapsed() < limit {
         // Ramp up in small steps so bursts do not overflow socket buffers.
         let mut ramp = 0;
         while in_flight < a.window && started < a.count && ramp < 8 {
@@ -449,6 +460,17 @@ fn main() {
             .and_then(Option::take)
             .expect("GM 0 registered");
         let pid = a.server_pid.expect("--rekey needs --server-pid");
+        if let Some(go) = &a.rekey_when {
+            let waited = Instant::now();
+            while !std::path::Path::new(go).exists() {
+                assert!(waited.elapsed() < limit, "{go} never came");
+                // Sockets drained meanwhile (the key servers' traffic).
+                for sock in &sockets {
+                    while sock.recv_from(&mut buf).is_ok() {}
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         if let (Some(r0), true) = (rss0, done > 0) {
             let grown = rss_bytes(pid).saturating_sub(r0);
             println!(
@@ -525,6 +547,9 @@ fn rekey_fanout(a: &Args, sockets: &[UdpSocket], reference: &GroupMember, pid: u
     let t0 = Instant::now();
     let mut outcome: Option<(f64, usize)> = None;
     let mut last_look = Instant::now();
+    // The log is read from where the rekey began (it may be large).
+    let mut log_at = std::fs::metadata(&log).map_or(0, |m| m.len());
+    let mut text = String::new();
     while outcome.is_none() && t0.elapsed() < Duration::from_secs(120) {
         let mut idle = true;
         for (k, sock) in sockets.iter().enumerate() {
@@ -561,7 +586,16 @@ fn rekey_fanout(a: &Args, sockets: &[UdpSocket], reference: &GroupMember, pid: u
         }
         if last_look.elapsed() > Duration::from_millis(20) {
             last_look = Instant::now();
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Ok(mut f) = std::fs::File::open(&log) {
+                use std::io::{Read, Seek, SeekFrom};
+                if f.seek(SeekFrom::Start(log_at)).is_ok() {
+                    let mut more = Vec::new();
+                    if f.read_to_end(&mut more).is_ok() {
+                        log_at += more.len() as u64;
+                        text.push_str(&String::from_utf8_lossy(&more));
+                    }
+                }
+            }
             if let Some(l) = text
                 .lines()
                 .find(|l| l.contains("rekey acknowledged by every GM"))
