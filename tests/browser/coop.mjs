@@ -5,7 +5,7 @@
 // Usage: node coop.mjs BASE_URL ADMIN_PASSWORD ARTIFACT_DIR PRIMARY_ADDRESS
 // Last line: browser coop ok: <N> checks
 import { mkdirSync } from "node:fs";
-import { check, run } from "./harness.mjs";
+import { check, run, signInAsAdmin } from "./harness.mjs";
 
 const [base, adminPassword, out, primary] = process.argv.slice(2);
 mkdirSync(out, { recursive: true });
@@ -14,10 +14,7 @@ const D3P = "%GDOI-3-COOP_CONFIG_MISMATCH: WARNING: IP-D3P configuration between
 await run("browser coop", async (browser) => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
-  await page.goto(`${base}/login`);
-  await page.fill('input[name="password"]', adminPassword);
-  await Promise.all([page.waitForNavigation(), page.click('form.card button[type="submit"]')]);
-  check((await page.textContent("#who")).includes("admin (admin)"), "the local admin signs in");
+  await signInAsAdmin(page, base, adminPassword);
   await page.goto(`${base}/`);
   const alerts = await page.locator("#alerts li.alert").allTextContents();
   check(alerts.some((a) => a === `COOP: ${D3P}`), `the overview alerts the IP-D3P mismatch (alerts: ${JSON.stringify(alerts)})`);

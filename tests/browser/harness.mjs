@@ -28,3 +28,11 @@ export async function run(name, body) {
   await browser.close();
   console.log(`${name} ok: ${checks} checks`);
 }
+
+/** Signs `page` in at `base` as the local admin; checks it. */
+export async function signInAsAdmin(page, base, password) {
+  await page.goto(`${base}/login`);
+  await page.fill('input[name="password"]', password);
+  await Promise.all([page.waitForNavigation(), page.click('form.card button[type="submit"]')]);
+  check((await page.textContent("#who")).includes("admin (admin)"), "the local admin signs in");
+}
