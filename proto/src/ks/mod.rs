@@ -662,7 +662,7 @@ impl KeyServer {
     /// Whether the key server has certificate credentials for phase 1
     /// (its certificate, key and CAs).
     pub fn has_certificate(&self) -> bool {
-        self.phase1.pki().is_some()
+        self.phase1.has_pki()
     }
 
     /// The key server's role in a group with cooperative key servers.

@@ -169,6 +169,12 @@ impl Phase1Responder {
         self.sas.len()
     }
 
+    /// Whether the key server has certificate credentials (a certificate
+    /// with its key, and CAs), without copying them.
+    pub(crate) fn has_pki(&self) -> bool {
+        self.certificate.is_some() && self.ca.is_some()
+    }
+
     /// This key server's certificate credentials for phase 1 (its
     /// certificate, DER, its key and the CAs), when configured: a COOP
     /// session to a peer on certificates initiates with them.
