@@ -54,6 +54,9 @@ pub struct CoopAnnouncement {
     pub stepped_down_from: Option<u64>,
     /// The sender asks for an announcement back at once.
     pub reply_requested: bool,
+    /// The sender cannot open what this receiver sends it (datagrams over
+    /// an SA it does not hold: it restarted): connect to it again.
+    pub connect_again: bool,
     /// The group (its ID_KEY_ID number).
     pub group_id: u32,
     /// The sender's GDOI version.
@@ -85,7 +88,7 @@ impl CoopAnnouncement {
             return Err(err(ErrorKind::BadValue, "coop.priority"));
         }
         let flags = r.u8("coop.flags")?;
-        if flags & !0x03 != 0 {
+        if flags & !0x07 != 0 {
             return Err(err(ErrorKind::BadValue, "coop.flags"));
         }
         let epoch = r.u64("coop.epoch")?;
@@ -128,6 +131,7 @@ impl CoopAnnouncement {
             seq,
             stepped_down_from,
             reply_requested: flags & 0x02 != 0,
+            connect_again: flags & 0x04 != 0,
             group_id,
             version,
             features,
@@ -150,7 +154,8 @@ impl CoopAnnouncement {
         );
         put_u8(&mut v, self.priority);
         let flags = u8::from(self.stepped_down_from.is_some())
-            | if self.reply_requested { 0x02 } else { 0 };
+            | if self.reply_requested { 0x02 } else { 0 }
+            | if self.connect_again { 0x04 } else { 0 };
         put_u8(&mut v, flags);
         v.extend_from_slice(&self.epoch.to_be_bytes());
         v.extend_from_slice(&self.seq.to_be_bytes());
@@ -300,6 +305,7 @@ mod tests {
             seq: 1_700_000_000_000_000,
             stepped_down_from: Some(5),
             reply_requested: true,
+            connect_again: true,
             group_id: 1234,
             version: GdoiVersion {
                 major: 1,
@@ -320,12 +326,13 @@ mod tests {
         assert_eq!(b.len(), FIXED_LEN + 4);
         assert_eq!(
             hex_head(&b),
-            "01 01 c8 03 0000000000000007 00060a24181e4000 0000000000000005 000004d2 01001b 00 80000007 0002 0003 04000000 c0000201"
+            "01 01 c8 07 0000000000000007 00060a24181e4000 0000000000000005 000004d2 01001b 00 80000007 0002 0003 04000000 c0000201"
         );
         assert_eq!(CoopAnnouncement::parse(&b).unwrap(), v4);
         let v6 = CoopAnnouncement {
             stepped_down_from: None,
             reply_requested: false,
+            connect_again: false,
             role: CoopRole::Secondary,
             ..sample("2001:db8::1".parse().unwrap())
         };
@@ -358,7 +365,7 @@ mod tests {
         assert_eq!(field(&|b| b[0] = 2), "coop.version");
         assert_eq!(field(&|b| b[1] = 3), "coop.role");
         assert_eq!(field(&|b| b[2] = 0), "coop.priority");
-        assert_eq!(field(&|b| b[3] = 0x04), "coop.flags");
+        assert_eq!(field(&|b| b[3] = 0x08), "coop.flags");
         // Flag off, but a stepped-down epoch there: refused, not ignored.
         assert_eq!(field(&|b| b[3] = 0x02), "coop.stepped_down_from");
         assert_eq!(field(&|b| b[35] = 1), "coop.reserved");

@@ -9,6 +9,8 @@
     clippy::panic
 )]
 
+pub mod coop;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

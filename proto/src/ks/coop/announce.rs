@@ -76,6 +76,7 @@ impl CoopGroup {
         let mut wire = wire_announcement(group_id, header);
         wire.parts = parts;
         wire.reply_requested = more && parts == 1;
+        wire.connect_again = s.peer_sa_lost;
         payloads[0].1 = Zeroizing::new(wire.to_bytes());
         let mut batches = batches.into_iter();
         if let Some(b) = batches.next().and_then(|b| b.to_bytes().ok()) {

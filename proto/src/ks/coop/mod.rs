@@ -187,6 +187,7 @@ fn wire_announcement(group_id: u32, h: &AnnouncementHeader) -> CoopAnnouncement 
         seq: h.seq,
         stepped_down_from: h.stepped_down_from,
         reply_requested: false,
+        connect_again: false,
         group_id,
         version: vid.version,
         features: vid.features,
@@ -473,6 +474,14 @@ impl CoopPart {
         };
         let key = cookies(&header.initiator_cookie, &header.responder_cookie);
         let Some(sa) = phase1.established(&key).filter(|sa| sa.peer == from) else {
+            // From a peer's address: it sends over an SA this key server
+            // lost (a restart); its next announcement to the peer asks
+            // for a new one (flag 0x04), the only way the peer learns it.
+            for g in &mut self.groups {
+                for s in g.sessions.iter_mut().filter(|s| s.peer == from) {
+                    s.peer_sa_lost = true;
+                }
+            }
             return drop(out, CoopDrop::NoSa);
         };
         let iv = phase2_iv(
@@ -521,6 +530,9 @@ impl CoopPart {
         // Authenticated by this peer's pair PSK: whatever the election
         // makes of it, a new SA from the peer is worth knowing.
         session.peer_sa_seen(key, now);
+        if ann.connect_again {
+            session.connect_again(now);
+        }
         if ann.reply_requested {
             session.counters.ann_received_reply_request += 1;
         }

@@ -98,6 +98,11 @@ pub struct Session {
     pub counters: CoopCounters,
     /// The cookies of the SA the peer's announcements came over last.
     peer_sa: Option<[u8; 16]>,
+    /// The peer sent datagrams over an SA this key server does not hold
+    /// (it restarted, or the peer's SA outlived ours) since its last
+    /// message that opened: the next announcement asks it to connect
+    /// again.
+    pub peer_sa_lost: bool,
     /// The GDOI version and feature bits of the peer's last announcement.
     pub peer_software: Option<(
         gkm_wire::gkm_vid::GdoiVersion,
@@ -123,6 +128,7 @@ impl Session {
             waiting: None,
             counters: CoopCounters::default(),
             peer_sa: None,
+            peer_sa_lost: false,
             peer_software: None,
         }
     }
@@ -135,7 +141,17 @@ impl Session {
     pub fn peer_sa_seen(&mut self, cookies: [u8; 16], now: Millis) {
         let changed = self.peer_sa.is_some_and(|c| c != cookies);
         self.peer_sa = Some(cookies);
-        if changed && matches!(self.state, State::Up { .. }) {
+        self.peer_sa_lost = false;
+        if changed {
+            self.connect_again(now);
+        }
+    }
+
+    /// The peer cannot open what this key server sends it (its
+    /// announcement said so: it restarted after this key server's SA to
+    /// it was made): main mode again when the next announcement is due.
+    pub fn connect_again(&mut self, now: Millis) {
+        if matches!(self.state, State::Up { .. }) {
             self.state = State::Idle { at: now };
         }
     }
