@@ -330,6 +330,10 @@ impl Sim {
         while let Some(t) = engine.poll_transmit() {
             out.push(t);
         }
+        // The engine's hash maps order its fan-out at random: sorted by
+        // destination (stable), each seed draws its loss and delays in
+        // one order, and replays are exact.
+        out.sort_by_key(|t| t.to);
         let mut events = Vec::new();
         while let Some(e) = engine.poll_event() {
             events.push(e);
