@@ -38,6 +38,9 @@ struct Args {
     /// Configuration file (TOML).
     #[arg(long, short, env = "GKM_AGENT_CONFIG")]
     config: Option<PathBuf>,
+    /// Log lines (on standard error) as text or one JSON object per line.
+    #[arg(long, env = "GKM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Key servers, in order of preference (repeat the flag).
     #[arg(long = "key-server")]
     key_servers: Vec<SocketAddr>,
@@ -412,16 +415,29 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
     ))
 }
 
+/// How the agent writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
+    let args = Args::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
+        .with_writer(std::io::stderr);
+    if args.log_format == LogFormat::Json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let file = match &args.config {
         Some(p) => toml::from_str(&read(p)?).map_err(|e| anyhow!("config {}: {e}", p.display()))?,
         None => AgentConfig::default(),

@@ -53,6 +53,16 @@ pub enum Command {
         /// GMs need a rekey replace.
         replace: bool,
     },
+    /// The metrics, their gauges set from the engine now.
+    Metrics {
+        /// The text exposition.
+        reply: oneshot::Sender<String>,
+    },
+    /// What keeps the engine from serving (empty: ready).
+    NotReady {
+        /// The answer.
+        reply: oneshot::Sender<Vec<String>>,
+    },
     /// `show crypto gkm ks coop` of a group.
     CoopStatus {
         /// Group identity number.
@@ -137,6 +147,22 @@ impl Control for ControlHandle {
             replace,
         });
     }
+
+    async fn metrics(&self) -> String {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Metrics { reply }).is_err() {
+            return String::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    async fn not_ready(&self) -> Vec<String> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::NotReady { reply }).is_err() {
+            return vec![GONE.to_owned()];
+        }
+        rx.await.unwrap_or_else(|_| vec![GONE.to_owned()])
+    }
 }
 
 /// A write for the store.
@@ -164,14 +190,18 @@ pub enum StoreWrite {
 /// written are kept and retried; a group state queued behind them is not
 /// confirmed until they are in (a rekey never counts on a GM the store
 /// would forget).
-pub async fn store_writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<StoreWrite>) {
+pub async fn store_writer(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<StoreWrite>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
     let mut gms: Vec<GmRow> = Vec::new();
     loop {
         if gms.is_empty() {
             match rx.recv().await {
                 Some(StoreWrite::Gms(g)) => gms.extend(g),
                 Some(other) => {
-                    apply(store.as_ref(), other, true).await;
+                    apply(store.as_ref(), other, true, &metrics).await;
                     continue;
                 }
                 None => return,
@@ -199,12 +229,13 @@ pub async fn store_writer(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver
                 true
             }
             Err(e) => {
+                metrics.store_error();
                 error!(error = %e, gms = gms.len(), "cannot write the GM database to the store; retrying in 1 s");
                 false
             }
         };
         for w in others {
-            apply(store.as_ref(), w, gms_written).await;
+            apply(store.as_ref(), w, gms_written, &metrics).await;
         }
         if !gms_written {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -224,7 +255,7 @@ const GM_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Applies one write that is not a GM batch; `gms_ok` says whether the GM
 /// rows queued before it are in the store.
-async fn apply(store: &dyn Store, w: StoreWrite, gms_ok: bool) {
+async fn apply(store: &dyn Store, w: StoreWrite, gms_ok: bool, metrics: &crate::metrics::Metrics) {
     let r = match w {
         StoreWrite::GmState(g, id, s) => store.set_gm_state(g, &id, s).await,
         StoreWrite::Rekey(r) => store.put_rekey(&r).await,
@@ -243,6 +274,7 @@ async fn apply(store: &dyn Store, w: StoreWrite, gms_ok: bool) {
         }
     };
     if let Err(e) = r {
+        metrics.store_error();
         error!(error = %e, "cannot write to the store");
     }
 }

@@ -73,6 +73,8 @@ struct Driver {
     /// Cooperative key servers: what each group was started with, the
     /// pair PSKs, epochs waiting to be persisted.
     coop: crate::coop::CoopDriver,
+    /// Prometheus metrics.
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Least time between two rekeys of a group asked for through the API.
@@ -202,6 +204,7 @@ impl Driver {
     }
 
     fn event(&mut self, ks: &KeyServer, e: KsEvent) {
+        self.metrics.on_event(ks, &e);
         match e {
             KsEvent::Registered(r) => {
                 let _ = self.writes.send(StoreWrite::Gms(vec![gm_row(&r, None)]));
@@ -483,6 +486,7 @@ pub async fn run(
     members: Vec<GmRecord>,
     key_log: Option<KeyLog>,
     channels: Channels,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> Result<()> {
     // Signals first: one that arrives while the start-up below awaits the
     // store must be queued, not take the default action (terminate).
@@ -526,6 +530,7 @@ pub async fn run(
                 None => None,
             },
         ),
+        metrics,
     };
     for (loaded, cfg) in startup.coop {
         driver.coop.start(&mut ks, loaded, cfg);
@@ -656,6 +661,13 @@ impl Driver {
             }
             Command::CoopStatus { group, reply } => {
                 let _ = reply.send(ks.coop_status(group, now_ms()));
+            }
+            Command::Metrics { reply } => {
+                self.metrics.refresh(ks, now_ms());
+                let _ = reply.send(self.metrics.encode());
+            }
+            Command::NotReady { reply } => {
+                let _ = reply.send(crate::metrics::not_ready(ks, now_ms()));
             }
             Command::GroupChanged {
                 identity,

@@ -15,6 +15,7 @@ mod groups;
 mod http;
 mod keylog;
 mod logthrottle;
+mod metrics;
 mod signing_key;
 mod state;
 mod syslog;
@@ -69,11 +70,28 @@ struct Args {
     /// for production (the demo group's PSK is public).
     #[arg(long)]
     demo: bool,
+    /// Also serve `/metrics`, `/healthz` and `/readyz` without a token on
+    /// this address (plain HTTP; for a scraper on a trusted network). On
+    /// the API listener `/metrics` needs a token of role viewer or above.
+    #[arg(long, env = "GKM_METRICS")]
+    metrics: Option<SocketAddr>,
+    /// Log lines as text (default) or one JSON object per line.
+    #[arg(long, env = "GKM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Simulated GMs with --demo (1-250).
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(1..=250))]
     demo_gms: u8,
     #[command(flatten)]
     web: http::HttpArgs,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line (tracing's JSON formatter).
+    Json,
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -465,13 +483,16 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             drop(signal(kind).context("installing signal handlers")?);
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
     // Everything the server creates (database, WAL, key log, secrets) is
     // its own: no group or other access.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -619,6 +640,25 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         ));
     }
     let api_state = gkm_web::ApiState::new(store.clone(), control);
+    let metrics = std::sync::Arc::new(metrics::Metrics::new(env!("CARGO_PKG_VERSION"))?);
+    if let Some(addr) = args.metrics {
+        // Bound here (an error stops the start), served on the API runtime.
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        listener.set_nonblocking(true)?;
+        info!(metrics = %listener.local_addr()?, "serving /metrics, /healthz and /readyz without a token");
+        let open = gkm_web::metrics::open_router(api_state.clone())
+            .merge(gkm_web::health::router(api_state.clone()));
+        api.spawn(async move {
+            let served = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => axum::serve(l, open).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
+    }
     let dashboard = gkm_web::dashboard::Dashboard {
         api: api_state.clone(),
         sessions: std::sync::Arc::new(gkm_web::session::Sessions::new(
@@ -629,7 +669,14 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         secure_cookies: args.web.tls(),
         signin: std::sync::Arc::new(gkm_web::signin::SignIn::new().map_err(|p| anyhow!(p.detail))?),
     };
-    let router = gkm_web::api::router(api_state).merge(gkm_web::dashboard::router(dashboard));
+    let router = gkm_web::api::router(api_state.clone())
+        .merge(gkm_web::dashboard::router(dashboard))
+        .merge(gkm_web::metrics::router(api_state.clone()))
+        .merge(gkm_web::health::router(api_state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            api_state,
+            gkm_web::metrics::track,
+        ));
     let listener = std::net::TcpListener::bind(http)
         .with_context(|| format!("cannot listen for HTTP on {http}: pass --http ADDR:PORT"))?;
     let scheme = if args.web.tls() { "https" } else { "http" };
@@ -649,7 +696,11 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    api.spawn(control::store_writer(store.clone(), write_rx));
+    api.spawn(control::store_writer(
+        store.clone(),
+        write_rx,
+        metrics.clone(),
+    ));
     gdoi::run(
         socket,
         startup,
@@ -659,6 +710,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             commands: cmd_rx,
             writes: write_tx,
         },
+        metrics,
     )
     .await
 }

@@ -462,8 +462,14 @@ pub async fn eject_gm(
 pub async fn report_health(
     State(s): State<ApiState>,
     c: Caller,
-    ApiJson(mut h): ApiJson<GmHealth>,
+    ApiJson(h): ApiJson<GmHealth>,
 ) -> Result<StatusCode, Problem> {
+    let r = accept_health(&s, c, h).await;
+    s.metrics.agent_report(r.is_ok());
+    r
+}
+
+async fn accept_health(s: &ApiState, c: Caller, mut h: GmHealth) -> Result<StatusCode, Problem> {
     c.require(Role::Agent)?;
     h.received_at = ops::now_ms();
     h.validate()?;

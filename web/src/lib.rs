@@ -12,7 +12,9 @@ pub mod dashboard;
 pub mod extract;
 pub mod forms;
 pub mod gm_pages;
+pub mod health;
 pub mod local;
+pub mod metrics;
 pub mod oidc;
 pub mod ops;
 pub mod problem;
@@ -101,6 +103,11 @@ pub trait Control: Send + Sync {
     /// A group was created or changed (`replace`: GMs must get a rekey
     /// replace, e.g. on a switch between CMD and IP-D3P), or deleted (`None`).
     async fn group_changed(&self, group_id: u32, group: Option<&Group>, replace: bool);
+    /// Every metric of the key server, in the Prometheus text format.
+    async fn metrics(&self) -> String;
+    /// What keeps the engine from serving (it does not answer, a COOP
+    /// group's role is not known yet); empty when ready.
+    async fn not_ready(&self) -> Vec<String>;
 }
 
 /// What every handler shares.
@@ -112,6 +119,8 @@ pub struct ApiState {
     pub control: Arc<dyn Control>,
     /// GM list pages as sent, while the GM database is unchanged.
     pub gm_pages: Arc<gm_pages::GmPageCache>,
+    /// The HTTP layer's metrics.
+    pub metrics: Arc<metrics::HttpMetrics>,
 }
 
 impl ApiState {
@@ -121,6 +130,10 @@ impl ApiState {
             store,
             control,
             gm_pages: Arc::default(),
+            metrics: Arc::new(
+                metrics::HttpMetrics::new()
+                    .expect("the HTTP metrics' names are constant and valid"),
+            ),
         }
     }
 }

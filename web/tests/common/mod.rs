@@ -106,6 +106,14 @@ impl Control for Recorder {
             .unwrap()
             .push(format!("changed {group_id} {} {replace}", group.is_some()));
     }
+    async fn metrics(&self) -> String {
+        // The real key server's metrics are tested against a real
+        // gkm-server (tests/tests/metrics.rs); one line stands for them.
+        "gkm_build_info{version=\"test\"} 1\n".into()
+    }
+    async fn not_ready(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Which database a test's store is on.

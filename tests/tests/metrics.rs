@@ -1,0 +1,249 @@
+//! Prometheus metrics and health endpoints of a real `gkm-server` (issue
+//! 20): a real agent registers and acknowledges a rekey; the scrape shows
+//! it in the counters and gauges, never the GM's address; `/metrics` on
+//! the API listener answers a viewer token only (no token 401, an agent
+//! token 403), and the `--metrics` listener answers without one;
+//! `/readyz` says not ready while a COOP group has not found its role;
+//! `--log-format json` writes one JSON object per line.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gkm_tests::api::Api;
+use gkm_tests::procs::{binary, free_udp_port, fresh_dir, start_server, Proc};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// GET `url` with an optional bearer token: (status, body).
+fn get(url: &str, token: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(url);
+    if let Some(t) = token {
+        req = req.header("authorization", &format!("Bearer {t}"));
+    }
+    let mut r = req.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// The value of the sample of `series` (`name` or `name{a="x",b="y"}`,
+/// its labels in any order) in a scrape, if present.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+    let mut want: Vec<&str> = labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter(|l| !l.is_empty())
+        .collect();
+    want.sort_unstable();
+    scrape.lines().find_map(|l| {
+        let (head, value) = l.rsplit_once(' ')?;
+        let (n, ls) = head.split_once('{').unwrap_or((head, "}"));
+        let mut got: Vec<&str> = ls
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .collect();
+        got.sort_unstable();
+        (n == name && got == want).then(|| value.parse().ok())?
+    })
+}
+
+/// The address the server logged for a listener (`key=ADDR`).
+fn logged_addr(p: &Proc, line: &str, key: &str) -> String {
+    p.output()
+        .lines()
+        .find(|l| l.contains(line))
+        .and_then(|l| l.split(&format!("{key}=")).nth(1))
+        .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned())
+        .unwrap_or_else(|| panic!("no {line:?} line:\n{}", p.output()))
+}
+
+#[test]
+fn a_registration_and_a_rekey_show_in_the_scrape_and_only_viewers_read_it() {
+    let dir = fresh_dir(env!("CARGO_TARGET_TMPDIR"), "metrics");
+    let udp = free_udp_port();
+    let (mut ks, url) = start_server(&dir, udp, "server.log", &["--metrics", "127.0.0.1:0"]);
+    ks.wait_for("serving /metrics", WAIT);
+    let open = format!("http://{}", logged_addr(&ks, "serving /metrics", "metrics"));
+    let admin = Api::new(
+        &url,
+        &std::fs::read_to_string(dir.join("data/admin-token")).unwrap(),
+    );
+    admin.expect(
+        201,
+        "POST",
+        "/api/v1/groups",
+        Some(&json!({"name": "GET", "group_id": 4400, "policy": {
+            "teks": [{"src": "10.1.0.0/16", "dst": "10.1.0.0/16"}],
+            "rekey": {"transport": "unicast", "retransmit_interval": 1},
+            "authentication": {"method": "psk", "psk": "metrics-test-psk"}}})),
+    );
+    let token = |body: serde_json::Value| {
+        admin.expect(201, "POST", "/api/v1/tokens", Some(&body))["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let viewer = token(json!({"name": "prometheus", "role": "viewer"}));
+    let agent_token = token(json!({"name": "an-agent", "role": "agent",
+                                   "gm": {"group": 4400, "gm_identity": "127.0.6.1"}}));
+    let mut agent = Proc::spawn(
+        {
+            let mut c = Command::new(binary("gkm-agent", "gkm-agent"));
+            c.args([
+                "--key-server",
+                &format!("127.0.0.1:{udp}"),
+                "--group",
+                "4400",
+                "--psk",
+                "metrics-test-psk",
+                "--bind",
+                "127.0.6.1:0",
+            ])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+            c
+        },
+        &dir.join("agent.log"),
+    );
+    agent.wait_for("registered group 4400", WAIT);
+    admin.expect(
+        202,
+        "POST",
+        "/api/v1/groups/GET/rekey",
+        Some(&json!({"replace": false})),
+    );
+    ks.wait_for("rekey acknowledged by every GM", WAIT);
+
+    // The API listener: a viewer token reads, nothing less does.
+    let scrape_url = format!("{url}/metrics");
+    assert_eq!(get(&scrape_url, None).0, 401);
+    let (status, body) = get(&scrape_url, Some(&agent_token));
+    assert_eq!(status, 403, "an agent token reads no metrics: {body}");
+    let (status, scrape) = get(&scrape_url, Some(&viewer));
+    assert_eq!(status, 200, "{scrape}");
+    let v = |series: &str| {
+        sample(&scrape, series).unwrap_or_else(|| panic!("no {series} in:\n{scrape}"))
+    };
+    assert_eq!(v("gkm_registrations_total{group=\"GET\"}"), 1.0);
+    assert_eq!(v("gkm_rekeys_total{group=\"GET\",reason=\"manual\"}"), 1.0);
+    assert_eq!(v("gkm_gms{group=\"GET\",state=\"registered\"}"), 1.0);
+    assert_eq!(v("gkm_gms{group=\"GET\",state=\"lagging\"}"), 0.0);
+    assert_eq!(v("gkm_gms_one_miss_from_removal{group=\"GET\"}"), 0.0);
+    assert_eq!(
+        v("gkm_rekey_ack_duration_seconds_count{group=\"GET\"}"),
+        1.0
+    );
+    assert!(v("gkm_phase1_established_total") >= 1.0);
+    assert!(v("gkm_kek_remaining_seconds{group=\"GET\"}") > 0.0);
+    assert!(v("gkm_tek_remaining_seconds{group=\"GET\"}") > 0.0);
+    assert_eq!(
+        v(&format!(
+            "gkm_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+    assert!(
+        v("gkm_http_requests_total{method=\"POST\",route=\"/api/v1/groups/{name}/rekey\",status=\"202\"}")
+            >= 1.0
+    );
+    // Labels never carry a GM's identity or address.
+    assert!(!scrape.contains("127.0.6.1"), "{scrape}");
+
+    // The --metrics listener: no token, the same families.
+    let (status, open_scrape) = get(&format!("{open}/metrics"), None);
+    assert_eq!(status, 200);
+    assert!(open_scrape.contains("gkm_registrations_total{group=\"GET\"} 1"));
+    assert_eq!(get(&format!("{open}/healthz"), None), (200, "ok\n".into()));
+    assert_eq!(get(&format!("{url}/readyz"), None), (200, "ok\n".into()));
+}
+
+#[test]
+fn readyz_waits_for_a_coop_group_to_know_its_role() {
+    let dir = fresh_dir(env!("CARGO_TARGET_TMPDIR"), "readyz-coop");
+    let data = dir.join("ks");
+    std::fs::create_dir_all(&data).unwrap();
+    let udp = free_udp_port();
+    // Its only peer never answers: it stays secondary with no primary
+    // until the dead window (2 x 10 s) has passed, then takes over.
+    let signing_key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../proto/tests/data/ks-rekey.pem"
+    );
+    let config = format!(
+        "ks_address = '127.0.0.41'\nrekey_signing_key = '{signing_key}'\n[[group]]\nname = 'COOP'\ngroup_id = 7401\n[[group.tek]]\nsrc = '10.1.0.0/16'\ndst = '10.1.0.0/16'\n[group.coop]\npriority = 100\nrefresh_secs = 10\ncheck_secs = 10\ndead_periods = 2\n[[group.coop.peers]]\naddress = '127.0.0.42'\nport = {udp}\nauthentication = {{ method = 'psk', psk = 'readyz-pair' }}\n"
+    );
+    std::fs::write(data.join("ks.toml"), config).unwrap();
+    let mut cmd = Command::new(binary("gkm-server", "gkm-server"));
+    cmd.arg("--config")
+        .arg(data.join("ks.toml"))
+        .args([
+            "--listen",
+            &format!("127.0.0.41:{udp}"),
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data.join("data"))
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    let mut ks = Proc::spawn(cmd, &dir.join("ks.log"));
+    ks.wait_for("serving the REST API", WAIT);
+    // One JSON object per line, the event's fields under "fields".
+    let lines: Vec<serde_json::Value> = ks
+        .output()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let api_line = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("serving the REST API"))
+        })
+        .unwrap();
+    let url = format!("http://{}", api_line["fields"]["http"].as_str().unwrap());
+    let started = Instant::now();
+    let (status, body) = get(&format!("{url}/readyz"), None);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body,
+        "group COOP: COOP role not known yet (no primary heard)\n"
+    );
+    assert_eq!(
+        get(&format!("{url}/healthz"), None).0,
+        200,
+        "alive all along"
+    );
+    loop {
+        let (status, body) = get(&format!("{url}/readyz"), None);
+        if status == 200 {
+            assert_eq!(body, "ok\n");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still not ready after 60 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        ks.output().contains("\"role\":\"Primary\""),
+        "it took over: {}",
+        ks.output()
+    );
+}

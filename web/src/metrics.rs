@@ -1,0 +1,151 @@
+//! `/metrics` (Prometheus text format) and the HTTP layer's own metrics:
+//! requests by route (the route's pattern, never its parameters), method
+//! and status, with latency; agent health reports by result. The key
+//! server's metrics come from [`crate::Control::metrics`]; docs/METRICS.md
+//! lists both.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+use crate::auth::Caller;
+use crate::problem::Problem;
+use crate::{ApiState, Role};
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The HTTP layer's metrics, in their own registry.
+pub struct HttpMetrics {
+    registry: Registry,
+    names: Vec<String>,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    agent_reports: IntCounterVec,
+}
+
+impl HttpMetrics {
+    /// Every HTTP metric, registered.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "gkm_http_requests_total",
+                "HTTP requests answered, by route pattern, method and status.",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gkm_http_request_duration_seconds",
+                "Time to answer an HTTP request, by route pattern.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+            &["route"],
+        )?;
+        let agent_reports = IntCounterVec::new(
+            Opts::new(
+                "gkm_agent_reports_total",
+                "Agent health reports received, by result (accepted, refused).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(agent_reports.clone()))?;
+        Ok(Self {
+            registry,
+            names: [
+                "gkm_http_requests_total",
+                "gkm_http_request_duration_seconds",
+                "gkm_agent_reports_total",
+            ]
+            .map(String::from)
+            .to_vec(),
+            requests,
+            duration,
+            agent_reports,
+        })
+    }
+
+    /// The names of every metric, as registered.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// An agent's health report was accepted (`true`) or refused.
+    pub fn agent_report(&self, accepted: bool) {
+        let result = if accepted { "accepted" } else { "refused" };
+        self.agent_reports.with_label_values(&[result]).inc();
+    }
+
+    /// The text exposition of these metrics.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Middleware counting every request by its route pattern.
+pub async fn track(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    s.metrics
+        .requests
+        .with_label_values(&[&route, &method, &status])
+        .inc();
+    s.metrics
+        .duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Every metric: the key server's, then the HTTP layer's.
+pub async fn exposition(s: &ApiState) -> Response {
+    let mut text = s.control.metrics().await;
+    text.push_str(&s.metrics.encode());
+    ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+}
+
+/// `GET /metrics` on the API listener: a token of role viewer or above
+/// (an agent token reads nothing, this included).
+async fn metrics(State(s): State<ApiState>, c: Caller) -> Result<Response, Problem> {
+    c.require(Role::Viewer)?;
+    Ok(exposition(&s).await)
+}
+
+/// `/metrics` for the API listener (bearer token).
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// `/metrics` without a token, for `--metrics ADDR` (a listener the
+/// operator puts where only the scraper reaches).
+pub fn open_router(state: ApiState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<ApiState>| async move { exposition(&s).await }),
+        )
+        .with_state(state)
+}
