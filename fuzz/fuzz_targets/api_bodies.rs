@@ -35,6 +35,12 @@ impl Control for Engine {
         None
     }
     async fn group_changed(&self, _: u32, _: Option<&Group>, _: bool) {}
+    async fn metrics(&self) -> String {
+        String::new()
+    }
+    async fn not_ready(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 struct World {
