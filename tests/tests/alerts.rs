@@ -10,12 +10,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use gkm_tests::metrics_doc::{exported, metric_names, repo_file};
+
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
 }
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(repo(path)).unwrap()
+    repo_file(path)
 }
 
 fn promtool(args: &[&str]) -> String {
@@ -69,29 +71,9 @@ fn promtool_checks_the_rules_and_runs_every_alerts_tests() {
 
 #[test]
 fn every_metric_the_rules_use_is_exported_and_every_alert_has_a_runbook() {
-    let documented: Vec<String> = read("docs/METRICS.md")
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `"))
-        .filter_map(|l| l.split('`').next())
-        .filter(|n| n.starts_with("gkm_"))
-        .map(str::to_owned)
-        .collect();
+    let documented = exported();
     let rules = read("deploy/prometheus/alerts.yml");
-    let mut used = Vec::new();
-    let mut rest = rules.as_str();
-    while let Some(at) = rest.find("gkm_") {
-        let name: String = rest[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        rest = &rest[at + name.len()..];
-        let base = ["_bucket", "_count", "_sum"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .filter(|b| documented.iter().any(|d| d == b))
-            .map_or(name.clone(), str::to_owned);
-        used.push(base);
-    }
+    let used = metric_names(&rules, &documented);
     assert!(!used.is_empty());
     for m in &used {
         assert!(

@@ -5,12 +5,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use gkm_proto::crypto::RekeySigner;
 use gkm_proto::ks::{
     Authorization, CoopGroupConfig, CoopPeerAuth, CoopPeerConfig, Credential, KsConfig, PskEntry,
 };
 use zeroize::Zeroizing;
 
-use super::{ks_config, ks_group, prefix, GROUP};
+use super::{ks_config, ks_group_life, ks_group_signed, prefix, GROUP};
 
 /// The PSK every pair of key servers shares.
 pub const PAIR_PSK: &[u8] = b"pair-psk-of-the-three-key-servers";
@@ -32,14 +33,39 @@ pub fn addr(i: u8) -> SocketAddr {
 /// keys each key server makes on its own (a secondary must take its
 /// primary's); all share the rekey-signing key, as docs/COOP.md asks.
 pub fn coop_ks_config(i: u8) -> KsConfig {
+    coop_ks_config_life(i, 3600)
+}
+
+/// As [`coop_ks_config`], the group's TEKs living `tek_life_secs`.
+pub fn coop_ks_config_life(i: u8, tek_life_secs: u32) -> KsConfig {
     let mut cfg = ks_config(GROUP_PSK, Authorization::default());
     cfg.address = Ipv4Addr::new(10, 0, 0, i);
-    cfg.groups = vec![ks_group(
+    cfg.groups = vec![ks_group_life(
         "GET",
         GROUP,
         10 + u64::from(i),
         Authorization::default(),
+        tek_life_secs,
     )];
+    cfg
+}
+
+/// As [`coop_ks_config_life`], rekeys signed with the process's ECDSA
+/// P-256 key ([`super::ecdsa_rekey_pkcs8`]): ring signs in microseconds
+/// where RSA-2048 takes milliseconds, for runs of thousands of rekeys.
+pub fn coop_ks_config_ecdsa(i: u8, tek_life_secs: u32) -> KsConfig {
+    let signer = RekeySigner::ecdsa_p256_from_pkcs8(super::ecdsa_rekey_pkcs8()).unwrap();
+    let mut cfg = ks_config(GROUP_PSK, Authorization::default());
+    cfg.address = Ipv4Addr::new(10, 0, 0, i);
+    cfg.groups = vec![ks_group_signed(
+        "GET",
+        GROUP,
+        10 + u64::from(i),
+        Authorization::default(),
+        tek_life_secs,
+        &signer,
+    )];
+    cfg.rekey_signer = Some(signer);
     cfg
 }
 

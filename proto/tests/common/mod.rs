@@ -23,7 +23,6 @@ use gkm_proto::ks::{
     Authorization, Credential, GroupAuth, KeyServer, KsConfig, KsEvent, KsGroup, KsLimits, PskEntry,
 };
 use gkm_proto::rekey::RekeyPolicy;
-use gkm_wire::consts::SigAlgorithm;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;
@@ -49,17 +48,41 @@ pub fn prefix(s: &str) -> Ipv4Prefix {
 /// A group with fresh keys from generator `seed`: two TEKs (10.1/16 and
 /// 10.2/16) and a KEK signed with the test rekey key.
 pub fn ks_group(name: &str, id: u32, seed: u64, authorization: Authorization) -> KsGroup {
-    let signer = RsaSigner::from_pkcs8_pem(include_str!("../data/ks-rekey.pem")).unwrap();
-    let spki = signer.public_spki_der().unwrap();
+    ks_group_life(name, id, seed, authorization, 3600)
+}
+
+/// As [`ks_group`], its TEKs living `tek_life_secs`.
+pub fn ks_group_life(
+    name: &str,
+    id: u32,
+    seed: u64,
+    authorization: Authorization,
+    tek_life_secs: u32,
+) -> KsGroup {
+    let signer = RekeySigner::Rsa(Box::new(
+        RsaSigner::from_pkcs8_pem(include_str!("../data/ks-rekey.pem")).unwrap(),
+    ));
+    ks_group_signed(name, id, seed, authorization, tek_life_secs, &signer)
+}
+
+/// As [`ks_group_life`], its KEK naming `signer`'s key.
+pub fn ks_group_signed(
+    name: &str,
+    id: u32,
+    seed: u64,
+    authorization: Authorization,
+    tek_life_secs: u32,
+    signer: &RekeySigner,
+) -> KsGroup {
     let params = KekParams {
         src: Ipv4Addr::new(10, 0, 0, 1),
         dst: Ipv4Addr::UNSPECIFIED,
         port: 848,
         lifetime_secs: 86_400,
         cipher: CbcCipher::Aes128,
-        sig_algorithm: SigAlgorithm::RSA,
-        sig_key_spki: spki,
-        sig_key_bits: 2048,
+        sig_algorithm: signer.algorithm(),
+        sig_key_spki: signer.public_spki_der().unwrap(),
+        sig_key_bits: signer.key_bits(),
     };
     let mut r = rng(seed);
     let keys = GroupKeys::generate(
@@ -69,7 +92,7 @@ pub fn ks_group(name: &str, id: u32, seed: u64, authorization: Authorization) ->
             (prefix("10.1.0.0/16"), prefix("10.1.0.0/16")),
             (prefix("10.2.0.0/16"), prefix("10.2.0.0/16")),
         ],
-        3600,
+        tek_life_secs,
         Some(&params),
     );
     KsGroup {
@@ -82,6 +105,13 @@ pub fn ks_group(name: &str, id: u32, seed: u64, authorization: Authorization) ->
         resume: None,
         d3p_window_ms: None,
     }
+}
+
+/// One ECDSA P-256 rekey-signing key for the whole test process (every
+/// cooperating key server must sign with the same key).
+pub fn ecdsa_rekey_pkcs8() -> &'static [u8] {
+    static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| RekeySigner::generate_ecdsa_p256_pkcs8().unwrap())
 }
 
 pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
