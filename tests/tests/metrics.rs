@@ -161,6 +161,32 @@ fn a_registration_and_a_rekey_show_in_the_scrape_and_only_viewers_read_it() {
     );
     // Labels never carry a GM's identity or address.
     assert!(!scrape.contains("127.0.6.1"), "{scrape}");
+    // A client cannot grow the label set: any method outside the standard
+    // ones, and any path no route matches, count under one label each.
+    let http = url.trim_start_matches("http://");
+    for (i, method) in ["BREW", "XYZZY1", "XYZZY2"].iter().enumerate() {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(http).unwrap();
+        write!(
+            s,
+            "{method} /no/such/path/{i} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+    }
+    let (_, scrape) = get(&scrape_url, Some(&viewer));
+    assert!(
+        !scrape.contains("XYZZY") && !scrape.contains("BREW") && !scrape.contains("/no/such"),
+        "{scrape}"
+    );
+    let other: f64 = scrape
+        .lines()
+        .filter(|l| l.starts_with("gkm_http_requests_total{") && l.contains("method=\"other\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(other, 3.0, "{scrape}");
 
     // The --metrics listener: no token, the same families.
     let (status, open_scrape) = get(&format!("{open}/metrics"), None);
