@@ -306,7 +306,7 @@ impl Metrics {
     }
 
     /// Sets the gauges from the engine's state now (at a scrape). Walks
-    /// the GM database once: about 50 ms per million GMs, on the GDOI loop.
+    /// the GM database once (one ACK-state lookup per GM), on the GDOI loop.
     pub fn refresh(&self, ks: &KeyServer, now: u64) {
         self.phase1_sas.set(ks.phase1_sa_count() as i64);
         self.phase1_half_open.set(ks.half_open_count() as i64);
