@@ -259,13 +259,13 @@ impl Metrics {
             KsEvent::Phase1Established { .. } => self.phase1_established.inc(),
             KsEvent::Rejected { reason, .. } => self
                 .refusals
-                .with_label_values(&[&reject_label(*reason)])
+                .with_label_values(&[reject_label(*reason)])
                 .inc(),
             KsEvent::RekeySent {
                 group_id, reason, ..
             } => self
                 .rekeys
-                .with_label_values(&[&name(*group_id), &reason.to_string()])
+                .with_label_values(&[name(*group_id).as_ref(), reason.to_string().as_str()])
                 .inc(),
             KsEvent::RekeyAcked {
                 group_id,
@@ -401,28 +401,36 @@ const MISMATCH_KINDS: [(&str, &gkm_proto::ks::CoopMismatch); 3] = [
 ];
 
 /// The group's name, the label (its number if the engine no longer has it).
-fn group_name(ks: &KeyServer, group_id: u32) -> String {
+fn group_name(ks: &KeyServer, group_id: u32) -> std::borrow::Cow<'_, str> {
     ks.groups()
         .iter()
         .find(|g| g.keys.group_id == group_id)
-        .map_or_else(|| group_id.to_string(), |g| g.name.clone())
+        .map_or_else(|| group_id.to_string().into(), |g| g.name.as_str().into())
 }
 
-/// A refusal reason as a label: `HalfOpenLimit` is `half_open_limit`.
-fn reject_label(r: Reject) -> String {
-    let debug = format!("{r:?}");
-    let mut s = String::with_capacity(debug.len() + 4);
-    for (i, c) in debug.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                s.push('_');
-            }
-            s.push(c.to_ascii_lowercase());
-        } else {
-            s.push(c);
-        }
+/// A refusal reason as a label. Spelled out (no allocation per refusal
+/// under a flood), and exhaustive: a new reason needs its label here, and
+/// renaming a variant does not rename the label the alerts use.
+fn reject_label(r: Reject) -> &'static str {
+    match r {
+        Reject::Malformed => "malformed",
+        Reject::NoProposal => "no_proposal",
+        Reject::UnsupportedExchange => "unsupported_exchange",
+        Reject::AuthenticationFailed => "authentication_failed",
+        Reject::InvalidCertificate => "invalid_certificate",
+        Reject::InvalidHash => "invalid_hash",
+        Reject::UnknownGroup => "unknown_group",
+        Reject::Unauthorized => "unauthorized",
+        Reject::CredentialNotAccepted => "credential_not_accepted",
+        Reject::LegacyPhase1 => "legacy_phase1",
+        Reject::UnknownExchange => "unknown_exchange",
+        Reject::Retransmit => "retransmit",
+        Reject::HalfOpenLimit => "half_open_limit",
+        Reject::HalfOpenEvicted => "half_open_evicted",
+        Reject::AckNotAccepted => "ack_not_accepted",
+        Reject::BadAck => "bad_ack",
+        Reject::CoopBlocking => "coop_blocking",
     }
-    s
 }
 
 #[cfg(test)]

@@ -74,3 +74,24 @@ impl Api {
         v
     }
 }
+
+/// `GET url` with an optional bearer token: (status, body as text). For
+/// what is not the JSON API (`/metrics`, `/readyz`, another server's API).
+pub fn get_text(url: &str, token: Option<&str>) -> (u16, String) {
+    try_get_text(url, token).unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// As [`get_text`], a connection error returned (a server not up yet).
+pub fn try_get_text(url: &str, token: Option<&str>) -> Result<(u16, String), ureq::Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(url);
+    if let Some(t) = token {
+        req = req.header("authorization", &format!("Bearer {t}"));
+    }
+    let mut r = req.call()?;
+    let status = r.status().as_u16();
+    Ok((status, r.body_mut().read_to_string().unwrap_or_default()))
+}

@@ -94,6 +94,14 @@ pub fn free_udp_port() -> u16 {
     }
 }
 
+/// A free TCP port on loopback.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback TCP port")
+}
+
 /// A child process that is killed when dropped.
 pub struct Proc {
     /// The child.

@@ -21,20 +21,7 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// GET `url` with an optional bearer token: (status, body).
-fn get(url: &str, token: Option<&str>) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut req = agent.get(url);
-    if let Some(t) = token {
-        req = req.header("authorization", &format!("Bearer {t}"));
-    }
-    let mut r = req.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = r.status().as_u16();
-    (status, r.body_mut().read_to_string().unwrap_or_default())
-}
+use gkm_tests::api::get_text as get;
 
 /// The value of the sample of `series` (`name` or `name{a="x",b="y"}`,
 /// its labels in any order) in a scrape, if present.

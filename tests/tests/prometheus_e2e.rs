@@ -16,8 +16,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gkm_tests::api::Api;
-use gkm_tests::procs::{binary, free_udp_port, fresh_dir, start_server, Proc};
+use gkm_tests::api::{try_get_text, Api};
+use gkm_tests::procs::{binary, free_tcp_port, free_udp_port, fresh_dir, start_server, Proc};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -39,26 +39,12 @@ fn agent(dir: &Path, udp: u16, bind: &str, log: &str) -> Proc {
     Proc::spawn(c, &dir.join(log))
 }
 
-/// A free TCP port on loopback.
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Prometheus's JSON answer to `GET path`, if it answers 200.
 fn prom_get(base: &str, path: &str) -> Option<Value> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut r = agent.get(format!("{base}{path}")).call().ok()?;
-    if r.status() != 200 {
-        return None;
+    match try_get_text(&format!("{base}{path}"), None) {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
     }
-    serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()
 }
 
 /// The state of alert `name` for group `group` in Prometheus (`firing`,
