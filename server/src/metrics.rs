@@ -373,22 +373,24 @@ impl Metrics {
     }
 }
 
-/// What keeps the key server from serving: a group with cooperative key
+/// What keeps the key server from serving: groups with cooperative key
 /// servers whose role is not known yet (a secondary that has heard no
-/// primary blocks new GMs until it does, or takes over).
+/// primary blocks new GMs until it does, or takes over). Counted, not
+/// named: `/readyz` answers without a token, and group names are for
+/// authenticated readers (`gkmctl show crypto gkm ks coop` says which).
 pub fn not_ready(ks: &KeyServer, now: u64) -> Vec<String> {
-    ks.groups()
+    let waiting = ks
+        .groups()
         .iter()
-        .filter_map(|g| {
-            let c = ks.coop_status(g.keys.group_id, now)?;
-            (c.role == Role::Secondary && c.primary.is_none()).then(|| {
-                format!(
-                    "group {}: COOP role not known yet (no primary heard)",
-                    g.name
-                )
-            })
-        })
-        .collect()
+        .filter_map(|g| ks.coop_status(g.keys.group_id, now))
+        .filter(|c| c.role == Role::Secondary && c.primary.is_none())
+        .count();
+    if waiting == 0 {
+        return Vec::new();
+    }
+    vec![format!(
+        "COOP role not known yet (no primary heard) in {waiting} group(s)"
+    )]
 }
 
 const MISMATCH_KINDS: [(&str, &gkm_proto::ks::CoopMismatch); 3] = [
