@@ -55,6 +55,21 @@ pub struct ServerConfig {
     /// A syslog collector (`host:port`, RFC 5424 over UDP) for the
     /// `%GDOI-...` messages (docs/OPERATIONS.md).
     pub syslog: Option<SocketAddr>,
+    /// A file holding the pre-shared key of every COOP peer listed with
+    /// `authentication = { method = "psk" }` and no key of its own (one
+    /// key for a deployment's key servers, kept out of this file).
+    pub coop_psk_file: Option<PathBuf>,
+}
+
+/// What the command line says of the key server's own addresses; it
+/// overrides the file (`--ks-address`, a pod's address from the
+/// orchestrator).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OwnOverride {
+    /// `--ks-address`.
+    pub v4: Option<Ipv4Addr>,
+    /// `--ks-address-v6`.
+    pub v6: Option<Ipv6Addr>,
 }
 
 /// The rekey-signing key type.
@@ -231,15 +246,64 @@ pub fn ip_prefix(field: &str, s: &str) -> Result<gkm_model::IpPrefix> {
 }
 
 impl ServerConfig {
-    /// Reads and validates a file.
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Reads and validates a file, the command line's own addresses in
+    /// place of the file's.
+    pub fn load(path: &Path, own: OwnOverride) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: Self =
-            toml::from_str(&text).map_err(|e| anyhow!("config {}: {e}", path.display()))?;
-        cfg.validate()
-            .with_context(|| format!("config {}", path.display()))?;
+        Self::from_text(&text, own).with_context(|| format!("config {}", path.display()))
+    }
+
+    fn from_text(text: &str, own: OwnOverride) -> Result<Self> {
+        let mut cfg: Self = toml::from_str(text).map_err(|e| anyhow!("{e}"))?;
+        cfg.ks_address = own.v4.or(cfg.ks_address);
+        cfg.ks_address_v6 = own.v6.or(cfg.ks_address_v6);
+        cfg.skip_own_peers();
+        cfg.fill_coop_psks()?;
+        cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// A COOP peer at this key server's own address is skipped: one peer
+    /// list (every key server of the group) then serves each of them, as
+    /// a deployment template writes it.
+    fn skip_own_peers(&mut self) {
+        let own = [
+            self.ks_address.map(IpAddr::V4),
+            self.ks_address_v6.map(IpAddr::V6),
+        ];
+        for g in &mut self.group {
+            let Some(c) = g.coop.as_mut() else { continue };
+            c.peers.retain(|p| {
+                let ip = p.ip("").ok();
+                let mine = ip.is_some() && own.contains(&ip);
+                if mine {
+                    tracing::info!(group = %g.name, address = %p.address, "COOP peer list names this key server: skipped");
+                }
+                !mine
+            });
+        }
+    }
+
+    /// `coop_psk_file`'s key for the peers listed on a PSK without one.
+    fn fill_coop_psks(&mut self) -> Result<()> {
+        let Some(f) = &self.coop_psk_file else {
+            return Ok(());
+        };
+        let key = std::fs::read_to_string(f)
+            .map_err(|e| anyhow!("coop_psk_file: cannot read {}: {e}", f.display()))?;
+        let key = key.trim_end();
+        gkm_store::model::check_psk("coop_psk_file", key).map_err(|e| anyhow!("{e}"))?;
+        for g in &mut self.group {
+            for p in g.coop.iter_mut().flat_map(|c| c.peers.iter_mut()) {
+                if let gkm_store::model::Authentication::Psk { psk: psk @ None } =
+                    &mut p.authentication
+                {
+                    *psk = Some(key.to_owned());
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<()> {
@@ -353,19 +417,6 @@ impl ServerConfig {
                         e.message
                     )
                 })?;
-                for (j, p) in c.peers.iter().enumerate() {
-                    let own = [
-                        self.ks_address.map(IpAddr::V4),
-                        self.ks_address_v6.map(IpAddr::V6),
-                    ];
-                    let ip = p.ip("").ok();
-                    if ip.is_some() && own.contains(&ip) {
-                        bail!(
-                            "group[{i}].coop.peers[{j}].address: {} is this key server's own address (list the other key servers)",
-                            p.address
-                        );
-                    }
-                }
             }
         }
         Ok(())
@@ -392,9 +443,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<ServerConfig> {
-        let c: ServerConfig = toml::from_str(s).map_err(|e| anyhow!("{e}"))?;
-        c.validate()?;
-        Ok(c)
+        ServerConfig::from_text(s, OwnOverride::default())
     }
 
     #[test]
@@ -448,6 +497,68 @@ mod tests {
 
     const COOP_GROUP: &str = "ks_address = '10.0.0.1'\n[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n[group.coop]\npriority = 120\n[[group.coop.peers]]\naddress = '10.0.0.2'\nauthentication = { method = 'psk', psk = 'ks-pair-secret' }\n[[group.coop.peers]]\naddress = '10.0.0.3'\nidentity = 'CN=ks3'\nauthentication = { method = 'pki' }\n";
     const COOP_GROUP_PRIORITY_0: &str = "[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\n[group.coop]\npriority = 0\n[[group.coop.peers]]\naddress = '10.0.0.2'\n";
+
+    #[test]
+    fn one_peer_list_serves_every_key_server_of_the_group() {
+        // The list names all three; each key server skips its own address,
+        // the file's or the command line's.
+        let all = COOP_GROUP.replace(
+            "[[group.coop.peers]]\naddress = '10.0.0.2'",
+            "[[group.coop.peers]]\naddress = '10.0.0.1'\n[[group.coop.peers]]\naddress = '10.0.0.2'",
+        );
+        let peers = |c: &ServerConfig| -> Vec<String> {
+            c.group[0]
+                .coop
+                .as_ref()
+                .unwrap()
+                .peers
+                .iter()
+                .map(|p| p.address.clone())
+                .collect()
+        };
+        assert_eq!(peers(&parse(&all).unwrap()), ["10.0.0.2", "10.0.0.3"]);
+        let pod2 = OwnOverride {
+            v4: Some("10.0.0.2".parse().unwrap()),
+            v6: None,
+        };
+        let c = ServerConfig::from_text(&all, pod2).unwrap();
+        assert_eq!(c.ks_address, Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(peers(&c), ["10.0.0.1", "10.0.0.3"]);
+    }
+
+    #[test]
+    fn coop_psk_file_keys_the_peers_listed_without_a_key() {
+        let dir = std::env::temp_dir().join(format!("gkm-coop-psk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("coop-psk");
+        std::fs::write(&f, "cluster-pair-key\n").unwrap();
+        let text = COOP_GROUP
+            .replace("ks_address = '10.0.0.1'\n", &format!("ks_address = '10.0.0.1'\ncoop_psk_file = '{}'\n", f.display()))
+            .replace("[[group.coop.peers]]\naddress = '10.0.0.3'", "[[group.coop.peers]]\naddress = '10.0.0.4'\nauthentication = { method = 'psk' }\n[[group.coop.peers]]\naddress = '10.0.0.3'");
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.group[0]
+                .coop
+                .as_ref()
+                .unwrap()
+                .peer_psks()
+                .collect::<Vec<_>>(),
+            [
+                ("10.0.0.2", "ks-pair-secret"),
+                ("10.0.0.4", "cluster-pair-key")
+            ],
+            "a peer's own key stays; certificates stay certificates"
+        );
+        std::fs::write(&f, "").unwrap();
+        let e = format!("{:#}", parse(&text).unwrap_err());
+        assert!(e.contains("coop_psk_file"), "{e}");
+        let e = format!(
+            "{:#}",
+            parse(&text.replace("coop-psk", "absent")).unwrap_err()
+        );
+        assert!(e.contains("coop_psk_file: cannot read"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_group_lists_its_peer_key_servers() {
@@ -505,7 +616,6 @@ mod tests {
             (COOP_GROUP_PRIORITY_0, "group[0].coop.priority: 0 is out of range: 1-255"),
             (&COOP_GROUP.replace("priority = 120", "dead_periods = 11"), "group[0].coop.dead_periods: 11 is out of range: 2-10"),
             (&COOP_GROUP.replace("priority = 120", "refresh_secs = 30\ncheck_secs = 20"), "group[0].coop.check_secs: 20 is under refresh_secs"),
-            (&COOP_GROUP.replace("10.0.0.2", "10.0.0.1"), "group[0].coop.peers[0].address: 10.0.0.1 is this key server's own address"),
             (&COOP_GROUP.replace("10.0.0.2", "ks2"), "group[0].coop.peers[0].address: \"ks2\" is not an IP address"),
             (&COOP_GROUP.replace("priority = 120", "prio = 120"), "prio"),
         ];

@@ -57,8 +57,20 @@ struct Args {
     #[arg(long, env = "GKM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Store URL: `sqlite://PATH` (default: gkm.db in the data directory) or `postgres://...`.
-    #[arg(long, env = "GKM_DATABASE_URL")]
+    #[arg(long, env = "GKM_DATABASE_URL", conflicts_with = "database_url_file")]
     database: Option<String>,
+    /// A file holding the store URL (a PostgreSQL URL with its password,
+    /// mounted from a secret).
+    #[arg(long, env = "GKM_DATABASE_URL_FILE")]
+    database_url_file: Option<PathBuf>,
+    /// This key server's address (its phase 1 identity, rekey source and
+    /// COOP address), in place of the file's `ks_address`: a pod's address
+    /// from its orchestrator.
+    #[arg(long, env = "GKM_KS_ADDRESS")]
+    ks_address: Option<Ipv4Addr>,
+    /// Its IPv6 address, in place of the file's `ks_address_v6`.
+    #[arg(long, env = "GKM_KS_ADDRESS_V6")]
+    ks_address_v6: Option<Ipv6Addr>,
     /// Address for the REST API (HTTP), default 127.0.0.1:8080.
     #[arg(long, env = "GKM_HTTP")]
     http: Option<SocketAddr>,
@@ -497,9 +509,17 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
     // its own: no group or other access.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let fd_limit = http::raise_nofile_limit();
+    let own_override = config::OwnOverride {
+        v4: args.ks_address,
+        v6: args.ks_address_v6,
+    };
     let cfg = match &args.config {
-        Some(p) => ServerConfig::load(p)?,
-        None => ServerConfig::default(),
+        Some(p) => ServerConfig::load(p, own_override)?,
+        None => ServerConfig {
+            ks_address: own_override.v4,
+            ks_address_v6: own_override.v6,
+            ..ServerConfig::default()
+        },
     };
     let listen = args.listen.or(cfg.listen);
     let listen_ip = listen.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |l| l.ip());
@@ -530,9 +550,14 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         }
         None => None,
     };
+    let db_url_file = match &args.database_url_file {
+        Some(f) => Some(read(f)?.trim_end().to_owned()),
+        None => None,
+    };
     let db_url = args
         .database
         .clone()
+        .or(db_url_file)
         .or(cfg.database.clone())
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("gkm.db").display()));
     let (master, created) = gkm_store::seal::MasterKey::load(&data_dir)?;
