@@ -206,6 +206,8 @@ impl Driver {
     fn event(&mut self, ks: &KeyServer, e: KsEvent) {
         self.metrics.on_event(ks, &e);
         match e {
+            // Timed in the metrics only.
+            KsEvent::PullCompleted { .. } => {}
             KsEvent::Registered(r) => {
                 let _ = self.writes.send(StoreWrite::Gms(vec![gm_row(&r, None)]));
                 info!(
@@ -218,6 +220,7 @@ impl Driver {
                 peer,
                 peer_identity,
                 credentials,
+                ..
             } => {
                 let by: Vec<String> = credentials.iter().map(ToString::to_string).collect();
                 debug!(%peer, identity = %peer_identity, credentials = ?by, "phase 1 established")

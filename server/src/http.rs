@@ -83,6 +83,11 @@ pub struct HttpArgs {
     /// Seconds an HTTP connection may stay open without a request (1-3600).
     #[arg(long, env = "GKM_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub http_idle_timeout_secs: u32,
+    /// An agent that has not reported for this many seconds counts as
+    /// silent in `gkm_agents_silent` (10-86400; default four of the
+    /// agents' default 30 s report intervals).
+    #[arg(long, env = "GKM_AGENT_SILENT_SECS", default_value_t = gkm_web::metrics::AGENT_SILENT_SECS, value_parser = clap::value_parser!(u32).range(10..=86_400))]
+    pub agent_silent_secs: u32,
     /// Dashboard sessions end this many seconds after sign-in (300-604800).
     #[arg(long, env = "GKM_SESSION_MAX_SECS", default_value_t = 43_200, value_parser = clap::value_parser!(u32).range(300..=604_800))]
     pub session_max_secs: u32,

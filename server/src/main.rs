@@ -664,7 +664,10 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             store.clone(),
         ));
     }
-    let api_state = gkm_web::ApiState::new(store.clone(), control);
+    let mut api_state = gkm_web::ApiState::new(store.clone(), control);
+    api_state.metrics = std::sync::Arc::new(gkm_web::metrics::HttpMetrics::with_agent_silent_secs(
+        args.web.agent_silent_secs,
+    )?);
     let metrics = std::sync::Arc::new(metrics::Metrics::new(env!("CARGO_PKG_VERSION"))?);
     if let Some(addr) = args.metrics {
         // Bound here (an error stops the start), served on the API runtime.

@@ -7,7 +7,7 @@
 use gkm_proto::coop::election::Role;
 use gkm_proto::ks::{KeyServer, KsEvent, Reject};
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -20,6 +20,8 @@ pub struct Metrics {
     registrations: IntCounterVec,
     refusals: IntCounterVec,
     phase1_established: IntCounter,
+    phase1_duration: Histogram,
+    pull_duration: HistogramVec,
     rekeys: IntCounterVec,
     rekey_ack_duration: HistogramVec,
     rekey_ack_ratio: GaugeVec,
@@ -82,11 +84,31 @@ impl Builder {
         let g = GaugeVec::new(Opts::new(name, help), labels)?;
         self.add(name, g)
     }
+
+    fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> Result<HistogramVec, MetricsError> {
+        let h = HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        )?;
+        self.add(name, h)
+    }
 }
 
 /// Below this share of ACKs a closed rekey round counts as low
 /// (`gkm_rekey_low_ack_rounds`; the alert fires at 2 in a row).
 const LOW_ACK_RATIO: f64 = 0.99;
+
+/// Registration steps take milliseconds on a LAN and seconds behind
+/// retransmissions or a loaded key server.
+const REGISTRATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// Rekey durations until every GM acknowledged: 50 ms to 10 min.
 const REKEY_BUCKETS: &[f64] = &[
@@ -121,20 +143,31 @@ impl Metrics {
             "Phase 1 (IKEv1 main mode) SAs established.",
         )?;
         let phase1_established = b.add("gkm_phase1_established_total", phase1_established)?;
+        let phase1_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "gkm_phase1_duration_seconds",
+                "Time from a peer's main mode message 1 to message 6 sent (phase 1 established).",
+            )
+            .buckets(REGISTRATION_BUCKETS.to_vec()),
+        )?;
+        let phase1_duration = b.add("gkm_phase1_duration_seconds", phase1_duration)?;
+        let pull_duration = b.histogram(
+            "gkm_registration_duration_seconds",
+            "Registration latency: time from a GM's GROUPKEY-PULL message 1 to message 4 sent, by group (phase 1 before it: gkm_phase1_duration_seconds).",
+            &["group"],
+            REGISTRATION_BUCKETS,
+        )?;
         let rekeys = b.counter(
             "gkm_rekeys_total",
             "Rekeys sent (GROUPKEY-PUSH rounds), by group and reason.",
             &["group", "reason"],
         )?;
-        let rekey_ack_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "gkm_rekey_ack_duration_seconds",
-                "Time from a rekey's preparation until every GM acknowledged it, by group.",
-            )
-            .buckets(REKEY_BUCKETS.to_vec()),
+        let rekey_ack_duration = b.histogram(
+            "gkm_rekey_ack_duration_seconds",
+            "Time from a rekey's preparation until every GM acknowledged it, by group.",
             &["group"],
+            REKEY_BUCKETS,
         )?;
-        let rekey_ack_duration = b.add("gkm_rekey_ack_duration_seconds", rekey_ack_duration)?;
         let rekey_ack_ratio = b.float(
             "gkm_rekey_ack_ratio",
             "Share of the GMs that acknowledged the last closed rekey round (0-1), by group.",
@@ -217,6 +250,8 @@ impl Metrics {
             registrations,
             refusals,
             phase1_established,
+            phase1_duration,
+            pull_duration,
             rekeys,
             rekey_ack_duration,
             rekey_ack_ratio,
@@ -256,7 +291,17 @@ impl Metrics {
                 .registrations
                 .with_label_values(&[&name(r.group_id)])
                 .inc(),
-            KsEvent::Phase1Established { .. } => self.phase1_established.inc(),
+            KsEvent::Phase1Established { elapsed_ms, .. } => {
+                self.phase1_established.inc();
+                self.phase1_duration.observe(*elapsed_ms as f64 / 1000.0);
+            }
+            KsEvent::PullCompleted {
+                group_id,
+                elapsed_ms,
+            } => self
+                .pull_duration
+                .with_label_values(&[&name(*group_id)])
+                .observe(*elapsed_ms as f64 / 1000.0),
             KsEvent::Rejected { reason, .. } => self
                 .refusals
                 .with_label_values(&[reject_label(*reason)])

@@ -189,7 +189,7 @@ pub trait HealthStore: Send + Sync {
     /// (a counter below the previous report's means the agent restarted:
     /// the whole value is new). Rows older than [`D3P_ERRORS_KEPT_MS`] go.
     /// `NotFound` unless the GM is in the group's GM database.
-    async fn put_gm_health(&self, h: &GmHealth) -> Result<()>;
+    async fn put_gm_health(&self, h: &GmHealth) -> Result<HealthAdded>;
     /// A GM's latest health report.
     async fn gm_health(&self, group: u32, gm_identity: &str) -> Result<Option<GmHealth>>;
     /// D3P errors reported since `since` (UNIX ms) in buckets of `bucket_ms`,
@@ -203,6 +203,20 @@ pub trait HealthStore: Send + Sync {
     /// GMs whose input D3P errors since `since` add up to at least `min`,
     /// most first, at most `limit`.
     async fn d3p_spikes(&self, since: i64, min: u64, limit: u32) -> Result<Vec<D3pSpike>>;
+    /// Per group (every group, by name, in name order): the GMs still in
+    /// the GM database whose agent's latest report arrived before `before`
+    /// (UNIX ms): agents gone silent. GMs whose agent never reported are
+    /// not counted (not every GM runs an agent).
+    async fn silent_agents(&self, before: i64) -> Result<Vec<(String, u64)>>;
+}
+
+/// What storing a health report added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthAdded {
+    /// The GM's group's name.
+    pub group_name: String,
+    /// Input D3P errors new since the GM's previous report.
+    pub d3p_input_errors: u64,
 }
 
 /// Each group's rekey history.

@@ -560,20 +560,47 @@ async fn gm_health_reports_d3p_series_spikes_and_cleanup() {
         assert_eq!(s.gm_health(1, a).await.unwrap(), None, "{k:?}");
         // Reports: a's errors 0 -> 5 -> 12 -> (agent restart) 3; b 20 at once.
         let t0 = 1_700_000_040_000i64; // a multiple of 120 s
+        let mut added = Vec::new();
         for (at, n) in [
             (t0, 0),
             (t0 + 60_000, 5),
             (t0 + 120_000, 12),
             (t0 + 180_000, 3),
         ] {
-            s.put_gm_health(&health(1, a, at, n)).await.unwrap();
+            let r = s.put_gm_health(&health(1, a, at, n)).await.unwrap();
+            assert_eq!(r.group_name, "G1", "{k:?}");
+            added.push(r.d3p_input_errors);
         }
+        assert_eq!(added, [0, 5, 7, 3], "{k:?}: each report's new errors");
         s.put_gm_health(&health(1, b, t0 + 130_000, 20))
             .await
             .unwrap();
         s.put_gm_health(&health(2, c, t0 + 130_000, 40))
             .await
             .unwrap();
+        // Silent since t0 + 150 s: b and c (last heard at t0 + 130 s), not
+        // a (t0 + 180 s); every group is listed, a group without a silent
+        // agent at 0; a GM without an agent is never silent.
+        let silent = |v: Vec<(String, u64)>| {
+            v.into_iter()
+                .map(|(g, n)| format!("{g}={n}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            silent(s.silent_agents(t0 + 150_000).await.unwrap()),
+            ["G1=1", "G2=1"],
+            "{k:?}"
+        );
+        assert_eq!(
+            silent(s.silent_agents(t0 + 100_000).await.unwrap()),
+            ["G1=0", "G2=0"],
+            "{k:?}"
+        );
+        assert_eq!(
+            silent(s.silent_agents(t0 + 200_000).await.unwrap()),
+            ["G1=2", "G2=1"],
+            "{k:?}"
+        );
         let h = s.gm_health(1, a).await.unwrap().unwrap();
         assert_eq!(
             h,
@@ -629,6 +656,11 @@ async fn gm_health_reports_d3p_series_spikes_and_cleanup() {
         // An ejected GM's report goes with it; a deleted group's all go.
         s.eject_gm(&admin(), 1, b).await.unwrap();
         assert_eq!(s.gm_health(1, b).await.unwrap(), None, "{k:?}");
+        assert_eq!(
+            silent(s.silent_agents(i64::MAX).await.unwrap()),
+            ["G1=1", "G2=1"],
+            "{k:?}: an ejected GM is not silent"
+        );
         s.delete_group(&admin(), "G2").await.unwrap();
         assert!(s
             .d3p_spikes(0, 1, 10)

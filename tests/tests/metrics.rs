@@ -60,7 +60,12 @@ fn logged_addr(p: &Proc, line: &str, key: &str) -> String {
 fn a_registration_and_a_rekey_show_in_the_scrape_and_only_viewers_read_it() {
     let dir = fresh_dir(env!("CARGO_TARGET_TMPDIR"), "metrics");
     let udp = free_udp_port();
-    let (mut ks, url) = start_server(&dir, udp, "server.log", &["--metrics", "127.0.0.1:0"]);
+    let (mut ks, url) = start_server(
+        &dir,
+        udp,
+        "server.log",
+        &["--metrics", "127.0.0.1:0", "--agent-silent-secs", "10"],
+    );
     ks.wait_for("serving /metrics", WAIT);
     let open = format!("http://{}", logged_addr(&ks, "serving /metrics", "metrics"));
     let admin = Api::new(
@@ -105,6 +110,22 @@ fn a_registration_and_a_rekey_show_in_the_scrape_and_only_viewers_read_it() {
         &dir.join("agent.log"),
     );
     agent.wait_for("registered group 4400", WAIT);
+    // Two health reports of its agent: 5 D3P errors, then 12 (7 more).
+    let agent_api = Api::new(&url, &agent_token);
+    let silent_from = Instant::now();
+    for errors in [5, 12] {
+        agent_api.expect(
+            204,
+            "POST",
+            "/api/v1/gm-health",
+            Some(
+                &json!({"group": 4400, "gm_identity": "127.0.6.1", "agent_version": "test",
+                "registered": true, "d3p_window_ms": null, "d3p_window_source": null,
+                "agent_time_ms": 1, "counters": {"input_packets": 100, "output_packets": 100,
+                "input_errors": errors, "output_errors": 0, "history": []}}),
+            ),
+        );
+    }
     admin.expect(
         202,
         "POST",
@@ -133,6 +154,15 @@ fn a_registration_and_a_rekey_show_in_the_scrape_and_only_viewers_read_it() {
         1.0
     );
     assert!(v("gkm_phase1_established_total") >= 1.0);
+    assert!(v("gkm_phase1_duration_seconds_count") >= 1.0);
+    assert_eq!(
+        v("gkm_registration_duration_seconds_count{group=\"GET\"}"),
+        1.0
+    );
+    assert!(v("gkm_registration_duration_seconds_sum{group=\"GET\"}") < 5.0);
+    assert_eq!(v("gkm_agent_d3p_errors_total{group=\"GET\"}"), 12.0);
+    assert_eq!(v("gkm_agent_reports_total{result=\"accepted\"}"), 2.0);
+    assert_eq!(v("gkm_agents_silent{group=\"GET\"}"), 0.0);
     assert!(v("gkm_kek_remaining_seconds{group=\"GET\"}") > 0.0);
     assert!(v("gkm_tek_remaining_seconds{group=\"GET\"}") > 0.0);
     assert_eq!(
@@ -181,6 +211,16 @@ fn a_registration_and_a_rekey_show_in_the_scrape_and_only_viewers_read_it() {
     assert!(open_scrape.contains("gkm_registrations_total{group=\"GET\"} 1"));
     assert_eq!(get(&format!("{open}/healthz"), None), (200, "ok\n".into()));
     assert_eq!(get(&format!("{url}/readyz"), None), (200, "ok\n".into()));
+
+    // Ten seconds without a report (--agent-silent-secs 10): the agent is
+    // silent; its GM is still in the GM database.
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(silent_from.elapsed()));
+    let (_, scrape) = get(&format!("{open}/metrics"), None);
+    assert_eq!(
+        sample(&scrape, "gkm_agents_silent{group=\"GET\"}"),
+        Some(1.0),
+        "{scrape}"
+    );
 }
 
 #[test]

@@ -514,7 +514,9 @@ async fn accept_health(s: &ApiState, c: Caller, mut h: GmHealth) -> Result<Statu
         }
         (None, _) => {}
     }
-    s.store.put_gm_health(&h).await?;
+    let added = s.store.put_gm_health(&h).await?;
+    s.metrics
+        .d3p_errors(&added.group_name, added.d3p_input_errors);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,8 +1,9 @@
 //! `/metrics` (Prometheus text format) and the HTTP layer's own metrics:
 //! requests by route (the route's pattern, never its parameters), method
-//! and status, with latency; agent health reports by result. The key
-//! server's metrics come from [`crate::Control::metrics`]; docs/METRICS.md
-//! lists both.
+//! and status, with latency; agent health reports by result, the D3P
+//! errors they report and the agents gone silent (from the store at each
+//! scrape). The key server's metrics come from [`crate::Control::metrics`];
+//! docs/METRICS.md lists both.
 
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::auth::Caller;
@@ -29,7 +30,15 @@ pub struct HttpMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     agent_reports: IntCounterVec,
+    d3p_errors: IntCounterVec,
+    agents_silent: IntGaugeVec,
+    /// An agent is silent after this long without a report, ms.
+    silent_after_ms: i64,
 }
+
+/// An agent silent this long (four of its default 30 s report intervals)
+/// counts in `gkm_agents_silent`, unless the operator says otherwise.
+pub const AGENT_SILENT_SECS: u32 = 120;
 
 impl HttpMetrics {
     /// Every HTTP metric, registered.
@@ -59,21 +68,50 @@ impl HttpMetrics {
             ),
             &["result"],
         )?;
+        let d3p_errors = IntCounterVec::new(
+            Opts::new(
+                "gkm_agent_d3p_errors_total",
+                "IP-D3P errors (input packets outside the window) the agents reported, by group.",
+            ),
+            &["group"],
+        )?;
+        let agents_silent = IntGaugeVec::new(
+            Opts::new(
+                "gkm_agents_silent",
+                "GMs in the GM database whose agent has not reported for the silent time, by group.",
+            ),
+            &["group"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(agent_reports.clone()))?;
+        registry.register(Box::new(d3p_errors.clone()))?;
+        registry.register(Box::new(agents_silent.clone()))?;
         Ok(Self {
             registry,
             names: [
                 "gkm_http_requests_total",
                 "gkm_http_request_duration_seconds",
                 "gkm_agent_reports_total",
+                "gkm_agent_d3p_errors_total",
+                "gkm_agents_silent",
             ]
             .map(String::from)
             .to_vec(),
             requests,
             duration,
             agent_reports,
+            d3p_errors,
+            agents_silent,
+            silent_after_ms: i64::from(AGENT_SILENT_SECS) * 1000,
+        })
+    }
+
+    /// The same, an agent silent after `secs` without a report.
+    pub fn with_agent_silent_secs(secs: u32) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            silent_after_ms: i64::from(secs) * 1000,
+            ..Self::new()?
         })
     }
 
@@ -86,6 +124,28 @@ impl HttpMetrics {
     pub fn agent_report(&self, accepted: bool) {
         let result = if accepted { "accepted" } else { "refused" };
         self.agent_reports.with_label_values(&[result]).inc();
+    }
+
+    /// An accepted report's new D3P errors.
+    pub fn d3p_errors(&self, group: &str, n: u64) {
+        self.d3p_errors.with_label_values(&[group]).inc_by(n);
+    }
+
+    /// Sets `gkm_agents_silent` from the store, as of `now_ms`.
+    async fn refresh_silent(&self, store: &dyn gkm_store::Store, now_ms: i64) {
+        match store.silent_agents(now_ms - self.silent_after_ms).await {
+            Ok(groups) => {
+                // A deleted group's series goes.
+                self.agents_silent.reset();
+                for (g, n) in groups {
+                    self.agents_silent
+                        .with_label_values(&[&g])
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+            // The last values stay; the scrape still answers.
+            Err(e) => tracing::warn!(error = %e, "metrics: silent agents not counted"),
+        }
     }
 
     /// The text exposition of these metrics.
@@ -137,6 +197,9 @@ fn method_label(m: &axum::http::Method) -> &'static str {
 /// Every metric: the key server's, then the HTTP layer's.
 pub async fn exposition(s: &ApiState) -> Response {
     let mut text = s.control.metrics().await;
+    s.metrics
+        .refresh_silent(s.store.as_ref(), crate::ops::now_ms())
+        .await;
     text.push_str(&s.metrics.encode());
     ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }

@@ -90,6 +90,8 @@ pub enum KsEvent {
         peer_identity: String,
         /// What authenticated it.
         credentials: Vec<Credential>,
+        /// Milliseconds from its main mode message 1 to message 6 sent.
+        elapsed_ms: u64,
     },
     /// Phase 1 keys for the key log (only with `export_keys`): Wireshark's
     /// `ikev1_decryption_table` wants the initiator cookie and the cipher key.
@@ -98,6 +100,15 @@ pub enum KsEvent {
         initiator_cookie: [u8; 8],
         /// The phase 1 cipher key.
         enc_key: Zeroizing<Vec<u8>>,
+    },
+    /// A GROUPKEY-PULL completed: milliseconds from the GM's message 1 to
+    /// message 4 sent (phase 1 excluded: `Phase1Established` times that).
+    /// Followed by the GM's `Registered`.
+    PullCompleted {
+        /// Group.
+        group_id: u32,
+        /// Milliseconds.
+        elapsed_ms: u64,
     },
     /// A GM registered (PULL message 4 sent).
     Registered(GmRecord),

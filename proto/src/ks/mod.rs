@@ -465,8 +465,13 @@ impl KeyServer {
             out: &mut self.out,
             rng: self.rng.as_mut(),
         };
-        if let Some((gi, record)) = self.pulls.handle(now, from, header, data, &mut cx) {
+        if let Some((gi, record, elapsed_ms)) = self.pulls.handle(now, from, header, data, &mut cx)
+        {
             self.out.counters.registrations += 1;
+            self.out.event(KsEvent::PullCompleted {
+                group_id: record.group_id,
+                elapsed_ms,
+            });
             self.rekeys.member_registered(gi, record.clone());
             self.coop.gm_recorded(now, &record);
             self.out.event(KsEvent::Registered(record));

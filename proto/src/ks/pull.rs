@@ -222,7 +222,7 @@ impl PullServer {
         header: &IsakmpHeader,
         data: &[u8],
         cx: &mut PullContext<'_>,
-    ) -> Option<(usize, GmRecord)> {
+    ) -> Option<(usize, GmRecord, u64)> {
         let key = cookies(&header.initiator_cookie, &header.responder_cookie);
         let mid = header.message_id;
         let Some(sa) = cx.phase1.established(&key) else {
@@ -414,8 +414,9 @@ impl PullServer {
         (suite, keys, vendor): (Suite, &Phase1Keys, PeerVendor),
         gm_identity: String,
         cx: &mut PullContext<'_>,
-    ) -> Option<(usize, GmRecord)> {
+    ) -> Option<(usize, GmRecord, u64)> {
         let p = self.pulls.get(&(key, mid))?;
+        let started = p.started;
         let (dec, raws) = match open_protected(suite, keys, data, &p.iv, &[&p.ni_b, &p.nr_b]) {
             Ok(opened) => opened,
             Err(reason) => {
@@ -507,6 +508,6 @@ impl PullServer {
             registered_at: now,
         };
         cx.out.send(from, reply);
-        Some((group_idx, record))
+        Some((group_idx, record, now.saturating_sub(started)))
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{corrupt, u32_of, u64_of, Args, Backend, Col, Run, Sql, SqlStore};
 use crate::model::{D3pErrorPoint, D3pSpike, GmHealth, ReplayCounters, WindowSource};
-use crate::{HealthStore, Result, StoreError};
+use crate::{HealthAdded, HealthStore, Result, StoreError};
 
 /// The most D3P errors one GM's minute holds (2^40: far beyond any link,
 /// and small enough that the series' sums never overflow).
@@ -26,7 +26,7 @@ fn rise(now: i64, was: Option<i64>) -> i64 {
 
 #[async_trait::async_trait]
 impl<DB: Backend> HealthStore for SqlStore<DB> {
-    async fn put_gm_health(&self, h: &GmHealth) -> Result<()> {
+    async fn put_gm_health(&self, h: &GmHealth) -> Result<HealthAdded> {
         let c = &h.counters;
         let history =
             serde_json::to_string(&c.history).map_err(|e| corrupt(format!("history: {e}")))?;
@@ -40,7 +40,7 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
             " FOR UPDATE OF m"
         };
         let sql = format!(
-            "SELECT m.group_id FROM gms m JOIN groups g ON g.id = m.group_id \
+            "SELECT m.group_id, g.name FROM gms m JOIN groups g ON g.id = m.group_id \
              WHERE g.identity = $1 AND m.identity = $2{lock}"
         );
         let Some(row) = Self::sql(&sql)
@@ -55,6 +55,7 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
             )));
         };
         let gid: i64 = row.col("group_id")?;
+        let group_name: String = row.col("name")?;
         let before = Self::sql(
             "SELECT input_errors, output_errors FROM gm_health WHERE group_id = $1 AND identity = $2",
         )
@@ -121,7 +122,25 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(HealthAdded {
+            group_name,
+            d3p_input_errors: u64_of(d_in, "input_errors")?,
+        })
+    }
+
+    async fn silent_agents(&self, before: i64) -> Result<Vec<(String, u64)>> {
+        Self::sql(
+            "SELECT g.name, COUNT(m.identity) AS n FROM groups g \
+             LEFT JOIN gm_health h ON h.group_id = g.id AND h.received_at < $1 \
+             LEFT JOIN gms m ON m.group_id = h.group_id AND m.identity = h.identity \
+             GROUP BY g.name ORDER BY g.name",
+        )
+        .arg(before)
+        .all(&mut *self.conn().await?)
+        .await?
+        .iter()
+        .map(|r| Ok((r.col("name")?, u64_of(r.col("n")?, "silent agents")?)))
+        .collect()
     }
 
     async fn gm_health(&self, group: u32, gm_identity: &str) -> Result<Option<GmHealth>> {

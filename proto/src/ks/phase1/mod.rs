@@ -659,7 +659,9 @@ impl Phase1Responder {
         } = opened;
         let expires = now + u64::from(suite.life_secs) * 1000;
         let peer_ip = from.ip();
+        let mut elapsed_ms = 0;
         if let Some(sa) = self.sas.get_mut(&key) {
+            elapsed_ms = now.saturating_sub(sa.created);
             sa.vendor = vendor;
             sa.state = P1State::Established {
                 keys,
@@ -712,6 +714,7 @@ impl Phase1Responder {
             peer: from,
             peer_identity,
             credentials,
+            elapsed_ms,
         });
         out.send(from, reply);
     }
