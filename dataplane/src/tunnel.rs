@@ -33,6 +33,7 @@
 use core::ops::Range;
 use std::net::IpAddr;
 
+use gkm_model::health::Traffic;
 use gkm_model::IpPrefix;
 
 use gkm_wire::consts::{D3pType, IpProtocol};
@@ -173,6 +174,9 @@ pub struct Tunnel {
     ip_id: u16,
     /// Counters for `show crypto gkm gm replay`.
     pub counters: ReplayCounters,
+    /// Inner bytes through the tunnel each way (its health report's
+    /// traffic; the kernel's receive-queue drops are the caller's).
+    pub traffic: Traffic,
 }
 
 impl Default for Tunnel {
@@ -191,6 +195,7 @@ impl Tunnel {
             d3p_protocol,
             ip_id: 0,
             counters: ReplayCounters::default(),
+            traffic: Traffic::default(),
         }
     }
 
@@ -329,6 +334,7 @@ impl Tunnel {
         buf: &mut [u8],
         inner: Range<usize>,
     ) -> Result<Range<usize>, DataplaneError> {
+        let inner_len = inner.len();
         let h = IpHeader::parse(buf.get(inner.clone()).ok_or(DataplaneError::NoRoom)?)?;
         let head = h.outer_len()
             + ESP_HEADER_MAX
@@ -392,6 +398,7 @@ impl Tunnel {
             }
         }
         self.counters.output();
+        self.traffic.bytes_out += inner_len as u64;
         Ok(start..esp.end)
     }
 
@@ -480,6 +487,7 @@ impl Tunnel {
             IpHeader::V4(ih) => ecn_decapsulate(h.tos(), packet, ih.header_len)?,
             IpHeader::V6(_) => ecn_decapsulate_v6(h.tos(), packet)?,
         }
+        self.traffic.bytes_in += inner.len() as u64;
         Ok(inner)
     }
 }
@@ -618,6 +626,9 @@ mod tests {
             (a.counters.output_packets, b.counters.input_packets),
             (1, 1)
         );
+        let n = inner.len() as u64;
+        assert_eq!((a.traffic.bytes_out, b.traffic.bytes_in), (n, n));
+        assert_eq!((a.traffic.bytes_in, b.traffic.bytes_out), (0, 0));
     }
 
     #[test]

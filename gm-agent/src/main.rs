@@ -8,6 +8,7 @@
 //! multicast on the group's address), re-registers when no rekey comes,
 //! and prints what it holds.
 
+mod membership;
 mod report;
 mod status;
 
@@ -509,14 +510,18 @@ async fn main() -> Result<()> {
         }
     }
     let registered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tracker = membership::Shared::default();
     if let Some(r) = report {
         report::spawn(
             r,
-            identity,
-            replay.clone(),
-            tunnel.clone(),
-            registered.clone(),
-            dataplane_now_ms,
+            report::Sources {
+                identity,
+                status: replay.clone(),
+                tunnel: tunnel.clone(),
+                registered: registered.clone(),
+                membership: tracker.clone(),
+                now_ms: dataplane_now_ms,
+            },
         )?;
     }
     // SIGTERM ends the agent like Ctrl-C: routes, rules and the TUN device go.
@@ -539,6 +544,7 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("sending to {}", t.to))?;
         }
         while let Some(e) = gm.poll_event() {
+            membership::note(&tracker, &e, &gm);
             if matches!(e, GmEvent::Registered { .. } | GmEvent::Rekeyed { .. }) {
                 // The window in force: the override, else the KS's GAP.
                 let ks_window = gm.group().and_then(|g| g.d3p_window_ms);
@@ -619,6 +625,7 @@ async fn main() -> Result<()> {
             }
         }
         registered.store(gm.group().is_some(), std::sync::atomic::Ordering::Relaxed);
+        membership::sync(&tracker, &gm);
         let wait = gm
             .poll_timeout()
             .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))

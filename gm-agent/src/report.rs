@@ -98,15 +98,32 @@ fn http_agent(ca: Option<&PathBuf>) -> Result<ureq::Agent> {
         .into())
 }
 
+/// What a report is made of.
+pub struct Sources {
+    /// The GM's phase 1 identity.
+    pub identity: String,
+    /// The replay status (`show crypto gkm gm replay`).
+    pub status: crate::status::Shared,
+    /// The dataplane, when it runs.
+    pub tunnel: Option<crate::dataplane::SharedTunnel>,
+    /// Whether the GM holds the group's keys.
+    pub registered: Arc<AtomicBool>,
+    /// Membership and ACK health.
+    pub membership: crate::membership::Shared,
+    /// The clock.
+    pub now_ms: fn() -> u64,
+}
+
 /// Starts the reporting thread.
-pub fn spawn(
-    settings: Settings,
-    identity: String,
-    status: crate::status::Shared,
-    tunnel: Option<crate::dataplane::SharedTunnel>,
-    registered: Arc<AtomicBool>,
-    now_ms: fn() -> u64,
-) -> Result<()> {
+pub fn spawn(settings: Settings, src: Sources) -> Result<()> {
+    let Sources {
+        identity,
+        status,
+        tunnel,
+        registered,
+        membership,
+        now_ms,
+    } = src;
     let agent = http_agent(settings.ca.as_ref())?;
     let endpoint = format!("{}/api/v1/gm-health", settings.url);
     let auth = Zeroizing::new(format!("Bearer {}", settings.token.as_str()));
@@ -130,6 +147,9 @@ pub fn spawn(
                     d3p_window_source: s.d3p_window_source,
                     agent_time_ms: s.posix_time_ms,
                     counters: s.counters,
+                    membership: Some(crate::membership::snapshot(&membership)),
+                    traffic: tunnel.as_ref().map(|t| crate::dataplane::lock(t).traffic),
+                    ack_lost: false,
                 };
                 let outcome = agent
                     .post(&endpoint)

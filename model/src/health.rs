@@ -99,6 +99,120 @@ pub struct GroupReplay {
     pub counters: ReplayCounters,
 }
 
+/// The acknowledgement a GM sends for a rekey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum AckKind {
+    /// Cisco's unicast ACK (GKM's `acknowledgement = "cisco"`).
+    Cisco,
+    /// RFC 8263's ACK, asked for by the KEK policy (`interoperable`).
+    Interoperable,
+}
+
+impl AckKind {
+    /// Its name, as the API writes it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Cisco => "cisco",
+            Self::Interoperable => "interoperable",
+        }
+    }
+}
+
+/// GROUPKEY-PUSH messages a GM refused, by reason, since its agent started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct PushesRefused {
+    /// Malformed or truncated.
+    pub malformed: u64,
+    /// Under a KEK the GM does not hold.
+    pub wrong_kek: u64,
+    /// Whose signature did not verify.
+    pub bad_signature: u64,
+    /// Replayed or stale (SEQ not above the last accepted).
+    pub replayed: u64,
+    /// Arrived before the GM registered.
+    pub unregistered: u64,
+}
+
+/// A GM's membership and ACK health, as its agent sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct Membership {
+    /// The key server it registered with (`address:port`); none before
+    /// its first registration.
+    pub key_server: Option<String>,
+    /// Its KEK's SPI (32 hex digits).
+    pub kek_spi: Option<String>,
+    /// The SEQ of the last GROUPKEY-PUSH that verified (accepted, or
+    /// refused as a replay).
+    pub last_seq_received: Option<u32>,
+    /// The SEQ in force: from the registration, then each accepted push.
+    pub last_seq_accepted: Option<u32>,
+    /// The SEQ of the last push it acknowledged.
+    pub last_seq_acked: Option<u32>,
+    /// How it acknowledged that push.
+    pub ack_kind: Option<AckKind>,
+    /// Pushes refused, by reason.
+    pub pushes_refused: PushesRefused,
+    /// Registrations since the agent started (the first one included).
+    pub registrations: u64,
+    /// Registrations with a key server other than the one before.
+    pub failovers: u64,
+}
+
+/// A GM's dataplane traffic since its agent started (packets and D3P
+/// errors are in [`ReplayCounters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct Traffic {
+    /// Inner bytes decrypted and delivered.
+    pub bytes_in: u64,
+    /// Inner bytes encrypted and sent.
+    pub bytes_out: u64,
+    /// ESP packets the kernel dropped from the agent's receive queue (it
+    /// could not read them fast enough).
+    pub esp_rx_queue_drops: u64,
+}
+
+impl Membership {
+    fn validate(&self) -> Result<(), Invalid> {
+        if let Some(k) = &self.key_server {
+            if k.parse::<std::net::SocketAddr>().is_err() {
+                return Err(Invalid::new(
+                    "/membership/key_server",
+                    format!("{k:?} is not an address:port"),
+                ));
+            }
+        }
+        if let Some(s) = &self.kek_spi {
+            if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Invalid::new("/membership/kek_spi", "must be 32 hex digits"));
+            }
+        }
+        let big = i64::MAX as u64;
+        let r = &self.pushes_refused;
+        for (field, v) in [
+            ("/membership/registrations", self.registrations),
+            ("/membership/failovers", self.failovers),
+            ("/membership/pushes_refused/malformed", r.malformed),
+            ("/membership/pushes_refused/wrong_kek", r.wrong_kek),
+            ("/membership/pushes_refused/bad_signature", r.bad_signature),
+            ("/membership/pushes_refused/replayed", r.replayed),
+            ("/membership/pushes_refused/unregistered", r.unregistered),
+        ] {
+            if v > big {
+                return Err(Invalid::new(field, format!("{v} is out of range: 0-{big}")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A GM's health report, sent by its agent (DESIGN.md data flow 5): the
 /// data of `show crypto gkm gm replay`, with the agent's version and
 /// registration state. The agent sends every field but `received_at`,
@@ -131,6 +245,22 @@ pub struct GmHealth {
     pub agent_time_ms: u64,
     /// The counters and error history.
     pub counters: ReplayCounters,
+    /// Membership and ACK health (agents before GKM 0.2 send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<Membership>,
+    /// Traffic through the dataplane (agents running it, GKM 0.2 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Traffic>,
+    /// The controller's finding (never sent): the agent acknowledged a
+    /// rekey the key server counts as missed, so the ACK was lost between
+    /// them (an asymmetric path or a filter).
+    #[serde(
+        default,
+        skip_deserializing,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    #[cfg_attr(feature = "openapi", schema(read_only))]
+    pub ack_lost: bool,
 }
 
 impl GmHealth {
@@ -176,6 +306,20 @@ impl GmHealth {
                 ),
             ));
         }
+        if let Some(m) = &self.membership {
+            m.validate()?;
+        }
+        if let Some(tr) = &self.traffic {
+            for (field, v) in [
+                ("/traffic/bytes_in", tr.bytes_in),
+                ("/traffic/bytes_out", tr.bytes_out),
+                ("/traffic/esp_rx_queue_drops", tr.esp_rx_queue_drops),
+            ] {
+                if v > big {
+                    return Err(Invalid::new(field, format!("{v} is out of range: 0-{big}")));
+                }
+            }
+        }
         for (i, h) in self.counters.history.iter().enumerate() {
             if h.my_time_ms > big || h.peer_time_ms > big {
                 return Err(Invalid::new(
@@ -203,7 +347,81 @@ mod tests {
             d3p_window_source: Some(WindowSource::Ks),
             agent_time_ms: 1,
             counters: ReplayCounters::default(),
+            membership: None,
+            traffic: None,
+            ack_lost: false,
         }
+    }
+
+    #[test]
+    fn an_old_agents_report_still_parses_and_ack_lost_is_the_controllers_alone() {
+        // GKM 0.1's report: no membership, no traffic.
+        let old = r#"{"group":1,"gm_identity":"10.0.0.2","agent_version":"0.1.0","registered":true,
+            "d3p_window_ms":null,"d3p_window_source":null,"agent_time_ms":1,
+            "counters":{"input_packets":0,"output_packets":0,"input_errors":0,"output_errors":0,"history":[]}}"#;
+        let r: GmHealth = serde_json::from_str(old).unwrap();
+        assert_eq!((r.membership, r.traffic), (None, None));
+        let mut forged = serde_json::to_value(report()).unwrap();
+        forged["ack_lost"] = true.into();
+        assert!(serde_json::from_value::<GmHealth>(forged).is_err());
+        let flagged = GmHealth {
+            ack_lost: true,
+            ..report()
+        };
+        assert_eq!(serde_json::to_value(flagged).unwrap()["ack_lost"], true);
+        assert!(serde_json::to_value(report())
+            .unwrap()
+            .get("ack_lost")
+            .is_none());
+    }
+
+    #[test]
+    fn membership_is_checked_field_by_field() {
+        let with = |m: Membership| GmHealth {
+            membership: Some(m),
+            ..report()
+        };
+        let good = Membership {
+            key_server: Some("10.0.0.1:848".into()),
+            kek_spi: Some("00112233445566778899aabbccddeeff".into()),
+            last_seq_acked: Some(3),
+            ack_kind: Some(AckKind::Cisco),
+            ..Membership::default()
+        };
+        assert_eq!(with(good.clone()).validate(), Ok(()));
+        for (m, field) in [
+            (
+                Membership {
+                    key_server: Some("ks1".into()),
+                    ..good.clone()
+                },
+                "/membership/key_server",
+            ),
+            (
+                Membership {
+                    kek_spi: Some("0011".into()),
+                    ..good.clone()
+                },
+                "/membership/kek_spi",
+            ),
+            (
+                Membership {
+                    failovers: u64::MAX,
+                    ..good.clone()
+                },
+                "/membership/failovers",
+            ),
+        ] {
+            assert_eq!(with(m).validate().unwrap_err().field, field);
+        }
+        let mut r = report();
+        r.traffic = Some(Traffic {
+            bytes_in: u64::MAX,
+            ..Traffic::default()
+        });
+        assert_eq!(r.validate().unwrap_err().field, "/traffic/bytes_in");
+        let unknown: Result<Membership, _> = serde_json::from_str(r#"{"kek":"x"}"#);
+        assert!(unknown.is_err());
     }
 
     #[test]

@@ -18,7 +18,10 @@ pub mod prefix;
 pub mod show;
 pub mod status;
 
-pub use health::{D3pError, GmHealth, ReplayCounters, WindowSource, MAX_HISTORY};
+pub use health::{
+    AckKind, D3pError, GmHealth, Membership, PushesRefused, ReplayCounters, Traffic, WindowSource,
+    MAX_HISTORY,
+};
 pub use invalid::Invalid;
 pub use policy::{AckOption, D3pWindow, D3pWindowError, RekeyTransport, TekTransform};
 pub use prefix::{IpPrefix, IpPrefixError, Ipv4Prefix, PrefixError};

@@ -109,6 +109,9 @@ fn simulated_health(addr: Ipv4Addr, n: u64, skewed: bool, now: u64) -> GmHealth 
             output_errors: 0,
             history,
         },
+        membership: None,
+        traffic: None,
+        ack_lost: false,
     }
 }
 

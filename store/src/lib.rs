@@ -203,11 +203,24 @@ pub trait HealthStore: Send + Sync {
     /// GMs whose input D3P errors since `since` add up to at least `min`,
     /// most first, at most `limit`.
     async fn d3p_spikes(&self, since: i64, min: u64, limit: u32) -> Result<Vec<D3pSpike>>;
-    /// Per group (every group, by name, in name order): the GMs still in
-    /// the GM database whose agent's latest report arrived before `before`
-    /// (UNIX ms): agents gone silent. GMs whose agent never reported are
-    /// not counted (not every GM runs an agent).
-    async fn silent_agents(&self, before: i64) -> Result<Vec<(String, u64)>>;
+    /// Per group (every group, in name order), what the agents' reports
+    /// say of the GMs still in the GM database: agents gone silent (latest
+    /// report before `silent_before`, UNIX ms) and ACKs lost on the way.
+    /// GMs whose agent never reported count in neither (not every GM runs
+    /// an agent).
+    async fn agent_findings(&self, silent_before: i64) -> Result<Vec<AgentFindings>>;
+}
+
+/// One group's findings from its agents' reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentFindings {
+    /// The group's name.
+    pub group: String,
+    /// GMs whose agent has not reported since the silent time.
+    pub silent: u64,
+    /// GMs whose agent acknowledged a rekey the key server counts as
+    /// missed (the ACK was lost between them).
+    pub ack_lost: u64,
 }
 
 /// What storing a health report added.

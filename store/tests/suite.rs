@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use gkm_store::model::{
-    AuditEntry, Authentication, D3pError, GmFilter, GmHealth, GmRow, GmState, GroupPolicy, KsRole,
-    Page, PeerKeyServer, RekeyRecord, ReplayCounters, Role, WindowSource,
+    AckKind, AuditEntry, Authentication, D3pError, GmFilter, GmHealth, GmRow, GmState, GroupPolicy,
+    KsRole, Membership, Page, PeerKeyServer, RekeyRecord, ReplayCounters, Role, Traffic,
+    WindowSource,
 };
 use gkm_store::seal::MasterKey;
 use gkm_store::{open, Actor, BackendKind, Store, StoreError};
@@ -531,6 +532,9 @@ fn health(group: u32, identity: &str, at: i64, input_errors: u64) -> GmHealth {
             }]
             .into(),
         },
+        membership: None,
+        traffic: None,
+        ack_lost: false,
     }
 }
 
@@ -581,23 +585,23 @@ async fn gm_health_reports_d3p_series_spikes_and_cleanup() {
         // Silent since t0 + 150 s: b and c (last heard at t0 + 130 s), not
         // a (t0 + 180 s); every group is listed, a group without a silent
         // agent at 0; a GM without an agent is never silent.
-        let silent = |v: Vec<(String, u64)>| {
+        let silent = |v: Vec<gkm_store::AgentFindings>| {
             v.into_iter()
-                .map(|(g, n)| format!("{g}={n}"))
+                .map(|f| format!("{}={}", f.group, f.silent))
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            silent(s.silent_agents(t0 + 150_000).await.unwrap()),
+            silent(s.agent_findings(t0 + 150_000).await.unwrap()),
             ["G1=1", "G2=1"],
             "{k:?}"
         );
         assert_eq!(
-            silent(s.silent_agents(t0 + 100_000).await.unwrap()),
+            silent(s.agent_findings(t0 + 100_000).await.unwrap()),
             ["G1=0", "G2=0"],
             "{k:?}"
         );
         assert_eq!(
-            silent(s.silent_agents(t0 + 200_000).await.unwrap()),
+            silent(s.agent_findings(t0 + 200_000).await.unwrap()),
             ["G1=2", "G2=1"],
             "{k:?}"
         );
@@ -657,7 +661,7 @@ async fn gm_health_reports_d3p_series_spikes_and_cleanup() {
         s.eject_gm(&admin(), 1, b).await.unwrap();
         assert_eq!(s.gm_health(1, b).await.unwrap(), None, "{k:?}");
         assert_eq!(
-            silent(s.silent_agents(i64::MAX).await.unwrap()),
+            silent(s.agent_findings(i64::MAX).await.unwrap()),
             ["G1=1", "G2=1"],
             "{k:?}: an ejected GM is not silent"
         );
@@ -906,5 +910,68 @@ async fn concurrent_writers_never_fail() {
         let pts = s.d3p_errors(Some(1234), 0, i64::MAX).await.unwrap();
         let total: u64 = pts.iter().map(|p| p.input_errors).sum();
         assert_eq!(total, 5, "{:?}: reports raced", s.kind());
+    }
+}
+
+#[tokio::test]
+async fn an_ack_the_agent_sent_and_the_key_server_never_saw_is_found() {
+    for s in backends().await {
+        let k = s.kind();
+        s.create_group(&admin(), "G1", 1, &policy()).await.unwrap();
+        let a = "10.0.0.1";
+        // The key server's record: SEQ 5 sent, 4 acknowledged, one miss.
+        let row = |acked: u32, misses: u32| GmRow {
+            last_seq_sent: Some(5),
+            last_seq_acked: Some(acked),
+            misses,
+            ..gm(1, 1, "cisco", 0, GmState::Registered)
+        };
+        s.put_gms(&[row(4, 1)]).await.unwrap();
+        let report = |acked: Option<u32>| GmHealth {
+            membership: Some(Membership {
+                key_server: Some("10.0.0.100:848".into()),
+                kek_spi: Some("00112233445566778899aabbccddeeff".into()),
+                last_seq_received: Some(5),
+                last_seq_accepted: Some(5),
+                last_seq_acked: acked,
+                ack_kind: Some(AckKind::Cisco),
+                registrations: 2,
+                failovers: 1,
+                ..Membership::default()
+            }),
+            traffic: Some(Traffic {
+                bytes_in: 1000,
+                bytes_out: 2000,
+                esp_rx_queue_drops: 3,
+            }),
+            ..health(1, a, 1_700_000_000_000, 0)
+        };
+        let lost = |v: Vec<gkm_store::AgentFindings>| v.iter().map(|f| f.ack_lost).sum::<u64>();
+        // The agent acknowledged 5: lost on the way.
+        s.put_gm_health(&report(Some(5))).await.unwrap();
+        let h = s.gm_health(1, a).await.unwrap().unwrap();
+        assert!(h.ack_lost, "{k:?}");
+        assert_eq!(
+            h.membership,
+            report(Some(5)).membership,
+            "{k:?}: kept whole"
+        );
+        assert_eq!(h.traffic, report(Some(5)).traffic, "{k:?}");
+        assert_eq!(lost(s.agent_findings(0).await.unwrap()), 1, "{k:?}");
+        // It acknowledged 4 only: the push was lost, not the ACK.
+        s.put_gm_health(&report(Some(4))).await.unwrap();
+        assert!(!s.gm_health(1, a).await.unwrap().unwrap().ack_lost, "{k:?}");
+        assert_eq!(lost(s.agent_findings(0).await.unwrap()), 0, "{k:?}");
+        // The next ACK got through: no miss, nothing lost.
+        s.put_gm_health(&report(Some(5))).await.unwrap();
+        s.put_gms(&[row(5, 0)]).await.unwrap();
+        assert!(!s.gm_health(1, a).await.unwrap().unwrap().ack_lost, "{k:?}");
+        // An old agent's report (no membership) finds nothing.
+        s.put_gms(&[row(4, 1)]).await.unwrap();
+        s.put_gm_health(&health(1, a, 1_700_000_000_000, 0))
+            .await
+            .unwrap();
+        let h = s.gm_health(1, a).await.unwrap().unwrap();
+        assert!(!h.ack_lost && h.membership.is_none(), "{k:?}");
     }
 }

@@ -25,6 +25,36 @@ impl Api {
         }
     }
 
+    /// The bootstrap admin of the server whose data directory is `data`
+    /// (its `admin-token` file).
+    pub fn bootstrap_admin(base: &str, data: &std::path::Path) -> Self {
+        Self::new(
+            base,
+            &std::fs::read_to_string(data.join("admin-token")).expect("the admin-token file"),
+        )
+    }
+
+    /// Creates group `name` (`group_id`) on its PSK `psk`, one TEK for
+    /// 10.1.0.0/16 both ways, unicast rekeys retransmitted every second;
+    /// `rekey` adds to (or overrides) those rekey settings.
+    pub fn create_unicast_group(&self, name: &str, group_id: u32, psk: &str, rekey: Value) {
+        let mut r = serde_json::json!({"transport": "unicast", "retransmit_interval": 1});
+        if let (Some(r), Value::Object(more)) = (r.as_object_mut(), rekey) {
+            r.extend(more);
+        }
+        self.expect(
+            201,
+            "POST",
+            "/api/v1/groups",
+            Some(
+                &serde_json::json!({"name": name, "group_id": group_id, "policy": {
+                "teks": [{"src": "10.1.0.0/16", "dst": "10.1.0.0/16"}],
+                "rekey": r,
+                "authentication": {"method": "psk", "psk": psk}}}),
+            ),
+        );
+    }
+
     /// The same server with another token.
     pub fn with_token(&self, token: &str) -> Self {
         Self::new(&self.base, token)
@@ -94,4 +124,47 @@ pub fn try_get_text(url: &str, token: Option<&str>) -> Result<(u16, String), ure
     let mut r = req.call()?;
     let status = r.status().as_u16();
     Ok((status, r.body_mut().read_to_string().unwrap_or_default()))
+}
+
+/// `GET path` on the dashboard at `base`, signed in with the local
+/// `user` and `password` (the sign-in form, its CSRF token and cookies, as
+/// a browser does): the page's HTML.
+pub fn dashboard_get(base: &str, user: &str, password: &str, path: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let cookies = |r: &ureq::http::Response<ureq::Body>| -> Vec<String> {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+            .collect()
+    };
+    let mut login = agent.get(&format!("{base}/login")).call().unwrap();
+    let mut jar = cookies(&login);
+    let body = login.body_mut().read_to_string().unwrap();
+    let at = body.find(r#"name="csrf" value=""#).expect("a CSRF field") + 19;
+    let csrf = &body[at..at + 64];
+    let enc = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    let r = agent
+        .post(&format!("{base}/login"))
+        .header("cookie", &jar.join("; "))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send(format!(
+            "csrf={csrf}&user={}&password={}",
+            enc(user),
+            enc(password)
+        ))
+        .unwrap();
+    assert!(r.status().is_redirection(), "sign-in: {}", r.status());
+    jar.extend(cookies(&r));
+    let mut page = agent
+        .get(&format!("{base}{path}"))
+        .header("cookie", &jar.join("; "))
+        .call()
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200, "GET {path}");
+    page.body_mut().read_to_string().unwrap()
 }

@@ -149,6 +149,17 @@ impl Proc {
         panic!("no {needle:?} within {timeout:?}:\n{}", self.output());
     }
 
+    /// The address a server logged for a listener: `key=ADDR` on the
+    /// first line containing `line`.
+    pub fn logged_addr(&self, line: &str, key: &str) -> String {
+        let out = self.output();
+        out.lines()
+            .find(|l| l.contains(line))
+            .and_then(|l| l.split(&format!("{key}=")).nth(1))
+            .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| panic!("no {line:?} line:\n{out}"))
+    }
+
     /// Sends SIGINT (lets tshark flush its capture) and waits for exit.
     pub fn interrupt(&mut self) {
         let _ = Command::new("kill")

@@ -46,16 +46,6 @@ fn sample(scrape: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// The address the server logged for a listener (`key=ADDR`).
-fn logged_addr(p: &Proc, line: &str, key: &str) -> String {
-    p.output()
-        .lines()
-        .find(|l| l.contains(line))
-        .and_then(|l| l.split(&format!("{key}=")).nth(1))
-        .map(|s| s.split_whitespace().next().unwrap_or_default().to_owned())
-        .unwrap_or_else(|| panic!("no {line:?} line:\n{}", p.output()))
-}
-
 #[test]
 fn a_registration_and_a_rekey_show_in_the_scrape_and_only_viewers_read_it() {
     let dir = fresh_dir(env!("CARGO_TARGET_TMPDIR"), "metrics");
@@ -67,20 +57,9 @@ fn a_registration_and_a_rekey_show_in_the_scrape_and_only_viewers_read_it() {
         &["--metrics", "127.0.0.1:0", "--agent-silent-secs", "10"],
     );
     ks.wait_for("serving /metrics", WAIT);
-    let open = format!("http://{}", logged_addr(&ks, "serving /metrics", "metrics"));
-    let admin = Api::new(
-        &url,
-        &std::fs::read_to_string(dir.join("data/admin-token")).unwrap(),
-    );
-    admin.expect(
-        201,
-        "POST",
-        "/api/v1/groups",
-        Some(&json!({"name": "GET", "group_id": 4400, "policy": {
-            "teks": [{"src": "10.1.0.0/16", "dst": "10.1.0.0/16"}],
-            "rekey": {"transport": "unicast", "retransmit_interval": 1},
-            "authentication": {"method": "psk", "psk": "metrics-test-psk"}}})),
-    );
+    let open = format!("http://{}", ks.logged_addr("serving /metrics", "metrics"));
+    let admin = Api::bootstrap_admin(&url, &dir.join("data"));
+    admin.create_unicast_group("GET", 4400, "metrics-test-psk", json!({}));
     let token = |body: serde_json::Value| {
         admin.expect(201, "POST", "/api/v1/tokens", Some(&body))["secret"]
             .as_str()

@@ -76,19 +76,8 @@ fn a_stopped_agent_fires_one_miss_from_removal_in_a_real_prometheus_and_its_retu
         "server.log",
         &["--metrics", &format!("127.0.0.1:{metrics_port}")],
     );
-    let admin = Api::new(
-        &url,
-        &std::fs::read_to_string(dir.join("data/admin-token")).unwrap(),
-    );
-    admin.expect(
-        201,
-        "POST",
-        "/api/v1/groups",
-        Some(&json!({"name": "GET", "group_id": 4500, "policy": {
-            "teks": [{"src": "10.1.0.0/16", "dst": "10.1.0.0/16"}],
-            "rekey": {"transport": "unicast", "retransmit_interval": 1},
-            "authentication": {"method": "psk", "psk": "prometheus-test-psk"}}})),
-    );
+    let admin = Api::bootstrap_admin(&url, &dir.join("data"));
+    admin.create_unicast_group("GET", 4500, "prometheus-test-psk", json!({}));
     let mut a1 = agent(&dir, udp, "127.0.8.1", "agent1.log");
     let mut a2 = agent(&dir, udp, "127.0.8.2", "agent2.log");
     a1.wait_for("registered group 4500", WAIT);

@@ -127,6 +127,9 @@ fn pages(c: &mut Criterion) {
                             input_errors: *errors,
                             ..ReplayCounters::default()
                         },
+                        membership: None,
+                        traffic: None,
+                        ack_lost: false,
                     })
                     .await
                     .unwrap();

@@ -32,6 +32,7 @@ pub struct HttpMetrics {
     agent_reports: IntCounterVec,
     d3p_errors: IntCounterVec,
     agents_silent: IntGaugeVec,
+    ack_lost: IntGaugeVec,
     /// An agent is silent after this long without a report, ms.
     silent_after_ms: i64,
 }
@@ -82,7 +83,15 @@ impl HttpMetrics {
             ),
             &["group"],
         )?;
+        let ack_lost = IntGaugeVec::new(
+            Opts::new(
+                "gkm_gms_ack_lost",
+                "GMs whose agent acknowledged a rekey the key server counts as missed (ACK lost on the way), by group.",
+            ),
+            &["group"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(ack_lost.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(agent_reports.clone()))?;
         registry.register(Box::new(d3p_errors.clone()))?;
@@ -95,6 +104,7 @@ impl HttpMetrics {
                 "gkm_agent_reports_total",
                 "gkm_agent_d3p_errors_total",
                 "gkm_agents_silent",
+                "gkm_gms_ack_lost",
             ]
             .map(String::from)
             .to_vec(),
@@ -103,6 +113,7 @@ impl HttpMetrics {
             agent_reports,
             d3p_errors,
             agents_silent,
+            ack_lost,
             silent_after_ms: i64::from(AGENT_SILENT_SECS) * 1000,
         })
     }
@@ -131,20 +142,25 @@ impl HttpMetrics {
         self.d3p_errors.with_label_values(&[group]).inc_by(n);
     }
 
-    /// Sets `gkm_agents_silent` from the store, as of `now_ms`.
-    async fn refresh_silent(&self, store: &dyn gkm_store::Store, now_ms: i64) {
-        match store.silent_agents(now_ms - self.silent_after_ms).await {
+    /// Sets `gkm_agents_silent` and `gkm_gms_ack_lost` from the store, as
+    /// of `now_ms`.
+    async fn refresh_agents(&self, store: &dyn gkm_store::Store, now_ms: i64) {
+        match store.agent_findings(now_ms - self.silent_after_ms).await {
             Ok(groups) => {
-                // A deleted group's series goes.
+                // A deleted group's series go.
                 self.agents_silent.reset();
-                for (g, n) in groups {
+                self.ack_lost.reset();
+                let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                for f in groups {
+                    let g = [f.group.as_str()];
                     self.agents_silent
-                        .with_label_values(&[&g])
-                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                        .with_label_values(&g)
+                        .set(gauge(f.silent));
+                    self.ack_lost.with_label_values(&g).set(gauge(f.ack_lost));
                 }
             }
             // The last values stay; the scrape still answers.
-            Err(e) => tracing::warn!(error = %e, "metrics: silent agents not counted"),
+            Err(e) => tracing::warn!(error = %e, "metrics: agents' findings not counted"),
         }
     }
 
@@ -198,7 +214,7 @@ fn method_label(m: &axum::http::Method) -> &'static str {
 pub async fn exposition(s: &ApiState) -> Response {
     let mut text = s.control.metrics().await;
     s.metrics
-        .refresh_silent(s.store.as_ref(), crate::ops::now_ms())
+        .refresh_agents(s.store.as_ref(), crate::ops::now_ms())
         .await;
     text.push_str(&s.metrics.encode());
     ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()

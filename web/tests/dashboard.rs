@@ -1143,6 +1143,9 @@ async fn health_reports_show_on_the_gm_page_and_spikes_alert(backend: Backend) {
             }]
             .into(),
         },
+        membership: None,
+        traffic: None,
+        ack_lost: false,
     };
     // 9 errors: below the spike threshold; then 14 more within 5 minutes.
     u.store

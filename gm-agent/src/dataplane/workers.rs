@@ -192,8 +192,14 @@ pub(super) fn inbound(
             Family::V4 => receive(esp, &mut rx, &mut lens),
             Family::V6 => receive_v6(esp, &mut rx, &mut lens),
         };
+        // The kernel's count is the socket's since it opened; the tunnel
+        // adds each family's rise (its health report's receive-queue drops).
+        let mut new_drops = 0;
         match got {
-            Ok(Some(drops)) => overflow.total = drops,
+            Ok(Some(drops)) => {
+                new_drops = drops.wrapping_sub(overflow.total);
+                overflow.total = drops;
+            }
             Ok(None) => {}
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(anyhow!("reading the ESP socket: {e}")),
@@ -202,6 +208,7 @@ pub(super) fn inbound(
         {
             let now = now_ms();
             let mut t = lock(tunnel);
+            t.traffic.esp_rx_queue_drops += u64::from(new_drops);
             for (buf, len) in rx.iter_mut().zip(&lens) {
                 let Some(packet) = buf.get_mut(..*len).filter(|p| !p.is_empty()) else {
                     continue;

@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use gkm_model::health::{D3pError, GmHealth, ReplayCounters, WindowSource, MAX_HISTORY};
+pub use gkm_model::health::{
+    AckKind, D3pError, GmHealth, Membership, PushesRefused, ReplayCounters, Traffic, WindowSource,
+    MAX_HISTORY,
+};
 pub use gkm_model::policy::{AckOption, D3pWindow, RekeyTransport};
 pub use gkm_model::{Invalid, IpPrefix, Ipv4Prefix};
 

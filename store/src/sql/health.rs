@@ -3,8 +3,10 @@
 //! [`crate::D3P_ERRORS_KEPT_MS`]) with its buckets and spikes.
 
 use super::{corrupt, u32_of, u64_of, Args, Backend, Col, Run, Sql, SqlStore};
-use crate::model::{D3pErrorPoint, D3pSpike, GmHealth, ReplayCounters, WindowSource};
-use crate::{HealthAdded, HealthStore, Result, StoreError};
+use crate::model::{
+    D3pErrorPoint, D3pSpike, GmHealth, Membership, ReplayCounters, Traffic, WindowSource,
+};
+use crate::{AgentFindings, HealthAdded, HealthStore, Result, StoreError};
 
 /// The most D3P errors one GM's minute holds (2^40: far beyond any link,
 /// and small enough that the series' sums never overflow).
@@ -24,12 +26,35 @@ fn rise(now: i64, was: Option<i64>) -> i64 {
     }
 }
 
+/// `gm_health.membership`: what agents of GKM 0.2 on add to a report.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    membership: Option<Membership>,
+    traffic: Option<Traffic>,
+}
+
+/// A GM whose agent acknowledged a SEQ the GM database has no ACK for,
+/// while the key server counts it missed: the ACK was lost on the way.
+/// `h` is `gm_health`, `m` is `gms`.
+const ACK_LOST: &str = "m.misses > 0 AND h.acked_seq IS NOT NULL \
+     AND (m.last_seq_acked IS NULL OR m.last_seq_acked < h.acked_seq)";
+
 #[async_trait::async_trait]
 impl<DB: Backend> HealthStore for SqlStore<DB> {
     async fn put_gm_health(&self, h: &GmHealth) -> Result<HealthAdded> {
         let c = &h.counters;
         let history =
             serde_json::to_string(&c.history).map_err(|e| corrupt(format!("history: {e}")))?;
+        let membership = match (&h.membership, &h.traffic) {
+            (None, None) => None,
+            (m, tr) => Some(
+                serde_json::to_string(&Stored {
+                    membership: m.clone(),
+                    traffic: *tr,
+                })
+                .map_err(|e| corrupt(format!("membership: {e}")))?,
+            ),
+        };
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         // The GM's row locked (PostgreSQL; SQLite's BEGIN IMMEDIATE
         // already holds the write lock): two reports of one GM at once
@@ -73,14 +98,15 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
         Self::sql(
             "INSERT INTO gm_health (group_id, identity, received_at, agent_version, registered, \
              d3p_window_ms, d3p_window_source, agent_time_ms, input_packets, output_packets, \
-             input_errors, output_errors, history) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             input_errors, output_errors, history, membership, acked_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              ON CONFLICT (group_id, identity) DO UPDATE SET received_at = excluded.received_at, \
              agent_version = excluded.agent_version, registered = excluded.registered, \
              d3p_window_ms = excluded.d3p_window_ms, d3p_window_source = excluded.d3p_window_source, \
              agent_time_ms = excluded.agent_time_ms, input_packets = excluded.input_packets, \
              output_packets = excluded.output_packets, input_errors = excluded.input_errors, \
-             output_errors = excluded.output_errors, history = excluded.history",
+             output_errors = excluded.output_errors, history = excluded.history, \
+             membership = excluded.membership, acked_seq = excluded.acked_seq",
         )
         .arg(gid)
         .arg(h.gm_identity.as_str())
@@ -95,6 +121,13 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
         .arg(inp)
         .arg(out)
         .arg(history)
+        .arg(membership.as_deref())
+        .arg(
+            h.membership
+                .as_ref()
+                .and_then(|m| m.last_seq_acked)
+                .map(i64::from),
+        )
         .run(&mut *tx)
         .await?;
         if d_in > 0 || d_out > 0 {
@@ -128,33 +161,48 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
         })
     }
 
-    async fn silent_agents(&self, before: i64) -> Result<Vec<(String, u64)>> {
-        Self::sql(
-            "SELECT g.name, COUNT(m.identity) AS n FROM groups g \
-             LEFT JOIN gm_health h ON h.group_id = g.id AND h.received_at < $1 \
+    async fn agent_findings(&self, silent_before: i64) -> Result<Vec<AgentFindings>> {
+        let sql = format!(
+            "SELECT g.name, \
+             CAST(COALESCE(SUM(CASE WHEN m.identity IS NOT NULL AND h.received_at < $1 \
+             THEN 1 ELSE 0 END), 0) AS BIGINT) AS silent, \
+             CAST(COALESCE(SUM(CASE WHEN m.identity IS NOT NULL AND {ACK_LOST} \
+             THEN 1 ELSE 0 END), 0) AS BIGINT) AS ack_lost \
+             FROM groups g \
+             LEFT JOIN gm_health h ON h.group_id = g.id \
              LEFT JOIN gms m ON m.group_id = h.group_id AND m.identity = h.identity \
-             GROUP BY g.name ORDER BY g.name",
-        )
-        .arg(before)
-        .all(&mut *self.conn().await?)
-        .await?
-        .iter()
-        .map(|r| Ok((r.col("name")?, u64_of(r.col("n")?, "silent agents")?)))
-        .collect()
+             GROUP BY g.name ORDER BY g.name"
+        );
+        Self::sql(&sql)
+            .arg(silent_before)
+            .all(&mut *self.conn().await?)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(AgentFindings {
+                    group: r.col("name")?,
+                    silent: u64_of(r.col("silent")?, "silent agents")?,
+                    ack_lost: u64_of(r.col("ack_lost")?, "ACKs lost")?,
+                })
+            })
+            .collect()
     }
 
     async fn gm_health(&self, group: u32, gm_identity: &str) -> Result<Option<GmHealth>> {
-        let Some(r) = Self::sql(
+        let sql = format!(
             "SELECT h.received_at, h.agent_version, h.registered, h.d3p_window_ms, \
              h.d3p_window_source, h.agent_time_ms, h.input_packets, h.output_packets, \
-             h.input_errors, h.output_errors, h.history \
+             h.input_errors, h.output_errors, h.history, h.membership, \
+             CAST(CASE WHEN {ACK_LOST} THEN 1 ELSE 0 END AS BIGINT) AS ack_lost \
              FROM gm_health h JOIN groups g ON g.id = h.group_id \
-             WHERE g.identity = $1 AND h.identity = $2",
-        )
-        .arg(i64::from(group))
-        .arg(gm_identity)
-        .optional(&mut *self.conn().await?)
-        .await?
+             LEFT JOIN gms m ON m.group_id = h.group_id AND m.identity = h.identity \
+             WHERE g.identity = $1 AND h.identity = $2"
+        );
+        let Some(r) = Self::sql(&sql)
+            .arg(i64::from(group))
+            .arg(gm_identity)
+            .optional(&mut *self.conn().await?)
+            .await?
         else {
             return Ok(None);
         };
@@ -162,6 +210,15 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
         let history: String = r.col("history")?;
         let source: Option<String> = r.col("d3p_window_source")?;
         let window: Option<i64> = r.col("d3p_window_ms")?;
+        let added: Option<String> = r.col("membership")?;
+        let added: Stored = match added {
+            Some(j) => serde_json::from_str(&j).map_err(|e| corrupt(format!("membership: {e}")))?,
+            None => Stored {
+                membership: None,
+                traffic: None,
+            },
+        };
+        let ack_lost: i64 = r.col("ack_lost")?;
         Ok(Some(GmHealth {
             group,
             gm_identity: gm_identity.to_owned(),
@@ -183,6 +240,9 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
                 history: serde_json::from_str(&history)
                     .map_err(|e| corrupt(format!("D3P history: {e}")))?,
             },
+            membership: added.membership,
+            traffic: added.traffic,
+            ack_lost: ack_lost != 0,
         }))
     }
 

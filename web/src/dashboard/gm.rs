@@ -5,7 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::Form;
-use gkm_store::model::{GmFilter, GmHealth, GmRow, Group, Page, Role, WindowSource, FEATURES};
+use gkm_store::model::{
+    GmFilter, GmHealth, GmRow, Group, Membership, Page, Role, WindowSource, FEATURES,
+};
 
 use super::group::{query_escape, GmLine};
 use super::login::CsrfForm;
@@ -41,10 +43,60 @@ pub(super) struct HealthView {
     output_errors: u64,
     /// src, my_time, peer_time, difference, window.
     history: Vec<(String, String, String, String, String)>,
+    /// The controller's finding: an ACK the agent sent never arrived.
+    ack_lost: Option<String>,
+    /// Membership and ACK health (label, value), agents of GKM 0.2 on.
+    membership: Vec<(&'static str, String)>,
+    /// Bytes in, bytes out, ESP receive-queue drops.
+    traffic: Option<(u64, u64, u64)>,
+}
+
+/// The membership rows of a report.
+fn membership_rows(m: &Membership) -> Vec<(&'static str, String)> {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let seq = |v: Option<u32>| opt(v.map(|s| s.to_string()));
+    let r = &m.pushes_refused;
+    vec![
+        ("Key server", opt(m.key_server.clone())),
+        ("KEK SPI", opt(m.kek_spi.clone())),
+        ("Last SEQ received", seq(m.last_seq_received)),
+        ("Last SEQ accepted", seq(m.last_seq_accepted)),
+        (
+            "Last SEQ acknowledged",
+            match (m.last_seq_acked, m.ack_kind) {
+                (Some(s), Some(k)) => format!("{s} ({} ACK)", k.as_str()),
+                (s, _) => seq(s),
+            },
+        ),
+        (
+            "Pushes refused",
+            format!(
+                "malformed {}, wrong KEK {}, bad signature {}, replayed {}, before registration {}",
+                r.malformed, r.wrong_kek, r.bad_signature, r.replayed, r.unregistered
+            ),
+        ),
+        ("Registrations", m.registrations.to_string()),
+        ("Fail-overs", m.failovers.to_string()),
+    ]
 }
 
 impl From<GmHealth> for HealthView {
     fn from(h: GmHealth) -> Self {
+        let ack_lost = h.ack_lost.then(|| {
+            let seq = h.membership.as_ref().and_then(|m| m.last_seq_acked);
+            format!(
+                "ACK lost on the way: the agent acknowledged SEQ {}, the key server never received it and counts a missed rekey (an asymmetric path or a filter drops this GM's ACKs).",
+                seq.map_or_else(|| "-".into(), |s| s.to_string())
+            )
+        });
+        let membership = h
+            .membership
+            .as_ref()
+            .map(membership_rows)
+            .unwrap_or_default();
+        let traffic = h
+            .traffic
+            .map(|t| (t.bytes_in, t.bytes_out, t.esp_rx_queue_drops));
         let c = h.counters;
         let signed = |ms: i128| format!("{ms:+} ms");
         Self {
@@ -75,6 +127,9 @@ impl From<GmHealth> for HealthView {
                     )
                 })
                 .collect(),
+            ack_lost,
+            membership,
+            traffic,
         }
     }
 }
