@@ -9,6 +9,7 @@
 //! and prints what it holds.
 
 mod membership;
+mod metrics;
 mod report;
 mod status;
 
@@ -99,6 +100,10 @@ struct Args {
     /// default: the number of CPUs, at most 4).
     #[arg(long)]
     tun_queues: Option<u32>,
+    /// Serve the agent's own Prometheus metrics at `http://ADDR/metrics`
+    /// (no token: a loopback or management address). Off by default.
+    #[arg(long, env = "GKM_AGENT_METRICS")]
+    metrics: Option<SocketAddr>,
     /// Report health to the controller at this URL (`https://host:port`).
     #[arg(long)]
     report_url: Option<String>,
@@ -511,18 +516,19 @@ async fn main() -> Result<()> {
     }
     let registered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tracker = membership::Shared::default();
+    let sources = report::Sources {
+        identity,
+        status: replay.clone(),
+        tunnel: tunnel.clone(),
+        registered: registered.clone(),
+        membership: tracker.clone(),
+        now_ms: dataplane_now_ms,
+    };
+    if let Some(addr) = args.metrics {
+        metrics::serve(addr, sources.clone()).await?;
+    }
     if let Some(r) = report {
-        report::spawn(
-            r,
-            report::Sources {
-                identity,
-                status: replay.clone(),
-                tunnel: tunnel.clone(),
-                registered: registered.clone(),
-                membership: tracker.clone(),
-                now_ms: dataplane_now_ms,
-            },
-        )?;
+        report::spawn(r, sources)?;
     }
     // SIGTERM ends the agent like Ctrl-C: routes, rules and the TUN device go.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

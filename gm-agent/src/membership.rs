@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use gkm_model::health::{AckKind, Membership, PushesRefused};
-use gkm_proto::gm::{GmEvent, GroupMember};
+use gkm_proto::gm::{GmCounters, GmEvent, GroupMember};
 use gkm_proto::push::PushError;
 
 /// What the report thread reads.
@@ -21,6 +21,8 @@ pub struct Tracker {
     pub membership: Membership,
     /// ACKs the engine had sent at the last event.
     acks_seen: u64,
+    /// The engine's rekey counters, as of the last event or sync.
+    engine: GmCounters,
 }
 
 impl Tracker {
@@ -64,6 +66,7 @@ impl Tracker {
     /// push before registration is counted without an event).
     pub fn sync(&mut self, gm: &GroupMember) {
         let c = gm.rekey_counters();
+        self.engine = c;
         let m = &mut self.membership;
         m.pushes_refused = PushesRefused {
             malformed: c.pushes_malformed,
@@ -93,6 +96,13 @@ pub fn sync(shared: &Shared, gm: &GroupMember) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .sync(gm);
+}
+
+/// The membership and the engine's rekey counters now (for the agent's
+/// metrics).
+pub fn snapshot_with_counters(shared: &Shared) -> (Membership, GmCounters) {
+    let t = shared.lock().unwrap_or_else(PoisonError::into_inner);
+    (t.membership.clone(), t.engine)
 }
 
 /// The membership to report now.

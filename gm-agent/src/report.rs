@@ -98,7 +98,8 @@ fn http_agent(ca: Option<&PathBuf>) -> Result<ureq::Agent> {
         .into())
 }
 
-/// What a report is made of.
+/// What a report (and the agent's metrics) is made of.
+#[derive(Clone)]
 pub struct Sources {
     /// The GM's phase 1 identity.
     pub identity: String,

@@ -69,6 +69,7 @@ fn a_registration_and_a_rekey_show_in_the_scrape_and_only_viewers_read_it() {
     let viewer = token(json!({"name": "prometheus", "role": "viewer"}));
     let agent_token = token(json!({"name": "an-agent", "role": "agent",
                                    "gm": {"group": 4400, "gm_identity": "127.0.6.1"}}));
+    let agent_metrics = gkm_tests::procs::free_tcp_port();
     let mut agent = Proc::spawn(
         {
             let mut c = Command::new(binary("gkm-agent", "gkm-agent"));
@@ -81,6 +82,8 @@ fn a_registration_and_a_rekey_show_in_the_scrape_and_only_viewers_read_it() {
                 "metrics-test-psk",
                 "--bind",
                 "127.0.6.1:0",
+                "--metrics",
+                &format!("127.0.0.1:{agent_metrics}"),
             ])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");
@@ -112,6 +115,22 @@ fn a_registration_and_a_rekey_show_in_the_scrape_and_only_viewers_read_it() {
         Some(&json!({"replace": false})),
     );
     ks.wait_for("rekey acknowledged by every GM", WAIT);
+
+    // The agent's own metrics: one registration, one rekey taken and
+    // acknowledged, nothing refused.
+    let (status, own) = get(&format!("http://127.0.0.1:{agent_metrics}/metrics"), None);
+    assert_eq!(status, 200, "{own}");
+    let a = |series: &str| sample(&own, series).unwrap_or_else(|| panic!("no {series} in:\n{own}"));
+    assert_eq!(a("gkm_gm_registered{group=\"4400\"}"), 1.0);
+    assert_eq!(a("gkm_gm_registrations_total{group=\"4400\"}"), 1.0);
+    assert_eq!(a("gkm_gm_failovers_total{group=\"4400\"}"), 0.0);
+    assert_eq!(a("gkm_gm_pushes_accepted_total{group=\"4400\"}"), 1.0);
+    assert_eq!(a("gkm_gm_acks_sent_total{group=\"4400\"}"), 1.0);
+    assert!(a("gkm_gm_seq{group=\"4400\"}") >= 1.0);
+    assert_eq!(
+        a("gkm_gm_pushes_refused_total{group=\"4400\",reason=\"bad_signature\"}"),
+        0.0
+    );
 
     // The API listener: a viewer token reads, nothing less does.
     let scrape_url = format!("{url}/metrics");
