@@ -18,7 +18,9 @@ deploy/helm/requirements.txt). Steps, each failing the run on a finding:
    rendered with loopback addresses and this suite's PostgreSQL, each pod's
    server.toml, secrets and command line taken from the rendered objects
    and run as real gkm-server processes; they must elect exactly one
-   primary for the group (read from each one's /metrics).
+   primary for the group (read from each one's /metrics), and the agent
+   DaemonSet's command line (its dataplane and reports left out) must
+   register with them.
 4. The Prometheus end to end (tests/tests/prometheus_e2e.rs: a real
    Prometheus scraping a real key server with real agents, an alert firing
    and clearing), run here; scripts/test leaves it out of its own nextest
@@ -207,6 +209,9 @@ def run_key_servers(tmp: Path) -> str:
     for db in dbs:
         run([PSQL, pg, "-q", "-c", f"CREATE DATABASE {db}"])
     values["keyServers"]["addresses"] = addrs
+    values["agent"]["keyServers"] = [f"{a}:848" for a in addrs]
+    # The agent below registers from loopback.
+    values["psks"] = [{"prefix": "127.0.0.0/8", "key": "wan-gm-secret"}]
     values["database"]["urls"] = [f"{base}/{db}" for db in dbs]
     # The API on loopback in plain HTTP, as the chart does without TLS.
     values["tls"] = {"secretName": ""}
@@ -263,7 +268,11 @@ def run_key_servers(tmp: Path) -> str:
                 primary = addrs[roles.index("primary")]
                 if primary != max(addrs, key=lambda a: tuple(map(int, a.split(".")))):
                     fail(f"the chart's key servers elected {primary}, not the highest address")
-                return f"the chart's 3 key servers elected {primary} primary, 2 secondaries"
+                agent = register_agent(docs, addrs, tmp, server.parent)
+                return (
+                    f"the chart's 3 key servers elected {primary} primary, 2 secondaries; "
+                    f"the chart's agent {agent}"
+                )
             time.sleep(0.5)
         logs = "\n".join((pod / "log").read_text()[-3000:] for _, pod in procs)
         fail(f"the chart's key servers did not elect one primary in 120 s (roles {roles}):\n{logs}")
@@ -278,6 +287,32 @@ def run_key_servers(tmp: Path) -> str:
         for db in dbs:
             subprocess.run([PSQL, pg, "-q", "-c", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], capture_output=True)
     return ""
+
+
+def register_agent(docs: list[dict], addrs: list[str], tmp: Path, bin_dir: Path) -> str:
+    """The DaemonSet's agent command line, run once against the key servers:
+    without the dataplane (it would route this host's traffic) and health
+    reports; it must register (every key server of a COOP group registers
+    GMs once it knows its primary; docs/COOP.md)."""
+    ds = next((d for d in docs if d["kind"] == "DaemonSet"), None)
+    if ds is None:
+        fail("the 3-key-server values render no agent DaemonSet")
+    c = ds["spec"]["template"]["spec"]["containers"][0]
+    args = [
+        a
+        for a in c["args"]
+        if not a.startswith(("--dataplane", "--protect=", "--report-", "--status-socket="))
+    ]
+    servers = [a.split("=", 1)[1] for a in args if a.startswith("--key-server=")]
+    if servers != [f"{a}:848" for a in addrs]:
+        fail(f"the agent's key servers are {servers}, not the chart's")
+    args += [f"--status-socket={tmp}/agent.sock", "--bind=127.0.0.50:0", "--once", "--timeout=60"]
+    env = {"PATH": os.environ["PATH"], "GKM_PSK": "wan-gm-secret"}
+    p = subprocess.run([str(bin_dir / "gkm-agent"), *args], env=env, capture_output=True, text=True, timeout=90)
+    line = next((l for l in p.stdout.splitlines() if l.startswith("registered group")), None)
+    if p.returncode != 0 or line is None:
+        fail(f"the chart's agent did not register ({p.returncode}):\n{p.stdout}{p.stderr[-3000:]}")
+    return line.split(": ", 1)[0]
 
 
 def coop_role(port: int) -> str:
