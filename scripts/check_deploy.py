@@ -162,6 +162,7 @@ REFUSED = [
     ({"config": {"groups": [{"name": "G", "group_id": 0, "tek": [{"src": "10.0.0.0/8", "dst": "10.0.0.0/8"}]}]}}, "group_id"),
     ({"surprise": 1}, "surprise"),
     ({"agent": {"enabled": True, "keyServers": ["10.0.0.1:848"]}}, "agent.pskSecret"),
+    ({"oidc": {"issuer": "https://id.example.net", "clientId": "gkm"}}, "secrets.oidcClientSecret"),
     (
         {"keyServers": {"replicas": 2, "addresses": ["10.0.0.1", "10.0.0.2"]}, "secrets": {"coopPsk": "k"}},
         "secrets.rekeySigningKey",

@@ -37,11 +37,19 @@ impl Tracker {
                 }
                 m.registrations += 1;
                 m.key_server = Some(ks);
+                // A new membership: what the last one received and
+                // acknowledged no longer speaks for this one.
                 m.last_seq_accepted = Some(keys.seq);
+                m.last_seq_received = None;
+                m.last_seq_acked = None;
+                m.ack_kind = None;
             }
             GmEvent::Rekeyed { seq, .. } => {
                 m.last_seq_received = Some(*seq);
                 m.last_seq_accepted = Some(*seq);
+                // The engine counts an ACK when it makes it: sent at once
+                // for a unicast rekey, within its jitter (at most 500 ms)
+                // for a multicast one.
                 let acks = gm.rekey_counters().acks_sent;
                 if acks > self.acks_seen {
                     m.last_seq_acked = Some(*seq);

@@ -22,6 +22,9 @@ use crate::report::Sources;
 /// The agent's metrics, in their own registry.
 pub struct AgentMetrics {
     registry: Registry,
+    /// One scrape at a time brings the counters up (two at once could
+    /// both add the same rise).
+    scrape: std::sync::Mutex<()>,
     #[cfg(test)]
     names: Vec<String>,
     registered: IntGaugeVec,
@@ -146,6 +149,7 @@ impl AgentMetrics {
                 g,
             )?,
             registry: b.registry,
+            scrape: std::sync::Mutex::new(()),
             #[cfg(test)]
             names: b.names,
         })
@@ -199,6 +203,10 @@ impl AgentMetrics {
 
     /// The text exposition, refreshed from `src`.
     fn encode(&self, src: &Sources) -> String {
+        let _one = self
+            .scrape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.refresh(src);
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

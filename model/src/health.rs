@@ -194,6 +194,29 @@ impl Membership {
                 return Err(Invalid::new("/membership/kek_spi", "must be 32 hex digits"));
             }
         }
+        if let (Some(acked), Some(accepted)) = (self.last_seq_acked, self.last_seq_accepted) {
+            if acked > accepted {
+                return Err(Invalid::new(
+                    "/membership/last_seq_acked",
+                    format!("{acked} is above last_seq_accepted {accepted}: a GM acknowledges what it accepted"),
+                ));
+            }
+        }
+        if self.ack_kind.is_some() != self.last_seq_acked.is_some() {
+            return Err(Invalid::new(
+                "/membership/ack_kind",
+                "given with last_seq_acked, and only with it",
+            ));
+        }
+        if self.failovers > self.registrations.saturating_sub(1) {
+            return Err(Invalid::new(
+                "/membership/failovers",
+                format!(
+                    "{} fail-overs in {} registrations: each fail-over is a registration after the first",
+                    self.failovers, self.registrations
+                ),
+            ));
+        }
         let big = i64::MAX as u64;
         let r = &self.pushes_refused;
         for (field, v) in [
@@ -384,8 +407,11 @@ mod tests {
         let good = Membership {
             key_server: Some("10.0.0.1:848".into()),
             kek_spi: Some("00112233445566778899aabbccddeeff".into()),
+            last_seq_accepted: Some(3),
             last_seq_acked: Some(3),
             ack_kind: Some(AckKind::Cisco),
+            registrations: 2,
+            failovers: 1,
             ..Membership::default()
         };
         assert_eq!(with(good.clone()).validate(), Ok(()));
@@ -406,10 +432,32 @@ mod tests {
             ),
             (
                 Membership {
-                    failovers: u64::MAX,
+                    failovers: 2,
                     ..good.clone()
                 },
                 "/membership/failovers",
+            ),
+            (
+                Membership {
+                    ack_kind: None,
+                    ..good.clone()
+                },
+                "/membership/ack_kind",
+            ),
+            (
+                Membership {
+                    last_seq_accepted: Some(2),
+                    ..good.clone()
+                },
+                "/membership/last_seq_acked",
+            ),
+            (
+                Membership {
+                    registrations: u64::MAX,
+                    failovers: 0,
+                    ..good.clone()
+                },
+                "/membership/registrations",
             ),
         ] {
             assert_eq!(with(m).validate().unwrap_err().field, field);

@@ -958,6 +958,9 @@ async fn an_ack_the_agent_sent_and_the_key_server_never_saw_is_found() {
         );
         assert_eq!(h.traffic, report(Some(5)).traffic, "{k:?}");
         assert_eq!(lost(s.agent_findings(0).await.unwrap()), 1, "{k:?}");
+        // A SEQ the key server never sent proves nothing.
+        s.put_gm_health(&report(Some(9))).await.unwrap();
+        assert!(!s.gm_health(1, a).await.unwrap().unwrap().ack_lost, "{k:?}");
         // It acknowledged 4 only: the push was lost, not the ACK.
         s.put_gm_health(&report(Some(4))).await.unwrap();
         assert!(!s.gm_health(1, a).await.unwrap().unwrap().ack_lost, "{k:?}");
@@ -966,6 +969,16 @@ async fn an_ack_the_agent_sent_and_the_key_server_never_saw_is_found() {
         s.put_gm_health(&report(Some(5))).await.unwrap();
         s.put_gms(&[row(5, 0)]).await.unwrap();
         assert!(!s.gm_health(1, a).await.unwrap().unwrap().ack_lost, "{k:?}");
+        // A removed GM counts in no finding, silent or lost.
+        s.put_gms(&[GmRow {
+            state: GmState::Removed,
+            ..row(4, 3)
+        }])
+        .await
+        .unwrap();
+        s.put_gm_health(&report(Some(5))).await.unwrap();
+        let f = s.agent_findings(i64::MAX).await.unwrap();
+        assert_eq!((f[0].silent, f[0].ack_lost), (0, 0), "{k:?}: {f:?}");
         // An old agent's report (no membership) finds nothing.
         s.put_gms(&[row(4, 1)]).await.unwrap();
         s.put_gm_health(&health(1, a, 1_700_000_000_000, 0))

@@ -35,6 +35,9 @@ pub struct HttpMetrics {
     ack_lost: IntGaugeVec,
     /// An agent is silent after this long without a report, ms.
     silent_after_ms: i64,
+    /// One scrape at a time refreshes the store's gauges and encodes (a
+    /// scrape between another's reset and set would miss their series).
+    scrape: tokio::sync::Mutex<()>,
 }
 
 /// An agent silent this long (four of its default 30 s report intervals)
@@ -115,6 +118,7 @@ impl HttpMetrics {
             agents_silent,
             ack_lost,
             silent_after_ms: i64::from(AGENT_SILENT_SECS) * 1000,
+            scrape: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -213,10 +217,13 @@ fn method_label(m: &axum::http::Method) -> &'static str {
 /// Every metric: the key server's, then the HTTP layer's.
 pub async fn exposition(s: &ApiState) -> Response {
     let mut text = s.control.metrics().await;
-    s.metrics
-        .refresh_agents(s.store.as_ref(), crate::ops::now_ms())
-        .await;
-    text.push_str(&s.metrics.encode());
+    {
+        let _one = s.metrics.scrape.lock().await;
+        s.metrics
+            .refresh_agents(s.store.as_ref(), crate::ops::now_ms())
+            .await;
+        text.push_str(&s.metrics.encode());
+    }
     ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 

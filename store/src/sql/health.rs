@@ -33,11 +33,16 @@ struct Stored {
     traffic: Option<Traffic>,
 }
 
-/// A GM whose agent acknowledged a SEQ the GM database has no ACK for,
-/// while the key server counts it missed: the ACK was lost on the way.
-/// `h` is `gm_health`, `m` is `gms`.
-const ACK_LOST: &str = "m.misses > 0 AND h.acked_seq IS NOT NULL \
-     AND (m.last_seq_acked IS NULL OR m.last_seq_acked < h.acked_seq)";
+/// A GM whose agent acknowledged exactly the last SEQ the key server sent
+/// it, which the key server counts as missed (the round closed without
+/// its ACK): the ACK was lost on the way. Once the agent acknowledges a
+/// later rekey the two SEQs differ and the flag goes, without waiting for
+/// that round's close. An agent can only claim it for its own GM (its
+/// token is bound to it). Removed GMs count in no finding. `h` is
+/// `gm_health`, `m` is `gms`.
+const ACK_LOST: &str = "m.state <> 'removed' AND m.misses > 0 \
+     AND h.acked_seq IS NOT NULL AND h.acked_seq = m.last_seq_sent \
+     AND (m.last_seq_acked IS NULL OR m.last_seq_acked <> m.last_seq_sent)";
 
 #[async_trait::async_trait]
 impl<DB: Backend> HealthStore for SqlStore<DB> {
@@ -164,7 +169,8 @@ impl<DB: Backend> HealthStore for SqlStore<DB> {
     async fn agent_findings(&self, silent_before: i64) -> Result<Vec<AgentFindings>> {
         let sql = format!(
             "SELECT g.name, \
-             CAST(COALESCE(SUM(CASE WHEN m.identity IS NOT NULL AND h.received_at < $1 \
+             CAST(COALESCE(SUM(CASE WHEN m.identity IS NOT NULL AND m.state <> 'removed' \
+             AND h.received_at < $1 \
              THEN 1 ELSE 0 END), 0) AS BIGINT) AS silent, \
              CAST(COALESCE(SUM(CASE WHEN m.identity IS NOT NULL AND {ACK_LOST} \
              THEN 1 ELSE 0 END), 0) AS BIGINT) AS ack_lost \

@@ -54,6 +54,9 @@ app.kubernetes.io/component: key-server
 {{- fail (printf "psks[%d].key is required when secrets.create is true" $i) -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.oidc.issuer (not .Values.secrets.oidcClientSecret) -}}
+{{- fail "secrets.oidcClientSecret is required with oidc.issuer" -}}
+{{- end -}}
 {{- if and .Values.database.postgres (ne (len .Values.database.urls) $n) -}}
 {{- fail (printf "database.urls: %d URLs for %d replicas (each key server has its own database)" (len .Values.database.urls) $n) -}}
 {{- end -}}
