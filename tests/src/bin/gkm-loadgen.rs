@@ -13,6 +13,13 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+
+/// The key server's batched socket I/O (recvmmsg, sendmmsg), the same
+/// code: the load generator then spends as few system calls per GM as the
+/// key server does, and leaves the shared cores to it.
+#[allow(dead_code)]
+#[path = "../../../server/src/udp.rs"]
+mod udp;
 use std::time::{Duration, Instant};
 
 use gkm_model::clock::unix_ms as now_ms;
@@ -538,7 +545,6 @@ fn rekey_fanout(a: &Args, sockets: &[UdpSocket], reference: &GroupMember, pid: u
     let mut checked: HashMap<Vec<u8>, Option<u32>> = HashMap::new();
     let (mut pushes, mut acks, mut refused) = (0usize, 0usize, 0usize);
     let mut push_len = 0usize;
-    let mut buf = vec![0u8; 65_536];
     let status = std::process::Command::new("kill")
         .args(["-USR1", &pid.to_string()])
         .status()
@@ -550,35 +556,55 @@ fn rekey_fanout(a: &Args, sockets: &[UdpSocket], reference: &GroupMember, pid: u
     // The log is read from where the rekey began (it may be large).
     let mut log_at = std::fs::metadata(&log).map_or(0, |m| m.len());
     let mut text = String::new();
+    let mut batch = udp::RecvBatch::default();
+    let mut headers = udp::send_headers();
+    let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::with_capacity(udp::BATCH);
     while outcome.is_none() && t0.elapsed() < Duration::from_secs(120) {
         let mut idle = true;
         for (k, sock) in sockets.iter().enumerate() {
-            while let Ok((len, from)) = sock.recv_from(&mut buf) {
+            while batch.receive(sock, udp::BATCH).is_ok_and(|n| n > 0) {
                 idle = false;
-                let d = &buf[..len];
-                if d.get(18) != Some(&33) {
-                    continue;
+                for (from, d) in batch.datagrams() {
+                    if d.get(18) != Some(&33) {
+                        continue;
+                    }
+                    pushes += 1;
+                    push_len = d.len();
+                    let seq = match checked.get(d) {
+                        Some(s) => *s,
+                        None => *checked.entry(d.to_vec()).or_insert_with(|| {
+                            open_push(d, &kek, &verifier, last_seq).ok().map(|o| o.seq)
+                        }),
+                    };
+                    let Some(seq) = seq else {
+                        refused += 1;
+                        continue;
+                    };
+                    let gm = waiting[k]
+                        .pop_front()
+                        .or_else(|| waiting.iter_mut().find_map(VecDeque::pop_front));
+                    let Some(gm) = gm else { continue };
+                    let ack = match ack_requested {
+                        Some(kind) => seal_rfc8263_ack(&kek, kind, seq, gm_ip(gm).into()),
+                        None => seal_unicast_ack(&kek, seq, gm_ip(gm).into()),
+                    }
+                    .unwrap();
+                    out.push((from, ack));
                 }
-                pushes += 1;
-                push_len = len;
-                let seq = *checked
-                    .entry(d.to_vec())
-                    .or_insert_with(|| open_push(d, &kek, &verifier, last_seq).ok().map(|o| o.seq));
-                let Some(seq) = seq else {
-                    refused += 1;
-                    continue;
-                };
-                let gm = waiting[k]
-                    .pop_front()
-                    .or_else(|| waiting.iter_mut().find_map(VecDeque::pop_front));
-                let Some(gm) = gm else { continue };
-                let ack = match ack_requested {
-                    Some(kind) => seal_rfc8263_ack(&kek, kind, seq, gm_ip(gm).into()),
-                    None => seal_unicast_ack(&kek, seq, gm_ip(gm).into()),
+                // Every ACK goes (a full send buffer is waited out, as a
+                // GM's kernel would).
+                let mut from = 0;
+                while from < out.len() {
+                    match udp::send(sock, &mut headers, &out[from..], false) {
+                        Ok(n) => from += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::hint::spin_loop()
+                        }
+                        Err(e) => panic!("sending ACKs: {e}"),
+                    }
                 }
-                .unwrap();
-                let _ = sock.send_to(&ack, from);
-                acks += 1;
+                acks += out.len();
+                out.clear();
             }
         }
         if idle {
