@@ -219,3 +219,17 @@ pub fn wait_for_http(p: &mut Proc) -> String {
         .unwrap_or_default();
     format!("http://{http}")
 }
+
+/// Runs `ip ARGS` (iproute2: namespaces, veth pairs, addresses) and fails
+/// the test with its error when it fails.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("`ip` could not be run ({e}); install iproute2 (.ci/run does)"));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

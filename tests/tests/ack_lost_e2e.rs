@@ -12,24 +12,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gkm_tests::api::{get_text, Api};
-use gkm_tests::procs::{binary, free_tcp_port, free_udp_port, fresh_dir, Proc};
+use gkm_tests::procs::{binary, free_tcp_port, free_udp_port, fresh_dir, ip, Proc};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
 const KS_IP: &str = "10.98.0.1";
 const GM_IP: &str = "10.98.0.2";
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("`ip` could not be run ({e}); install iproute2 (.ci/run does)"));
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The GM's namespace, joined to this one by a veth pair; gone on drop.
 struct GmNet {

@@ -284,16 +284,7 @@ impl Netns {
             gm: format!("gkmgm{tag}"),
         };
         let (vk, vg) = (format!("vk{tag}"), format!("vg{tag}"));
-        let run = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
-                panic!("`ip` could not be run ({e}); install iproute2 (.ci/run does)")
-            });
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let run = gkm_tests::procs::ip;
         run(&["netns", "add", &n.ks]);
         run(&["netns", "add", &n.gm]);
         run(&["link", "add", &vk, "type", "veth", "peer", "name", &vg]);

@@ -992,6 +992,25 @@ async fn agents_report_health_and_read_nothing(backend: Backend) {
         StatusCode::UNPROCESSABLE_ENTITY,
         Some("/counters/history"),
     );
+    // The membership fields (GKM 0.2 agents): each bad one named; the
+    // controller's own finding cannot be sent.
+    for (field, value, named) in [
+        ("key_server", json!("ks1"), "/membership/key_server"),
+        ("kek_spi", json!("00ff"), "/membership/kek_spi"),
+        ("failovers", json!(3), "/membership/failovers"),
+    ] {
+        let mut bad = report("10.0.0.1", 0);
+        bad["membership"] = json!({"registrations": 1});
+        bad["membership"][field] = value;
+        problem(
+            post(bad, &a.agent).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(named),
+        );
+    }
+    let mut forged = report("10.0.0.1", 0);
+    forged["ack_lost"] = json!(true);
+    problem(post(forged, &a.agent).await, StatusCode::BAD_REQUEST, None);
     let mut window = report("10.0.0.1", 0);
     window["d3p_window_ms"] = json!(99);
     problem(
