@@ -17,11 +17,7 @@ pub async fn postgres_database() -> Result<String, String> {
          at a server where this user may CREATE DATABASE"
             .to_string()
     })?;
-    let name = format!(
-        "gkm_test_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
+    let name = format!("gkm_test_{}", unique());
     let mut c = sqlx::PgConnection::connect(&admin)
         .await
         .map_err(|e| format!("{admin}: {e}"))?;
@@ -31,4 +27,29 @@ pub async fn postgres_database() -> Result<String, String> {
         .map_err(|e| format!("CREATE DATABASE {name}: {e}"))?;
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     Ok(format!("{base}/{name}"))
+}
+
+/// A name no other test process on this machine uses now or used before:
+/// the process id alone is reused across a long suite, so the clock and a
+/// per-process counter stand beside it.
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A new, empty directory under the system's temporary directory, named
+/// `gkm-{tag}-` and a unique suffix; a stale one of that name is removed
+/// first.
+pub fn fresh_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gkm-{tag}-{}", unique()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
 }

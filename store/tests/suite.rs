@@ -10,7 +10,6 @@
     missing_docs
 )]
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use gkm_store::model::{
@@ -21,19 +20,12 @@ use gkm_store::model::{
 use gkm_store::seal::MasterKey;
 use gkm_store::{open, Actor, BackendKind, Store, StoreError};
 
-static N: AtomicU32 = AtomicU32::new(0);
-
 fn master() -> MasterKey {
     MasterKey::from_hex(&"42".repeat(32)).unwrap()
 }
 
 async fn backends() -> Vec<Arc<dyn Store>> {
-    let dir = std::env::temp_dir().join(format!(
-        "gkm-store-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = gkm_store::testing::fresh_dir("store");
     let sqlite = open(dir.join("gkm.db").to_str().unwrap(), master())
         .await
         .unwrap();
@@ -486,9 +478,7 @@ async fn tokens_key_servers_rekeys_audit_and_secrets() {
 
 #[tokio::test]
 async fn secrets_need_the_same_master_key_and_a_sqlite_file_survives_reopening() {
-    let dir = std::env::temp_dir().join(format!("gkm-store-reopen-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = gkm_store::testing::fresh_dir("store-reopen");
     let path = dir.join("gkm.db");
     let url = format!("sqlite://{}", path.display());
     let s = open(&url, master()).await.unwrap();

@@ -129,9 +129,7 @@ pub enum Backend {
 pub async fn store(tag: &str, backend: Backend) -> Arc<dyn Store> {
     let url = match backend {
         Backend::Sqlite => {
-            let dir = std::env::temp_dir().join(format!("gkm-web-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = gkm_store::testing::fresh_dir(&format!("web-{tag}"));
             dir.join("gkm.db").to_str().unwrap().to_owned()
         }
         Backend::Postgres => gkm_store::testing::postgres_database().await.unwrap(),
