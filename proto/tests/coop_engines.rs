@@ -1113,7 +1113,7 @@ fn a_policy_change_on_a_secondary_keeps_its_primarys_keys() {
 /// CA), each peer `(j, subject)` reached on certificates and known by
 /// that subject; no pair PSK anywhere.
 fn pki_key_server(i: u8, pem: &str, key: &str, peers: &[(u8, &str)]) -> KeyServer {
-    use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, RsaSigner};
+    use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, Phase1Signer};
     let mut cfg = coop_ks_config(i);
     cfg.psks = vec![PskEntry {
         credential: Credential::GroupPsk(GROUP),
@@ -1122,10 +1122,10 @@ fn pki_key_server(i: u8, pem: &str, key: &str, peers: &[(u8, &str)]) -> KeyServe
     }];
     let ca = certificates_from_pem(include_str!("data/ca.pem")).unwrap();
     cfg.ca = Some(CertificateAuthority::new(&ca).unwrap());
-    cfg.certificate = Some((
+    cfg.certificates = vec![(
         certificates_from_pem(pem).unwrap().remove(0),
-        RsaSigner::from_pkcs8_pem(key).unwrap(),
-    ));
+        Phase1Signer::from_pkcs8_pem(key).unwrap(),
+    )];
     let mut ks = KeyServer::new(cfg, rng(u64::from(i)));
     let ids: Vec<u8> = peers.iter().map(|(j, _)| *j).collect();
     let mut c = coop_config(i, 100 + i, &ids, b"");

@@ -177,10 +177,10 @@ fn a_certificate_opens_only_certificate_groups_and_a_psk_only_psk_groups() {
     let cert = gkm_proto::crypto::certificates_from_pem(include_str!("data/ks.pem"))
         .unwrap()
         .remove(0);
-    cfg.certificate = Some((
+    cfg.certificates = vec![(
         cert,
-        gkm_proto::crypto::RsaSigner::from_pkcs8_pem(include_str!("data/ks.key")).unwrap(),
-    ));
+        gkm_proto::crypto::Phase1Signer::from_pkcs8_pem(include_str!("data/ks.key")).unwrap(),
+    )];
     // Group A (PSK, own key), group B (certificates).
     let mut b = ks_group("B", B, 77, Authorization::default());
     b.authentication = GroupAuth::Certificate;

@@ -220,10 +220,11 @@ impl Driver {
                 peer,
                 peer_identity,
                 credentials,
+                method,
                 ..
             } => {
                 let by: Vec<String> = credentials.iter().map(ToString::to_string).collect();
-                debug!(%peer, identity = %peer_identity, credentials = ?by, "phase 1 established")
+                debug!(%peer, identity = %peer_identity, credentials = ?by, ?method, "phase 1 established")
             }
             KsEvent::Phase1Keys {
                 initiator_cookie,

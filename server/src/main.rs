@@ -241,12 +241,12 @@ fn build(
             key: Zeroizing::new(key.into_bytes()),
         });
     }
-    let (ca, certificate) = match &cfg.pki {
-        None => (None, None),
+    let (ca, certificates) = match &cfg.pki {
+        None => (None, Vec::new()),
         Some(pki) => {
             let PkiCredentials { ca, cert, key } =
                 PkiCredentials::from_pem(&read(&pki.ca)?, &read(&pki.cert)?, &read(&pki.key)?)?;
-            (Some(ca), Some((cert, key)))
+            (Some(ca), vec![(cert, key)])
         }
     };
     let maker = groups::KeyMaker::new(own.v4, &signer)?;
@@ -347,7 +347,7 @@ fn build(
         groups: ks_groups,
         psks: psk_table(&config_psks, &group_psks, &coop_psks),
         ca,
-        certificate,
+        certificates,
         asr9000: cfg
             .asr9000
             .iter()

@@ -90,7 +90,7 @@ pub fn ks() -> KeyServer {
                 key: Zeroizing::new(PSK.to_vec()),
             }],
             ca: None,
-            certificate: None,
+            certificates: Vec::new(),
             asr9000: vec![],
             limits: limits(),
             max_phase1_life_secs: 86_400,

@@ -1,7 +1,7 @@
 //! The cryptography the engines need, behind small typed wrappers: PRFs and
 //! hashes (ring), AES-CBC (RustCrypto `aes`/`cbc`), Diffie-Hellman groups
-//! 14, 19 and 20 (and the legacy 2 and 5), RSA signatures in the IKEv1
-//! style, and certificate checks.
+//! 14, 19 and 20 (and the legacy 2 and 5), RSA and ECDSA P-256 phase 1
+//! signatures, and certificate checks.
 //! No cipher or bignum arithmetic is written here.
 
 mod cbc_cipher;
@@ -17,6 +17,6 @@ pub use prf::Prf;
 pub use rekey_sig::{RekeySigner, RekeyVerifier};
 pub use rng::EngineRng;
 pub use sig::{
-    certificates_from_pem, CertError, CertificateAuthority, PkiCredentials, PkiLoadError,
-    RsaSigner, RsaVerifier, SigError, VerifiedCert,
+    certificates_from_pem, CertError, CertificateAuthority, KeyKind, PeerKey, Phase1Signer,
+    PkiCredentials, PkiLoadError, RsaSigner, RsaVerifier, SigError, VerifiedCert,
 };

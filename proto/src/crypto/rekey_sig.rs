@@ -10,14 +10,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair};
 
 use super::rng::EngineRng;
-use super::sig::{RsaSigner, RsaVerifier, SigError};
-
-/// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1,
-/// BIT STRING of 66 octets) before the 65-octet uncompressed point.
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
+use super::sig::{KeyKind, PeerKey, Phase1Signer, RsaSigner, SigError, P256_SPKI_PREFIX};
 
 /// The KS's rekey-signing key.
 pub enum RekeySigner {
@@ -50,12 +43,7 @@ impl RekeySigner {
 
     /// A fresh ECDSA P-256 key as PKCS#8 DER (to be stored by the caller).
     pub fn generate_ecdsa_p256_pkcs8() -> Result<Vec<u8>, SigError> {
-        EcdsaKeyPair::generate_pkcs8(
-            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &SystemRandom::new(),
-        )
-        .map(|d| d.as_ref().to_vec())
-        .map_err(|_| SigError::BadKey)
+        Phase1Signer::generate_ecdsa_p256_pkcs8()
     }
 
     /// SIG_ALGORITHM of the KEK policy.
@@ -102,39 +90,31 @@ impl RekeySigner {
     }
 }
 
-/// A GM's copy of the KS's rekey-signing public key.
+/// A GM's copy of the KS's rekey-signing public key: a key of the kind
+/// SIG_ALGORITHM names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RekeyVerifier {
-    /// RSA.
-    Rsa(RsaVerifier),
-    /// ECDSA P-256: the uncompressed point.
-    EcdsaP256(Vec<u8>),
-}
+pub struct RekeyVerifier(PeerKey);
 
 impl RekeyVerifier {
     /// From the KEK policy's SIG_ALGORITHM and the SPKI delivered in KD.
     pub fn new(algorithm: SigAlgorithm, spki: &[u8]) -> Result<Self, SigError> {
-        match algorithm {
-            SigAlgorithm::RSA => RsaVerifier::from_spki_der(spki).map(Self::Rsa),
-            SigAlgorithm::ECDSA_256 => match spki.strip_prefix(&P256_SPKI_PREFIX[..]) {
-                Some(point) if point.len() == 65 && point.first() == Some(&4) => {
-                    Ok(Self::EcdsaP256(point.to_vec()))
-                }
-                _ => Err(SigError::BadKey),
-            },
-            _ => Err(SigError::BadKey),
-        }
+        let kind = match algorithm {
+            SigAlgorithm::RSA => KeyKind::Rsa,
+            SigAlgorithm::ECDSA_256 => KeyKind::EcdsaP256,
+            _ => return Err(SigError::BadKey),
+        };
+        PeerKey::from_spki_der(spki)
+            .ok()
+            .filter(|k| k.kind() == kind)
+            .map(Self)
+            .ok_or(SigError::BadKey)
     }
 
     /// Checks `sig` over `message` (SHA-256).
     pub fn verify(&self, message: &[u8], sig: &[u8]) -> Result<(), SigError> {
-        match self {
-            Self::Rsa(r) => r.verify(digest::digest(&digest::SHA256, message).as_ref(), sig),
-            Self::EcdsaP256(point) => {
-                signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                    .verify(message, sig)
-                    .map_err(|_| SigError::Invalid)
-            }
+        match &self.0 {
+            PeerKey::Rsa(r) => r.verify(digest::digest(&digest::SHA256, message).as_ref(), sig),
+            ecdsa @ PeerKey::EcdsaP256(_) => ecdsa.verify(message, sig),
         }
     }
 }

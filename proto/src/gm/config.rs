@@ -7,7 +7,7 @@ use gkm_wire::consts::NotifyType;
 use gkm_wire::Identity;
 use zeroize::Zeroizing;
 
-use crate::crypto::{CertificateAuthority, DhBackend, RsaSigner};
+use crate::crypto::{CertificateAuthority, DhBackend, Phase1Signer};
 use crate::group::GroupKeys;
 use crate::ike::Suite;
 
@@ -23,8 +23,8 @@ pub enum GmAuth {
 pub struct CertAuth {
     /// The GM's certificate.
     pub cert: Vec<u8>,
-    /// Its private key.
-    pub key: RsaSigner,
+    /// Its private key (RSA or ECDSA P-256: it decides the method offered).
+    pub key: Phase1Signer,
     /// Trusted CAs.
     pub ca: CertificateAuthority,
 }

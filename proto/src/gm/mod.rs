@@ -186,9 +186,9 @@ impl GroupMember {
     /// The phase 1 suites offered to the current key server, with its
     /// authentication method and the configured lifetime.
     fn offers(&self) -> Vec<Suite> {
-        let auth = match self.cfg.auth {
+        let auth = match &self.cfg.auth {
             GmAuth::Psk(_) => AuthKind::Psk,
-            GmAuth::Certificate(_) => AuthKind::RsaSig,
+            GmAuth::Certificate(c) => AuthKind::Signature(c.key.kind()),
         };
         self.phase1_offers(auth, self.cfg.phase1_life_secs)
     }

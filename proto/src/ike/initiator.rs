@@ -16,7 +16,7 @@ use gkm_wire::{Body, Identity, IsakmpHeader, Message, Payload};
 use super::{
     decrypt_message, encrypt_body, phase1_iv, AuthKind, Iv, Phase1Keys, Suite, Transcript,
 };
-use crate::crypto::{rng, CertificateAuthority, DhBackend, DhPrivate, EngineRng, RsaSigner};
+use crate::crypto::{rng, CertificateAuthority, DhBackend, DhPrivate, EngineRng, Phase1Signer};
 use crate::engine::{own_vendor_id, Millis};
 
 /// The initiator's certificate credential.
@@ -24,7 +24,7 @@ pub struct InitiatorCert<'a> {
     /// Its certificate (DER).
     pub cert: &'a [u8],
     /// Its private key.
-    pub key: &'a RsaSigner,
+    pub key: &'a Phase1Signer,
     /// The CAs the responder's certificate must chain to.
     pub ca: &'a CertificateAuthority,
 }
@@ -36,7 +36,7 @@ pub struct OwnCertificate {
     /// Its certificate (DER).
     pub cert: Vec<u8>,
     /// Its private key.
-    pub key: RsaSigner,
+    pub key: Phase1Signer,
     /// The CAs a peer's certificate must chain to.
     pub ca: CertificateAuthority,
 }
@@ -56,7 +56,7 @@ impl OwnCertificate {
 pub struct InitiatorParams<'a> {
     /// The pre-shared key (PSK authentication) ...
     pub psk: Option<&'a [u8]>,
-    /// ... or the certificate (RSA signatures).
+    /// ... or the certificate (signatures of its key's kind).
     pub cert: Option<InitiatorCert<'a>>,
     /// Its phase 1 identity.
     pub identity: Identity<'a>,
@@ -79,11 +79,9 @@ pub struct InitiatorParams<'a> {
 
 impl InitiatorParams<'_> {
     fn auth(&self) -> AuthKind {
-        if self.cert.is_some() {
-            AuthKind::RsaSig
-        } else {
-            AuthKind::Psk
-        }
+        self.cert
+            .as_ref()
+            .map_or(AuthKind::Psk, |c| AuthKind::Signature(c.key.kind()))
     }
 }
 
@@ -447,7 +445,10 @@ impl MainModeInitiator {
                 let hash_r = keys.hash_r(suite.prf, &transcript, idir_b);
                 match (cert, sig) {
                     (Some(cert), Some(s)) => match c.ca.verify(cert, now / 1000) {
-                        Ok(v) if v.key.verify(&hash_r, s).is_ok() => {
+                        Ok(v)
+                            if AuthKind::Signature(v.key.kind()) == suite.auth
+                                && v.key.verify(&hash_r, s).is_ok() =>
+                        {
                             peer_cert_subject = Some(v.subject_der);
                             true
                         }

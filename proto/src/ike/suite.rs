@@ -1,29 +1,36 @@
 //! The phase 1 suites GKM offers and accepts (DESIGN.md, "registration"):
-//! AES-CBC-128/256, HMAC-SHA-256/384, DH groups 14, 19 and 20, PSK or RSA
-//! signatures; and, only where an operator turns on `legacy_phase1`, the
+//! AES-CBC-128/256, HMAC-SHA-256/384, DH groups 14, 19 and 20, PSK, RSA
+//! signatures or ECDSA-256 signatures (RFC 4754); and, only where an operator turns on `legacy_phase1`, the
 //! legacy suites older peers have: 3DES-CBC, HMAC-SHA-1 and MODP groups 2
 //! and 5 (docs/INTEROP.md, "Phase 1 suites").
 
 use gkm_wire::consts::{AuthMethod, IsakmpTransformId};
 use gkm_wire::payload::{OakleyAttributes, Transform};
 
-use crate::crypto::{CbcCipher, DhGroup, Prf};
+use crate::crypto::{CbcCipher, DhGroup, KeyKind, Prf};
 
 /// Phase 1 authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuthKind {
     /// Pre-shared key.
     Psk,
-    /// RSA signatures with X.509 certificates.
-    RsaSig,
+    /// Signatures with X.509 certificates whose key is of this kind
+    /// (RSA signatures, or ECDSA-256 as RFC 4754 numbers it).
+    Signature(KeyKind),
 }
 
 impl AuthKind {
     fn oakley(self) -> AuthMethod {
         match self {
             Self::Psk => AuthMethod::PRE_SHARED_KEY,
-            Self::RsaSig => AuthMethod::RSA_SIGNATURES,
+            Self::Signature(KeyKind::Rsa) => AuthMethod::RSA_SIGNATURES,
+            Self::Signature(KeyKind::EcdsaP256) => AuthMethod::ECDSA_P256,
         }
+    }
+
+    /// Whether it is a signature method (certificates).
+    pub fn is_signature(self) -> bool {
+        matches!(self, Self::Signature(_))
     }
 }
 
@@ -141,7 +148,8 @@ impl Suite {
         let group = DhGroup::from_oakley(a.group?)?;
         let auth = match a.auth_method? {
             AuthMethod::PRE_SHARED_KEY => AuthKind::Psk,
-            AuthMethod::RSA_SIGNATURES => AuthKind::RsaSig,
+            AuthMethod::RSA_SIGNATURES => AuthKind::Signature(KeyKind::Rsa),
+            AuthMethod::ECDSA_P256 => AuthKind::Signature(KeyKind::EcdsaP256),
             _ => return None,
         };
         if !auth_allowed.contains(&auth) {

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use zeroize::Zeroizing;
 
-use crate::crypto::{CertificateAuthority, DhBackend, RekeySigner, RsaSigner};
+use crate::crypto::{CertificateAuthority, DhBackend, Phase1Signer, RekeySigner};
 use crate::group::{GroupKeys, IpPrefix, Ipv4Prefix};
 use crate::rekey::{GroupState, RekeyPolicy};
 
@@ -171,8 +171,11 @@ pub struct KsConfig {
     pub psks: Vec<PskEntry>,
     /// CAs for certificate authentication (None: certificates refused).
     pub ca: Option<CertificateAuthority>,
-    /// The KS's certificate (DER) and key for certificate authentication.
-    pub certificate: Option<(Vec<u8>, RsaSigner)>,
+    /// The KS's certificates (DER) and keys for certificate
+    /// authentication, at most one per key kind (a GM's or peer's offer of
+    /// RSA or ECDSA-256 signatures is answered with the certificate of
+    /// that kind; a COOP session initiates with the first).
+    pub certificates: Vec<(Vec<u8>, Phase1Signer)>,
     /// Operator tags marking ASR 9000 GMs by address.
     pub asr9000: Vec<Ipv4Prefix>,
     /// Limits.

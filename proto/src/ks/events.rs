@@ -90,6 +90,8 @@ pub enum KsEvent {
         peer_identity: String,
         /// What authenticated it.
         credentials: Vec<Credential>,
+        /// The authentication method (PSK, RSA or ECDSA-256 signatures).
+        method: crate::ike::AuthKind,
         /// Milliseconds from its main mode message 1 to message 6 sent.
         elapsed_ms: u64,
     },

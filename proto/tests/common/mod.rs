@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use gkm_proto::crypto::{
-    certificates_from_pem, CbcCipher, CertificateAuthority, RekeySigner, RsaSigner,
+    certificates_from_pem, CbcCipher, CertificateAuthority, Phase1Signer, RekeySigner, RsaSigner,
 };
 use gkm_proto::gm::{CertAuth, GmAuth, GmConfig, GmEvent, GmIdentity, GroupMember};
 use gkm_proto::group::{GroupKeys, Ipv4Prefix, KekParams};
@@ -126,7 +126,7 @@ pub fn ks_config(psk: &[u8], authorization: Authorization) -> KsConfig {
             key: Zeroizing::new(psk.to_vec()),
         }],
         ca: None,
-        certificate: None,
+        certificates: Vec::new(),
         asr9000: vec![prefix("10.9.0.0/16")],
         limits: KsLimits::default(),
         max_phase1_life_secs: 86_400,
@@ -150,10 +150,10 @@ pub fn ks_with_pki() -> KeyServer {
     let cert = certificates_from_pem(include_str!("../data/ks.pem"))
         .unwrap()
         .remove(0);
-    cfg.certificate = Some((
+    cfg.certificates = vec![(
         cert,
-        RsaSigner::from_pkcs8_pem(include_str!("../data/ks.key")).unwrap(),
-    ));
+        Phase1Signer::from_pkcs8_pem(include_str!("../data/ks.key")).unwrap(),
+    )];
     KeyServer::new(cfg, rng(2))
 }
 
@@ -225,7 +225,7 @@ pub fn gm_with_cert_to(i: u32, which: &str, group: u32) -> GroupMember {
             .unwrap();
     let auth = GmAuth::Certificate(Box::new(CertAuth {
         cert,
-        key: RsaSigner::from_pkcs8_pem(key_pem).unwrap(),
+        key: Phase1Signer::from_pkcs8_pem(key_pem).unwrap(),
         ca,
     }));
     GroupMember::new(

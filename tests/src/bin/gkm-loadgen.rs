@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use gkm_model::clock::unix_ms as now_ms;
 use gkm_proto::crypto::{
-    certificates_from_pem, CbcCipher, CertificateAuthority, DhBackend, DhGroup, Prf, RsaSigner,
+    certificates_from_pem, CbcCipher, CertificateAuthority, DhBackend, DhGroup, Phase1Signer, Prf,
+    RsaSigner,
 };
 use gkm_proto::gm::{CertAuth, GmAuth, GmConfig, GmEvent, GmIdentity, GroupMember};
 use rand_chacha::rand_core::SeedableRng;
@@ -169,7 +170,7 @@ fn ks_engine_only(n: u32) -> f64 {
                 key: Zeroizing::new(b"k".to_vec()),
             }],
             ca: None,
-            certificate: None,
+            certificates: Vec::new(),
             asr9000: vec![],
             limits: KsLimits::default(),
             max_phase1_life_secs: 86_400,
@@ -336,7 +337,7 @@ fn main() {
             .remove(0);
         let (_, c) = x509_parser::parse_x509_certificate(&cert).unwrap();
         let dn = c.subject().as_raw().to_vec();
-        let key = RsaSigner::from_pkcs8_pem(&std::fs::read_to_string(key).unwrap()).unwrap();
+        let key = Phase1Signer::from_pkcs8_pem(&std::fs::read_to_string(key).unwrap()).unwrap();
         let ca = CertificateAuthority::new(
             &certificates_from_pem(&std::fs::read_to_string(ca).unwrap()).unwrap(),
         )

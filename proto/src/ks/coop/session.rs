@@ -199,9 +199,12 @@ impl Session {
     }
 
     fn offers(&self) -> Vec<Suite> {
-        let auth = match self.auth {
+        let auth = match &self.auth {
             SessionAuth::Psk(_) => AuthKind::Psk,
-            SessionAuth::Certificate { .. } => AuthKind::RsaSig,
+            SessionAuth::Certificate { own, .. } => AuthKind::Signature(
+                own.as_ref()
+                    .map_or(crate::crypto::KeyKind::Rsa, |o| o.key.kind()),
+            ),
         };
         Suite::offers(auth, PHASE1_LIFE_SECS, false)
     }

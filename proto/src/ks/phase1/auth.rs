@@ -13,7 +13,7 @@ use gkm_wire::{Identity, IsakmpHeader, Payload};
 
 use super::super::config::{Credential, PskEntry};
 use super::super::events::Reject;
-use crate::crypto::{CertificateAuthority, EngineRng, RsaSigner};
+use crate::crypto::{CertificateAuthority, EngineRng, Phase1Signer};
 use crate::engine::{Millis, PeerVendor};
 use crate::ike::{
     decrypt_message, encrypt_body, AuthKind, Decrypted, Phase1Keys, Suite, Transcript,
@@ -71,7 +71,7 @@ pub(crate) fn open(
     data: &[u8],
 ) -> Result<Opened, NotifyType> {
     let suite = agreed.suite;
-    if suite.auth == AuthKind::RsaSig {
+    if suite.auth.is_signature() {
         let keys = agreed.derive(None);
         return decrypt_message(data, suite.cipher, &keys.enc_key, agreed.iv)
             .map(|dec| Opened {
@@ -200,7 +200,7 @@ pub(crate) fn verify(
         AuthKind::Psk => who
             .hash
             .is_some_and(|h| keys.verify_hash_i(suite.prf, &agreed.transcript, who.idii_b, h)),
-        AuthKind::RsaSig => {
+        AuthKind::Signature(kind) => {
             let (Some(ca), Some(cert), Some(sig)) = (ca, who.cert, who.sig) else {
                 let missing = match (ca, who.cert, who.sig) {
                     (None, _, _) => "main mode 5: certificates are not configured here",
@@ -222,6 +222,17 @@ pub(crate) fn verify(
                 Identity::Ipv6Addr(a) => IpAddr::V6(a) == from.ip(),
                 _ => false,
             };
+            if verified.key.kind() != kind {
+                return Err((
+                    Reject::InvalidCertificate,
+                    NotifyType::INVALID_CERTIFICATE,
+                    Some(format!(
+                        "main mode 5 CERT holds a {} key but {} signatures were negotiated",
+                        verified.key.kind().name(),
+                        kind.name()
+                    )),
+                ));
+            }
             if !id_matches {
                 return Err((
                     Reject::InvalidCertificate,
@@ -263,14 +274,15 @@ pub(crate) fn own_identity(peer: IpAddr, v4: Ipv4Addr, v6: Option<Ipv6Addr>) -> 
 }
 
 /// Main mode message 6: IDir, then HASH_R (PSK) or CERT and SIG_R
-/// (signatures), encrypted; with the last CBC block (phase 2 IVs derive
-/// from it). None when it cannot be made (no certificate to sign with).
+/// (signatures, with the certificate of the negotiated key kind),
+/// encrypted; with the last CBC block (phase 2 IVs derive from it). None
+/// when it cannot be made (no certificate of that kind to sign with).
 pub(crate) fn message_6(
     agreed: &Agreed<'_>,
     opened: &Opened,
     who: &Initiator<'_>,
     identity: IpAddr,
-    certificate: Option<&(Vec<u8>, RsaSigner)>,
+    certificates: &[(Vec<u8>, Phase1Signer)],
     rng: &mut dyn EngineRng,
 ) -> Option<(Vec<u8>, [u8; 16])> {
     let suite = agreed.suite;
@@ -289,8 +301,8 @@ pub(crate) fn message_6(
     let sig_r;
     match suite.auth {
         AuthKind::Psk => payloads.push(Payload::Hash(Hash(&hash_r))),
-        AuthKind::RsaSig => {
-            let (cert_der, signer) = certificate?;
+        AuthKind::Signature(kind) => {
+            let (cert_der, signer) = certificates.iter().find(|(_, k)| k.kind() == kind)?;
             sig_r = signer.sign(rng, &hash_r).ok()?;
             payloads.push(Payload::Cert(Cert {
                 encoding: CertEncoding::X509_SIGNATURE,

@@ -9,7 +9,7 @@ use gkm_wire::payload::{Phase1Sa, Proposal, Sa, VendorId};
 use gkm_wire::{Body, IsakmpHeader, Message, Payload};
 
 use super::{cookies, notify, parse_or_refuse, P1Sa, P1State, Phase1Responder};
-use crate::crypto::{rng, EngineRng};
+use crate::crypto::{rng, EngineRng, KeyKind};
 use crate::engine::{own_vendor_id, Millis, PeerVendor};
 use crate::ike::{AuthKind, Suite};
 use crate::ks::events::{KsOutbox, Reject};
@@ -74,8 +74,12 @@ impl Phase1Responder {
             );
         };
         let mut allowed = vec![AuthKind::Psk];
-        if self.ca.is_some() && self.certificate.is_some() {
-            allowed.push(AuthKind::RsaSig);
+        if self.ca.is_some() {
+            allowed.extend(
+                self.certificates
+                    .iter()
+                    .map(|(_, key)| AuthKind::Signature(key.kind())),
+            );
         }
         // The first strong suite in the initiator's order; a legacy one
         // only when none is offered and a `legacy_phase1` group could
@@ -98,10 +102,10 @@ impl Phase1Responder {
             .or_else(|| {
                 // Decided once per authentication method, not per transform.
                 let psk = self.legacy_allowed(AuthKind::Psk, from.ip());
-                let cert = self.legacy_allowed(AuthKind::RsaSig, from.ip());
+                let cert = self.legacy_allowed(AuthKind::Signature(KeyKind::Rsa), from.ip());
                 parsed.iter().find(|(_, _, s)| match s.auth {
                     AuthKind::Psk => psk,
-                    AuthKind::RsaSig => cert,
+                    AuthKind::Signature(_) => cert,
                 })
             })
             .copied();

@@ -21,7 +21,7 @@ mod half_open;
 mod mm1;
 mod notify;
 
-use crate::crypto::{rng, CertificateAuthority, DhBackend, EngineRng, RsaSigner};
+use crate::crypto::{rng, CertificateAuthority, DhBackend, EngineRng, Phase1Signer};
 use crate::engine::{Millis, PeerVendor};
 use crate::ike::{phase1_iv, AuthKind, Phase1Keys, Suite, Transcript};
 use half_open::HalfOpen;
@@ -107,7 +107,7 @@ pub(crate) struct Phase1Responder {
     address_v6: Option<Ipv6Addr>,
     psks: Vec<PskEntry>,
     ca: Option<CertificateAuthority>,
-    certificate: Option<(Vec<u8>, RsaSigner)>,
+    certificates: Vec<(Vec<u8>, Phase1Signer)>,
     limits: KsLimits,
     max_life_secs: u32,
     dh_backend: DhBackend,
@@ -135,7 +135,7 @@ pub(crate) struct Phase1Config {
     pub address_v6: Option<Ipv6Addr>,
     pub psks: Vec<PskEntry>,
     pub ca: Option<CertificateAuthority>,
-    pub certificate: Option<(Vec<u8>, RsaSigner)>,
+    pub certificates: Vec<(Vec<u8>, Phase1Signer)>,
     pub limits: KsLimits,
     pub max_life_secs: u32,
     pub dh_backend: DhBackend,
@@ -150,7 +150,7 @@ impl Phase1Responder {
             address_v6: c.address_v6,
             psks: c.psks,
             ca: c.ca,
-            certificate: c.certificate,
+            certificates: c.certificates,
             limits: c.limits,
             max_life_secs: c.max_life_secs,
             dh_backend: c.dh_backend,
@@ -172,14 +172,14 @@ impl Phase1Responder {
     /// Whether the key server has certificate credentials (a certificate
     /// with its key, and CAs), without copying them.
     pub(crate) fn has_pki(&self) -> bool {
-        self.certificate.is_some() && self.ca.is_some()
+        !self.certificates.is_empty() && self.ca.is_some()
     }
 
     /// This key server's certificate credentials for phase 1 (its
     /// certificate, DER, its key and the CAs), when configured: a COOP
     /// session to a peer on certificates initiates with them.
     pub(crate) fn pki(&self) -> Option<crate::ike::initiator::OwnCertificate> {
-        let (cert, key) = self.certificate.clone()?;
+        let (cert, key) = self.certificates.first().cloned()?;
         Some(crate::ike::initiator::OwnCertificate {
             cert,
             key,
@@ -233,7 +233,7 @@ impl Phase1Responder {
             return false;
         }
         match auth {
-            AuthKind::RsaSig => self
+            AuthKind::Signature(_) => self
                 .legacy_groups
                 .iter()
                 .any(|&(_, how)| how == GroupAuth::Certificate),
@@ -559,7 +559,7 @@ impl Phase1Responder {
             Payload::KeyExchange(KeyExchange(&gxr)),
             Payload::Nonce(Nonce(&nr)),
         ];
-        if suite.auth == AuthKind::RsaSig {
+        if suite.auth.is_signature() {
             payloads.push(Payload::CertReq(CertReq {
                 encoding: gkm_wire::consts::CertEncoding::X509_SIGNATURE,
                 authority: &[],
@@ -649,7 +649,7 @@ impl Phase1Responder {
             &opened,
             &who,
             own_identity,
-            self.certificate.as_ref(),
+            &self.certificates,
             rng,
         ) else {
             return;
@@ -714,6 +714,7 @@ impl Phase1Responder {
             peer: from,
             peer_identity,
             credentials,
+            method: suite.auth,
             elapsed_ms,
         });
         out.send(from, reply);

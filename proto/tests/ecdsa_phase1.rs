@@ -1,0 +1,292 @@
+//! Phase 1 with ECDSA-256 signatures (RFC 4754, authentication method 9):
+//! GMs and key servers holding P-256 certificates register next to RSA
+//! ones; a stolen certificate without its key, a certificate from another
+//! CA, a certificate whose key is not of the negotiated kind and a key
+//! server the GM's CA did not certify are each refused. The certificates
+//! are made for each run by a P-256 CA (rcgen), as the controller's
+//! internal CA makes them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, KeyKind, Phase1Signer};
+use gkm_proto::gm::{CertAuth, GmAuth, GmEvent, GmFailure, GmIdentity, GroupMember};
+use gkm_proto::ks::{Authorization, GroupAuth, KeyServer, KsEvent, Reject};
+use gkm_wire::consts::NotifyType;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256,
+};
+
+/// A P-256 CA that issues certificates as the controller's does.
+struct EcCa {
+    der: Vec<u8>,
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl EcCa {
+    fn new(name: &str) -> Self {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = p.self_signed(&key).unwrap();
+        Self {
+            der: cert.der().to_vec(),
+            pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    /// A certificate for `cn` and its P-256 key (PKCS#8 DER).
+    fn issue(&self, cn: &str) -> (Vec<u8>, Vec<u8>) {
+        let (cert, key) = self.issue_rcgen(cn);
+        (cert.der().to_vec(), key.serialize_der())
+    }
+
+    /// [`EcCa::issue`] as PEM documents.
+    fn issue_pem(&self, cn: &str) -> (String, String) {
+        let (cert, key) = self.issue_rcgen(cn);
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn issue_rcgen(&self, cn: &str) -> (rcgen::Certificate, KeyPair) {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.distinguished_name
+            .push(DnType::OrganizationName, "GKM test");
+        (p.signed_by(&key, &self.issuer).unwrap(), key)
+    }
+
+    fn authority(&self) -> CertificateAuthority {
+        CertificateAuthority::new(std::slice::from_ref(&self.der)).unwrap()
+    }
+}
+
+/// A certificate-group KS trusting `cas`, holding the test RSA
+/// certificate and a P-256 one from `ca`.
+fn ks_with(ca: &EcCa, cas: &[Vec<u8>]) -> KeyServer {
+    let mut cfg = ks_config(b"unused", Authorization::default());
+    cfg.groups[0].authentication = GroupAuth::Certificate;
+    cfg.ca = Some(CertificateAuthority::new(cas).unwrap());
+    let (cert, key) = ca.issue("ks1.ecdsa.test");
+    cfg.certificates = vec![
+        (
+            certificates_from_pem(include_str!("data/ks.pem"))
+                .unwrap()
+                .remove(0),
+            Phase1Signer::from_pkcs8_pem(include_str!("data/ks.key")).unwrap(),
+        ),
+        (cert, Phase1Signer::from_pkcs8_der(&key).unwrap()),
+    ];
+    KeyServer::new(cfg, rng(2))
+}
+
+/// Both CAs: the RSA test CA and `ca`.
+fn both(ca: &EcCa) -> Vec<Vec<u8>> {
+    let mut v = certificates_from_pem(include_str!("data/ca.pem")).unwrap();
+    v.push(ca.der.clone());
+    v
+}
+
+/// A GM presenting `cert` and signing with `key`, trusting `trust`.
+fn gm(i: u32, cert: Vec<u8>, key: Phase1Signer, trust: CertificateAuthority) -> GroupMember {
+    let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+    let dn = parsed.subject().as_raw().to_vec();
+    let auth = GmAuth::Certificate(Box::new(CertAuth {
+        cert,
+        key,
+        ca: trust,
+    }));
+    GroupMember::new(
+        base_config(i, GROUP, GmIdentity::Dn(dn), auth),
+        rng(3000 + u64::from(i)),
+    )
+}
+
+fn ec_gm(i: u32, ca: &EcCa, cn: &str) -> GroupMember {
+    let (cert, key) = ca.issue(cn);
+    gm(
+        i,
+        cert,
+        Phase1Signer::from_pkcs8_der(&key).unwrap(),
+        ca.authority(),
+    )
+}
+
+fn refused(ev: &[KsEvent], reason: Reject) -> Option<String> {
+    ev.iter().find_map(|e| match e {
+        KsEvent::Rejected {
+            reason: r, detail, ..
+        } if *r == reason => Some(detail.clone().unwrap_or_default()),
+        _ => None,
+    })
+}
+
+fn notified(events: &[(SocketAddr, GmEvent)], n: NotifyType) -> bool {
+    events.iter().any(
+        |(_, e)| matches!(e, GmEvent::AttemptFailed { reason: GmFailure::Notified(x), .. } if *x == n),
+    )
+}
+
+#[test]
+fn ecdsa_and_rsa_gms_register_to_one_key_server() {
+    let ca = EcCa::new("GKM test EC CA");
+    let mut ks = ks_with(&ca, &both(&ca));
+    let rsa_trust = CertificateAuthority::new(&both(&ca)).unwrap();
+    let ec = ec_gm(1, &ca, "gm1.ecdsa.test");
+    let rsa = gm(
+        2,
+        certificates_from_pem(include_str!("data/gm.pem"))
+            .unwrap()
+            .remove(0),
+        Phase1Signer::from_pkcs8_pem(include_str!("data/gm.key")).unwrap(),
+        rsa_trust,
+    );
+    let mut gms = vec![(gm_addr(1), ec), (gm_addr(2), rsa)];
+    let (got, ev, _) = run(&mut ks, &mut gms, T0 + 5_000);
+    assert_eq!(got.len(), 2, "{ev:?}");
+    for keys in got.values() {
+        assert_eq!(keys, &ks.groups()[0].keys);
+    }
+    // Each phase 1 was made with its own method: the ECDSA GM's with
+    // ECDSA-256, the RSA GM's with RSA signatures.
+    let methods: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            KsEvent::Phase1Established { method, .. } => Some(*method),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        methods.contains(&gkm_proto::ike::AuthKind::Signature(KeyKind::EcdsaP256))
+            && methods.contains(&gkm_proto::ike::AuthKind::Signature(KeyKind::Rsa)),
+        "{methods:?}"
+    );
+}
+
+#[test]
+fn a_stolen_certificate_without_its_key_does_not_verify() {
+    let ca = EcCa::new("GKM test EC CA");
+    let mut ks = ks_with(&ca, &both(&ca));
+    let (cert, _) = ca.issue("gm1.ecdsa.test");
+    // The attacker has the certificate and signs with a key of its own.
+    let forger =
+        Phase1Signer::from_pkcs8_der(&Phase1Signer::generate_ecdsa_p256_pkcs8().unwrap()).unwrap();
+    let mut gms = vec![(gm_addr(1), gm(1, cert, forger, ca.authority()))];
+    let (got, ev, gm_ev) = run(&mut ks, &mut gms, T0 + 3_000);
+    assert!(got.is_empty());
+    let detail = refused(&ev, Reject::AuthenticationFailed).expect("refused");
+    assert_eq!(
+        detail,
+        "main mode 5 SIG does not verify with the certificate's key"
+    );
+    assert!(notified(&gm_ev, NotifyType::AUTHENTICATION_FAILED));
+    assert_eq!(ks.half_open_count(), 0);
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused() {
+    let ca = EcCa::new("GKM test EC CA");
+    let rogue = EcCa::new("GKM test EC CA");
+    let mut ks = ks_with(&ca, &both(&ca));
+    // Same CA name, same subject: only the signature tells them apart.
+    let mut gms = vec![(gm_addr(1), ec_gm(1, &rogue, "gm1.ecdsa.test"))];
+    let (got, ev, gm_ev) = run(&mut ks, &mut gms, T0 + 3_000);
+    assert!(got.is_empty());
+    let detail = refused(&ev, Reject::InvalidCertificate).expect("refused");
+    assert!(
+        detail.starts_with("main mode 5 CERT: the certificate is not trusted: "),
+        "{detail}"
+    );
+    assert!(notified(&gm_ev, NotifyType::INVALID_CERTIFICATE));
+}
+
+#[test]
+fn a_certificate_whose_key_is_not_the_negotiated_kind_is_refused() {
+    let ca = EcCa::new("GKM test EC CA");
+    let mut ks = ks_with(&ca, &both(&ca));
+    // An RSA certificate from a trusted CA, presented under ECDSA-256 (the
+    // GM signs with a P-256 key, so it offers method 9).
+    let rsa_cert = certificates_from_pem(include_str!("data/gm.pem"))
+        .unwrap()
+        .remove(0);
+    let ec_key =
+        Phase1Signer::from_pkcs8_der(&Phase1Signer::generate_ecdsa_p256_pkcs8().unwrap()).unwrap();
+    let mut gms = vec![(gm_addr(1), gm(1, rsa_cert, ec_key, ca.authority()))];
+    let (got, ev, _) = run(&mut ks, &mut gms, T0 + 3_000);
+    assert!(got.is_empty());
+    let detail = refused(&ev, Reject::InvalidCertificate).expect("refused");
+    assert_eq!(
+        detail,
+        "main mode 5 CERT holds a RSA key but ECDSA P-256 signatures were negotiated"
+    );
+}
+
+#[test]
+fn a_gm_refuses_a_key_server_its_ca_did_not_certify() {
+    let ca = EcCa::new("GKM test EC CA");
+    let other = EcCa::new("another CA");
+    // The KS trusts the GM's CA, but its own P-256 certificate is from `ca`
+    // while the GM trusts only `other` (which also issued the GM's).
+    let mut anchors = both(&ca);
+    anchors.push(other.der.clone());
+    let mut ks = ks_with(&ca, &anchors);
+    let mut gms = vec![(gm_addr(1), ec_gm(1, &other, "gm1.ecdsa.test"))];
+    let (got, _, gm_ev) = run(&mut ks, &mut gms, T0 + 3_000);
+    assert!(got.is_empty());
+    assert!(
+        gm_ev.iter().any(|(_, e)| matches!(
+            e,
+            GmEvent::AttemptFailed {
+                reason: GmFailure::BadResponse("main mode 6 does not authenticate the responder"),
+                ..
+            }
+        )),
+        "{gm_ev:?}"
+    );
+}
+
+#[test]
+fn a_key_server_without_a_p256_certificate_does_not_choose_ecdsa() {
+    let ca = EcCa::new("GKM test EC CA");
+    // Only the RSA certificate: an ECDSA-only offer finds no proposal.
+    let mut ks = ks_with_pki();
+    let mut gms = vec![(gm_addr(1), ec_gm(1, &ca, "gm1.ecdsa.test"))];
+    let (got, ev, gm_ev) = run(&mut ks, &mut gms, T0 + 2_000);
+    assert!(got.is_empty());
+    assert!(refused(&ev, Reject::NoProposal).is_some(), "{ev:?}");
+    assert!(notified(&gm_ev, NotifyType::NO_PROPOSAL_CHOSEN));
+}
+
+#[test]
+fn configured_credentials_take_a_p256_key_only_with_its_own_certificate() {
+    use gkm_proto::crypto::{PkiCredentials, PkiLoadError};
+    let ca = EcCa::new("GKM test EC CA");
+    let (cert_pem, key_pem) = ca.issue_pem("ks1.ecdsa.test");
+    let (_, other_key) = ca.issue_pem("ks2.ecdsa.test");
+    let ca_pem = &ca.pem;
+    let ok = PkiCredentials::from_pem(ca_pem, &cert_pem, &key_pem).unwrap();
+    assert_eq!(ok.key.kind(), KeyKind::EcdsaP256);
+    let wrong = PkiCredentials::from_pem(ca_pem, &cert_pem, &other_key);
+    assert!(matches!(wrong, Err(PkiLoadError::KeyMismatch)));
+    assert_eq!(
+        wrong.err().map(|e| e.to_string()).unwrap_or_default(),
+        "pki.key: the key is not the one pki.cert certifies"
+    );
+    // The RSA key of the test fixtures under the P-256 certificate: refused too.
+    let rsa = PkiCredentials::from_pem(ca_pem, &cert_pem, include_str!("data/gm.key"));
+    assert!(matches!(rsa, Err(PkiLoadError::KeyMismatch)));
+}
