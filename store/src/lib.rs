@@ -44,6 +44,10 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// A setup key that does not enroll (checked again inside the
+    /// enrolling transaction).
+    #[error("{0}")]
+    Refused(model::SetupKeyRefused),
     /// Applying migrations failed.
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -89,6 +93,7 @@ pub trait Store:
     + RekeyStore
     + AuditStore
     + TokenStore
+    + EnrollStore
     + SecretStore
     + Send
     + Sync
@@ -271,6 +276,52 @@ pub trait TokenStore: Send + Sync {
     async fn tokens(&self) -> Result<Vec<ApiToken>>;
     /// Deletes a token.
     async fn delete_token(&self, actor: &Actor, name: &str) -> Result<()>;
+}
+
+/// Enrollment: setup keys (hashes only) and enrolled agents.
+#[async_trait::async_trait]
+pub trait EnrollStore: Send + Sync {
+    /// Stores a new setup key's hash (audited).
+    async fn create_setup_key(
+        &self,
+        actor: &Actor,
+        key: &model::SetupKey,
+        key_hash: &[u8],
+    ) -> Result<model::SetupKey>;
+    /// All setup keys (without hashes), by name.
+    async fn setup_keys(&self) -> Result<Vec<model::SetupKey>>;
+    /// The setup key with this hash.
+    async fn setup_key_by_hash(&self, key_hash: &[u8]) -> Result<Option<model::SetupKey>>;
+    /// Deletes a setup key (agents enrolled with it stay).
+    async fn delete_setup_key(&self, actor: &Actor, name: &str) -> Result<()>;
+    /// Enrolls `agent` with setup key `key_id` at `now_ms`, in one
+    /// transaction: the key's use is counted only if it is still unexpired
+    /// and under its limit ([`StoreError::Refused`] otherwise), the agent's
+    /// name must be free ([`StoreError::Conflict`]), and its agent token
+    /// (`token_name`, `token_hash`) is stored naming it. Audited.
+    async fn enroll_agent(
+        &self,
+        key_id: i64,
+        now_ms: i64,
+        agent: &model::Agent,
+        token_name: &str,
+        token_hash: &[u8],
+    ) -> Result<model::Agent>;
+    /// All agents, by name.
+    async fn agents(&self) -> Result<Vec<model::Agent>>;
+    /// One agent.
+    async fn agent(&self, name: &str) -> Result<Option<model::Agent>>;
+    /// Records a renewed certificate of an agent that is not revoked.
+    async fn renew_agent(
+        &self,
+        actor: &Actor,
+        name: &str,
+        cert_serial: &str,
+        cert_not_after: i64,
+    ) -> Result<model::Agent>;
+    /// Revokes an agent at `now_ms`: marks it, deletes its tokens
+    /// (audited). Revoking a revoked agent is [`StoreError::Conflict`].
+    async fn revoke_agent(&self, actor: &Actor, name: &str, now_ms: i64) -> Result<model::Agent>;
 }
 
 /// Secrets, sealed with the master key.

@@ -978,3 +978,139 @@ async fn an_ack_the_agent_sent_and_the_key_server_never_saw_is_found() {
         assert!(!h.ack_lost && h.membership.is_none(), "{k:?}");
     }
 }
+
+#[tokio::test]
+async fn setup_keys_enroll_once_within_their_limits_and_revocation_takes_the_token() {
+    use gkm_store::model::{Agent, SetupKey, SetupKeyRefused};
+    for s in backends().await {
+        let k = s.kind();
+        let key = |name: &str, limit: Option<u32>, expires_at: i64| SetupKey {
+            id: 0,
+            name: name.into(),
+            groups: vec![1, 2],
+            tags: vec!["asr9000".into()],
+            usage_limit: limit,
+            uses: 0,
+            expires_at,
+            created_at: 1,
+        };
+        let once = s
+            .create_setup_key(&admin(), &key("once", Some(1), 10_000), &[1u8; 32])
+            .await
+            .unwrap();
+        assert_eq!((once.groups.clone(), once.uses), (vec![1, 2], 0), "{k:?}");
+        assert!(matches!(
+            s.create_setup_key(&admin(), &key("once", None, 10_000), &[2u8; 32])
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let found = s.setup_key_by_hash(&[1u8; 32]).await.unwrap().unwrap();
+        assert_eq!(found, once, "{k:?}");
+        let agent = |name: &str| Agent {
+            id: 0,
+            name: name.into(),
+            groups: vec![1, 2],
+            tags: vec!["asr9000".into()],
+            setup_key: String::new(),
+            cert_serial: "0a".into(),
+            cert_not_after: 99_000,
+            enrolled_at: 0,
+            renewed_at: None,
+            revoked_at: None,
+        };
+        let a = s
+            .enroll_agent(once.id, 5_000, &agent("gm1"), "agent-gm1", &[11u8; 32])
+            .await
+            .unwrap();
+        assert_eq!(
+            (a.setup_key.as_str(), a.enrolled_at),
+            ("once", 5_000),
+            "{k:?}"
+        );
+        let t = s.token_by_hash(&[11u8; 32]).await.unwrap().unwrap();
+        assert_eq!(
+            (t.role, t.agent.as_deref()),
+            (Role::Agent, Some("gm1")),
+            "{k:?}"
+        );
+        // Used once: the second enrollment is refused and writes nothing.
+        let again = s
+            .enroll_agent(once.id, 5_001, &agent("gm2"), "agent-gm2", &[12u8; 32])
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::Refused(SetupKeyRefused::Exhausted))),
+            "{k:?} {again:?}"
+        );
+        assert!(s.agent("gm2").await.unwrap().is_none());
+        assert!(s.token_by_hash(&[12u8; 32]).await.unwrap().is_none());
+        // Expired, and a name taken: refused, the key's use not counted.
+        let many = s
+            .create_setup_key(&admin(), &key("many", None, 10_000), &[3u8; 32])
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.enroll_agent(many.id, 10_000, &agent("gm3"), "agent-gm3", &[13u8; 32])
+                .await,
+            Err(StoreError::Refused(SetupKeyRefused::Expired))
+        ));
+        assert!(matches!(
+            s.enroll_agent(many.id, 9_000, &agent("gm1"), "agent-gm1b", &[14u8; 32])
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            s.setup_key_by_hash(&[3u8; 32]).await.unwrap().unwrap().uses,
+            0
+        );
+        s.enroll_agent(many.id, 9_000, &agent("gm3"), "agent-gm3", &[13u8; 32])
+            .await
+            .unwrap();
+        // Renewal, then revocation: the token goes at once, the row stays.
+        let r = s.renew_agent(&admin(), "gm1", "0b", 199_000).await.unwrap();
+        assert_eq!((r.cert_serial.as_str(), r.cert_not_after), ("0b", 199_000));
+        let rev = s.revoke_agent(&admin(), "gm1", 7_000).await.unwrap();
+        assert_eq!(rev.revoked_at, Some(7_000), "{k:?}");
+        assert!(s.token_by_hash(&[11u8; 32]).await.unwrap().is_none());
+        assert!(matches!(
+            s.revoke_agent(&admin(), "gm1", 7_001).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.revoke_agent(&admin(), "nobody", 7_001).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.renew_agent(&admin(), "gm1", "0c", 299_000).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let names: Vec<_> = s
+            .agents()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["gm1", "gm3"], "{k:?}");
+        let actions: Vec<_> = s
+            .audit(20)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        for want in [
+            "setup_key.create",
+            "setup_key.use",
+            "agent.enroll",
+            "agent.renew",
+            "agent.revoke",
+        ] {
+            assert!(
+                actions.iter().any(|a| a == want),
+                "{k:?} {want} {actions:?}"
+            );
+        }
+        s.delete_setup_key(&admin(), "once").await.unwrap();
+        assert!(s.setup_key_by_hash(&[1u8; 32]).await.unwrap().is_none());
+    }
+}

@@ -14,9 +14,11 @@ pub use gkm_model::{Invalid, IpPrefix, Ipv4Prefix};
 
 mod auth;
 pub mod coop;
+pub mod enroll;
 mod policy;
 pub use auth::{check_psk, Authentication};
 pub use coop::{CoopPeer, CoopPolicy};
+pub use enroll::{Agent, NewSetupKey, SetupKey, SetupKeyRefused};
 pub use policy::{
     parse_prefix, Authorization, GroupPolicy, KekPolicy, TekPolicy, LEGACY_PHASE1_ALGORITHMS,
 };
@@ -340,4 +342,8 @@ pub struct ApiToken {
     /// before bindings existed, until its first accepted report binds it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gm: Option<TokenGm>,
+    /// An enrolled agent's token: the agent's name (it reports for that
+    /// GM identity in the agent's groups, until the agent is revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }

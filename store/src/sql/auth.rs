@@ -12,7 +12,7 @@ use super::{audit, corrupt, db, u32_of, Args, Backend, Col, Run, SqlStore};
 use crate::model::{ApiToken, Role, TokenGm};
 use crate::{Actor, Result, StoreError, TokenStore};
 
-const TOKEN_COLUMNS: &str = "id, name, role, created_at, gm_group, gm_identity";
+const TOKEN_COLUMNS: &str = "id, name, role, created_at, gm_group, gm_identity, agent";
 
 /// Valid API tokens seen in the last [`TOKEN_CACHE_TTL`], by hash: every
 /// API request authenticates, and a database round trip each time was a
@@ -43,7 +43,7 @@ impl TokenCache {
             .insert(hash.to_vec(), (t.clone(), Instant::now()));
     }
 
-    fn clear(&self) {
+    pub(super) fn clear(&self) {
         self.map().clear();
     }
 }
@@ -67,6 +67,7 @@ impl<DB: Backend> SqlStore<DB> {
             role: Role::parse(&role).ok_or_else(|| corrupt(format!("token role {role}")))?,
             created_at: r.col("created_at")?,
             gm,
+            agent: r.col("agent")?,
         })
     }
 }

@@ -12,7 +12,8 @@
 //! The code is by aggregate: each module implements one of the store's
 //! traits for [`SqlStore`] (`groups`: [`crate::GroupStore`], `key_servers`,
 //! `gms` (the GM database), `health` (reports and the D3P error series),
-//! `rekeys`, `audit`, `auth` (API and agent tokens) and `secrets`), with
+//! `rekeys`, `audit`, `auth` (API and agent tokens), `enroll` (setup keys
+//! and enrolled agents) and `secrets`), with
 //! the row decoding and in-transaction helpers it shares beside it.
 //!
 //! Why the small layer below ([`Bind`], [`Column`], [`Exec`] and the
@@ -27,6 +28,7 @@
 
 mod audit;
 mod auth;
+mod enroll;
 mod gms;
 mod groups;
 mod health;
