@@ -290,3 +290,55 @@ fn configured_credentials_take_a_p256_key_only_with_its_own_certificate() {
     let rsa = PkiCredentials::from_pem(ca_pem, &cert_pem, include_str!("data/gm.key"));
     assert!(matches!(rsa, Err(PkiLoadError::KeyMismatch)));
 }
+
+/// A GM registering under ID_FQDN `id` with a certificate for `cn`.
+fn fqdn_gm(i: u32, ca: &EcCa, cn: &str, id: &str) -> GroupMember {
+    let (cert, key) = ca.issue(cn);
+    let auth = GmAuth::Certificate(Box::new(CertAuth {
+        cert,
+        key: Phase1Signer::from_pkcs8_der(&key).unwrap(),
+        ca: ca.authority(),
+    }));
+    GroupMember::new(
+        base_config(i, GROUP, GmIdentity::Fqdn(id.into()), auth),
+        rng(4000 + u64::from(i)),
+    )
+}
+
+#[test]
+fn an_fqdn_identity_must_be_the_certificates_name_and_a_revoked_name_is_refused() {
+    let ca = EcCa::new("GKM test EC CA");
+    let mut ks = ks_with(&ca, &both(&ca));
+    let mut gms = vec![
+        (gm_addr(1), fqdn_gm(1, &ca, "gm1.branch.test", "gm1.branch.test")),
+        (gm_addr(2), fqdn_gm(2, &ca, "gm2.branch.test", "gm9.branch.test")),
+    ];
+    let (got, ev, _) = run(&mut ks, &mut gms, T0 + 3_000);
+    assert_eq!(got.keys().collect::<Vec<_>>(), [&gm_addr(1)], "{ev:?}");
+    let registered: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            KsEvent::Registered(r) => Some(r.gm_identity.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(registered, ["gm1.branch.test"]);
+    let detail = refused(&ev, Reject::InvalidCertificate).expect("refused");
+    assert!(
+        detail.starts_with("main mode 5 ID gm9.branch.test is neither"),
+        "{detail}"
+    );
+    // Revoked: the next phase 1 of that name is refused, others go on.
+    ks.set_revoked_names(["gm1.branch.test".to_owned()].into());
+    let mut gms = vec![
+        (gm_addr(3), fqdn_gm(3, &ca, "gm1.branch.test", "gm1.branch.test")),
+        (gm_addr(4), fqdn_gm(4, &ca, "gm4.branch.test", "gm4.branch.test")),
+    ];
+    let (got, ev, gm_ev) = run(&mut ks, &mut gms, T0 + 3_000);
+    assert_eq!(got.keys().collect::<Vec<_>>(), [&gm_addr(4)], "{ev:?}");
+    assert_eq!(
+        refused(&ev, Reject::InvalidCertificate).as_deref(),
+        Some("main mode 5 CERT: agent \"gm1.branch.test\" is revoked")
+    );
+    assert!(notified(&gm_ev, NotifyType::INVALID_CERTIFICATE));
+}

@@ -301,6 +301,10 @@ pub struct VerifiedCert {
     pub key: PeerKey,
     /// DER of the subject name (for ID_DER_ASN1_DN).
     pub subject_der: Vec<u8>,
+    /// The names it certifies: its subject's common names and its DNS
+    /// subject alternative names (an ID_FQDN must be one of these; a
+    /// revoked agent's name among them refuses it).
+    pub names: Vec<String>,
 }
 
 /// A party's certificate credentials for phase 1, from the three PEM
@@ -408,9 +412,22 @@ impl CertificateAuthority {
             x509_parser::parse_x509_certificate(cert).map_err(|_| CertError::Malformed)?;
         let key = PeerKey::from_spki_der(parsed.public_key().raw)
             .map_err(|_| CertError::UnsupportedKey)?;
+        let mut names: Vec<String> = parsed
+            .subject()
+            .iter_common_name()
+            .filter_map(|a| a.as_str().ok().map(str::to_owned))
+            .collect();
+        if let Ok(Some(san)) = parsed.subject_alternative_name() {
+            for n in &san.value.general_names {
+                if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                    names.push((*d).to_owned());
+                }
+            }
+        }
         Ok(VerifiedCert {
             key,
             subject_der: parsed.subject().as_raw().to_vec(),
+            names,
         })
     }
 }

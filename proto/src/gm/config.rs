@@ -38,6 +38,8 @@ pub enum GmIdentity {
     Ipv6(Ipv6Addr),
     /// ID_DER_ASN1_DN (a certificate subject).
     Dn(Vec<u8>),
+    /// ID_FQDN (an enrolled agent's name, its certificate's DNS name).
+    Fqdn(String),
 }
 
 impl GmIdentity {
@@ -47,6 +49,7 @@ impl GmIdentity {
             Self::Ipv4(a) => Identity::Ipv4Addr(*a),
             Self::Ipv6(a) => Identity::Ipv6Addr(*a),
             Self::Dn(d) => Identity::DerAsn1Dn(d),
+            Self::Fqdn(n) => Identity::Fqdn(n.as_bytes()),
         }
     }
 

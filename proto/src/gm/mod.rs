@@ -464,7 +464,7 @@ impl GroupMember {
         self.cfg.ack_address.unwrap_or(match &self.cfg.identity {
             GmIdentity::Ipv4(a) => IpAddr::V4(*a),
             GmIdentity::Ipv6(a) => IpAddr::V6(*a),
-            GmIdentity::Dn(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            GmIdentity::Dn(_) | GmIdentity::Fqdn(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         })
     }
 

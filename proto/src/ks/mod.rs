@@ -675,6 +675,13 @@ impl KeyServer {
         self.coop.role(group_id)
     }
 
+    /// Replaces the names of revoked agents: from the next phase 1 on, a
+    /// certificate whose common name or DNS name is one of them is
+    /// refused (SAs already made stay until ejected or expired).
+    pub fn set_revoked_names(&mut self, names: std::collections::HashSet<String>) {
+        self.phase1.set_revoked(names);
+    }
+
     /// Replaces the pre-shared keys (see [`Phase1Responder::set_psks`]).
     pub fn set_psks(&mut self, psks: Vec<PskEntry>) {
         self.phase1.set_psks(psks);

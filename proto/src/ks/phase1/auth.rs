@@ -5,6 +5,7 @@
 //! the peer, and sign HASH_I. Pure functions: the responder's state stays
 //! with the responder.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gkm_wire::consts::{CertEncoding, Flags, NotifyType, PayloadType};
@@ -183,6 +184,7 @@ pub(crate) fn verify(
     keys: &Phase1Keys,
     who: &Initiator<'_>,
     ca: Option<&CertificateAuthority>,
+    revoked: &HashSet<String>,
     now: Millis,
     from: SocketAddr,
 ) -> Result<Option<Vec<u8>>, (Reject, NotifyType, Option<String>)> {
@@ -218,10 +220,21 @@ pub(crate) fn verify(
             })?;
             let id_matches = match who.idii.identity {
                 Identity::DerAsn1Dn(dn) => dn == verified.subject_der.as_slice(),
+                Identity::Fqdn(name) => verified.names.iter().any(|n| n.as_bytes() == name),
                 Identity::Ipv4Addr(a) => IpAddr::V4(a) == from.ip(),
                 Identity::Ipv6Addr(a) => IpAddr::V6(a) == from.ip(),
                 _ => false,
             };
+            if let Some(name) = verified.names.iter().find(|n| revoked.contains(*n)) {
+                return Err((
+                    Reject::InvalidCertificate,
+                    NotifyType::INVALID_CERTIFICATE,
+                    Some(format!(
+                        "main mode 5 CERT: agent {:?} is revoked",
+                        crate::identity::printable(name)
+                    )),
+                ));
+            }
             if verified.key.kind() != kind {
                 return Err((
                     Reject::InvalidCertificate,
@@ -238,7 +251,7 @@ pub(crate) fn verify(
                     Reject::InvalidCertificate,
                     NotifyType::INVALID_ID_INFORMATION,
                     Some(format!(
-                        "main mode 5 ID {} is neither the certificate's subject nor the source address {}",
+                        "main mode 5 ID {} is neither the certificate's subject or DNS name nor the source address {}",
                         crate::identity::identity_string(&who.idii.identity),
                         from.ip()
                     )),

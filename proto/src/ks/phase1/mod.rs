@@ -4,7 +4,7 @@
 //! the GROUPKEY-PULL server reads established SAs through
 //! [`Phase1Responder::established`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gkm_wire::consts::{Doi, Flags, NotifyType};
@@ -108,6 +108,8 @@ pub(crate) struct Phase1Responder {
     psks: Vec<PskEntry>,
     ca: Option<CertificateAuthority>,
     certificates: Vec<(Vec<u8>, Phase1Signer)>,
+    /// Names of revoked agents: a certificate naming one is refused.
+    revoked: HashSet<String>,
     limits: KsLimits,
     max_life_secs: u32,
     dh_backend: DhBackend,
@@ -151,6 +153,7 @@ impl Phase1Responder {
             psks: c.psks,
             ca: c.ca,
             certificates: c.certificates,
+            revoked: HashSet::new(),
             limits: c.limits,
             max_life_secs: c.max_life_secs,
             dh_backend: c.dh_backend,
@@ -438,6 +441,10 @@ impl Phase1Responder {
     /// set when their message 5 arrives, and established phase 1 SAs that
     /// a key now changed or gone made are ended, so a rotation, a clear or
     /// a switch to certificates leaves the old key opening nothing.
+    pub(crate) fn set_revoked(&mut self, names: HashSet<String>) {
+        self.revoked = names;
+    }
+
     pub(crate) fn set_psks(&mut self, psks: Vec<PskEntry>) {
         let changed: Vec<Credential> = self
             .psks
@@ -636,11 +643,18 @@ impl Phase1Responder {
                 return self.fail_phase1(out, key, from, Reject::AuthenticationFailed, notify)
             }
         };
-        let cert_subject =
-            match auth::verify(&agreed, &opened.keys, &who, self.ca.as_ref(), now, from) {
-                Ok(s) => s,
-                Err(refusal) => return self.fail_phase1_with(out, key, from, refusal),
-            };
+        let cert_subject = match auth::verify(
+            &agreed,
+            &opened.keys,
+            &who,
+            self.ca.as_ref(),
+            &self.revoked,
+            now,
+            from,
+        ) {
+            Ok(s) => s,
+            Err(refusal) => return self.fail_phase1_with(out, key, from, refusal),
+        };
         let peer_identity = identity_string(&who.idii.identity);
         let initial_contact = who.initial_contact;
         let own_identity = auth::own_identity(from.ip(), self.address, self.address_v6);
