@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use common::*;
 use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, KeyKind, Phase1Signer};
 use gkm_proto::gm::{CertAuth, GmAuth, GmEvent, GmFailure, GmIdentity, GroupMember};
-use gkm_proto::ks::{Authorization, GroupAuth, KeyServer, KsEvent, Reject};
+use gkm_proto::ks::{Authorization, EnrolledAgents, GroupAuth, KeyServer, KsEvent, Reject};
 use gkm_wire::consts::NotifyType;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -310,8 +310,14 @@ fn an_fqdn_identity_must_be_the_certificates_name_and_a_revoked_name_is_refused(
     let ca = EcCa::new("GKM test EC CA");
     let mut ks = ks_with(&ca, &both(&ca));
     let mut gms = vec![
-        (gm_addr(1), fqdn_gm(1, &ca, "gm1.branch.test", "gm1.branch.test")),
-        (gm_addr(2), fqdn_gm(2, &ca, "gm2.branch.test", "gm9.branch.test")),
+        (
+            gm_addr(1),
+            fqdn_gm(1, &ca, "gm1.branch.test", "gm1.branch.test"),
+        ),
+        (
+            gm_addr(2),
+            fqdn_gm(2, &ca, "gm2.branch.test", "gm9.branch.test"),
+        ),
     ];
     let (got, ev, _) = run(&mut ks, &mut gms, T0 + 3_000);
     assert_eq!(got.keys().collect::<Vec<_>>(), [&gm_addr(1)], "{ev:?}");
@@ -329,10 +335,19 @@ fn an_fqdn_identity_must_be_the_certificates_name_and_a_revoked_name_is_refused(
         "{detail}"
     );
     // Revoked: the next phase 1 of that name is refused, others go on.
-    ks.set_revoked_names(["gm1.branch.test".to_owned()].into());
+    ks.set_enrolled_agents(EnrolledAgents {
+        groups: [("gm4.branch.test".to_owned(), vec![GROUP])].into(),
+        revoked: ["gm1.branch.test".to_owned()].into(),
+    });
     let mut gms = vec![
-        (gm_addr(3), fqdn_gm(3, &ca, "gm1.branch.test", "gm1.branch.test")),
-        (gm_addr(4), fqdn_gm(4, &ca, "gm4.branch.test", "gm4.branch.test")),
+        (
+            gm_addr(3),
+            fqdn_gm(3, &ca, "gm1.branch.test", "gm1.branch.test"),
+        ),
+        (
+            gm_addr(4),
+            fqdn_gm(4, &ca, "gm4.branch.test", "gm4.branch.test"),
+        ),
     ];
     let (got, ev, gm_ev) = run(&mut ks, &mut gms, T0 + 3_000);
     assert_eq!(got.keys().collect::<Vec<_>>(), [&gm_addr(4)], "{ev:?}");
@@ -341,4 +356,45 @@ fn an_fqdn_identity_must_be_the_certificates_name_and_a_revoked_name_is_refused(
         Some("main mode 5 CERT: agent \"gm1.branch.test\" is revoked")
     );
     assert!(notified(&gm_ev, NotifyType::INVALID_CERTIFICATE));
+}
+
+#[test]
+fn an_enrolled_agents_certificate_joins_only_its_groups() {
+    let ca = EcCa::new("GKM test EC CA");
+    let mut ks = ks_with(&ca, &both(&ca));
+    ks.set_enrolled_agents(EnrolledAgents {
+        groups: [
+            ("gm1.branch.test".to_owned(), vec![GROUP + 1]),
+            ("gm2.branch.test".to_owned(), vec![GROUP + 1, GROUP]),
+        ]
+        .into(),
+        revoked: Default::default(),
+    });
+    // gm1 is enrolled for another group only: its DN identity does not
+    // get it around the binding either.
+    let (cert, key) = ca.issue("gm1.branch.test");
+    let dn_gm = gm(
+        1,
+        cert,
+        Phase1Signer::from_pkcs8_der(&key).unwrap(),
+        ca.authority(),
+    );
+    let mut gms = vec![
+        (gm_addr(1), dn_gm),
+        (
+            gm_addr(2),
+            fqdn_gm(2, &ca, "gm2.branch.test", "gm2.branch.test"),
+        ),
+    ];
+    let (got, ev, gm_ev) = run(&mut ks, &mut gms, T0 + 3_000);
+    assert_eq!(got.keys().collect::<Vec<_>>(), [&gm_addr(2)], "{ev:?}");
+    assert!(
+        refused(&ev, Reject::CredentialNotAccepted).is_some_and(|d| d
+            == format!(
+                "the certificate's enrolled agent may join groups [{}] only, not {GROUP}",
+                GROUP + 1
+            )),
+        "{ev:?}"
+    );
+    assert!(notified(&gm_ev, NotifyType::INVALID_ID_INFORMATION));
 }

@@ -191,3 +191,22 @@ pub struct KsConfig {
     /// Its name, as `show crypto gkm ks policy` prints it.
     pub rekey_key_name: String,
 }
+
+/// The controller's enrolled agents as the key server enforces them: a
+/// certificate naming an enrolled agent (its CN or DNS name) joins only
+/// that agent's groups; one naming a revoked agent is refused at phase 1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnrolledAgents {
+    /// Agent name → the groups (identity numbers) it may join.
+    pub groups: std::collections::HashMap<String, Vec<u32>>,
+    /// Names of revoked agents.
+    pub revoked: std::collections::HashSet<String>,
+}
+
+impl EnrolledAgents {
+    /// The groups a certificate certifying `names` may join: None when it
+    /// names no enrolled agent (the group's authentication decides alone).
+    pub fn groups_of(&self, names: &[String]) -> Option<Vec<u32>> {
+        names.iter().find_map(|n| self.groups.get(n)).cloned()
+    }
+}

@@ -23,7 +23,8 @@ mod status;
 
 pub use crate::identity::{identity_string, printable};
 pub use config::{
-    Authorization, Credential, GroupAuth, KsConfig, KsGroup, KsLimits, PskEntry, MAX_PSK_CANDIDATES,
+    Authorization, Credential, EnrolledAgents, GroupAuth, KsConfig, KsGroup, KsLimits, PskEntry,
+    MAX_PSK_CANDIDATES,
 };
 pub use coop::{
     CoopGroupConfig, CoopPeerAuth, CoopPeerConfig, CoopPeerStatus, CoopStatus, TAKEOVER_SEQ_GAP,
@@ -675,11 +676,12 @@ impl KeyServer {
         self.coop.role(group_id)
     }
 
-    /// Replaces the names of revoked agents: from the next phase 1 on, a
-    /// certificate whose common name or DNS name is one of them is
-    /// refused (SAs already made stay until ejected or expired).
-    pub fn set_revoked_names(&mut self, names: std::collections::HashSet<String>) {
-        self.phase1.set_revoked(names);
+    /// Replaces the enrolled agents: from the next phase 1 on, a
+    /// certificate naming a revoked one is refused, and one naming an
+    /// enrolled one joins only its groups (SAs already made keep the
+    /// groups they were made with until they expire or the GM is ejected).
+    pub fn set_enrolled_agents(&mut self, agents: EnrolledAgents) {
+        self.phase1.set_agents(agents);
     }
 
     /// Replaces the pre-shared keys (see [`Phase1Responder::set_psks`]).

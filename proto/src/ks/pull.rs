@@ -161,13 +161,18 @@ fn accepts(
     groups: &GroupTable,
     gi: usize,
     credentials: &[Credential],
+    agent_groups: Option<&[u32]>,
 ) -> bool {
     let Some(g) = groups.get(gi) else {
         return false;
     };
     let id = g.keys.group_id;
     match g.authentication {
-        GroupAuth::Certificate => credentials.contains(&Credential::Certificate),
+        // An enrolled agent's certificate opens its own groups only.
+        GroupAuth::Certificate => {
+            credentials.contains(&Credential::Certificate)
+                && agent_groups.is_none_or(|a| a.contains(&id))
+        }
         GroupAuth::Psk => {
             let own = Credential::GroupPsk(id);
             if phase1.has_own_psk(id) {
@@ -236,6 +241,7 @@ impl PullServer {
         let (suite, keys, last_block, vendor) =
             (sa.suite, sa.keys.clone(), *sa.last_block, sa.vendor);
         let (gm_identity, credentials) = (sa.peer_identity.to_owned(), sa.credentials.to_vec());
+        let agent_groups = sa.agent_groups.map(<[u32]>::to_vec);
         if let Some(p) = self.pulls.get(&(key, mid)) {
             if p.last_in == data {
                 cx.out.send(from, p.last_out.clone());
@@ -257,7 +263,7 @@ impl PullServer {
                     mid,
                     data,
                     (suite, &keys, &last_block, vendor),
-                    (&gm_identity, &credentials),
+                    (&gm_identity, &credentials, agent_groups.as_deref()),
                     cx,
                 );
                 None
@@ -294,7 +300,7 @@ impl PullServer {
         mid: u32,
         data: &[u8],
         (suite, keys, last_block, vendor): (Suite, &Phase1Keys, &[u8; 16], PeerVendor),
-        (gm_identity, credentials): (&str, &[Credential]),
+        (gm_identity, credentials, agent_groups): (&str, &[Credential], Option<&[u32]>),
         cx: &mut PullContext<'_>,
     ) {
         let iv = phase2_iv(suite.cipher, suite.prf, last_block, mid);
@@ -338,7 +344,7 @@ impl PullServer {
                 }),
             );
         };
-        if !accepts(cx.phase1, cx.groups, group_idx, credentials) {
+        if !accepts(cx.phase1, cx.groups, group_idx, credentials, agent_groups) {
             return refuse(
                 cx,
                 key,
@@ -347,10 +353,16 @@ impl PullServer {
                     Reject::CredentialNotAccepted,
                     NotifyType::INVALID_ID_INFORMATION,
                 ),
-                Some(format!(
-                    "the phase 1 credential is not one group {g} accepts",
-                    g = group.unwrap_or(0)
-                )),
+                Some(match agent_groups {
+                    Some(own) if !own.contains(&group.unwrap_or(0)) => format!(
+                        "the certificate's enrolled agent may join groups {own:?} only, not {g}",
+                        g = group.unwrap_or(0)
+                    ),
+                    _ => format!(
+                        "the phase 1 credential is not one group {g} accepts",
+                        g = group.unwrap_or(0)
+                    ),
+                }),
             );
         }
         let Some(group) = cx.groups.get(group_idx) else {

@@ -5,14 +5,17 @@
 //! the peer, and sign HASH_I. Pure functions: the responder's state stays
 //! with the responder.
 
-use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gkm_wire::consts::{CertEncoding, Flags, NotifyType, PayloadType};
 use gkm_wire::payload::{Cert, Hash, IdPayload, SaLayout, Signature};
 use gkm_wire::{Identity, IsakmpHeader, Payload};
 
-use super::super::config::{Credential, PskEntry};
+use super::super::config::{Credential, EnrolledAgents, PskEntry};
+
+/// What [`verify`] found: the certificate's subject (DER), and the groups
+/// of the enrolled agent it names, if any.
+pub(crate) type Verified = (Option<Vec<u8>>, Option<Vec<u32>>);
 use super::super::events::Reject;
 use crate::crypto::{CertificateAuthority, EngineRng, Phase1Signer};
 use crate::engine::{Millis, PeerVendor};
@@ -184,10 +187,10 @@ pub(crate) fn verify(
     keys: &Phase1Keys,
     who: &Initiator<'_>,
     ca: Option<&CertificateAuthority>,
-    revoked: &HashSet<String>,
+    agents: &EnrolledAgents,
     now: Millis,
     from: SocketAddr,
-) -> Result<Option<Vec<u8>>, (Reject, NotifyType, Option<String>)> {
+) -> Result<Verified, (Reject, NotifyType, Option<String>)> {
     let suite = agreed.suite;
     // A wrong PSK or HASH_I says only that: the cause is a secret.
     let failed = |detail: Option<&str>| {
@@ -198,6 +201,7 @@ pub(crate) fn verify(
         )
     };
     let mut subject = None;
+    let mut agent_groups = None;
     let authentic = match suite.auth {
         AuthKind::Psk => who
             .hash
@@ -225,7 +229,7 @@ pub(crate) fn verify(
                 Identity::Ipv6Addr(a) => IpAddr::V6(a) == from.ip(),
                 _ => false,
             };
-            if let Some(name) = verified.names.iter().find(|n| revoked.contains(*n)) {
+            if let Some(name) = verified.names.iter().find(|n| agents.revoked.contains(*n)) {
                 return Err((
                     Reject::InvalidCertificate,
                     NotifyType::INVALID_CERTIFICATE,
@@ -266,12 +270,13 @@ pub(crate) fn verify(
                     "main mode 5 SIG does not verify with the certificate's key",
                 )));
             }
+            agent_groups = agents.groups_of(&verified.names);
             subject = Some(verified.subject_der);
             true
         }
     };
     if authentic {
-        Ok(subject)
+        Ok((subject, agent_groups))
     } else {
         Err(failed(None))
     }

@@ -4,7 +4,7 @@
 //! the GROUPKEY-PULL server reads established SAs through
 //! [`Phase1Responder::established`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use gkm_wire::consts::{Doi, Flags, NotifyType};
@@ -12,7 +12,9 @@ use gkm_wire::payload::{CertReq, KeyExchange, Nonce};
 use gkm_wire::{Body, IsakmpHeader, Message, Payload};
 use zeroize::Zeroizing;
 
-use super::config::{Credential, GroupAuth, KsLimits, PskEntry, MAX_PSK_CANDIDATES};
+use super::config::{
+    Credential, EnrolledAgents, GroupAuth, KsLimits, PskEntry, MAX_PSK_CANDIDATES,
+};
 use super::events::{wire_detail, KsEvent, KsOutbox, Reject};
 use crate::identity::identity_string;
 
@@ -58,6 +60,8 @@ enum P1State {
         /// With certificates: the subject (DER) of the peer's verified
         /// certificate.
         cert_subject: Option<Vec<u8>>,
+        /// An enrolled agent's certificate: the groups it may join.
+        agent_groups: Option<Vec<u32>>,
         expires: Millis,
     },
 }
@@ -95,6 +99,8 @@ pub(crate) struct EstablishedSa<'a> {
     pub credentials: &'a [Credential],
     /// With certificates: the subject (DER) of its verified certificate.
     pub cert_subject: Option<&'a [u8]>,
+    /// An enrolled agent's certificate: the groups it may join.
+    pub agent_groups: Option<&'a [u32]>,
     /// What its Vendor IDs said.
     pub vendor: PeerVendor,
 }
@@ -108,8 +114,8 @@ pub(crate) struct Phase1Responder {
     psks: Vec<PskEntry>,
     ca: Option<CertificateAuthority>,
     certificates: Vec<(Vec<u8>, Phase1Signer)>,
-    /// Names of revoked agents: a certificate naming one is refused.
-    revoked: HashSet<String>,
+    /// Enrolled and revoked agents.
+    agents: EnrolledAgents,
     limits: KsLimits,
     max_life_secs: u32,
     dh_backend: DhBackend,
@@ -153,7 +159,7 @@ impl Phase1Responder {
             psks: c.psks,
             ca: c.ca,
             certificates: c.certificates,
-            revoked: HashSet::new(),
+            agents: EnrolledAgents::default(),
             limits: c.limits,
             max_life_secs: c.max_life_secs,
             dh_backend: c.dh_backend,
@@ -204,6 +210,7 @@ impl Phase1Responder {
             peer_identity,
             credentials,
             cert_subject,
+            agent_groups,
             ..
         } = &sa.state
         else {
@@ -217,6 +224,7 @@ impl Phase1Responder {
             peer_identity,
             credentials,
             cert_subject: cert_subject.as_deref(),
+            agent_groups: agent_groups.as_deref(),
             vendor: sa.vendor,
         })
     }
@@ -441,8 +449,8 @@ impl Phase1Responder {
     /// set when their message 5 arrives, and established phase 1 SAs that
     /// a key now changed or gone made are ended, so a rotation, a clear or
     /// a switch to certificates leaves the old key opening nothing.
-    pub(crate) fn set_revoked(&mut self, names: HashSet<String>) {
-        self.revoked = names;
+    pub(crate) fn set_agents(&mut self, agents: EnrolledAgents) {
+        self.agents = agents;
     }
 
     pub(crate) fn set_psks(&mut self, psks: Vec<PskEntry>) {
@@ -643,12 +651,12 @@ impl Phase1Responder {
                 return self.fail_phase1(out, key, from, Reject::AuthenticationFailed, notify)
             }
         };
-        let cert_subject = match auth::verify(
+        let (cert_subject, agent_groups) = match auth::verify(
             &agreed,
             &opened.keys,
             &who,
             self.ca.as_ref(),
-            &self.revoked,
+            &self.agents,
             now,
             from,
         ) {
@@ -683,6 +691,7 @@ impl Phase1Responder {
                 peer_identity: peer_identity.clone(),
                 credentials: credentials.clone(),
                 cert_subject,
+                agent_groups,
                 expires,
             };
             sa.last_in = data.to_vec();
