@@ -85,6 +85,59 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Setup keys: what `gkm-agent enroll` joins hosts with.
+    SetupKey {
+        #[command(subcommand)]
+        cmd: SetupKeyCmd,
+    },
+    /// Enrolled agents.
+    Agent {
+        #[command(subcommand)]
+        cmd: AgentCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SetupKeyCmd {
+    /// Create a setup key; the key is printed once.
+    Create {
+        /// Name.
+        name: String,
+        /// A group its agents join, by name (repeat the flag).
+        #[arg(long = "group", required = true)]
+        groups: Vec<String>,
+        /// A tag its agents carry (repeat the flag).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Reusable (default: single-use).
+        #[arg(long)]
+        reusable: bool,
+        /// A reusable key's limit on enrollments.
+        #[arg(long, requires = "reusable")]
+        usage_limit: Option<u32>,
+        /// Seconds it stays valid (60-31622400, default 86400).
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    /// List setup keys (never the keys).
+    List,
+    /// Delete a setup key (its agents stay).
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCmd {
+    /// List enrolled agents.
+    List,
+    /// Revoke an agent: its token at once, its certificate at its next
+    /// phase 1, ejected from its groups with a rekey.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -544,6 +597,38 @@ fn run(args: &Args) -> Result<String> {
             TokenCmd::Delete { name } => {
                 c.call("DELETE", &format!("/api/v1/tokens/{}", enc(name)), None)?;
                 Ok(format!("token {name} deleted"))
+            }
+        },
+        Cmd::SetupKey { cmd } => match cmd {
+            SetupKeyCmd::Create {
+                name,
+                groups,
+                tags,
+                reusable,
+                usage_limit,
+                expires_in,
+            } => {
+                let body = json!({
+                    "name": name, "groups": groups, "tags": tags, "reusable": reusable,
+                    "usage_limit": usage_limit, "expires_in_secs": expires_in,
+                });
+                pretty(c.call("POST", "/api/v1/setup-keys", Some(&body))?)
+            }
+            SetupKeyCmd::List => pretty(c.call("GET", "/api/v1/setup-keys", None)?),
+            SetupKeyCmd::Delete { name } => {
+                c.call("DELETE", &format!("/api/v1/setup-keys/{}", enc(name)), None)?;
+                Ok(format!("setup key {name} deleted"))
+            }
+        },
+        Cmd::Agent { cmd } => match cmd {
+            AgentCmd::List => pretty(c.call("GET", "/api/v1/agents", None)?),
+            AgentCmd::Revoke { name } => {
+                c.call(
+                    "POST",
+                    &format!("/api/v1/agents/{}/revoke", enc(name)),
+                    None,
+                )?;
+                Ok(format!("agent {name} revoked"))
             }
         },
     }

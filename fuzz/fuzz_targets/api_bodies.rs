@@ -41,6 +41,7 @@ impl Control for Engine {
     async fn not_ready(&self) -> Vec<String> {
         Vec::new()
     }
+    async fn agents_changed(&self) {}
 }
 
 struct World {

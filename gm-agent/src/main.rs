@@ -8,6 +8,7 @@
 //! multicast on the group's address), re-registers when no rekey comes,
 //! and prints what it holds.
 
+mod enroll;
 mod membership;
 mod metrics;
 mod report;
@@ -36,7 +37,16 @@ use zeroize::Zeroizing;
 /// Command-line options; each overrides the same key of the file.
 #[derive(Debug, Parser)]
 #[command(name = "gkm-agent", version, about = "GKM group member agent")]
+#[command(args_conflicts_with_subcommands = true)]
 struct Args {
+    /// `enroll` or `renew` (without one: run as a group member).
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Run with what `gkm-agent enroll` saved in this directory: its
+    /// certificate and name, key servers and health reports to the
+    /// controller (flags and the file override each).
+    #[arg(long, env = "GKM_AGENT_ENROLLMENT")]
+    enrollment: Option<PathBuf>,
     /// Configuration file (TOML).
     #[arg(long, short, env = "GKM_AGENT_CONFIG")]
     config: Option<PathBuf>,
@@ -123,6 +133,20 @@ struct Args {
     test_clock_offset_ms: Option<i64>,
 }
 
+/// What the agent does besides running.
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Enroll with a setup key: make a key pair, get a certificate and an
+    /// agent token from the controller, save them (docs/OPERATIONS.md).
+    Enroll(enroll::EnrollArgs),
+    /// Renew the enrolled certificate (with the agent's token; a new key).
+    Renew {
+        /// The state directory `enroll` wrote.
+        #[arg(long, default_value = "/var/lib/gkm-agent")]
+        state_dir: PathBuf,
+    },
+}
+
 /// A per-key-server setting's list: the flags' when given, else the
 /// file's; each address must be one of the key servers.
 fn key_server_subset(
@@ -162,6 +186,9 @@ struct AgentConfig {
     status_socket: Option<PathBuf>,
     dataplane: Option<DataplaneFile>,
     report: Option<ReportFile>,
+    /// From `--enrollment DIR`, never from the file.
+    #[serde(skip)]
+    enrolled: Option<enroll::Enrolled>,
 }
 
 /// The configuration file's `[report]` section: health reports to the
@@ -374,15 +401,24 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
         (None, None, Some(f)) => Some(read(f)?.trim_end().to_owned()),
         _ => None,
     };
-    let (auth, identity) = match (psk, &file.pki) {
-        (Some(k), None) if !k.is_empty() => (
+    let (auth, identity) = match (psk, &file.pki, &file.enrolled) {
+        (None, None, Some(e)) => (
+            GmAuth::Certificate(Box::new(CertAuth {
+                cert: e.cert.clone(),
+                key: e.key.clone(),
+                ca: e.ca.clone(),
+            })),
+            GmIdentity::Fqdn(e.name.clone()),
+        ),
+        (_, _, Some(_)) => bail!("--enrollment and psk or pki: use one"),
+        (Some(k), None, None) if !k.is_empty() => (
             GmAuth::Psk(Zeroizing::new(k.into_bytes())),
             match identity_addr {
                 IpAddr::V4(a) => GmIdentity::Ipv4(a),
                 IpAddr::V6(a) => GmIdentity::Ipv6(a),
             },
         ),
-        (None, Some(pki)) => {
+        (None, Some(pki), None) => {
             let PkiCredentials { ca, cert, key } =
                 PkiCredentials::from_pem(&read(&pki.ca)?, &read(&pki.cert)?, &read(&pki.key)?)?;
             let (_, parsed) = x509_parser::parse_x509_certificate(&cert)
@@ -393,7 +429,9 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
                 GmIdentity::Dn(dn),
             )
         }
-        (Some(_), Some(_)) => bail!("psk and pki: configure exactly one authentication method"),
+        (Some(_), Some(_), None) => {
+            bail!("psk and pki: configure exactly one authentication method")
+        }
         _ => bail!("psk: give a pre-shared key (--psk, psk, psk_file) or a [pki] section"),
     };
     Ok((
@@ -444,10 +482,16 @@ async fn main() -> Result<()> {
     } else {
         logs.init();
     }
-    let file = match &args.config {
+    if let Some(cmd) = &args.command {
+        return enroll::run(cmd);
+    }
+    let mut file = match &args.config {
         Some(p) => toml::from_str(&read(p)?).map_err(|e| anyhow!("config {}: {e}", p.display()))?,
         None => AgentConfig::default(),
     };
+    if let Some(dir) = &args.enrollment {
+        enroll::apply(&mut file, dir)?;
+    }
     let (mut cfg, bind, d3p) = gm_config(&args, &file)?;
     let dp_settings = dataplane_settings(&args, &file)?;
     let report = report_settings(&args, &file)?;
@@ -534,6 +578,7 @@ async fn main() -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut gm = GroupMember::new(cfg, Box::new(OsRng));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let mut last_failure: Option<String> = None;
     let mut buf = vec![0u8; 65_536];
     gm.handle_timeout(now_ms());
     let local = match bind.ip() {
@@ -604,7 +649,8 @@ async fn main() -> Result<()> {
                     }
                 }
                 GmEvent::AttemptFailed { ks, reason } => {
-                    warn!(%ks, ?reason, "registration attempt failed")
+                    warn!(%ks, ?reason, "registration attempt failed");
+                    last_failure = Some(format!("{ks}: {reason:?}"));
                 }
                 GmEvent::Rekeyed {
                     seq,
@@ -646,7 +692,11 @@ async fn main() -> Result<()> {
                 gm.handle_datagram(now_ms(), from, mbuf.get(..n).unwrap_or_default());
             }
             _ = tokio::time::sleep(wait) => gm.handle_timeout(now_ms()),
-            _ = tokio::time::sleep_until(deadline), if args.once => bail!("not registered within {} s", args.timeout),
+            _ = tokio::time::sleep_until(deadline), if args.once => bail!(
+                "not registered within {} s (last attempt: {})",
+                args.timeout,
+                last_failure.as_deref().unwrap_or("no answer")
+            ),
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = term.recv() => return Ok(()),
             Some(e) = dp_stopped.recv() => return Err(e.context("the dataplane stopped")),

@@ -6,7 +6,7 @@
 //! that fails is logged and the next one goes at the next interval; it
 //! never holds up registration, rekeys or the dataplane (its own thread).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,19 +46,7 @@ impl Settings {
         let rest = if let Some(r) = url.strip_prefix("https://") {
             r
         } else if let Some(r) = url.strip_prefix("http://") {
-            let authority = r.split('/').next().unwrap_or_default();
-            // The host is after any `user:password@`.
-            let host = authority.rsplit('@').next().unwrap_or_default();
-            // `[v6]` or `[v6]:port`, else `host` or `host:port`.
-            let host = match host.strip_prefix('[') {
-                Some(v6) => v6.split(']').next().unwrap_or_default(),
-                None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-            };
-            let loopback = host == "localhost"
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|a| a.is_loopback());
-            if !loopback && !insecure_http {
+            if !is_loopback_http(url) && !insecure_http {
                 bail!("report.url {url:?}: plain HTTP would send the token in clear; use https:// (or set report.insecure_http behind a TLS proxy)");
             }
             r
@@ -83,19 +71,42 @@ impl Settings {
     }
 }
 
-fn http_agent(ca: Option<&PathBuf>) -> Result<ureq::Agent> {
+/// An HTTP client trusting `ca` (PEM, a private CA; the system's roots
+/// without), each call bounded by `timeout`; `field` names the setting in
+/// errors.
+pub fn http_agent(field: &str, ca: Option<&Path>, timeout: Duration) -> Result<ureq::Agent> {
     let mut tls = ureq::tls::TlsConfig::default();
     if let Some(path) = ca {
         let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         tls = gkm_model::api_client::private_ca_tls(&pem)
-            .map_err(|e| anyhow!("report.ca {}: {e}", path.display()))?;
+            .map_err(|e| anyhow!("{field} {}: {e}", path.display()))?;
     }
     Ok(ureq::Agent::config_builder()
         .tls_config(tls)
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
+        .timeout_global(Some(timeout))
         .build()
         .into())
+}
+
+/// Whether `url` is plain HTTP to this host (`localhost` or a loopback
+/// address), where no secret crosses a network.
+pub fn is_loopback_http(url: &str) -> bool {
+    let Some(r) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = r.split('/').next().unwrap_or_default();
+    // The host is after any `user:password@`.
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    // `[v6]` or `[v6]:port`, else `host` or `host:port`.
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
 }
 
 /// What a report (and the agent's metrics) is made of.
@@ -125,7 +136,7 @@ pub fn spawn(settings: Settings, src: Sources) -> Result<()> {
         membership,
         now_ms,
     } = src;
-    let agent = http_agent(settings.ca.as_ref())?;
+    let agent = http_agent("report.ca", settings.ca.as_deref(), Duration::from_secs(10))?;
     let endpoint = format!("{}/api/v1/gm-health", settings.url);
     let auth = Zeroizing::new(format!("Bearer {}", settings.token.as_str()));
     info!(url = %settings.url, every_s = settings.interval.as_secs(), "reporting health to the controller");

@@ -38,6 +38,9 @@ pub struct ServerConfig {
     pub psk: Vec<PskEntry>,
     /// Certificate authentication.
     pub pki: Option<Pki>,
+    /// Enrollment: the internal CA and the certificates it signs.
+    #[serde(default)]
+    pub enrollment: Enrollment,
     /// Operator tags: GM address ranges that are ASR 9000 routers.
     #[serde(default)]
     pub asr9000: Vec<String>,
@@ -164,6 +167,32 @@ pub struct Pki {
     pub key: PathBuf,
 }
 
+/// The `[enrollment]` section (docs/OPERATIONS.md, "Enrollment").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrollment {
+    /// The CA's certificate (PEM) and P-256 key (PKCS#8 PEM), given
+    /// together: cooperative key servers share one CA this way. Without
+    /// them the key server makes its own at the first start and seals it
+    /// in its store.
+    pub ca_cert: Option<PathBuf>,
+    /// See `ca_cert`.
+    pub ca_key: Option<PathBuf>,
+    /// Validity of agents' certificates, days (1-825, default 90).
+    pub cert_validity_days: Option<u32>,
+}
+
+impl Enrollment {
+    /// The certificates' validity, checked.
+    pub fn cert_validity(&self) -> anyhow::Result<std::time::Duration> {
+        let days = self.cert_validity_days.unwrap_or(90);
+        if !(1..=825).contains(&days) {
+            anyhow::bail!("enrollment.cert_validity_days: {days} is out of range: 1-825");
+        }
+        Ok(std::time::Duration::from_secs(u64::from(days) * 86_400))
+    }
+}
+
 /// One group.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,7 +217,8 @@ pub struct GroupConfig {
     #[serde(default)]
     pub authorization: AuthorizationConfig,
     /// Phase 1 authentication of its GMs: `psk` (default: the keyring's
-    /// `[[psk]]` entries) or `pki` (certificates from `[pki]` only).
+    /// `[[psk]]` entries) or `pki` (certificates from the `[pki]` CAs or
+    /// the internal CA: enrolled agents, each in its own groups only).
     pub authentication: Option<String>,
     /// `legacy_phase1`: accept the legacy phase 1 suites (HMAC-SHA-1,
     /// MODP 1024/1536) for this group's GMs (docs/INTEROP.md). Off by default.
@@ -346,9 +376,9 @@ impl ServerConfig {
                 );
             }
             match g.authentication.as_deref() {
-                None | Some("psk") => {}
-                Some("pki") if self.pki.is_some() => {}
-                Some("pki") => bail!("group[{i}].authentication: pki needs the [pki] section (CA, certificate and key)"),
+                // Certificates from the [pki] CAs and the internal CA
+                // (enrolled agents), which every key server has.
+                None | Some("psk" | "pki") => {}
                 Some(other) => bail!("group[{i}].authentication: {other:?} is not psk or pki"),
             }
             for (j, t) in g.tek.iter().enumerate() {
@@ -610,7 +640,6 @@ mod tests {
             ("[[group]]\nname=\"G\\nINFO forged\"\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
             ("[[group]]\nname='G\u{202e}'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].name"),
             ("[[group]]\nname='G'\ngroup_id=1\nauthentication='cert'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "group[0].authentication"),
-            ("[[group]]\nname='G'\ngroup_id=1\nauthentication='pki'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "needs the [pki] section"),
             ("[[group]]\nname='G'\ngroup_id=1\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'\ntransform='3des-hmac-sha1'", "3DES is not offered"),
             ("[[group]]\nname='G'\ngroup_id=1\nlegacy_phase1='yes'\n[[group.tek]]\nsrc='10.0.0.0/8'\ndst='10.0.0.0/8'", "legacy_phase1"),
             (COOP_GROUP_PRIORITY_0, "group[0].coop.priority: 0 is out of range: 1-255"),

@@ -63,6 +63,8 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<Vec<String>>,
     },
+    /// The enrolled agents changed (enrolled, revoked).
+    Agents(gkm_proto::ks::EnrolledAgents),
     /// `show crypto gkm ks coop` of a group.
     CoopStatus {
         /// Group identity number.
@@ -162,6 +164,15 @@ impl Control for ControlHandle {
             return vec![GONE.to_owned()];
         }
         rx.await.unwrap_or_else(|_| vec![GONE.to_owned()])
+    }
+
+    async fn agents_changed(&self) {
+        match crate::enrollment::enrolled_agents(self.store.as_ref()).await {
+            Ok(a) => {
+                let _ = self.tx.send(Command::Agents(a));
+            }
+            Err(e) => error!(error = %format!("{e:#}"), "cannot read the enrolled agents"),
+        }
     }
 }
 

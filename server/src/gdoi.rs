@@ -660,6 +660,14 @@ impl Driver {
                 }
                 let _ = reply.send(Ok(()));
             }
+            Command::Agents(agents) => {
+                info!(
+                    enrolled = agents.groups.len(),
+                    revoked = agents.revoked.len(),
+                    "enrolled agents loaded"
+                );
+                ks.set_enrolled_agents(agents);
+            }
             Command::Status { group, reply } => {
                 let _ = reply.send(status_of(ks, group));
             }

@@ -10,6 +10,7 @@ mod conns;
 mod control;
 mod coop;
 mod demo;
+mod enrollment;
 mod gdoi;
 mod groups;
 mod http;
@@ -567,7 +568,8 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
     // The store lives on the API runtime (its connections belong to that reactor).
     let kind = cfg.rekey_signature;
     let signing_key_file = cfg.rekey_signing_key.clone();
-    let (store, mut stored, members, signer) = {
+    let enroll_cfg = cfg.enrollment.clone();
+    let (store, mut stored, members, signer, enroll) = {
         let data_dir = data_dir.clone();
         let demo = args.demo;
         let groups_cfg = ServerConfig {
@@ -617,7 +619,8 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             }
             let signer =
                 signing_key::rekey_signer(store.as_ref(), &data_dir, kind, signing_key_file.as_deref()).await?;
-            Ok::<_, anyhow::Error>((store, stored, members, signer))
+            let enroll = enrollment::setup(store.as_ref(), &enroll_cfg, ks_address).await?;
+            Ok::<_, anyhow::Error>((store, stored, members, signer, enroll))
         })
         .await
         .context("the API runtime stopped")??
@@ -626,7 +629,24 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
         v4: ks_address,
         v6: ks_address_v6,
     };
-    let startup = build(&cfg, own, signer, key_log.is_some(), &mut stored)?;
+    let mut startup = build(&cfg, own, signer, key_log.is_some(), &mut stored)?;
+    // Phase 1 also trusts the internal CA, and answers ECDSA-256 with the
+    // key server's certificate from it (unless [pki] has a P-256 one).
+    let mut anchors = match &cfg.pki {
+        Some(p) => gkm_proto::crypto::certificates_from_pem(&read(&p.ca)?)?,
+        None => Vec::new(),
+    };
+    anchors.push(enroll.ca.cert_der().to_vec());
+    startup.ks.ca = Some(gkm_proto::crypto::CertificateAuthority::new(&anchors)?);
+    let ecdsa = gkm_proto::crypto::KeyKind::EcdsaP256;
+    if !startup
+        .ks
+        .certificates
+        .iter()
+        .any(|(_, k)| k.kind() == ecdsa)
+    {
+        startup.ks.certificates.push(enroll.own);
+    }
     let ks_config = &startup.ks;
     if ks_config.groups.is_empty() {
         warn!("no groups configured: pass --config FILE (see docs/OPERATIONS.md); GMs will get INVALID-ID-INFORMATION");
@@ -664,7 +684,18 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             store.clone(),
         ));
     }
-    let mut api_state = gkm_web::ApiState::new(store.clone(), control);
+    let agents_control = control.clone();
+    let mut api_state = gkm_web::ApiState::new(store.clone(), control).with_enrollment(
+        gkm_web::enroll::Enrollment {
+            ca: enroll.ca,
+            key_servers: vec![SocketAddr::new(
+                IpAddr::V4(ks_address),
+                socket.local_addr()?.port(),
+            )],
+            cert_validity: cfg.enrollment.cert_validity()?,
+        },
+    );
+    api.spawn(async move { gkm_web::Control::agents_changed(agents_control.as_ref()).await });
     api_state.metrics = std::sync::Arc::new(gkm_web::metrics::HttpMetrics::with_agent_silent_secs(
         args.web.agent_silent_secs,
     )?);

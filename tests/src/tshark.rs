@@ -78,3 +78,14 @@ pub fn phase1_doi_as_ipsec(capture: &[u8]) -> (Vec<u8>, usize) {
     }
     (out, n)
 }
+
+/// Starts tshark capturing UDP `port` on the loopback interface into
+/// `capture` (its log `log`) and waits until it captures.
+pub fn capture_loopback(port: u16, capture: &Path, log: &Path) -> crate::procs::Proc {
+    let mut c = Command::new("tshark");
+    c.args(["-i", "lo", "-f", &format!("udp port {port}"), "-w"])
+        .arg(capture);
+    let mut p = crate::procs::Proc::spawn(c, log);
+    p.wait_for("Capture started", std::time::Duration::from_secs(20));
+    p
+}

@@ -158,16 +158,7 @@ fn tshark_decrypts_a_captured_registration_with_the_key_log() {
     let dir = tempdir("reg-tshark");
     let port = free_udp_port();
     let capture = dir.join("registration.pcap");
-    let mut cap = Proc::spawn(
-        {
-            let mut c = Command::new("tshark");
-            c.args(["-i", "lo", "-f", &format!("udp port {port}"), "-w"])
-                .arg(&capture);
-            c
-        },
-        &dir.join("tshark.log"),
-    );
-    cap.wait_for("Capture started", Duration::from_secs(20));
+    let mut cap = tshark::capture_loopback(port, &capture, &dir.join("tshark.log"));
     let mut server = start_server(&dir, port, true);
     let mut a = agent(&dir, port, 9);
     a.wait_for("registered group 4321", Duration::from_secs(30));

@@ -49,6 +49,7 @@ impl Control for Idle {
     async fn not_ready(&self) -> Vec<String> {
         Vec::new()
     }
+    async fn agents_changed(&self) {}
 }
 
 fn pages(c: &mut Criterion) {

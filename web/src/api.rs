@@ -477,6 +477,20 @@ async fn accept_health(s: &ApiState, c: Caller, mut h: GmHealth) -> Result<Statu
         group: h.group,
         gm_identity: h.gm_identity.clone(),
     };
+    if let Some(agent) = &c.agent {
+        // An enrolled agent reports for itself, in its groups, while it is
+        // not revoked (revoking deletes its token; this is the second lock).
+        let a = s.store.agent(agent).await?;
+        let ok = a.is_some_and(|a| {
+            a.revoked_at.is_none() && a.name == h.gm_identity && a.groups.contains(&h.group)
+        });
+        if !ok {
+            return Err(Problem::forbidden(format!(
+                "token {:?} reports for agent {agent:?} in its own groups only",
+                c.name
+            )));
+        }
+    }
     match (&c.gm, c.role) {
         (Some(bound), _) if *bound == this => {}
         (Some(bound), _) => {
@@ -485,6 +499,7 @@ async fn accept_health(s: &ApiState, c: Caller, mut h: GmHealth) -> Result<Statu
                 c.name, bound.gm_identity, bound.group
             )))
         }
+        (None, Role::Agent) if c.agent.is_some() => {}
         (None, Role::Agent) => {
             // An agent token made before bindings existed: its first
             // report for a GM in the GM database binds it (audited, at
@@ -652,7 +667,9 @@ impl utoipa::Modify for BearerScheme {
     paths(
         list_groups, create_group, get_group, put_group, delete_group, rotate_psk, clear_psk, rekey, status, coop,
         list_gms, eject_gm, report_health, gm_health, list_key_servers, put_key_server, delete_key_server,
-        list_tokens, create_token, delete_token, audit
+        list_tokens, create_token, delete_token, audit,
+        crate::enroll::post_setup_key, crate::enroll::list_setup_keys, crate::enroll::delete_setup_key,
+        crate::enroll::post_enroll, crate::enroll::renew, crate::enroll::list_agents, crate::enroll::post_revoke
     ),
     components(schemas(Problem, gkm_store::model::TokenGm)),
     modifiers(&BearerScheme)
@@ -710,6 +727,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{name}", axum::routing::delete(delete_token))
         .route("/api/v1/audit", get(audit))
+        .merge(crate::enroll::routes())
         .fallback(fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

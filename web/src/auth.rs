@@ -41,6 +41,8 @@ pub struct Caller {
     pub token_id: i64,
     /// Agent tokens: the GM it reports for.
     pub gm: Option<gkm_store::model::TokenGm>,
+    /// An enrolled agent's token: the agent's name.
+    pub agent: Option<String>,
 }
 
 impl Caller {
@@ -91,6 +93,7 @@ impl FromRequestParts<ApiState> for Caller {
             role: t.role,
             token_id: t.id,
             gm: t.gm,
+            agent: t.agent,
         })
     }
 }

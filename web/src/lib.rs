@@ -7,8 +7,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod ca;
 pub mod charts;
 pub mod dashboard;
+pub mod enroll;
 pub mod extract;
 pub mod forms;
 pub mod gm_pages;
@@ -108,6 +110,9 @@ pub trait Control: Send + Sync {
     /// What keeps the engine from serving (it does not answer, a COOP
     /// group's role is not known yet); empty when ready.
     async fn not_ready(&self) -> Vec<String>;
+    /// Agents were enrolled or revoked: the engine reloads which groups
+    /// each enrolled agent may join and which are revoked.
+    async fn agents_changed(&self);
 }
 
 /// What every handler shares.
@@ -121,6 +126,8 @@ pub struct ApiState {
     pub gm_pages: Arc<gm_pages::GmPageCache>,
     /// The HTTP layer's metrics.
     pub metrics: Arc<metrics::HttpMetrics>,
+    /// Enrollment (the internal CA), when the key server set it up.
+    pub enrollment: Option<Arc<enroll::Enrollment>>,
 }
 
 impl ApiState {
@@ -134,6 +141,13 @@ impl ApiState {
                 metrics::HttpMetrics::new()
                     .expect("the HTTP metrics' names are constant and valid"),
             ),
+            enrollment: None,
         }
+    }
+
+    /// The state with enrollment set up.
+    pub fn with_enrollment(mut self, e: enroll::Enrollment) -> Self {
+        self.enrollment = Some(Arc::new(e));
+        self
     }
 }

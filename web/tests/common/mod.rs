@@ -35,6 +35,9 @@ impl Control for Recorder {
             .push(format!("rekey {group} {replace}"));
         Ok(RekeyAccepted { group, replace })
     }
+    async fn agents_changed(&self) {
+        self.calls.lock().unwrap().push("agents changed".into());
+    }
     async fn eject(&self, group: u32, gm_identity: &str) -> Result<(), String> {
         self.calls
             .lock()
