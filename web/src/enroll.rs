@@ -22,9 +22,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::extract::ApiJson;
 use crate::auth::{new_token, token_hash, Caller};
 use crate::ca::{CaError, InternalCa};
+use crate::extract::ApiJson;
 use crate::ops::{self, check_name, invalid};
 use crate::problem::Problem;
 use crate::ApiState;
