@@ -279,16 +279,18 @@ pub async fn revoke(s: &ApiState, actor: &Actor, name: &str) -> Result<Agent, Pr
     let agent = s.store.revoke_agent(actor, name, ops::now_ms()).await?;
     s.control.agents_changed().await;
     for &group in &agent.groups {
-        if let Some(g) = s.store.group_by_group_id(group).await? {
-            match ops::eject(s, actor, &g.name, name).await {
-                Ok(()) => {}
-                // Enrolled but never registered to this group.
-                Err(p) if p.status == 404 => {}
-                Err(p) => return Err(p),
-            }
-            if let Err(e) = s.control.rekey(group, false).await {
-                tracing::warn!(group = %g.name, error = ?e, "rekey after revoking an agent");
-            }
+        // The engine's GM database is the live one (the store follows it):
+        // eject there whether or not the store has the row yet.
+        match s.store.eject_gm(actor, group, name).await {
+            Ok(()) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        s.control
+            .eject(group, name)
+            .await
+            .map_err(Problem::unavailable)?;
+        if let Err(e) = s.control.rekey(group, false).await {
+            tracing::warn!(group, error = ?e, "rekey after revoking an agent");
         }
     }
     tracing::warn!(agent = %name, groups = ?agent.groups, "agent revoked");

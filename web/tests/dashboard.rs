@@ -389,6 +389,9 @@ async fn every_form_refuses_a_missing_or_wrong_csrf_token(backend: Backend) {
         ("/groups/G1/gms/10.0.0.7/eject", String::new()),
         ("/tokens", "name=t1&role=viewer".to_owned()),
         ("/tokens/admin/delete", String::new()),
+        ("/setup-keys", "name=k1&groups=G1".to_owned()),
+        ("/setup-keys/k1/delete", String::new()),
+        ("/agents/gm1.branch/revoke", String::new()),
         ("/logout", String::new()),
     ];
     for (path, body) in &posts {
@@ -1378,6 +1381,147 @@ async fn cross_origin_posts_are_refused_before_the_csrf_token(backend: Backend) 
     assert!(busy.body.contains("in flight"), "{}", busy.body);
 }
 
+async fn the_setup_key_and_agent_pages_validate_show_the_key_once_and_revoke(backend: Backend) {
+    let u = ui("enroll-pages", 60_000, false, backend).await;
+    let (cookie, csrf) = u.session("olga", Role::Operator);
+    for (form, message) in [
+        (
+            format!("csrf={csrf}&name=k1&groups=NOPE"),
+            "/groups/0: no group &#34;NOPE&#34;",
+        ),
+        (
+            format!("csrf={csrf}&name=k1&groups="),
+            "a setup key binds 1-64 groups",
+        ),
+        (
+            format!("csrf={csrf}&name=k1&groups=G1&usage_limit=2"),
+            "single-use key is used once",
+        ),
+        (
+            format!("csrf={csrf}&name=k1&groups=G1&expires_in_secs=5"),
+            "5 is out of range",
+        ),
+        (
+            format!("csrf={csrf}&name=k1&groups=G1&usage_limit=x"),
+            "usage limit: ",
+        ),
+        (
+            format!("csrf={csrf}&name=k1&groups=G1&tags=bad%20tag"),
+            "a tag is 1-64",
+        ),
+    ] {
+        let a = u
+            .call("POST", "/setup-keys", Some(&cookie), Some(&form))
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{form}: {}",
+            a.body
+        );
+        assert!(a.body.contains(message), "{form}: {}", a.body);
+    }
+    assert!(u.store.setup_keys().await.unwrap().is_empty());
+    // A viewer sees the pages but neither form nor button, and cannot post.
+    let (vcookie, vcsrf) = u.session("vic", Role::Viewer);
+    let page = u.call("GET", "/setup-keys", Some(&vcookie), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("New setup key"));
+    let no = u
+        .call(
+            "POST",
+            "/setup-keys",
+            Some(&vcookie),
+            Some(&format!("csrf={vcsrf}&name=k1&groups=G1")),
+        )
+        .await;
+    assert_eq!(no.status, StatusCode::FORBIDDEN);
+    let made = u
+        .call(
+            "POST",
+            "/setup-keys",
+            Some(&cookie),
+            Some(&format!(
+                "csrf={csrf}&name=k1&groups=G1&tags=asr9000&reusable=on&usage_limit=3"
+            )),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.body);
+    let at = made.body.find("gkmsk_").expect("the key");
+    let key = made.body[at..at + 70].to_owned();
+    let list = u.call("GET", "/setup-keys", Some(&cookie), None).await;
+    assert!(list.body.contains("0 of 3") && list.body.contains("asr9000"));
+    assert!(!list.body.contains(&key), "shown once");
+    // An agent enrolled with it shows with its group's name; revoking it
+    // through the page ejects it, rekeys the group and tells the engine.
+    let k = u.store.setup_keys().await.unwrap().remove(0);
+    let agent = gkm_store::model::Agent {
+        id: 0,
+        name: "gm1.branch".into(),
+        groups: vec![1234],
+        tags: k.tags.clone(),
+        setup_key: k.name.clone(),
+        cert_serial: "01".into(),
+        cert_not_after: 4_000_000_000_000,
+        enrolled_at: 0,
+        renewed_at: None,
+        revoked_at: None,
+    };
+    u.store
+        .enroll_agent(k.id, 1, &agent, "agent:gm1.branch", &[9u8; 32])
+        .await
+        .unwrap();
+    let page = u.call("GET", "/agents", Some(&vcookie), None).await;
+    assert!(
+        page.body.contains("gm1.branch") && page.body.contains("<td>G1</td>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("never") && !page.body.contains(">Revoke<"),
+        "{}",
+        page.body
+    );
+    let gone = u
+        .call(
+            "POST",
+            "/agents/gm1.branch/revoke",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::OK, "{}", gone.body);
+    assert!(gone.body.contains("gm1.branch revoked"), "{}", gone.body);
+    let calls = u.control.calls.lock().unwrap().clone();
+    for want in [
+        "agents changed",
+        "eject 1234 gm1.branch",
+        "rekey 1234 false",
+    ] {
+        assert!(calls.iter().any(|c| c == want), "{want}: {calls:?}");
+    }
+    assert!(u.store.token_by_hash(&[9u8; 32]).await.unwrap().is_none());
+    let again = u
+        .call(
+            "POST",
+            "/agents/gm1.branch/revoke",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    let del = u
+        .call(
+            "POST",
+            "/setup-keys/k1/delete",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}")),
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::SEE_OTHER);
+    assert!(u.store.setup_keys().await.unwrap().is_empty());
+}
+
 common::on_both_backends!(
     the_group_page_shows_coop_peers_and_a_policy_save_keeps_them,
     the_policy_form_edits_coop_and_names_each_wrong_field,
@@ -1388,6 +1532,7 @@ common::on_both_backends!(
     roles_decide_what_a_user_sees_and_may_do,
     the_policy_form_reports_each_error_next_to_its_field_and_saves_nothing,
     the_token_form_validates_and_shows_a_secret_once,
+    the_setup_key_and_agent_pages_validate_show_the_key_once_and_revoke,
     pages_render_and_bad_queries_are_refused,
     health_reports_show_on_the_gm_page_and_spikes_alert,
     failed_sign_ins_are_throttled_per_source_and_per_user,

@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 mod admin;
+mod agents;
 mod features;
 mod gm;
 mod group;
@@ -18,6 +19,7 @@ mod overview;
 mod page;
 
 use self::admin::{audit, token_create, token_delete, tokens};
+use self::agents::{agent_revoke, agents, setup_key_create, setup_key_delete, setup_keys};
 use self::features::features;
 use self::gm::{eject_confirm, eject_do, gm_page};
 use self::group::{group_page, group_save, rekey_confirm, rekey_do};
@@ -113,6 +115,10 @@ pub fn router(d: Dashboard) -> Router {
         .route("/features", get(features))
         .route("/key-servers", get(key_servers))
         .route("/audit", get(audit))
+        .route("/agents", get(agents))
+        .route("/agents/{name}/revoke", post(agent_revoke))
+        .route("/setup-keys", get(setup_keys).post(setup_key_create))
+        .route("/setup-keys/{name}/delete", post(setup_key_delete))
         .route("/tokens", get(tokens).post(token_create))
         .route("/tokens/{name}/delete", post(token_delete))
         .route("/static/gkm.css", get(css))
