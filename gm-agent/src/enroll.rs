@@ -328,3 +328,57 @@ pub fn run(cmd: &Cmd) -> Result<()> {
     }
     Ok(())
 }
+
+/// Renews the enrolled certificate when less than `before` of its
+/// validity is left at `now_ms`; the new credentials when it did.
+pub fn renew_if_due(dir: &Path, before: Duration, now_ms: u64) -> Result<Option<Enrolled>> {
+    let saved = load_saved(dir)?;
+    let left = saved
+        .cert_not_after
+        .saturating_sub(i64::try_from(now_ms).unwrap_or(i64::MAX));
+    if left > i64::try_from(before.as_millis()).unwrap_or(i64::MAX) {
+        return Ok(None);
+    }
+    renew(dir)?;
+    let e = load(dir)?;
+    let PkiCredentials { ca, cert, key } = e.pki;
+    Ok(Some(Enrolled {
+        cert,
+        key,
+        ca,
+        name: e.saved.name,
+    }))
+}
+
+/// Checks at start and then hourly whether the certificate is due for
+/// renewal ([`renew_if_due`]); each renewed credential comes out of the
+/// channel for the running GM. A failed renewal is logged and tried again
+/// at the next check.
+pub fn spawn_renewal(
+    dir: PathBuf,
+    before: Duration,
+) -> tokio::sync::mpsc::UnboundedReceiver<Enrolled> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let d = dir.clone();
+            let now = gkm_model::clock::unix_ms();
+            match tokio::task::spawn_blocking(move || renew_if_due(&d, before, now)).await {
+                Ok(Ok(Some(e))) => {
+                    tracing::info!(agent = %e.name, "certificate renewed");
+                    if tx.send(e).is_err() {
+                        return;
+                    }
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; trying again in an hour")
+                }
+                Err(e) => tracing::warn!(error = %e, "certificate renewal stopped"),
+            }
+        }
+    });
+    rx
+}

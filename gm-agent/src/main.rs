@@ -47,6 +47,10 @@ struct Args {
     /// controller (flags and the file override each).
     #[arg(long, env = "GKM_AGENT_ENROLLMENT")]
     enrollment: Option<PathBuf>,
+    /// With --enrollment: renew the certificate when fewer than this many
+    /// days of its validity are left (checked at start and hourly; 1-365).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=365))]
+    renew_before_days: u64,
     /// Configuration file (TOML).
     #[arg(long, short, env = "GKM_AGENT_CONFIG")]
     config: Option<PathBuf>,
@@ -577,6 +581,11 @@ async fn main() -> Result<()> {
     // SIGTERM ends the agent like Ctrl-C: routes, rules and the TUN device go.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut gm = GroupMember::new(cfg, Box::new(OsRng));
+    let before = Duration::from_secs(args.renew_before_days * 86_400);
+    let mut renewed = match (&args.enrollment, args.once) {
+        (Some(dir), false) => enroll::spawn_renewal(dir.clone(), before),
+        _ => tokio::sync::mpsc::unbounded_channel().1,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     let mut last_failure: Option<String> = None;
     let mut buf = vec![0u8; 65_536];
@@ -700,6 +709,9 @@ async fn main() -> Result<()> {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = term.recv() => return Ok(()),
             Some(e) = dp_stopped.recv() => return Err(e.context("the dataplane stopped")),
+            Some(e) = renewed.recv() => {
+                gm.set_certificate(CertAuth { cert: e.cert, key: e.key, ca: e.ca });
+            }
         }
     }
 }

@@ -398,3 +398,32 @@ fn an_enrolled_agents_certificate_joins_only_its_groups() {
     );
     assert!(notified(&gm_ev, NotifyType::INVALID_ID_INFORMATION));
 }
+
+#[test]
+fn a_renewed_certificate_is_used_at_the_next_phase_1() {
+    let ca = EcCa::new("GKM test EC CA");
+    let rogue = EcCa::new("GKM test EC CA");
+    let mut ks = ks_with(&ca, &both(&ca));
+    // Its first certificate is one the key server does not trust...
+    let (old, old_key) = rogue.issue("gm1.branch.test");
+    let mut g = gm(
+        1,
+        old,
+        Phase1Signer::from_pkcs8_der(&old_key).unwrap(),
+        ca.authority(),
+    );
+    let mut gms = vec![(gm_addr(1), g)];
+    let (got, _, _) = run(&mut ks, &mut gms, T0 + 2_000);
+    assert!(got.is_empty());
+    // ... then it is renewed, and the next attempt registers with it.
+    g = gms.remove(0).1;
+    let (cert, key) = ca.issue("gm1.branch.test");
+    assert!(g.set_certificate(CertAuth {
+        cert,
+        key: Phase1Signer::from_pkcs8_der(&key).unwrap(),
+        ca: ca.authority(),
+    }));
+    let mut gms = vec![(gm_addr(1), g)];
+    let (got, ev, _) = run_with(&mut ks, &mut gms, T0 + 2_000, T0 + 8_000, |_, _| true);
+    assert_eq!(got.len(), 1, "{ev:?}");
+}

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use gkm_tests::api::Api;
-use gkm_tests::procs::{binary, free_udp_port, fresh_dir, start_server};
+use gkm_tests::procs::{binary, free_udp_port, fresh_dir, start_server, Proc};
 use gkm_tests::tshark;
 use serde_json::{json, Value};
 
@@ -227,6 +227,29 @@ fn setup_keys_enroll_agents_that_register_with_certificates_until_revoked() {
         .unwrap();
     assert!(b2_row["renewed_at"].as_i64().is_some(), "{agents}");
 
+    // A running agent renews by itself when its certificate is within
+    // --renew-before-days of expiry (here at once: 365 > 90), and goes on
+    // with the new certificate.
+    let before = std::fs::read_to_string(b1.join("cert.pem")).unwrap();
+    let mut running = Proc::spawn(
+        {
+            let mut c = agent();
+            c.arg("--enrollment")
+                .arg(&b1)
+                .args(["--bind", "127.0.5.4:0", "--renew-before-days", "365"])
+                .arg("--status-socket")
+                .arg(dir.join("b1.sock"));
+            c
+        },
+        &dir.join("b1-running.log"),
+    );
+    running.wait_for("certificate renewed", Duration::from_secs(20));
+    running.wait_for("registered group 4102", Duration::from_secs(20));
+    drop(running);
+    assert_ne!(
+        std::fs::read_to_string(b1.join("cert.pem")).unwrap(),
+        before
+    );
     // The agent's token reports for itself in its group only.
     let b1_token = std::fs::read_to_string(b1.join("token")).unwrap();
     let report = |group: u32, who: &str| {

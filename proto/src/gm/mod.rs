@@ -66,6 +66,19 @@ impl GroupMember {
         }
     }
 
+    /// Replaces the certificate credential (a renewed certificate and
+    /// key); the next phase 1 uses it, SAs and keys held stay. False (and
+    /// nothing changed) when the GM authenticates with a PSK.
+    pub fn set_certificate(&mut self, c: CertAuth) -> bool {
+        match &mut self.cfg.auth {
+            GmAuth::Certificate(old) => {
+                **old = c;
+                true
+            }
+            GmAuth::Psk(_) => false,
+        }
+    }
+
     /// The key server currently in use.
     pub fn key_server(&self) -> Option<SocketAddr> {
         self.cfg.key_servers.get(self.ks_index).copied()
