@@ -175,11 +175,11 @@ pub fn enroll(a: &EnrollArgs) -> Result<Saved> {
     let dir = &a.state_dir;
     let token = Zeroizing::new(e.token);
     write(dir, KEY, key.as_bytes(), 0o600)?;
-    write(dir, CERT, e.certificate.as_bytes(), 0o644)?;
-    write(dir, CA, e.ca.as_bytes(), 0o644)?;
+    write(dir, CERT, e.certificate.as_bytes(), 0o600)?;
+    write(dir, CA, e.ca.as_bytes(), 0o600)?;
     write(dir, TOKEN, token.as_bytes(), 0o600)?;
     if let Some(ca) = &a.ca {
-        write(dir, CONTROLLER_CA, &std::fs::read(ca)?, 0o644)?;
+        write(dir, CONTROLLER_CA, &std::fs::read(ca)?, 0o600)?;
     }
     let saved = Saved {
         controller,
@@ -188,7 +188,7 @@ pub fn enroll(a: &EnrollArgs) -> Result<Saved> {
         key_servers: e.key_servers,
         cert_not_after: e.cert_not_after,
     };
-    write(dir, SAVED, &serde_json::to_vec_pretty(&saved)?, 0o644)?;
+    write(dir, SAVED, &serde_json::to_vec_pretty(&saved)?, 0o600)?;
     Ok(saved)
 }
 
@@ -208,11 +208,11 @@ pub fn renew(dir: &Path) -> Result<Saved> {
     // match if a crash came between: the key goes first, under another
     // name, and both are renamed into place.
     write(dir, ".key.pem.new", key.as_bytes(), 0o600)?;
-    write(dir, CERT, r.certificate.as_bytes(), 0o644)?;
+    write(dir, CERT, r.certificate.as_bytes(), 0o600)?;
     std::fs::rename(dir.join(".key.pem.new"), dir.join(KEY))?;
-    write(dir, CA, r.ca.as_bytes(), 0o644)?;
+    write(dir, CA, r.ca.as_bytes(), 0o600)?;
     saved.cert_not_after = r.cert_not_after;
-    write(dir, SAVED, &serde_json::to_vec_pretty(&saved)?, 0o644)?;
+    write(dir, SAVED, &serde_json::to_vec_pretty(&saved)?, 0o600)?;
     Ok(saved)
 }
 

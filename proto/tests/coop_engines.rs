@@ -1113,6 +1113,11 @@ fn a_policy_change_on_a_secondary_keeps_its_primarys_keys() {
 /// CA), each peer `(j, subject)` reached on certificates and known by
 /// that subject; no pair PSK anywhere.
 fn pki_key_server(i: u8, pem: &str, key: &str, peers: &[(u8, &str)]) -> KeyServer {
+    pki_key_server_of(i, include_str!("data/ca.pem"), pem, key, peers)
+}
+
+/// [`pki_key_server`] trusting the CA `ca_pem`.
+fn pki_key_server_of(i: u8, ca_pem: &str, pem: &str, key: &str, peers: &[(u8, &str)]) -> KeyServer {
     use gkm_proto::crypto::{certificates_from_pem, CertificateAuthority, Phase1Signer};
     let mut cfg = coop_ks_config(i);
     cfg.psks = vec![PskEntry {
@@ -1120,7 +1125,7 @@ fn pki_key_server(i: u8, pem: &str, key: &str, peers: &[(u8, &str)]) -> KeyServe
         ranges: vec![prefix("10.0.0.0/8").into()],
         key: Zeroizing::new(GROUP_PSK.to_vec()),
     }];
-    let ca = certificates_from_pem(include_str!("data/ca.pem")).unwrap();
+    let ca = certificates_from_pem(ca_pem).unwrap();
     cfg.ca = Some(CertificateAuthority::new(&ca).unwrap());
     cfg.certificates = vec![(
         certificates_from_pem(pem).unwrap().remove(0),
@@ -1146,6 +1151,53 @@ const KS2_PEM: &str = include_str!("data/gm.pem");
 const KS2_KEY: &str = include_str!("data/gm.key");
 const KS1_DN: &str = "CN=ks1.gkm.test, O=GKM test";
 const KS2_DN: &str = "O=GKM test,CN=gm1.gkm.test";
+
+#[test]
+fn key_servers_on_ecdsa_certificates_elect_over_their_sas() {
+    // Two key servers with P-256 certificates from one P-256 CA (as the
+    // internal CA they share through `[enrollment] ca_cert`/`ca_key`):
+    // their KS-to-KS SAs run ECDSA-256 and the election goes through them.
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let ca_key = KeyPair::generate_for(alg).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(DnType::CommonName, "shared EC CA");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = p.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(p, ca_key);
+    let issue = |cn: &str| {
+        let key = KeyPair::generate_for(alg).unwrap();
+        let mut p = CertificateParams::new(vec![cn.to_owned()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        (
+            p.signed_by(&key, &issuer).unwrap().pem(),
+            key.serialize_pem(),
+        )
+    };
+    let ((p1, k1), (p2, k2)) = (issue("ks1.ec.test"), issue("ks2.ec.test"));
+    let mut net = Net::new();
+    net.ks.remove(&addr(3));
+    net.ks.insert(
+        addr(1),
+        pki_key_server_of(1, &ca_pem, &p1, &k1, &[(2, "CN=ks2.ec.test")]),
+    );
+    net.ks.insert(
+        addr(2),
+        pki_key_server_of(2, &ca_pem, &p2, &k2, &[(1, "CN=ks1.ec.test")]),
+    );
+    net.run_until(T0 + 45_000);
+    assert_eq!(net.role(2), Role::Primary);
+    assert_eq!(net.role(1), Role::Secondary);
+    for (at, peer) in [(1, 2), (2, 1)] {
+        let s = net.ks[&addr(at)].coop_status(GROUP, net.now).unwrap();
+        let p = s.peers.iter().find(|p| p.addr == addr(peer)).unwrap();
+        assert!(
+            p.alive && p.sa_up && p.counters.ann_received > 0,
+            "KS {at}: {p:?}"
+        );
+    }
+}
 
 #[test]
 fn key_servers_on_certificates_elect_over_their_sas_and_refuse_another_subject() {

@@ -117,7 +117,13 @@ fn setup_keys_enroll_agents_that_register_with_certificates_until_revoked() {
         "{}",
         text(&o)
     );
-    for (f, want) in [("key.pem", 0o600), ("token", 0o600), ("cert.pem", 0o644)] {
+    for (f, want) in [
+        ("key.pem", 0o600),
+        ("token", 0o600),
+        ("cert.pem", 0o600),
+        ("ca.pem", 0o600),
+        ("enrollment.json", 0o600),
+    ] {
         assert_eq!(mode(&a1.join(f)), want, "{f}");
     }
     let o = enroll(&base, &once, "a2.branch", &dir.join("a2-refused"));
