@@ -11,6 +11,7 @@
 mod enroll;
 mod membership;
 mod metrics;
+mod net;
 mod report;
 mod status;
 
@@ -229,33 +230,6 @@ fn read(p: &Path) -> Result<String> {
     std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
 }
 
-/// The local IPv4 address the kernel would use to reach `to`.
-fn route_source(to: SocketAddr) -> Option<IpAddr> {
-    let any: SocketAddr = if to.is_ipv6() {
-        "[::]:0".parse().ok()?
-    } else {
-        "0.0.0.0:0".parse().ok()?
-    };
-    let probe = std::net::UdpSocket::bind(any).ok()?;
-    probe.connect(to).ok()?;
-    Some(probe.local_addr().ok()?.ip()).filter(|a| !a.is_unspecified())
-}
-
-/// A socket receiving the group's multicast rekeys: bound to the group
-/// address and port (shared with other agents on the host), joined on the
-/// interface of `local` (or the kernel's choice for 0.0.0.0).
-fn join_multicast(group: SocketAddrV4, local: Ipv4Addr) -> Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&SocketAddr::V4(group).into())
-        .with_context(|| format!("cannot bind the multicast rekey socket {group}"))?;
-    s.join_multicast_v4(group.ip(), &local)
-        .with_context(|| format!("cannot join {} on {local}", group.ip()))?;
-    UdpSocket::from_std(s.into()).context("multicast socket")
-}
-
 /// The dataplane's settings and its fail-close prefixes from the flags and
 /// the file, checked before anything is bound or created; `None` when the
 /// dataplane is off (or with `--once`).
@@ -398,7 +372,7 @@ fn gm_config(args: &Args, file: &AgentConfig) -> Result<(GmConfig, SocketAddr, O
         a if !a.is_unspecified() => a,
         // Bound to all addresses: the phase 1 ID is the address the host
         // uses to reach the first key server (what the KS will see).
-        _ => route_source(key_servers[0]).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        _ => net::route_source(key_servers[0]).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
     };
     let psk = match (&args.psk, &file.psk, &file.psk_file) {
         (Some(k), _, _) | (None, Some(k), _) => Some(k.clone()),
@@ -648,7 +622,7 @@ async fn main() -> Result<()> {
                     if let Some(k) = keys.kek.as_ref().filter(|k| k.rekey_dst.is_multicast()) {
                         let to = SocketAddrV4::new(k.rekey_dst, k.rekey_port);
                         if multicast.as_ref().map(|(a, _)| *a) != Some(to) {
-                            let m = join_multicast(to, local)?;
+                            let m = net::join_multicast(to, local)?;
                             if let Some((settings, _, _)) = dp.as_ref() {
                                 socket2::SockRef::from(&m).set_mark(settings.fwmark)?;
                             }
