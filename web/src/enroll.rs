@@ -171,7 +171,8 @@ pub async fn create_setup_key(
         tags: body.tags.clone(),
         usage_limit,
         uses: 0,
-        expires_at: now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX) * 1000),
+        expires_at: now
+            .saturating_add(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000)),
         created_at: now,
     };
     let setup_key = s
