@@ -62,11 +62,21 @@ impl EcCa {
     }
 
     fn issue_rcgen(&self, cn: &str) -> (rcgen::Certificate, KeyPair) {
+        self.issue_ou(cn, None)
+    }
+
+    /// With an OU (the group binding the controller's CA writes).
+    fn issue_ou(&self, cn: &str, ou: Option<&str>) -> (rcgen::Certificate, KeyPair) {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        // The DNS name is the CN, as enrolled agents' certificates have it.
+        let mut p = CertificateParams::new(vec![cn.to_owned()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         p.distinguished_name
             .push(DnType::OrganizationName, "GKM test");
+        if let Some(ou) = ou {
+            p.distinguished_name
+                .push(DnType::OrganizationalUnitName, ou);
+        }
         (p.signed_by(&key, &self.issuer).unwrap(), key)
     }
 
@@ -426,4 +436,57 @@ fn a_renewed_certificate_is_used_at_the_next_phase_1() {
     let mut gms = vec![(gm_addr(1), g)];
     let (got, ev, _) = run_with(&mut ks, &mut gms, T0 + 2_000, T0 + 8_000, |_, _| true);
     assert_eq!(got.len(), 1, "{ev:?}");
+}
+
+#[test]
+fn a_certificates_own_group_binding_holds_on_a_key_server_that_never_enrolled_it() {
+    // A key server whose store knows no agent (another key server of the
+    // group enrolled it): the binding the CA wrote decides.
+    let ca = EcCa::new("GKM test EC CA");
+    let mut ks = ks_with(&ca, &both(&ca));
+    let with_ou = |i: u32, ou: &str| {
+        let (cert, key) = ca.issue_ou("gm1.branch.test", Some(ou));
+        gm(
+            i,
+            cert.der().to_vec(),
+            Phase1Signer::from_pkcs8_der(&key.serialize_der()).unwrap(),
+            ca.authority(),
+        )
+    };
+    let elsewhere = format!("{}{}", gkm_proto::crypto::GROUPS_OU_PREFIX, GROUP + 1);
+    let here = format!(
+        "{}{},{}",
+        gkm_proto::crypto::GROUPS_OU_PREFIX,
+        GROUP + 1,
+        GROUP
+    );
+    let garbled = format!("{}12x", gkm_proto::crypto::GROUPS_OU_PREFIX);
+    let mut gms = vec![
+        (gm_addr(1), with_ou(1, &elsewhere)),
+        (gm_addr(2), with_ou(2, &here)),
+        (gm_addr(3), with_ou(3, &garbled)),
+    ];
+    let (got, ev, _) = run(&mut ks, &mut gms, T0 + 3_000);
+    assert_eq!(got.keys().collect::<Vec<_>>(), [&gm_addr(2)], "{ev:?}");
+    let refusals = ev
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                KsEvent::Rejected {
+                    reason: Reject::CredentialNotAccepted,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(refusals >= 2, "{ev:?}");
+    // Where the store knows the agent too, a group must be in both.
+    ks.set_enrolled_agents(EnrolledAgents {
+        groups: [("gm1.branch.test".to_owned(), vec![GROUP + 1])].into(),
+        revoked: Default::default(),
+    });
+    let mut gms = vec![(gm_addr(4), with_ou(4, &here))];
+    let (got, _, _) = run(&mut ks, &mut gms, T0 + 3_000);
+    assert!(got.is_empty(), "the store's binding excludes the group");
 }

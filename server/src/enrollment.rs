@@ -62,6 +62,18 @@ pub async fn setup(store: &dyn Store, cfg: &EnrollmentConfig, own: Ipv4Addr) -> 
     })
 }
 
+/// Keeps the engine's enrolled agents current: this key server's
+/// enrollments and revocations tell it at once; this also reloads them
+/// every 30 s, for those made through another key server sharing the
+/// database.
+pub async fn keep_engine_current(control: std::sync::Arc<crate::control::ControlHandle>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        every.tick().await;
+        gkm_web::Control::agents_changed(control.as_ref()).await;
+    }
+}
+
 /// The enrolled agents as the engine enforces them.
 pub async fn enrolled_agents(store: &dyn Store) -> Result<EnrolledAgents> {
     let mut out = EnrolledAgents::default();
@@ -73,4 +85,15 @@ pub async fn enrolled_agents(store: &dyn Store) -> Result<EnrolledAgents> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_ca_writes_the_group_binding_the_key_server_reads() {
+        assert_eq!(
+            gkm_web::ca::GROUPS_OU_PREFIX,
+            gkm_proto::crypto::GROUPS_OU_PREFIX
+        );
+    }
 }

@@ -695,7 +695,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             cert_validity: cfg.enrollment.cert_validity()?,
         },
     );
-    api.spawn(async move { gkm_web::Control::agents_changed(agents_control.as_ref()).await });
+    api.spawn(enrollment::keep_engine_current(agents_control));
     api_state.metrics = std::sync::Arc::new(gkm_web::metrics::HttpMetrics::with_agent_silent_secs(
         args.web.agent_silent_secs,
     )?);

@@ -9,6 +9,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gkm_store::Store;
+
+/// The subject OU prefix binding a certificate to groups (the key
+/// server's `gkm_proto::crypto::GROUPS_OU_PREFIX`; a test keeps them equal).
+pub const GROUPS_OU_PREFIX: &str = "gkm-groups=";
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
@@ -168,14 +172,17 @@ impl InternalCa {
         &self.cert_pem
     }
 
-    /// Signs an agent's certificate for `name` (CN and DNS name) from its
-    /// PEM certificate signing request, valid for `validity`: the request
-    /// must be signed by its own P-256 key; its names and extensions are
-    /// not taken (the controller decides what the certificate says).
+    /// Signs an agent's certificate for `name` (CN and DNS name) bound to
+    /// `groups` (`OU=gkm-groups=...`, which every key server trusting this
+    /// CA enforces) from its PEM certificate signing request, valid for
+    /// `validity`: the request must be signed by its own P-256 key; its
+    /// names and extensions are not taken (the controller decides what the
+    /// certificate says).
     pub fn sign_csr(
         &self,
         csr_pem: &str,
         name: &str,
+        groups: &[u32],
         validity: Duration,
     ) -> Result<Issued, CaError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
@@ -185,7 +192,12 @@ impl InternalCa {
                 "/csr: the key must be ECDSA P-256 (RFC 4754 ECDSA-256)".into(),
             ));
         }
-        let params = self.leaf(name, validity)?;
+        let mut params = self.leaf(name, validity)?;
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        params.distinguished_name.push(
+            DnType::OrganizationalUnitName,
+            format!("{GROUPS_OU_PREFIX}{}", list.join(",")),
+        );
         let (serial_hex, not_after_ms) = facts(&params);
         let cert = CertificateSigningRequestParams {
             params,

@@ -217,7 +217,7 @@ pub async fn enroll(s: &ApiState, req: &EnrollRequest) -> Result<Enrolled, Probl
         )));
     }
     let issued =
-        e.ca.sign_csr(&req.csr, &name, e.cert_validity)
+        e.ca.sign_csr(&req.csr, &name, &key.groups, e.cert_validity)
             .map_err(csr_problem)?;
     let (token, hash) = new_token()?;
     let agent = Agent {
@@ -361,8 +361,14 @@ pub async fn renew(
             c.name
         )));
     };
+    let agent = s
+        .store
+        .agent(&name)
+        .await?
+        .filter(|a| a.revoked_at.is_none())
+        .ok_or_else(|| Problem::forbidden(format!("agent {name:?} is revoked")))?;
     let issued =
-        e.ca.sign_csr(&req.csr, &name, e.cert_validity)
+        e.ca.sign_csr(&req.csr, &name, &agent.groups, e.cert_validity)
             .map_err(csr_problem)?;
     s.store
         .renew_agent(&c.actor(), &name, &issued.serial_hex, issued.not_after_ms)

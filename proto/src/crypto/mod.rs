@@ -18,5 +18,5 @@ pub use rekey_sig::{RekeySigner, RekeyVerifier};
 pub use rng::EngineRng;
 pub use sig::{
     certificates_from_pem, CertError, CertificateAuthority, KeyKind, PeerKey, Phase1Signer,
-    PkiCredentials, PkiLoadError, RsaSigner, RsaVerifier, SigError, VerifiedCert,
+    PkiCredentials, PkiLoadError, RsaSigner, RsaVerifier, SigError, VerifiedCert, GROUPS_OU_PREFIX,
 };

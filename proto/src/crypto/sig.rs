@@ -305,6 +305,22 @@ pub struct VerifiedCert {
     /// subject alternative names (an ID_FQDN must be one of these; a
     /// revoked agent's name among them refuses it).
     pub names: Vec<String>,
+    /// The groups an enrolled agent's certificate binds it to (its
+    /// subject's `OU=gkm-groups=1234,1235`, which only the controller's
+    /// CA writes): any key server trusting the CA enforces them, its own
+    /// store's enrollment or not. None when the certificate has none.
+    pub groups: Option<Vec<u32>>,
+}
+
+/// The subject OU prefix that binds a certificate to groups.
+pub const GROUPS_OU_PREFIX: &str = "gkm-groups=";
+
+/// The groups an OU value binds (`gkm-groups=1234,1235`); an OU with the
+/// prefix that does not parse binds to no group at all (empty list).
+fn groups_of_ou(ou: &str) -> Option<Vec<u32>> {
+    let list = ou.strip_prefix(GROUPS_OU_PREFIX)?;
+    let parsed: Result<Vec<u32>, _> = list.split(',').map(str::parse).collect();
+    Some(parsed.unwrap_or_default())
 }
 
 /// A party's certificate credentials for phase 1, from the three PEM
@@ -424,10 +440,16 @@ impl CertificateAuthority {
                 }
             }
         }
+        let groups = parsed
+            .subject()
+            .iter_organizational_unit()
+            .filter_map(|a| a.as_str().ok())
+            .find_map(groups_of_ou);
         Ok(VerifiedCert {
             key,
             subject_der: parsed.subject().as_raw().to_vec(),
             names,
+            groups,
         })
     }
 }

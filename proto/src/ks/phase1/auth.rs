@@ -270,7 +270,12 @@ pub(crate) fn verify(
                     "main mode 5 SIG does not verify with the certificate's key",
                 )));
             }
-            agent_groups = agents.groups_of(&verified.names);
+            // The certificate's own binding and the store's, where both
+            // exist: a group must be in each.
+            agent_groups = match (agents.groups_of(&verified.names), verified.groups) {
+                (Some(a), Some(c)) => Some(a.into_iter().filter(|g| c.contains(g)).collect()),
+                (a, c) => a.or(c),
+            };
             subject = Some(verified.subject_der);
             true
         }
