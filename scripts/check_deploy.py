@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -167,6 +168,14 @@ REFUSED = [
         {"keyServers": {"replicas": 2, "addresses": ["10.0.0.1", "10.0.0.2"]}, "secrets": {"coopPsk": "k"}},
         "secrets.rekeySigningKey",
     ),
+    (
+        {
+            "keyServers": {"replicas": 2, "addresses": ["10.0.0.1", "10.0.0.2"]},
+            "secrets": {"coopPsk": "k", "rekeySigningKey": "AAAA"},
+        },
+        "secrets.enrollmentCaCert",
+    ),
+    ({"secrets": {"enrollmentCaCert": "not a certificate"}}, "enrollmentCaCert"),
 ]
 
 
@@ -245,6 +254,7 @@ def run_key_servers(tmp: Path) -> str:
     container = sts["spec"]["template"]["spec"]["containers"][0]
     procs = []
     metrics_ports = []
+    http_ports = []
     try:
         for i, addr in enumerate(addrs):
             pod = tmp / f"pod-{i}"
@@ -262,6 +272,8 @@ def run_key_servers(tmp: Path) -> str:
                     env[e["name"]] = e["value"].replace("/etc/gkm/", f"{etc}/")
             metrics_port = free_port()
             metrics_ports.append(metrics_port)
+            http_port = free_port()
+            http_ports.append(http_port)
             args = []
             for a in container["args"]:
                 a = a.replace("$(POD_INDEX)", str(i)).replace("/etc/gkm/", f"{etc}/")
@@ -269,7 +281,7 @@ def run_key_servers(tmp: Path) -> str:
                 if a.startswith("--listen="):
                     a = f"--listen={addr}:848"
                 elif a.startswith("--http="):
-                    a = f"--http=127.0.0.1:{free_port()}"
+                    a = f"--http=127.0.0.1:{http_port}"
                 elif a.startswith("--metrics="):
                     a = f"--metrics=127.0.0.1:{metrics_port}"
                 args.append(a)
@@ -288,9 +300,10 @@ def run_key_servers(tmp: Path) -> str:
                 if primary != max(addrs, key=lambda a: tuple(map(int, a.split(".")))):
                     fail(f"the chart's key servers elected {primary}, not the highest address")
                 agent = register_agent(docs, addrs, tmp, server.parent)
+                enrolled = enroll_across(procs[0][1], http_ports[0], addrs[2], tmp, server.parent)
                 return (
                     f"the chart's 3 key servers elected {primary} primary, 2 secondaries; "
-                    f"the chart's agent {agent}"
+                    f"the chart's agent {agent}; {enrolled}"
                 )
             time.sleep(0.5)
         logs = "\n".join((pod / "log").read_text()[-3000:] for _, pod in procs)
@@ -332,6 +345,44 @@ def register_agent(docs: list[dict], addrs: list[str], tmp: Path, bin_dir: Path)
     if p.returncode != 0 or line is None:
         fail(f"the chart's agent did not register ({p.returncode}):\n{p.stdout}{p.stderr[-3000:]}")
     return line.split(": ", 1)[0]
+
+
+def enroll_across(pod0: Path, http_port: int, other: str, tmp: Path, bin_dir: Path) -> str:
+    """An agent enrolled at key server 0 (a setup key for WAN-HOSTS) registers
+    with its certificate at another key server of the group: the chart's
+    shared enrollment CA, and the groups the certificate carries."""
+    # The bootstrap admin token, in the data directory the chart names.
+    found = sorted(pod0.rglob("admin-token"))
+    if not found:
+        fail(f"key server 0 wrote no admin-token under {pod0}")
+    token = found[0].read_text().strip()
+    body = json.dumps({"name": "chart-check", "groups": ["WAN-HOSTS"]}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{http_port}/api/v1/setup-keys",
+        data=body,
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        key = json.loads(r.read())["key"]
+    state = tmp / "enrolled"
+    env = {"PATH": os.environ["PATH"], "GKM_SETUP_KEY": key}
+    p = subprocess.run(
+        [str(bin_dir / "gkm-agent"), "enroll", f"--controller=http://127.0.0.1:{http_port}",
+         "--name=host-1.chart", f"--state-dir={state}"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    if p.returncode != 0:
+        fail(f"enrollment at key server 0 failed:\n{p.stdout}{p.stderr[-3000:]}")
+    p = subprocess.run(
+        [str(bin_dir / "gkm-agent"), f"--enrollment={state}", f"--key-server={other}:848",
+         "--group=1002", "--bind=127.0.0.51:0", f"--status-socket={tmp}/enrolled.sock",
+         "--once", "--timeout=60"],
+        env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=90,
+    )
+    line = next((l for l in p.stdout.splitlines() if l.startswith("registered group 1002")), None)
+    if p.returncode != 0 or line is None:
+        fail(f"the agent enrolled at key server 0 did not register at {other}:\n{p.stdout}{p.stderr[-3000:]}")
+    return f"an agent enrolled at key server 0 registered at {other} with its certificate"
 
 
 def coop_role(port: int) -> str:

@@ -66,11 +66,11 @@ pub async fn setup(store: &dyn Store, cfg: &EnrollmentConfig, own: Ipv4Addr) -> 
 /// enrollments and revocations tell it at once; this also reloads them
 /// every 30 s, for those made through another key server sharing the
 /// database.
-pub async fn keep_engine_current(control: std::sync::Arc<crate::control::ControlHandle>) {
+pub async fn keep_engine_current(control: std::sync::Arc<dyn gkm_web::Control>) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
     loop {
         every.tick().await;
-        gkm_web::Control::agents_changed(control.as_ref()).await;
+        control.agents_changed().await;
     }
 }
 

@@ -684,7 +684,7 @@ async fn serve(api: tokio::runtime::Handle) -> Result<()> {
             store.clone(),
         ));
     }
-    let agents_control = control.clone();
+    let agents_control: std::sync::Arc<dyn gkm_web::Control> = control.clone();
     let mut api_state = gkm_web::ApiState::new(store.clone(), control).with_enrollment(
         gkm_web::enroll::Enrollment {
             ca: enroll.ca,

@@ -49,6 +49,12 @@ app.kubernetes.io/component: key-server
 {{- if and (gt $n 1) (not .Values.secrets.rekeySigningKey) -}}
 {{- fail "secrets.rekeySigningKey is required with more than one key server: every key server of a group signs rekeys with the same key" -}}
 {{- end -}}
+{{- if and (gt $n 1) (not (and .Values.secrets.enrollmentCaCert .Values.secrets.enrollmentCaKey)) -}}
+{{- fail "secrets.enrollmentCaCert and secrets.enrollmentCaKey are required with more than one key server: every key server trusts the agents one of them enrolled (openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes ...)" -}}
+{{- end -}}
+{{- if and .Values.secrets.enrollmentCaCert (not .Values.secrets.enrollmentCaKey) -}}
+{{- fail "secrets.enrollmentCaKey is required with secrets.enrollmentCaCert" -}}
+{{- end -}}
 {{- range $i, $p := .Values.psks -}}
 {{- if not $p.key -}}
 {{- fail (printf "psks[%d].key is required when secrets.create is true" $i) -}}
