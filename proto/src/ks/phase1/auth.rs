@@ -12,16 +12,17 @@ use gkm_wire::payload::{Cert, Hash, IdPayload, SaLayout, Signature};
 use gkm_wire::{Identity, IsakmpHeader, Payload};
 
 use super::super::config::{Credential, EnrolledAgents, PskEntry};
-
-/// What [`verify`] found: the certificate's subject (DER), and the groups
-/// of the enrolled agent it names, if any.
-pub(crate) type Verified = (Option<Vec<u8>>, Option<Vec<u32>>);
 use super::super::events::Reject;
 use crate::crypto::{CertificateAuthority, EngineRng, Phase1Signer};
 use crate::engine::{Millis, PeerVendor};
 use crate::ike::{
     decrypt_message, encrypt_body, AuthKind, Decrypted, Phase1Keys, Suite, Transcript,
 };
+
+/// What [`verify`] found: the certificate's subject (DER), and the groups
+/// it may join when it belongs to an enrolled agent (the store's binding,
+/// the certificate's own, or where both exist the groups in both).
+pub(crate) type Verified = (Option<Vec<u8>>, Option<Vec<u32>>);
 
 /// What main mode has agreed before message 5: enough to derive the keys
 /// for a given PSK (or none, with signatures) and check HASH_I.
