@@ -470,6 +470,34 @@ fn file_path(under: &str, pointer: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn enrollment_cert_validity_is_checked_against_its_range() {
+        for (days, ok) in [
+            (None, true),
+            (Some(1), true),
+            (Some(825), true),
+            (Some(0), false),
+            (Some(826), false),
+        ] {
+            let e = super::Enrollment {
+                cert_validity_days: days,
+                ..Default::default()
+            };
+            let r = e.cert_validity();
+            assert_eq!(r.is_ok(), ok, "{days:?}");
+            if let Err(err) = r {
+                assert!(
+                    err.to_string()
+                        .starts_with("enrollment.cert_validity_days:"),
+                    "{err}"
+                );
+            }
+        }
+        let bad: Result<super::ServerConfig, _> =
+            toml::from_str("[enrollment]\nca_certificate = 'x'\n");
+        assert!(bad.unwrap_err().to_string().contains("ca_certificate"));
+    }
+
     use super::*;
 
     fn parse(s: &str) -> Result<ServerConfig> {
